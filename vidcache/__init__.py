@@ -1,0 +1,7 @@
+"""vidcache: a resumable cache of frozen video embeddings, with mining and heads on top."""
+
+__version__ = "0.1.0"
+
+from .cache.reader import Cache  # noqa: E402
+
+__all__ = ["Cache", "__version__"]

@@ -1,0 +1,206 @@
+"""The catalog: one SQLite file that says where each video's rows are and what happened to it.
+
+SQLite gives atomic, durable transactions and safe concurrent writers (several `--shard K/N`
+processes) from the standard library. Shards are made visible first and recorded here second, so a
+crash between the two leaves a complete shard the next run adopts (see `ShardStore.adopt_orphans`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CacheError
+from .layout import SCHEMA_VERSION, STATUS_DONE, catalog_path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS views(
+    view TEXT PRIMARY KEY, identity_json TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS shards(
+    name TEXT PRIMARY KEY, created_at TEXT NOT NULL, n_videos INTEGER NOT NULL,
+    n_rows INTEGER NOT NULL, bytes INTEGER NOT NULL, run_id TEXT);
+CREATE TABLE IF NOT EXISTS entries(
+    video_id TEXT PRIMARY KEY, path TEXT NOT NULL, labels TEXT NOT NULL, split TEXT,
+    start_s REAL, end_s REAL);
+CREATE TABLE IF NOT EXISTS items(
+    video_id TEXT NOT NULL, view TEXT NOT NULL, status TEXT NOT NULL, shard TEXT,
+    row_start INTEGER, row_count INTEGER, checksum INTEGER, reason TEXT,
+    source_size INTEGER, source_mtime_ns INTEGER, info_json TEXT, updated_at TEXT NOT NULL,
+    PRIMARY KEY(video_id, view));
+CREATE INDEX IF NOT EXISTS items_by_shard ON items(shard, row_start);
+CREATE TABLE IF NOT EXISTS runs(
+    run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, command TEXT,
+    config_json TEXT, summary_json TEXT);
+"""
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One (video, view) record of the catalog."""
+
+    video_id: str
+    view: str
+    status: str
+    shard: str | None
+    row_start: int | None
+    row_count: int | None
+    checksum: int | None
+    reason: str | None
+    source_size: int | None
+    source_mtime_ns: int | None
+    info_json: str | None
+    updated_at: str
+
+
+_ITEM_COLUMNS = ", ".join(Item.__dataclass_fields__)
+
+
+class Catalog:
+    def __init__(self, connection: sqlite3.Connection, path: Path):
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, cache_dir: str | Path, *, create: bool = False) -> Catalog:
+        path = catalog_path(cache_dir)
+        if not path.exists():
+            if not create:
+                raise CacheError(f"{cache_dir} is not a vidcache cache (no {path.name}); run `vidcache extract` first")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if create:
+                db = sqlite3.connect(path, timeout=60, isolation_level=None)
+                db.executescript(_SCHEMA)
+                db.execute("INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT OR IGNORE INTO meta VALUES('created_at', ?)", (now_iso(),))
+            else:
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
+            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(f"catalog {path} cannot be read ({exc}); run `vidcache verify --cache {cache_dir}`") from None
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            found = version[0] if version else "none"
+            raise CacheError(f"catalog {path} has schema version {found}, this vidcache reads {SCHEMA_VERSION}")
+        return cls(db, path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # views ---------------------------------------------------------------------------------------
+    def view_identity(self, view: str) -> dict | None:
+        row = self._db.execute("SELECT identity_json FROM views WHERE view=?", (view,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def views(self) -> dict[str, dict]:
+        return {v: json.loads(j) for v, j in self._db.execute("SELECT view, identity_json FROM views")}
+
+    def claim_view(self, view: str, identity: dict) -> dict:
+        """Record the view's identity the first time; return what is recorded."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO views VALUES(?, ?, ?)",
+                (view, json.dumps(identity, sort_keys=True), now_iso()),
+            )
+        recorded = self.view_identity(view)
+        assert recorded is not None
+        return recorded
+
+    # entries -------------------------------------------------------------------------------------
+    def upsert_entries(self, entries: Iterable) -> None:
+        rows = [
+            (e.video_id, e.path, json.dumps(list(e.labels)), e.split, e.start_s, e.end_s) for e in entries
+        ]
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO entries VALUES(?, ?, ?, ?, ?, ?)", rows)
+
+    def entries(self) -> list[dict]:
+        cursor = self._db.execute("SELECT video_id, path, labels, split, start_s, end_s FROM entries")
+        return [
+            {"video_id": v, "path": p, "labels": json.loads(lab), "split": s, "start_s": a, "end_s": b}
+            for v, p, lab, s, a, b in cursor
+        ]
+
+    # items ---------------------------------------------------------------------------------------
+    def items(self, view: str | None = None, *, status: str | None = None) -> list[Item]:
+        query, args = f"SELECT {_ITEM_COLUMNS} FROM items WHERE 1=1", []
+        if view is not None:
+            query += " AND view=?"
+            args.append(view)
+        if status is not None:
+            query += " AND status=?"
+            args.append(status)
+        return [Item(*row) for row in self._db.execute(query + " ORDER BY video_id", args)]
+
+    def item(self, video_id: str, view: str) -> Item | None:
+        row = self._db.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE video_id=? AND view=?", (video_id, view)
+        ).fetchone()
+        return Item(*row) if row else None
+
+    def record_shard(self, *, name: str, n_rows: int, n_videos: int, size_bytes: int, run_id: str | None,
+                     items: list[Item]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO shards VALUES(?, ?, ?, ?, ?, ?)",
+                (name, now_iso(), n_videos, n_rows, size_bytes, run_id),
+            )
+            db.executemany(f"INSERT OR REPLACE INTO items({_ITEM_COLUMNS}) VALUES({', '.join('?' * 12)})",
+                           [tuple(i.__dict__.values()) for i in items])
+
+    def record_items(self, items: list[Item]) -> None:
+        with self.transaction() as db:
+            db.executemany(f"INSERT OR REPLACE INTO items({_ITEM_COLUMNS}) VALUES({', '.join('?' * 12)})",
+                           [tuple(i.__dict__.values()) for i in items])
+
+    def shard_names(self) -> set[str]:
+        return {name for (name,) in self._db.execute("SELECT name FROM shards")}
+
+    def shards(self) -> list[dict]:
+        cursor = self._db.execute("SELECT name, created_at, n_videos, n_rows, bytes, run_id FROM shards ORDER BY name")
+        keys = ("name", "created_at", "n_videos", "n_rows", "bytes", "run_id")
+        return [dict(zip(keys, row, strict=True)) for row in cursor]
+
+    def forget_shard(self, name: str) -> list[str]:
+        """Drop a shard and mark its items not extracted; return the affected video ids."""
+        with self.transaction() as db:
+            affected = [v for (v,) in db.execute("SELECT video_id FROM items WHERE shard=?", (name,))]
+            db.execute("DELETE FROM items WHERE shard=? AND status=?", (name, STATUS_DONE))
+            db.execute("DELETE FROM shards WHERE name=?", (name,))
+        return affected
+
+    # runs ----------------------------------------------------------------------------------------
+    def start_run(self, run_id: str, *, command: str, config_json: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO runs VALUES(?, ?, NULL, ?, ?, NULL)", (run_id, now_iso(), command, config_json))
+
+    def finish_run(self, run_id: str, summary: dict) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET finished_at=?, summary_json=? WHERE run_id=?",
+                (now_iso(), json.dumps(summary, sort_keys=True), run_id),
+            )
+
+    def runs(self) -> list[dict]:
+        cursor = self._db.execute("SELECT run_id, started_at, finished_at, command, config_json, summary_json FROM runs ORDER BY started_at")
+        keys = ("run_id", "started_at", "finished_at", "command", "config_json", "summary_json")
+        return [dict(zip(keys, row, strict=True)) for row in cursor]

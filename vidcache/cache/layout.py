@@ -1,0 +1,30 @@
+"""Names and constants of the on-disk cache layout (see docs/cache-format.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+CATALOG_NAME = "catalog.sqlite"
+SHARD_DIR = "shards"
+SHARD_SUFFIX = ".h5"
+PARTIAL_SUFFIX = ".partial"
+TEXT_NAME = "text.h5"
+LOCK_DIR = "locks"
+TARGET_CHUNK_BYTES = 1 << 20  # about 1 MiB of feature rows per HDF5 chunk
+
+STATUS_DONE = "done"
+STATUS_FAILED = "failed"
+STATUS_ABSENT = "absent"  # the video has no stream for this view (e.g. no audio)
+
+
+def catalog_path(cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / CATALOG_NAME
+
+
+def shard_dir(cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / SHARD_DIR
+
+
+def rows_per_chunk(feature_dim: int, itemsize: int) -> int:
+    return max(1, TARGET_CHUNK_BYTES // max(1, feature_dim * itemsize))

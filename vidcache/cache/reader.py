@@ -1,0 +1,260 @@
+"""`vidcache.Cache`: the read API every later stage uses (index, heads, users' own code).
+
+Reads need only h5py, NumPy and SQLite. Shard files are opened lazily and reopened after a fork, so
+a `CacheDataset` works inside PyTorch DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import CacheError
+from .catalog import Catalog
+from .layout import STATUS_DONE, STATUS_FAILED, TEXT_NAME, shard_dir
+
+_MAX_OPEN_SHARDS = 64
+_MERGE_GAP_ROWS = 4096  # read two videos' rows in one call when fewer rows than this lie between
+
+
+@dataclass(frozen=True)
+class Location:
+    video_id: str
+    shard: str
+    row_start: int
+    row_count: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    video_ids: list[str]
+    features: list[np.ndarray]
+    timestamps_s: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    labels: list[str]
+    templates: list[str]
+    per_template: np.ndarray  # [L, P, D] raw text embeddings, one per prompt template
+    embeddings: np.ndarray  # [L, D] mean of L2-normalised per-template embeddings, re-normalised
+    attrs: dict
+
+
+class ShardFiles:
+    """LRU of open shard files, safe across fork (reopened in a child process)."""
+
+    def __init__(self, directory: Path, max_open: int = _MAX_OPEN_SHARDS):
+        self.directory = directory
+        self.max_open = max_open
+        self._files: OrderedDict[str, h5py.File] = OrderedDict()
+        self._pid = os.getpid()
+
+    def get(self, shard: str) -> h5py.File:
+        if self._pid != os.getpid():  # forked: the parent's handles must not be used here
+            self._files = OrderedDict()
+            self._pid = os.getpid()
+        handle = self._files.get(shard)
+        if handle is None:
+            path = self.directory / f"{shard}.h5"
+            try:
+                handle = h5py.File(path, "r")
+            except (OSError, ValueError) as exc:
+                raise CacheError(f"shard {path} cannot be opened ({exc}); run `vidcache verify`") from None
+            self._files[shard] = handle
+            while len(self._files) > self.max_open:
+                self._files.popitem(last=False)[1].close()
+        else:
+            self._files.move_to_end(shard)
+        return handle
+
+    def read_rows(self, shard: str, view: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        group = self.get(shard)[view]
+        try:
+            return group["features"][start:stop], group["timestamps_s"][start:stop]
+        except (OSError, KeyError, ValueError) as exc:
+            raise CacheError(f"shard {shard} view {view} rows {start}:{stop} cannot be read ({exc}); "
+                             "run `vidcache verify`") from None
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+    def __getstate__(self) -> dict:
+        return {"directory": self.directory, "max_open": self.max_open}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["directory"], state["max_open"])
+
+
+def _read_locations(files: ShardFiles, view: str, locations: Sequence[Location], dtype) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Read many videos' rows, merging neighbouring row ranges of a shard into single reads."""
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(locations)
+    order = sorted(range(len(locations)), key=lambda i: (locations[i].shard, locations[i].row_start))
+    run: list[int] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        first, last = locations[run[0]], locations[run[-1]]
+        base = first.row_start
+        feats, stamps = files.read_rows(first.shard, view, base, last.row_start + last.row_count)
+        for i in run:
+            loc = locations[i]
+            lo, hi = loc.row_start - base, loc.row_start - base + loc.row_count
+            out[i] = (feats[lo:hi] if dtype is None else feats[lo:hi].astype(dtype), stamps[lo:hi])
+        run.clear()
+
+    for i in order:
+        if run:
+            prev = locations[run[-1]]
+            gap = locations[i].row_start - (prev.row_start + prev.row_count)
+            if locations[i].shard != prev.shard or gap > _MERGE_GAP_ROWS or gap < 0:
+                flush()
+        run.append(i)
+    flush()
+    return out  # type: ignore[return-value]
+
+
+class CacheDataset:
+    """Map-style dataset over one view: item i is (features [T, D], timestamps_s [T], video_id).
+
+    Locations are snapshotted at creation, so it pickles into DataLoader workers without a
+    database connection; each worker opens shard files on first use.
+    """
+
+    def __init__(self, cache_dir: Path, view: str, locations: list[Location], dtype=np.float32):
+        self.view = view
+        self.locations = locations
+        self.dtype = dtype
+        self._files = ShardFiles(shard_dir(cache_dir))
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        loc = self.locations[index]
+        (feats, stamps), = _read_locations(self._files, self.view, [loc], self.dtype)
+        return feats, stamps, loc.video_id
+
+    @property
+    def video_ids(self) -> list[str]:
+        return [loc.video_id for loc in self.locations]
+
+
+class Cache:
+    """Read access to a vidcache directory.
+
+    >>> cache = Cache("features/")
+    >>> features, timestamps_s = cache.read(cache.video_ids()[0], "clip")
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._catalog = Catalog.open(self.path)
+        self._files = ShardFiles(shard_dir(self.path))
+
+    # catalog views -------------------------------------------------------------------------------
+    def views(self) -> list[str]:
+        return sorted(self._catalog.views())
+
+    def view_info(self, view: str) -> dict:
+        """The recorded identity of a view: model, weights sha256, preprocessing, sampling, dtype."""
+        info = self._catalog.view_identity(view)
+        if info is None:
+            raise KeyError(f"view {view!r} is not in cache {self.path}; views: {', '.join(self.views()) or 'none'}")
+        return info
+
+    def video_ids(self, view: str | None = None) -> list[str]:
+        """Ids of videos extracted successfully (for `view`, or for every view they were asked for)."""
+        if view is not None:
+            return [item.video_id for item in self._catalog.items(view, status=STATUS_DONE)]
+        ids: set[str] = set()
+        bad: set[str] = set()
+        for item in self._catalog.items():
+            (ids if item.status == STATUS_DONE else bad).add(item.video_id)
+        return sorted(ids - bad)
+
+    def failed(self, view: str | None = None) -> dict[str, str]:
+        return {item.video_id: item.reason or "" for item in self._catalog.items(view, status=STATUS_FAILED)}
+
+    def entries(self):
+        """Manifest metadata (video_id, path, labels, split, start_s, end_s) as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self._catalog.entries(), columns=["video_id", "path", "labels", "split", "start_s", "end_s"])
+
+    def video_info(self, video_id: str, view: str = "clip") -> dict:
+        """Per-video facts recorded at extraction (duration, stream start, fps, size, rotation...)."""
+        item = self._catalog.item(video_id, view)
+        if item is None:
+            raise KeyError(f"{video_id!r} has no {view!r} record in {self.path}")
+        return {"status": item.status, "reason": item.reason, **json.loads(item.info_json or "{}")}
+
+    def locations(self, view: str, video_ids: Iterable[str] | None = None) -> list[Location]:
+        done = {i.video_id: i for i in self._catalog.items(view, status=STATUS_DONE)}
+        if video_ids is None:
+            chosen = sorted(done.values(), key=lambda i: (i.shard, i.row_start))
+        else:
+            chosen = []
+            for video_id in video_ids:
+                if video_id not in done:
+                    raise KeyError(f"{video_id!r} has no extracted {view!r} rows in {self.path}")
+                chosen.append(done[video_id])
+        return [Location(i.video_id, i.shard, i.row_start, i.row_count) for i in chosen]
+
+    # reads ---------------------------------------------------------------------------------------
+    def read(self, video_id: str, view: str = "clip", *, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+        """(features [T, D] as stored unless `dtype` is given, timestamps_s [T] float64)."""
+        item = self._catalog.item(video_id, view)
+        if item is None or item.status != STATUS_DONE:
+            state = "not in the cache" if item is None else f"{item.status}: {item.reason}"
+            raise KeyError(f"{video_id!r} view {view!r} is {state}")
+        loc = Location(video_id, item.shard, item.row_start, item.row_count)
+        return _read_locations(self._files, view, [loc], dtype)[0]
+
+    def read_many(self, video_ids: Sequence[str], view: str = "clip", *, dtype=None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Like `read` for many ids (same order), with neighbouring rows read in one call."""
+        return _read_locations(self._files, view, self.locations(view, video_ids), dtype)
+
+    def iter_batches(self, view: str = "clip", *, batch_size: int = 256, video_ids: Iterable[str] | None = None,
+                     dtype=None) -> Iterator[Batch]:
+        """Videos in storage order (or the given order), `batch_size` videos at a time."""
+        locations = self.locations(view, video_ids)
+        for start in range(0, len(locations), batch_size):
+            chunk = locations[start:start + batch_size]
+            rows = _read_locations(self._files, view, chunk, dtype)
+            yield Batch([c.video_id for c in chunk], [r[0] for r in rows], [r[1] for r in rows])
+
+    def dataset(self, view: str = "clip", *, video_ids: Iterable[str] | None = None, dtype=np.float32) -> CacheDataset:
+        return CacheDataset(self.path, view, self.locations(view, video_ids), dtype)
+
+    def text_embeddings(self) -> TextEmbeddings:
+        path = self.path / TEXT_NAME
+        if not path.exists():
+            raise KeyError(f"no text embeddings in {self.path}; run `vidcache embed-text --cache {self.path}`")
+        with h5py.File(path, "r") as h5:
+            decode = lambda values: [v.decode() if isinstance(v, bytes) else v for v in values]  # noqa: E731
+            return TextEmbeddings(decode(h5["labels"][()]), decode(h5["templates"][()]), h5["per_template"][()],
+                                  h5["embeddings"][()], dict(h5.attrs))
+
+    def close(self) -> None:
+        self._files.close()
+        self._catalog.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.path)!r}, views={self.views()})"

@@ -1,0 +1,166 @@
+"""Writing one HDF5 shard: ragged rows of many videos per view, made visible atomically.
+
+A shard is written under a `.partial` name, flushed, fsynced and renamed; readers and the catalog
+only ever see complete shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from .layout import PARTIAL_SUFFIX, SCHEMA_VERSION, SHARD_SUFFIX, rows_per_chunk
+
+STR_DTYPE = h5py.string_dtype("utf-8")
+
+
+def rows_checksum(features: np.ndarray, timestamps_s: np.ndarray) -> int:
+    """CRC32 of a video's stored feature bytes then its float64 timestamps (little-endian)."""
+    crc = zlib.crc32(np.ascontiguousarray(features).view(np.uint8).tobytes())
+    return zlib.crc32(np.ascontiguousarray(timestamps_s, dtype="<f8").view(np.uint8).tobytes(), crc)
+
+
+def plain_attrs(values: dict[str, Any]) -> dict[str, Any]:
+    """HDF5 attributes hold plain types only: nested values become JSON strings."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, (dict, list, tuple)):
+            out[key] = json.dumps(value, sort_keys=True)
+        elif value is None:
+            out[key] = ""
+        elif isinstance(value, (str, int, float, bool, np.integer, np.floating)):
+            out[key] = value
+        else:
+            raise TypeError(f"attribute {key!r} has non-plain type {type(value).__name__}")
+    return out
+
+
+@dataclass
+class ShardRows:
+    """Where one video's rows of one view went inside the shard being written."""
+
+    video_id: str
+    view: str
+    row_start: int
+    row_count: int
+    checksum: int
+    source_size: int = -1
+    source_mtime_ns: int = -1
+    info_json: str = "{}"
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ShardWriter:
+    def __init__(self, directory: Path, name: str, *, root_attrs: dict[str, Any],
+                 view_attrs: dict[str, dict[str, Any]], dtype: dict[str, str]):
+        self.directory = directory
+        self.name = name
+        self.final_path = directory / (name + SHARD_SUFFIX)
+        self.partial_path = directory / (name + SHARD_SUFFIX + PARTIAL_SUFFIX)
+        self._view_attrs = view_attrs
+        self._dtype = dtype
+        self.opened_at = time.monotonic()
+        self.nbytes = 0
+        self.rows: list[ShardRows] = []
+        self._index: dict[str, list[ShardRows]] = {}
+        directory.mkdir(parents=True, exist_ok=True)
+        self._h5 = h5py.File(self.partial_path, "w", libver="latest")
+        self._h5.attrs.update(plain_attrs({
+            "schema_version": SCHEMA_VERSION,
+            "vidcache_version": __version__,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "shard_name": name,
+            **root_attrs,
+        }))
+
+    def _group(self, view: str, feature_dim: int) -> h5py.Group:
+        if view in self._h5:
+            return self._h5[view]
+        group = self._h5.create_group(view)
+        group.attrs.update(plain_attrs(self._view_attrs.get(view, {})))
+        dtype = np.dtype(self._dtype.get(view, "float16"))
+        chunk_rows = rows_per_chunk(feature_dim, dtype.itemsize)
+        group.create_dataset("features", shape=(0, feature_dim), maxshape=(None, feature_dim),
+                             dtype=dtype, chunks=(chunk_rows, feature_dim))
+        group.create_dataset("timestamps_s", shape=(0,), maxshape=(None,), dtype="<f8",
+                             chunks=(max(1024, chunk_rows),))
+        return group
+
+    def add(self, video_id: str, view: str, features: np.ndarray, timestamps_s: np.ndarray, *,
+            source_size: int = -1, source_mtime_ns: int = -1, info_json: str = "{}") -> ShardRows:
+        if features.ndim != 2 or len(features) != len(timestamps_s):
+            raise ValueError(f"{video_id}/{view}: features {features.shape} and timestamps {timestamps_s.shape} differ")
+        group = self._group(view, features.shape[1])
+        feats, stamps = group["features"], group["timestamps_s"]
+        stored = np.ascontiguousarray(features, dtype=feats.dtype)
+        start, count = feats.shape[0], len(stored)
+        feats.resize(start + count, axis=0)
+        stamps.resize(start + count, axis=0)
+        if count:
+            feats[start:] = stored
+            stamps[start:] = timestamps_s
+        rows = ShardRows(video_id, view, start, count, rows_checksum(stored, np.asarray(timestamps_s)),
+                         source_size, source_mtime_ns, info_json)
+        self.rows.append(rows)
+        self._index.setdefault(view, []).append(rows)
+        self.nbytes += stored.nbytes + 8 * count
+        return rows
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self.opened_at
+
+    def commit(self) -> Path:
+        """Write each view's video index, then flush, fsync and rename into place."""
+        for view, rows in self._index.items():
+            group = self._h5[view]
+            group.create_dataset("video_ids", data=np.array([r.video_id for r in rows], dtype=object), dtype=STR_DTYPE)
+            group.create_dataset("row_start", data=np.array([r.row_start for r in rows], dtype="<i8"))
+            group.create_dataset("row_count", data=np.array([r.row_count for r in rows], dtype="<i8"))
+            group.create_dataset("checksum", data=np.array([r.checksum for r in rows], dtype="<u4"))
+            group.create_dataset("source_size", data=np.array([r.source_size for r in rows], dtype="<i8"))
+            group.create_dataset("source_mtime_ns", data=np.array([r.source_mtime_ns for r in rows], dtype="<i8"))
+            group.create_dataset("info_json", data=np.array([r.info_json for r in rows], dtype=object), dtype=STR_DTYPE)
+        self._h5.attrs["n_videos"] = len({r.video_id for r in self.rows})
+        self._h5.close()
+        _fsync_path(self.partial_path)
+        os.replace(self.partial_path, self.final_path)
+        _fsync_path(self.directory, directory=True)
+        return self.final_path
+
+    def abort(self) -> None:
+        try:
+            self._h5.close()
+        finally:
+            self.partial_path.unlink(missing_ok=True)
+
+
+def read_shard_index(path: Path) -> dict[str, list[ShardRows]]:
+    """The per-view video index a committed shard carries (used to adopt and to verify it)."""
+    out: dict[str, list[ShardRows]] = {}
+    with h5py.File(path, "r") as h5:
+        for view in h5:
+            group = h5[view]
+            ids = [v.decode() if isinstance(v, bytes) else v for v in group["video_ids"][()]]
+            infos = [v.decode() if isinstance(v, bytes) else v for v in group["info_json"][()]]
+            columns = zip(ids, group["row_start"][()], group["row_count"][()], group["checksum"][()],
+                          group["source_size"][()], group["source_mtime_ns"][()], infos, strict=True)
+            out[view] = [ShardRows(v, view, int(s), int(c), int(k), int(z), int(m), i)
+                         for v, s, c, k, z, m, i in columns]
+    return out

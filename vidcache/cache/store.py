@@ -1,0 +1,155 @@
+"""The write side of a cache: shard rotation, catalog records, crash recovery.
+
+Order of operations is what makes `kill -9` safe: rows go into a `.partial` shard; the shard is
+fsynced and renamed; only then does one catalog transaction mark its videos done. On start, complete
+shards the catalog does not know yet (a crash between rename and record) are adopted, and this
+writer's own stale `.partial` files are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import Catalog, Item, now_iso
+from .layout import PARTIAL_SUFFIX, SHARD_SUFFIX, STATUS_DONE, STATUS_FAILED, shard_dir
+from .shard import ShardWriter, read_shard_index
+
+log = logging.getLogger("vidcache.cache")
+
+
+@dataclass(frozen=True)
+class SourceStat:
+    """Size and mtime of a source video, to notice when it changed since extraction."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str) -> SourceStat | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return cls(st.st_size, st.st_mtime_ns)
+
+
+class CacheWriter:
+    def __init__(self, cache_dir: str | Path, catalog: Catalog, *, run_id: str, writer_tag: str,
+                 root_attrs: dict[str, Any], view_attrs: dict[str, dict[str, Any]], dtypes: dict[str, str],
+                 shard_size_mb: float = 256.0, commit_every_s: float = 60.0):
+        self.cache_dir = Path(cache_dir)
+        self.directory = shard_dir(cache_dir)
+        self.catalog = catalog
+        self.run_id = run_id
+        self.writer_tag = writer_tag
+        self._root_attrs = {**root_attrs, "run_id": run_id}
+        self._view_attrs = view_attrs
+        self._dtypes = dtypes
+        self.shard_size_bytes = int(shard_size_mb * (1 << 20))
+        self.commit_every_s = commit_every_s
+        self._writer: ShardWriter | None = None
+        self._sequence = 0
+        self.write_seconds = 0.0
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    # recovery ------------------------------------------------------------------------------------
+    def remove_own_partials(self) -> int:
+        """Partial shards of this writer tag are leftovers of a killed run (we hold its lock)."""
+        removed = 0
+        for path in self.directory.glob(f"*-{self.writer_tag}-*{SHARD_SUFFIX}{PARTIAL_SUFFIX}"):
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def adopt_orphans(self) -> int:
+        """Record complete shards that a crash left unrecorded; skip unreadable ones (verify handles them)."""
+        known = self.catalog.shard_names()
+        adopted = 0
+        for path in sorted(self.directory.glob(f"*{SHARD_SUFFIX}")):
+            name = path.name[: -len(SHARD_SUFFIX)]
+            if name in known:
+                continue
+            try:
+                index = read_shard_index(path)
+            except Exception as exc:
+                log.warning("shard %s is unreadable (%s); left for `vidcache verify`", path, exc)
+                continue
+            items = [
+                Item(r.video_id, r.view, STATUS_DONE, name, r.row_start, r.row_count, r.checksum, None,
+                     r.source_size, r.source_mtime_ns, r.info_json, now_iso())
+                for rows in index.values() for r in rows
+            ]
+            n_rows = sum(r.row_count for rows in index.values() for r in rows)
+            self.catalog.record_shard(name=name, n_rows=n_rows, n_videos=len({i.video_id for i in items}),
+                                      size_bytes=path.stat().st_size, run_id=None, items=items)
+            adopted += 1
+        return adopted
+
+    # writing -------------------------------------------------------------------------------------
+    def _new_writer(self) -> ShardWriter:
+        self._sequence += 1
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        name = f"{stamp}-{self.writer_tag}-{os.getpid()}-{secrets.token_hex(3)}-{self._sequence:04d}"
+        return ShardWriter(self.directory, name, root_attrs=self._root_attrs, view_attrs=self._view_attrs,
+                           dtype=self._dtypes)
+
+    def add(self, video_id: str, views: dict[str, tuple[np.ndarray, np.ndarray]], *,
+            source: SourceStat | None, info_json: str = "{}") -> None:
+        """Add all views of one finished video to the open shard (committed together)."""
+        started = time.perf_counter()
+        if self._writer is None:
+            self._writer = self._new_writer()
+        for view, (features, timestamps_s) in views.items():
+            self._writer.add(video_id, view, features, timestamps_s,
+                             source_size=source.size if source else -1,
+                             source_mtime_ns=source.mtime_ns if source else -1, info_json=info_json)
+        self.write_seconds += time.perf_counter() - started
+
+    def record_failure(self, video_id: str, views: list[str], reason: str, *, source: SourceStat | None,
+                       info_json: str = "{}") -> None:
+        items = [Item(video_id, view, STATUS_FAILED, None, None, None, None, reason,
+                      source.size if source else None, source.mtime_ns if source else None, info_json, now_iso())
+                 for view in views]
+        self.catalog.record_items(items)
+
+    @property
+    def pending_videos(self) -> int:
+        return len({r.video_id for r in self._writer.rows}) if self._writer else 0
+
+    def maybe_commit(self) -> bool:
+        writer = self._writer
+        if writer is None or not writer.rows:
+            return False
+        if writer.nbytes >= self.shard_size_bytes or writer.age_s >= self.commit_every_s:
+            self.commit()
+            return True
+        return False
+
+    def commit(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        if not writer.rows:
+            writer.abort()
+            return
+        started = time.perf_counter()
+        path = writer.commit()
+        items = [Item(r.video_id, r.view, STATUS_DONE, writer.name, r.row_start, r.row_count, r.checksum, None,
+                      r.source_size, r.source_mtime_ns, r.info_json, now_iso()) for r in writer.rows]
+        self.catalog.record_shard(name=writer.name, n_rows=sum(r.row_count for r in writer.rows),
+                                  n_videos=len({r.video_id for r in writer.rows}),
+                                  size_bytes=path.stat().st_size, run_id=self.run_id, items=items)
+        self.write_seconds += time.perf_counter() - started
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None

@@ -1,0 +1,251 @@
+"""The `vidcache` command line. Exit codes: 0 done, 1 some videos failed, 2 usage/config/input
+error, 3 the cache is locked by another running extract."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import ClipConfig, ExtractConfig, RunConfig, SamplingConfig, parse_shard
+from .errors import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, VidcacheError
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"vidcache: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="vidcache")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Cache frozen video embeddings (extract), then index, mine and train heads on the cache."""
+    from .report import configure_logging
+
+    configure_logging(verbose)
+    ctx.obj = {"verbose": verbose}
+
+
+def _extract_options(fn):
+    options = [
+        click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False), help="Cache directory."),
+        click.option("--root", type=click.Path(file_okay=False, exists=True), default=None,
+                     help="Folder that relative manifest paths resolve against; paths must stay inside it. "
+                          "Default: the manifest's folder (not enforced)."),
+        click.option("--views", default="clip", show_default=True, help="Comma-separated views to extract."),
+        click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip architecture or hf-hub:org/repo."),
+        click.option("--clip-pretrained", default="openai", show_default=True,
+                     help="open_clip tag, local weights file, or 'none' for random weights (recorded)."),
+        click.option("--fps", type=float, default=None, help="Sample a frame every 1/FPS s (default 1.0)."),
+        click.option("--num-frames", type=int, default=None, help="Sample N frames uniformly instead of --fps."),
+        click.option("--clip-len", type=int, default=None, help="Frames per clip window (clip models)."),
+        click.option("--clip-stride", type=int, default=None, help="Frames between clip window starts."),
+        click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
+                     help="Storage dtype of features."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--batch-size", type=int, default=64, show_default=True, help="Frames per model batch."),
+        click.option("--workers", type=int, default=2, show_default=True, help="Videos decoded in parallel."),
+        click.option("--shard", "shard_spec", default="0/1", show_default=True,
+                     help="Process the deterministic part K of N (0 <= K < N), e.g. $SLURM_ARRAY_TASK_ID/8."),
+        click.option("--seek", type=click.Choice(["auto", "never", "always"]), default="auto", show_default=True,
+                     help="Keyframe seeking across long gaps between samples."),
+        click.option("--shard-size-mb", type=float, default=256.0, show_default=True, help="Rotate shard files at this size."),
+        click.option("--commit-every-s", type=float, default=60.0, show_default=True,
+                     help="Commit finished videos at least this often (work lost to a crash is bounded by it)."),
+        click.option("--video-timeout-s", type=float, default=600.0, show_default=True, help="Per-video decode time limit."),
+        click.option("--retry-failed", is_flag=True, help="Retry videos that failed before even if unchanged."),
+        click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_config(*, views: str, clip_model: str, clip_pretrained: str, fps: float | None, num_frames: int | None,
+                 clip_len: int | None, clip_stride: int | None, dtype: str, device: str, batch_size: int,
+                 workers: int, shard_spec: str, seek: str, shard_size_mb: float, commit_every_s: float,
+                 video_timeout_s: float, retry_failed: bool, allow_download: bool) -> ExtractConfig:
+    if fps is None and num_frames is None:
+        fps = 1.0
+    shard_index, shard_count = parse_shard(shard_spec)
+    return ExtractConfig(
+        views=tuple(v.strip() for v in views.split(",") if v.strip()),
+        sampling=SamplingConfig(fps=fps, num_frames=num_frames, clip_len=clip_len, clip_stride=clip_stride),
+        clip=ClipConfig(model=clip_model, pretrained=clip_pretrained, dtype=dtype),  # type: ignore[arg-type]
+        run=RunConfig(device=device, batch_size=batch_size, workers=workers, shard_index=shard_index,  # type: ignore[arg-type]
+                      shard_count=shard_count, seek=seek, shard_size_mb=shard_size_mb,  # type: ignore[arg-type]
+                      commit_every_s=commit_every_s, video_timeout_s=video_timeout_s,
+                      retry_failed=retry_failed, allow_download=allow_download),
+    )
+
+
+def run_extract(manifest: str, *, cache_dir: str, root: str | None, as_json: bool, **options) -> int:
+    from .extract.runner import Extractor
+    from .manifest import read_manifest, select_shard
+    from .report import ExtractProgress, print_extract_summary
+
+    config = build_config(**options)
+    entries = read_manifest(manifest, root=root)  # validated before anything is written
+    mine = select_shard(entries, config.run.shard_index, config.run.shard_count)
+    command = shlex.join(["vidcache", *sys.argv[1:]])
+    with ExtractProgress(enabled=not as_json) as progress:
+        summary = Extractor(cache_dir, config, command=command, progress=progress).run(mine)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), sort_keys=True))
+    else:
+        if summary.random_weights:
+            click.echo("NOTE: random CLIP weights (--clip-pretrained none): features are not semantic.", err=True)
+        print_extract_summary(summary)
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@_extract_options
+def extract(manifest: str, cache_dir: str, root: str | None, as_json: bool, **options) -> None:
+    """Decode each video of MANIFEST once and cache its embeddings (resumable, idempotent).
+
+    MANIFEST is a CSV or parquet with a `path` column and optional `video_id`, `labels` (;-separated),
+    `split`, `start_s`, `end_s`.
+    """
+    sys.exit(run_extract(manifest, cache_dir=cache_dir, root=root, as_json=as_json, **options))
+
+
+def cache_status(cache_dir: str) -> dict:
+    from .cache.catalog import Catalog
+    from .cache.layout import STATUS_DONE, STATUS_FAILED
+
+    catalog = Catalog.open(cache_dir)
+    try:
+        views = {}
+        for view, identity in catalog.views().items():
+            items = catalog.items(view)
+            sampling = identity.get("sampling", {})
+            views[view] = {
+                "model": identity.get("model", ""), "pretrained": identity.get("pretrained", ""),
+                "weights_sha256": identity.get("weights_sha256", ""), "dtype": identity.get("dtype", ""),
+                "sampling": (f"{sampling['fps']} fps" if sampling.get("fps") else f"{sampling.get('num_frames')} frames"),
+                "done": sum(i.status == STATUS_DONE for i in items),
+                "failed": sum(i.status == STATUS_FAILED for i in items),
+                "rows": sum(i.row_count or 0 for i in items if i.status == STATUS_DONE),
+            }
+        shards = catalog.shards()
+        return {
+            "cache": str(cache_dir), "views": views, "shards": len(shards),
+            "bytes": sum(s["bytes"] for s in shards), "entries": len(catalog.entries()),
+            "failures": {f"{i.video_id} [{i.view}]": i.reason or "" for i in catalog.items(status=STATUS_FAILED)},
+            "runs": len(catalog.runs()),
+        }
+    finally:
+        catalog.close()
+
+
+@cli.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(cache_dir: str, as_json: bool) -> None:
+    """What a cache holds: views, models, counts, failures."""
+    from .report import print_status
+
+    info = cache_status(cache_dir)
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True))
+    else:
+        print_status(info)
+
+
+@cli.command("embed-text")
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--labels-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="One label per line (default: the labels of the cached manifest).")
+@click.option("--template", "templates", multiple=True,
+              help='Prompt template with {} for the label; repeatable. Default: "a video of {}." and '
+                   '"This is a video about {}".')
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights.")
+def embed_text(cache_dir: str, labels_file: str | None, templates: tuple[str, ...], device: str,
+               allow_download: bool) -> None:
+    """Embed the label vocabulary with the cache's CLIP model into CACHE/text.h5."""
+    from .cache.catalog import Catalog
+    from .errors import CacheError, ConfigError
+    from .extract.backbones import create_backbone
+    from .extract.device import resolve_device
+    from .extract.runner import embed_labels
+    from .extract.text import DEFAULT_TEMPLATES, read_labels_file
+
+    catalog = Catalog.open(cache_dir)
+    identity, entries = catalog.view_identity("clip"), catalog.entries()
+    catalog.close()
+    if identity is None:
+        raise CacheError(f"cache {cache_dir} has no clip view; run `vidcache extract` first")
+    labels = read_labels_file(labels_file) if labels_file else sorted({lab for e in entries for lab in e["labels"]})
+    if not labels:
+        raise ConfigError("no labels: the manifest had no `labels` column; pass --labels-file FILE")
+    for template in templates:
+        if "{}" not in template:
+            raise ConfigError(f"--template {template!r} has no {{}} where the label goes")
+    pretrained = identity["weights_path"] or identity["pretrained"]
+    encoder = create_backbone("clip", config=ClipConfig(model=identity["model"], pretrained=pretrained,
+                                                        seed=identity.get("random_init_seed") or 0),
+                              device=resolve_device(device), allow_download=allow_download)
+    if encoder.weights_sha256 != identity["weights_sha256"]:
+        raise CacheError(f"weights {pretrained} differ from those that made cache {cache_dir} (sha256 mismatch)")
+    path = embed_labels(cache_dir, encoder, labels, list(templates or DEFAULT_TEMPLATES))
+    click.echo(f"{len(labels)} labels × {len(templates or DEFAULT_TEMPLATES)} templates → {path}")
+
+
+@cli.command()
+@click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False),
+              help="Where the generated corpus and its cache go.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+def demo(out_dir: str, device: str, as_json: bool) -> None:
+    """Generate a small labelled corpus (colour, motion, tone), extract it, print the summary."""
+    from .demo import make_demo_corpus, pick_demo_model
+
+    manifest = make_demo_corpus(out_dir)
+    model, pretrained, is_random = pick_demo_model()
+    if is_random:
+        click.secho("=" * 100 + "\nDEMO WITH RANDOM WEIGHTS: ViT-B-32/openai is not in the local cache, so the tiny "
+                    "'vidcache-tiny' model\nwith random weights is used. The pipeline is real; the features "
+                    "are not semantic.\nCache ViT-B-32 weights (huggingface-cli download "
+                    "timm/vit_base_patch32_clip_224.openai) for real ones.\n" + "=" * 100,
+                    fg="yellow", err=True)
+    cache_dir = str(Path(out_dir) / ("cache-" + model.lower()))
+    options = dict(views="clip", clip_model=model, clip_pretrained=pretrained, fps=4.0, num_frames=None,
+                   clip_len=None, clip_stride=None, dtype="float16", device=device, batch_size=64, workers=2,
+                   shard_spec="0/1", seek="auto", shard_size_mb=256.0, commit_every_s=60.0,
+                   video_timeout_s=600.0, retry_failed=False, allow_download=False)
+    code = run_extract(str(manifest), cache_dir=cache_dir, root=None, as_json=as_json, **options)
+    if not as_json:
+        click.echo(f"cache: {cache_dir}   read it with: python -c \"from vidcache import Cache; "
+                   f"c = Cache('{cache_dir}'); print(c.read(c.video_ids()[0], 'clip')[0].shape)\"")
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="vidcache", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("interrupted; finished videos are kept, run the same command again to resume", 130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except VidcacheError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; finished videos are kept, run the same command again to resume", 130)
+    sys.exit(EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()
+
+_ = EXIT_USAGE

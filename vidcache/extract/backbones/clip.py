@@ -1,0 +1,151 @@
+"""open_clip image (and text) towers for the `clip` view."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from importlib import resources
+
+import numpy as np
+import torch
+
+from ...config import ClipConfig
+from ..device import autocast_dtype, to_device
+from ..preprocess import ImagePreprocess
+from .base import FrameEncoder
+from .registry import register_backbone
+from .weights import ResolvedWeights, resolve_clip_weights, sha256_file
+
+TINY_MODEL = "vidcache-tiny"
+DEFAULT_TEMPLATES = ("a video of {}.", "This is a video about {}")
+_registered_configs = False
+
+
+def register_vidcache_configs() -> None:
+    """Add vidcache's own architectures (the tiny test/demo model) to open_clip's config registry."""
+    global _registered_configs
+    if _registered_configs:
+        return
+    import open_clip
+
+    open_clip.add_model_config(str(resources.files("vidcache") / "configs"))
+    _registered_configs = True
+
+
+@contextlib.contextmanager
+def _hf_offline(enabled: bool):
+    """Keep open_clip/huggingface_hub off the network unless downloading was asked for."""
+    if not enabled:
+        yield
+        return
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
+
+
+def _state_dict_sha256(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_clip(config: ClipConfig, *, allow_download: bool = False):
+    """Build the open_clip model for `config`; return (model, weights, weights_sha256, preprocess)."""
+    import open_clip
+
+    register_vidcache_configs()
+    weights: ResolvedWeights = resolve_clip_weights(config.model, config.pretrained, allow_download=allow_download)
+    with _hf_offline(not allow_download):
+        if weights.kind == "hf-hub":
+            model = open_clip.create_model(config.model, weights_only=True)
+        else:
+            force_pp = {k: weights.tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
+                        if weights.tag_cfg.get(k) is not None}
+            if weights.kind == "random":
+                torch.manual_seed(config.seed)
+            quiet = logging.getLogger()
+            level = quiet.level
+            if weights.kind == "random":  # open_clip warns about random init; vidcache records it instead
+                quiet.setLevel(logging.ERROR)
+            try:
+                model = open_clip.create_model(
+                    config.model, pretrained=weights.path, weights_only=True,
+                    force_quick_gelu=bool(weights.tag_cfg.get("quick_gelu", False)),
+                    force_preprocess_cfg=force_pp or None,
+                )
+            finally:
+                quiet.setLevel(level)
+    model.eval()
+    weights_sha256 = _state_dict_sha256(model) if weights.path is None else sha256_file(weights.path)
+    preprocess = ImagePreprocess.from_open_clip(open_clip.get_model_preprocess_cfg(model))
+    return model, weights, weights_sha256, preprocess
+
+
+@register_backbone("clip")
+class ClipEncoder(FrameEncoder):
+    view = "clip"
+
+    def __init__(self, *, config: ClipConfig, device: torch.device, allow_download: bool = False):
+        self.config = config
+        self.device = device
+        self.model, self.weights, self.weights_sha256, self.preprocess = load_clip(config, allow_download=allow_download)
+        self.model.to(device)
+        self.amp_dtype = autocast_dtype(device)
+        self.feature_dim = int(self.model.visual.output_dim)
+        self.store_dtype = config.dtype
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights.kind == "random"
+
+    def prepare(self, rgb: np.ndarray) -> torch.Tensor:
+        return self.preprocess.resize_crop(rgb)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    @torch.inference_mode()
+    def encode(self, batch: torch.Tensor) -> np.ndarray:
+        pixels = self.preprocess.normalize(to_device(batch, self.device))
+        with self._autocast():
+            features = self.model.encode_image(pixels)
+        return features.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
+        import open_clip
+
+        tokenizer = open_clip.get_tokenizer(self.config.model)
+        out = []
+        for start in range(0, len(texts), batch_size):
+            tokens = to_device(tokenizer(texts[start:start + batch_size]), self.device)
+            with self._autocast():
+                out.append(self.model.encode_text(tokens).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.feature_dim), np.float32)
+
+    def identity(self) -> dict:
+        return {
+            "backbone": "open_clip",
+            "model": self.config.model,
+            "pretrained": self.config.pretrained,
+            "weights_kind": self.weights.kind,
+            "weights_path": self.weights.path or "",
+            "weights_sha256": self.weights_sha256,
+            "random_init_seed": self.config.seed if self.random_weights else None,
+            "preprocess": self.preprocess.as_dict(),
+            "dtype": self.config.dtype,
+            "normalized": False,
+            "feature_dim": self.feature_dim,
+        }

@@ -1,0 +1,112 @@
+"""Finding model weights on local disk, offline, and naming exactly how to provide missing ones."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ...errors import ConfigError, MissingWeightsError
+
+HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+WeightsKind = Literal["random", "file", "tag", "hf-hub"]
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    kind: WeightsKind
+    path: str | None  # local file holding the weights (None for random init)
+    tag_cfg: dict  # open_clip's pretrained cfg for a tag (quick_gelu, mean/std ...), else {}
+
+
+def sha256_file(path: str | os.PathLike, *, block_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(block_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hf_cached(repo_id: str, filenames: tuple[str, ...]) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+        if isinstance(found, str) and os.path.isfile(found):
+            return found
+    return None
+
+
+def _safe_alternatives(filename: str) -> tuple[str, ...]:
+    if filename.endswith((".bin", ".pth", ".pt")):
+        return (filename.rsplit(".", 1)[0] + ".safetensors", filename)
+    return (filename,)
+
+
+def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = False) -> ResolvedWeights:
+    """Resolve `--clip-pretrained` to a local file without touching the network unless allowed."""
+    import open_clip
+
+    if model.startswith("hf-hub:"):
+        repo_id = model[len("hf-hub:"):]
+        path = _hf_cached(repo_id, HF_WEIGHT_FILES)
+        if path is None:
+            if not allow_download:
+                raise MissingWeightsError(
+                    f"CLIP weights for {model} are not in the local Hugging Face cache "
+                    f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}); fetch them with "
+                    f"`huggingface-cli download {repo_id}` where there is internet, or add --download"
+                )
+            from open_clip.pretrained import download_pretrained_from_hf
+
+            download_pretrained_from_hf(repo_id, filename="open_clip_config.json")
+            path = download_pretrained_from_hf(repo_id)
+        return ResolvedWeights("hf-hub", path, {})
+
+    if model.replace("/", "-") not in open_clip.list_models():
+        raise ConfigError(
+            f"--clip-model {model!r} is not an open_clip architecture; see `python -c \"import open_clip; "
+            "print(open_clip.list_models())\"` or use hf-hub:org/repo"
+        )
+    if pretrained == "none":
+        return ResolvedWeights("random", None, {})
+    if os.path.isfile(pretrained):
+        return ResolvedWeights("file", os.path.abspath(pretrained), {})
+
+    tag_cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if not tag_cfg:
+        if os.sep in pretrained or Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors"):
+            raise MissingWeightsError(
+                f"--clip-pretrained file {pretrained} does not exist; give the path of a local checkpoint"
+            )
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none known"
+        raise ConfigError(
+            f"--clip-pretrained {pretrained!r} is neither a file nor a tag of {model} (tags: {tags}); "
+            "use 'none' for random weights"
+        )
+
+    hf_hub = tag_cfg.get("hf_hub", "")
+    url = tag_cfg.get("url", "")
+    path = None
+    if hf_hub:
+        repo_id, filename = os.path.split(hf_hub.rstrip("/")) if not hf_hub.endswith("/") else (hf_hub[:-1], "")
+        path = _hf_cached(repo_id, _safe_alternatives(filename) if filename else HF_WEIGHT_FILES)
+    if path is None and url:
+        candidate = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        path = str(candidate) if candidate.is_file() else None
+    if path is None and tag_cfg.get("file"):
+        path = tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
+    if path is None:
+        if not allow_download:
+            where = f"`huggingface-cli download {hf_hub.rstrip('/')}`" if hf_hub else f"downloading {url} to ~/.cache/clip/"
+            raise MissingWeightsError(
+                f"CLIP weights {model}/{pretrained} are not cached locally; get them with {where} where there "
+                f"is internet (HF cache: {os.environ.get('HF_HOME', '~/.cache/huggingface')}), pass "
+                "--clip-pretrained /path/to/weights.safetensors, or add --download"
+            )
+        from open_clip.pretrained import download_pretrained
+
+        path = download_pretrained(tag_cfg)
+    return ResolvedWeights("tag", path, tag_cfg)

@@ -1,0 +1,302 @@
+"""Streaming PyAV decode of the frames on screen at given sample times.
+
+Memory is bounded: frames are decoded in order and dropped unless selected; only selected frames
+are converted to RGB. For sparse sampling two things avoid work: non-reference frames far from any
+sample time are skipped inside the decoder (`skip_frame=NONREF`, switched per packet), and a long
+gap to the next sample is crossed with a keyframe seek, which is abandoned for a video as soon as
+it stops paying (the keyframe lands behind the current position).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from ..config import SamplingConfig
+from ..errors import VideoFailure
+from .sampling import sample_times
+
+MAX_BAD_PACKETS = 50  # packets a decoder may reject before the video counts as failed
+SEEK_GAP_S = 2.0  # "auto" seeks only across gaps longer than this
+KEEP_WINDOW_S = 0.25  # sparse decode keeps every frame starting this close before a sample time
+
+
+@dataclass
+class VideoInfo:
+    """Facts about the video stream, recorded per video in the catalog."""
+
+    width: int
+    height: int
+    rotation_deg: int
+    codec: str
+    pix_fmt: str
+    avg_fps: float | None
+    stream_start_s: float | None
+    duration_s: float | None
+    has_audio: bool
+
+    @property
+    def end_s(self) -> float | None:
+        if self.duration_s is None:
+            return None
+        return (self.stream_start_s or 0.0) + self.duration_s
+
+
+@dataclass
+class DecodeStats:
+    decoded_frames: int = 0
+    sampled_frames: int = 0
+    seeks: int = 0
+    useless_seeks: int = 0
+    bad_packets: int = 0
+    estimated_times: bool = False
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    if value is None or time_base is None:
+        return None
+    return float(value * time_base)
+
+
+def open_video(path: str, *, threads: int = 0) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, VideoInfo]:
+    """Open a file and describe its first video stream; every failure becomes a `VideoFailure`."""
+    try:
+        container = av.open(path, metadata_errors="replace")
+    except FileNotFoundError:
+        raise VideoFailure("file not found") from None
+    except PermissionError:
+        raise VideoFailure("permission denied") from None
+    except IsADirectoryError:
+        raise VideoFailure("path is a directory, not a video file") from None
+    except av.error.FFmpegError as exc:
+        raise VideoFailure(f"not a readable video ({exc.strerror or type(exc).__name__})") from None
+    except Exception as exc:
+        raise VideoFailure(f"cannot open ({type(exc).__name__}: {exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoFailure("no video stream (audio-only or data file)")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    if threads:
+        stream.codec_context.thread_count = threads
+    tb = stream.time_base
+    duration = _seconds(stream.duration, tb)
+    if duration is None and container.duration is not None:
+        duration = container.duration / av.time_base
+    rate = stream.average_rate or stream.guessed_rate
+    info = VideoInfo(
+        width=stream.codec_context.width, height=stream.codec_context.height, rotation_deg=0,
+        codec=stream.codec_context.name, pix_fmt=str(stream.codec_context.pix_fmt),
+        avg_fps=float(rate) if rate else None, stream_start_s=_seconds(stream.start_time, tb),
+        duration_s=duration, has_audio=bool(container.streams.audio),
+    )
+    return container, stream, info
+
+
+def scan_end_s(path: str) -> float | None:
+    """End time from packet timestamps alone (no decoding), for files whose header has no duration."""
+    end = None
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                stop = (packet.pts + (packet.duration or 0)) * stream.time_base
+                end = float(stop) if end is None else max(end, float(stop))
+    return end
+
+
+class FrameSampler:
+    """Yields `(frame, repeats)` for the frames on screen at the sample times, in time order."""
+
+    def __init__(self, path: str, *, sampling: SamplingConfig, start_s: float | None = None,
+                 end_s: float | None = None, seek: str = "auto", threads: int = 0,
+                 sparse_decode: bool = True, deadline: float | None = None):
+        self.path = path
+        self.sampling = sampling
+        self.container, self.stream, self.info = open_video(path, threads=threads)
+        self.stats = DecodeStats()
+        self.seek_mode = seek
+        self.sparse_decode = sparse_decode
+        self.deadline = deadline
+        self._tb = self.stream.time_base
+        self.segment_start_s = start_s
+        self.segment_end_s = end_s
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> FrameSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # decoding ------------------------------------------------------------------------------------
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise VideoFailure("decode time limit exceeded (raise --video-timeout-s for very long videos)")
+
+    def _frames(self, keep: Callable[[float], bool] | None) -> Iterator[av.VideoFrame]:
+        """Decoded frames in presentation order; `keep(pts_s)` False lets the decoder skip a
+        non-reference frame. Corrupt packets are skipped (counted) up to MAX_BAD_PACKETS."""
+        codec = self.stream.codec_context
+        skipping = False
+        try:
+            for packet in self.container.demux(self.stream):
+                self._check_deadline()
+                if keep is not None and packet.pts is not None:
+                    want_skip = not keep(float(packet.pts * self._tb))
+                    if want_skip != skipping:
+                        codec.skip_frame = "NONREF" if want_skip else "DEFAULT"
+                        skipping = want_skip
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as exc:
+                    self.stats.bad_packets += 1
+                    if self.stats.bad_packets > MAX_BAD_PACKETS:
+                        raise VideoFailure(f"too many corrupt packets ({exc.strerror or exc})") from None
+                    continue
+                for frame in frames:
+                    self.stats.decoded_frames += 1
+                    yield frame
+        except av.error.FFmpegError as exc:
+            raise VideoFailure(f"demux error ({exc.strerror or type(exc).__name__})") from None
+        finally:
+            if skipping:
+                codec.skip_frame = "DEFAULT"
+
+    def _seek(self, target_s: float) -> None:
+        self.container.seek(int(math.floor(target_s / self._tb)), backward=True, stream=self.stream)
+        self.stats.seeks += 1
+
+    def __iter__(self) -> Iterator[tuple[av.VideoFrame, int]]:
+        started = time.perf_counter()
+        try:
+            yield from self._select()
+        finally:
+            self.stats.seconds += time.perf_counter() - started
+
+    def _select(self) -> Iterator[tuple[av.VideoFrame, int]]:
+        info, cfg = self.info, self.sampling
+        start = self.segment_start_s
+        end = self.segment_end_s if self.segment_end_s is not None else info.end_s
+        if cfg.num_frames is not None and end is None:
+            end = scan_end_s(self.path)
+            if end is None:
+                raise VideoFailure("duration unknown and no packet timestamps; use --fps sampling")
+        origin = start if start is not None else info.stream_start_s
+        targets = sample_times(cfg, start_s=origin, end_s=end) if origin is not None else None
+        fps = cfg.fps
+
+        def target(k: int) -> float:
+            if targets is not None:
+                return float(targets[k])
+            return origin + k / fps  # type: ignore[operator]
+
+        count = len(targets) if targets is not None else math.inf
+        nominal_dt = 1.0 / info.avg_fps if info.avg_fps else 1 / 30
+
+        def keep(pts_s: float) -> bool:
+            """Could a frame presented at pts_s be on screen at some sample time?"""
+            if origin is None:
+                return True
+            if targets is not None:
+                i = int(np.searchsorted(targets, pts_s - 1e-9))
+                return i < len(targets) and targets[i] <= pts_s + KEEP_WINDOW_S + nominal_dt
+            k = math.ceil((pts_s - origin) * fps - 1e-9)  # type: ignore[operator]
+            return origin + max(k, 0) / fps <= pts_s + KEEP_WINDOW_S + nominal_dt  # type: ignore[operator]
+
+        seek_enabled = self.seek_mode != "never"
+        seek_gap = SEEK_GAP_S if self.seek_mode == "auto" else nominal_dt * 2
+        if start is not None and seek_enabled and start - (info.stream_start_s or 0.0) > seek_gap:
+            self._seek(start)
+        frames = self._frames(keep if self.sparse_decode else None)
+        k, prev, prev_count, before_first, last_t = 0, None, 0, 0, -math.inf
+        just_sought = False
+        while k < count:
+            frame = next(frames, None)
+            if frame is None:
+                break
+            t = frame.time
+            if t is None:  # no timestamps (raw elementary streams): count frames at the nominal rate
+                self.stats.estimated_times = True
+                t = 0.0 if last_t == -math.inf else last_t + nominal_dt
+                frame.pts = None
+            if just_sought:
+                just_sought = False
+                if t > target(k) + 1e-9:  # seek overshot: go back to where we were, stop seeking
+                    seek_enabled = False
+                    self.stats.notes.append("seek overshot; decoded sequentially")
+                    self._seek(max(last_t, 0.0))
+                    frames = self._frames(keep if self.sparse_decode else None)
+                    continue
+                if t <= last_t:
+                    self.stats.useless_seeks += 1
+                    if self.stats.useless_seeks >= 2 and self.seek_mode == "auto":
+                        seek_enabled = False
+            if t <= last_t + 1e-9:
+                continue  # already seen (decoding again from a keyframe after a seek)
+            if origin is None:  # no stream start in the header: sample times start at the first frame
+                origin = start if start is not None else t
+            while k < count and target(k) < t - 1e-9:
+                if prev is None:
+                    before_first += 1
+                else:
+                    prev_count += 1
+                k += 1
+            if end is not None and targets is None and t >= end:
+                break
+            if prev is not None and prev_count:
+                yield prev, prev_count
+            if self.segment_end_s is not None and t >= self.segment_end_s and prev is not None:
+                prev = None
+                break
+            prev, prev_count, before_first = frame, before_first, 0
+            last_t = t
+            if prev_count == 0 and k < count and seek_enabled and target(k) - t > seek_gap:
+                self._seek(target(k))
+                frames = self._frames(keep if self.sparse_decode else None)
+                just_sought = True
+        if prev is not None:
+            if targets is not None:
+                prev_count += count - k  # N-frame sampling keeps N rows even past the last frame
+            else:
+                frame_dt = float(prev.duration * self._tb) if prev.duration else nominal_dt
+                while target(k) < last_t + frame_dt - 1e-9 and (end is None or target(k) < end):
+                    prev_count += 1
+                    k += 1
+            if prev_count:
+                yield prev, prev_count
+        elif self.stats.decoded_frames == 0:
+            raise VideoFailure("no decodable video frames")
+
+
+def frame_rotation(frame: av.VideoFrame) -> int:
+    try:
+        return int(round((frame.rotation or 0) / 90.0)) * 90 % 360
+    except Exception:  # side data missing or malformed
+        return 0
+
+
+def frame_to_rgb(frame: av.VideoFrame, *, max_short_side: int | None = None) -> np.ndarray:
+    """RGB uint8 HxWx3 as displayed (rotation applied). Frames much larger than needed are first
+    shrunk with swscale's area filter in the same pass as the colour conversion."""
+    width, height = frame.width, frame.height
+    if max_short_side and min(width, height) > 2 * max_short_side:
+        scale = max_short_side / min(width, height)
+        width, height = max(2, round(width * scale)), max(2, round(height * scale))
+        rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+    else:
+        rgb = frame.to_ndarray(format="rgb24")
+    quarter_turns = frame_rotation(frame) // 90
+    if quarter_turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=quarter_turns))
+    return rgb

@@ -1,0 +1,29 @@
+"""Device choice and mixed precision, in one place for every model stage."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
+    return torch.device(requested)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16; CPU runs in fp32 (no autocast)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Pinned, non-blocking host-to-GPU copy; a no-op on CPU."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch

@@ -1,0 +1,90 @@
+"""Tensor image preprocessing equal to open_clip's PIL eval transform, split in two halves.
+
+`resize_crop` runs in decode workers on each sampled frame (uint8 in, uint8 out, so queues hold
+small frames whatever the source resolution); `normalize` runs batched on the model's device.
+torchvision's antialiased resize of uint8 tensors follows PIL's resampling, so results match
+open_clip's own preprocess to within a couple of grey levels (tests/test_clip.py states the bound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from ..config import check_choice
+from ..errors import ConfigError
+
+ResizeMode = Literal["shortest", "longest", "squash"]
+Interpolation = Literal["bicubic", "bilinear", "nearest"]
+_INTERPOLATION = {
+    "bicubic": InterpolationMode.BICUBIC,
+    "bilinear": InterpolationMode.BILINEAR,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """The eval preprocessing of an open_clip model (`open_clip.get_model_preprocess_cfg`)."""
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: Interpolation = "bicubic"
+    resize_mode: ResizeMode = "shortest"
+    fill_color: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("interpolation", self.interpolation, Interpolation)
+        check_choice("resize_mode", self.resize_mode, ResizeMode)
+        if min(self.size) < 1:
+            raise ConfigError(f"preprocess size must be positive, got {self.size}")
+
+    @classmethod
+    def from_open_clip(cls, cfg: dict) -> ImagePreprocess:
+        size = cfg.get("size", 224)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return cls(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                   interpolation=cfg.get("interpolation", "bicubic"),
+                   resize_mode=cfg.get("resize_mode", "shortest"), fill_color=int(cfg.get("fill_color", 0)))
+
+    def as_dict(self) -> dict:
+        return {"size": list(self.size), "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation, "resize_mode": self.resize_mode,
+                "fill_color": self.fill_color}
+
+    def resize_crop(self, rgb: np.ndarray) -> torch.Tensor:
+        """HxWx3 uint8 frame -> 3xHxW uint8 tensor at the model's input size."""
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        mode = _INTERPOLATION[self.interpolation]
+        target_h, target_w = self.size
+        if self.resize_mode == "squash":
+            return TF.resize(image, [target_h, target_w], interpolation=mode, antialias=True)
+        height, width = image.shape[-2:]
+        if self.resize_mode == "shortest":
+            if target_h == target_w:
+                image = TF.resize(image, [target_h], interpolation=mode, antialias=True)
+            else:
+                ratio = min(height / target_h, width / target_w)
+                image = TF.resize(image, [round(height / ratio), round(width / ratio)], interpolation=mode,
+                                  antialias=True)
+            return TF.center_crop(image, [target_h, target_w])
+        ratio = max(height / target_h, width / target_w)  # "longest": fit inside, then pad
+        new_size = [max(1, round(height / ratio)), max(1, round(width / ratio))]
+        image = TF.resize(image, new_size, interpolation=mode, antialias=True)
+        pad_h, pad_w = target_h - new_size[0], target_w - new_size[1]
+        if pad_h > 0 or pad_w > 0:
+            left, top = max(pad_w, 0) // 2, max(pad_h, 0) // 2
+            image = TF.pad(image, [left, top, max(pad_w, 0) - left, max(pad_h, 0) - top], fill=self.fill_color)
+        return TF.center_crop(image, [target_h, target_w])
+
+    def normalize(self, batch_uint8: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Bx3xHxW uint8 (on any device) -> normalised float batch on the same device."""
+        mean = torch.tensor(self.mean, device=batch_uint8.device, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=batch_uint8.device, dtype=torch.float32).view(1, 3, 1, 1)
+        return ((batch_uint8.float() / 255.0 - mean) / std).to(dtype)

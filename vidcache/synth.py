@@ -1,0 +1,96 @@
+"""Small synthetic videos written with PyAV, for the demo, tests and benchmarks (seeded, offline)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 70, 220)}
+DIRECTIONS = ("left", "right")
+TONES_HZ = {"low": 220.0, "high": 880.0}
+
+
+def index_frame(index: int, *, width: int = 64, height: int = 48) -> np.ndarray:
+    """A frame whose content identifies its index: a gradient plus a bar code of the index bits."""
+    y, x = np.mgrid[0:height, 0:width]
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[..., 0] = (x * 255 // max(width - 1, 1)).astype(np.uint8)
+    frame[..., 1] = (y * 255 // max(height - 1, 1)).astype(np.uint8)
+    frame[..., 2] = (index * 37) % 256
+    bits = [(index >> b) & 1 for b in range(8)]
+    cell = max(width // 8, 1)
+    for b, bit in enumerate(bits):
+        frame[: height // 4, b * cell:(b + 1) * cell] = 255 if bit else 0
+    return frame
+
+
+def moving_square_frame(t_s: float, *, colour: str, direction: str, width: int = 96, height: int = 72,
+                        speed_px_s: float = 40.0) -> np.ndarray:
+    frame = np.full((height, width, 3), 16, np.uint8)
+    side = height // 3
+    travel = (t_s * speed_px_s) % (width - side)
+    x0 = int(travel) if direction == "right" else int(width - side - travel)
+    y0 = (height - side) // 2
+    frame[y0:y0 + side, x0:x0 + side] = COLOURS[colour]
+    return frame
+
+
+def write_video(path: str | Path, num_frames: int, *, fps: float = 30.0,
+                frame_fn: Callable[[int, float], np.ndarray] | None = None, width: int = 64, height: int = 48,
+                codec: str = "libx264", pix_fmt: str = "yuv420p", gop: int | None = None,
+                tone_hz: float | None = None, sample_rate: int = 16000, pts_s: list[float] | None = None,
+                options: dict | None = None) -> Path:
+    """Write `num_frames` frames (`frame_fn(index, t_s)`, default `index_frame`) at `fps`, or at the
+    explicit presentation times `pts_s` (variable frame rate), with an optional sine tone."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        time_base = Fraction(1, 90000) if pts_s is not None else 1 / rate
+        stream.codec_context.time_base = time_base
+        codec_options = {"preset": "ultrafast"} if codec == "libx264" else {}
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        codec_options.update(options or {})
+        stream.codec_context.options = codec_options
+        audio = None
+        if tone_hz is not None:
+            audio = container.add_stream("aac", rate=sample_rate)
+            audio.layout = "mono"
+        for index in range(num_frames):
+            t_s = pts_s[index] if pts_s is not None else index / float(rate)
+            image = frame_fn(index, t_s) if frame_fn else index_frame(index, width=width, height=height)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = round(t_s / time_base)
+            frame.time_base = time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        if audio is not None:
+            duration_s = (pts_s[-1] if pts_s else num_frames / float(rate))
+            total = int(duration_s * sample_rate)
+            samples = (0.3 * np.sin(2 * np.pi * tone_hz * np.arange(total) / sample_rate)).astype(np.float32)
+            chunk = 1024
+            for start in range(0, total, chunk):
+                block = samples[start:start + chunk][None, :]
+                aframe = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
+                aframe.sample_rate = sample_rate
+                aframe.pts = start
+                for packet in audio.encode(aframe):
+                    container.mux(packet)
+            for packet in audio.encode():
+                container.mux(packet)
+    return path
+
+
+def reference_frames(path: str | Path) -> list[tuple[float, np.ndarray]]:
+    """Every frame as (presentation time s, RGB) from a plain PyAV loop: the tests' reference."""
+    with av.open(str(path)) as container:
+        return [(frame.time, frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
