@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .cache.reader import Cache  # noqa: E402
+from .cache.reader import Cache
 
 __all__ = ["Cache", "__version__"]

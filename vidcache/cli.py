@@ -35,30 +35,64 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 def _extract_options(fn):
     options = [
         click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False), help="Cache directory."),
-        click.option("--root", type=click.Path(file_okay=False, exists=True), default=None,
-                     help="Folder that relative manifest paths resolve against; paths must stay inside it. "
-                          "Default: the manifest's folder (not enforced)."),
+        click.option(
+            "--root",
+            type=click.Path(file_okay=False, exists=True),
+            default=None,
+            help="Folder that relative manifest paths resolve against; paths must stay inside it. "
+            "Default: the manifest's folder (not enforced).",
+        ),
         click.option("--views", default="clip", show_default=True, help="Comma-separated views to extract."),
-        click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip architecture or hf-hub:org/repo."),
-        click.option("--clip-pretrained", default="openai", show_default=True,
-                     help="open_clip tag, local weights file, or 'none' for random weights (recorded)."),
+        click.option(
+            "--clip-model", default="ViT-B-32", show_default=True, help="open_clip architecture or hf-hub:org/repo."
+        ),
+        click.option(
+            "--clip-pretrained",
+            default="openai",
+            show_default=True,
+            help="open_clip tag, local weights file, or 'none' for random weights (recorded).",
+        ),
         click.option("--fps", type=float, default=None, help="Sample a frame every 1/FPS s (default 1.0)."),
         click.option("--num-frames", type=int, default=None, help="Sample N frames uniformly instead of --fps."),
         click.option("--clip-len", type=int, default=None, help="Frames per clip window (clip models)."),
         click.option("--clip-stride", type=int, default=None, help="Frames between clip window starts."),
-        click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
-                     help="Storage dtype of features."),
+        click.option(
+            "--dtype",
+            type=click.Choice(["float16", "float32"]),
+            default="float16",
+            show_default=True,
+            help="Storage dtype of features.",
+        ),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--batch-size", type=int, default=64, show_default=True, help="Frames per model batch."),
         click.option("--workers", type=int, default=2, show_default=True, help="Videos decoded in parallel."),
-        click.option("--shard", "shard_spec", default="0/1", show_default=True,
-                     help="Process the deterministic part K of N (0 <= K < N), e.g. $SLURM_ARRAY_TASK_ID/8."),
-        click.option("--seek", type=click.Choice(["auto", "never", "always"]), default="auto", show_default=True,
-                     help="Keyframe seeking across long gaps between samples."),
-        click.option("--shard-size-mb", type=float, default=256.0, show_default=True, help="Rotate shard files at this size."),
-        click.option("--commit-every-s", type=float, default=60.0, show_default=True,
-                     help="Commit finished videos at least this often (work lost to a crash is bounded by it)."),
-        click.option("--video-timeout-s", type=float, default=600.0, show_default=True, help="Per-video decode time limit."),
+        click.option(
+            "--shard",
+            "shard_spec",
+            default="0/1",
+            show_default=True,
+            help="Process the deterministic part K of N (0 <= K < N), e.g. $SLURM_ARRAY_TASK_ID/8.",
+        ),
+        click.option(
+            "--seek",
+            type=click.Choice(["auto", "never", "always"]),
+            default="auto",
+            show_default=True,
+            help="Keyframe seeking across long gaps between samples.",
+        ),
+        click.option(
+            "--shard-size-mb", type=float, default=256.0, show_default=True, help="Rotate shard files at this size."
+        ),
+        click.option(
+            "--commit-every-s",
+            type=float,
+            default=60.0,
+            show_default=True,
+            help="Commit finished videos at least this often (work lost to a crash is bounded by it).",
+        ),
+        click.option(
+            "--video-timeout-s", type=float, default=600.0, show_default=True, help="Per-video decode time limit."
+        ),
         click.option("--retry-failed", is_flag=True, help="Retry videos that failed before even if unchanged."),
         click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables."),
@@ -68,10 +102,27 @@ def _extract_options(fn):
     return fn
 
 
-def build_config(*, views: str, clip_model: str, clip_pretrained: str, fps: float | None, num_frames: int | None,
-                 clip_len: int | None, clip_stride: int | None, dtype: str, device: str, batch_size: int,
-                 workers: int, shard_spec: str, seek: str, shard_size_mb: float, commit_every_s: float,
-                 video_timeout_s: float, retry_failed: bool, allow_download: bool) -> ExtractConfig:
+def build_config(
+    *,
+    views: str,
+    clip_model: str,
+    clip_pretrained: str,
+    fps: float | None,
+    num_frames: int | None,
+    clip_len: int | None,
+    clip_stride: int | None,
+    dtype: str,
+    device: str,
+    batch_size: int,
+    workers: int,
+    shard_spec: str,
+    seek: str,
+    shard_size_mb: float,
+    commit_every_s: float,
+    video_timeout_s: float,
+    retry_failed: bool,
+    allow_download: bool,
+) -> ExtractConfig:
     if fps is None and num_frames is None:
         fps = 1.0
     shard_index, shard_count = parse_shard(shard_spec)
@@ -79,10 +130,19 @@ def build_config(*, views: str, clip_model: str, clip_pretrained: str, fps: floa
         views=tuple(v.strip() for v in views.split(",") if v.strip()),
         sampling=SamplingConfig(fps=fps, num_frames=num_frames, clip_len=clip_len, clip_stride=clip_stride),
         clip=ClipConfig(model=clip_model, pretrained=clip_pretrained, dtype=dtype),  # type: ignore[arg-type]
-        run=RunConfig(device=device, batch_size=batch_size, workers=workers, shard_index=shard_index,  # type: ignore[arg-type]
-                      shard_count=shard_count, seek=seek, shard_size_mb=shard_size_mb,  # type: ignore[arg-type]
-                      commit_every_s=commit_every_s, video_timeout_s=video_timeout_s,
-                      retry_failed=retry_failed, allow_download=allow_download),
+        run=RunConfig(
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            shard_index=shard_index,  # type: ignore[arg-type]
+            shard_count=shard_count,
+            seek=seek,
+            shard_size_mb=shard_size_mb,  # type: ignore[arg-type]
+            commit_every_s=commit_every_s,
+            video_timeout_s=video_timeout_s,
+            retry_failed=retry_failed,
+            allow_download=allow_download,
+        ),
     )
 
 
@@ -129,17 +189,24 @@ def cache_status(cache_dir: str) -> dict:
             items = catalog.items(view)
             sampling = identity.get("sampling", {})
             views[view] = {
-                "model": identity.get("model", ""), "pretrained": identity.get("pretrained", ""),
-                "weights_sha256": identity.get("weights_sha256", ""), "dtype": identity.get("dtype", ""),
-                "sampling": (f"{sampling['fps']} fps" if sampling.get("fps") else f"{sampling.get('num_frames')} frames"),
+                "model": identity.get("model", ""),
+                "pretrained": identity.get("pretrained", ""),
+                "weights_sha256": identity.get("weights_sha256", ""),
+                "dtype": identity.get("dtype", ""),
+                "sampling": (
+                    f"{sampling['fps']} fps" if sampling.get("fps") else f"{sampling.get('num_frames')} frames"
+                ),
                 "done": sum(i.status == STATUS_DONE for i in items),
                 "failed": sum(i.status == STATUS_FAILED for i in items),
                 "rows": sum(i.row_count or 0 for i in items if i.status == STATUS_DONE),
             }
         shards = catalog.shards()
         return {
-            "cache": str(cache_dir), "views": views, "shards": len(shards),
-            "bytes": sum(s["bytes"] for s in shards), "entries": len(catalog.entries()),
+            "cache": str(cache_dir),
+            "views": views,
+            "shards": len(shards),
+            "bytes": sum(s["bytes"] for s in shards),
+            "entries": len(catalog.entries()),
             "failures": {f"{i.video_id} [{i.view}]": i.reason or "" for i in catalog.items(status=STATUS_FAILED)},
             "runs": len(catalog.runs()),
         }
@@ -163,15 +230,23 @@ def status(cache_dir: str, as_json: bool) -> None:
 
 @cli.command("embed-text")
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--labels-file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="One label per line (default: the labels of the cached manifest).")
-@click.option("--template", "templates", multiple=True,
-              help='Prompt template with {} for the label; repeatable. Default: "a video of {}." and '
-                   '"This is a video about {}".')
+@click.option(
+    "--labels-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="One label per line (default: the labels of the cached manifest).",
+)
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    help='Prompt template with {} for the label; repeatable. Default: "a video of {}." and "This is a video about {}".',
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights.")
-def embed_text(cache_dir: str, labels_file: str | None, templates: tuple[str, ...], device: str,
-               allow_download: bool) -> None:
+def embed_text(
+    cache_dir: str, labels_file: str | None, templates: tuple[str, ...], device: str, allow_download: bool
+) -> None:
     """Embed the label vocabulary with the cache's CLIP model into CACHE/text.h5."""
     from .cache.catalog import Catalog
     from .errors import CacheError, ConfigError
@@ -192,9 +267,12 @@ def embed_text(cache_dir: str, labels_file: str | None, templates: tuple[str, ..
         if "{}" not in template:
             raise ConfigError(f"--template {template!r} has no {{}} where the label goes")
     pretrained = identity["weights_path"] or identity["pretrained"]
-    encoder = create_backbone("clip", config=ClipConfig(model=identity["model"], pretrained=pretrained,
-                                                        seed=identity.get("random_init_seed") or 0),
-                              device=resolve_device(device), allow_download=allow_download)
+    encoder = create_backbone(
+        "clip",
+        config=ClipConfig(model=identity["model"], pretrained=pretrained, seed=identity.get("random_init_seed") or 0),
+        device=resolve_device(device),
+        allow_download=allow_download,
+    )
     if encoder.weights_sha256 != identity["weights_sha256"]:
         raise CacheError(f"weights {pretrained} differ from those that made cache {cache_dir} (sha256 mismatch)")
     path = embed_labels(cache_dir, encoder, labels, list(templates or DEFAULT_TEMPLATES))
@@ -202,8 +280,14 @@ def embed_text(cache_dir: str, labels_file: str | None, templates: tuple[str, ..
 
 
 @cli.command()
-@click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False),
-              help="Where the generated corpus and its cache go.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo_out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the generated corpus and its cache go.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def demo(out_dir: str, device: str, as_json: bool) -> None:
@@ -213,20 +297,41 @@ def demo(out_dir: str, device: str, as_json: bool) -> None:
     manifest = make_demo_corpus(out_dir)
     model, pretrained, is_random = pick_demo_model()
     if is_random:
-        click.secho("=" * 100 + "\nDEMO WITH RANDOM WEIGHTS: ViT-B-32/openai is not in the local cache, so the tiny "
-                    "'vidcache-tiny' model\nwith random weights is used. The pipeline is real; the features "
-                    "are not semantic.\nCache ViT-B-32 weights (huggingface-cli download "
-                    "timm/vit_base_patch32_clip_224.openai) for real ones.\n" + "=" * 100,
-                    fg="yellow", err=True)
+        click.secho(
+            "=" * 100 + "\nDEMO WITH RANDOM WEIGHTS: ViT-B-32/openai is not in the local cache, so the tiny "
+            "'vidcache-tiny' model\nwith random weights is used. The pipeline is real; the features "
+            "are not semantic.\nCache ViT-B-32 weights (huggingface-cli download "
+            "timm/vit_base_patch32_clip_224.openai) for real ones.\n" + "=" * 100,
+            fg="yellow",
+            err=True,
+        )
     cache_dir = str(Path(out_dir) / ("cache-" + model.lower()))
-    options = dict(views="clip", clip_model=model, clip_pretrained=pretrained, fps=4.0, num_frames=None,
-                   clip_len=None, clip_stride=None, dtype="float16", device=device, batch_size=64, workers=2,
-                   shard_spec="0/1", seek="auto", shard_size_mb=256.0, commit_every_s=60.0,
-                   video_timeout_s=600.0, retry_failed=False, allow_download=False)
+    options = dict(
+        views="clip",
+        clip_model=model,
+        clip_pretrained=pretrained,
+        fps=4.0,
+        num_frames=None,
+        clip_len=None,
+        clip_stride=None,
+        dtype="float16",
+        device=device,
+        batch_size=64,
+        workers=2,
+        shard_spec="0/1",
+        seek="auto",
+        shard_size_mb=256.0,
+        commit_every_s=60.0,
+        video_timeout_s=600.0,
+        retry_failed=False,
+        allow_download=False,
+    )
     code = run_extract(str(manifest), cache_dir=cache_dir, root=None, as_json=as_json, **options)
     if not as_json:
-        click.echo(f"cache: {cache_dir}   read it with: python -c \"from vidcache import Cache; "
-                   f"c = Cache('{cache_dir}'); print(c.read(c.video_ids()[0], 'clip')[0].shape)\"")
+        click.echo(
+            f'cache: {cache_dir}   read it with: python -c "from vidcache import Cache; '
+            f"c = Cache('{cache_dir}'); print(c.read(c.video_ids()[0], 'clip')[0].shape)\""
+        )
     sys.exit(code)
 
 

@@ -93,9 +93,7 @@ class RunConfig:
         if self.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
         if not (0 <= self.shard_index < self.shard_count):
-            raise ConfigError(
-                f"--shard {self.shard_index}/{self.shard_count}: K must be in 0..N-1 (e.g. 0/4 .. 3/4)"
-            )
+            raise ConfigError(f"--shard {self.shard_index}/{self.shard_count}: K must be in 0..N-1 (e.g. 0/4 .. 3/4)")
         if self.shard_size_mb <= 0 or self.commit_every_s <= 0 or self.video_timeout_s <= 0:
             raise ConfigError("--shard-size-mb, --commit-every-s and --video-timeout-s must be > 0")
 

@@ -27,11 +27,24 @@ def make_demo_corpus(out_dir: str | Path, *, seconds: float = DEMO_SECONDS, fps:
         path = out / relative
         if not path.exists():
             speed = 30.0 + 25.0 * variant
-            write_video(path, int(seconds * fps), fps=fps, width=96, height=72, tone_hz=TONES_HZ[tone],
-                        frame_fn=lambda i, t, c=colour, d=direction, s=speed: moving_square_frame(
-                            t, colour=c, direction=d, speed_px_s=s))
-        rows.append({"path": relative, "labels": f"{colour};{direction};{tone} tone",
-                     "split": "train" if variant == 0 else "test"})
+            write_video(
+                path,
+                int(seconds * fps),
+                fps=fps,
+                width=96,
+                height=72,
+                tone_hz=TONES_HZ[tone],
+                frame_fn=lambda i, t, c=colour, d=direction, s=speed: moving_square_frame(
+                    t, colour=c, direction=d, speed_px_s=s
+                ),
+            )
+        rows.append(
+            {
+                "path": relative,
+                "labels": f"{colour};{direction};{tone} tone",
+                "split": "train" if variant == 0 else "test",
+            }
+        )
     videos.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)

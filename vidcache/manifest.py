@@ -123,9 +123,7 @@ def read_manifest(manifest_path: str | os.PathLike, *, root: str | os.PathLike |
             continue
         first_row_of_id[video_id] = row
 
-        labels = tuple(
-            label.strip() for label in _cell(record.get("labels")).split(LABEL_SEPARATOR) if label.strip()
-        )
+        labels = tuple(label.strip() for label in _cell(record.get("labels")).split(LABEL_SEPARATOR) if label.strip())
         split = _cell(record.get("split")) or None
         entries.append(VideoEntry(video_id, absolute, labels, split, start_s, end_s, row))
 

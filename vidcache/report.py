@@ -27,9 +27,14 @@ class ExtractProgress:
 
     def __enter__(self) -> ExtractProgress:
         if self.interactive:
-            self._bar = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]:.1f} frames/s  {task.fields[failed]} failed"),
-                                 TimeElapsedColumn(), console=self.console)
+            self._bar = Progress(
+                TextColumn("extract"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:.1f} frames/s  {task.fields[failed]} failed"),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
             self._bar.__enter__()
             self._task = self._bar.add_task("extract", total=None, rate=0.0, failed=0)
         return self
@@ -43,15 +48,23 @@ class ExtractProgress:
             return
         done = summary.extracted + summary.skipped + summary.failed
         if self._bar is not None:
-            self._bar.update(self._task, total=summary.total, completed=done, rate=summary.frames_per_s,
-                             failed=summary.failed)
+            self._bar.update(
+                self._task, total=summary.total, completed=done, rate=summary.frames_per_s, failed=summary.failed
+            )
             return
         now = time.monotonic()
         if now - self._last_log >= self.interval_s or done == summary.total:
             self._last_log = now
-            log.info("%d/%d videos (%d extracted, %d skipped, %d failed), %d frames, %.1f frames/s",
-                     done, summary.total, summary.extracted, summary.skipped, summary.failed, summary.frames,
-                     summary.frames_per_s)
+            log.info(
+                "%d/%d videos (%d extracted, %d skipped, %d failed), %d frames, %.1f frames/s",
+                done,
+                summary.total,
+                summary.extracted,
+                summary.skipped,
+                summary.failed,
+                summary.frames,
+                summary.frames_per_s,
+            )
 
 
 def print_extract_summary(summary, *, console: Console | None = None) -> None:
@@ -60,11 +73,17 @@ def print_extract_summary(summary, *, console: Console | None = None) -> None:
     table.add_column("what")
     table.add_column("value", justify="right")
     rows = [
-        ("videos in this run", summary.total), ("extracted now", summary.extracted),
-        ("already cached (skipped)", summary.skipped), ("failed", summary.failed), ("frames", summary.frames),
-        ("frames/s", f"{summary.frames_per_s:.1f}"), ("decode s (all workers)", f"{summary.decode_seconds:.2f}"),
-        ("model s", f"{summary.model_seconds:.2f}"), ("write s", f"{summary.write_seconds:.2f}"),
-        ("wall s", f"{summary.seconds:.2f}"), ("device", summary.device),
+        ("videos in this run", summary.total),
+        ("extracted now", summary.extracted),
+        ("already cached (skipped)", summary.skipped),
+        ("failed", summary.failed),
+        ("frames", summary.frames),
+        ("frames/s", f"{summary.frames_per_s:.1f}"),
+        ("decode s (all workers)", f"{summary.decode_seconds:.2f}"),
+        ("model s", f"{summary.model_seconds:.2f}"),
+        ("write s", f"{summary.write_seconds:.2f}"),
+        ("wall s", f"{summary.seconds:.2f}"),
+        ("device", summary.device),
     ]
     for name, value in rows:
         table.add_row(name, str(value))
@@ -84,17 +103,31 @@ def print_status(status: dict, *, console: Console | None = None) -> None:
     for column in ("view", "model", "pretrained", "dtype", "sampling", "done", "failed", "rows"):
         table.add_column(column)
     for view, info in status["views"].items():
-        table.add_row(view, info["model"], info["pretrained"], info["dtype"], info["sampling"],
-                      str(info["done"]), str(info["failed"]), str(info["rows"]))
+        table.add_row(
+            view,
+            info["model"],
+            info["pretrained"],
+            info["dtype"],
+            info["sampling"],
+            str(info["done"]),
+            str(info["failed"]),
+            str(info["rows"]),
+        )
     console.print(table)
-    console.print(f"{status['shards']} shard(s), {status['bytes'] / 2**20:.1f} MiB, {status['entries']} manifest entries")
+    console.print(
+        f"{status['shards']} shard(s), {status['bytes'] / 2**20:.1f} MiB, {status['entries']} manifest entries"
+    )
     for video_id, reason in sorted(status["failures"].items()):
         console.print(f"  failed {video_id}: {reason}")
 
 
 def configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     # third-party libraries (open_clip logs every model build at INFO) only speak up for warnings
     logging.getLogger().setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("vidcache").setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -24,26 +24,38 @@ def index_frame(index: int, *, width: int = 64, height: int = 48) -> np.ndarray:
     bits = [(index >> b) & 1 for b in range(8)]
     cell = max(width // 8, 1)
     for b, bit in enumerate(bits):
-        frame[: height // 4, b * cell:(b + 1) * cell] = 255 if bit else 0
+        frame[: height // 4, b * cell : (b + 1) * cell] = 255 if bit else 0
     return frame
 
 
-def moving_square_frame(t_s: float, *, colour: str, direction: str, width: int = 96, height: int = 72,
-                        speed_px_s: float = 40.0) -> np.ndarray:
+def moving_square_frame(
+    t_s: float, *, colour: str, direction: str, width: int = 96, height: int = 72, speed_px_s: float = 40.0
+) -> np.ndarray:
     frame = np.full((height, width, 3), 16, np.uint8)
     side = height // 3
     travel = (t_s * speed_px_s) % (width - side)
     x0 = int(travel) if direction == "right" else int(width - side - travel)
     y0 = (height - side) // 2
-    frame[y0:y0 + side, x0:x0 + side] = COLOURS[colour]
+    frame[y0 : y0 + side, x0 : x0 + side] = COLOURS[colour]
     return frame
 
 
-def write_video(path: str | Path, num_frames: int, *, fps: float = 30.0,
-                frame_fn: Callable[[int, float], np.ndarray] | None = None, width: int = 64, height: int = 48,
-                codec: str = "libx264", pix_fmt: str = "yuv420p", gop: int | None = None,
-                tone_hz: float | None = None, sample_rate: int = 16000, pts_s: list[float] | None = None,
-                options: dict | None = None) -> Path:
+def write_video(
+    path: str | Path,
+    num_frames: int,
+    *,
+    fps: float = 30.0,
+    frame_fn: Callable[[int, float], np.ndarray] | None = None,
+    width: int = 64,
+    height: int = 48,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    gop: int | None = None,
+    tone_hz: float | None = None,
+    sample_rate: int = 16000,
+    pts_s: list[float] | None = None,
+    options: dict | None = None,
+) -> Path:
     """Write `num_frames` frames (`frame_fn(index, t_s)`, default `index_frame`) at `fps`, or at the
     explicit presentation times `pts_s` (variable frame rate), with an optional sine tone."""
     path = Path(path)
@@ -74,12 +86,12 @@ def write_video(path: str | Path, num_frames: int, *, fps: float = 30.0,
         for packet in stream.encode():
             container.mux(packet)
         if audio is not None:
-            duration_s = (pts_s[-1] if pts_s else num_frames / float(rate))
+            duration_s = pts_s[-1] if pts_s else num_frames / float(rate)
             total = int(duration_s * sample_rate)
             samples = (0.3 * np.sin(2 * np.pi * tone_hz * np.arange(total) / sample_rate)).astype(np.float32)
             chunk = 1024
             for start in range(0, total, chunk):
-                block = samples[start:start + chunk][None, :]
+                block = samples[start : start + chunk][None, :]
                 aframe = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
                 aframe.sample_rate = sample_rate
                 aframe.pts = start

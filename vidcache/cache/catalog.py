@@ -87,7 +87,9 @@ class Catalog:
                 db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
             version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise CacheError(f"catalog {path} cannot be read ({exc}); run `vidcache verify --cache {cache_dir}`") from None
+            raise CacheError(
+                f"catalog {path} cannot be read ({exc}); run `vidcache verify --cache {cache_dir}`"
+            ) from None
         if version is None or int(version[0]) != SCHEMA_VERSION:
             found = version[0] if version else "none"
             raise CacheError(f"catalog {path} has schema version {found}, this vidcache reads {SCHEMA_VERSION}")
@@ -127,9 +129,7 @@ class Catalog:
 
     # entries -------------------------------------------------------------------------------------
     def upsert_entries(self, entries: Iterable) -> None:
-        rows = [
-            (e.video_id, e.path, json.dumps(list(e.labels)), e.split, e.start_s, e.end_s) for e in entries
-        ]
+        rows = [(e.video_id, e.path, json.dumps(list(e.labels)), e.split, e.start_s, e.end_s) for e in entries]
         with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO entries VALUES(?, ?, ?, ?, ?, ?)", rows)
 
@@ -157,20 +157,25 @@ class Catalog:
         ).fetchone()
         return Item(*row) if row else None
 
-    def record_shard(self, *, name: str, n_rows: int, n_videos: int, size_bytes: int, run_id: str | None,
-                     items: list[Item]) -> None:
+    def record_shard(
+        self, *, name: str, n_rows: int, n_videos: int, size_bytes: int, run_id: str | None, items: list[Item]
+    ) -> None:
         with self.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO shards VALUES(?, ?, ?, ?, ?, ?)",
                 (name, now_iso(), n_videos, n_rows, size_bytes, run_id),
             )
-            db.executemany(f"INSERT OR REPLACE INTO items({_ITEM_COLUMNS}) VALUES({', '.join('?' * 12)})",
-                           [tuple(i.__dict__.values()) for i in items])
+            db.executemany(
+                f"INSERT OR REPLACE INTO items({_ITEM_COLUMNS}) VALUES({', '.join('?' * 12)})",
+                [tuple(i.__dict__.values()) for i in items],
+            )
 
     def record_items(self, items: list[Item]) -> None:
         with self.transaction() as db:
-            db.executemany(f"INSERT OR REPLACE INTO items({_ITEM_COLUMNS}) VALUES({', '.join('?' * 12)})",
-                           [tuple(i.__dict__.values()) for i in items])
+            db.executemany(
+                f"INSERT OR REPLACE INTO items({_ITEM_COLUMNS}) VALUES({', '.join('?' * 12)})",
+                [tuple(i.__dict__.values()) for i in items],
+            )
 
     def shard_names(self) -> set[str]:
         return {name for (name,) in self._db.execute("SELECT name FROM shards")}
@@ -201,6 +206,8 @@ class Catalog:
             )
 
     def runs(self) -> list[dict]:
-        cursor = self._db.execute("SELECT run_id, started_at, finished_at, command, config_json, summary_json FROM runs ORDER BY started_at")
+        cursor = self._db.execute(
+            "SELECT run_id, started_at, finished_at, command, config_json, summary_json FROM runs ORDER BY started_at"
+        )
         keys = ("run_id", "started_at", "finished_at", "command", "config_json", "summary_json")
         return [dict(zip(keys, row, strict=True)) for row in cursor]

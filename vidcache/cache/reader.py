@@ -80,8 +80,9 @@ class ShardFiles:
         try:
             return group["features"][start:stop], group["timestamps_s"][start:stop]
         except (OSError, KeyError, ValueError) as exc:
-            raise CacheError(f"shard {shard} view {view} rows {start}:{stop} cannot be read ({exc}); "
-                             "run `vidcache verify`") from None
+            raise CacheError(
+                f"shard {shard} view {view} rows {start}:{stop} cannot be read ({exc}); run `vidcache verify`"
+            ) from None
 
     def close(self) -> None:
         for handle in self._files.values():
@@ -95,7 +96,9 @@ class ShardFiles:
         self.__init__(state["directory"], state["max_open"])
 
 
-def _read_locations(files: ShardFiles, view: str, locations: Sequence[Location], dtype) -> list[tuple[np.ndarray, np.ndarray]]:
+def _read_locations(
+    files: ShardFiles, view: str, locations: Sequence[Location], dtype
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Read many videos' rows, merging neighbouring row ranges of a shard into single reads."""
     out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(locations)
     order = sorted(range(len(locations)), key=lambda i: (locations[i].shard, locations[i].row_start))
@@ -142,7 +145,7 @@ class CacheDataset:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         loc = self.locations[index]
-        (feats, stamps), = _read_locations(self._files, self.view, [loc], self.dtype)
+        ((feats, stamps),) = _read_locations(self._files, self.view, [loc], self.dtype)
         return feats, stamps, loc.video_id
 
     @property
@@ -190,7 +193,9 @@ class Cache:
         """Manifest metadata (video_id, path, labels, split, start_s, end_s) as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame(self._catalog.entries(), columns=["video_id", "path", "labels", "split", "start_s", "end_s"])
+        return pd.DataFrame(
+            self._catalog.entries(), columns=["video_id", "path", "labels", "split", "start_s", "end_s"]
+        )
 
     def video_info(self, video_id: str, view: str = "clip") -> dict:
         """Per-video facts recorded at extraction (duration, stream start, fps, size, rotation...)."""
@@ -221,16 +226,19 @@ class Cache:
         loc = Location(video_id, item.shard, item.row_start, item.row_count)
         return _read_locations(self._files, view, [loc], dtype)[0]
 
-    def read_many(self, video_ids: Sequence[str], view: str = "clip", *, dtype=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def read_many(
+        self, video_ids: Sequence[str], view: str = "clip", *, dtype=None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Like `read` for many ids (same order), with neighbouring rows read in one call."""
         return _read_locations(self._files, view, self.locations(view, video_ids), dtype)
 
-    def iter_batches(self, view: str = "clip", *, batch_size: int = 256, video_ids: Iterable[str] | None = None,
-                     dtype=None) -> Iterator[Batch]:
+    def iter_batches(
+        self, view: str = "clip", *, batch_size: int = 256, video_ids: Iterable[str] | None = None, dtype=None
+    ) -> Iterator[Batch]:
         """Videos in storage order (or the given order), `batch_size` videos at a time."""
         locations = self.locations(view, video_ids)
         for start in range(0, len(locations), batch_size):
-            chunk = locations[start:start + batch_size]
+            chunk = locations[start : start + batch_size]
             rows = _read_locations(self._files, view, chunk, dtype)
             yield Batch([c.video_id for c in chunk], [r[0] for r in rows], [r[1] for r in rows])
 
@@ -243,8 +251,13 @@ class Cache:
             raise KeyError(f"no text embeddings in {self.path}; run `vidcache embed-text --cache {self.path}`")
         with h5py.File(path, "r") as h5:
             decode = lambda values: [v.decode() if isinstance(v, bytes) else v for v in values]  # noqa: E731
-            return TextEmbeddings(decode(h5["labels"][()]), decode(h5["templates"][()]), h5["per_template"][()],
-                                  h5["embeddings"][()], dict(h5.attrs))
+            return TextEmbeddings(
+                decode(h5["labels"][()]),
+                decode(h5["templates"][()]),
+                h5["per_template"][()],
+                h5["embeddings"][()],
+                dict(h5.attrs),
+            )
 
     def close(self) -> None:
         self._files.close()

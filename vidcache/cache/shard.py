@@ -67,8 +67,15 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
 
 
 class ShardWriter:
-    def __init__(self, directory: Path, name: str, *, root_attrs: dict[str, Any],
-                 view_attrs: dict[str, dict[str, Any]], dtype: dict[str, str]):
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        *,
+        root_attrs: dict[str, Any],
+        view_attrs: dict[str, dict[str, Any]],
+        dtype: dict[str, str],
+    ):
         self.directory = directory
         self.name = name
         self.final_path = directory / (name + SHARD_SUFFIX)
@@ -81,13 +88,17 @@ class ShardWriter:
         self._index: dict[str, list[ShardRows]] = {}
         directory.mkdir(parents=True, exist_ok=True)
         self._h5 = h5py.File(self.partial_path, "w", libver="latest")
-        self._h5.attrs.update(plain_attrs({
-            "schema_version": SCHEMA_VERSION,
-            "vidcache_version": __version__,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "shard_name": name,
-            **root_attrs,
-        }))
+        self._h5.attrs.update(
+            plain_attrs(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "vidcache_version": __version__,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "shard_name": name,
+                    **root_attrs,
+                }
+            )
+        )
 
     def _group(self, view: str, feature_dim: int) -> h5py.Group:
         if view in self._h5:
@@ -96,14 +107,27 @@ class ShardWriter:
         group.attrs.update(plain_attrs(self._view_attrs.get(view, {})))
         dtype = np.dtype(self._dtype.get(view, "float16"))
         chunk_rows = rows_per_chunk(feature_dim, dtype.itemsize)
-        group.create_dataset("features", shape=(0, feature_dim), maxshape=(None, feature_dim),
-                             dtype=dtype, chunks=(chunk_rows, feature_dim))
-        group.create_dataset("timestamps_s", shape=(0,), maxshape=(None,), dtype="<f8",
-                             chunks=(max(1024, chunk_rows),))
+        group.create_dataset(
+            "features",
+            shape=(0, feature_dim),
+            maxshape=(None, feature_dim),
+            dtype=dtype,
+            chunks=(chunk_rows, feature_dim),
+        )
+        group.create_dataset("timestamps_s", shape=(0,), maxshape=(None,), dtype="<f8", chunks=(max(1024, chunk_rows),))
         return group
 
-    def add(self, video_id: str, view: str, features: np.ndarray, timestamps_s: np.ndarray, *,
-            source_size: int = -1, source_mtime_ns: int = -1, info_json: str = "{}") -> ShardRows:
+    def add(
+        self,
+        video_id: str,
+        view: str,
+        features: np.ndarray,
+        timestamps_s: np.ndarray,
+        *,
+        source_size: int = -1,
+        source_mtime_ns: int = -1,
+        info_json: str = "{}",
+    ) -> ShardRows:
         if features.ndim != 2 or len(features) != len(timestamps_s):
             raise ValueError(f"{video_id}/{view}: features {features.shape} and timestamps {timestamps_s.shape} differ")
         group = self._group(view, features.shape[1])
@@ -115,8 +139,16 @@ class ShardWriter:
         if count:
             feats[start:] = stored
             stamps[start:] = timestamps_s
-        rows = ShardRows(video_id, view, start, count, rows_checksum(stored, np.asarray(timestamps_s)),
-                         source_size, source_mtime_ns, info_json)
+        rows = ShardRows(
+            video_id,
+            view,
+            start,
+            count,
+            rows_checksum(stored, np.asarray(timestamps_s)),
+            source_size,
+            source_mtime_ns,
+            info_json,
+        )
         self.rows.append(rows)
         self._index.setdefault(view, []).append(rows)
         self.nbytes += stored.nbytes + 8 * count
@@ -159,8 +191,17 @@ def read_shard_index(path: Path) -> dict[str, list[ShardRows]]:
             group = h5[view]
             ids = [v.decode() if isinstance(v, bytes) else v for v in group["video_ids"][()]]
             infos = [v.decode() if isinstance(v, bytes) else v for v in group["info_json"][()]]
-            columns = zip(ids, group["row_start"][()], group["row_count"][()], group["checksum"][()],
-                          group["source_size"][()], group["source_mtime_ns"][()], infos, strict=True)
-            out[view] = [ShardRows(v, view, int(s), int(c), int(k), int(z), int(m), i)
-                         for v, s, c, k, z, m, i in columns]
+            columns = zip(
+                ids,
+                group["row_start"][()],
+                group["row_count"][()],
+                group["checksum"][()],
+                group["source_size"][()],
+                group["source_mtime_ns"][()],
+                infos,
+                strict=True,
+            )
+            out[view] = [
+                ShardRows(v, view, int(s), int(c), int(k), int(z), int(m), i) for v, s, c, k, z, m, i in columns
+            ]
     return out

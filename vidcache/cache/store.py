@@ -42,9 +42,19 @@ class SourceStat:
 
 
 class CacheWriter:
-    def __init__(self, cache_dir: str | Path, catalog: Catalog, *, run_id: str, writer_tag: str,
-                 root_attrs: dict[str, Any], view_attrs: dict[str, dict[str, Any]], dtypes: dict[str, str],
-                 shard_size_mb: float = 256.0, commit_every_s: float = 60.0):
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        catalog: Catalog,
+        *,
+        run_id: str,
+        writer_tag: str,
+        root_attrs: dict[str, Any],
+        view_attrs: dict[str, dict[str, Any]],
+        dtypes: dict[str, str],
+        shard_size_mb: float = 256.0,
+        commit_every_s: float = 60.0,
+    ):
         self.cache_dir = Path(cache_dir)
         self.directory = shard_dir(cache_dir)
         self.catalog = catalog
@@ -83,13 +93,32 @@ class CacheWriter:
                 log.warning("shard %s is unreadable (%s); left for `vidcache verify`", path, exc)
                 continue
             items = [
-                Item(r.video_id, r.view, STATUS_DONE, name, r.row_start, r.row_count, r.checksum, None,
-                     r.source_size, r.source_mtime_ns, r.info_json, now_iso())
-                for rows in index.values() for r in rows
+                Item(
+                    r.video_id,
+                    r.view,
+                    STATUS_DONE,
+                    name,
+                    r.row_start,
+                    r.row_count,
+                    r.checksum,
+                    None,
+                    r.source_size,
+                    r.source_mtime_ns,
+                    r.info_json,
+                    now_iso(),
+                )
+                for rows in index.values()
+                for r in rows
             ]
             n_rows = sum(r.row_count for rows in index.values() for r in rows)
-            self.catalog.record_shard(name=name, n_rows=n_rows, n_videos=len({i.video_id for i in items}),
-                                      size_bytes=path.stat().st_size, run_id=None, items=items)
+            self.catalog.record_shard(
+                name=name,
+                n_rows=n_rows,
+                n_videos=len({i.video_id for i in items}),
+                size_bytes=path.stat().st_size,
+                run_id=None,
+                items=items,
+            )
             adopted += 1
         return adopted
 
@@ -98,26 +127,54 @@ class CacheWriter:
         self._sequence += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         name = f"{stamp}-{self.writer_tag}-{os.getpid()}-{secrets.token_hex(3)}-{self._sequence:04d}"
-        return ShardWriter(self.directory, name, root_attrs=self._root_attrs, view_attrs=self._view_attrs,
-                           dtype=self._dtypes)
+        return ShardWriter(
+            self.directory, name, root_attrs=self._root_attrs, view_attrs=self._view_attrs, dtype=self._dtypes
+        )
 
-    def add(self, video_id: str, views: dict[str, tuple[np.ndarray, np.ndarray]], *,
-            source: SourceStat | None, info_json: str = "{}") -> None:
+    def add(
+        self,
+        video_id: str,
+        views: dict[str, tuple[np.ndarray, np.ndarray]],
+        *,
+        source: SourceStat | None,
+        info_json: str = "{}",
+    ) -> None:
         """Add all views of one finished video to the open shard (committed together)."""
         started = time.perf_counter()
         if self._writer is None:
             self._writer = self._new_writer()
         for view, (features, timestamps_s) in views.items():
-            self._writer.add(video_id, view, features, timestamps_s,
-                             source_size=source.size if source else -1,
-                             source_mtime_ns=source.mtime_ns if source else -1, info_json=info_json)
+            self._writer.add(
+                video_id,
+                view,
+                features,
+                timestamps_s,
+                source_size=source.size if source else -1,
+                source_mtime_ns=source.mtime_ns if source else -1,
+                info_json=info_json,
+            )
         self.write_seconds += time.perf_counter() - started
 
-    def record_failure(self, video_id: str, views: list[str], reason: str, *, source: SourceStat | None,
-                       info_json: str = "{}") -> None:
-        items = [Item(video_id, view, STATUS_FAILED, None, None, None, None, reason,
-                      source.size if source else None, source.mtime_ns if source else None, info_json, now_iso())
-                 for view in views]
+    def record_failure(
+        self, video_id: str, views: list[str], reason: str, *, source: SourceStat | None, info_json: str = "{}"
+    ) -> None:
+        items = [
+            Item(
+                video_id,
+                view,
+                STATUS_FAILED,
+                None,
+                None,
+                None,
+                None,
+                reason,
+                source.size if source else None,
+                source.mtime_ns if source else None,
+                info_json,
+                now_iso(),
+            )
+            for view in views
+        ]
         self.catalog.record_items(items)
 
     @property
@@ -142,11 +199,31 @@ class CacheWriter:
             return
         started = time.perf_counter()
         path = writer.commit()
-        items = [Item(r.video_id, r.view, STATUS_DONE, writer.name, r.row_start, r.row_count, r.checksum, None,
-                      r.source_size, r.source_mtime_ns, r.info_json, now_iso()) for r in writer.rows]
-        self.catalog.record_shard(name=writer.name, n_rows=sum(r.row_count for r in writer.rows),
-                                  n_videos=len({r.video_id for r in writer.rows}),
-                                  size_bytes=path.stat().st_size, run_id=self.run_id, items=items)
+        items = [
+            Item(
+                r.video_id,
+                r.view,
+                STATUS_DONE,
+                writer.name,
+                r.row_start,
+                r.row_count,
+                r.checksum,
+                None,
+                r.source_size,
+                r.source_mtime_ns,
+                r.info_json,
+                now_iso(),
+            )
+            for r in writer.rows
+        ]
+        self.catalog.record_shard(
+            name=writer.name,
+            n_rows=sum(r.row_count for r in writer.rows),
+            n_videos=len({r.video_id for r in writer.rows}),
+            size_bytes=path.stat().st_size,
+            run_id=self.run_id,
+            items=items,
+        )
         self.write_seconds += time.perf_counter() - started
 
     def abort(self) -> None:

@@ -66,7 +66,9 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
-def open_video(path: str, *, threads: int = 0) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, VideoInfo]:
+def open_video(
+    path: str, *, threads: int = 0
+) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, VideoInfo]:
     """Open a file and describe its first video stream; every failure becomes a `VideoFailure`."""
     try:
         container = av.open(path, metadata_errors="replace")
@@ -93,10 +95,15 @@ def open_video(path: str, *, threads: int = 0) -> tuple[av.container.InputContai
         duration = container.duration / av.time_base
     rate = stream.average_rate or stream.guessed_rate
     info = VideoInfo(
-        width=stream.codec_context.width, height=stream.codec_context.height, rotation_deg=0,
-        codec=stream.codec_context.name, pix_fmt=str(stream.codec_context.pix_fmt),
-        avg_fps=float(rate) if rate else None, stream_start_s=_seconds(stream.start_time, tb),
-        duration_s=duration, has_audio=bool(container.streams.audio),
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        rotation_deg=0,
+        codec=stream.codec_context.name,
+        pix_fmt=str(stream.codec_context.pix_fmt),
+        avg_fps=float(rate) if rate else None,
+        stream_start_s=_seconds(stream.start_time, tb),
+        duration_s=duration,
+        has_audio=bool(container.streams.audio),
     )
     return container, stream, info
 
@@ -116,9 +123,18 @@ def scan_end_s(path: str) -> float | None:
 class FrameSampler:
     """Yields `(frame, repeats)` for the frames on screen at the sample times, in time order."""
 
-    def __init__(self, path: str, *, sampling: SamplingConfig, start_s: float | None = None,
-                 end_s: float | None = None, seek: str = "auto", threads: int = 0,
-                 sparse_decode: bool = True, deadline: float | None = None):
+    def __init__(
+        self,
+        path: str,
+        *,
+        sampling: SamplingConfig,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        seek: str = "auto",
+        threads: int = 0,
+        sparse_decode: bool = True,
+        deadline: float | None = None,
+    ):
         self.path = path
         self.sampling = sampling
         self.container, self.stream, self.info = open_video(path, threads=threads)
@@ -174,7 +190,7 @@ class FrameSampler:
                 codec.skip_frame = "DEFAULT"
 
     def _seek(self, target_s: float) -> None:
-        self.container.seek(int(math.floor(target_s / self._tb)), backward=True, stream=self.stream)
+        self.container.seek(math.floor(target_s / self._tb), backward=True, stream=self.stream)
         self.stats.seeks += 1
 
     def __iter__(self) -> Iterator[tuple[av.VideoFrame, int]]:
@@ -281,7 +297,7 @@ class FrameSampler:
 
 def frame_rotation(frame: av.VideoFrame) -> int:
     try:
-        return int(round((frame.rotation or 0) / 90.0)) * 90 % 360
+        return round((frame.rotation or 0) / 90.0) * 90 % 360
     except Exception:  # side data missing or malformed
         return 0
 

@@ -49,14 +49,24 @@ class ImagePreprocess:
     def from_open_clip(cls, cfg: dict) -> ImagePreprocess:
         size = cfg.get("size", 224)
         size = (size, size) if isinstance(size, int) else tuple(size)
-        return cls(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
-                   interpolation=cfg.get("interpolation", "bicubic"),
-                   resize_mode=cfg.get("resize_mode", "shortest"), fill_color=int(cfg.get("fill_color", 0)))
+        return cls(
+            size=size,
+            mean=tuple(cfg["mean"]),
+            std=tuple(cfg["std"]),
+            interpolation=cfg.get("interpolation", "bicubic"),
+            resize_mode=cfg.get("resize_mode", "shortest"),
+            fill_color=int(cfg.get("fill_color", 0)),
+        )
 
     def as_dict(self) -> dict:
-        return {"size": list(self.size), "mean": list(self.mean), "std": list(self.std),
-                "interpolation": self.interpolation, "resize_mode": self.resize_mode,
-                "fill_color": self.fill_color}
+        return {
+            "size": list(self.size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "resize_mode": self.resize_mode,
+            "fill_color": self.fill_color,
+        }
 
     def resize_crop(self, rgb: np.ndarray) -> torch.Tensor:
         """HxWx3 uint8 frame -> 3xHxW uint8 tensor at the model's input size."""
@@ -71,8 +81,9 @@ class ImagePreprocess:
                 image = TF.resize(image, [target_h], interpolation=mode, antialias=True)
             else:
                 ratio = min(height / target_h, width / target_w)
-                image = TF.resize(image, [round(height / ratio), round(width / ratio)], interpolation=mode,
-                                  antialias=True)
+                image = TF.resize(
+                    image, [round(height / ratio), round(width / ratio)], interpolation=mode, antialias=True
+                )
             return TF.center_crop(image, [target_h, target_w])
         ratio = max(height / target_h, width / target_w)  # "longest": fit inside, then pad
         new_size = [max(1, round(height / ratio)), max(1, round(width / ratio))]

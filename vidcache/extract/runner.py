@@ -85,8 +85,9 @@ def _identity_mismatch(recorded: dict, wanted: dict) -> list[str]:
 
 
 class Extractor:
-    def __init__(self, cache_dir: str | Path, config: ExtractConfig, *, command: str = "",
-                 progress: ProgressFn | None = None):
+    def __init__(
+        self, cache_dir: str | Path, config: ExtractConfig, *, command: str = "", progress: ProgressFn | None = None
+    ):
         self.cache_dir = Path(cache_dir)
         self.config = config
         self.command = command
@@ -95,14 +96,15 @@ class Extractor:
             raise ConfigError(f"--views {','.join(config.views)}: this version extracts the 'clip' view")
 
     # planning ------------------------------------------------------------------------------------
-    def _plan(self, catalog: Catalog, entries: list[VideoEntry], views: list[str],
-              summary: ExtractSummary) -> list[tuple[VideoEntry, SourceStat | None]]:
+    def _plan(
+        self, catalog: Catalog, entries: list[VideoEntry], views: list[str], summary: ExtractSummary
+    ) -> list[tuple[VideoEntry, SourceStat | None]]:
         todo = []
         for entry in entries:
             source = SourceStat.of(entry.path)
             items = [catalog.item(entry.video_id, view) for view in views]
 
-            def same_source(item) -> bool:
+            def same_source(item, source=source) -> bool:
                 if item is None:
                     return False
                 if source is None:
@@ -121,7 +123,9 @@ class Extractor:
         return todo
 
     # decode workers ------------------------------------------------------------------------------
-    def _decode_worker(self, tasks: queue.Queue, out: queue.Queue, encoder: FrameEncoder, stop: threading.Event) -> None:
+    def _decode_worker(
+        self, tasks: queue.Queue, out: queue.Queue, encoder: FrameEncoder, stop: threading.Event
+    ) -> None:
         run, sampling = self.config.run, self.config.sampling
         max_short = min(encoder.preprocess.size) if hasattr(encoder, "preprocess") else None
         while not stop.is_set():
@@ -133,8 +137,15 @@ class Extractor:
             chunk_no = 0
             try:
                 deadline = time.monotonic() + run.video_timeout_s
-                with FrameSampler(entry.path, sampling=sampling, start_s=entry.start_s, end_s=entry.end_s,
-                                  seek=run.seek, threads=run.decode_threads, deadline=deadline) as sampler:
+                with FrameSampler(
+                    entry.path,
+                    sampling=sampling,
+                    start_s=entry.start_s,
+                    end_s=entry.end_s,
+                    seek=run.seek,
+                    threads=run.decode_threads,
+                    deadline=deadline,
+                ) as sampler:
                     times, images, repeats = [], [], []
                     for frame, count in sampler:
                         if stop.is_set():
@@ -143,7 +154,9 @@ class Extractor:
                         times.append(frame.time if frame.time is not None else float("nan"))
                         repeats.append(count)
                         if len(images) >= run.batch_size:
-                            out.put(("frames", index, chunk_no, np.array(times), torch.stack(images), np.array(repeats)))
+                            out.put(
+                                ("frames", index, chunk_no, np.array(times), torch.stack(images), np.array(repeats))
+                            )
                             chunk_no += 1
                             times, images, repeats = [], [], []
                     if images:
@@ -152,18 +165,32 @@ class Extractor:
                     stats, info = sampler.stats, sampler.info
                 if chunk_no == 0:
                     end = info.end_s
-                    raise VideoFailure(f"no frames in the requested segment (video ends at {end:.3f} s)"
-                                       if end is not None else "no frames to sample")
-                details = {**dataclasses.asdict(info), "decoded_frames": stats.decoded_frames,
-                           "seeks": stats.seeks, "bad_packets": stats.bad_packets,
-                           "estimated_times": stats.estimated_times, "notes": stats.notes}
+                    raise VideoFailure(
+                        f"no frames in the requested segment (video ends at {end:.3f} s)"
+                        if end is not None
+                        else "no frames to sample"
+                    )
+                details = {
+                    **dataclasses.asdict(info),
+                    "decoded_frames": stats.decoded_frames,
+                    "seeks": stats.seeks,
+                    "bad_packets": stats.bad_packets,
+                    "estimated_times": stats.estimated_times,
+                    "notes": stats.notes,
+                }
                 out.put(("done", index, chunk_no, details, time.perf_counter() - started))
             except VideoFailure as failure:
                 out.put(("failed", index, failure.reason, time.perf_counter() - started))
             except Exception as exc:  # never let one file stop the night's run
                 log.debug("unexpected decode error", exc_info=True)
-                out.put(("failed", index, f"unexpected {type(exc).__name__}: {exc}".splitlines()[0],
-                         time.perf_counter() - started))
+                out.put(
+                    (
+                        "failed",
+                        index,
+                        f"unexpected {type(exc).__name__}: {exc}".splitlines()[0],
+                        time.perf_counter() - started,
+                    )
+                )
 
     # main loop -----------------------------------------------------------------------------------
     def run(self, entries: list[VideoEntry]) -> ExtractSummary:
@@ -189,11 +216,15 @@ class Extractor:
                     )
                 catalog.upsert_entries(entries)
                 writer = CacheWriter(
-                    self.cache_dir, catalog, run_id=run_id,
+                    self.cache_dir,
+                    catalog,
+                    run_id=run_id,
                     writer_tag=f"k{cfg.run.shard_index}of{cfg.run.shard_count}",
                     root_attrs={"config_json": to_json(cfg), "command": self.command},
-                    view_attrs={encoder.view: identity}, dtypes={encoder.view: encoder.store_dtype},
-                    shard_size_mb=cfg.run.shard_size_mb, commit_every_s=cfg.run.commit_every_s,
+                    view_attrs={encoder.view: identity},
+                    dtypes={encoder.view: encoder.store_dtype},
+                    shard_size_mb=cfg.run.shard_size_mb,
+                    commit_every_s=cfg.run.commit_every_s,
                 )
                 writer.remove_own_partials()
                 adopted = writer.adopt_orphans()
@@ -218,15 +249,23 @@ class Extractor:
                 summary.seconds = time.perf_counter() - started
                 catalog.finish_run(run_id, summary.as_dict())
             except OSError as exc:
-                raise CacheError(f"cannot write to cache {self.cache_dir} ({exc.strerror or exc}); free space or "
-                                 "fix permissions and run again: finished videos are kept") from None
+                raise CacheError(
+                    f"cannot write to cache {self.cache_dir} ({exc.strerror or exc}); free space or "
+                    "fix permissions and run again: finished videos are kept"
+                ) from None
             finally:
                 catalog.close()
         self.progress(summary)
         return summary
 
-    def _process(self, todo: list[tuple[VideoEntry, SourceStat | None]], encoder: FrameEncoder,
-                 writer: CacheWriter, summary: ExtractSummary, started: float) -> None:
+    def _process(
+        self,
+        todo: list[tuple[VideoEntry, SourceStat | None]],
+        encoder: FrameEncoder,
+        writer: CacheWriter,
+        summary: ExtractSummary,
+        started: float,
+    ) -> None:
         if not todo:
             return
         run = self.config.run
@@ -235,8 +274,12 @@ class Extractor:
             tasks.put((index, entry))
         out: queue.Queue = queue.Queue(maxsize=max(4, 2 * run.workers))
         stop = threading.Event()
-        workers = [threading.Thread(target=self._decode_worker, args=(tasks, out, encoder, stop), daemon=True,
-                                    name=f"decode-{i}") for i in range(min(run.workers, len(todo)))]
+        workers = [
+            threading.Thread(
+                target=self._decode_worker, args=(tasks, out, encoder, stop), daemon=True, name=f"decode-{i}"
+            )
+            for i in range(min(run.workers, len(todo)))
+        ]
         for worker in workers:
             worker.start()
         states = {i: _VideoState(entry, source) for i, (entry, source) in enumerate(todo)}
@@ -254,7 +297,7 @@ class Extractor:
             for index, chunk_no, times, images, repeats in pending:
                 n = len(images)
                 if index in states:
-                    states[index].chunks[chunk_no] = (times, features[offset:offset + n], repeats)
+                    states[index].chunks[chunk_no] = (times, features[offset : offset + n], repeats)
                 offset += n
             pending, pending_frames = [], 0
             finish_ready()
@@ -266,8 +309,12 @@ class Extractor:
                 repeats = np.concatenate([p[2] for p in parts])
                 timestamps = np.repeat(np.concatenate([p[0] for p in parts]), repeats)
                 features = np.repeat(np.concatenate([p[1] for p in parts]), repeats, axis=0)
-                writer.add(state.entry.video_id, {encoder.view: (features, timestamps)}, source=state.source,
-                           info_json=json.dumps(state.info, sort_keys=True, default=str))
+                writer.add(
+                    state.entry.video_id,
+                    {encoder.view: (features, timestamps)},
+                    source=state.source,
+                    info_json=json.dumps(state.info, sort_keys=True, default=str),
+                )
                 summary.extracted += 1
                 summary.frames += len(timestamps)
                 writer.maybe_commit()
@@ -282,7 +329,7 @@ class Extractor:
                         flush()
                     elif not any(w.is_alive() for w in workers) and out.empty():
                         lost = ", ".join(s.entry.video_id for s in states.values())
-                        raise RuntimeError(f"decode workers stopped with videos unfinished: {lost}")
+                        raise RuntimeError(f"decode workers stopped with videos unfinished: {lost}") from None
                     continue
                 kind, index = message[0], message[1]
                 if kind == "frames":
@@ -318,7 +365,11 @@ class Extractor:
 
 def embed_labels(cache_dir: str | Path, encoder, labels: list[str], templates: list[str]) -> Path:
     per_template, embeddings = prompt_embeddings(encoder.encode_text, labels, templates)
-    attrs = {"vidcache_version": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-             **{k: v for k, v in encoder.identity().items() if k != "preprocess"}}
-    return write_text_embeddings(cache_dir, labels=labels, templates=templates, per_template=per_template,
-                                 embeddings=embeddings, attrs=attrs)
+    attrs = {
+        "vidcache_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **{k: v for k, v in encoder.identity().items() if k != "preprocess"},
+    }
+    return write_text_embeddings(
+        cache_dir, labels=labels, templates=templates, per_template=per_template, embeddings=embeddings, attrs=attrs
+    )

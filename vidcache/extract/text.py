@@ -25,8 +25,15 @@ def prompt_embeddings(encode_text, labels: list[str], templates: list[str]) -> t
     return per_template, mean / np.linalg.norm(mean, axis=-1, keepdims=True).clip(1e-12)
 
 
-def write_text_embeddings(cache_dir: str | Path, *, labels: list[str], templates: list[str],
-                          per_template: np.ndarray, embeddings: np.ndarray, attrs: dict) -> Path:
+def write_text_embeddings(
+    cache_dir: str | Path,
+    *,
+    labels: list[str],
+    templates: list[str],
+    per_template: np.ndarray,
+    embeddings: np.ndarray,
+    attrs: dict,
+) -> Path:
     """Atomically replace the cache's text.h5."""
     final = Path(cache_dir) / TEXT_NAME
     partial = final.with_suffix(".h5.partial")

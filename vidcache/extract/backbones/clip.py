@@ -69,8 +69,11 @@ def load_clip(config: ClipConfig, *, allow_download: bool = False):
         if weights.kind == "hf-hub":
             model = open_clip.create_model(config.model, weights_only=True)
         else:
-            force_pp = {k: weights.tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
-                        if weights.tag_cfg.get(k) is not None}
+            force_pp = {
+                k: weights.tag_cfg[k]
+                for k in ("mean", "std", "interpolation", "resize_mode")
+                if weights.tag_cfg.get(k) is not None
+            }
             if weights.kind == "random":
                 torch.manual_seed(config.seed)
             quiet = logging.getLogger()
@@ -79,7 +82,9 @@ def load_clip(config: ClipConfig, *, allow_download: bool = False):
                 quiet.setLevel(logging.ERROR)
             try:
                 model = open_clip.create_model(
-                    config.model, pretrained=weights.path, weights_only=True,
+                    config.model,
+                    pretrained=weights.path,
+                    weights_only=True,
                     force_quick_gelu=bool(weights.tag_cfg.get("quick_gelu", False)),
                     force_preprocess_cfg=force_pp or None,
                 )
@@ -98,7 +103,9 @@ class ClipEncoder(FrameEncoder):
     def __init__(self, *, config: ClipConfig, device: torch.device, allow_download: bool = False):
         self.config = config
         self.device = device
-        self.model, self.weights, self.weights_sha256, self.preprocess = load_clip(config, allow_download=allow_download)
+        self.model, self.weights, self.weights_sha256, self.preprocess = load_clip(
+            config, allow_download=allow_download
+        )
         self.model.to(device)
         self.amp_dtype = autocast_dtype(device)
         self.feature_dim = int(self.model.visual.output_dim)
@@ -130,7 +137,7 @@ class ClipEncoder(FrameEncoder):
         tokenizer = open_clip.get_tokenizer(self.config.model)
         out = []
         for start in range(0, len(texts), batch_size):
-            tokens = to_device(tokenizer(texts[start:start + batch_size]), self.device)
+            tokens = to_device(tokenizer(texts[start : start + batch_size]), self.device)
             with self._autocast():
                 out.append(self.model.encode_text(tokens).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.feature_dim), np.float32)

@@ -50,7 +50,7 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
     import open_clip
 
     if model.startswith("hf-hub:"):
-        repo_id = model[len("hf-hub:"):]
+        repo_id = model[len("hf-hub:") :]
         path = _hf_cached(repo_id, HF_WEIGHT_FILES)
         if path is None:
             if not allow_download:
@@ -67,8 +67,8 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
 
     if model.replace("/", "-") not in open_clip.list_models():
         raise ConfigError(
-            f"--clip-model {model!r} is not an open_clip architecture; see `python -c \"import open_clip; "
-            "print(open_clip.list_models())\"` or use hf-hub:org/repo"
+            f'--clip-model {model!r} is not an open_clip architecture; see `python -c "import open_clip; '
+            'print(open_clip.list_models())"` or use hf-hub:org/repo'
         )
     if pretrained == "none":
         return ResolvedWeights("random", None, {})
@@ -100,7 +100,9 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
         path = tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
     if path is None:
         if not allow_download:
-            where = f"`huggingface-cli download {hf_hub.rstrip('/')}`" if hf_hub else f"downloading {url} to ~/.cache/clip/"
+            where = (
+                f"`huggingface-cli download {hf_hub.rstrip('/')}`" if hf_hub else f"downloading {url} to ~/.cache/clip/"
+            )
             raise MissingWeightsError(
                 f"CLIP weights {model}/{pretrained} are not cached locally; get them with {where} where there "
                 f"is internet (HF cache: {os.environ.get('HF_HOME', '~/.cache/huggingface')}), pass "

@@ -1,0 +1,386 @@
+"""Decode benchmark: PyAV vs the ffmpeg CLI, and vidcache's sparse 1-fps sampling vs decoding everything.
+
+Writes two synthetic 30 fps H.264 videos (long GOP with B-frames, and a short-GOP copy of the same
+content) with `vidcache.synth.write_video`, then times, median of `--repeats` runs each (after one
+untimed warm-up run):
+
+a) decoding every frame: a plain PyAV loop (`thread_type="AUTO"`, no conversion) vs
+   `ffmpeg -threads N -i X -f null -` on the same file, and vidcache's `FrameSampler` at the source
+   frame rate (every frame, no conversion);
+b) 1-fps sampling with `FrameSampler` + `frame_to_rgb` (seek modes x sparse decode on/off) vs
+   decoding every frame and converting each one to RGB. Every mode must pick identical frames.
+
+    .venv/bin/python benchmarks/bench_decode.py            # table on stdout, progress on stderr
+    .venv/bin/python benchmarks/bench_decode.py --json     # one JSON document on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from vidcache.config import SamplingConfig
+from vidcache.extract.decode import FrameSampler, frame_to_rgb
+from vidcache.synth import write_video
+
+TARGET_FFMPEG_RATIO = 0.95  # ffmpeg_time / pyav_time: PyAV at least about as fast as the CLI
+TARGET_SPARSE_SPEEDUP = 3.0  # 1-fps sampling (seek=auto, sparse) vs decode+RGB of every frame
+DEFAULT_MODE = ("auto", True)
+SAMPLER_MODES = [("auto", True), ("auto", False), ("never", True), ("never", False), ("always", True)]
+
+
+# synthetic content ------------------------------------------------------------------------------
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int = 16) -> np.ndarray:
+    """HxWx3 float texture: coarse random values, bilinearly upsampled by `cell`."""
+    coarse = rng.uniform(0, 255, (height // cell + 2, width // cell + 2, 3))
+    ys = np.linspace(0, coarse.shape[0] - 1, height)
+    xs = np.linspace(0, coarse.shape[1] - 1, width)
+    y0 = np.floor(ys).astype(int).clip(0, coarse.shape[0] - 2)
+    x0 = np.floor(xs).astype(int).clip(0, coarse.shape[1] - 2)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
+    bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def make_frame_fn(width: int, height: int, seed: int = 0) -> Callable[[int, float], np.ndarray]:
+    """Moving content that makes x264 do real work: a panning smooth texture with film grain and
+    three coloured squares moving at different speeds (cheap to generate: one slice per frame)."""
+    rng = np.random.default_rng(seed)
+    tex_h, tex_w = height + 64, width * 3
+    grain = rng.integers(-10, 11, (tex_h, tex_w, 1))
+    texture = np.clip(_smooth_noise(rng, tex_h, tex_w) + grain, 0, 255).astype(np.uint8)
+    squares = [((230, 40, 40), 90.0, 48), ((40, 220, 60), -140.0, 64), ((40, 70, 230), 60.0, 80)]
+
+    def frame_fn(index: int, t_s: float) -> np.ndarray:
+        ox = int(45.0 * t_s) % (tex_w - width)
+        oy = int(32 + 30 * np.sin(0.5 * t_s))
+        frame = texture[oy : oy + height, ox : ox + width].copy()
+        for k, (colour, speed, side) in enumerate(squares):
+            side = min(side, height // 2, width // 2)
+            x = int((speed * t_s) % (width - side))
+            y = int((height - side) * (0.5 + 0.4 * np.sin(t_s * 0.9 * (k + 1))))
+            frame[y : y + side, x : x + side] = colour
+        return frame
+
+    return frame_fn
+
+
+def make_video(path: Path, *, seconds: float, fps: float, width: int, height: int, gop: int, preset: str) -> Path:
+    """A libx264 video of the moving test content; `preset` other than ultrafast gives B-frames."""
+    return write_video(
+        path,
+        round(seconds * fps),
+        fps=fps,
+        frame_fn=make_frame_fn(width, height),
+        width=width,
+        height=height,
+        gop=gop,
+        options={"preset": preset},
+    )
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """Frame count, picture types (I/P/B) and bitrate of a file."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        picture_type = av.video.frame.PictureType
+        types = Counter(picture_type(frame.pict_type).name for frame in container.decode(stream))
+        duration = float(stream.duration * stream.time_base) if stream.duration else None
+        codec = stream.codec_context.name
+    size = path.stat().st_size
+    return {
+        "frames": sum(types.values()),
+        "pict_types": dict(types),
+        "codec": codec,
+        "duration_s": duration,
+        "bytes": size,
+        "mbit_s": round(size * 8 / duration / 1e6, 3) if duration else None,
+    }
+
+
+# timed operations -------------------------------------------------------------------------------
+def _open(path: Path, threads: int) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    container = av.open(str(path))
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    if threads:
+        stream.codec_context.thread_count = threads
+    return container, stream
+
+
+def pyav_decode_all(path: Path, threads: int) -> int:
+    """Every frame, PyAV's own loop, no conversion; returns the frame count."""
+    container, stream = _open(path, threads)
+    with container:
+        return sum(1 for _ in container.decode(stream))
+
+
+def pyav_decode_all_rgb(path: Path, threads: int) -> int:
+    """Every frame converted to RGB: the naive way to sample (decode and convert all, then pick)."""
+    container, stream = _open(path, threads)
+    with container:
+        n = 0
+        for frame in container.decode(stream):
+            frame.to_ndarray(format="rgb24")
+            n += 1
+        return n
+
+
+def ffmpeg_decode_all(ffmpeg: str, path: Path, threads: int, rtimes: list[float]) -> int:
+    """`ffmpeg -threads N -i X -f null -`; returns the frame count ffmpeg reports and appends its own
+    `-benchmark` rtime (the run without process start-up and probing) to `rtimes`."""
+    argv = [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-nostats",
+        "-benchmark",
+        "-threads",
+        str(threads),
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-f",
+        "null",
+        "-",
+    ]
+    done = subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rtime = re.search(r"rtime=([0-9.]+)s", done.stderr)
+    frames = re.findall(r"frame=\s*(\d+)", done.stderr)
+    if rtime:
+        rtimes.append(float(rtime.group(1)))
+    return int(frames[-1]) if frames else -1
+
+
+def sampler_run(
+    path: Path, *, fps: float, threads: int, seek: str, sparse: bool, rgb: bool, picks: list | None = None
+) -> int:
+    """vidcache's sampler (+ `frame_to_rgb` when `rgb`); returns the sampled rows (frames x repeats).
+    With `picks`, records (time, repeats, pixel hash) per frame, then (decoded frames, seeks)."""
+    rows = 0
+    with FrameSampler(
+        str(path), sampling=SamplingConfig(fps=fps), seek=seek, threads=threads, sparse_decode=sparse
+    ) as sampler:
+        for frame, repeats in sampler:
+            rows += repeats
+            if rgb:
+                image = frame_to_rgb(frame)
+                if picks is not None:
+                    pixels = hashlib.sha1(image.tobytes()).hexdigest()[:12]
+                    picks.append((round(frame.time, 6), repeats, pixels))
+        if picks is not None:
+            picks.append((sampler.stats.decoded_frames, sampler.stats.seeks))
+    return rows
+
+
+def timed(fn: Callable[[], int], repeats: int) -> tuple[float, list[float], int]:
+    """Median wall seconds over `repeats` runs (after one untimed warm-up run), all runs, fn's result."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times, result
+
+
+# benchmark --------------------------------------------------------------------------------------
+def bench_file(path: Path, args: argparse.Namespace, ffmpeg: str | None, *, full: bool) -> dict[str, Any]:
+    """All timings for one file; `full` adds the every-frame comparisons (a)."""
+    out: dict[str, Any] = {"file": path.name, **describe(path)}
+    rows: dict[str, dict[str, Any]] = {}
+
+    def record(name: str, fn: Callable[[], int]) -> float:
+        median, runs, result = timed(fn, args.repeats)
+        rows[name] = {"median_s": round(median, 4), "runs_s": [round(r, 4) for r in runs], "result": result}
+        if not args.json:
+            runs_text = ", ".join(f"{r:.3f}" for r in runs)
+            print(f"  {name:<42} {median:8.3f} s  (runs {runs_text})", file=sys.stderr, flush=True)
+        return median
+
+    if full:
+        pyav = record("pyav_decode_all", lambda: pyav_decode_all(path, args.threads))
+        if ffmpeg:
+            rtimes: list[float] = []
+            ff = record("ffmpeg_null_decode_all", lambda: ffmpeg_decode_all(ffmpeg, path, args.threads, rtimes))
+            out["ffmpeg_over_pyav"] = round(ff / pyav, 3)
+            if rtimes:
+                rtime = statistics.median(rtimes[1:] or rtimes)  # the first call was the warm-up
+                out["ffmpeg_benchmark_rtime_s"] = round(rtime, 4)
+                out["ffmpeg_rtime_over_pyav"] = round(rtime / pyav, 3)
+        every = record(
+            "sampler_every_frame_no_rgb",
+            lambda: sampler_run(path, fps=args.fps, threads=args.threads, seek="auto", sparse=True, rgb=False),
+        )
+        out["pyav_over_sampler_every_frame"] = round(pyav / every, 3)
+    baseline = record("decode_all_rgb", lambda: pyav_decode_all_rgb(path, args.threads))
+    speedups, picks = {}, {}
+    modes = [m for m in SAMPLER_MODES if m[0] != "always" or args.always or not full]
+    for seek, sparse in modes:
+        key = f"seek={seek},sparse={sparse}"
+        median = record(
+            f"sample_{args.sample_fps:g}fps_rgb {key}",
+            lambda s=seek, sp=sparse: sampler_run(
+                path, fps=args.sample_fps, threads=args.threads, seek=s, sparse=sp, rgb=True
+            ),
+        )
+        speedups[key] = round(baseline / median, 2)
+        picks[key] = []
+        sampler_run(
+            path, fps=args.sample_fps, threads=args.threads, seek=seek, sparse=sparse, rgb=True, picks=picks[key]
+        )
+    out["speedup_vs_decode_all_rgb"] = speedups
+    reference = picks["seek=never,sparse=False"][:-1]
+    out["modes_agree"] = all(p[:-1] == reference for p in picks.values())
+    out["sampled_frames"] = len(reference)
+    out["decoded_frames_seeks"] = {key: list(p[-1]) for key, p in picks.items()}
+    out["timings"] = rows
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="video length (default 60)")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--fps", type=float, default=30.0, help="source frame rate (default 30)")
+    parser.add_argument("--sample-fps", type=float, default=1.0, help="sampling rate for (b) (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="decoder threads for PyAV and ffmpeg (0 = FFmpeg's auto; default: cores)",
+    )
+    parser.add_argument("--gop", type=int, default=250, help="keyframe interval of the main video")
+    parser.add_argument("--short-gop", type=int, default=15, help="keyframe interval of the second video")
+    parser.add_argument("--preset", default="veryfast", help="x264 preset (veryfast has 3 B-frames)")
+    parser.add_argument(
+        "--always",
+        action="store_true",
+        help="also time seek=always on the long-GOP video (slow: it re-seeks per frame)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; median reported")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the videos here (default: temp dir)")
+    parser.add_argument("--ffmpeg", default=shutil.which("ffmpeg"), help="ffmpeg binary (default: on PATH)")
+    parser.add_argument("--json", action="store_true", help="print only a JSON document on stdout")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log: Callable[[str], None] = (
+        (lambda text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
+    )
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="vidcache-bench-decode-")
+        workdir = Path(tmp.name)
+    else:
+        workdir = args.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        stem = f"{args.width}x{args.height}_{args.fps:g}fps_{args.seconds:g}s_{args.preset}"
+        videos = {}
+        for label, gop in (("long_gop", args.gop), ("short_gop", args.short_gop)):
+            path = workdir / f"{stem}_gop{gop}.mp4"
+            if not path.exists():
+                started = time.perf_counter()
+                make_video(
+                    path,
+                    seconds=args.seconds,
+                    fps=args.fps,
+                    width=args.width,
+                    height=args.height,
+                    gop=gop,
+                    preset=args.preset,
+                )
+                log(f"wrote {path} in {time.perf_counter() - started:.1f} s")
+            videos[label] = path
+        ffmpeg_version = None
+        if args.ffmpeg:
+            version = subprocess.run([args.ffmpeg, "-version"], capture_output=True, text=True, check=True)
+            ffmpeg_version = version.stdout.splitlines()[0]
+        else:
+            log("ffmpeg not found: skipping the ffmpeg comparison (apt-get install ffmpeg)")
+        machine = {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "pyav": av.__version__,
+            "pyav_ffmpeg": getattr(av, "ffmpeg_version_info", None),
+            "ffmpeg_cli": ffmpeg_version,
+        }
+        args_out = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        result: dict[str, Any] = {"machine": machine, "args": args_out}
+        for label, path in videos.items():
+            log(f"\n== {label}: {path.name}")
+            result[label] = bench_file(path, args, args.ffmpeg, full=(label == "long_gop"))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+    return 0
+
+
+def print_report(result: dict[str, Any]) -> None:
+    """The human-readable table and the ratios against the targets."""
+    machine = result["machine"]
+    print(
+        f"\nmachine: {machine['cpus']} CPUs, {machine['platform']}; PyAV {machine['pyav']} "
+        f"(FFmpeg {machine['pyav_ffmpeg']}); CLI: {machine['ffmpeg_cli'] or 'none'}"
+    )
+    for label in ("long_gop", "short_gop"):
+        res = result[label]
+        print(f"\n{label}: {res['file']}  frames={res['frames']} types={res['pict_types']} {res['mbit_s']} Mbit/s")
+        print(f"  {'measurement':<42} {'median s':>9}  {'result':>7}")
+        for name, row in res["timings"].items():
+            print(f"  {name:<42} {row['median_s']:9.3f}  {row['result']:>7}")
+        if "ffmpeg_over_pyav" in res:
+            ratio = res["ffmpeg_over_pyav"]
+            verdict = "OK" if ratio >= TARGET_FFMPEG_RATIO else "MISSED"
+            print(f"  ffmpeg/pyav wall-time ratio: {ratio:.3f} (target >= {TARGET_FFMPEG_RATIO}) {verdict}")
+            if "ffmpeg_rtime_over_pyav" in res:
+                print(
+                    f"  ffmpeg -benchmark rtime {res['ffmpeg_benchmark_rtime_s']:.3f} s (no start-up); "
+                    f"rtime/pyav: {res['ffmpeg_rtime_over_pyav']:.3f}"
+                )
+        if "pyav_over_sampler_every_frame" in res:
+            print(f"  plain PyAV / FrameSampler(every frame): {res['pyav_over_sampler_every_frame']:.3f}")
+        for mode, speedup in res["speedup_vs_decode_all_rgb"].items():
+            mark = ""
+            if mode == "seek={},sparse={}".format(*DEFAULT_MODE):
+                verdict = "OK" if speedup >= TARGET_SPARSE_SPEEDUP else "MISSED"
+                mark = f"  (default; target >= {TARGET_SPARSE_SPEEDUP:g}x) {verdict}"
+            print(f"  speedup vs decode+RGB of all frames, {mode:<26} {speedup:5.2f}x{mark}")
+        print(f"  [decoded frames, seeks] per mode: {res['decoded_frames_seeks']}")
+        print(f"  all modes pick identical frames ({res['sampled_frames']}): {res['modes_agree']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

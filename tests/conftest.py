@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny videos generated with PyAV and a tiny open_clip checkpoint file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidcache.synth import moving_square_frame, write_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random vidcache-tiny CLIP saved as a plain state dict: the 'same checkpoint file' both
+    vidcache and the independent reference load."""
+    import open_clip
+
+    from vidcache.extract.backbones.clip import register_vidcache_configs
+
+    register_vidcache_configs()
+    torch.manual_seed(123)
+    model = open_clip.create_model("vidcache-tiny")
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """Eight short labelled clips in two folders (two share a file name) and their manifest."""
+    root = tmp_path_factory.mktemp("corpus")
+    rows = ["path,labels,split"]
+    specs = [("red", "left"), ("green", "right"), ("blue", "left"), ("red", "right")]
+    for folder in ("a", "b"):
+        for i, (colour, direction) in enumerate(specs):
+            name = "clip.mp4" if i == 0 else f"{colour}-{direction}-{i}.mp4"
+            write_video(
+                root / folder / name,
+                24 + 6 * i,
+                fps=12,
+                width=80,
+                height=60,
+                gop=6,
+                frame_fn=lambda _, t, c=colour, d=direction: moving_square_frame(
+                    t, colour=c, direction=d, width=80, height=60
+                ),
+            )
+            rows.append(f"{folder}/{name},{colour};{direction},{'train' if folder == 'a' else 'test'}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def run_cli(*args: str, timeout: float = 180, check: bool = False) -> subprocess.CompletedProcess:
+    """Run `vidcache` as a separate process, as cron or Slurm would."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "vidcache.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result

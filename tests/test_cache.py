@@ -1,0 +1,141 @@
+"""Cache round trip: rows written by CacheWriter come back from Cache exactly, in every read path."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from vidcache import Cache
+from vidcache.cache.catalog import Catalog
+from vidcache.cache.layout import TARGET_CHUNK_BYTES
+from vidcache.cache.shard import rows_checksum
+from vidcache.cache.store import CacheWriter, SourceStat
+from vidcache.extract.text import prompt_embeddings, write_text_embeddings
+from vidcache.manifest import VideoEntry
+
+
+def synthetic_videos(n: int, dim: int = 48, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(n):
+        rows = int(rng.integers(0, 30))
+        out[f"dir{i % 3}/video {i}.mp4"] = (
+            rng.standard_normal((rows, dim)).astype(np.float32),
+            np.sort(rng.uniform(0, 60, rows)),
+        )
+    return out
+
+
+@pytest.fixture()
+def cache_dir(tmp_path):
+    videos = synthetic_videos(40)
+    catalog = Catalog.open(tmp_path, create=True)
+    catalog.claim_view("clip", {"model": "test"})
+    catalog.upsert_entries([VideoEntry(v, f"/x/{v}", ("a", "b"), "train") for v in videos])
+    writer = CacheWriter(
+        tmp_path,
+        catalog,
+        run_id="r",
+        writer_tag="k0of1",
+        root_attrs={},
+        view_attrs={"clip": {}},
+        dtypes={"clip": "float16"},
+        shard_size_mb=0.02,
+    )
+    for video_id, (features, times) in videos.items():
+        writer.add(video_id, {"clip": (features, times)}, source=SourceStat(1, 2))
+        writer.maybe_commit()
+    writer.commit()
+    catalog.close()
+    return tmp_path, videos
+
+
+def test_round_trip_every_read_path(cache_dir):
+    path, videos = cache_dir
+    cache = Cache(path)
+    assert sorted(cache.video_ids("clip")) == sorted(videos) == cache.video_ids()
+    assert len(list((path / "shards").glob("*.h5"))) > 2  # rotation by size happened
+    for video_id, (features, times) in videos.items():
+        got_features, got_times = cache.read(video_id, "clip")
+        assert got_features.dtype == np.float16
+        np.testing.assert_array_equal(got_features, features.astype(np.float16))
+        np.testing.assert_array_equal(got_times, times)
+    ids = list(videos)[::-1]
+    for (f, t), video_id in zip(cache.read_many(ids, "clip", dtype=np.float32), ids, strict=True):
+        np.testing.assert_array_equal(f, videos[video_id][0].astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(t, videos[video_id][1])
+    seen = {}
+    for batch in cache.iter_batches("clip", batch_size=7):
+        seen.update({v: f for v, f in zip(batch.video_ids, batch.features, strict=True)})
+    assert seen.keys() == videos.keys()
+    assert cache.entries().set_index("video_id").loc[ids[0], "labels"] == ["a", "b"]
+
+
+def test_dataset_in_dataloader_workers(cache_dir):
+    path, videos = cache_dir
+    dataset = Cache(path).dataset("clip")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+    got = {video_id: features for features, _, video_id in loader}
+    assert got.keys() == videos.keys()
+    for video_id, features in got.items():
+        np.testing.assert_array_equal(np.asarray(features), videos[video_id][0].astype(np.float16).astype(np.float32))
+
+
+def test_shard_layout_chunks_and_checksums(cache_dir):
+    path, videos = cache_dir
+    for shard in (path / "shards").glob("*.h5"):
+        with h5py.File(shard, "r") as h5:
+            group = h5["clip"]
+            rows, dim = group["features"].shape
+            assert group["features"].chunks[0] * dim * 2 <= TARGET_CHUNK_BYTES
+            for video_id, start, count, checksum in zip(
+                group["video_ids"].asstr()[()],
+                group["row_start"][()],
+                group["row_count"][()],
+                group["checksum"][()],
+                strict=True,
+            ):
+                features = group["features"][start : start + count]
+                assert checksum == rows_checksum(features, group["timestamps_s"][start : start + count])
+                np.testing.assert_array_equal(features, videos[video_id][0].astype(np.float16))
+            assert group["row_count"][()].sum() == rows
+    assert not list((path / "shards").glob("*.partial"))
+
+
+def test_unknown_video_and_view_errors(cache_dir):
+    path, _ = cache_dir
+    cache = Cache(path)
+    with pytest.raises(KeyError, match="not in the cache"):
+        cache.read("nope", "clip")
+    with pytest.raises(KeyError, match="view 'audio' is not in cache"):
+        cache.view_info("audio")
+
+
+def test_text_embeddings_are_the_normalised_template_mean(tmp_path):
+    rng = np.random.default_rng(0)
+    table = {}
+
+    def encode(prompts):
+        return np.stack([table.setdefault(p, rng.standard_normal(16)) for p in prompts]).astype(np.float32)
+
+    labels, templates = ["cat", "dog", "red car"], ["a video of {}.", "This is a video about {}"]
+    per_template, embeddings = prompt_embeddings(encode, labels, templates)
+    for i, label in enumerate(labels):
+        vectors = [table[t.format(label)] / np.linalg.norm(table[t.format(label)]) for t in templates]
+        expected = np.mean(vectors, axis=0)
+        np.testing.assert_allclose(embeddings[i], expected / np.linalg.norm(expected), rtol=1e-5)
+        np.testing.assert_allclose(per_template[i, 1], table[templates[1].format(label)], rtol=1e-6)
+    Catalog.open(tmp_path, create=True).close()
+    write_text_embeddings(
+        tmp_path,
+        labels=labels,
+        templates=templates,
+        per_template=per_template,
+        embeddings=embeddings,
+        attrs={"model": "m"},
+    )
+    text = Cache(tmp_path).text_embeddings()
+    assert text.labels == labels and text.templates == templates
+    np.testing.assert_array_equal(text.embeddings, embeddings)

@@ -1,0 +1,92 @@
+"""vidcache's tensor preprocessing and CLIP encoder against open_clip's own PIL preprocess + encode."""
+
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from vidcache.config import ClipConfig
+from vidcache.errors import ConfigError, MissingWeightsError
+from vidcache.extract.backbones import create_backbone, list_backbones
+from vidcache.extract.backbones.weights import sha256_file
+from vidcache.extract.preprocess import ImagePreprocess
+
+PIXEL_TOLERANCE = 4 / 255 / 0.26  # at most 4 grey levels, in normalised units (std ~0.26)
+
+
+def frames(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    smooth = [
+        np.kron(rng.integers(0, 255, (h // 8, w // 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+        for h, w in ((120, 160), (240, 136), (64, 64), (96, 400))
+    ]
+    return [*smooth, rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)]
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "longest", "squash"])
+def test_tensor_preprocess_matches_open_clip_pil(resize_mode):
+    cfg = open_clip.transform.PreprocessCfg(size=224, resize_mode=resize_mode)
+    reference = open_clip.transform.image_transform_v2(cfg, is_train=False)
+    ours = ImagePreprocess.from_open_clip(cfg.__dict__)
+    for rgb in frames():
+        expected = reference(Image.fromarray(rgb))
+        got = ours.normalize(ours.resize_crop(rgb)[None])[0]
+        assert got.shape == expected.shape
+        difference = (got - expected).abs()
+        assert difference.mean() < 0.25 * PIXEL_TOLERANCE
+        assert torch.quantile(difference.flatten(), 0.999) < PIXEL_TOLERANCE
+
+
+def test_embeddings_match_open_clip_encode(tiny_checkpoint):
+    encoder = create_backbone(
+        "clip", config=ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)), device=torch.device("cpu")
+    )
+    model, _, preprocess = open_clip.create_model_and_transforms("vidcache-tiny", pretrained=str(tiny_checkpoint))
+    model.eval()
+    images = frames(1)
+    ours = np.concatenate([encoder.encode(encoder.prepare(rgb)[None]) for rgb in images])
+    with torch.no_grad():
+        expected = model.encode_image(torch.stack([preprocess(Image.fromarray(rgb)) for rgb in images])).numpy()
+    cosine = (ours * expected).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 0.999
+    assert encoder.identity()["weights_sha256"] == sha256_file(tiny_checkpoint)
+    tokens = open_clip.get_tokenizer("vidcache-tiny")(["a video of red."])
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            encoder.encode_text(["a video of red."]), model.encode_text(tokens).numpy(), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_random_init_is_explicit_and_reproducible():
+    a = create_backbone("clip", config=ClipConfig(model="vidcache-tiny", pretrained="none"), device=torch.device("cpu"))
+    b = create_backbone("clip", config=ClipConfig(model="vidcache-tiny", pretrained="none"), device=torch.device("cpu"))
+    assert a.random_weights and a.identity()["weights_kind"] == "random"
+    assert a.identity()["weights_sha256"] == b.identity()["weights_sha256"]
+
+
+def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(MissingWeightsError, match=r"ViT-B-32/openai are not cached locally.*--clip-pretrained"):
+        create_backbone("clip", config=ClipConfig(model="ViT-B-32", pretrained="openai"), device=torch.device("cpu"))
+    with pytest.raises(MissingWeightsError, match="does not exist"):
+        create_backbone(
+            "clip", config=ClipConfig(model="ViT-B-32", pretrained=str(tmp_path / "w.pt")), device=torch.device("cpu")
+        )
+    with pytest.raises(ConfigError, match="neither a file nor a tag"):
+        create_backbone("clip", config=ClipConfig(model="ViT-B-32", pretrained="nosuchtag"), device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_registered_backbone_encodes_prepared_frames(name, tiny_checkpoint):
+    encoder = create_backbone(
+        name, config=ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)), device=torch.device("cpu")
+    )
+    batch = torch.stack([encoder.prepare(rgb) for rgb in frames(2)])
+    out = encoder.encode(batch)
+    assert out.shape == (len(batch), encoder.feature_dim) and np.isfinite(out).all()
+    one_by_one = np.concatenate([encoder.encode(b[None]) for b in batch])
+    np.testing.assert_allclose(out, one_by_one, rtol=1e-4, atol=1e-4)  # batching does not change results
