@@ -24,7 +24,7 @@ import torch
 
 from .. import __version__
 from ..cache.catalog import Catalog
-from ..cache.layout import STATUS_DONE, STATUS_FAILED
+from ..cache.layout import STATUS_DONE, STATUS_FAILED, TEXT_NAME
 from ..cache.lock import ExtractLock
 from ..cache.store import CacheWriter, SourceStat
 from ..config import ExtractConfig, to_json
@@ -244,7 +244,8 @@ class Extractor:
                     raise
                 summary.write_seconds = writer.write_seconds
                 labels = sorted({label for e in entries for label in e.labels})
-                if labels and hasattr(encoder, "encode_text"):
+                text_missing = not (self.cache_dir / TEXT_NAME).exists()
+                if labels and hasattr(encoder, "encode_text") and (summary.extracted or text_missing):
                     embed_labels(self.cache_dir, encoder, labels, list(DEFAULT_TEMPLATES))
                 summary.seconds = time.perf_counter() - started
                 catalog.finish_run(run_id, summary.as_dict())
