@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,15 @@ def ffmpeg_decode_all(ffmpeg: str, path: Path, threads: int, rtimes: list[float]
     return int(frames[-1]) if frames else -1
 
 
+def sampled(sampler: FrameSampler) -> Iterator[tuple[av.VideoFrame, float, int]]:
+    """`(frame, time_s, repeats)` from a `FrameSampler`, whether it yields `(frame, repeats)` (older
+    vidcache) or `(frame, time_s, repeats)`."""
+    for item in sampler:
+        frame, repeats = item[0], item[-1]
+        time_s = item[1] if len(item) == 3 else frame.time
+        yield frame, time_s, repeats
+
+
 def sampler_run(
     path: Path, *, fps: float, threads: int, seek: str, sparse: bool, rgb: bool, picks: list | None = None
 ) -> int:
@@ -181,13 +190,13 @@ def sampler_run(
     with FrameSampler(
         str(path), sampling=SamplingConfig(fps=fps), seek=seek, threads=threads, sparse_decode=sparse
     ) as sampler:
-        for frame, repeats in sampler:
+        for frame, time_s, repeats in sampled(sampler):
             rows += repeats
             if rgb:
                 image = frame_to_rgb(frame)
                 if picks is not None:
                     pixels = hashlib.sha1(image.tobytes()).hexdigest()[:12]
-                    picks.append((round(frame.time, 6), repeats, pixels))
+                    picks.append((round(time_s, 6), repeats, pixels))
         if picks is not None:
             picks.append((sampler.stats.decoded_frames, sampler.stats.seeks))
     return rows
@@ -332,12 +341,14 @@ def main(argv: list[str] | None = None) -> int:
             "pyav": av.__version__,
             "pyav_ffmpeg": getattr(av, "ffmpeg_version_info", None),
             "ffmpeg_cli": ffmpeg_version,
+            "loadavg_before": os.getloadavg(),
         }
         args_out = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         result: dict[str, Any] = {"machine": machine, "args": args_out}
         for label, path in videos.items():
             log(f"\n== {label}: {path.name}")
             result[label] = bench_file(path, args, args.ffmpeg, full=(label == "long_gop"))
+        machine["loadavg_after"] = os.getloadavg()
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -355,6 +366,8 @@ def print_report(result: dict[str, Any]) -> None:
         f"\nmachine: {machine['cpus']} CPUs, {machine['platform']}; PyAV {machine['pyav']} "
         f"(FFmpeg {machine['pyav_ffmpeg']}); CLI: {machine['ffmpeg_cli'] or 'none'}"
     )
+    before, after = machine["loadavg_before"][0], machine["loadavg_after"][0]
+    print(f"load average (1 min): {before:.2f} before, {after:.2f} after (other work on the machine adds noise)")
     for label in ("long_gop", "short_gop"):
         res = result[label]
         print(f"\n{label}: {res['file']}  frames={res['frames']} types={res['pict_types']} {res['mbit_s']} Mbit/s")

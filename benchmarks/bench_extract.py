@@ -43,12 +43,12 @@ from vidcache.extract.backbones import create_backbone
 from vidcache.extract.backbones.base import FrameEncoder
 from vidcache.extract.decode import FrameSampler, frame_to_rgb
 from vidcache.extract.device import resolve_device
-from vidcache.extract.runner import ExtractSummary, Extractor
+from vidcache.extract.runner import Extractor, ExtractSummary
 from vidcache.manifest import VideoEntry, read_manifest
 from vidcache.synth import write_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import make_frame_fn  # noqa: E402  (sibling script: the same moving test content)
+from bench_decode import make_frame_fn, sampled  # sibling script: the same moving test content
 
 TARGET_RATIO = 1.1  # extract / max(decode_only, model_only)
 
@@ -179,7 +179,7 @@ def decode_only(entries: list[VideoEntry], config: ExtractConfig, encoder: Frame
                     threads=run.decode_threads,
                 ) as sampler:
                     images = []
-                    for frame, _repeats in sampler:
+                    for frame, _time_s, _repeats in sampled(sampler):
                         images.append(encoder.prepare(frame_to_rgb(frame, max_short_side=max_short)))
                         if len(images) >= run.batch_size:
                             batches.append(torch.stack(images))
@@ -221,7 +221,7 @@ def extract(entries: list[VideoEntry], config: ExtractConfig, cache: Path) -> tu
             last_done.append(now)
 
     started = time.perf_counter()
-    summary = Extractor(cache, config, command="bench_extract").run(entries)
+    summary = Extractor(cache, config, command="bench_extract", progress=progress).run(entries)
     total = time.perf_counter() - started
     pipeline = (last_done[0] if last_done else marks[-1]) - marks[0]
     return summary, total, pipeline
@@ -230,6 +230,7 @@ def extract(entries: list[VideoEntry], config: ExtractConfig, cache: Path) -> tu
 # driver -----------------------------------------------------------------------------------------
 def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Build the corpus, run the three measurements `--repeats` times each, return all numbers."""
+    load_before = os.getloadavg()
     started = time.perf_counter()
     entries = build_corpus(workdir, args)
     log(f"corpus: {len(entries)} videos in {workdir / 'videos'} ({time.perf_counter() - started:.1f} s)")
@@ -306,6 +307,8 @@ def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -
             "torch_threads": torch.get_num_threads(),
             "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
         },
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "videos": len(entries),
@@ -334,6 +337,7 @@ def print_report(res: dict[str, Any]) -> None:
     m = res["machine"]
     gpu = f", GPU {m['gpu']}" if m["gpu"] else ", no GPU"
     print(f"\nmachine: {m['cpus']} CPUs{gpu}; torch {m['torch']} ({m['torch_threads']} threads); device {m['device']}")
+    print(f"load average (1 min): {m['loadavg_before'][0]:.2f} before, {m['loadavg_after'][0]:.2f} after")
     a = res["args"]
     print(
         f"corpus: {res['videos']} videos x {a['seconds']:g} s, {a['src_fps']:g} fps, {a['width']}x{a['height']}; "

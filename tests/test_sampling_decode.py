@@ -20,8 +20,9 @@ def shown_at(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
 def sampled(path, **kwargs) -> list[tuple[float, np.ndarray]]:
     out = []
     with FrameSampler(str(path), **kwargs) as sampler:
-        for frame, repeats in sampler:
-            out += [(frame.time, frame_to_rgb(frame))] * repeats
+        for frame, time_s, repeats in sampler:
+            assert time_s == frame.time
+            out += [(time_s, frame_to_rgb(frame))] * repeats
     return out
 
 
@@ -96,3 +97,30 @@ def test_unreadable_inputs_fail_with_reason(tmp_path, content, reason):
         path.write_bytes(content)
     with pytest.raises(VideoFailure, match=reason):
         sampled(path, sampling=SamplingConfig(fps=1.0))
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotation_metadata_is_applied(tmp_path, rotation):
+    path = write_video(tmp_path / "rot.mp4", 5, fps=5, width=64, height=48, rotation_deg=rotation)
+    reference = reference_frames(path)  # raw, unrotated
+    got = sampled(path, sampling=SamplingConfig(fps=5.0))
+    assert len(got) == 5
+    for (_, rgb), (_, raw) in zip(got, reference, strict=True):
+        np.testing.assert_array_equal(rgb, np.rot90(raw, k=rotation // 90))  # counter-clockwise, as displayed
+
+
+def test_stream_without_timestamps_gets_estimated_times(tmp_path):
+    path = write_video(tmp_path / "raw.h264", 20, fps=10)
+    with FrameSampler(str(path), sampling=SamplingConfig(fps=None, num_frames=4)) as sampler:
+        got = [(t, n) for _, t, n in sampler]
+        assert sampler.stats.estimated_times or all(t is not None for t, _ in got)
+    times = [t for t, n in got for _ in range(n)]
+    assert len(times) == 4 and all(np.isfinite(times)) and times == sorted(times)
+
+
+def test_segments_outside_the_video_fail_and_fps_does_not_pad(tmp_path):
+    path = write_video(tmp_path / "v.mp4", 20, fps=10)  # 0 .. 2 s
+    with pytest.raises(VideoFailure, match="after the video ends"):
+        sampled(path, sampling=SamplingConfig(fps=None, num_frames=3), start_s=5.0, end_s=6.0)
+    got = sampled(path, sampling=SamplingConfig(fps=4.0), start_s=1.0, end_s=9.0)
+    assert [t for t, _ in got] == [1.0, 1.2, 1.5, 1.7]  # nothing past the last frame (1.9 s, on screen to 2.0)

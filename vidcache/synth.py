@@ -55,6 +55,7 @@ def write_video(
     sample_rate: int = 16000,
     pts_s: list[float] | None = None,
     options: dict | None = None,
+    rotation_deg: int = 0,
 ) -> Path:
     """Write `num_frames` frames (`frame_fn(index, t_s)`, default `index_frame`) at `fps`, or at the
     explicit presentation times `pts_s` (variable frame rate), with an optional sine tone."""
@@ -71,6 +72,10 @@ def write_video(
             stream.codec_context.gop_size = gop
         codec_options.update(options or {})
         stream.codec_context.options = codec_options
+        if rotation_deg:
+            stream.set_display_rotation(rotation_deg)  # display matrix, counter-clockwise degrees
+        if rotation_deg:
+            stream.set_display_rotation(rotation_deg)  # display matrix, counter-clockwise degrees
         audio = None
         if tone_hz is not None:
             audio = container.add_stream("aac", rate=sample_rate)

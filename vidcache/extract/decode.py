@@ -51,7 +51,6 @@ class VideoInfo:
 @dataclass
 class DecodeStats:
     decoded_frames: int = 0
-    sampled_frames: int = 0
     seeks: int = 0
     useless_seeks: int = 0
     bad_packets: int = 0
@@ -109,19 +108,29 @@ def open_video(
 
 
 def scan_end_s(path: str) -> float | None:
-    """End time from packet timestamps alone (no decoding), for files whose header has no duration."""
-    end = None
+    """End time from packet timestamps alone (no decoding), for files whose header has no duration;
+    streams without timestamps count packets at the nominal frame rate."""
+    end, packets = None, 0
     with av.open(path) as container:
         stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
         for packet in container.demux(stream):
+            if packet.size:
+                packets += 1
             if packet.pts is not None:
-                stop = (packet.pts + (packet.duration or 0)) * stream.time_base
-                end = float(stop) if end is None else max(end, float(stop))
+                stop = float((packet.pts + (packet.duration or 0)) * stream.time_base)
+                end = stop if end is None else max(end, stop)
+    if end is None and packets and rate:
+        end = packets / float(rate)
     return end
 
 
 class FrameSampler:
-    """Yields `(frame, repeats)` for the frames on screen at the sample times, in time order."""
+    """Yields `(frame, time_s, repeats)` for the frames on screen at the sample times, in time order.
+
+    `time_s` is the frame's presentation time (`frame.time`), or an estimate at the nominal rate for
+    streams without timestamps (then `stats.estimated_times` is True); `repeats` is how many
+    consecutive sample times show this frame."""
 
     def __init__(
         self,
@@ -193,14 +202,14 @@ class FrameSampler:
         self.container.seek(math.floor(target_s / self._tb), backward=True, stream=self.stream)
         self.stats.seeks += 1
 
-    def __iter__(self) -> Iterator[tuple[av.VideoFrame, int]]:
+    def __iter__(self) -> Iterator[tuple[av.VideoFrame, float, int]]:
         started = time.perf_counter()
         try:
             yield from self._select()
         finally:
             self.stats.seconds += time.perf_counter() - started
 
-    def _select(self) -> Iterator[tuple[av.VideoFrame, int]]:
+    def _select(self) -> Iterator[tuple[av.VideoFrame, float, int]]:
         info, cfg = self.info, self.sampling
         start = self.segment_start_s
         end = self.segment_end_s if self.segment_end_s is not None else info.end_s
@@ -235,7 +244,7 @@ class FrameSampler:
         if start is not None and seek_enabled and start - (info.stream_start_s or 0.0) > seek_gap:
             self._seek(start)
         frames = self._frames(keep if self.sparse_decode else None)
-        k, prev, prev_count, before_first, last_t = 0, None, 0, 0, -math.inf
+        k, prev, prev_t, prev_count, before_first, last_t = 0, None, 0.0, 0, 0, -math.inf
         just_sought = False
         while k < count:
             frame = next(frames, None)
@@ -245,7 +254,6 @@ class FrameSampler:
             if t is None:  # no timestamps (raw elementary streams): count frames at the nominal rate
                 self.stats.estimated_times = True
                 t = 0.0 if last_t == -math.inf else last_t + nominal_dt
-                frame.pts = None
             if just_sought:
                 just_sought = False
                 if t > target(k) + 1e-9:  # seek overshot: go back to where we were, stop seeking
@@ -260,37 +268,46 @@ class FrameSampler:
                         seek_enabled = False
             if t <= last_t + 1e-9:
                 continue  # already seen (decoding again from a keyframe after a seek)
+            if prev is None:
+                self.info.rotation_deg = frame_rotation(frame)
+                if self.segment_end_s is not None and t >= self.segment_end_s - 1e-9:
+                    raise VideoFailure(f"segment ends at {self.segment_end_s} s, before the first frame at {t:.3f} s")
             if origin is None:  # no stream start in the header: sample times start at the first frame
                 origin = start if start is not None else t
+                if cfg.num_frames is not None:
+                    targets = sample_times(cfg, start_s=origin, end_s=end)
+                    count = len(targets)
             while k < count and target(k) < t - 1e-9:
                 if prev is None:
                     before_first += 1
                 else:
                     prev_count += 1
                 k += 1
-            if end is not None and targets is None and t >= end:
+            if end is not None and cfg.num_frames is None and t >= end - 1e-9:
                 break
             if prev is not None and prev_count:
-                yield prev, prev_count
+                yield prev, prev_t, prev_count
             if self.segment_end_s is not None and t >= self.segment_end_s and prev is not None:
                 prev = None
                 break
-            prev, prev_count, before_first = frame, before_first, 0
+            prev, prev_t, prev_count, before_first = frame, t, before_first, 0
             last_t = t
             if prev_count == 0 and k < count and seek_enabled and target(k) - t > seek_gap:
                 self._seek(target(k))
                 frames = self._frames(keep if self.sparse_decode else None)
                 just_sought = True
         if prev is not None:
-            if targets is not None:
+            frame_dt = float(prev.duration * self._tb) if prev.duration else nominal_dt
+            if start is not None and prev_t + frame_dt <= start + 1e-9 and k == 0:
+                raise VideoFailure(f"segment starts at {start} s, after the video ends at {prev_t + frame_dt:.3f} s")
+            if cfg.num_frames is not None:
                 prev_count += count - k  # N-frame sampling keeps N rows even past the last frame
-            else:
-                frame_dt = float(prev.duration * self._tb) if prev.duration else nominal_dt
-                while target(k) < last_t + frame_dt - 1e-9 and (end is None or target(k) < end):
+            else:  # fps: only sample times while the last frame is still on screen
+                while k < count and target(k) < prev_t + frame_dt - 1e-9 and (end is None or target(k) < end):
                     prev_count += 1
                     k += 1
             if prev_count:
-                yield prev, prev_count
+                yield prev, prev_t, prev_count
         elif self.stats.decoded_frames == 0:
             raise VideoFailure("no decodable video frames")
 

@@ -147,11 +147,11 @@ class Extractor:
                     deadline=deadline,
                 ) as sampler:
                     times, images, repeats = [], [], []
-                    for frame, count in sampler:
+                    for frame, time_s, count in sampler:
                         if stop.is_set():
                             return
                         images.append(encoder.prepare(frame_to_rgb(frame, max_short_side=max_short)))
-                        times.append(frame.time if frame.time is not None else float("nan"))
+                        times.append(time_s)
                         repeats.append(count)
                         if len(images) >= run.batch_size:
                             out.put(
