@@ -11,6 +11,7 @@ import sys
 import time
 
 import av
+import h5py
 import numpy as np
 import open_clip
 import pytest
@@ -257,3 +258,28 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path, tiny_checkpoint):
             sum(len(clean.read(v)[1]) for v in clean.video_ids()),
         )
     assert not list((killed_cache / "shards").glob("*.partial"))
+
+
+def test_verify_quarantines_a_corrupted_shard_and_extract_redoes_it(tmp_path, corpus, tiny_checkpoint):
+    cache_dir = tmp_path / "cache"
+    args = ("--commit-every-s", "0.001", "--workers", "1")
+    result, _ = extract(corpus / "manifest.csv", cache_dir, tiny_checkpoint, *args)
+    assert result.returncode == 0
+    assert json.loads(run_cli("verify", "--cache", cache_dir, "--json", check=True).stdout)["broken"] == {}
+    shards = sorted((cache_dir / "shards").glob("*.h5"))
+    victim = shards[0]
+    cache = Cache(cache_dir)
+    bad_ids = [v for v in cache.video_ids() if cache._catalog.item(v, "clip").shard == victim.stem]
+    good_before = {v: cache.read(v)[0] for v in cache.video_ids() if v not in bad_ids}
+    cache.close()
+    with h5py.File(victim, "r+") as h5:  # silent bit rot in the features
+        h5["clip/features"][0] = h5["clip/features"][0] + 1
+    checked = run_cli("verify", "--cache", cache_dir, "--json")
+    assert checked.returncode == 1 and "checksum mismatch" in json.loads(checked.stdout)["broken"][victim.stem]
+    run_cli("verify", "--cache", cache_dir, "--quarantine", check=True)
+    assert (cache_dir / "quarantine" / victim.name).exists()
+    result, summary = extract(corpus / "manifest.csv", cache_dir, tiny_checkpoint, *args)
+    assert result.returncode == 0 and summary["extracted"] == len(bad_ids) and summary["skipped"] == 8 - len(bad_ids)
+    cache = Cache(cache_dir)
+    for video_id, features in good_before.items():
+        np.testing.assert_array_equal(cache.read(video_id)[0], features)  # good shards untouched

@@ -156,7 +156,8 @@ def run_extract(manifest: str, *, cache_dir: str, root: str | None, as_json: boo
     mine = select_shard(entries, config.run.shard_index, config.run.shard_count)
     command = shlex.join(["vidcache", *sys.argv[1:]])
     with ExtractProgress(enabled=not as_json) as progress:
-        summary = Extractor(cache_dir, config, command=command, progress=progress).run(mine)
+        vocabulary = sorted({label for entry in entries for label in entry.labels})  # whole manifest, every shard
+        summary = Extractor(cache_dir, config, command=command, progress=progress).run(mine, vocabulary=vocabulary)
     if as_json:
         click.echo(json.dumps(summary.as_dict(), sort_keys=True))
     else:
@@ -226,6 +227,31 @@ def status(cache_dir: str, as_json: bool) -> None:
         click.echo(json.dumps(info, sort_keys=True))
     else:
         print_status(info)
+
+
+@cli.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--quarantine", is_flag=True, help="Move broken shards to CACHE/quarantine/ so extract redoes them.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
+    """Check every shard against the catalog (rows, checksums). Exit 1 if any shard is broken."""
+    import dataclasses
+
+    from .cache.verify import verify_cache
+
+    report = verify_cache(cache_dir, quarantine=quarantine)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), sort_keys=True))
+    else:
+        click.echo(f"{report.shards_checked} shard(s), {report.videos_checked} video rows checked")
+        for name, problem in report.broken.items():
+            state = "quarantined" if name in report.quarantined else "broken"
+            click.echo(f"  {state}: {name}: {problem}")
+        for name in report.unrecorded:
+            click.echo(f"  complete but unrecorded (the next extract adopts it): {name}")
+        if report.broken and not quarantine:
+            click.echo("run again with --quarantine to set broken shards aside; the next extract redoes their videos")
+    sys.exit(EXIT_SOME_FAILED if report.broken and not quarantine else EXIT_OK)
 
 
 @cli.command("embed-text")

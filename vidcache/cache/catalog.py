@@ -88,7 +88,8 @@ class Catalog:
             version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise CacheError(
-                f"catalog {path} cannot be read ({exc}); run `vidcache verify --cache {cache_dir}`"
+                f"catalog {path} cannot be read ({exc}); move it away and run extract again: "
+                "complete shards are adopted back"
             ) from None
         if version is None or int(version[0]) != SCHEMA_VERSION:
             found = version[0] if version else "none"

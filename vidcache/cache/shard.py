@@ -25,7 +25,8 @@ STR_DTYPE = h5py.string_dtype("utf-8")
 
 def rows_checksum(features: np.ndarray, timestamps_s: np.ndarray) -> int:
     """CRC32 of a video's stored feature bytes then its float64 timestamps (little-endian)."""
-    crc = zlib.crc32(np.ascontiguousarray(features).view(np.uint8).tobytes())
+    little_endian = features.dtype.newbyteorder("<")
+    crc = zlib.crc32(np.ascontiguousarray(features, dtype=little_endian).view(np.uint8).tobytes())
     return zlib.crc32(np.ascontiguousarray(timestamps_s, dtype="<f8").view(np.uint8).tobytes(), crc)
 
 

@@ -41,6 +41,31 @@ class SourceStat:
         return cls(st.st_size, st.st_mtime_ns)
 
 
+def _known(value: int) -> int | None:
+    """Shards store -1 for "unknown source size/mtime"; the catalog stores NULL."""
+    return None if value is None or value < 0 else int(value)
+
+
+def done_items(shard: str, rows) -> list[Item]:
+    return [
+        Item(
+            r.video_id,
+            r.view,
+            STATUS_DONE,
+            shard,
+            r.row_start,
+            r.row_count,
+            r.checksum,
+            None,
+            _known(r.source_size),
+            _known(r.source_mtime_ns),
+            r.info_json,
+            now_iso(),
+        )
+        for r in rows
+    ]
+
+
 class CacheWriter:
     def __init__(
         self,
@@ -50,12 +75,14 @@ class CacheWriter:
         run_id: str,
         writer_tag: str,
         root_attrs: dict[str, Any],
+        exclusive: bool = True,
         view_attrs: dict[str, dict[str, Any]],
         dtypes: dict[str, str],
         shard_size_mb: float = 256.0,
         commit_every_s: float = 60.0,
     ):
         self.cache_dir = Path(cache_dir)
+        self.exclusive = exclusive  # True when no other writer can be running (unsharded extract)
         self.directory = shard_dir(cache_dir)
         self.catalog = catalog
         self.run_id = run_id
@@ -87,29 +114,14 @@ class CacheWriter:
             name = path.name[: -len(SHARD_SUFFIX)]
             if name in known:
                 continue
+            if not self.exclusive and f"-{self.writer_tag}-" not in name:
+                continue  # another live shard process may be about to record it
             try:
                 index = read_shard_index(path)
             except Exception as exc:
-                log.warning("shard %s is unreadable (%s); left for `vidcache verify`", path, exc)
+                log.warning("shard %s is unreadable (%s); left in place; move it away to redo its videos", path, exc)
                 continue
-            items = [
-                Item(
-                    r.video_id,
-                    r.view,
-                    STATUS_DONE,
-                    name,
-                    r.row_start,
-                    r.row_count,
-                    r.checksum,
-                    None,
-                    r.source_size,
-                    r.source_mtime_ns,
-                    r.info_json,
-                    now_iso(),
-                )
-                for rows in index.values()
-                for r in rows
-            ]
+            items = done_items(name, [r for rows in index.values() for r in rows])
             n_rows = sum(r.row_count for rows in index.values() for r in rows)
             self.catalog.record_shard(
                 name=name,
@@ -199,23 +211,7 @@ class CacheWriter:
             return
         started = time.perf_counter()
         path = writer.commit()
-        items = [
-            Item(
-                r.video_id,
-                r.view,
-                STATUS_DONE,
-                writer.name,
-                r.row_start,
-                r.row_count,
-                r.checksum,
-                None,
-                r.source_size,
-                r.source_mtime_ns,
-                r.info_json,
-                now_iso(),
-            )
-            for r in writer.rows
-        ]
+        items = done_items(writer.name, writer.rows)
         self.catalog.record_shard(
             name=writer.name,
             n_rows=sum(r.row_count for r in writer.rows),

@@ -107,8 +107,8 @@ class Extractor:
             def same_source(item, source=source) -> bool:
                 if item is None:
                     return False
-                if source is None:
-                    return item.source_size is None
+                if source is None:  # unreadable now (e.g. unmounted): keep what is cached
+                    return item.status == STATUS_DONE or item.source_size is None
                 return (item.source_size, item.source_mtime_ns) == (source.size, source.mtime_ns)
 
             unchanged = all(same_source(i) for i in items)
@@ -193,7 +193,8 @@ class Extractor:
                 )
 
     # main loop -----------------------------------------------------------------------------------
-    def run(self, entries: list[VideoEntry]) -> ExtractSummary:
+    def run(self, entries: list[VideoEntry], *, vocabulary: list[str] | None = None) -> ExtractSummary:
+        """Extract `entries`; `vocabulary` (default: their labels) is embedded as text when new work was done."""
         started = time.perf_counter()
         cfg = self.config
         summary = ExtractSummary(total=len(entries), cache=str(self.cache_dir))
@@ -220,6 +221,7 @@ class Extractor:
                     catalog,
                     run_id=run_id,
                     writer_tag=f"k{cfg.run.shard_index}of{cfg.run.shard_count}",
+                    exclusive=cfg.run.shard_count == 1,
                     root_attrs={"config_json": to_json(cfg), "command": self.command},
                     view_attrs={encoder.view: identity},
                     dtypes={encoder.view: encoder.store_dtype},
@@ -243,7 +245,7 @@ class Extractor:
                         writer.abort()
                     raise
                 summary.write_seconds = writer.write_seconds
-                labels = sorted({label for e in entries for label in e.labels})
+                labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
                 text_missing = not (self.cache_dir / TEXT_NAME).exists()
                 if labels and hasattr(encoder, "encode_text") and (summary.extracted or text_missing):
                     embed_labels(self.cache_dir, encoder, labels, list(DEFAULT_TEMPLATES))

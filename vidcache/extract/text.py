@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import h5py
@@ -36,7 +37,7 @@ def write_text_embeddings(
 ) -> Path:
     """Atomically replace the cache's text.h5."""
     final = Path(cache_dir) / TEXT_NAME
-    partial = final.with_suffix(".h5.partial")
+    partial = final.with_name(f"{final.name}.{os.getpid()}.{secrets.token_hex(3)}.partial")  # shards may race
     with h5py.File(partial, "w") as h5:
         h5.create_dataset("labels", data=np.array(labels, dtype=object), dtype=STR_DTYPE)
         h5.create_dataset("templates", data=np.array(templates, dtype=object), dtype=STR_DTYPE)
@@ -47,6 +48,9 @@ def write_text_embeddings(
     os.fsync(fd)
     os.close(fd)
     os.replace(partial, final)
+    fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(fd)
+    os.close(fd)
     return final
 
 
