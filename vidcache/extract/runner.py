@@ -94,6 +94,11 @@ class Extractor:
         self.progress = progress or (lambda summary: None)
         if tuple(config.views) != ("clip",):
             raise ConfigError(f"--views {','.join(config.views)}: this version extracts the 'clip' view")
+        if config.sampling.clip_len is not None:
+            raise ConfigError(
+                "--clip-len/--clip-stride group frames for clip models (s3d); the clip view embeds "
+                "single frames, so leave them out"
+            )
 
     # planning ------------------------------------------------------------------------------------
     def _plan(
