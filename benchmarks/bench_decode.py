@@ -1,14 +1,17 @@
 """Decode benchmark: PyAV vs the ffmpeg CLI, and vidcache's sparse 1-fps sampling vs decoding everything.
 
 Writes two synthetic 30 fps H.264 videos (long GOP with B-frames, and a short-GOP copy of the same
-content) with `vidcache.synth.write_video`, then times, median of `--repeats` runs each (after one
-untimed warm-up run):
+content) with `vidcache.synth.write_video`, then times each measurement `--repeats` times (one
+untimed warm-up run first; the timed rounds interleave all measurements so that load from elsewhere
+on the machine hits them alike) and reports medians:
 
 a) decoding every frame: a plain PyAV loop (`thread_type="AUTO"`, no conversion) vs
    `ffmpeg -threads N -i X -f null -` on the same file, and vidcache's `FrameSampler` at the source
    frame rate (every frame, no conversion);
 b) 1-fps sampling with `FrameSampler` + `frame_to_rgb` (seek modes x sparse decode on/off) vs
    decoding every frame and converting each one to RGB. Every mode must pick identical frames.
+   Decoding only the reference frames (`skip_frame=NONREF`) bounds what any sampler can reach
+   without seeking. seek=always is timed only on the short-GOP video unless `--always` is given.
 
     .venv/bin/python benchmarks/bench_decode.py            # table on stdout, progress on stderr
     .venv/bin/python benchmarks/bench_decode.py --json     # one JSON document on stdout
@@ -44,6 +47,40 @@ TARGET_FFMPEG_RATIO = 0.95  # ffmpeg_time / pyav_time: PyAV at least about as fa
 TARGET_SPARSE_SPEEDUP = 3.0  # 1-fps sampling (seek=auto, sparse) vs decode+RGB of every frame
 DEFAULT_MODE = ("auto", True)
 SAMPLER_MODES = [("auto", True), ("auto", False), ("never", True), ("never", False), ("always", True)]
+
+
+# machine load ----------------------------------------------------------------------------------
+def _busy_cpu_s() -> float | None:
+    """CPU seconds the whole machine spent busy since boot (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """How many cores other processes kept busy between `start()` and `stop()`: machine busy time
+    minus this process's own CPU time (children included), per second of wall time."""
+
+    def start(self) -> OtherLoad:
+        self._busy, self._own, self._wall = _busy_cpu_s(), self._own_cpu_s(), time.perf_counter()
+        return self
+
+    @staticmethod
+    def _own_cpu_s() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def stop(self) -> float | None:
+        busy = _busy_cpu_s()
+        if busy is None or self._busy is None:
+            return None
+        wall = time.perf_counter() - self._wall
+        others = (busy - self._busy) - (self._own_cpu_s() - self._own)
+        return round(max(others, 0.0) / wall, 2) if wall > 0 else None
 
 
 # synthetic content ------------------------------------------------------------------------------
@@ -127,10 +164,13 @@ def _open(path: Path, threads: int) -> tuple[av.container.InputContainer, av.vid
     return container, stream
 
 
-def pyav_decode_all(path: Path, threads: int) -> int:
-    """Every frame, PyAV's own loop, no conversion; returns the frame count."""
+def pyav_decode_all(path: Path, threads: int, *, skip_nonref: bool = False) -> int:
+    """Every frame, PyAV's own loop, no conversion; returns the frame count. `skip_nonref` lets the
+    decoder drop every non-reference frame: the least decoding any sampler must do without seeking."""
     container, stream = _open(path, threads)
     with container:
+        if skip_nonref:
+            stream.codec_context.skip_frame = "NONREF"
         return sum(1 for _ in container.decode(stream))
 
 
@@ -202,68 +242,77 @@ def sampler_run(
     return rows
 
 
-def timed(fn: Callable[[], int], repeats: int) -> tuple[float, list[float], int]:
-    """Median wall seconds over `repeats` runs (after one untimed warm-up run), all runs, fn's result."""
-    result = fn()
-    times = []
+def time_interleaved(
+    measurements: dict[str, Callable[[], int]], repeats: int, log: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    """Each measurement once untimed (warm-up), then `repeats` rounds that time every measurement
+    once, round-robin, so that load from elsewhere on the machine hits all of them alike."""
+    results = {name: fn() for name, fn in measurements.items()}
+    runs: dict[str, list[float]] = {name: [] for name in measurements}
     for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), times, result
+        for name, fn in measurements.items():
+            started = time.perf_counter()
+            results[name] = fn()
+            runs[name].append(time.perf_counter() - started)
+    rows = {}
+    for name, times in runs.items():
+        median = statistics.median(times)
+        rows[name] = {
+            "median_s": round(median, 4),
+            "min_s": round(min(times), 4),
+            "runs_s": [round(r, 4) for r in times],
+            "result": results[name],
+        }
+        log(f"  {name:<42} {median:8.3f} s  (runs {', '.join(f'{r:.3f}' for r in times)})")
+    return rows
 
 
 # benchmark --------------------------------------------------------------------------------------
-def bench_file(path: Path, args: argparse.Namespace, ffmpeg: str | None, *, full: bool) -> dict[str, Any]:
+def bench_file(
+    path: Path, args: argparse.Namespace, ffmpeg: str | None, log: Callable[[str], None], *, full: bool
+) -> dict[str, Any]:
     """All timings for one file; `full` adds the every-frame comparisons (a)."""
     out: dict[str, Any] = {"file": path.name, **describe(path)}
-    rows: dict[str, dict[str, Any]] = {}
-
-    def record(name: str, fn: Callable[[], int]) -> float:
-        median, runs, result = timed(fn, args.repeats)
-        rows[name] = {
-            "median_s": round(median, 4),
-            "min_s": round(min(runs), 4),
-            "runs_s": [round(r, 4) for r in runs],
-            "result": result,
-        }
-        if not args.json:
-            runs_text = ", ".join(f"{r:.3f}" for r in runs)
-            print(f"  {name:<42} {median:8.3f} s  (runs {runs_text})", file=sys.stderr, flush=True)
-        return median
-
+    threads = args.threads
+    measurements: dict[str, Callable[[], int]] = {}
+    rtimes: list[float] = []
     if full:
-        pyav = record("pyav_decode_all", lambda: pyav_decode_all(path, args.threads))
+        measurements["pyav_decode_all"] = lambda: pyav_decode_all(path, threads)
         if ffmpeg:
-            rtimes: list[float] = []
-            ff = record("ffmpeg_null_decode_all", lambda: ffmpeg_decode_all(ffmpeg, path, args.threads, rtimes))
-            out["ffmpeg_over_pyav"] = round(ff / pyav, 3)
+            measurements["ffmpeg_null_decode_all"] = lambda: ffmpeg_decode_all(ffmpeg, path, threads, rtimes)
+        measurements["sampler_every_frame_no_rgb"] = lambda: sampler_run(
+            path, fps=args.fps, threads=threads, seek="auto", sparse=True, rgb=False
+        )
+        measurements["pyav_decode_ref_frames_only"] = lambda: pyav_decode_all(path, threads, skip_nonref=True)
+    measurements["decode_all_rgb"] = lambda: pyav_decode_all_rgb(path, threads)
+    modes = [m for m in SAMPLER_MODES if m[0] != "always" or args.always or not full]
+    mode_names = {}
+    for seek, sparse in modes:
+        key = f"seek={seek},sparse={sparse}"
+        mode_names[key] = f"sample_{args.sample_fps:g}fps_rgb {key}"
+        measurements[mode_names[key]] = lambda s=seek, sp=sparse: sampler_run(
+            path, fps=args.sample_fps, threads=threads, seek=s, sparse=sp, rgb=True
+        )
+    rows = time_interleaved(measurements, args.repeats, log)
+    median = {name: row["median_s"] for name, row in rows.items()}
+    if full:
+        pyav = median["pyav_decode_all"]
+        if ffmpeg:
+            out["ffmpeg_over_pyav"] = round(median["ffmpeg_null_decode_all"] / pyav, 3)
             if rtimes:
                 rtime = statistics.median(rtimes[1:] or rtimes)  # the first call was the warm-up
                 out["ffmpeg_benchmark_rtime_s"] = round(rtime, 4)
                 out["ffmpeg_rtime_over_pyav"] = round(rtime / pyav, 3)
-        every = record(
-            "sampler_every_frame_no_rgb",
-            lambda: sampler_run(path, fps=args.fps, threads=args.threads, seek="auto", sparse=True, rgb=False),
-        )
-        out["pyav_over_sampler_every_frame"] = round(pyav / every, 3)
-    baseline = record("decode_all_rgb", lambda: pyav_decode_all_rgb(path, args.threads))
-    speedups, picks = {}, {}
-    modes = [m for m in SAMPLER_MODES if m[0] != "always" or args.always or not full]
+        out["pyav_over_sampler_every_frame"] = round(pyav / median["sampler_every_frame_no_rgb"], 3)
+        # sparse decoding without seeks cannot beat decoding the reference frames alone
+        out["speedup_bound_without_seeks"] = round(median["decode_all_rgb"] / median["pyav_decode_ref_frames_only"], 2)
+    baseline = median["decode_all_rgb"]
+    out["speedup_vs_decode_all_rgb"] = {key: round(baseline / median[name], 2) for key, name in mode_names.items()}
+    picks: dict[str, list] = {}
     for seek, sparse in modes:
         key = f"seek={seek},sparse={sparse}"
-        median = record(
-            f"sample_{args.sample_fps:g}fps_rgb {key}",
-            lambda s=seek, sp=sparse: sampler_run(
-                path, fps=args.sample_fps, threads=args.threads, seek=s, sparse=sp, rgb=True
-            ),
-        )
-        speedups[key] = round(baseline / median, 2)
         picks[key] = []
-        sampler_run(
-            path, fps=args.sample_fps, threads=args.threads, seek=seek, sparse=sparse, rgb=True, picks=picks[key]
-        )
-    out["speedup_vs_decode_all_rgb"] = speedups
+        sampler_run(path, fps=args.sample_fps, threads=threads, seek=seek, sparse=sparse, rgb=True, picks=picks[key])
     reference = picks["seek=never,sparse=False"][:-1]
     out["modes_agree"] = all(p[:-1] == reference for p in picks.values())
     out["sampled_frames"] = len(reference)
@@ -350,10 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         args_out = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         result: dict[str, Any] = {"machine": machine, "args": args_out}
+        others = OtherLoad().start()
         for label, path in videos.items():
             log(f"\n== {label}: {path.name}")
-            result[label] = bench_file(path, args, args.ffmpeg, full=(label == "long_gop"))
+            result[label] = bench_file(path, args, args.ffmpeg, log, full=(label == "long_gop"))
         machine["loadavg_after"] = os.getloadavg()
+        machine["other_processes_cores"] = others.stop()
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -372,7 +423,10 @@ def print_report(result: dict[str, Any]) -> None:
         f"(FFmpeg {machine['pyav_ffmpeg']}); CLI: {machine['ffmpeg_cli'] or 'none'}"
     )
     before, after = machine["loadavg_before"][0], machine["loadavg_after"][0]
-    print(f"load average (1 min): {before:.2f} before, {after:.2f} after (other work on the machine adds noise)")
+    print(
+        f"load average (1 min): {before:.2f} before, {after:.2f} after; other processes kept "
+        f"{machine['other_processes_cores']} of {machine['cpus']} cores busy during the timings"
+    )
     for label in ("long_gop", "short_gop"):
         res = result[label]
         print(f"\n{label}: {res['file']}  frames={res['frames']} types={res['pict_types']} {res['mbit_s']} Mbit/s")
@@ -390,6 +444,11 @@ def print_report(result: dict[str, Any]) -> None:
                 )
         if "pyav_over_sampler_every_frame" in res:
             print(f"  plain PyAV / FrameSampler(every frame): {res['pyav_over_sampler_every_frame']:.3f}")
+        if "speedup_bound_without_seeks" in res:
+            print(
+                "  bound without seeks = decode_all_rgb / pyav_decode_ref_frames_only: "
+                f"{res['speedup_bound_without_seeks']:.2f}x"
+            )
         for mode, speedup in res["speedup_vs_decode_all_rgb"].items():
             mark = ""
             if mode == "seek={},sparse={}".format(*DEFAULT_MODE):

@@ -48,7 +48,7 @@ from vidcache.manifest import VideoEntry, read_manifest
 from vidcache.synth import write_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import make_frame_fn, sampled  # sibling script: the same moving test content
+from bench_decode import OtherLoad, make_frame_fn, sampled  # sibling script: the same moving test content
 
 TARGET_RATIO = 1.1  # extract / max(decode_only, model_only)
 
@@ -208,6 +208,22 @@ def model_only(frames: torch.Tensor, encoder: FrameEncoder, batch_size: int) -> 
     return done
 
 
+@contextmanager
+def batch_sizes(encoder_class: type[FrameEncoder], sizes: list[int]) -> Iterator[None]:
+    """Record the size of every batch the extractor's model thread encodes (wraps `encode`)."""
+    original = encoder_class.encode
+
+    def encode(self: FrameEncoder, batch: torch.Tensor) -> Any:
+        sizes.append(len(batch))
+        return original(self, batch)
+
+    encoder_class.encode = encode  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        encoder_class.encode = original  # type: ignore[method-assign]
+
+
 def extract(entries: list[VideoEntry], config: ExtractConfig, cache: Path) -> tuple[ExtractSummary, float, float]:
     """A real `Extractor.run` into `cache`; returns its summary, the end-to-end seconds and the pipeline
     seconds (first progress call, after model load and planning, to the last video written)."""
@@ -258,6 +274,7 @@ def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -
     model_only(frames[:8], encoder, args.batch_size)
 
     runs: dict[str, list[dict[str, Any]]] = {"decode_only": [], "model_only": [], "extract": []}
+    others = OtherLoad().start()
     for rep in range(args.repeats):
         row: dict[str, Any] = {}
         with measure(device, row):
@@ -274,7 +291,8 @@ def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -
 
         row = {}
         cache = workdir / f"cache-{rep}-{time.time_ns()}"
-        with measure(device, row):
+        sizes: list[int] = []
+        with batch_sizes(type(encoder), sizes), measure(device, row):
             summary, total, pipeline = extract(entries, config, cache)
         shutil.rmtree(cache, ignore_errors=True)
         if summary.failed:
@@ -287,11 +305,13 @@ def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -
             model_seconds=summary.model_seconds,
             write_seconds=summary.write_seconds,
             device=summary.device,
+            batch_sizes=sizes,
         )
         runs["extract"].append(row)
         log(
             f"  [{rep + 1}/{args.repeats}] extract       {pipeline:7.2f} s  (end to end {total:.2f} s, "
             f"model {summary.model_seconds:.2f} s, write {summary.write_seconds:.2f} s) cpu {row['cpu_util']:.0%}"
+            f" batches {sizes}"
         )
 
     def median(stage: str, key: str) -> float:
@@ -309,6 +329,7 @@ def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
+            "other_processes_cores": others.stop(),
         },
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "videos": len(entries),
@@ -316,6 +337,7 @@ def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -
         "stored_rows": runs["extract"][0]["rows"],
         "model_load_s": round(load_s, 3),
         "median_s": {"decode_only": round(dec, 3), "model_only": round(mod, 3), "extract": round(ext, 3)},
+        "min_s": {stage: round(min(r["wall_s"] for r in runs[stage]), 3) for stage in runs},
         "extract_end_to_end_s": round(median("extract", "end_to_end_s"), 3),
         "frames_per_s": {
             "decode_only": round(n_frames / dec, 1),
@@ -337,24 +359,28 @@ def print_report(res: dict[str, Any]) -> None:
     m = res["machine"]
     gpu = f", GPU {m['gpu']}" if m["gpu"] else ", no GPU"
     print(f"\nmachine: {m['cpus']} CPUs{gpu}; torch {m['torch']} ({m['torch_threads']} threads); device {m['device']}")
-    print(f"load average (1 min): {m['loadavg_before'][0]:.2f} before, {m['loadavg_after'][0]:.2f} after")
+    print(
+        f"load average (1 min): {m['loadavg_before'][0]:.2f} before, {m['loadavg_after'][0]:.2f} after; "
+        f"other processes kept {m['other_processes_cores']} of {m['cpus']} cores busy during the timings"
+    )
     a = res["args"]
     print(
         f"corpus: {res['videos']} videos x {a['seconds']:g} s, {a['src_fps']:g} fps, {a['width']}x{a['height']}; "
         f"sampling {a['fps']:g} fps -> {res['encoded_frames']} frames; model {a['clip_model']} "
         f"({a['clip_pretrained']}), batch {a['batch_size']}, workers {a['workers']}"
     )
-    print(f"\n  {'stage':<14} {'median s':>9} {'frames/s':>9} {'CPU util':>9} {'GPU util':>9}")
+    print(f"\n  {'stage':<14} {'median s':>9} {'min s':>7} {'frames/s':>9} {'CPU util':>9} {'GPU util':>9}")
     for stage in ("decode_only", "model_only", "extract"):
         gpu_text = "n/a"
         if res["gpu_util"]:
             means = [g["mean_pct"] for g in res["gpu_util"][stage] if g and g["mean_pct"] is not None]
             gpu_text = f"{statistics.median(means):.0f}%" if means else "n/a"
         print(
-            f"  {stage:<14} {res['median_s'][stage]:9.2f} {res['frames_per_s'][stage]:9.1f} "
+            f"  {stage:<14} {res['median_s'][stage]:9.2f} {res['min_s'][stage]:7.2f} {res['frames_per_s'][stage]:9.1f} "
             f"{res['cpu_util'][stage]:9.0%} {gpu_text:>9}"
         )
     print(f"  extract end to end (incl. model load {res['model_load_s']:.1f} s): {res['extract_end_to_end_s']:.2f} s")
+    print(f"  model batch sizes in the extractor (first run): {res['runs']['extract'][0]['batch_sizes']}")
     ratio = res["ratio_extract_over_max"]
     verdict = "OK" if ratio <= res["target_ratio"] else "MISSED"
     print(f"\n  extract / max(decode, model) = {ratio:.3f}  (target <= {res['target_ratio']}) {verdict}")

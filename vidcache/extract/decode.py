@@ -23,7 +23,7 @@ from ..errors import VideoFailure
 from .sampling import sample_times
 
 MAX_BAD_PACKETS = 50  # packets a decoder may reject before the video counts as failed
-SEEK_GAP_S = 2.0  # "auto" seeks only across gaps longer than this
+SEEK_GAP_S = 2.0  # "auto" seeks across gaps longer than this until it has seen the keyframe interval
 KEEP_WINDOW_S = 0.25  # sparse decode keeps every frame starting this close before a sample time
 
 
@@ -246,6 +246,7 @@ class FrameSampler:
         frames = self._frames(keep if self.sparse_decode else None)
         k, prev, prev_t, prev_count, before_first, last_t = 0, None, 0.0, 0, 0, -math.inf
         just_sought = False
+        last_key_t, no_seek_before_k = -math.inf, 0
         while k < count:
             frame = next(frames, None)
             if frame is None:
@@ -254,6 +255,11 @@ class FrameSampler:
             if t is None:  # no timestamps (raw elementary streams): count frames at the nominal rate
                 self.stats.estimated_times = True
                 t = 0.0 if last_t == -math.inf else last_t + nominal_dt
+            if frame.key_frame and t > last_key_t:
+                if last_key_t > -math.inf and not just_sought and self.seek_mode == "auto":
+                    # seek when the gap exceeds the keyframe interval seen while decoding in order
+                    seek_gap = max(t - last_key_t, 2 * nominal_dt)
+                last_key_t = t
             if just_sought:
                 just_sought = False
                 if t > target(k) + 1e-9:  # seek overshot: go back to where we were, stop seeking
@@ -262,8 +268,9 @@ class FrameSampler:
                     self._seek(max(last_t, 0.0))
                     frames = self._frames(keep if self.sparse_decode else None)
                     continue
-                if t <= last_t:
+                if t <= last_t:  # landed behind us: no keyframe in the gap, so don't seek again for it
                     self.stats.useless_seeks += 1
+                    no_seek_before_k = k + 1
                     if self.stats.useless_seeks >= 2 and self.seek_mode == "auto":
                         seek_enabled = False
             if t <= last_t + 1e-9:
@@ -292,7 +299,7 @@ class FrameSampler:
                 break
             prev, prev_t, prev_count, before_first = frame, t, before_first, 0
             last_t = t
-            if prev_count == 0 and k < count and seek_enabled and target(k) - t > seek_gap:
+            if prev_count == 0 and seek_enabled and no_seek_before_k <= k < count and target(k) - t > seek_gap:
                 self._seek(target(k))
                 frames = self._frames(keep if self.sparse_decode else None)
                 just_sought = True
