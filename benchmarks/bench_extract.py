@@ -3,7 +3,7 @@
 Builds a small synthetic corpus (default 8 videos, 10 s, 30 fps, 320x240) and a CSV manifest, then
 measures on the same frames, median of `--repeats` runs each:
 
-a) decode only: `FrameSampler` + `frame_to_rgb` + `encoder.prepare` (+ batching) over all videos,
+a) decode only: `vidcache.extract.runner.DecodedChunks` (the extract workers' own decode stage) over all videos,
    in as many threads as the extractor's `--workers`, exactly as its decode workers do;
 b) model only: `encoder.encode` over the same prepared frames in batches of `--batch-size`;
 c) full extraction: `vidcache.extract.runner.Extractor` into a fresh temporary cache. The pipeline
@@ -41,14 +41,13 @@ import torch
 from vidcache.config import ClipConfig, ExtractConfig, RunConfig, SamplingConfig
 from vidcache.extract.backbones import create_backbone
 from vidcache.extract.backbones.base import FrameEncoder
-from vidcache.extract.decode import FrameSampler, frame_to_rgb
 from vidcache.extract.device import resolve_device
-from vidcache.extract.runner import Extractor, ExtractSummary
+from vidcache.extract.runner import DecodedChunks, Extractor, ExtractSummary
 from vidcache.manifest import VideoEntry, read_manifest
 from vidcache.synth import write_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import OtherLoad, make_frame_fn, sampled  # sibling script: the same moving test content
+from bench_decode import OtherLoad, make_frame_fn  # sibling script: the same moving test content
 
 TARGET_RATIO = 1.1  # extract / max(decode_only, model_only)
 
@@ -156,7 +155,6 @@ def decode_only(entries: list[VideoEntry], config: ExtractConfig, encoder: Frame
     """What the extractor's decode workers do, without the model: sampled frames -> prepared uint8
     batches, `workers` videos at a time. Returns the batches (input of the model-only run)."""
     run, sampling = config.run, config.sampling
-    max_short = min(encoder.preprocess.size) if hasattr(encoder, "preprocess") else None
     tasks: queue.Queue = queue.Queue()
     for entry in entries:
         tasks.put(entry)
@@ -170,22 +168,8 @@ def decode_only(entries: list[VideoEntry], config: ExtractConfig, encoder: Frame
             except queue.Empty:
                 return
             try:
-                with FrameSampler(
-                    entry.path,
-                    sampling=sampling,
-                    start_s=entry.start_s,
-                    end_s=entry.end_s,
-                    seek=run.seek,
-                    threads=run.decode_threads,
-                ) as sampler:
-                    images = []
-                    for frame, _time_s, _repeats in sampled(sampler):
-                        images.append(encoder.prepare(frame_to_rgb(frame, max_short_side=max_short)))
-                        if len(images) >= run.batch_size:
-                            batches.append(torch.stack(images))
-                            images = []
-                    if images:
-                        batches.append(torch.stack(images))
+                for _times, images, _repeats in DecodedChunks(entry, encoder, sampling=sampling, run=run):
+                    batches.append(images)
             except BaseException as exc:  # reported by the caller
                 errors.append(exc)
                 return

@@ -15,7 +15,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,58 +132,21 @@ class Extractor:
         self, tasks: queue.Queue, out: queue.Queue, encoder: FrameEncoder, stop: threading.Event
     ) -> None:
         run, sampling = self.config.run, self.config.sampling
-        max_short = min(encoder.preprocess.size) if hasattr(encoder, "preprocess") else None
         while not stop.is_set():
             try:
                 index, entry = tasks.get_nowait()
             except queue.Empty:
                 return
             started = time.perf_counter()
-            chunk_no = 0
             try:
-                deadline = time.monotonic() + run.video_timeout_s
-                with FrameSampler(
-                    entry.path,
-                    sampling=sampling,
-                    start_s=entry.start_s,
-                    end_s=entry.end_s,
-                    seek=run.seek,
-                    threads=run.decode_threads,
-                    deadline=deadline,
-                ) as sampler:
-                    times, images, repeats = [], [], []
-                    for frame, time_s, count in sampler:
-                        if stop.is_set():
-                            return
-                        images.append(encoder.prepare(frame_to_rgb(frame, max_short_side=max_short)))
-                        times.append(time_s)
-                        repeats.append(count)
-                        if len(images) >= run.batch_size:
-                            out.put(
-                                ("frames", index, chunk_no, np.array(times), torch.stack(images), np.array(repeats))
-                            )
-                            chunk_no += 1
-                            times, images, repeats = [], [], []
-                    if images:
-                        out.put(("frames", index, chunk_no, np.array(times), torch.stack(images), np.array(repeats)))
-                        chunk_no += 1
-                    stats, info = sampler.stats, sampler.info
-                if chunk_no == 0:
-                    end = info.end_s
-                    raise VideoFailure(
-                        f"no frames in the requested segment (video ends at {end:.3f} s)"
-                        if end is not None
-                        else "no frames to sample"
-                    )
-                details = {
-                    **dataclasses.asdict(info),
-                    "decoded_frames": stats.decoded_frames,
-                    "seeks": stats.seeks,
-                    "bad_packets": stats.bad_packets,
-                    "estimated_times": stats.estimated_times,
-                    "notes": stats.notes,
-                }
-                out.put(("done", index, chunk_no, details, time.perf_counter() - started))
+                chunks = DecodedChunks(entry, encoder, sampling=sampling, run=run, stop=stop)
+                chunk_no = 0
+                for times, images, repeats in chunks:
+                    out.put(("frames", index, chunk_no, times, images, repeats))
+                    chunk_no += 1
+                if stop.is_set():
+                    return
+                out.put(("done", index, chunk_no, chunks.details, time.perf_counter() - started))
             except VideoFailure as failure:
                 out.put(("failed", index, failure.reason, time.perf_counter() - started))
             except Exception as exc:  # never let one file stop the night's run
@@ -369,6 +332,62 @@ class Extractor:
                     out.get(timeout=0.05)  # unblock workers waiting on a full queue
                 except queue.Empty:
                     pass
+
+
+class DecodedChunks:
+    """The decode stage for one video: sampled frames, prepared for `encoder`, in chunks of at most
+    `run.batch_size` as `(times_s, uint8 images, repeats)`. After iteration, `details` holds the
+    per-video facts recorded in the catalog. The extract workers and benchmarks/bench_extract.py's
+    decode-only timing both run this, so the benchmark measures exactly what extract does."""
+
+    def __init__(self, entry: VideoEntry, encoder: FrameEncoder, *, sampling, run, stop: threading.Event | None = None):
+        self.entry, self.encoder, self.sampling, self.run, self.stop = entry, encoder, sampling, run, stop
+        self.details: dict = {}
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, torch.Tensor, np.ndarray]]:
+        entry, run = self.entry, self.run
+        max_short = min(self.encoder.preprocess.size) if hasattr(self.encoder, "preprocess") else None
+        deadline = time.monotonic() + run.video_timeout_s
+        produced = 0
+        with FrameSampler(
+            entry.path,
+            sampling=self.sampling,
+            start_s=entry.start_s,
+            end_s=entry.end_s,
+            seek=run.seek,
+            threads=run.decode_threads,
+            deadline=deadline,
+        ) as sampler:
+            times, images, repeats = [], [], []
+            for frame, time_s, count in sampler:
+                if self.stop is not None and self.stop.is_set():
+                    return
+                images.append(self.encoder.prepare(frame_to_rgb(frame, max_short_side=max_short)))
+                times.append(time_s)
+                repeats.append(count)
+                if len(images) >= run.batch_size:
+                    yield np.array(times), torch.stack(images), np.array(repeats)
+                    produced += 1
+                    times, images, repeats = [], [], []
+            if images:
+                yield np.array(times), torch.stack(images), np.array(repeats)
+                produced += 1
+            stats, info = sampler.stats, sampler.info
+        if produced == 0:
+            end = info.end_s
+            raise VideoFailure(
+                f"no frames in the requested segment (video ends at {end:.3f} s)"
+                if end is not None
+                else "no frames to sample"
+            )
+        self.details = {
+            **dataclasses.asdict(info),
+            "decoded_frames": stats.decoded_frames,
+            "seeks": stats.seeks,
+            "bad_packets": stats.bad_packets,
+            "estimated_times": stats.estimated_times,
+            "notes": stats.notes,
+        }
 
 
 def embed_labels(cache_dir: str | Path, encoder, labels: list[str], templates: list[str]) -> Path:
