@@ -80,12 +80,28 @@ def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
         create_backbone("clip", config=ClipConfig(model="ViT-B-32", pretrained="nosuchtag"), device=torch.device("cpu"))
 
 
+def _test_config(name: str, tiny_checkpoint):
+    """Tiny options per registered backbone; a new backbone must add itself here."""
+    from vidcache.config import S3dConfig
+
+    configs = {
+        "clip": (ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)), None),
+        "s3d": (S3dConfig(weights="none", clip_len=16), 16),  # frames per window
+    }
+    assert name in configs, f"backbone {name!r} has no test config in tests/test_clip.py"
+    return configs[name]
+
+
 @pytest.mark.parametrize("name", list_backbones())
 def test_every_registered_backbone_encodes_prepared_frames(name, tiny_checkpoint):
-    encoder = create_backbone(
-        name, config=ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)), device=torch.device("cpu")
-    )
-    batch = torch.stack([encoder.prepare(rgb) for rgb in frames(2)])
+    config, window = _test_config(name, tiny_checkpoint)
+    encoder = create_backbone(name, config=config, device=torch.device("cpu"))
+    if window is None:
+        batch = torch.stack([encoder.prepare(rgb) for rgb in frames(2)])
+    else:  # clip models take [N, T, 3, H, W] windows of prepared frames
+        images = [encoder.prepare(rgb) for rgb in frames(1)]
+        batch = torch.stack([torch.stack([images[i % len(images)] for i in range(window)])] * 2)
+        batch[1] = batch[1].flip(0)
     out = encoder.encode(batch)
     assert out.shape == (len(batch), encoder.feature_dim) and np.isfinite(out).all()
     one_by_one = np.concatenate([encoder.encode(b[None]) for b in batch])

@@ -11,7 +11,16 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import ClipConfig, ExtractConfig, RunConfig, SamplingConfig, parse_shard
+from .config import (
+    AudioConfig,
+    ClipConfig,
+    ExtractConfig,
+    FlowConfig,
+    RunConfig,
+    S3dConfig,
+    SamplingConfig,
+    parse_shard,
+)
 from .errors import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, VidcacheError
 
 
@@ -54,8 +63,50 @@ def _extract_options(fn):
         ),
         click.option("--fps", type=float, default=None, help="Sample a frame every 1/FPS s (default 1.0)."),
         click.option("--num-frames", type=int, default=None, help="Sample N frames uniformly instead of --fps."),
-        click.option("--clip-len", type=int, default=None, help="Frames per clip window (clip models)."),
-        click.option("--clip-stride", type=int, default=None, help="Frames between clip window starts."),
+        click.option(
+            "--s3d-weights",
+            default="kinetics400",
+            show_default=True,
+            help="S3D weights: 'kinetics400' (torchvision's, from the torch hub cache), a local file, or 'none'.",
+        ),
+        click.option("--s3d-fps", type=float, default=15.0, show_default=True, help="Frame rate of S3D windows."),
+        click.option("--s3d-clip-len", type=int, default=32, show_default=True, help="Frames per S3D window."),
+        click.option("--s3d-stride", type=int, default=32, show_default=True, help="Frames between window starts."),
+        click.option(
+            "--audio-encoder",
+            type=click.Choice(["logmel-stats", "vggish"]),
+            default="logmel-stats",
+            show_default=True,
+            help="logmel-stats needs no weights; vggish needs --audio-weights.",
+        ),
+        click.option("--audio-weights", default=None, help="PyTorch VGGish state dict (vggish-10086976.pth)."),
+        click.option(
+            "--flow-method",
+            type=click.Choice(["tvl1", "raft"]),
+            default="tvl1",
+            show_default=True,
+            help="Optical flow.",
+        ),
+        click.option("--flow-raft-model", type=click.Choice(["small", "large"]), default="small", show_default=True),
+        click.option(
+            "--flow-weights",
+            default="default",
+            show_default=True,
+            help="RAFT weights: 'default' (torchvision's, from the torch hub cache), a local file, or 'none'.",
+        ),
+        click.option(
+            "--flow-fps", type=float, default=None, help="Flow sample rate (default: the --fps/--num-frames times)."
+        ),
+        click.option(
+            "--flow-step", type=int, default=1, show_default=True, help="Frames between the two frames of a pair."
+        ),
+        click.option(
+            "--flow-short-side", type=int, default=128, show_default=True, help="Flow resolution (short side, px)."
+        ),
+        click.option("--flow-bound", type=float, default=20.0, show_default=True, help="Quantisation bound (± px)."),
+        click.option(
+            "--motion-grid", type=int, default=4, show_default=True, help="Motion descriptor grid (cells per side)."
+        ),
         click.option(
             "--dtype",
             type=click.Choice(["float16", "float32"]),
@@ -104,40 +155,64 @@ def _extract_options(fn):
 
 def build_config(
     *,
-    views: str,
-    clip_model: str,
-    clip_pretrained: str,
-    fps: float | None,
-    num_frames: int | None,
-    clip_len: int | None,
-    clip_stride: int | None,
-    dtype: str,
-    device: str,
-    batch_size: int,
-    workers: int,
-    shard_spec: str,
-    seek: str,
-    shard_size_mb: float,
-    commit_every_s: float,
-    video_timeout_s: float,
-    retry_failed: bool,
-    allow_download: bool,
+    views: str = "clip",
+    clip_model: str = "ViT-B-32",
+    clip_pretrained: str = "openai",
+    fps: float | None = None,
+    num_frames: int | None = None,
+    dtype: str = "float16",
+    s3d_weights: str = "kinetics400",
+    s3d_fps: float = 15.0,
+    s3d_clip_len: int = 32,
+    s3d_stride: int = 32,
+    audio_encoder: str = "logmel-stats",
+    audio_weights: str | None = None,
+    flow_method: str = "tvl1",
+    flow_raft_model: str = "small",
+    flow_weights: str = "default",
+    flow_fps: float | None = None,
+    flow_step: int = 1,
+    flow_short_side: int = 128,
+    flow_bound: float = 20.0,
+    motion_grid: int = 4,
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int = 2,
+    shard_spec: str = "0/1",
+    seek: str = "auto",
+    shard_size_mb: float = 256.0,
+    commit_every_s: float = 60.0,
+    video_timeout_s: float = 600.0,
+    retry_failed: bool = False,
+    allow_download: bool = False,
 ) -> ExtractConfig:
     if fps is None and num_frames is None:
         fps = 1.0
     shard_index, shard_count = parse_shard(shard_spec)
     return ExtractConfig(
         views=tuple(v.strip() for v in views.split(",") if v.strip()),
-        sampling=SamplingConfig(fps=fps, num_frames=num_frames, clip_len=clip_len, clip_stride=clip_stride),
+        sampling=SamplingConfig(fps=fps, num_frames=num_frames),
         clip=ClipConfig(model=clip_model, pretrained=clip_pretrained, dtype=dtype),  # type: ignore[arg-type]
+        s3d=S3dConfig(weights=s3d_weights, fps=s3d_fps, clip_len=s3d_clip_len, stride=s3d_stride),
+        audio=AudioConfig(encoder=audio_encoder, weights=audio_weights),  # type: ignore[arg-type]
+        flow=FlowConfig(
+            method=flow_method,  # type: ignore[arg-type]
+            raft_model=flow_raft_model,  # type: ignore[arg-type]
+            weights=flow_weights,
+            fps=flow_fps,
+            step=flow_step,
+            short_side=flow_short_side,
+            bound_px=flow_bound,
+            motion_grid=motion_grid,
+        ),
         run=RunConfig(
-            device=device,
+            device=device,  # type: ignore[arg-type]
             batch_size=batch_size,
             workers=workers,
-            shard_index=shard_index,  # type: ignore[arg-type]
+            shard_index=shard_index,
             shard_count=shard_count,
-            seek=seek,
-            shard_size_mb=shard_size_mb,  # type: ignore[arg-type]
+            seek=seek,  # type: ignore[arg-type]
+            shard_size_mb=shard_size_mb,
             commit_every_s=commit_every_s,
             video_timeout_s=video_timeout_s,
             retry_failed=retry_failed,
@@ -162,7 +237,7 @@ def run_extract(manifest: str, *, cache_dir: str, root: str | None, as_json: boo
         click.echo(json.dumps(summary.as_dict(), sort_keys=True))
     else:
         if summary.random_weights:
-            click.echo("NOTE: random CLIP weights (--clip-pretrained none): features are not semantic.", err=True)
+            click.echo("NOTE: random model weights (weights 'none'): those features are not semantic.", err=True)
         print_extract_summary(summary)
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
@@ -332,26 +407,7 @@ def demo(out_dir: str, device: str, as_json: bool) -> None:
             err=True,
         )
     cache_dir = str(Path(out_dir) / ("cache-" + model.lower()))
-    options = dict(
-        views="clip",
-        clip_model=model,
-        clip_pretrained=pretrained,
-        fps=4.0,
-        num_frames=None,
-        clip_len=None,
-        clip_stride=None,
-        dtype="float16",
-        device=device,
-        batch_size=64,
-        workers=2,
-        shard_spec="0/1",
-        seek="auto",
-        shard_size_mb=256.0,
-        commit_every_s=60.0,
-        video_timeout_s=600.0,
-        retry_failed=False,
-        allow_download=False,
-    )
+    options = dict(views="clip", clip_model=model, clip_pretrained=pretrained, fps=4.0, device=device)
     code = run_extract(str(manifest), cache_dir=cache_dir, root=None, as_json=as_json, **options)
     if not as_json:
         click.echo(

@@ -7,6 +7,7 @@ number in the cache can be traced to the options that made it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -29,14 +30,12 @@ class SamplingConfig:
     """Which frames of a video are sampled.
 
     Exactly one of `fps` (a frame every 1/fps seconds from the start) or `num_frames` (N frames at the
-    centres of N equal segments of the duration). `clip_len`/`clip_stride` group the sampled frames
-    into windows for clip models (a window every `clip_stride` frames, `clip_len` frames long).
+    centres of N equal segments of the duration). Used by the clip view, and by flow unless it has
+    its own `--flow-fps`.
     """
 
     fps: float | None = 1.0
     num_frames: int | None = None
-    clip_len: int | None = None
-    clip_stride: int | None = None
 
     def __post_init__(self) -> None:
         if (self.fps is None) == (self.num_frames is None):
@@ -45,10 +44,6 @@ class SamplingConfig:
             raise ConfigError(f"--fps must be > 0, got {self.fps}")
         if self.num_frames is not None and self.num_frames < 1:
             raise ConfigError(f"--num-frames must be >= 1, got {self.num_frames}")
-        if (self.clip_len is None) != (self.clip_stride is None):
-            raise ConfigError("give both --clip-len and --clip-stride, or neither")
-        if self.clip_len is not None and (self.clip_len < 1 or (self.clip_stride or 0) < 1):
-            raise ConfigError("--clip-len and --clip-stride must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -66,6 +61,86 @@ class ClipConfig:
             raise ConfigError("--clip-model must not be empty")
         if not self.pretrained:
             raise ConfigError("--clip-pretrained must not be empty; use 'none' for random weights")
+
+
+ViewName = Literal["clip", "s3d", "audio", "flow", "motion"]
+VIDEO_VIEWS = ("clip", "s3d", "flow", "motion")  # views fed by the one video decode pass
+
+
+@dataclass(frozen=True)
+class S3dConfig:
+    """torchvision's S3D on clip windows: `clip_len` frames at `fps`, a window every `stride` frames.
+
+    Defaults follow torchvision's Kinetics-400 recipe (15 fps; resize 256x256, centre crop 224) with
+    32-frame windows (2.1 s, as CoCLR/CVTCL use), not overlapping."""
+
+    weights: str = "kinetics400"  # torchvision's KINETICS400_V1 in the torch hub cache, a file, or "none"
+    fps: float = 15.0
+    clip_len: int = 32
+    stride: int = 32
+    seed: int = 0  # only used with weights="none"
+
+    def __post_init__(self) -> None:
+        if not (self.fps > 0):
+            raise ConfigError(f"--s3d-fps must be > 0, got {self.fps}")
+        if self.clip_len < 1 or self.stride < 1:
+            raise ConfigError("--s3d-clip-len and --s3d-stride must be >= 1")
+
+
+AudioEncoderName = Literal["logmel-stats", "vggish"]
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """16 kHz mono log-mel examples of 0.96 s (VGGish's front end) and the encoder applied to them."""
+
+    encoder: AudioEncoderName = "logmel-stats"  # weights-free default so audio works offline
+    weights: str | None = None  # --audio-weights PATH (vggish)
+
+    def __post_init__(self) -> None:
+        check_choice("--audio-encoder", self.encoder, AudioEncoderName)
+
+
+FlowMethodName = Literal["tvl1", "raft"]
+RaftModel = Literal["small", "large"]
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Optical flow between the frame on screen at each sample time and the one `step` frames later.
+
+    Fields are computed at `short_side` (aspect kept), stored as the centre `short_side` square,
+    quantised to uint8 within ±`bound_px` (pixels of the stored resolution). The `motion` view is a
+    histogram of flow orientation × magnitude over a `motion_grid` × `motion_grid` grid of each field."""
+
+    method: FlowMethodName = "tvl1"
+    raft_model: RaftModel = "small"
+    weights: str = "default"  # raft: torchvision's C_T_V2 weights in the torch hub cache, a file, or "none"
+    fps: float | None = None  # None: at the clip view's sample times (--fps / --num-frames)
+    step: int = 1
+    short_side: int = 128
+    bound_px: float = 20.0
+    motion_grid: int = 4
+    motion_orientations: int = 8
+    motion_magnitude_edges_px: tuple[float, ...] = (0.25, 1.0, 3.0, 8.0)
+    seed: int = 0  # raft with weights="none"
+
+    def __post_init__(self) -> None:
+        check_choice("--flow-method", self.method, FlowMethodName)
+        check_choice("--flow-raft-model", self.raft_model, RaftModel)
+        if self.fps is not None and not (self.fps > 0):
+            raise ConfigError(f"--flow-fps must be > 0, got {self.fps}")
+        if self.step < 1:
+            raise ConfigError(f"--flow-step must be >= 1, got {self.step}")
+        if self.short_side < 16:
+            raise ConfigError(f"--flow-short-side must be >= 16, got {self.short_side}")
+        if not (self.bound_px > 0):
+            raise ConfigError(f"--flow-bound must be > 0, got {self.bound_px}")
+        if self.motion_grid < 1 or self.motion_orientations < 1:
+            raise ConfigError("--motion-grid and the orientation count must be >= 1")
+        edges = self.motion_magnitude_edges_px
+        if not edges or any(b <= a for a, b in itertools.pairwise(edges)) or edges[0] <= 0:
+            raise ConfigError("motion magnitude edges must be positive and increasing")
 
 
 @dataclass(frozen=True)
@@ -117,7 +192,18 @@ class ExtractConfig:
     views: tuple[str, ...] = ("clip",)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
+    s3d: S3dConfig = field(default_factory=S3dConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if not self.views:
+            raise ConfigError("--views is empty; choose from: " + ", ".join(get_args(ViewName)))
+        for view in self.views:
+            check_choice("--views", view, ViewName)
+        if len(set(self.views)) != len(self.views):
+            raise ConfigError(f"--views {','.join(self.views)} names a view twice")
 
 
 def to_json(obj: Any) -> str:

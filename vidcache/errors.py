@@ -50,3 +50,11 @@ class VideoFailure(Exception):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
+
+
+class ViewAbsent(Exception):
+    """The video has no stream for a view (e.g. no audio track): recorded as "absent", not failed."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)

@@ -111,3 +111,24 @@ def reference_frames(path: str | Path) -> list[tuple[float, np.ndarray]]:
     """Every frame as (presentation time s, RGB) from a plain PyAV loop: the tests' reference."""
     with av.open(str(path)) as container:
         return [(frame.time, frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+
+
+def smooth_texture(height: int, width: int, *, seed: int = 0, blur: float = 400.0) -> np.ndarray:
+    """A smooth, periodic RGB texture (Gaussian-blurred noise via FFT): optical flow can track it
+    everywhere, and np.roll shifts it without a seam."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((height, width, 3))
+    fy, fx = np.fft.fftfreq(height)[:, None], np.fft.fftfreq(width)[None, :]
+    kernel = np.exp(-(fy**2 + fx**2) * blur)
+    smooth = np.stack([np.real(np.fft.ifft2(np.fft.fft2(noise[..., c]) * kernel)) for c in range(3)], axis=-1)
+    smooth = (smooth - smooth.min()) / max(smooth.max() - smooth.min(), 1e-12)
+    return (smooth * 255).astype(np.uint8)
+
+
+def shifting_texture(texture: np.ndarray, *, dx_px_per_frame: int, dy_px_per_frame: int = 0):
+    """A frame_fn for `write_video` whose content moves a known number of pixels per frame."""
+
+    def frame_fn(index: int, _t_s: float) -> np.ndarray:
+        return np.roll(texture, (dy_px_per_frame * index, dx_px_per_frame * index), axis=(0, 1))
+
+    return frame_fn

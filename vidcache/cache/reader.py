@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import CacheError
 from .catalog import Catalog
-from .layout import STATUS_DONE, STATUS_FAILED, TEXT_NAME, shard_dir
+from .layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME, shard_dir
 
 _MAX_OPEN_SHARDS = 64
 _MERGE_GAP_ROWS = 4096  # read two videos' rows in one call when fewer rows than this lie between
@@ -84,6 +84,10 @@ class ShardFiles:
                 f"shard {shard} view {view} rows {start}:{stop} cannot be read ({exc}); run `vidcache verify`"
             ) from None
 
+    def read_end_times(self, shard: str, view: str, start: int, stop: int) -> np.ndarray | None:
+        group = self.get(shard)[view]
+        return group["end_timestamps_s"][start:stop] if "end_timestamps_s" in group else None
+
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
@@ -96,8 +100,37 @@ class ShardFiles:
         self.__init__(state["directory"], state["max_open"])
 
 
+@dataclass(frozen=True)
+class RowDecoder:
+    """Turns stored rows into values in their units: flow fields back to pixels in their
+    [2, H, W] shape (`raw=True` keeps the stored uint8 rows); other views as stored or as `dtype`."""
+
+    row_shape: tuple[int, ...] | None = None
+    bound_px: float | None = None
+    raw: bool = False
+
+    @classmethod
+    def for_view(cls, identity: dict, *, raw: bool = False) -> RowDecoder:
+        shape = identity.get("row_shape")
+        return cls(tuple(shape) if shape else None, identity.get("bound_px"), raw)
+
+    def __call__(self, rows: np.ndarray, dtype) -> np.ndarray:
+        if self.raw:
+            return rows
+        if self.bound_px is not None:
+            rows = (rows.astype(np.float32) - 128.0) * np.float32(self.bound_px / 127.0)
+        if dtype is not None:
+            rows = rows.astype(dtype, copy=False)
+        if self.row_shape is not None:
+            rows = rows.reshape(len(rows), *self.row_shape)
+        return rows
+
+
+_AS_STORED = RowDecoder(raw=False)
+
+
 def _read_locations(
-    files: ShardFiles, view: str, locations: Sequence[Location], dtype
+    files: ShardFiles, view: str, locations: Sequence[Location], dtype, decode: RowDecoder = _AS_STORED
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Read many videos' rows, merging neighbouring row ranges of a shard into single reads."""
     out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(locations)
@@ -113,7 +146,7 @@ def _read_locations(
         for i in run:
             loc = locations[i]
             lo, hi = loc.row_start - base, loc.row_start - base + loc.row_count
-            out[i] = (feats[lo:hi] if dtype is None else feats[lo:hi].astype(dtype), stamps[lo:hi])
+            out[i] = (decode(feats[lo:hi], dtype), stamps[lo:hi])
         run.clear()
 
     for i in order:
@@ -134,10 +167,13 @@ class CacheDataset:
     database connection; each worker opens shard files on first use.
     """
 
-    def __init__(self, cache_dir: Path, view: str, locations: list[Location], dtype=np.float32):
+    def __init__(
+        self, cache_dir: Path, view: str, locations: list[Location], dtype=np.float32, decode: RowDecoder = _AS_STORED
+    ):
         self.view = view
         self.locations = locations
         self.dtype = dtype
+        self.decode = decode
         self._files = ShardFiles(shard_dir(cache_dir))
 
     def __len__(self) -> int:
@@ -145,7 +181,7 @@ class CacheDataset:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         loc = self.locations[index]
-        ((feats, stamps),) = _read_locations(self._files, self.view, [loc], self.dtype)
+        ((feats, stamps),) = _read_locations(self._files, self.view, [loc], self.dtype, self.decode)
         return feats, stamps, loc.video_id
 
     @property
@@ -177,17 +213,33 @@ class Cache:
         return info
 
     def video_ids(self, view: str | None = None) -> list[str]:
-        """Ids of videos extracted successfully (for `view`, or for every view they were asked for)."""
+        """Ids of videos extracted successfully: for `view`, or with no failed view (a view that is
+        absent, e.g. audio of a silent video, does not exclude a video)."""
         if view is not None:
             return [item.video_id for item in self._catalog.items(view, status=STATUS_DONE)]
         ids: set[str] = set()
         bad: set[str] = set()
         for item in self._catalog.items():
-            (ids if item.status == STATUS_DONE else bad).add(item.video_id)
+            if item.status == STATUS_DONE:
+                ids.add(item.video_id)
+            elif item.status == STATUS_FAILED:
+                bad.add(item.video_id)
         return sorted(ids - bad)
+
+    def status(self, video_id: str) -> dict[str, str]:
+        """Per view: "done", "absent" (no stream for it) or "failed" for one video."""
+        return {item.view: item.status for item in self._catalog.items() if item.video_id == video_id}
 
     def failed(self, view: str | None = None) -> dict[str, str]:
         return {item.video_id: item.reason or "" for item in self._catalog.items(view, status=STATUS_FAILED)}
+
+    def absent(self, view: str | None = None) -> dict[str, str]:
+        """Videos with no stream for `view` (e.g. no audio track), with the reason."""
+        return {item.video_id: item.reason or "" for item in self._catalog.items(view, status=STATUS_ABSENT)}
+
+    def _decoder(self, view: str, raw: bool = False) -> RowDecoder:
+        identity = self._catalog.view_identity(view)
+        return RowDecoder.for_view(identity or {}, raw=raw)
 
     def entries(self):
         """Manifest metadata (video_id, path, labels, split, start_s, end_s) as a pandas DataFrame."""
@@ -217,33 +269,57 @@ class Cache:
         return [Location(i.video_id, i.shard, i.row_start, i.row_count) for i in chosen]
 
     # reads ---------------------------------------------------------------------------------------
-    def read(self, video_id: str, view: str = "clip", *, dtype=None) -> tuple[np.ndarray, np.ndarray]:
-        """(features [T, D] as stored unless `dtype` is given, timestamps_s [T] float64)."""
+    def _location(self, video_id: str, view: str) -> Location:
         item = self._catalog.item(video_id, view)
         if item is None or item.status != STATUS_DONE:
             state = "not in the cache" if item is None else f"{item.status}: {item.reason}"
             raise KeyError(f"{video_id!r} view {view!r} is {state}")
-        loc = Location(video_id, item.shard, item.row_start, item.row_count)
-        return _read_locations(self._files, view, [loc], dtype)[0]
+        return Location(video_id, item.shard, item.row_start, item.row_count)
+
+    def read(
+        self, video_id: str, view: str = "clip", *, dtype=None, raw: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, timestamps_s [T] float64). Rows are features [T, D] as stored unless `dtype` is
+        given; flow rows are fields [T, 2, H, W] in pixels (`raw=True`: the stored uint8 rows).
+        A row's timestamp is when its span starts (the frame shown, a window's or example's start)."""
+        loc = self._location(video_id, view)
+        return _read_locations(self._files, view, [loc], dtype, self._decoder(view, raw))[0]
+
+    def spans(self, video_id: str, view: str) -> np.ndarray:
+        """[T, 2] start and end seconds of each row (S3D windows, flow pairs, audio examples); for
+        single-frame rows (clip) both columns are the frame's time."""
+        loc = self._location(video_id, view)
+        _, starts = self._files.read_rows(loc.shard, view, loc.row_start, loc.row_start + loc.row_count)
+        ends = self._files.read_end_times(loc.shard, view, loc.row_start, loc.row_start + loc.row_count)
+        return np.stack([starts, starts if ends is None else ends], axis=1)
 
     def read_many(
-        self, video_ids: Sequence[str], view: str = "clip", *, dtype=None
+        self, video_ids: Sequence[str], view: str = "clip", *, dtype=None, raw: bool = False
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Like `read` for many ids (same order), with neighbouring rows read in one call."""
-        return _read_locations(self._files, view, self.locations(view, video_ids), dtype)
+        return _read_locations(self._files, view, self.locations(view, video_ids), dtype, self._decoder(view, raw))
 
     def iter_batches(
-        self, view: str = "clip", *, batch_size: int = 256, video_ids: Iterable[str] | None = None, dtype=None
+        self,
+        view: str = "clip",
+        *,
+        batch_size: int = 256,
+        video_ids: Iterable[str] | None = None,
+        dtype=None,
+        raw: bool = False,
     ) -> Iterator[Batch]:
         """Videos in storage order (or the given order), `batch_size` videos at a time."""
         locations = self.locations(view, video_ids)
+        decode = self._decoder(view, raw)
         for start in range(0, len(locations), batch_size):
             chunk = locations[start : start + batch_size]
-            rows = _read_locations(self._files, view, chunk, dtype)
+            rows = _read_locations(self._files, view, chunk, dtype, decode)
             yield Batch([c.video_id for c in chunk], [r[0] for r in rows], [r[1] for r in rows])
 
-    def dataset(self, view: str = "clip", *, video_ids: Iterable[str] | None = None, dtype=np.float32) -> CacheDataset:
-        return CacheDataset(self.path, view, self.locations(view, video_ids), dtype)
+    def dataset(
+        self, view: str = "clip", *, video_ids: Iterable[str] | None = None, dtype=np.float32, raw: bool = False
+    ) -> CacheDataset:
+        return CacheDataset(self.path, view, self.locations(view, video_ids), dtype, self._decoder(view, raw))
 
     def text_embeddings(self) -> TextEmbeddings:
         path = self.path / TEXT_NAME

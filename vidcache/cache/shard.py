@@ -23,11 +23,15 @@ from .layout import PARTIAL_SUFFIX, SCHEMA_VERSION, SHARD_SUFFIX, rows_per_chunk
 STR_DTYPE = h5py.string_dtype("utf-8")
 
 
-def rows_checksum(features: np.ndarray, timestamps_s: np.ndarray) -> int:
-    """CRC32 of a video's stored feature bytes then its float64 timestamps (little-endian)."""
+def rows_checksum(features: np.ndarray, timestamps_s: np.ndarray, end_timestamps_s: np.ndarray | None = None) -> int:
+    """CRC32 of a video's stored feature bytes, then its float64 timestamps, then its float64 end
+    timestamps when the view has them (all little-endian)."""
     little_endian = features.dtype.newbyteorder("<")
     crc = zlib.crc32(np.ascontiguousarray(features, dtype=little_endian).view(np.uint8).tobytes())
-    return zlib.crc32(np.ascontiguousarray(timestamps_s, dtype="<f8").view(np.uint8).tobytes(), crc)
+    crc = zlib.crc32(np.ascontiguousarray(timestamps_s, dtype="<f8").view(np.uint8).tobytes(), crc)
+    if end_timestamps_s is not None:
+        crc = zlib.crc32(np.ascontiguousarray(end_timestamps_s, dtype="<f8").view(np.uint8).tobytes(), crc)
+    return crc
 
 
 def plain_attrs(values: dict[str, Any]) -> dict[str, Any]:
@@ -76,8 +80,10 @@ class ShardWriter:
         root_attrs: dict[str, Any],
         view_attrs: dict[str, dict[str, Any]],
         dtype: dict[str, str],
+        compressed: frozenset[str] | set[str] = frozenset(),
     ):
         self.directory = directory
+        self._compressed = compressed  # views stored gzip-compressed (flow fields compress ~3x)
         self.name = name
         self.final_path = directory / (name + SHARD_SUFFIX)
         self.partial_path = directory / (name + SHARD_SUFFIX + PARTIAL_SUFFIX)
@@ -101,21 +107,29 @@ class ShardWriter:
             )
         )
 
-    def _group(self, view: str, feature_dim: int) -> h5py.Group:
+    def _group(self, view: str, feature_dim: int, *, with_end: bool) -> h5py.Group:
         if view in self._h5:
-            return self._h5[view]
+            group = self._h5[view]
+            if ("end_timestamps_s" in group) != with_end:
+                raise ValueError(f"view {view}: every video must give end timestamps, or none")
+            return group
         group = self._h5.create_group(view)
         group.attrs.update(plain_attrs(self._view_attrs.get(view, {})))
         dtype = np.dtype(self._dtype.get(view, "float16"))
         chunk_rows = rows_per_chunk(feature_dim, dtype.itemsize)
+        compression = {"compression": "gzip", "compression_opts": 4} if view in self._compressed else {}
         group.create_dataset(
             "features",
             shape=(0, feature_dim),
             maxshape=(None, feature_dim),
             dtype=dtype,
             chunks=(chunk_rows, feature_dim),
+            **compression,
         )
-        group.create_dataset("timestamps_s", shape=(0,), maxshape=(None,), dtype="<f8", chunks=(max(1024, chunk_rows),))
+        time_chunks = (max(1024, chunk_rows),)
+        group.create_dataset("timestamps_s", shape=(0,), maxshape=(None,), dtype="<f8", chunks=time_chunks)
+        if with_end:
+            group.create_dataset("end_timestamps_s", shape=(0,), maxshape=(None,), dtype="<f8", chunks=time_chunks)
         return group
 
     def add(
@@ -128,24 +142,29 @@ class ShardWriter:
         source_size: int = -1,
         source_mtime_ns: int = -1,
         info_json: str = "{}",
+        end_timestamps_s: np.ndarray | None = None,
     ) -> ShardRows:
         if features.ndim != 2 or len(features) != len(timestamps_s):
             raise ValueError(f"{video_id}/{view}: features {features.shape} and timestamps {timestamps_s.shape} differ")
-        group = self._group(view, features.shape[1])
+        if end_timestamps_s is not None and len(end_timestamps_s) != len(timestamps_s):
+            raise ValueError(f"{video_id}/{view}: {len(end_timestamps_s)} end times for {len(timestamps_s)} rows")
+        group = self._group(view, features.shape[1], with_end=end_timestamps_s is not None)
         feats, stamps = group["features"], group["timestamps_s"]
         stored = np.ascontiguousarray(features, dtype=feats.dtype)
         start, count = feats.shape[0], len(stored)
-        feats.resize(start + count, axis=0)
-        stamps.resize(start + count, axis=0)
-        if count:
-            feats[start:] = stored
-            stamps[start:] = timestamps_s
+        columns = [(feats, stored), (stamps, np.asarray(timestamps_s, dtype="<f8"))]
+        if end_timestamps_s is not None:
+            columns.append((group["end_timestamps_s"], np.asarray(end_timestamps_s, dtype="<f8")))
+        for dataset, values in columns:
+            dataset.resize(start + count, axis=0)
+            if count:
+                dataset[start:] = values
         rows = ShardRows(
             video_id,
             view,
             start,
             count,
-            rows_checksum(stored, np.asarray(timestamps_s)),
+            rows_checksum(stored, np.asarray(timestamps_s), end_timestamps_s),
             source_size,
             source_mtime_ns,
             info_json,

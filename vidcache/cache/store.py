@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .catalog import Catalog, Item, now_iso
-from .layout import PARTIAL_SUFFIX, SHARD_SUFFIX, STATUS_DONE, STATUS_FAILED, shard_dir
+from .layout import PARTIAL_SUFFIX, SHARD_SUFFIX, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, shard_dir
 from .shard import ShardWriter, read_shard_index
 
 log = logging.getLogger("vidcache.cache")
@@ -78,6 +78,7 @@ class CacheWriter:
         exclusive: bool = True,
         view_attrs: dict[str, dict[str, Any]],
         dtypes: dict[str, str],
+        compressed: set[str] | frozenset[str] = frozenset(),
         shard_size_mb: float = 256.0,
         commit_every_s: float = 60.0,
     ):
@@ -90,6 +91,7 @@ class CacheWriter:
         self._root_attrs = {**root_attrs, "run_id": run_id}
         self._view_attrs = view_attrs
         self._dtypes = dtypes
+        self._compressed = compressed
         self.shard_size_bytes = int(shard_size_mb * (1 << 20))
         self.commit_every_s = commit_every_s
         self._writer: ShardWriter | None = None
@@ -140,23 +142,32 @@ class CacheWriter:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         name = f"{stamp}-{self.writer_tag}-{os.getpid()}-{secrets.token_hex(3)}-{self._sequence:04d}"
         return ShardWriter(
-            self.directory, name, root_attrs=self._root_attrs, view_attrs=self._view_attrs, dtype=self._dtypes
+            self.directory,
+            name,
+            root_attrs=self._root_attrs,
+            view_attrs=self._view_attrs,
+            dtype=self._dtypes,
+            compressed=self._compressed,
         )
 
     def add(
         self,
         video_id: str,
-        views: dict[str, tuple[np.ndarray, np.ndarray]],
+        views: dict[str, tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray | None]],
         *,
         source: SourceStat | None,
         info_json: str = "{}",
+        absent: dict[str, str] | None = None,
     ) -> None:
-        """Add all views of one finished video to the open shard (committed together)."""
+        """Add the views of one finished video to the open shard (committed together): each as
+        (features, timestamps_s) or (features, timestamps_s, end_timestamps_s). Views in `absent`
+        (the video has no stream for them) are recorded as such at once: they have no rows."""
         started = time.perf_counter()
-        if self._writer is None:
+        if views and self._writer is None:
             self._writer = self._new_writer()
-        for view, (features, timestamps_s) in views.items():
-            self._writer.add(
+        for view, columns in views.items():
+            features, timestamps_s = columns[0], columns[1]
+            self._writer.add(  # type: ignore[union-attr]
                 video_id,
                 view,
                 features,
@@ -164,17 +175,32 @@ class CacheWriter:
                 source_size=source.size if source else -1,
                 source_mtime_ns=source.mtime_ns if source else -1,
                 info_json=info_json,
+                end_timestamps_s=columns[2] if len(columns) > 2 else None,
             )
+        if absent:
+            self._record(video_id, STATUS_ABSENT, absent, source=source, info_json=info_json)
         self.write_seconds += time.perf_counter() - started
 
     def record_failure(
-        self, video_id: str, views: list[str], reason: str, *, source: SourceStat | None, info_json: str = "{}"
+        self,
+        video_id: str,
+        views: list[str],
+        reason: str | dict[str, str],
+        *,
+        source: SourceStat | None,
+        info_json: str = "{}",
+    ) -> None:
+        reasons = reason if isinstance(reason, dict) else dict.fromkeys(views, reason)
+        self._record(video_id, STATUS_FAILED, {v: reasons[v] for v in views}, source=source, info_json=info_json)
+
+    def _record(
+        self, video_id: str, status: str, reasons: dict[str, str], *, source: SourceStat | None, info_json: str
     ) -> None:
         items = [
             Item(
                 video_id,
                 view,
-                STATUS_FAILED,
+                status,
                 None,
                 None,
                 None,
@@ -185,7 +211,7 @@ class CacheWriter:
                 info_json,
                 now_iso(),
             )
-            for view in views
+            for view, reason in reasons.items()
         ]
         self.catalog.record_items(items)
 

@@ -48,8 +48,9 @@ def _check_shard(path: Path, items: list) -> str | None:
                 stop = item.row_start + item.row_count
                 if stop > group["features"].shape[0]:
                     return f"{item.video_id} [{item.view}]: rows {item.row_start}:{stop} past the end"
+                ends = group["end_timestamps_s"][item.row_start : stop] if "end_timestamps_s" in group else None
                 checksum = rows_checksum(
-                    group["features"][item.row_start : stop], group["timestamps_s"][item.row_start : stop]
+                    group["features"][item.row_start : stop], group["timestamps_s"][item.row_start : stop], ends
                 )
                 if checksum != item.checksum:
                     return f"{item.video_id} [{item.view}]: checksum mismatch"

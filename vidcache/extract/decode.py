@@ -136,16 +136,20 @@ class FrameSampler:
         self,
         path: str,
         *,
-        sampling: SamplingConfig,
+        sampling: SamplingConfig | None = None,
         start_s: float | None = None,
         end_s: float | None = None,
         seek: str = "auto",
         threads: int = 0,
         sparse_decode: bool = True,
         deadline: float | None = None,
+        targets_fn: Callable[[float, float], np.ndarray] | None = None,
     ):
+        if (sampling is None) == (targets_fn is None):
+            raise ValueError("give exactly one of sampling or targets_fn")
         self.path = path
         self.sampling = sampling
+        self.targets_fn = targets_fn  # explicit sample times from (origin_s, end_s); fps-style tail
         self.container, self.stream, self.info = open_video(path, threads=threads)
         self.stats = DecodeStats()
         self.seek_mode = seek
@@ -210,16 +214,25 @@ class FrameSampler:
             self.stats.seconds += time.perf_counter() - started
 
     def _select(self) -> Iterator[tuple[av.VideoFrame, float, int]]:
-        info, cfg = self.info, self.sampling
+        info = self.info
         start = self.segment_start_s
         end = self.segment_end_s if self.segment_end_s is not None else info.end_s
-        if cfg.num_frames is not None and end is None:
+        explicit = self.targets_fn is not None
+        n_mode = not explicit and self.sampling.num_frames is not None  # type: ignore[union-attr]
+        if (n_mode or explicit) and end is None:
             end = scan_end_s(self.path)
             if end is None:
                 raise VideoFailure("duration unknown and no packet timestamps; use --fps sampling")
+
+        def make_targets(origin_s: float) -> np.ndarray:
+            if explicit:
+                return np.asarray(self.targets_fn(origin_s, end), dtype=np.float64)  # type: ignore[misc]
+            return sample_times(self.sampling, start_s=origin_s, end_s=end)  # type: ignore[arg-type]
+
         origin = start if start is not None else info.stream_start_s
-        targets = sample_times(cfg, start_s=origin, end_s=end) if origin is not None else None
-        fps = cfg.fps
+        lazy = not explicit and not n_mode and end is None  # fps grid without a known end: open-ended
+        targets = make_targets(origin) if origin is not None and not lazy else None
+        fps = None if explicit else self.sampling.fps  # type: ignore[union-attr]
 
         def target(k: int) -> float:
             if targets is not None:
@@ -281,8 +294,8 @@ class FrameSampler:
                     raise VideoFailure(f"segment ends at {self.segment_end_s} s, before the first frame at {t:.3f} s")
             if origin is None:  # no stream start in the header: sample times start at the first frame
                 origin = start if start is not None else t
-                if cfg.num_frames is not None:
-                    targets = sample_times(cfg, start_s=origin, end_s=end)
+                if not lazy:
+                    targets = make_targets(origin)
                     count = len(targets)
             while k < count and target(k) < t - 1e-9:
                 if prev is None:
@@ -290,7 +303,7 @@ class FrameSampler:
                 else:
                     prev_count += 1
                 k += 1
-            if end is not None and cfg.num_frames is None and t >= end - 1e-9:
+            if end is not None and not n_mode and t >= end - 1e-9:
                 break
             if prev is not None and prev_count:
                 yield prev, prev_t, prev_count
@@ -307,7 +320,7 @@ class FrameSampler:
             frame_dt = float(prev.duration * self._tb) if prev.duration else nominal_dt
             if start is not None and prev_t + frame_dt <= start + 1e-9 and k == 0:
                 raise VideoFailure(f"segment starts at {start} s, after the video ends at {prev_t + frame_dt:.3f} s")
-            if cfg.num_frames is not None:
+            if n_mode:
                 prev_count += count - k  # N-frame sampling keeps N rows even past the last frame
             else:  # fps: only sample times while the last frame is still on screen
                 while k < count and target(k) < prev_t + frame_dt - 1e-9 and (end is None or target(k) < end):

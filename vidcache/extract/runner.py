@@ -1,9 +1,11 @@
-"""The extract loop: decode workers → batched model → shard writer, with per-stage timing.
+"""The extract loop: decode workers → batched models → shard writer, with per-stage timing.
 
-Decode workers (threads; PyAV and torch release the GIL) turn each video into small uint8 frames
-and push them through a bounded queue, so memory stays bounded whatever the video length or
-resolution. The main thread batches frames across videos for the model and hands each finished
-video to the `CacheWriter`. A video that fails is recorded with its reason and the run goes on.
+Decode workers (threads; PyAV, OpenCV and torch release the GIL) run one `VideoStage` per video:
+one decode pass feeding every requested video view, then the audio stream. They push small chunks
+(uint8 frames, clip windows, log-mel examples, finished flow rows) through a bounded queue, so
+memory stays bounded whatever the video length or resolution. The main thread batches each model
+view's inputs across videos and hands each finished video to the `CacheWriter`. Each (video, view)
+ends done, absent (no stream for it) or failed with its reason, and the run goes on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,16 +26,16 @@ import torch
 
 from .. import __version__
 from ..cache.catalog import Catalog
-from ..cache.layout import STATUS_DONE, STATUS_FAILED, TEXT_NAME
+from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME
 from ..cache.lock import ExtractLock
 from ..cache.store import CacheWriter, SourceStat
 from ..config import ExtractConfig, to_json
-from ..errors import CacheError, ConfigError, VideoFailure
+from ..errors import CacheError, ConfigError
 from ..manifest import VideoEntry
 from .backbones import create_backbone
-from .backbones.base import FrameEncoder
-from .decode import FrameSampler, frame_to_rgb
+from .consumers import Chunk, ClipFrames, Consumer, FlowPairs, S3dWindows
 from .device import resolve_device
+from .stage import VideoStage
 from .text import DEFAULT_TEMPLATES, prompt_embeddings, write_text_embeddings
 
 log = logging.getLogger("vidcache.extract")
@@ -48,6 +50,8 @@ class ExtractSummary:
     failed: int = 0
     seconds: float = 0.0
     frames: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    absent: dict[str, int] = field(default_factory=dict)
     decode_seconds: float = 0.0
     model_seconds: float = 0.0
     write_seconds: float = 0.0
@@ -67,12 +71,25 @@ class ExtractSummary:
         return out
 
 
+def cache_views(views: tuple[str, ...]) -> list[str]:
+    """The cache views a `--views` list writes: `flow` also writes its `motion` descriptor."""
+    out: list[str] = []
+    for view in views:
+        for name in ("flow", "motion") if view == "flow" else (view,):
+            if name not in out:
+                out.append(name)
+    return out
+
+
 @dataclass
 class _VideoState:
     entry: VideoEntry
     source: SourceStat | None
-    chunks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    views: list[str]
+    chunks: dict[int, Chunk] = field(default_factory=dict)
+    encoded: set[int] = field(default_factory=set)
     n_chunks: int | None = None  # known once the worker says the video is complete
+    outcomes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
 
 
@@ -92,22 +109,97 @@ class Extractor:
         self.config = config
         self.command = command
         self.progress = progress or (lambda summary: None)
-        if tuple(config.views) != ("clip",):
-            raise ConfigError(f"--views {','.join(config.views)}: this version extracts the 'clip' view")
-        if config.sampling.clip_len is not None:
-            raise ConfigError(
-                "--clip-len/--clip-stride group frames for clip models (s3d); the clip view embeds "
-                "single frames, so leave them out"
+        self.views = cache_views(config.views)
+        self.encoders: dict[str, object] = {}  # model views, encoded batched in the main thread
+        self.flow_method = None
+
+    # models --------------------------------------------------------------------------------------
+    def _load_models(self, device) -> dict[str, dict]:
+        """Create every requested model; return each cache view's identity."""
+        cfg, download = self.config, self.config.run.allow_download
+        identities: dict[str, dict] = {}
+        if "clip" in self.views:
+            encoder = create_backbone("clip", config=cfg.clip, device=device, allow_download=download)
+            self.encoders["clip"] = encoder
+            identities["clip"] = {**encoder.identity(), "sampling": dataclasses.asdict(cfg.sampling)}
+        if "s3d" in self.views:
+            encoder = create_backbone(
+                "s3d", config=cfg.s3d, device=device, dtype=cfg.clip.dtype, allow_download=download
             )
+            self.encoders["s3d"] = encoder
+            identities["s3d"] = encoder.identity()
+        if "audio" in self.views:
+            from .audio import AUDIO_ENCODERS
+
+            encoder = AUDIO_ENCODERS.create(cfg.audio.encoder, config=cfg.audio, device=device, dtype=cfg.clip.dtype)
+            self.encoders["audio"] = encoder
+            identities["audio"] = encoder.identity()
+        if "flow" in self.views or "motion" in self.views:
+            from .flow import FLOW_METHODS, descriptor_layout
+
+            self.flow_method = FLOW_METHODS.create(
+                cfg.flow.method, config=cfg.flow, device=device, allow_download=download
+            )
+            flow_cfg = dataclasses.asdict(cfg.flow)
+            sampled_at = flow_cfg["fps"] or dataclasses.asdict(cfg.sampling)
+            common = {"flow": self.flow_method.identity(), "sampling": sampled_at, "step": cfg.flow.step}
+            if "flow" in self.views:
+                side = cfg.flow.short_side
+                identities["flow"] = {
+                    **common,
+                    "short_side": side,
+                    "stored": "centre square, quantised uint8: px = (q - 128) * bound_px / 127",
+                    "bound_px": cfg.flow.bound_px,
+                    "row_shape": [2, side, side],
+                    "dtype": "uint8",
+                    "feature_dim": 2 * side * side,
+                }
+            if "motion" in self.views:
+                layout = descriptor_layout(
+                    cfg.flow.motion_grid, cfg.flow.motion_orientations, len(cfg.flow.motion_magnitude_edges_px)
+                )
+                identities["motion"] = {
+                    **common,
+                    "short_side": cfg.flow.short_side,
+                    "grid": cfg.flow.motion_grid,
+                    "orientations": cfg.flow.motion_orientations,
+                    "magnitude_edges_px": list(cfg.flow.motion_magnitude_edges_px),
+                    "layout": layout,
+                    "dtype": "float32",
+                    "feature_dim": cfg.flow.motion_grid**2
+                    * (1 + cfg.flow.motion_orientations * len(cfg.flow.motion_magnitude_edges_px)),
+                }
+        return identities
+
+    def _store_dtypes(self) -> dict[str, str]:
+        dtypes = {view: getattr(encoder, "store_dtype", "float16") for view, encoder in self.encoders.items()}
+        dtypes.update({"flow": "uint8", "motion": "float32"})
+        return dtypes
+
+    def _consumers(self, views: list[str]) -> list[Consumer]:
+        cfg, run = self.config, self.config.run
+        consumers: list[Consumer] = []
+        if "clip" in views:
+            consumers.append(ClipFrames(self.encoders["clip"], cfg.sampling, batch_size=run.batch_size))
+        if "s3d" in views:
+            consumers.append(S3dWindows(self.encoders["s3d"], cfg.s3d, batch_frames=run.batch_size))
+        flow_views = tuple(v for v in ("flow", "motion") if v in views)
+        if flow_views:
+            consumers.append(
+                FlowPairs(self.flow_method, cfg.flow, cfg.sampling, views=flow_views, batch=max(1, run.batch_size // 8))
+            )
+        return consumers
 
     # planning ------------------------------------------------------------------------------------
     def _plan(
-        self, catalog: Catalog, entries: list[VideoEntry], views: list[str], summary: ExtractSummary
-    ) -> list[tuple[VideoEntry, SourceStat | None]]:
+        self, catalog: Catalog, entries: list[VideoEntry], summary: ExtractSummary
+    ) -> list[tuple[VideoEntry, SourceStat | None, list[str]]]:
+        """Per video, the views that still need work: missing, made from an older version of the
+        source, or failed before (with --retry-failed)."""
         todo = []
         for entry in entries:
             source = SourceStat.of(entry.path)
-            items = [catalog.item(entry.video_id, view) for view in views]
+            items = {view: catalog.item(entry.video_id, view) for view in self.views}
 
             def same_source(item, source=source) -> bool:
                 if item is None:
@@ -116,49 +208,46 @@ class Extractor:
                     return item.status == STATUS_DONE or item.source_size is None
                 return (item.source_size, item.source_mtime_ns) == (source.size, source.mtime_ns)
 
-            unchanged = all(same_source(i) for i in items)
-            statuses = {i.status for i in items if i is not None}
-            if unchanged and statuses == {STATUS_DONE}:
-                summary.skipped += 1
-            elif unchanged and statuses == {STATUS_FAILED} and not self.config.run.retry_failed:
+            needed = [
+                view
+                for view, item in items.items()
+                if not same_source(item) or (item.status == STATUS_FAILED and self.config.run.retry_failed)  # type: ignore[union-attr]
+            ]
+            if needed:
+                todo.append((entry, source, needed))
+                continue
+            failed = [i for i in items.values() if i is not None and i.status == STATUS_FAILED]
+            if failed:
                 summary.failed += 1
-                summary.failures[entry.video_id] = items[0].reason or "failed"  # type: ignore[union-attr]
+                summary.failures[entry.video_id] = "; ".join(f"{i.view}: {i.reason or 'failed'}" for i in failed)
             else:
-                todo.append((entry, source))
+                summary.skipped += 1
         return todo
 
     # decode workers ------------------------------------------------------------------------------
-    def _decode_worker(
-        self, tasks: queue.Queue, out: queue.Queue, encoder: FrameEncoder, stop: threading.Event
-    ) -> None:
-        run, sampling = self.config.run, self.config.sampling
+    def _decode_worker(self, tasks: queue.Queue, out: queue.Queue, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                index, entry = tasks.get_nowait()
+                index, entry, views = tasks.get_nowait()
             except queue.Empty:
                 return
             started = time.perf_counter()
             try:
-                chunks = DecodedChunks(entry, encoder, sampling=sampling, run=run, stop=stop)
+                stage = VideoStage(
+                    entry, self._consumers(views), run=self.config.run, audio="audio" in views, stop=stop
+                )
                 chunk_no = 0
-                for times, images, repeats in chunks:
-                    out.put(("frames", index, chunk_no, times, images, repeats))
+                for chunk in stage:
+                    out.put(("chunk", index, chunk_no, chunk))
                     chunk_no += 1
                 if stop.is_set():
                     return
-                out.put(("done", index, chunk_no, chunks.details, time.perf_counter() - started))
-            except VideoFailure as failure:
-                out.put(("failed", index, failure.reason, time.perf_counter() - started))
+                out.put(("done", index, chunk_no, stage.outcomes, stage.details, time.perf_counter() - started))
             except Exception as exc:  # never let one file stop the night's run
                 log.debug("unexpected decode error", exc_info=True)
-                out.put(
-                    (
-                        "failed",
-                        index,
-                        f"unexpected {type(exc).__name__}: {exc}".splitlines()[0],
-                        time.perf_counter() - started,
-                    )
-                )
+                reason = f"unexpected {type(exc).__name__}: {exc}".splitlines()[0]
+                outcomes = {view: (STATUS_FAILED, reason) for view in views}
+                out.put(("done", index, None, outcomes, {}, time.perf_counter() - started))
 
     # main loop -----------------------------------------------------------------------------------
     def run(self, entries: list[VideoEntry], *, vocabulary: list[str] | None = None) -> ExtractSummary:
@@ -171,18 +260,18 @@ class Extractor:
         with ExtractLock(self.cache_dir, shard_index=cfg.run.shard_index, shard_count=cfg.run.shard_count):
             device = resolve_device(cfg.run.device)
             summary.device = str(device)
-            encoder = create_backbone("clip", config=cfg.clip, device=device, allow_download=cfg.run.allow_download)
-            summary.random_weights = bool(getattr(encoder, "random_weights", False))
-            identity = {**encoder.identity(), "sampling": dataclasses.asdict(cfg.sampling)}
+            identities = self._load_models(device)
+            summary.random_weights = any(getattr(e, "random_weights", False) for e in self.encoders.values())
             catalog = Catalog.open(self.cache_dir, create=True)
             try:
-                recorded = catalog.claim_view(encoder.view, identity)
-                differs = _identity_mismatch(recorded, identity)
-                if differs:
-                    raise ConfigError(
-                        f"cache {self.cache_dir} holds view '{encoder.view}' made with other settings "
-                        f"({', '.join(differs)} differ); use the same options or another --cache"
-                    )
+                for view, identity in identities.items():
+                    recorded = catalog.claim_view(view, identity)
+                    differs = _identity_mismatch(recorded, identity)
+                    if differs:
+                        raise ConfigError(
+                            f"cache {self.cache_dir} holds view '{view}' made with other settings "
+                            f"({', '.join(differs)} differ); use the same options or another --cache"
+                        )
                 catalog.upsert_entries(entries)
                 writer = CacheWriter(
                     self.cache_dir,
@@ -191,8 +280,9 @@ class Extractor:
                     writer_tag=f"k{cfg.run.shard_index}of{cfg.run.shard_count}",
                     exclusive=cfg.run.shard_count == 1,
                     root_attrs={"config_json": to_json(cfg), "command": self.command},
-                    view_attrs={encoder.view: identity},
-                    dtypes={encoder.view: encoder.store_dtype},
+                    view_attrs=identities,
+                    dtypes=self._store_dtypes(),
+                    compressed={"flow"},
                     shard_size_mb=cfg.run.shard_size_mb,
                     commit_every_s=cfg.run.commit_every_s,
                 )
@@ -200,11 +290,11 @@ class Extractor:
                 adopted = writer.adopt_orphans()
                 if adopted:
                     log.info("adopted %d complete shard(s) left unrecorded by an interrupted run", adopted)
-                todo = self._plan(catalog, entries, [encoder.view], summary)
+                todo = self._plan(catalog, entries, summary)
                 catalog.start_run(run_id, command=self.command, config_json=to_json(cfg))
                 self.progress(summary)
                 try:
-                    self._process(todo, encoder, writer, summary, started)
+                    self._process(todo, writer, summary, started)
                     writer.commit()
                 except BaseException:
                     try:
@@ -215,8 +305,9 @@ class Extractor:
                 summary.write_seconds = writer.write_seconds
                 labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
                 text_missing = not (self.cache_dir / TEXT_NAME).exists()
-                if labels and hasattr(encoder, "encode_text") and (summary.extracted or text_missing):
-                    embed_labels(self.cache_dir, encoder, labels, list(DEFAULT_TEMPLATES))
+                clip = self.encoders.get("clip")
+                if labels and clip is not None and (summary.extracted or text_missing):
+                    embed_labels(self.cache_dir, clip, labels, list(DEFAULT_TEMPLATES))
                 summary.seconds = time.perf_counter() - started
                 catalog.finish_run(run_id, summary.as_dict())
             except OSError as exc:
@@ -231,8 +322,7 @@ class Extractor:
 
     def _process(
         self,
-        todo: list[tuple[VideoEntry, SourceStat | None]],
-        encoder: FrameEncoder,
+        todo: list[tuple[VideoEntry, SourceStat | None, list[str]]],
         writer: CacheWriter,
         summary: ExtractSummary,
         started: float,
@@ -241,89 +331,126 @@ class Extractor:
             return
         run = self.config.run
         tasks: queue.Queue = queue.Queue()
-        for index, (entry, _) in enumerate(todo):
-            tasks.put((index, entry))
+        for index, (entry, _, views) in enumerate(todo):
+            tasks.put((index, entry, views))
         out: queue.Queue = queue.Queue(maxsize=max(4, 2 * run.workers))
         stop = threading.Event()
         workers = [
-            threading.Thread(
-                target=self._decode_worker, args=(tasks, out, encoder, stop), daemon=True, name=f"decode-{i}"
-            )
+            threading.Thread(target=self._decode_worker, args=(tasks, out, stop), daemon=True, name=f"decode-{i}")
             for i in range(min(run.workers, len(todo)))
         ]
         for worker in workers:
             worker.start()
-        states = {i: _VideoState(entry, source) for i, (entry, source) in enumerate(todo)}
-        pending: list[tuple[int, int, np.ndarray, torch.Tensor, np.ndarray]] = []
-        pending_frames = 0
+        states = {i: _VideoState(entry, source, views) for i, (entry, source, views) in enumerate(todo)}
+        pending: dict[str, list[tuple[int, int, Chunk]]] = {view: [] for view in self.encoders}
 
-        def flush() -> None:
-            nonlocal pending, pending_frames
-            if not pending:
+        def batch_rows(view: str) -> int:
+            return sum(len(c.data) * (c.data.shape[1] if view == "s3d" else 1) for _, _, c in pending[view])
+
+        def flush(view: str) -> None:
+            items = pending[view]
+            if not items:
                 return
             t0 = time.perf_counter()
-            features = encoder.encode(torch.cat([p[3] for p in pending]))
+            features = self.encoders[view].encode(torch.cat([c.data for _, _, c in items]))
             summary.model_seconds += time.perf_counter() - t0
             offset = 0
-            for index, chunk_no, times, images, repeats in pending:
-                n = len(images)
-                if index in states:
-                    states[index].chunks[chunk_no] = (times, features[offset : offset + n], repeats)
+            for index, chunk_no, chunk in items:
+                n = len(chunk.data)
+                chunk.data, chunk.encoded = features[offset : offset + n], True
                 offset += n
-            pending, pending_frames = [], 0
+                if index in states:
+                    states[index].encoded.add(chunk_no)
+            pending[view] = []
             finish_ready()
 
         def finish_ready() -> None:
-            for index in [i for i, s in states.items() if s.n_chunks is not None and len(s.chunks) == s.n_chunks]:
-                state = states.pop(index)
-                parts = [state.chunks[c] for c in range(state.n_chunks)]  # type: ignore[arg-type]
-                repeats = np.concatenate([p[2] for p in parts])
-                timestamps = np.repeat(np.concatenate([p[0] for p in parts]), repeats)
-                features = np.repeat(np.concatenate([p[1] for p in parts]), repeats, axis=0)
-                writer.add(
-                    state.entry.video_id,
-                    {encoder.view: (features, timestamps)},
-                    source=state.source,
-                    info_json=json.dumps(state.info, sort_keys=True, default=str),
+            ready = [i for i, s in states.items() if s.n_chunks is not None and len(s.encoded) == s.n_chunks]
+            for index in ready:
+                finish(states.pop(index))
+
+        def finish(state: _VideoState) -> None:
+            video_id = state.entry.video_id
+            info_json = json.dumps(state.info, sort_keys=True, default=str)
+            rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+            failed: dict[str, str] = {}
+            absent: dict[str, str] = {}
+            for view in state.views:
+                status, reason = state.outcomes.get(view, (STATUS_FAILED, "worker ended without a result"))
+                if status == STATUS_FAILED:
+                    failed[view] = reason or "failed"
+                    continue
+                if status == STATUS_ABSENT:
+                    absent[view] = reason or "absent"
+                    summary.absent[view] = summary.absent.get(view, 0) + 1
+                    continue
+                parts = [state.chunks[c] for c in sorted(state.chunks) if state.chunks[c].view == view]
+                if not parts:
+                    absent[view] = "no rows (e.g. fewer than two frames for flow)"
+                    summary.absent[view] = summary.absent.get(view, 0) + 1
+                    continue
+                times = np.concatenate([p.times_s for p in parts])
+                features = np.concatenate([np.asarray(p.data) for p in parts])
+                ends = np.concatenate([p.end_times_s for p in parts]) if parts[0].end_times_s is not None else None
+                if parts[0].repeats is not None:
+                    repeats = np.concatenate([p.repeats for p in parts])
+                    times, features = np.repeat(times, repeats), np.repeat(features, repeats, axis=0)
+                    ends = np.repeat(ends, repeats) if ends is not None else None
+                rows[view] = (features, times, ends)
+                summary.rows[view] = summary.rows.get(view, 0) + len(times)
+                if view == "clip":
+                    summary.frames += len(times)
+            if failed:
+                writer.record_failure(video_id, list(failed), failed, source=state.source, info_json=info_json)
+                summary.failed += 1
+                summary.failures[video_id] = "; ".join(
+                    f"{v}: {r}" if len(state.views) > 1 else r for v, r in failed.items()
                 )
+            if rows or absent:
+                writer.add(video_id, rows, absent=absent, source=state.source, info_json=info_json)
+            if not failed:
                 summary.extracted += 1
-                summary.frames += len(timestamps)
-                writer.maybe_commit()
-                self.progress(summary)
+            writer.maybe_commit()
+            self.progress(summary)
 
         try:
             while states:
                 try:
                     message = out.get(timeout=0.05)
                 except queue.Empty:
-                    if pending:
-                        flush()
+                    if any(pending.values()):
+                        for view in pending:
+                            flush(view)
                     elif not any(w.is_alive() for w in workers) and out.empty():
                         lost = ", ".join(s.entry.video_id for s in states.values())
                         raise RuntimeError(f"decode workers stopped with videos unfinished: {lost}") from None
                     continue
                 kind, index = message[0], message[1]
-                if kind == "frames":
-                    _, _, chunk_no, times, images, repeats = message
-                    if pending_frames + len(images) > run.batch_size:
-                        flush()
-                    pending.append((index, chunk_no, times, images, repeats))
-                    pending_frames += len(images)
-                    if pending_frames >= run.batch_size:
-                        flush()
-                elif kind == "done":
-                    _, _, n_chunks, info, decode_s = message
-                    states[index].n_chunks, states[index].info = n_chunks, info
-                    summary.decode_seconds += decode_s
-                    finish_ready()
+                if kind == "chunk":
+                    _, _, chunk_no, chunk = message
+                    state = states[index]
+                    state.chunks[chunk_no] = chunk
+                    if chunk.encoded:
+                        state.encoded.add(chunk_no)
+                        continue
+                    view = chunk.view
+                    size = len(chunk.data) * (chunk.data.shape[1] if view == "s3d" else 1)
+                    if pending[view] and batch_rows(view) + size > run.batch_size:
+                        flush(view)
+                    pending[view].append((index, chunk_no, chunk))
+                    if batch_rows(view) >= run.batch_size:
+                        flush(view)
                 else:
-                    _, _, reason, decode_s = message
-                    state = states.pop(index)
+                    _, _, n_chunks, outcomes, info, decode_s = message
+                    state = states[index]
                     summary.decode_seconds += decode_s
-                    summary.failed += 1
-                    summary.failures[state.entry.video_id] = reason
-                    writer.record_failure(state.entry.video_id, [encoder.view], reason, source=state.source)
-                    self.progress(summary)
+                    state.outcomes, state.info = outcomes, info
+                    if n_chunks is None:  # the worker crashed: drop what it sent
+                        for view in pending:
+                            pending[view] = [p for p in pending[view] if p[0] != index]
+                        state.chunks, state.encoded, n_chunks = {}, set(), 0
+                    state.n_chunks = n_chunks
+                    finish_ready()
                 summary.seconds = time.perf_counter() - started
         finally:
             stop.set()
@@ -332,62 +459,6 @@ class Extractor:
                     out.get(timeout=0.05)  # unblock workers waiting on a full queue
                 except queue.Empty:
                     pass
-
-
-class DecodedChunks:
-    """The decode stage for one video: sampled frames, prepared for `encoder`, in chunks of at most
-    `run.batch_size` as `(times_s, uint8 images, repeats)`. After iteration, `details` holds the
-    per-video facts recorded in the catalog. The extract workers and benchmarks/bench_extract.py's
-    decode-only timing both run this, so the benchmark measures exactly what extract does."""
-
-    def __init__(self, entry: VideoEntry, encoder: FrameEncoder, *, sampling, run, stop: threading.Event | None = None):
-        self.entry, self.encoder, self.sampling, self.run, self.stop = entry, encoder, sampling, run, stop
-        self.details: dict = {}
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, torch.Tensor, np.ndarray]]:
-        entry, run = self.entry, self.run
-        max_short = min(self.encoder.preprocess.size) if hasattr(self.encoder, "preprocess") else None
-        deadline = time.monotonic() + run.video_timeout_s
-        produced = 0
-        with FrameSampler(
-            entry.path,
-            sampling=self.sampling,
-            start_s=entry.start_s,
-            end_s=entry.end_s,
-            seek=run.seek,
-            threads=run.decode_threads,
-            deadline=deadline,
-        ) as sampler:
-            times, images, repeats = [], [], []
-            for frame, time_s, count in sampler:
-                if self.stop is not None and self.stop.is_set():
-                    return
-                images.append(self.encoder.prepare(frame_to_rgb(frame, max_short_side=max_short)))
-                times.append(time_s)
-                repeats.append(count)
-                if len(images) >= run.batch_size:
-                    yield np.array(times), torch.stack(images), np.array(repeats)
-                    produced += 1
-                    times, images, repeats = [], [], []
-            if images:
-                yield np.array(times), torch.stack(images), np.array(repeats)
-                produced += 1
-            stats, info = sampler.stats, sampler.info
-        if produced == 0:
-            end = info.end_s
-            raise VideoFailure(
-                f"no frames in the requested segment (video ends at {end:.3f} s)"
-                if end is not None
-                else "no frames to sample"
-            )
-        self.details = {
-            **dataclasses.asdict(info),
-            "decoded_frames": stats.decoded_frames,
-            "seeks": stats.seeks,
-            "bad_packets": stats.bad_packets,
-            "estimated_times": stats.estimated_times,
-            "notes": stats.notes,
-        }
 
 
 def embed_labels(cache_dir: str | Path, encoder, labels: list[str], templates: list[str]) -> Path:

@@ -1,6 +1,6 @@
-"""Frame encoders, one registry line each (see registry.py)."""
+"""Video backbones, one registry line each (see registry.py)."""
 
-from . import clip  # noqa: F401  registers "clip"
-from .registry import create_backbone, list_backbones, register_backbone
+from . import clip, s3d  # noqa: F401  register "clip" and "s3d"
+from .registry import BACKBONES, create_backbone, list_backbones, register_backbone
 
-__all__ = ["create_backbone", "list_backbones", "register_backbone"]
+__all__ = ["BACKBONES", "create_backbone", "list_backbones", "register_backbone"]

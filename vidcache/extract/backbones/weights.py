@@ -112,3 +112,35 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
 
         path = download_pretrained(tag_cfg)
     return ResolvedWeights("tag", path, tag_cfg)
+
+
+def load_state_dict_file(path: str) -> dict:
+    """A state dict from safetensors or a torch file, never unpickling arbitrary objects."""
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # common training-checkpoint wrapper
+    return state
+
+
+def resolve_torchvision_weights(
+    url: str, *, option: str, what: str, alternatives: str, allow_download: bool = False
+) -> str:
+    """The local file of a torchvision weights entry (torch hub cache), offline unless allowed."""
+    import torch
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if path.is_file():
+        return str(path)
+    if not allow_download:
+        raise MissingWeightsError(
+            f"{what} weights {path.name} are not in the torch hub cache ({path.parent}); download {url} "
+            f"there where there is internet, pass {option} PATH, {alternatives}, or add --download"
+        )
+    torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
+    return str(path)

@@ -1,0 +1,199 @@
+"""torchvision's RAFT (small or large): learned flow, on the run's device, fp32."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...config import FlowConfig
+from ...errors import ConfigError, MissingWeightsError
+from ..device import to_device
+from .base import FlowMethod, check_pairs, register_flow_method
+
+NUM_FLOW_UPDATES = 12  # torchvision's default and the number its weights were evaluated with
+# torchvision's correlation pyramid needs feature maps of at least 16 × 16, i.e. inputs of 128 × 128;
+# smaller working sizes are padded up to it (and cropped back), not resized, so flow stays in pixels.
+MIN_INPUT_SIDE = 128
+MULTIPLE = 8  # the encoders downsample by 8
+
+
+@dataclass(frozen=True)
+class RaftWeights:
+    kind: str  # "torchvision" (the default weights in the torch hub cache), "file" or "random"
+    name: str  # torchvision weights enum name, file path or "none"
+    path: str | None
+
+
+def _torchvision_weights(raft_model: str):
+    from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights
+
+    # The "V2" weights: trained on FlyingChairs + FlyingThings (+ Sintel/KITTI/HD1K for large), the
+    # general-purpose ones torchvision recommends as DEFAULT.
+    return Raft_Small_Weights.C_T_V2 if raft_model == "small" else Raft_Large_Weights.C_T_SKHT_V2
+
+
+def hub_checkpoint_path(url: str) -> str:
+    """Where torch.hub.load_state_dict_from_url keeps `url` (follows $TORCH_HOME at call time)."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+def resolve_raft_weights(config: FlowConfig, *, allow_download: bool = False) -> RaftWeights:
+    """`--flow-weights` → a local file, or random init; never touches the network unless allowed."""
+    if config.weights == "none":
+        return RaftWeights("random", "none", None)
+    if config.weights != "default":
+        if not os.path.isfile(config.weights):
+            raise MissingWeightsError(
+                f"--flow-weights file {config.weights} does not exist; give the path of a torchvision RAFT "
+                f"state dict (.pth/.safetensors), 'default', or 'none'"
+            )
+        return RaftWeights("file", os.path.abspath(config.weights), os.path.abspath(config.weights))
+
+    weights = _torchvision_weights(config.raft_model)
+    url = weights.url
+    path = hub_checkpoint_path(url)
+    if not os.path.isfile(path):
+        if not allow_download:
+            raise MissingWeightsError(
+                f"RAFT-{config.raft_model} weights {os.path.basename(path)} are not in the torch hub cache "
+                f"({os.path.dirname(path)}); download {url} into that folder where there is internet, "
+                "add --download, pass --flow-weights PATH, use --flow-weights none (random weights), "
+                "or --flow-method tvl1 (no weights)"
+            )
+        # check_hash: the file name carries the first hex digits of its sha256, as torchvision checks.
+        torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, check_hash=True)
+    return RaftWeights("torchvision", f"{type(weights).__name__}.{weights.name}", path)
+
+
+def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _state_dict_sha256(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_raft(config: FlowConfig, *, allow_download: bool = False):
+    """Build RAFT for `config`; return (model in eval mode on CPU, weights, weights_sha256)."""
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    from ..backbones.weights import sha256_file
+
+    weights = resolve_raft_weights(config, allow_download=allow_download)
+    build = raft_small if config.raft_model == "small" else raft_large
+    # fork_rng: seed the random init without moving the caller's global RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build(weights=None, progress=False)
+    if weights.path is not None:
+        if weights.kind == "torchvision":
+            sha = sha256_file(weights.path)
+            expected = torch.hub.HASH_REGEX.search(os.path.basename(weights.path))
+            if expected and not sha.startswith(expected.group(1)):
+                raise MissingWeightsError(
+                    f"{weights.path} is corrupt (sha256 {sha[:12]}… does not match its name); delete it and "
+                    "fetch it again with --download"
+                )
+        try:
+            model.load_state_dict(_load_state_dict(weights.path))
+        except RuntimeError as error:  # wrong architecture or not a torchvision RAFT checkpoint
+            first = str(error).splitlines()[0]
+            raise ConfigError(
+                f"--flow-weights {weights.path} is not a torchvision raft_{config.raft_model} state dict ({first})"
+            ) from None
+    model.eval()
+    weights_sha256 = _state_dict_sha256(model) if weights.path is None else sha256_file(weights.path)
+    return model, weights, weights_sha256
+
+
+@register_flow_method("raft")
+class RaftFlow(FlowMethod):
+    """RAFT on uint8 RGB pairs, normalised as the weights' transforms do ([0, 255] → [-1, 1]).
+
+    Inputs are replicate-padded (evenly on both sides) up to multiples of 8 and at least 128, and the
+    last of `num_flow_updates` predictions is cropped back. fp32 throughout: RAFT's iterative updates
+    are unstable in fp16.
+    """
+
+    method = "raft"
+
+    def __init__(
+        self,
+        *,
+        config: FlowConfig,
+        device: torch.device | str = "cpu",
+        allow_download: bool = False,
+        num_flow_updates: int = NUM_FLOW_UPDATES,
+    ):
+        self.config = config
+        self.device = torch.device(device)
+        self.num_flow_updates = num_flow_updates
+        self.model, self.weights, self.weights_sha256 = load_raft(config, allow_download=allow_download)
+        self.model.to(self.device)
+        # One model, one device: decode workers take turns (the GPU serialises the work anyway).
+        self._lock = threading.Lock()
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights.kind == "random"
+
+    @staticmethod
+    def _padding(h: int, w: int) -> tuple[int, int, int, int]:
+        def split(size: int) -> tuple[int, int]:
+            target = max(MIN_INPUT_SIDE, -(-size // MULTIPLE) * MULTIPLE)
+            before = (target - size) // 2
+            return before, target - size - before
+
+        top, bottom = split(h)
+        left, right = split(w)
+        return left, right, top, bottom  # F.pad order: last dim first
+
+    def _normalise(self, frames: np.ndarray) -> torch.Tensor:
+        # uint8 crosses to the device (4× fewer bytes than float), NHWC → NCHW happens there
+        pixels = to_device(torch.from_numpy(np.ascontiguousarray(frames)), self.device).permute(0, 3, 1, 2)
+        # = Raft_*_Weights.*.transforms(): convert_image_dtype to [0, 1], normalize(mean=0.5, std=0.5), and
+        # contiguous NCHW as they return it: the permuted (channels-last) layout picks other conv kernels,
+        # whose last-bit differences RAFT's 12 iterations grow to ~1e-5 px.
+        return pixels.float().div_(255.0).sub_(0.5).div_(0.5).contiguous()
+
+    def compute(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        check_pairs(first, second)
+        n, h, w, _ = first.shape
+        if n == 0:
+            return np.zeros((0, 2, h, w), np.float32)
+        left, right, top, bottom = self._padding(h, w)
+        with self._lock, torch.inference_mode():
+            image1 = F.pad(self._normalise(first), (left, right, top, bottom), mode="replicate")
+            image2 = F.pad(self._normalise(second), (left, right, top, bottom), mode="replicate")
+            predictions = self.model(image1, image2, num_flow_updates=self.num_flow_updates)
+            flow = predictions[-1][:, :, top : top + h, left : left + w]
+            return flow.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def identity(self) -> dict:
+        return {
+            "method": "raft",
+            "implementation": f"torchvision.models.optical_flow.raft_{self.config.raft_model}",
+            "raft_model": self.config.raft_model,
+            "weights_kind": self.weights.kind,
+            "weights": self.weights.name if self.weights.kind != "file" else "file",
+            "weights_path": self.weights.path or "",
+            "weights_sha256": self.weights_sha256,
+            "random_init_seed": self.config.seed if self.random_weights else None,
+            "num_flow_updates": self.num_flow_updates,
+            "input": "RGB uint8 / 255 * 2 - 1, replicate-padded to multiples of 8 (at least 128), cropped back",
+            "dtype": "float32",
+        }

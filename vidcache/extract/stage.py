@@ -1,0 +1,169 @@
+"""The decode stage for one video: one pass over the video stream feeding every video view's
+consumer, then one pass over the audio stream, as a stream of `Chunk`s.
+
+Each view ends in its own outcome (done, absent, failed) so a video without audio still gets its
+clip rows, and an audio-only file still gets its audio rows. The extract workers and the benchmarks
+run this same class, so benchmarks measure what extract does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED
+from ..config import RunConfig
+from ..errors import VideoFailure, ViewAbsent
+from ..manifest import VideoEntry
+from .consumers import Chunk, Consumer
+from .decode import FrameSampler, frame_to_rgb
+
+AUDIO_CHUNK_EXAMPLES = 64  # log-mel examples per chunk sent to the audio encoder
+
+
+class VideoStage:
+    """Iterate to get the chunks; afterwards `outcomes[view] = (status, reason)` for every view
+    asked for and `details` holds the per-video facts recorded in the catalog."""
+
+    def __init__(
+        self,
+        entry: VideoEntry,
+        consumers: list[Consumer],
+        *,
+        run: RunConfig,
+        audio: bool = False,
+        stop: threading.Event | None = None,
+    ):
+        self.entry, self.consumers, self.run, self.audio, self.stop = entry, consumers, run, audio, stop
+        self.outcomes: dict[str, tuple[str, str | None]] = {}
+        self.details: dict = {}
+
+    def _stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        deadline = time.monotonic() + self.run.video_timeout_s
+        if self.consumers:
+            video_views = [v for c in self.consumers for v in c.view_names]
+            try:
+                yield from self._video(deadline)
+                for view in video_views:
+                    self.outcomes.setdefault(view, (STATUS_DONE, None))
+            except VideoFailure as failure:
+                for view in video_views:
+                    self.outcomes[view] = (STATUS_FAILED, failure.reason)
+            except ViewAbsent as absent:
+                for view in video_views:
+                    self.outcomes[view] = (STATUS_ABSENT, absent.reason)
+        if self.audio and not self._stopped():
+            try:
+                yield from self._audio(deadline)
+                self.outcomes["audio"] = (STATUS_DONE, None)
+            except VideoFailure as failure:
+                self.outcomes["audio"] = (STATUS_FAILED, failure.reason)
+            except ViewAbsent as absent:
+                self.outcomes["audio"] = (STATUS_ABSENT, absent.reason)
+
+    # video ---------------------------------------------------------------------------------------
+    def _video(self, deadline: float) -> Iterator[Chunk]:
+        entry, run, consumers = self.entry, self.run, self.consumers
+        owners: list[np.ndarray] = []  # union position → (consumer number, own target index)
+
+        with FrameSampler(
+            entry.path,
+            start_s=entry.start_s,
+            end_s=entry.end_s,
+            seek=run.seek,
+            threads=run.decode_threads,
+            deadline=deadline,
+            targets_fn=lambda origin_s, end_s: self._union(origin_s, end_s, owners, sampler_info),
+        ) as sampler:
+            sampler_info = sampler.info
+            max_short = max((c.max_short_side or 0) for c in consumers) or None
+            cursor, rows = 0, 0
+            for frame, time_s, count in sampler:
+                if self._stopped():
+                    return
+                rgb = frame_to_rgb(frame, max_short_side=max_short)
+                covered = owners[0][:, cursor : cursor + count]
+                cursor += count
+                for number in np.unique(covered[0]):
+                    own = covered[1][covered[0] == number]
+                    yield from consumers[number].feed(rgb, time_s, own)
+                rows += count
+            for consumer in consumers:
+                yield from consumer.finish()
+            stats, info = sampler.stats, sampler.info
+        if rows == 0:
+            end = info.end_s
+            raise VideoFailure(
+                f"no frames in the requested segment (video ends at {end:.3f} s)"
+                if end is not None
+                else "no frames to sample"
+            )
+        self.details.update(
+            {
+                **dataclasses.asdict(info),
+                "decoded_frames": stats.decoded_frames,
+                "seeks": stats.seeks,
+                "bad_packets": stats.bad_packets,
+                "estimated_times": stats.estimated_times,
+                "notes": stats.notes,
+            }
+        )
+
+    def _union(self, origin_s: float, end_s: float, owners: list[np.ndarray], info) -> np.ndarray:
+        nominal_dt = 1.0 / info.avg_fps if info.avg_fps else 1 / 30
+        times, consumer_no, own_index = [], [], []
+        for number, consumer in enumerate(self.consumers):
+            targets = np.asarray(consumer.targets_s(origin_s, end_s, nominal_dt), dtype=np.float64)
+            times.append(targets)
+            consumer_no.append(np.full(len(targets), number))
+            own_index.append(np.arange(len(targets)))
+        all_times = np.concatenate(times)
+        order = np.argsort(all_times, kind="stable")
+        owners.append(np.stack([np.concatenate(consumer_no)[order], np.concatenate(own_index)[order]]))
+        return all_times[order]
+
+    # audio ---------------------------------------------------------------------------------------
+    def _audio(self, deadline: float) -> Iterator[Chunk]:
+        from .audio import LogMelExamples, iter_audio
+        from .audio.frontend import EXAMPLE_S
+
+        frontend = LogMelExamples()
+        start_s: float | None = None
+        pending: list = []
+        emitted = 0
+
+        def chunk(examples) -> Chunk:
+            nonlocal emitted
+            starts = start_s + (emitted + np.arange(len(examples))) * EXAMPLE_S  # type: ignore[operator]
+            emitted += len(examples)
+            return Chunk("audio", starts, starts + EXAMPLE_S, examples, False)
+
+        for chunk_start_s, samples in iter_audio(
+            self.entry.path, start_s=self.entry.start_s, end_s=self.entry.end_s, deadline=deadline
+        ):
+            if self._stopped():
+                return
+            if start_s is None:
+                start_s = chunk_start_s
+            examples = frontend.feed(samples)
+            if len(examples):
+                pending.append(examples)
+            if sum(len(p) for p in pending) >= AUDIO_CHUNK_EXAMPLES:
+                yield chunk(torch.cat(pending))
+                pending = []
+        tail = frontend.finish()
+        if len(tail):
+            pending.append(tail)
+        if pending:
+            yield chunk(torch.cat(pending))
+        if emitted == 0:
+            raise ViewAbsent("audio shorter than one 25 ms window")
+        self.details["audio_examples"] = emitted
