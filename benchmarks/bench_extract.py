@@ -3,7 +3,7 @@
 Builds a small synthetic corpus (default 8 videos, 10 s, 30 fps, 320x240) and a CSV manifest, then
 measures on the same frames, median of `--repeats` runs each:
 
-a) decode only: `vidcache.extract.runner.DecodedChunks` (the extract workers' own decode stage) over all videos,
+a) decode only: `vidcache.extract.stage.VideoStage` (the extract workers' own decode stage) over all videos,
    in as many threads as the extractor's `--workers`, exactly as its decode workers do;
 b) model only: `encoder.encode` over the same prepared frames in batches of `--batch-size`;
 c) full extraction: `vidcache.extract.runner.Extractor` into a fresh temporary cache. The pipeline
@@ -41,8 +41,10 @@ import torch
 from vidcache.config import ClipConfig, ExtractConfig, RunConfig, SamplingConfig
 from vidcache.extract.backbones import create_backbone
 from vidcache.extract.backbones.base import FrameEncoder
+from vidcache.extract.consumers import ClipFrames
 from vidcache.extract.device import resolve_device
-from vidcache.extract.runner import DecodedChunks, Extractor, ExtractSummary
+from vidcache.extract.runner import Extractor, ExtractSummary
+from vidcache.extract.stage import VideoStage
 from vidcache.manifest import VideoEntry, read_manifest
 from vidcache.synth import write_video
 
@@ -168,8 +170,12 @@ def decode_only(entries: list[VideoEntry], config: ExtractConfig, encoder: Frame
             except queue.Empty:
                 return
             try:
-                for _times, images, _repeats in DecodedChunks(entry, encoder, sampling=sampling, run=run):
-                    batches.append(images)
+                consumers = [ClipFrames(encoder, sampling, batch_size=run.batch_size)]
+                stage = VideoStage(entry, consumers, run=run)
+                for chunk in stage:
+                    batches.append(chunk.data)
+                if stage.outcomes.get("clip", ("done",))[0] != "done":
+                    raise RuntimeError(f"{entry.video_id}: {stage.outcomes['clip'][1]}")
             except BaseException as exc:  # reported by the caller
                 errors.append(exc)
                 return
