@@ -94,6 +94,7 @@ def test_per_view_status_and_timestamps_within_duration(all_views):
     _, _, cache_dir, summary = all_views
     assert summary["failed"] == 0 and summary["extracted"] == 2
     assert summary["absent"] == {"audio": 1}
+    assert not list((cache_dir / "tmp").glob("*"))  # flow rows waited on disk, then were cleaned up
     with Cache(cache_dir) as cache:
         assert cache.views() == ["audio", "clip", "flow", "motion", "s3d"]
         assert cache.status("silent.mp4") == {

@@ -256,23 +256,41 @@ def extract(manifest: str, cache_dir: str, root: str | None, as_json: bool, **op
 
 def cache_status(cache_dir: str) -> dict:
     from .cache.catalog import Catalog
-    from .cache.layout import STATUS_DONE, STATUS_FAILED
+    from .cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED
+
+    def describe(view: str, identity: dict) -> tuple[str, str, str]:
+        """(model, weights, sampling) of a view's identity, in words."""
+        sampling = identity.get("sampling", {})
+        if isinstance(sampling, dict) and sampling:
+            every = f"{sampling['fps']} fps" if sampling.get("fps") else f"{sampling.get('num_frames')} frames"
+        elif isinstance(sampling, (int, float)):
+            every = f"{sampling} fps"
+        else:
+            every = ""
+        if view == "s3d":
+            every = f"{identity['clip_len']} frames at {identity['fps']} fps, stride {identity['stride']}"
+            return "s3d", identity.get("weights", ""), every
+        if view == "audio":
+            return identity.get("encoder", ""), identity.get("weights_path", "") or "-", "0.96 s examples"
+        if view in ("flow", "motion"):
+            flow = identity.get("flow", {})
+            return f"{flow.get('method', '')} @{identity.get('short_side')}px", flow.get("weights", "") or "-", every
+        return identity.get("model", ""), identity.get("pretrained", ""), every
 
     catalog = Catalog.open(cache_dir)
     try:
         views = {}
         for view, identity in catalog.views().items():
             items = catalog.items(view)
-            sampling = identity.get("sampling", {})
+            model, weights, every = describe(view, identity)
             views[view] = {
-                "model": identity.get("model", ""),
-                "pretrained": identity.get("pretrained", ""),
+                "model": model,
+                "pretrained": weights,
                 "weights_sha256": identity.get("weights_sha256", ""),
                 "dtype": identity.get("dtype", ""),
-                "sampling": (
-                    f"{sampling['fps']} fps" if sampling.get("fps") else f"{sampling.get('num_frames')} frames"
-                ),
+                "sampling": every,
                 "done": sum(i.status == STATUS_DONE for i in items),
+                "absent": sum(i.status == STATUS_ABSENT for i in items),
                 "failed": sum(i.status == STATUS_FAILED for i in items),
                 "rows": sum(i.row_count or 0 for i in items if i.status == STATUS_DONE),
             }
@@ -407,7 +425,7 @@ def demo(out_dir: str, device: str, as_json: bool) -> None:
             err=True,
         )
     cache_dir = str(Path(out_dir) / ("cache-" + model.lower()))
-    options = dict(views="clip", clip_model=model, clip_pretrained=pretrained, fps=4.0, device=device)
+    options = dict(views="clip,audio", clip_model=model, clip_pretrained=pretrained, fps=4.0, device=device)
     code = run_extract(str(manifest), cache_dir=cache_dir, root=None, as_json=as_json, **options)
     if not as_json:
         click.echo(

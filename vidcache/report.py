@@ -77,8 +77,10 @@ def print_extract_summary(summary, *, console: Console | None = None) -> None:
         ("extracted now", summary.extracted),
         ("already cached (skipped)", summary.skipped),
         ("failed", summary.failed),
-        ("frames", summary.frames),
+        ("frames (clip rows)", summary.frames),
         ("frames/s", f"{summary.frames_per_s:.1f}"),
+        *((f"rows: {view}", count) for view, count in sorted(summary.rows.items())),
+        *((f"absent: {view} (no stream)", count) for view, count in sorted(summary.absent.items())),
         ("decode s (all workers)", f"{summary.decode_seconds:.2f}"),
         ("model s", f"{summary.model_seconds:.2f}"),
         ("write s", f"{summary.write_seconds:.2f}"),
@@ -100,7 +102,7 @@ def print_extract_summary(summary, *, console: Console | None = None) -> None:
 def print_status(status: dict, *, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"vidcache status: {status['cache']}")
-    for column in ("view", "model", "pretrained", "dtype", "sampling", "done", "failed", "rows"):
+    for column in ("view", "model", "weights", "dtype", "sampling", "done", "absent", "failed", "rows"):
         table.add_column(column)
     for view, info in status["views"].items():
         table.add_row(
@@ -110,6 +112,7 @@ def print_status(status: dict, *, console: Console | None = None) -> None:
             info["dtype"],
             info["sampling"],
             str(info["done"]),
+            str(info.get("absent", 0)),
             str(info["failed"]),
             str(info["rows"]),
         )

@@ -150,28 +150,39 @@ class ShardWriter:
             raise ValueError(f"{video_id}/{view}: {len(end_timestamps_s)} end times for {len(timestamps_s)} rows")
         group = self._group(view, features.shape[1], with_end=end_timestamps_s is not None)
         feats, stamps = group["features"], group["timestamps_s"]
-        stored = np.ascontiguousarray(features, dtype=feats.dtype)
-        start, count = feats.shape[0], len(stored)
-        columns = [(feats, stored), (stamps, np.asarray(timestamps_s, dtype="<f8"))]
-        if end_timestamps_s is not None:
-            columns.append((group["end_timestamps_s"], np.asarray(end_timestamps_s, dtype="<f8")))
-        for dataset, values in columns:
+        start, count = feats.shape[0], len(features)
+        stamps_le = np.asarray(timestamps_s, dtype="<f8")
+        ends_le = None if end_timestamps_s is None else np.asarray(end_timestamps_s, dtype="<f8")
+        for dataset in (feats, stamps, *(() if ends_le is None else (group["end_timestamps_s"],))):
             dataset.resize(start + count, axis=0)
-            if count:
-                dataset[start:] = values
+        # features go in blocks, so a memory-mapped spill of a long video's flow is never loaded whole;
+        # the CRC32 runs over the same bytes in the same order as rows_checksum
+        crc = 0
+        block = max(1, (64 << 20) // max(1, features.shape[1] * feats.dtype.itemsize))
+        for lo in range(0, count, block):
+            part = np.ascontiguousarray(features[lo : lo + block], dtype=feats.dtype.newbyteorder("<"))
+            feats[start + lo : start + lo + len(part)] = part
+            crc = zlib.crc32(part.view(np.uint8).tobytes(), crc)
+        if count:
+            stamps[start:] = stamps_le
+            if ends_le is not None:
+                group["end_timestamps_s"][start:] = ends_le
+        crc = zlib.crc32(stamps_le.view(np.uint8).tobytes(), crc)
+        if ends_le is not None:
+            crc = zlib.crc32(ends_le.view(np.uint8).tobytes(), crc)
         rows = ShardRows(
             video_id,
             view,
             start,
             count,
-            rows_checksum(stored, np.asarray(timestamps_s), end_timestamps_s),
+            crc,
             source_size,
             source_mtime_ns,
             info_json,
         )
         self.rows.append(rows)
         self._index.setdefault(view, []).append(rows)
-        self.nbytes += stored.nbytes + 8 * count
+        self.nbytes += count * features.shape[1] * feats.dtype.itemsize + 8 * count
         return rows
 
     @property

@@ -35,11 +35,14 @@ from ..manifest import VideoEntry
 from .backbones import create_backbone
 from .consumers import Chunk, ClipFrames, Consumer, FlowPairs, S3dWindows
 from .device import resolve_device
+from .spill import RowSpill, remove_spills
 from .stage import VideoStage
 from .text import DEFAULT_TEMPLATES, prompt_embeddings, write_text_embeddings
 
 log = logging.getLogger("vidcache.extract")
 _IGNORED_IDENTITY_KEYS = ("weights_path",)  # a moved file with the same sha256 is the same weights
+SPILLED_VIEWS = ("flow",)  # views whose rows are large enough to wait on disk until the video is complete
+SPILL_DIR = "tmp"
 
 
 @dataclass
@@ -91,6 +94,12 @@ class _VideoState:
     n_chunks: int | None = None  # known once the worker says the video is complete
     outcomes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    spills: dict[str, RowSpill] = field(default_factory=dict)  # large finished rows, kept on disk
+
+    def close(self) -> None:
+        for spill in self.spills.values():
+            spill.close()
+        self.spills.clear()
 
 
 ProgressFn = Callable[[ExtractSummary], None]
@@ -287,6 +296,7 @@ class Extractor:
                     commit_every_s=cfg.run.commit_every_s,
                 )
                 writer.remove_own_partials()
+                remove_spills(self.cache_dir / SPILL_DIR, writer.writer_tag)
                 adopted = writer.adopt_orphans()
                 if adopted:
                     log.info("adopted %d complete shard(s) left unrecorded by an interrupted run", adopted)
@@ -390,7 +400,10 @@ class Extractor:
                     summary.absent[view] = summary.absent.get(view, 0) + 1
                     continue
                 times = np.concatenate([p.times_s for p in parts])
-                features = np.concatenate([np.asarray(p.data) for p in parts])
+                if view in state.spills:
+                    features = state.spills[view].rows()
+                else:
+                    features = np.concatenate([np.asarray(p.data) for p in parts])
                 ends = np.concatenate([p.end_times_s for p in parts]) if parts[0].end_times_s is not None else None
                 if parts[0].repeats is not None:
                     repeats = np.concatenate([p.repeats for p in parts])
@@ -406,8 +419,11 @@ class Extractor:
                 summary.failures[video_id] = "; ".join(
                     f"{v}: {r}" if len(state.views) > 1 else r for v, r in failed.items()
                 )
-            if rows or absent:
-                writer.add(video_id, rows, absent=absent, source=state.source, info_json=info_json)
+            try:
+                if rows or absent:
+                    writer.add(video_id, rows, absent=absent, source=state.source, info_json=info_json)
+            finally:
+                state.close()
             if not failed:
                 summary.extracted += 1
             writer.maybe_commit()
@@ -431,6 +447,11 @@ class Extractor:
                     state = states[index]
                     state.chunks[chunk_no] = chunk
                     if chunk.encoded:
+                        if chunk.view in SPILLED_VIEWS:
+                            if chunk.view not in state.spills:
+                                state.spills[chunk.view] = RowSpill(self.cache_dir / SPILL_DIR, writer.writer_tag)
+                            state.spills[chunk.view].append(np.asarray(chunk.data))
+                            chunk.data = np.zeros((len(chunk), 0), np.uint8)  # the rows are on disk now
                         state.encoded.add(chunk_no)
                         continue
                     view = chunk.view
@@ -449,11 +470,14 @@ class Extractor:
                         for view in pending:
                             pending[view] = [p for p in pending[view] if p[0] != index]
                         state.chunks, state.encoded, n_chunks = {}, set(), 0
+                        state.close()
                     state.n_chunks = n_chunks
                     finish_ready()
                 summary.seconds = time.perf_counter() - started
         finally:
             stop.set()
+            for state in states.values():
+                state.close()
             while any(w.is_alive() for w in workers):
                 try:
                     out.get(timeout=0.05)  # unblock workers waiting on a full queue
