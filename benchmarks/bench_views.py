@@ -204,16 +204,16 @@ def bare_pairs(path: Path, *, fps: float, step: int, short_side: int) -> list[tu
 
 
 def bare_tvl1(
-    videos: list[list[tuple[float, np.ndarray, np.ndarray]]], threads: int
-) -> tuple[float, float, float, list]:
+    videos: list[list[tuple[float, np.ndarray, np.ndarray]]], threads: int, flows: list
+) -> tuple[float, float, float]:
     """`DualTVL1OpticalFlow.calc` on every pair, videos shared out over `threads` Python threads
     (one solver object per thread, one pair at a time, as vidcache's decode workers run it).
     Returns (wall seconds, summed seconds inside calc, CPU seconds of the calling threads (OpenCV's
-    own pool threads, if it uses them, not counted), flows per video as [N, 2, H, W])."""
+    own pool threads, if it uses them, not counted)); the flows ([N, 2, H, W] per video) go to `flows`."""
     tasks: queue.Queue = queue.Queue()
     for number in range(len(videos)):
         tasks.put(number)
-    flows: list = [None] * len(videos)
+    flows[:] = [None] * len(videos)
     calc_s = [0.0] * threads
     cpu_s = [0.0] * threads
 
@@ -240,7 +240,7 @@ def bare_tvl1(
         thread.start()
     for thread in pool:
         thread.join()
-    return time.perf_counter() - started, sum(calc_s), sum(cpu_s), flows
+    return time.perf_counter() - started, sum(calc_s), sum(cpu_s)
 
 
 def check_same_pairs(cache: Path, videos: list[Path], pairs: list[list], flows: list[np.ndarray]) -> dict[str, Any]:
@@ -358,19 +358,15 @@ def tvl1_overhead(args: argparse.Namespace, workdir: Path, log: Callable[[str], 
     for rep in range(args.overhead_repeats):
         for workers in (1, 2):
             row: dict[str, Any] = {}
+            cache = workdir / "caches" / f"motion-w{workers}"
+            flows: list = []
             # alternate which side goes first, so a change in outside load hits both alike
             for side in ("vidcache", "bare") if rep % 2 == 0 else ("bare", "vidcache"):
                 if side == "bare":
-                    wall, calc, cpu, flows = bare_tvl1(pairs, threads=workers)
+                    wall, calc, cpu = bare_tvl1(pairs, workers, flows)
                     row.update(bare_wall_s=wall, bare_calc_s=calc, bare_thread_cpu_s=cpu)
                     continue
-                cache = workdir / "caches" / f"motion-w{workers}"
-                options_w = {**options, "workers": workers}
-                run = extract(manifest, cache, "motion", options_w, workdir, f"motion-w{workers}")
-                if same_pairs is None:
-                    wall, calc, cpu, flows = bare_tvl1(pairs[:1], threads=1)  # untimed: the flows to compare
-                    same_pairs = check_same_pairs(cache, videos[:1], pairs[:1], flows)
-                shutil.rmtree(cache, ignore_errors=True)
+                run = extract(manifest, cache, "motion", {**options, "workers": workers}, workdir, "motion")
                 s = run["summary"]
                 row.update(
                     vidcache_stage_s=s["decode_seconds"],
@@ -378,6 +374,9 @@ def tvl1_overhead(args: argparse.Namespace, workdir: Path, log: Callable[[str], 
                     vidcache_wall_s=run["wall_s"],
                     rows=s["rows"].get("motion", 0),
                 )
+            if same_pairs is None:
+                same_pairs = check_same_pairs(cache, videos, pairs, flows)
+            shutil.rmtree(cache, ignore_errors=True)
             rounds[str(workers)].append(row)
             log(
                 f"  [{rep + 1}/{args.overhead_repeats}] workers {workers}: vidcache stage "

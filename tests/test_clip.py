@@ -106,3 +106,18 @@ def test_every_registered_backbone_encodes_prepared_frames(name, tiny_checkpoint
     assert out.shape == (len(batch), encoder.feature_dim) and np.isfinite(out).all()
     one_by_one = np.concatenate([encoder.encode(b[None]) for b in batch])
     np.testing.assert_allclose(out, one_by_one, rtol=1e-4, atol=1e-4)  # batching does not change results
+
+
+def test_s3d_weights_are_looked_up_offline_and_checked(tmp_path, monkeypatch):
+    from vidcache.config import S3dConfig
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(MissingWeightsError, match=r"s3d-d76dad2f\.pth are not in the torch hub cache.*--s3d-weights"):
+        create_backbone("s3d", config=S3dConfig(), device=torch.device("cpu"))
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "s3d-d76dad2f.pth").write_bytes(b"not the weights")
+    with pytest.raises(MissingWeightsError, match="corrupt"):
+        create_backbone("s3d", config=S3dConfig(), device=torch.device("cpu"))
+    with pytest.raises(MissingWeightsError, match="does not exist"):
+        create_backbone("s3d", config=S3dConfig(weights=str(tmp_path / "nope.pt")), device=torch.device("cpu"))

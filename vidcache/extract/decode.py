@@ -65,12 +65,10 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
-def open_video(
-    path: str, *, threads: int = 0
-) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, VideoInfo]:
-    """Open a file and describe its first video stream; every failure becomes a `VideoFailure`."""
+def open_container(path: str, *, kind: str = "video") -> av.container.InputContainer:
+    """av.open with every failure turned into a `VideoFailure` whose reason a user can act on."""
     try:
-        container = av.open(path, metadata_errors="replace")
+        return av.open(path, metadata_errors="replace")
     except FileNotFoundError:
         raise VideoFailure("file not found") from None
     except PermissionError:
@@ -78,9 +76,16 @@ def open_video(
     except IsADirectoryError:
         raise VideoFailure("path is a directory, not a video file") from None
     except av.error.FFmpegError as exc:
-        raise VideoFailure(f"not a readable video ({exc.strerror or type(exc).__name__})") from None
+        raise VideoFailure(f"not a readable {kind} ({exc.strerror or type(exc).__name__})") from None
     except Exception as exc:
         raise VideoFailure(f"cannot open ({type(exc).__name__}: {exc})") from None
+
+
+def open_video(
+    path: str, *, threads: int = 0
+) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, VideoInfo]:
+    """Open a file and describe its first video stream; every failure becomes a `VideoFailure`."""
+    container = open_container(path)
     if not container.streams.video:
         container.close()
         raise VideoFailure("no video stream (audio-only or data file)")

@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from ...errors import VideoFailure, ViewAbsent
+from ..decode import open_container
 from .frontend import SAMPLE_RATE_HZ
 
 MAX_BAD_PACKETS = 50  # audio packets the decoder may reject before the video counts as failed
@@ -26,18 +27,7 @@ SEEK_PREROLL_S = 1.0  # seek this far before the segment: the decoder's overlap 
 
 
 def _open(path: str) -> av.container.InputContainer:
-    try:
-        return av.open(path, metadata_errors="replace")
-    except FileNotFoundError:
-        raise VideoFailure("file not found") from None
-    except PermissionError:
-        raise VideoFailure("permission denied") from None
-    except IsADirectoryError:
-        raise VideoFailure("path is a directory, not a video file") from None
-    except av.error.FFmpegError as exc:
-        raise VideoFailure(f"not a readable file ({exc.strerror or type(exc).__name__})") from None
-    except Exception as exc:
-        raise VideoFailure(f"cannot open ({type(exc).__name__}: {exc})") from None
+    return open_container(path, kind="file")
 
 
 class _Resampler:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 from importlib import resources
@@ -16,7 +15,7 @@ from ..device import autocast_dtype, to_device
 from ..preprocess import ImagePreprocess
 from .base import FrameEncoder
 from .registry import register_backbone
-from .weights import ResolvedWeights, resolve_clip_weights, sha256_file
+from .weights import ResolvedWeights, resolve_clip_weights, sha256_file, state_dict_sha256
 
 TINY_MODEL = "vidcache-tiny"
 DEFAULT_TEMPLATES = ("a video of {}.", "This is a video about {}")
@@ -51,14 +50,6 @@ def _hf_offline(enabled: bool):
             os.environ["HF_HUB_OFFLINE"] = saved
 
 
-def _state_dict_sha256(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def load_clip(config: ClipConfig, *, allow_download: bool = False):
     """Build the open_clip model for `config`; return (model, weights, weights_sha256, preprocess)."""
     import open_clip
@@ -91,7 +82,7 @@ def load_clip(config: ClipConfig, *, allow_download: bool = False):
             finally:
                 quiet.setLevel(level)
     model.eval()
-    weights_sha256 = _state_dict_sha256(model) if weights.path is None else sha256_file(weights.path)
+    weights_sha256 = state_dict_sha256(model) if weights.path is None else sha256_file(weights.path)
     preprocess = ImagePreprocess.from_open_clip(open_clip.get_model_preprocess_cfg(model))
     return model, weights, weights_sha256, preprocess
 

@@ -21,7 +21,7 @@ from ...errors import ConfigError
 from ..device import autocast_dtype, to_device
 from .base import FrameEncoder
 from .registry import register_backbone
-from .weights import load_state_dict_file, resolve_torchvision_weights, sha256_file
+from .weights import load_state_dict_file, resolve_torchvision_weights, sha256_file, state_dict_sha256
 
 RESIZE_HW = (256, 256)
 CROP_HW = (224, 224)
@@ -39,15 +39,13 @@ def load_s3d(config: S3dConfig, *, allow_download: bool = False) -> tuple[torch.
     if config.weights == "none":
         torch.manual_seed(config.seed)
         model = module.s3d(weights=None, num_classes=len(entry.meta["categories"]))
-        from .clip import _state_dict_sha256
-
-        return model.eval(), "random", "", _state_dict_sha256(model)
+        return model.eval(), "random", "", state_dict_sha256(model)
     if config.weights == "kinetics400":
         path = resolve_torchvision_weights(
             entry.url,
             option="--s3d-weights",
             what="S3D Kinetics-400",
-            alternatives="or --s3d-weights none for random weights",
+            alternatives="or --s3d-weights none (random weights)",
             allow_download=allow_download,
         )
         kind = "torchvision"

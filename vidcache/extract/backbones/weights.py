@@ -128,19 +128,33 @@ def load_state_dict_file(path: str) -> dict:
     return state
 
 
+def state_dict_sha256(model) -> str:
+    """sha256 over a model's parameters in name order: identifies random-init weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def resolve_torchvision_weights(
     url: str, *, option: str, what: str, alternatives: str, allow_download: bool = False
 ) -> str:
-    """The local file of a torchvision weights entry (torch hub cache), offline unless allowed."""
+    """The local file of a torchvision weights entry (torch hub cache), offline unless allowed;
+    its sha256 must start with the digits in its name, as torchvision checks on download."""
     import torch
 
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-    if path.is_file():
-        return str(path)
-    if not allow_download:
+    if not path.is_file():
+        if not allow_download:
+            raise MissingWeightsError(
+                f"{what} weights {path.name} are not in the torch hub cache ({path.parent}); download {url} "
+                f"into that folder where there is internet, add --download, pass {option} PATH, {alternatives}"
+            )
+        torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, check_hash=True)
+    expected = torch.hub.HASH_REGEX.search(path.name)
+    if expected and not sha256_file(path).startswith(expected.group(1)):
         raise MissingWeightsError(
-            f"{what} weights {path.name} are not in the torch hub cache ({path.parent}); download {url} "
-            f"there where there is internet, pass {option} PATH, {alternatives}, or add --download"
+            f"{path} is corrupt (its sha256 does not match its name); delete it and fetch it again with --download"
         )
-    torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
     return str(path)

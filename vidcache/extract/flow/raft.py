@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -13,6 +12,12 @@ import torch.nn.functional as F
 
 from ...config import FlowConfig
 from ...errors import ConfigError, MissingWeightsError
+from ..backbones.weights import (
+    load_state_dict_file,
+    resolve_torchvision_weights,
+    sha256_file,
+    state_dict_sha256,
+)
 from ..device import to_device
 from .base import FlowMethod, check_pairs, register_flow_method
 
@@ -38,11 +43,6 @@ def _torchvision_weights(raft_model: str):
     return Raft_Small_Weights.C_T_V2 if raft_model == "small" else Raft_Large_Weights.C_T_SKHT_V2
 
 
-def hub_checkpoint_path(url: str) -> str:
-    """Where torch.hub.load_state_dict_from_url keeps `url` (follows $TORCH_HOME at call time)."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
-
-
 def resolve_raft_weights(config: FlowConfig, *, allow_download: bool = False) -> RaftWeights:
     """`--flow-weights` → a local file, or random init; never touches the network unless allowed."""
     if config.weights == "none":
@@ -54,44 +54,20 @@ def resolve_raft_weights(config: FlowConfig, *, allow_download: bool = False) ->
                 f"state dict (.pth/.safetensors), 'default', or 'none'"
             )
         return RaftWeights("file", os.path.abspath(config.weights), os.path.abspath(config.weights))
-
     weights = _torchvision_weights(config.raft_model)
-    url = weights.url
-    path = hub_checkpoint_path(url)
-    if not os.path.isfile(path):
-        if not allow_download:
-            raise MissingWeightsError(
-                f"RAFT-{config.raft_model} weights {os.path.basename(path)} are not in the torch hub cache "
-                f"({os.path.dirname(path)}); download {url} into that folder where there is internet, "
-                "add --download, pass --flow-weights PATH, use --flow-weights none (random weights), "
-                "or --flow-method tvl1 (no weights)"
-            )
-        # check_hash: the file name carries the first hex digits of its sha256, as torchvision checks.
-        torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, check_hash=True)
+    path = resolve_torchvision_weights(
+        weights.url,
+        option="--flow-weights",
+        what=f"RAFT-{config.raft_model}",
+        alternatives="--flow-weights none (random weights), or --flow-method tvl1 (no weights)",
+        allow_download=allow_download,
+    )
     return RaftWeights("torchvision", f"{type(weights).__name__}.{weights.name}", path)
-
-
-def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _state_dict_sha256(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def load_raft(config: FlowConfig, *, allow_download: bool = False):
     """Build RAFT for `config`; return (model in eval mode on CPU, weights, weights_sha256)."""
     from torchvision.models.optical_flow import raft_large, raft_small
-
-    from ..backbones.weights import sha256_file
 
     weights = resolve_raft_weights(config, allow_download=allow_download)
     build = raft_small if config.raft_model == "small" else raft_large
@@ -100,23 +76,15 @@ def load_raft(config: FlowConfig, *, allow_download: bool = False):
         torch.manual_seed(config.seed)
         model = build(weights=None, progress=False)
     if weights.path is not None:
-        if weights.kind == "torchvision":
-            sha = sha256_file(weights.path)
-            expected = torch.hub.HASH_REGEX.search(os.path.basename(weights.path))
-            if expected and not sha.startswith(expected.group(1)):
-                raise MissingWeightsError(
-                    f"{weights.path} is corrupt (sha256 {sha[:12]}… does not match its name); delete it and "
-                    "fetch it again with --download"
-                )
         try:
-            model.load_state_dict(_load_state_dict(weights.path))
+            model.load_state_dict(load_state_dict_file(weights.path))
         except RuntimeError as error:  # wrong architecture or not a torchvision RAFT checkpoint
             first = str(error).splitlines()[0]
             raise ConfigError(
                 f"--flow-weights {weights.path} is not a torchvision raft_{config.raft_model} state dict ({first})"
             ) from None
     model.eval()
-    weights_sha256 = _state_dict_sha256(model) if weights.path is None else sha256_file(weights.path)
+    weights_sha256 = state_dict_sha256(model) if weights.path is None else sha256_file(weights.path)
     return model, weights, weights_sha256
 
 
