@@ -67,6 +67,65 @@ class ExtractProgress:
             )
 
 
+class TaskProgress:
+    """A counted progress bar for one task (index, mine, train) on a terminal, else log lines."""
+
+    def __init__(self, description: str, total: int, *, enabled: bool = True, interval_s: float = 10.0):
+        self.description, self.total, self.done = description, total, 0
+        self.console = Console(stderr=True)
+        self.enabled = enabled
+        self.interval_s = interval_s
+        self._bar: Progress | None = None
+        self._last_log = 0.0
+
+    def __enter__(self) -> TaskProgress:
+        if self.enabled and self.console.is_terminal:
+            self._bar = Progress(
+                TextColumn(self.description),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def __call__(self, advance: int) -> None:
+        self.done += advance
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+        elif self.enabled and (time.monotonic() - self._last_log >= self.interval_s or self.done >= self.total):
+            self._last_log = time.monotonic()
+            log.info("%s: %d/%d", self.description, self.done, self.total)
+
+
+def print_mining_summary(summary: dict, *, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"vidcache {summary['name']} → {summary['output']}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    recall = summary.get("recall_at_k")
+    rows = [
+        ("videos", summary["videos"]),
+        ("rows written", summary["rows"]),
+        ("k", summary["k"]),
+        ("view", summary["view"]),
+        ("search", summary["index_type"]),
+        ("exact", summary["exact"]),
+        ("recall@k (sampled)", "-" if recall is None else f"{recall:.3f} on {summary['recall_sample']} queries"),
+        ("videos with < k results", summary["short_lists"]),
+        ("seconds", f"{summary['seconds']:.2f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+
+
 def print_extract_summary(summary, *, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"vidcache extract → {summary.cache}", show_header=True)

@@ -1,0 +1,254 @@
+"""index/ and mining against an independent NumPy brute force recomputed from `Cache.read`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import run_cli
+from vidcache import Cache
+from vidcache.cache.arrays import write_view_arrays
+from vidcache.errors import ConfigError
+from vidcache.extract.text import write_text_embeddings
+from vidcache.index import (
+    brute_force,
+    hard_negative_labels,
+    load_mined,
+    mined_matrix,
+    nearest_videos,
+    recall_at_k,
+)
+from vidcache.manifest import VideoEntry
+
+DIM = 32
+CLUSTERS, CLASSES_PER_CLUSTER = 5, 3
+
+
+def clustered_corpus(seed: int = 0, videos_per_class: int = 6):
+    """Confusable classes: each cluster holds 3 classes close to each other, far from other clusters."""
+    rng = np.random.default_rng(seed)
+    cluster_centres = rng.normal(size=(CLUSTERS, DIM)) * 3
+    classes, centres, cluster_of = [], [], {}
+    for c in range(CLUSTERS):
+        for j in range(CLASSES_PER_CLUSTER):
+            name = f"c{c}-class{j}"
+            classes.append(name)
+            centres.append(cluster_centres[c] + rng.normal(size=DIM) * 0.6)
+            cluster_of[name] = c
+    videos = {}
+    for index, name in enumerate(classes):
+        for v in range(videos_per_class):
+            frames = centres[index] + rng.normal(size=(int(rng.integers(2, 7)), DIM)) * 0.8
+            labels = (name,) if v else ()  # the first video of every class is unlabelled
+            if v == 1:
+                labels = (name, classes[(index + 1) % len(classes)])  # some videos have two labels
+            videos[f"{name}/v{v}"] = (frames, labels)
+    videos["dup/a"] = (np.tile(centres[0], (3, 1)), (classes[0],))  # exact duplicates: tie-break by id
+    videos["dup/b"] = (np.tile(centres[0], (2, 1)), (classes[1],))
+    text = np.array(centres) + rng.normal(size=(len(classes), DIM)) * 0.3
+    return videos, classes, text, cluster_of
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    videos, classes, text, _ = clustered_corpus()
+    path = tmp_path_factory.mktemp("idx") / "cache"
+    entries = [VideoEntry(v, f"/x/{v}.mp4", labels) for v, (_, labels) in videos.items()]
+    rows = [(v, frames, np.arange(len(frames), dtype=float)) for v, (frames, _) in videos.items()]
+    write_view_arrays(path, view="clip", rows=rows, entries=entries, identity={"model": "synthetic"}, dtype="float32")
+    audio_rows = [(v, f[:, :16] * -1, np.arange(len(f), dtype=float)) for v, f, _ in rows]
+    write_view_arrays(path, view="audio", rows=audio_rows, entries=entries, identity={"model": "x"}, dtype="float16")
+    write_text_embeddings(
+        path, labels=classes, templates=["{}"], per_template=text[:, None, :], embeddings=text, attrs={}
+    )
+    return path
+
+
+def reference_vectors(cache: Cache, view: str):
+    """Independent: Cache.read, mean in float64, L2-normalise."""
+    ids = sorted(cache.video_ids(view))
+    pooled = np.stack([cache.read(v, view)[0].astype(np.float64).mean(axis=0) for v in ids])
+    return ids, (pooled / np.linalg.norm(pooled, axis=1, keepdims=True)).astype(np.float32)
+
+
+def labels_of(cache: Cache) -> dict[str, set[str]]:
+    return {row.video_id: set(row.labels) for row in cache.entries().itertuples()}
+
+
+@pytest.mark.parametrize("view", ["clip", "audio"])
+def test_neighbours_equal_numpy_brute_force(cache_dir, view):
+    with Cache(cache_dir) as cache:
+        frame, summary = nearest_videos(cache, k=5, view=view)
+        ids, vectors = reference_vectors(cache, view)
+    assert summary.exact and summary.short_lists == 0
+    exclude = np.eye(len(ids), dtype=bool)
+    scores, rows = brute_force(vectors, vectors, 5, exclude_mask=exclude)
+    expected = pd.DataFrame(
+        {
+            "video_id": np.repeat(ids, 5),
+            "rank": np.tile(np.arange(1, 6), len(ids)),
+            "neighbour_id": np.array(ids)[rows.ravel()],
+            "score": scores.ravel(),
+        }
+    )
+    pd.testing.assert_frame_equal(
+        frame[["video_id", "rank", "neighbour_id"]], expected[["video_id", "rank", "neighbour_id"]]
+    )
+    np.testing.assert_allclose(frame["score"], expected["score"], atol=1e-6)
+    dup = frame[frame.video_id == "dup/a"]
+    assert dup.iloc[0].neighbour_id == "dup/b" and dup.iloc[0].score == pytest.approx(1.0)
+
+
+def test_hard_negative_videos_share_no_label_and_skip_the_group(cache_dir):
+    with Cache(cache_dir) as cache:
+        frame, _ = nearest_videos(cache, k=4, view="clip", exclude_shared_labels=True, exclude_same_group=True)
+        ids, vectors = reference_vectors(cache, "clip")
+        labels = labels_of(cache)
+    group = [v.rsplit("/", 1)[0] for v in ids]
+    exclude = np.array(
+        [
+            [i == j or bool(labels[a] & labels[b]) or group[i] == group[j] for j, b in enumerate(ids)]
+            for i, a in enumerate(ids)
+        ]
+    )
+    _, rows = brute_force(vectors, vectors, 4, exclude_mask=exclude)
+    got = frame.groupby("video_id")["neighbour_id"].apply(list).to_dict()
+    for i, video_id in enumerate(ids):
+        assert got[video_id] == [ids[r] for r in rows[i] if r >= 0]
+        for other in got[video_id]:
+            assert not labels[video_id] & labels[other] and other.rsplit("/", 1)[0] != group[i]
+
+
+def reference_label_negatives(cache: Cache, k, *, range_min=0, range_max=None, margin=None, relative=None):
+    ids, vectors = reference_vectors(cache, "clip")
+    text = cache.text_embeddings()
+    t = text.embeddings / np.linalg.norm(text.embeddings, axis=1, keepdims=True)
+    labels = labels_of(cache)
+    out = {}
+    for video_id, vector in zip(ids, vectors, strict=True):
+        scores = t.astype(np.float32).astype(np.float64) @ vector.astype(np.float64)
+        own = [i for i, lab in enumerate(text.labels) if lab in labels[video_id]]
+        candidates = [i for i in range(len(text.labels)) if i not in own]
+        if own and margin is not None:
+            candidates = [i for i in candidates if scores[i] < scores[own].max() - margin]
+        if own and relative is not None:
+            candidates = [i for i in candidates if scores[i] < relative * scores[own].max()]
+        ranked = sorted(candidates, key=lambda i: (-scores[i], i))[range_min:range_max][:k]
+        out[video_id] = [text.labels[i] for i in ranked]
+    return out
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"range_min": 2, "range_max": 6}, {"margin": 0.05}, {"relative_margin": 0.9}],
+    ids=["top", "range", "margin", "relative-margin"],
+)
+def test_hard_negative_labels_equal_brute_force(cache_dir, options):
+    with Cache(cache_dir) as cache:
+        frame, summary = hard_negative_labels(cache, k=3, **options)
+        expected = reference_label_negatives(
+            cache,
+            3,
+            range_min=options.get("range_min", 0),
+            range_max=options.get("range_max"),
+            margin=options.get("margin"),
+            relative=options.get("relative_margin"),
+        )
+        labels = labels_of(cache)
+    got = frame.groupby("video_id")["label"].apply(list).to_dict()
+    for video_id, want in expected.items():
+        assert got.get(video_id, []) == want, video_id
+        assert not set(want) & labels[video_id]
+    first = frame.groupby("video_id")["rank"].min()
+    assert (first == options.get("range_min", 0) + 1).all()  # ranks are 1-based positions in the ranking
+    assert summary.rows == len(frame)
+
+
+def test_random_sampling_is_seeded_and_stays_in_range(cache_dir):
+    with Cache(cache_dir) as cache:
+        a, _ = hard_negative_labels(cache, k=2, range_min=1, range_max=7, sampling="random", seed=3)
+        b, _ = hard_negative_labels(cache, k=2, range_min=1, range_max=7, sampling="random", seed=3)
+        c, _ = hard_negative_labels(cache, k=2, range_min=1, range_max=7, sampling="random", seed=4)
+        full = reference_label_negatives(cache, 100)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(c)
+    for row in a.itertuples():
+        assert 2 <= row.rank <= 7 and full[row.video_id][row.rank - 1] == row.label
+
+
+def test_mined_negatives_come_from_the_query_cluster(cache_dir):
+    *_, cluster_of = clustered_corpus()
+    with Cache(cache_dir) as cache:
+        frame, _ = hard_negative_labels(cache, k=2)
+    labelled = frame[~frame.video_id.str.startswith("dup") & ~frame.video_id.str.endswith("/v0")]
+    same = [cluster_of[row.label] == cluster_of[row.video_id.split("/")[0]] for row in labelled.itertuples()]
+    assert np.mean(same) > 0.9
+
+
+def test_corpus_smaller_than_k_gives_fewer_rows(cache_dir):
+    with Cache(cache_dir) as cache:
+        n = len(cache.video_ids("clip"))
+        frame, summary = nearest_videos(cache, k=n + 5, view="clip")
+        labels_frame, label_summary = hard_negative_labels(cache, k=50)
+    assert frame.groupby("video_id").size().max() == n - 1 and summary.short_lists == n
+    assert label_summary.short_lists == label_summary.videos
+    assert labels_frame.groupby("video_id").size().max() == CLUSTERS * CLASSES_PER_CLUSTER
+
+
+def test_approximate_index_reports_recall(cache_dir, caplog):
+    with Cache(cache_dir) as cache:
+        frame, summary = nearest_videos(cache, k=5, view="clip", index_type="hnsw", recall_sample=50)
+        exact, _ = nearest_videos(cache, k=5, view="clip")
+    assert not summary.exact and summary.recall_sample == 50
+    approx_rows = frame.groupby("video_id")["neighbour_id"].apply(list)
+    exact_rows = exact.groupby("video_id")["neighbour_id"].apply(list)
+    overall = np.mean([len(set(approx_rows[v]) & set(exact_rows[v])) / 5 for v in exact_rows.index])
+    assert summary.recall_at_k == pytest.approx(overall, abs=0.15) and summary.recall_at_k > 0.8
+    with Cache(cache_dir) as cache:
+        nearest_videos(cache, k=5, view="clip", index_type="ivf", min_recall=1.01, recall_sample=20)
+    assert "below --min-recall" in caplog.text
+
+
+def test_recall_and_mined_matrix_helpers():
+    assert recall_at_k(np.array([[1, 2, -1]]), np.array([[2, 3, 1]])) == pytest.approx(2 / 3)
+    frame = pd.DataFrame({"video_id": ["b", "a", "a"], "rank": [1, 2, 1], "label": ["x", "z", "y"]})
+    matrix = mined_matrix(frame, queries=["a", "b", "c"], column="label", vocabulary=["x", "y", "z"], k=3)
+    np.testing.assert_array_equal(matrix, [[1, 2, -1], [0, -1, -1], [-1, -1, -1]])
+
+
+def test_cli_index_build_and_mining_outputs(cache_dir, tmp_path):
+    labels = tmp_path / "corpus.txt"
+    labels.write_text("alpha\nbeta\ngamma\n")
+    npy = tmp_path / "corpus.npy"
+    np.save(npy, np.random.default_rng(0).normal(size=(3, DIM)))
+    built = run_cli("index", "build", "--cache", cache_dir, "--view", "clip", "--json", check=True)
+    info = json.loads(built.stdout)
+    assert info["index_type"] == "flat" and (cache_dir / "index" / "clip.faiss").exists()
+    out = run_cli("mine", "neighbours", "--cache", cache_dir, "--view", "clip", "--k", "3", "--json", check=True)
+    summary = json.loads(out.stdout)
+    assert summary["rows"] == 3 * summary["videos"]
+    frame = load_mined(cache_dir, "neighbours_clip")
+    assert list(frame.columns) == ["video_id", "rank", "neighbour_id", "score"]
+    meta = json.loads((cache_dir / "mined" / "neighbours_clip.json").read_text())
+    assert meta["command"].startswith("vidcache mine neighbours")
+    run_cli(
+        "mine", "hard-negatives", "--cache", cache_dir, "--k", "2", "--label-corpus", labels,
+        "--text-embeddings", npy, "--json", check=True,
+    )  # fmt: skip
+    negatives = load_mined(cache_dir, "hard_negatives")
+    assert set(negatives.label) <= {"alpha", "beta", "gamma"} and negatives.groupby("video_id").size().max() == 2
+    bad = run_cli("mine", "hard-negatives", "--cache", cache_dir, "--k", "2", "--label-corpus", labels)
+    assert bad.returncode == 2 and "embed-text" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_bad_requests_are_clear_errors(cache_dir):
+    with Cache(cache_dir) as cache:
+        with pytest.raises(ConfigError, match="not in cache"):
+            nearest_videos(cache, k=2, view="s3d")
+        with pytest.raises(ConfigError, match="dimension"):
+            hard_negative_labels(cache, k=2, view="audio")
+        with pytest.raises(ConfigError, match="not both"):
+            hard_negative_labels(cache, k=2, margin=0.1, relative_margin=0.9)

@@ -1,0 +1,336 @@
+"""Mined lists the heads read: hard-negative labels, hard-negative videos, cross-view neighbours.
+
+Every ranking orders by (score descending, then label / video row ascending), with scores computed
+in float64 from the float32 unit vectors, so an independent NumPy brute force gives the same rows.
+Ranks are 1-based (rank 1 = the hardest negative / nearest neighbour). Outputs go to
+`CACHE/mined/NAME.parquet`, with `NAME.json` saying what made them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..cache.reader import Cache
+from ..config import check_choice
+from ..errors import ConfigError
+from . import knn
+from .build import build_index, cache_fingerprint, choose_index, load_index
+from .vectors import VideoVectors, normalise, video_vectors
+
+log = logging.getLogger("vidcache.index")
+MINED_DIR = "mined"
+Sampling = Literal["top", "random"]
+Progress = Callable[[int], None]
+
+
+@dataclass
+class MiningSummary:
+    name: str
+    output: str
+    videos: int
+    rows: int
+    k: int
+    view: str
+    index_type: str
+    exact: bool
+    recall_at_k: float | None = None
+    recall_sample: int = 0
+    short_lists: int = 0  # videos with fewer than k results (small corpus, exclusions, margins)
+    seconds: float = 0.0
+    parameters: dict = field(default_factory=dict)
+
+
+# text side ---------------------------------------------------------------------------------------
+def label_embeddings(
+    cache: Cache, *, label_corpus: str | None = None, text_embeddings: str | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Labels and unit text embeddings: the cache's text.h5, a labels file looked up in it, or an
+    `.npy` [L, D] aligned with the labels file (another text encoder, another prompt ensemble)."""
+    from ..extract.text import read_labels_file
+
+    if text_embeddings is not None:
+        if label_corpus is None:
+            raise ConfigError("--text-embeddings needs --label-corpus FILE (one label per line, in the .npy's order)")
+        labels = read_labels_file(label_corpus)
+        matrix = np.load(text_embeddings, allow_pickle=False)
+        if matrix.ndim != 2 or len(matrix) != len(labels):
+            raise ConfigError(
+                f"--text-embeddings {text_embeddings} has shape {matrix.shape}; expected [{len(labels)}, D] "
+                f"aligned with the {len(labels)} labels of {label_corpus}"
+            )
+        return labels, normalise(matrix)
+    try:
+        text = cache.text_embeddings()
+    except KeyError:
+        raise ConfigError(
+            f"cache {cache.path} has no text embeddings; run `vidcache embed-text --cache {cache.path}` "
+            "(add --labels-file FILE for a larger label corpus) or pass --text-embeddings X.npy --label-corpus FILE"
+        ) from None
+    stored = {label: i for i, label in enumerate(text.labels)}
+    if label_corpus is None:
+        return list(text.labels), normalise(text.embeddings)
+    labels = read_labels_file(label_corpus)
+    missing = [label for label in labels if label not in stored]
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} label(s) of {label_corpus} (e.g. {missing[0]!r}) have no text embedding in "
+            f"{cache.path}/text.h5; run `vidcache embed-text --cache {cache.path} --labels-file {label_corpus}`"
+        )
+    return labels, normalise(text.embeddings[[stored[label] for label in labels]])
+
+
+def _labels_by_video(cache: Cache) -> dict[str, list[str]]:
+    return {row.video_id: list(row.labels) for row in cache.entries().itertuples()}
+
+
+# hard-negative labels ----------------------------------------------------------------------------
+def hard_negative_labels(
+    cache: Cache,
+    *,
+    k: int,
+    view: str = "clip",
+    pooling: str = "mean",
+    label_corpus: str | None = None,
+    text_embeddings: str | None = None,
+    range_min: int = 0,
+    range_max: int | None = None,
+    margin: float | None = None,
+    relative_margin: float | None = None,
+    sampling: str = "top",
+    seed: int = 0,
+    block_videos: int = 4096,
+    progress: Progress | None = None,
+) -> tuple[pd.DataFrame, MiningSummary]:
+    """Per video: its label-corpus entries ranked by cosine with the video, its own labels removed,
+    then (optionally) those scoring too close to its best own label removed (`margin`: keep
+    score < s_pos − margin; `relative_margin`: keep score < relative_margin · s_pos), then ranks
+    [range_min, range_max) of what is left; the first k (`top`) or k drawn at random (`random`,
+    seeded per video). A video with none of its labels in the corpus gets no margin filtering."""
+    check_choice("--sampling", sampling, Sampling)
+    if k < 1:
+        raise ConfigError(f"--k must be >= 1, got {k}")
+    if margin is not None and relative_margin is not None:
+        raise ConfigError("give --margin or --relative-margin, not both")
+    if range_min < 0 or (range_max is not None and range_max <= range_min):
+        raise ConfigError(f"--range-min {range_min} / --range-max {range_max}: need 0 <= R0 < R1")
+    started = time.perf_counter()
+    labels, text = label_embeddings(cache, label_corpus=label_corpus, text_embeddings=text_embeddings)
+    vectors = video_vectors(cache, view, pooling=pooling)
+    if text.shape[1] != vectors.vectors.shape[1]:
+        raise ConfigError(
+            f"text embeddings have dimension {text.shape[1]} but view {view!r} has {vectors.vectors.shape[1]}; "
+            "mine labels with the CLIP view whose model made the text embeddings"
+        )
+    label_index = {label: i for i, label in enumerate(labels)}
+    own = _labels_by_video(cache)
+    text64 = text.astype(np.float64)
+    order_tiebreak = np.arange(len(labels))
+    columns: dict[str, list] = {"video_id": [], "rank": [], "label": [], "score": []}
+    short = 0
+    for start in range(0, len(vectors), block_videos):
+        scores_block = vectors.vectors[start : start + block_videos].astype(np.float64) @ text64.T
+        for offset, scores in enumerate(scores_block):
+            video_id = vectors.video_ids[start + offset]
+            positives = [label_index[label] for label in own.get(video_id, []) if label in label_index]
+            keep = np.ones(len(labels), bool)
+            keep[positives] = False
+            if positives and (margin is not None or relative_margin is not None):
+                s_pos = scores[positives].max()
+                limit = s_pos - margin if margin is not None else relative_margin * s_pos  # type: ignore[operator]
+                keep &= scores < limit
+            candidates = np.flatnonzero(keep)
+            ranked = candidates[np.lexsort((order_tiebreak[candidates], -scores[candidates]))]
+            window = ranked[range_min:range_max]
+            if sampling == "random" and len(window) > k:
+                rng = np.random.default_rng([seed, zlib.crc32(video_id.encode())])
+                picked = np.sort(rng.choice(len(window), k, replace=False))
+                ranks, chosen = range_min + picked + 1, window[picked]
+            else:
+                chosen = window[:k]
+                ranks = range_min + np.arange(len(chosen)) + 1
+            short += len(chosen) < k
+            columns["video_id"].extend([video_id] * len(chosen))
+            columns["rank"].extend(ranks.tolist())
+            columns["label"].extend(labels[i] for i in chosen)
+            columns["score"].extend(scores[chosen].tolist())
+        if progress is not None:
+            progress(len(scores_block))
+    frame = pd.DataFrame(columns).astype({"rank": "int64", "score": "float64"})
+    summary = MiningSummary(
+        name="hard_negatives",
+        output="",
+        videos=len(vectors),
+        rows=len(frame),
+        k=k,
+        view=view,
+        index_type="exact (dense scores against every label)",
+        exact=True,
+        short_lists=short,
+        seconds=time.perf_counter() - started,
+        parameters={
+            "pooling": pooling,
+            "label_corpus": label_corpus,
+            "text_embeddings": text_embeddings,
+            "n_labels": len(labels),
+            "range_min": range_min,
+            "range_max": range_max,
+            "margin": margin,
+            "relative_margin": relative_margin,
+            "sampling": sampling,
+            "seed": seed,
+        },
+    )
+    return frame, summary
+
+
+# video neighbours --------------------------------------------------------------------------------
+@dataclass
+class _Searcher:
+    index: object
+    vectors: VideoVectors
+    index_type: str
+    exact: bool
+
+
+def _searcher(cache: Cache, view: str, *, pooling: str, index_type: str, memory_budget_gb: float) -> _Searcher:
+    """A stored index that still matches the cache, else one built in memory now."""
+    stored = load_index(cache, view, pooling=pooling) if index_type == "auto" else None
+    if stored is not None:
+        index, vectors, meta = stored
+        log.info("using the stored %s index of view %s", meta["index_type"], view)
+        return _Searcher(index, vectors, meta["index_type"], meta["index_type"] == "flat")
+    vectors = video_vectors(cache, view, pooling=pooling)
+    choice = choose_index(
+        len(vectors), vectors.vectors.shape[1], memory_budget_bytes=memory_budget_gb * 2**30, requested=index_type
+    )
+    return _Searcher(build_index(vectors.vectors, choice), vectors, choice.kind, choice.kind == "flat")
+
+
+def _group_of(video_id: str) -> str:
+    return video_id.rsplit("/", 1)[0] if "/" in video_id else ""
+
+
+def nearest_videos(
+    cache: Cache,
+    *,
+    k: int,
+    view: str,
+    pooling: str = "mean",
+    exclude_shared_labels: bool = False,
+    exclude_same_group: bool = False,
+    index_type: str = "auto",
+    memory_budget_gb: float = 4.0,
+    min_recall: float = 0.9,
+    recall_sample: int = 1000,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[pd.DataFrame, MiningSummary]:
+    """Each video's k nearest other videos in `view` (never itself); optionally only videos that
+    share no label with it (hard-negative videos) and not from its group (its folder in video_id)."""
+    if k < 1:
+        raise ConfigError(f"--k must be >= 1, got {k}")
+    started = time.perf_counter()
+    searcher = _searcher(cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb)
+    vectors = searcher.vectors
+    ids = vectors.video_ids
+    label_sets = [set()] * len(ids)
+    if exclude_shared_labels:
+        own = _labels_by_video(cache)
+        label_sets = [set(own.get(v, [])) for v in ids]
+    groups = [_group_of(v) for v in ids] if exclude_same_group else None
+
+    def exclude(query_row: int, rows: np.ndarray) -> np.ndarray:
+        out = rows == query_row
+        if exclude_shared_labels and label_sets[query_row]:
+            mine = label_sets[query_row]
+            out |= np.fromiter((bool(mine & label_sets[r]) for r in rows), bool, len(rows))
+        if groups is not None:
+            out |= np.fromiter((groups[r] == groups[query_row] for r in rows), bool, len(rows))
+        return out
+
+    data = vectors.vectors
+    rows_all = np.arange(len(ids))
+    scores, rows = knn.search(
+        searcher.index, data, data, k, exclude=exclude, query_rows=rows_all, exact=searcher.exact, progress=progress
+    )
+    recall = None
+    sample_n = 0
+    if not searcher.exact:
+        import faiss
+
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(len(ids), min(recall_sample, len(ids)), replace=False))
+        flat = faiss.IndexFlatIP(data.shape[1])
+        flat.add(data)
+        _, exact_rows = knn.search(flat, data[sample], data, k, exclude=exclude, query_rows=sample)
+        recall = knn.recall_at_k(rows[sample], exact_rows)
+        sample_n = len(sample)
+        if recall < min_recall:
+            log.warning(
+                "recall@%d of the %s index is %.3f on %d sampled queries, below --min-recall %.3f; "
+                "use --index-type flat or a larger --memory-budget-gb",
+                k,
+                searcher.index_type,
+                recall,
+                sample_n,
+                min_recall,
+            )
+    valid = rows >= 0
+    query_index = np.repeat(rows_all, k).reshape(len(ids), k)
+    frame = pd.DataFrame(
+        {
+            "video_id": np.array(ids, dtype=object)[query_index[valid]],
+            "rank": np.tile(np.arange(1, k + 1), (len(ids), 1))[valid],
+            "neighbour_id": np.array(ids, dtype=object)[rows[valid]],
+            "score": scores[valid],
+        }
+    )
+    summary = MiningSummary(
+        name="",
+        output="",
+        videos=len(ids),
+        rows=len(frame),
+        k=k,
+        view=view,
+        index_type=searcher.index_type,
+        exact=searcher.exact,
+        recall_at_k=recall,
+        recall_sample=sample_n,
+        short_lists=int((~valid).any(axis=1).sum()),
+        seconds=time.perf_counter() - started,
+        parameters={
+            "pooling": pooling,
+            "exclude_shared_labels": exclude_shared_labels,
+            "exclude_same_group": exclude_same_group,
+            "fingerprint": cache_fingerprint(cache, view),
+        },
+    )
+    return frame, summary
+
+
+# output ------------------------------------------------------------------------------------------
+def write_mined(cache_dir: str | Path, name: str, frame: pd.DataFrame, summary: MiningSummary, *, command: str) -> Path:
+    """CACHE/mined/NAME.parquet and NAME.json (what made it), each written atomically."""
+    directory = Path(cache_dir) / MINED_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.parquet"
+    summary.name, summary.output = name, str(path)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    meta = {**asdict(summary), "command": command, "vidcache_version": __version__}
+    meta_tmp = directory / f"{name}.json.tmp"
+    meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    meta_tmp.replace(directory / f"{name}.json")
+    return path

@@ -1,0 +1,68 @@
+"""One L2-normalised vector per video of a view: the unit every index and miner works on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..cache.reader import Cache
+from ..config import check_choice
+from ..errors import ConfigError
+
+Pooling = Literal["mean", "max", "first", "middle"]
+
+
+@dataclass
+class VideoVectors:
+    """`vectors[i]` is the unit vector of `video_ids[i]`; ids are sorted, so row order (the
+    tie-break of every ranking) is the order of video ids."""
+
+    video_ids: list[str]
+    vectors: np.ndarray  # [N, D] float32, unit L2 norm (zero vectors stay zero)
+    view: str
+    pooling: str
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+
+def pool_rows(rows: np.ndarray, pooling: str) -> np.ndarray:
+    """Rows [T, D] of one video → [D] float64 (`mean`, `max`, `first` or `middle` row)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if pooling == "mean":
+        return rows.mean(axis=0)
+    if pooling == "max":
+        return rows.max(axis=0)
+    if pooling == "first":
+        return rows[0]
+    return rows[(len(rows) - 1) // 2]
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise in float64, return float32; an all-zero vector stays zero (scores 0 with all)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def video_vectors(
+    cache: Cache, view: str, *, pooling: str = "mean", video_ids: list[str] | None = None, batch_size: int = 1024
+) -> VideoVectors:
+    """Pool each video's rows of `view` and L2-normalise; streams the cache in batches."""
+    check_choice("--pooling", pooling, Pooling)
+    if view not in cache.views():
+        raise ConfigError(f"view {view!r} is not in cache {cache.path}; views: {', '.join(cache.views()) or 'none'}")
+    if view == "flow":
+        raise ConfigError("the flow view holds fields, not embeddings; index the 'motion' descriptor view instead")
+    ids = sorted(cache.video_ids(view)) if video_ids is None else list(video_ids)
+    if not ids:
+        raise ConfigError(f"cache {cache.path} has no extracted {view!r} rows to index")
+    pooled = np.zeros((len(ids), 0), np.float64)
+    out: list[np.ndarray] = []
+    for batch in cache.iter_batches(view, batch_size=batch_size, video_ids=ids):
+        out.extend(pool_rows(rows, pooling) if len(rows) else None for rows in batch.features)  # type: ignore[misc]
+    dim = next((len(v) for v in out if v is not None), 0)
+    pooled = np.stack([v if v is not None else np.zeros(dim) for v in out])
+    return VideoVectors(ids, normalise(pooled), view, pooling)
