@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tests.conftest import run_cli
 from vidcache import Cache
@@ -18,6 +19,7 @@ from vidcache.index import (
     hard_negative_labels,
     load_mined,
     mined_matrix,
+    mined_tensor,
     nearest_videos,
     recall_at_k,
 )
@@ -217,6 +219,8 @@ def test_recall_and_mined_matrix_helpers():
     frame = pd.DataFrame({"video_id": ["b", "a", "a"], "rank": [1, 2, 1], "label": ["x", "z", "y"]})
     matrix = mined_matrix(frame, queries=["a", "b", "c"], column="label", vocabulary=["x", "y", "z"], k=3)
     np.testing.assert_array_equal(matrix, [[1, 2, -1], [0, -1, -1], [-1, -1, -1]])
+    tensor = mined_tensor(frame, queries=["a", "b", "c"], column="label", vocabulary=["x", "y", "z"], k=3)
+    assert tensor.dtype == torch.int64 and tensor.tolist() == matrix.tolist()
 
 
 def test_cli_index_build_and_mining_outputs(cache_dir, tmp_path):

@@ -1,7 +1,7 @@
 """index/: video-level FAISS indexes and the mined lists built on them (hard-negative labels and
 videos, cross-view neighbours). Reads the cache only through `vidcache.Cache`."""
 
-from .api import load_mined, mined_matrix
+from .api import load_mined, mined_matrix, mined_tensor
 from .build import build_index, choose_index, load_index, save_index
 from .knn import brute_force, recall_at_k, search
 from .mining import MiningSummary, hard_negative_labels, label_embeddings, nearest_videos, write_mined
@@ -18,6 +18,7 @@ __all__ = [
     "load_index",
     "load_mined",
     "mined_matrix",
+    "mined_tensor",
     "nearest_videos",
     "normalise",
     "pool_rows",

@@ -37,3 +37,10 @@ def mined_matrix(frame: pd.DataFrame, *, queries: list[str], column: str, vocabu
         out[row, fill[row]] = position[item]
         fill[row] += 1
     return out
+
+
+def mined_tensor(frame: pd.DataFrame, *, queries: list[str], column: str, vocabulary: list[str], k: int):
+    """`mined_matrix` as a torch LongTensor, for heads that gather embeddings by index."""
+    import torch
+
+    return torch.from_numpy(mined_matrix(frame, queries=queries, column=column, vocabulary=vocabulary, k=k))
