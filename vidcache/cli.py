@@ -604,6 +604,178 @@ def mine_neighbours(cache_dir: str, k: int, pooling: str, as_json: bool, view: s
     _finish_mining(cache_dir, f"neighbours_{view}", frame, summary, as_json)
 
 
+@cli.command("import")
+@click.argument("feature_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--view", required=True, help="Name of the view the features become (e.g. clip, i3d).")
+@click.option("--feature", default=None, help="video_features layout: the <feature> in <stem>_<feature>.npy.")
+@click.option("--root", type=click.Path(file_okay=False, exists=True), default=None)
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def import_cmd(feature_dir, manifest, cache_dir, view, feature, root, dtype, as_json) -> None:
+    """Bring per-video features made elsewhere (FEATURE_DIR/<video_id>.npy, or video_features'
+    <stem>_<feature>.npy + <stem>_timestamps_ms.npy) into a cache: same catalog, same read API."""
+    import dataclasses
+
+    from .cache.importer import import_features
+
+    summary = import_features(
+        feature_dir,
+        manifest=manifest,
+        cache_dir=cache_dir,
+        view=view,
+        feature=feature,
+        root=root,
+        dtype=dtype,
+        command=shlex.join(["vidcache", *sys.argv[1:]]),
+    )
+    info = dataclasses.asdict(summary)
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True, default=str))
+    else:
+        click.echo(f"imported {summary.imported} video(s) into view {view!r} of {cache_dir}; {summary.failed} failed")
+        for video_id, reason in sorted(summary.failures.items()):
+            click.echo(f"  failed {video_id}: {reason}")
+    sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
+
+
+def _head_options(fn):
+    options = [
+        click.option("--hidden-dim", type=int, default=512, show_default=True),
+        click.option("--dropout", type=float, default=0.1, show_default=True),
+        click.option("--frame-pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True),
+        click.option("--prototype-update", type=click.Choice(["learned", "ema"]), default="learned", show_default=True),
+        click.option("--ema-momentum", type=float, default=0.99, show_default=True),
+        click.option("--temperature", type=float, default=0.1, show_default=True),
+        click.option("--contrastive", type=click.Choice(["infonce", "margin"]), default="infonce", show_default=True),
+        click.option("--margin", type=float, default=0.5, show_default=True),
+        click.option("--lambda-con", type=float, default=1.0, show_default=True),
+        click.option("--lambda-cls", type=float, default=1.0, show_default=True),
+        click.option(
+            "--pool-mode",
+            type=click.Choice(["learnable", "mean", "max", "attention"]),
+            default="learnable",
+            show_default=True,
+        ),
+        click.option("--instance-lambda", type=float, default=0.5, show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+        elif isinstance(value, (int, str, bool)):
+            table.add_row(key, str(value))
+    Console().print(table)
+
+
+@cli.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--head", default="linear", show_default=True, help="linear, mlp, prototype or pool.")
+@click.option("--view", default="clip", show_default=True)
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--warmup-epochs", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--deterministic", is_flag=True, help="torch deterministic algorithms (slower on GPU).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--task", type=click.Choice(["auto", "multi-label", "single-label"]), default="auto", show_default=True)
+@click.option("--early-stop-metric", default="auto", show_default=True, help="auto: map_macro / top1.")
+@click.option("--patience", type=int, default=10, show_default=True, help="Epochs without improvement.")
+@click.option("--grad-clip", type=float, default=1.0, show_default=True)
+@click.option("--pos-weight", is_flag=True, help="Weight positives by (negatives/positives) per class.")
+@click.option("--max-frames", type=int, default=64, show_default=True)
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Used when there is no val split.")
+@click.option("--memory-budget-gb", type=float, default=4.0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue a run from its last checkpoint.")
+@_head_options
+@click.option("--json", "as_json", is_flag=True)
+def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) -> None:
+    """Train a head on a cached view; writes checkpoints, history, plots and a summary to --out."""
+    import dataclasses
+
+    from .heads import HeadOptions, TrainConfig
+    from .heads.train import train as train_head
+
+    head_keys = {f.name for f in dataclasses.fields(HeadOptions)}
+    head_options = HeadOptions(**{k: v for k, v in options.items() if k in head_keys})
+    config = TrainConfig(**{k: v for k, v in options.items() if k not in head_keys}, options=head_options)
+
+    def progress(epoch: int, row: dict) -> None:
+        if not as_json:
+            shown = {k: round(v, 4) for k, v in row.items() if k not in ("epoch", "lr")}
+            click.echo(f"epoch {epoch}/{config.epochs} {shown}", err=True)
+
+    summary = train_head(
+        cache_dir,
+        config,
+        run_dir,
+        resume=resume,
+        command=shlex.join(["vidcache", *sys.argv[1:]]),
+        progress=progress,
+    )
+    info = dataclasses.asdict(summary)
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True, default=str))
+    else:
+        _print_metrics(
+            f"{config.head} on {config.view}: best {summary.best_metric} {summary.best_value:.4f} "
+            f"at epoch {summary.best_epoch} → {run_dir}",
+            {**summary.val_metrics, **summary.val_metrics_tuned, "samples/s": summary.samples_per_s},
+        )
+
+
+@cli.command("eval")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(run_dir: str, cache_dir: str, split: str, device: str, as_json: bool) -> None:
+    """Metrics of a trained head on a split (mAP, GAP@20, F1 at 0.5 and tuned, top-k, retrieval R@k)."""
+    from .heads.predict import evaluate_run
+
+    metrics = evaluate_run(run_dir, cache_dir, split=split, device=device)
+    if as_json:
+        click.echo(json.dumps(metrics, sort_keys=True))
+    else:
+        _print_metrics(f"eval {run_dir} on {split}", metrics)
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="FILE.parquet")
+@click.option("--split", default=None, type=click.Choice(["train", "val", "test"]), help="Default: every video.")
+@click.option("--top-k", type=int, default=None, help="Keep the K best labels per video (default: all).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def predict(run_dir: str, cache_dir: str, out_path: str, split: str | None, top_k: int | None, device: str) -> None:
+    """Scores per (video, label) to a parquet file: video_id, label, score, predicted."""
+    from .heads.predict import predict_run
+
+    frame = predict_run(run_dir, cache_dir, split=split, top_k=top_k, device=device)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    click.echo(f"{frame['video_id'].nunique()} videos × {frame['label'].nunique()} labels → {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="vidcache", standalone_mode=False)

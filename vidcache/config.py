@@ -83,10 +83,13 @@ class S3dConfig:
     def __post_init__(self) -> None:
         if not (self.fps > 0):
             raise ConfigError(f"--s3d-fps must be > 0, got {self.fps}")
-        if self.clip_len < 1 or self.stride < 1:
-            raise ConfigError("--s3d-clip-len and --s3d-stride must be >= 1")
+        if self.clip_len < S3D_MIN_FRAMES or self.stride < 1:
+            raise ConfigError(
+                f"--s3d-clip-len must be >= {S3D_MIN_FRAMES} (S3D's temporal pooling needs it) and --s3d-stride >= 1"
+            )
 
 
+S3D_MIN_FRAMES = 14  # torchvision's S3D_Weights meta "min_temporal_size"
 AudioEncoderName = Literal["logmel-stats", "vggish"]
 
 

@@ -4,6 +4,7 @@ need a cache of known numbers without decoding video."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterable
@@ -13,6 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .catalog import Catalog
+from .layout import STATUS_DONE
 from .lock import ExtractLock
 from .store import CacheWriter
 
@@ -21,15 +23,19 @@ def write_view_arrays(
     cache_dir: str | Path,
     *,
     view: str,
-    rows: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    rows: Iterable[tuple[str, np.ndarray, np.ndarray] | tuple[str, np.ndarray, np.ndarray, dict]],
     entries: list,
     identity: dict,
     dtype: str = "float16",
     command: str = "",
+    failures: dict[str, str] | None = None,
 ) -> int:
-    """Store `(video_id, features [T, D], timestamps_s [T])` for each video; returns the count.
-    `entries` (manifest `VideoEntry`s) give labels and splits; `identity` is the view's recorded
-    identity and must match what the cache already holds for `view`."""
+    """Store `(video_id, features [T, D], timestamps_s [T])` for each video (an optional fourth
+    item, a dict, is the video's info: `Cache.video_info`); returns the count. `entries` (manifest
+    `VideoEntry`s) give labels and splits; `identity` is the view's recorded identity and must match
+    what the cache already holds for `view`. `failures` (video_id -> reason; `rows` may add to it
+    while it is consumed) are recorded as failed after the rows are committed, except for videos
+    that already hold rows of `view`: those keep them."""
     cache_dir = Path(cache_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     with ExtractLock(cache_dir):
@@ -52,15 +58,25 @@ def write_view_arrays(
             catalog.start_run(run_id, command=command, config_json="{}")
             count = 0
             try:
-                for video_id, features, timestamps_s in rows:
-                    writer.add(video_id, {view: (np.asarray(features), np.asarray(timestamps_s))}, source=None)
+                for video_id, features, timestamps_s, *info in rows:
+                    writer.add(
+                        video_id,
+                        {view: (np.asarray(features), np.asarray(timestamps_s))},
+                        source=None,
+                        info_json=json.dumps(info[0], sort_keys=True) if info else "{}",
+                    )
                     writer.maybe_commit()
                     count += 1
                 writer.commit()
             except BaseException:
                 writer.abort()
                 raise
-            catalog.finish_run(run_id, {"videos": count, "view": view})
+            for video_id, reason in (failures or {}).items():
+                item = catalog.item(video_id, view)
+                if item is None or item.status != STATUS_DONE:
+                    writer.record_failure(video_id, [view], reason, source=None)
+            summary = {"videos": count, "view": view, **({"failed": len(failures)} if failures else {})}
+            catalog.finish_run(run_id, summary)
         finally:
             catalog.close()
     return count

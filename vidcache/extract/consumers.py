@@ -212,7 +212,6 @@ class FlowPairs(Consumer):
         if not self._ready:
             return []
         ready, self._ready = sorted(self._ready, key=lambda p: p[1]), []
-        # pairs sampled at the same first frame time are the same pair: compute once, keep the rows
         first = np.stack([p[0] for p in ready])
         second = np.stack([p[2] for p in ready])
         flow = self.method.compute(first, second)  # [N, 2, H, W] float32, pixels at short_side

@@ -213,8 +213,8 @@ class Extractor:
             def same_source(item, source=source) -> bool:
                 if item is None:
                     return False
-                if source is None:  # unreadable now (e.g. unmounted): keep what is cached
-                    return item.status == STATUS_DONE or item.source_size is None
+                if source is None:  # unreadable now (e.g. unmounted): keep what is cached or known absent
+                    return item.status in (STATUS_DONE, STATUS_ABSENT) or item.source_size is None
                 return (item.source_size, item.source_mtime_ns) == (source.size, source.mtime_ns)
 
             needed = [

@@ -25,7 +25,6 @@ from .weights import load_state_dict_file, resolve_torchvision_weights, sha256_f
 
 RESIZE_HW = (256, 256)
 CROP_HW = (224, 224)
-MIN_FRAMES = 14  # S3D's temporal pooling needs at least this many frames (torchvision's meta)
 
 
 def _s3d_module():

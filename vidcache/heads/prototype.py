@@ -1,0 +1,65 @@
+"""`prototype` (seeds 000/001): one prototype per class, cosine similarity with temperature; a
+multi-label contrastive loss (InfoNCE averaged over positives, or the margin form) plus a
+classifier loss on scaled similarities, weighted λ1 and λ2. Prototypes are learned parameters, or
+kept as an EMA of the class's video embeddings (p_c ← α·p_c + (1−α)·ē_c per batch, ē_c the mean
+unit embedding of the batch's videos with label c)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Head, HeadOutput, masked_mean, register_head
+from .losses import LOSSES
+
+
+@register_head("prototype")
+class PrototypeHead(Head):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        width = self.options.hidden_dim or self.input_dim
+        self.encoder = nn.Sequential(
+            nn.Linear(self.input_dim, width), nn.GELU(), nn.Dropout(self.options.dropout), nn.Linear(width, width)
+        )
+        prototypes = F.normalize(torch.randn(self.num_classes, width), dim=1)
+        if self.options.prototype_update == "learned":
+            self.prototypes = nn.Parameter(prototypes)
+        else:
+            self.register_buffer("prototypes", prototypes)
+        self.logit_scale = nn.Parameter(torch.tensor(10.0))  # classifier on cosine: s·cos + b_c
+        self.logit_bias = nn.Parameter(torch.zeros(self.num_classes))
+
+    def forward(self, features, mask) -> HeadOutput:
+        embedding = F.normalize(self.encoder(masked_mean(features, mask)), dim=1)
+        similarity = embedding @ F.normalize(self.prototypes, dim=1).T
+        logits = similarity * self.logit_scale + self.logit_bias
+        return HeadOutput(logits, embedding=embedding, extras={"similarity": similarity})
+
+    def loss(self, output, targets, *, pos_weight=None):
+        options = self.options
+        similarity = output.extras["similarity"]
+        if options.contrastive == "infonce":
+            contrastive = LOSSES.create(
+                "prototype-infonce", similarity=similarity, targets=targets, temperature=options.temperature
+            )
+        else:
+            contrastive = LOSSES.create(
+                "prototype-margin", similarity=similarity, targets=targets, margin=options.margin
+            )
+        classification = self.classification_loss(output.logits, targets, pos_weight)
+        total = options.lambda_con * contrastive + options.lambda_cls * classification
+        return total, {"con": float(contrastive.detach()), "cls": float(classification.detach())}
+
+    @torch.no_grad()
+    def after_step(self, output, targets) -> None:
+        if self.options.prototype_update != "ema":
+            return
+        counts = targets.sum(dim=0)
+        present = counts > 0
+        if not present.any():
+            return
+        means = (targets.T @ output.embedding.detach()) / counts.clamp(min=1).unsqueeze(1)
+        alpha = self.options.ema_momentum
+        updated = alpha * self.prototypes[present] + (1 - alpha) * means[present]
+        self.prototypes[present] = F.normalize(updated, dim=1)
