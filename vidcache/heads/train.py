@@ -120,8 +120,8 @@ def _plot(run_dir: Path, history: list[dict], vocabulary: list[str], ap: np.ndar
     axis.plot(epochs, [h["train_loss"] for h in history], label="train loss")
     metric_keys = [k for k in history[0] if k.startswith("val_") and k != "val_loss"]
     twin = axis.twinx()
-    for key in metric_keys[:3]:
-        twin.plot(epochs, [h[key] for h in history], linestyle="--", label=key)
+    for number, key in enumerate(metric_keys[:3], start=1):
+        twin.plot(epochs, [h[key] for h in history], linestyle="--", color=f"C{number}", label=key)
     axis.set_xlabel("epoch")
     axis.set_ylabel("loss")
     twin.set_ylabel("val metric")
