@@ -237,7 +237,7 @@ class Cache:
         """Videos with no stream for `view` (e.g. no audio track), with the reason."""
         return {item.video_id: item.reason or "" for item in self._catalog.items(view, status=STATUS_ABSENT)}
 
-    def _decoder(self, view: str, raw: bool = False) -> RowDecoder:
+    def decoder(self, view: str, raw: bool = False) -> RowDecoder:
         identity = self._catalog.view_identity(view)
         return RowDecoder.for_view(identity or {}, raw=raw)
 
@@ -283,7 +283,7 @@ class Cache:
         given; flow rows are fields [T, 2, H, W] in pixels (`raw=True`: the stored uint8 rows).
         A row's timestamp is when its span starts (the frame shown, a window's or example's start)."""
         loc = self._location(video_id, view)
-        return _read_locations(self._files, view, [loc], dtype, self._decoder(view, raw))[0]
+        return _read_locations(self._files, view, [loc], dtype, self.decoder(view, raw))[0]
 
     def spans(self, video_id: str, view: str) -> np.ndarray:
         """[T, 2] start and end seconds of each row (S3D windows, flow pairs, audio examples); for
@@ -297,7 +297,14 @@ class Cache:
         self, video_ids: Sequence[str], view: str = "clip", *, dtype=None, raw: bool = False
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Like `read` for many ids (same order), with neighbouring rows read in one call."""
-        return _read_locations(self._files, view, self.locations(view, video_ids), dtype, self._decoder(view, raw))
+        return _read_locations(self._files, view, self.locations(view, video_ids), dtype, self.decoder(view, raw))
+
+    def read_locations(
+        self, view: str, locations: Sequence[Location], *, dtype=None, decode: RowDecoder | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`read_many` for locations fetched earlier with `locations()`: no catalog query, so it may
+        run in a background (prefetch) thread while the catalog is used elsewhere."""
+        return _read_locations(self._files, view, locations, dtype, decode or _AS_STORED)
 
     def iter_batches(
         self,
@@ -310,7 +317,7 @@ class Cache:
     ) -> Iterator[Batch]:
         """Videos in storage order (or the given order), `batch_size` videos at a time."""
         locations = self.locations(view, video_ids)
-        decode = self._decoder(view, raw)
+        decode = self.decoder(view, raw)
         for start in range(0, len(locations), batch_size):
             chunk = locations[start : start + batch_size]
             rows = _read_locations(self._files, view, chunk, dtype, decode)
@@ -319,7 +326,7 @@ class Cache:
     def dataset(
         self, view: str = "clip", *, video_ids: Iterable[str] | None = None, dtype=np.float32, raw: bool = False
     ) -> CacheDataset:
-        return CacheDataset(self.path, view, self.locations(view, video_ids), dtype, self._decoder(view, raw))
+        return CacheDataset(self.path, view, self.locations(view, video_ids), dtype, self.decoder(view, raw))
 
     def text_embeddings(self) -> TextEmbeddings:
         path = self.path / TEXT_NAME

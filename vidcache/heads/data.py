@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,15 +110,19 @@ def subsample_rows(rows: np.ndarray, max_frames: int) -> np.ndarray:
 
 
 def pad(batch_rows: list[np.ndarray], max_frames: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Videos' rows → features [B, T, D] float32 (zero-padded) and mask [B, T], with one gather and
+    one dtype conversion for the whole batch (rows may arrive as stored, e.g. float16)."""
     rows = [subsample_rows(r, max_frames) for r in batch_rows]
-    length = max(1, max(len(r) for r in rows))
-    features = torch.zeros(len(rows), length, dim)
-    mask = torch.zeros(len(rows), length, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        if len(r):
-            features[i, : len(r)] = torch.from_numpy(np.asarray(r, dtype=np.float32))
-            mask[i, : len(r)] = True
-    return features, mask
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    length = max(1, int(lengths.max(initial=0)))
+    dtype = rows[0].dtype if rows else np.float32
+    flat = np.concatenate([*(r.reshape(-1, dim) for r in rows), np.zeros((1, dim), dtype)])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(rows) else np.zeros(0, np.int64)
+    steps = np.arange(length)
+    valid = steps[None, :] < lengths[:, None]
+    index = np.where(valid, offsets[:, None] + steps[None, :], len(flat) - 1)
+    features = torch.from_numpy(np.ascontiguousarray(flat[index], dtype=np.float32))
+    return features, torch.from_numpy(valid)
 
 
 class SplitSource:
@@ -137,6 +142,8 @@ class SplitSource:
         self.cache, self.view, self.video_ids, self.targets = cache, view, video_ids, targets
         self.max_frames = max_frames
         locations = cache.locations(view, video_ids)
+        self._locations = locations
+        self._decode = cache.decoder(view)  # resolved here, in the catalog's thread
         self.dim = int(cache.view_info(view).get("feature_dim") or len(cache.read(video_ids[0], view)[0][0]))
         rows = sum(min(loc.row_count, max_frames) for loc in locations)
         self.in_memory = rows * self.dim * 4 <= memory_budget_bytes
@@ -146,7 +153,7 @@ class SplitSource:
         self._features: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
         if self.in_memory:
-            features = cache.read_many(video_ids, view, dtype=np.float32)
+            features = cache.read_locations(view, locations, decode=self._decode)
             self._features, self._mask = pad([f for f, _ in features], max_frames, self.dim)
 
     def __len__(self) -> int:
@@ -160,13 +167,28 @@ class SplitSource:
                 yield self._features[rows], self._mask[rows], self.targets[rows], rows  # type: ignore[index]
             return
         block_order = torch.randperm(len(self.blocks), generator=generator) if shuffle else range(len(self.blocks))
-        for b in block_order:
-            block = self.blocks[int(b)]
-            read = self.cache.read_many([self.video_ids[i] for i in block], self.view, dtype=np.float32)
-            features, mask = pad([f for f, _ in read], self.max_frames, self.dim)
+        for block, features, mask in self._prefetched([self.blocks[int(b)] for b in block_order]):
             local = torch.randperm(len(block), generator=generator) if shuffle else torch.arange(len(block))
             rows_all = torch.tensor(block)
             for start in range(0, len(local), batch_size):
                 pick = local[start : start + batch_size]
                 rows = rows_all[pick]
                 yield features[pick], mask[pick], self.targets[rows], rows
+
+    def _read_block(self, block: list[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        locations = [self._locations[i] for i in block]
+        read = self.cache.read_locations(self.view, locations, decode=self._decode)  # as stored
+        features, mask = pad([f for f, _ in read], self.max_frames, self.dim)
+        return block, features, mask
+
+    def _prefetched(self, blocks: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """Read block i+1 in a background thread while the caller trains on block i."""
+        if not blocks:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidcache-prefetch") as pool:
+            pending = pool.submit(self._read_block, blocks[0])
+            for following in [*blocks[1:], None]:
+                ready = pending.result()
+                if following is not None:
+                    pending = pool.submit(self._read_block, following)
+                yield ready
