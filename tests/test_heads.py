@@ -202,3 +202,29 @@ def test_cli_train_eval_predict(bag_cache, tmp_path):
     run_cli("predict", "--run", tmp_path / "run", "--cache", bag_cache, "--out", tmp_path / "p.parquet", check=True)
     frame = pd.read_parquet(tmp_path / "p.parquet")
     assert frame.video_id.nunique() == 420 and set(frame.label) == {"a", "b", "c"}
+
+
+def test_leak_check_survives_segment_columns_and_single_label_skips_unlabelled(tmp_path):
+    from vidcache.cache.catalog import Catalog
+    from vidcache.heads.data import make_splits
+
+    rng = np.random.default_rng(4)
+    videos = {f"v{i}": (rng.normal(size=(2, DIM)), ("xy"[i % 2],), "train") for i in range(6)}
+    videos["u0"] = (rng.normal(size=(2, DIM)), (), "train")  # unlabelled
+    videos["t0"] = (rng.normal(size=(2, DIM)), ("x",), "val")
+    cache_dir = write_cache(tmp_path / "c", videos)
+    from vidcache import Cache
+
+    with Cache(cache_dir) as cache:
+        splits = make_splits(cache, "clip")
+    assert not splits.multi_label and "u0" not in splits.ids["train"]  # no target: not trained as class 0
+    catalog = Catalog.open(cache_dir, create=True)
+    catalog.upsert_entries(
+        [
+            VideoEntry("t0", "/src/v0.mp4", ("x",), "val"),  # the source of a train video: a leak
+            VideoEntry("v5", "/src/v5.mp4", ("y",), "train", start_s=1.0, end_s=2.0),  # a segment column
+        ]
+    )
+    catalog.close()
+    with Cache(cache_dir) as cache, pytest.raises(SplitError, match="in two splits"):
+        make_splits(cache, "clip")

@@ -256,3 +256,56 @@ def test_bad_requests_are_clear_errors(cache_dir):
             hard_negative_labels(cache, k=2, view="audio")
         with pytest.raises(ConfigError, match="not both"):
             hard_negative_labels(cache, k=2, margin=0.1, relative_margin=0.9)
+
+
+def test_retries_past_the_candidate_cap_stay_exact():
+    import faiss
+
+    from vidcache.index import search
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(1500, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors[100:140] = vectors[100]  # a block of exact ties
+    group = np.arange(len(vectors)) % 2
+    index = faiss.IndexFlatIP(8)
+    index.add(vectors)
+
+    def same_group(query_row, rows):
+        return group[rows] == group[query_row]
+
+    queries = np.arange(0, 1500, 7)
+    scores, rows = search(
+        index, vectors[queries], vectors, 6, exclude=same_group, query_rows=queries, max_candidates=32
+    )
+    mask = group[None, :] == group[queries][:, None]
+    ref_scores, ref_rows = brute_force(vectors[queries], vectors, 6, exclude_mask=mask)
+    np.testing.assert_array_equal(rows, ref_rows)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-9)
+
+
+def test_a_stored_index_is_used_only_while_it_matches_the_cache(cache_dir, tmp_path):
+    import shutil
+
+    from vidcache.index import load_index
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    run_cli("index", "build", "--cache", copy, "--view", "audio", check=True)
+    with Cache(copy) as cache:
+        assert load_index(cache, "audio", pooling="mean") is not None
+        assert load_index(cache, "audio", pooling="max") is None
+    (copy / "index" / "audio.json").unlink()  # as a crash between the files would leave it
+    with Cache(copy) as cache:
+        assert load_index(cache, "audio", pooling="mean") is None
+    run_cli("index", "build", "--cache", copy, "--view", "audio", check=True)
+    write_view_arrays(
+        copy,
+        view="audio",
+        rows=[("new/video", np.ones((2, 16)), np.arange(2.0))],
+        entries=[VideoEntry("new/video", "/x/new.mp4", ())],
+        identity={"model": "x"},
+        dtype="float16",
+    )
+    with Cache(copy) as cache:
+        assert load_index(cache, "audio", pooling="mean") is None  # a video was added since the build

@@ -271,3 +271,27 @@ def test_consumers_hold_at_most_one_window():
         peak = max(peak, len(pairs._pairs) + len(pairs._ready))
     rows += sum(len(c) for c in pairs.finish())
     assert rows == 600 and peak <= 4 + 1
+
+
+def test_flow_pairs_aim_at_frame_centres_and_num_frames_keeps_n_rows():
+    from vidcache.config import SamplingConfig
+    from vidcache.extract.consumers import ClipFrames
+
+    pairs = FlowPairs(None, FlowConfig(fps=3.0), SamplingConfig(fps=1.0), views=("flow",), batch=4)
+    targets = pairs.targets_s(0.0, 2.0, 1 / 30, frame_origin_s=0.0).reshape(-1, 2)
+    # frames shown at t are at k/30 (within ±0.5 ms when stored in a 1/1000 time base); both targets
+    # sit mid-interval, so the pair is always frame k and frame k + 1
+    np.testing.assert_allclose(targets[:, 1] - targets[:, 0], 1 / 30)
+    np.testing.assert_allclose((targets * 30) % 1, 0.5, atol=1e-9)
+
+    class Encoder:
+        view = "clip"
+
+        def prepare(self, rgb):
+            return torch.zeros(1)
+
+    frames = ClipFrames(Encoder(), SamplingConfig(fps=None, num_frames=8), batch_size=2)
+    frames.targets_s(0.0, 8.0, 1 / 30)
+    chunks = [c for k in range(4) for c in frames.feed(np.zeros((2, 2, 3), np.uint8), float(k), np.array([k]))]
+    chunks += frames.finish()  # the stream ended after 4 frames, the header said 8 s: still 8 rows
+    assert sum(int(c.repeats.sum()) for c in chunks) == 8

@@ -537,6 +537,7 @@ def index_build(cache_dir: str, view: str, pooling: str, index_type: str, memory
 
     started = time.perf_counter()
     with Cache(cache_dir) as cache:
+        fingerprint = cache_fingerprint(cache, view)  # before reading: a later change makes it stale, not wrong
         vectors = video_vectors(cache, view, pooling=pooling)
         choice = choose_index(
             len(vectors), vectors.vectors.shape[1], memory_budget_bytes=memory_budget_gb * 2**30, requested=index_type
@@ -550,7 +551,7 @@ def index_build(cache_dir: str, view: str, pooling: str, index_type: str, memory
             reason=choice.reason,
             n_vectors=len(vectors),
             dim=int(vectors.vectors.shape[1]),
-            fingerprint=cache_fingerprint(cache, view),
+            fingerprint=fingerprint,
             view_identity=cache.view_info(view),
             parameters={"memory_budget_gb": memory_budget_gb, "gpu": gpu_available()},
         )

@@ -51,7 +51,9 @@ class Consumer:
     view_names: tuple[str, ...]  # cache views this consumer produces
     max_short_side: int | None = None  # how large a frame it needs (RGB conversion pre-shrinks to it)
 
-    def targets_s(self, origin_s: float, end_s: float, nominal_dt_s: float) -> np.ndarray:
+    def targets_s(
+        self, origin_s: float, end_s: float, nominal_dt_s: float, *, frame_origin_s: float | None = None
+    ) -> np.ndarray:
         raise NotImplementedError
 
     def feed(self, rgb: np.ndarray, time_s: float, indices: np.ndarray) -> list[Chunk]:
@@ -76,8 +78,11 @@ class ClipFrames(Consumer):
         self._repeats: list[int] = []
         self._expected = 0
         self._rows = 0
+        self._last: tuple[torch.Tensor, float] | None = None
 
-    def targets_s(self, origin_s: float, end_s: float, nominal_dt_s: float) -> np.ndarray:
+    def targets_s(
+        self, origin_s: float, end_s: float, nominal_dt_s: float, *, frame_origin_s: float | None = None
+    ) -> np.ndarray:
         targets = sample_times(self.sampling, start_s=origin_s, end_s=end_s)
         self._expected = len(targets)
         return targets
@@ -95,15 +100,22 @@ class ClipFrames(Consumer):
         return chunk
 
     def feed(self, rgb: np.ndarray, time_s: float, indices: np.ndarray) -> list[Chunk]:
-        self._images.append(self.encoder.prepare(rgb))
+        image = self.encoder.prepare(rgb)
+        self._images.append(image)
         self._times.append(time_s)
         self._repeats.append(len(indices))
         self._rows += len(indices)
+        self._last = (image, time_s)
         return [self._chunk()] if len(self._images) >= self.batch_size else []
 
     def finish(self) -> list[Chunk]:
-        if self.sampling.num_frames is not None and self._images and self._rows < self._expected:
-            self._repeats[-1] += self._expected - self._rows  # N-frame sampling always gives N rows
+        missing = self._expected - self._rows
+        if self.sampling.num_frames is not None and missing > 0 and self._rows:  # N-frame sampling: N rows
+            if not self._images:  # the last frame went out with a full batch: send it again for the rest
+                image, time_s = self._last
+                self._images, self._times, self._repeats = [image], [time_s], [0]
+            self._repeats[-1] += missing
+            self._rows += missing
         return [self._chunk()] if self._images else []
 
 
@@ -125,7 +137,9 @@ class S3dWindows(Consumer):
         self._grid: np.ndarray = np.zeros(0)
         self._pending: list[tuple[float, float, torch.Tensor]] = []
 
-    def targets_s(self, origin_s: float, end_s: float, nominal_dt_s: float) -> np.ndarray:
+    def targets_s(
+        self, origin_s: float, end_s: float, nominal_dt_s: float, *, frame_origin_s: float | None = None
+    ) -> np.ndarray:
         count = max(1, math.ceil((end_s - origin_s) * self.config.fps - 1e-9))
         self._grid = origin_s + np.arange(count) * self._grid_dt
         return self._grid
@@ -185,13 +199,20 @@ class FlowPairs(Consumer):
         self._pairs: dict[int, list] = {}  # pair → [first rgb, first time, second rgb, second time]
         self._ready: list[tuple[np.ndarray, float, np.ndarray, float]] = []
 
-    def targets_s(self, origin_s: float, end_s: float, nominal_dt_s: float) -> np.ndarray:
+    def targets_s(
+        self, origin_s: float, end_s: float, nominal_dt_s: float, *, frame_origin_s: float | None = None
+    ) -> np.ndarray:
         cfg = self.config
         if cfg.fps is not None:
             firsts = origin_s + np.arange(max(1, math.ceil((end_s - origin_s) * cfg.fps - 1e-9))) / cfg.fps
         else:
             firsts = sample_times(self.sampling, start_s=origin_s, end_s=end_s)
-        seconds = firsts + cfg.step * nominal_dt_s
+        # Aim both frames of a pair at the middle of their frame intervals on the stream's nominal grid,
+        # so timestamps rounded to a coarse time base (1/1000 in MKV) still give frames `step` apart.
+        grid = origin_s if frame_origin_s is None else frame_origin_s
+        index = np.floor((firsts - grid) / nominal_dt_s + 1e-6)
+        firsts = np.maximum(grid + (index + 0.5) * nominal_dt_s, firsts)
+        seconds = grid + (index + 0.5 + cfg.step) * nominal_dt_s
         targets = np.stack([firsts, seconds], axis=1).reshape(-1)
         order = np.argsort(targets, kind="stable")
         self._owner = np.arange(len(targets))[order]  # sorted position → original (pair*2 + which)

@@ -52,6 +52,8 @@ class VideoStage:
             video_views = [v for c in self.consumers for v in c.view_names]
             try:
                 yield from self._video(deadline)
+                if self._stopped():  # interrupted mid-video: nothing to report as done
+                    return
                 for view in video_views:
                     self.outcomes.setdefault(view, (STATUS_DONE, None))
             except VideoFailure as failure:
@@ -84,7 +86,8 @@ class VideoStage:
             targets_fn=lambda origin_s, end_s: self._union(origin_s, end_s, owners, sampler_info),
         ) as sampler:
             sampler_info = sampler.info
-            max_short = max((c.max_short_side or 0) for c in consumers) or None
+            sides = [c.max_short_side for c in consumers]
+            max_short = None if None in sides else max(sides)  # None: some consumer wants full size
             cursor, rows = 0, 0
             for frame, time_s, count in sampler:
                 if self._stopped():
@@ -121,7 +124,8 @@ class VideoStage:
         nominal_dt = 1.0 / info.avg_fps if info.avg_fps else 1 / 30
         times, consumer_no, own_index = [], [], []
         for number, consumer in enumerate(self.consumers):
-            targets = np.asarray(consumer.targets_s(origin_s, end_s, nominal_dt), dtype=np.float64)
+            targets = consumer.targets_s(origin_s, end_s, nominal_dt, frame_origin_s=info.stream_start_s)
+            targets = np.asarray(targets, dtype=np.float64)
             times.append(targets)
             consumer_no.append(np.full(len(targets), number))
             own_index.append(np.arange(len(targets)))

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -36,15 +37,19 @@ def save_checkpoint(
     if scheduler is not None:
         meta["scheduler"] = scheduler.state_dict()
     path = directory / f"{name}.safetensors"
-    _atomic(path, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    _atomic(directory / f"{name}.json", lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str)))
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+    # the state travels inside the tensor file (one atomic rename); NAME.json is a readable copy
+    _atomic(path, lambda p: save_file(tensors, str(p), metadata={"format": "pt", "vidcache": text}))
+    _atomic(directory / f"{name}.json", lambda p: p.write_text(text))
     return path
 
 
 def load_checkpoint(directory: Path, name: str, *, model: torch.nn.Module, optimizer=None, scheduler=None) -> dict:
     """Restore into the given objects; return the saved `state` dict."""
-    tensors = load_file(str(directory / f"{name}.safetensors"))
-    meta = json.loads((directory / f"{name}.json").read_text())
+    path = directory / f"{name}.safetensors"
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads((handle.metadata() or {}).get("vidcache") or (directory / f"{name}.json").read_text())
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     if optimizer is not None and "param_groups" in meta:
         state: dict = {}

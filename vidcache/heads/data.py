@@ -38,6 +38,10 @@ def _hash_fraction(video_id: str) -> float:
     return int(hashlib.sha1(video_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
+def _seconds(value) -> float | None:
+    return None if value is None or value != value else float(value)
+
+
 def make_splits(cache: Cache, view: str, *, task: str = "auto", val_fraction: float = 0.1) -> Splits:
     """Splits from the manifest's `split` column; fails loudly on leakage, empty splits and classes
     absent from train."""
@@ -48,6 +52,7 @@ def make_splits(cache: Cache, view: str, *, task: str = "auto", val_fraction: fl
     ids: dict[str, list[str]] = {TRAIN: [], VAL: [], TEST: []}
     labels: dict[str, tuple[str, ...]] = {}
     path_split: dict[tuple, str] = {}
+    paths: dict[str, str] = {}
     leaks: list[str] = []
     for row in entries.itertuples():
         if row.video_id not in done:
@@ -58,17 +63,18 @@ def make_splits(cache: Cache, view: str, *, task: str = "auto", val_fraction: fl
                 f"video {row.video_id!r} has split {row.split!r}; the manifest's split column must be one of "
                 "train, val, test for training"
             )
-        source = (row.path, row.start_s, row.end_s)
+        source = (row.path, _seconds(row.start_s), _seconds(row.end_s))  # NaN != NaN: normalise first
         if source in path_split and path_split[source] != split:
             leaks.append(f"{row.path} in {path_split[source]} and {split}")
         path_split.setdefault(source, split)
         ids[split].append(row.video_id)
         labels[row.video_id] = tuple(row.labels)
+        paths[row.video_id] = str(row.path)
     if leaks:
         raise SplitError(f"{len(leaks)} video(s) in two splits (e.g. {leaks[0]}); fix the manifest's split column")
     val_from_train = not ids[VAL]
-    if val_from_train:
-        carved = [v for v in ids[TRAIN] if _hash_fraction(v) < val_fraction]
+    if val_from_train:  # by source path, so clips cut from one file stay on one side
+        carved = [v for v in ids[TRAIN] if _hash_fraction(paths[v]) < val_fraction]
         if not carved or len(carved) == len(ids[TRAIN]):
             raise SplitError("the manifest has no val split and train is too small to carve one; add split=val rows")
         ids[VAL] = carved
@@ -89,6 +95,17 @@ def make_splits(cache: Cache, view: str, *, task: str = "auto", val_fraction: fl
     if task == "single-label" and counts and max(counts) > 1:
         raise SplitError("--task single-label, but some training videos have several labels")
     multi_label = (inferred if task == "auto" else task) == "multi-label"
+    if not multi_label:  # single-label: a video needs exactly one label to be trained or scored
+        several = [v for s in (VAL, TEST) for v in ids[s] if len(labels[v]) > 1]
+        if several:
+            raise SplitError(
+                f"{len(several)} val/test video(s) have several labels (e.g. {several[0]!r}) but the task is "
+                "single-label; use --task multi-label"
+            )
+        ids = {k: [v for v in vs if len(labels[v]) == 1] for k, vs in ids.items()}  # unlabelled: no target
+        for split in (TRAIN, VAL):
+            if not ids[split]:
+                raise SplitError(f"the {split} split has no labelled videos")
     return Splits({k: sorted(v) for k, v in ids.items()}, labels, vocabulary, multi_label, val_from_train)
 
 
@@ -145,8 +162,9 @@ class SplitSource:
         self._locations = locations
         self._decode = cache.decoder(view)  # resolved here, in the catalog's thread
         self.dim = int(cache.view_info(view).get("feature_dim") or len(cache.read(video_ids[0], view)[0][0]))
-        rows = sum(min(loc.row_count, max_frames) for loc in locations)
-        self.in_memory = rows * self.dim * 4 <= memory_budget_bytes
+        longest = min(max((loc.row_count for loc in locations), default=1), max_frames)
+        # padded tensors are [N, longest, D] float32, plus the gather's transient copy
+        self.in_memory = 2 * len(locations) * longest * self.dim * 4 <= memory_budget_bytes
         # storage order, so a streamed block is one contiguous read per shard
         order = sorted(range(len(video_ids)), key=lambda i: (locations[i].shard, locations[i].row_start))
         self.blocks = [order[s : s + block_videos] for s in range(0, len(order), block_videos)]

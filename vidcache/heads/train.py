@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -182,6 +183,7 @@ def train(
             "vocabulary": splits.vocabulary,
             "task": "multi-label" if splits.multi_label else "single-label",
             "splits": {k: len(v) for k, v in splits.ids.items()},
+            "splits_sha1": hashlib.sha1(json.dumps(splits.ids, sort_keys=True).encode()).hexdigest(),
             "val_from_train": splits.val_from_train,
             "command": command,
             "vidcache_version": __version__,
@@ -191,6 +193,10 @@ def train(
             recorded = json.loads(config_path.read_text())
             if recorded["train_config"] != resolved["train_config"] or recorded["vocabulary"] != splits.vocabulary:
                 raise ConfigError(f"--resume: {run_dir} was trained with other options or classes; use a new --out")
+            if recorded.get("splits_sha1") != resolved["splits_sha1"] or recorded["view_identity"] != view_identity:
+                raise ConfigError(
+                    f"--resume: the cache's videos or view changed since {run_dir} started; use a new --out"
+                )
         config_path.write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
 
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -247,7 +253,17 @@ def train(
                 consecutive_bad = 0
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                if not torch.isfinite(grad_norm):  # a finite loss can still have NaN gradients
+                    state["skipped_steps"] += 1
+                    consecutive_bad += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    if consecutive_bad >= config.max_bad_steps:
+                        raise TrainingError(
+                            f"gradients were not finite for {consecutive_bad} steps in a row (epoch {epoch}); "
+                            "lower --lr or check the features (vidcache verify)"
+                        )
+                    continue
                 optimizer.step()
                 scheduler.step()
                 model.after_step(output, targets)

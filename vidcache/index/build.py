@@ -74,9 +74,12 @@ def build_index(vectors: np.ndarray, choice: IndexChoice, *, use_gpu: bool | Non
     index.add(vectors)
     if choice.kind.startswith("ivf"):
         faiss.extract_index_ivf(index).nprobe = 16
-    if (use_gpu is None and gpu_available()) or use_gpu:
+    # faiss-gpu has no HNSW; IVF-PQ with many bytes per code needs float16 lookup tables
+    if choice.kind != "hnsw" and ((use_gpu is None and gpu_available()) or use_gpu):
         resources = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(resources, 0, index)
+        options = faiss.GpuClonerOptions()
+        options.useFloat16 = choice.kind == "ivfpq"
+        index = faiss.index_cpu_to_gpu(resources, 0, index, options)
         index.vidcache_gpu_resources = resources  # keep the resources alive with the index
     return index
 
@@ -129,10 +132,13 @@ def save_index(cache_dir: str | Path, index, vectors, provenance: IndexProvenanc
         write(tmp)
         tmp.replace(path)
 
+    # meta goes first and comes back last: a crash in between leaves no meta, so nothing is trusted
+    paths["meta"].unlink(missing_ok=True)
     atomic(paths["vectors"], lambda p: np.save(open(p, "wb"), vectors.vectors))
     atomic(paths["ids"], lambda p: p.write_text(json.dumps(vectors.video_ids)))
     atomic(paths["index"], lambda p: faiss.write_index(cpu_index, str(p)))
-    atomic(paths["meta"], lambda p: p.write_text(json.dumps(asdict(provenance), indent=2, sort_keys=True)))
+    meta = {**asdict(provenance), "vectors_sha1": hashlib.sha1(vectors.vectors.tobytes()).hexdigest()}
+    atomic(paths["meta"], lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True)))
     return paths["index"]
 
 
@@ -149,4 +155,8 @@ def load_index(cache: Cache, view: str, *, pooling: str):
     if meta.get("pooling") != pooling or meta.get("fingerprint") != cache_fingerprint(cache, view):
         return None
     vectors = VideoVectors(json.loads(paths["ids"].read_text()), np.load(paths["vectors"]), view, pooling)
-    return faiss.read_index(str(paths["index"])), vectors, meta
+    index = faiss.read_index(str(paths["index"]))
+    consistent = len(vectors) == meta.get("n_vectors") == index.ntotal and hashlib.sha1(
+        vectors.vectors.tobytes()
+    ).hexdigest() == meta.get("vectors_sha1")
+    return (index, vectors, meta) if consistent else None

@@ -37,6 +37,7 @@ def search(
     query_rows: np.ndarray | None = None,
     slack: int = 8,
     exact: bool = True,
+    max_candidates: int = 2048,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of each query among `database` rows (the rows `index` holds, in order).
@@ -52,29 +53,46 @@ def search(
         return scores_out, rows_out
     query_rows = np.full(n_queries, -1) if query_rows is None else np.asarray(query_rows)
     k_search = min(n_database, k + slack)
+    # beyond this many candidates a query is ranked against every row directly: GPU indexes cap k at
+    # 2048, and the retries stay within one block of memory
+    exhaustive_from = min(n_database, max_candidates)
+
+    def finish(q: int, scores: np.ndarray, rows: np.ndarray) -> None:
+        rows_out[q, : min(k, len(rows))] = rows[:k]
+        scores_out[q, : min(k, len(rows))] = scores[:k]
+
+    def keep(q: int, scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if exclude is None or not len(rows):
+            return scores, rows
+        kept = ~exclude(int(query_rows[q]), rows)
+        return scores[kept], rows[kept]
+
     block = max(1, BLOCK_BYTES // (12 * k_search))
     for start in range(0, n_queries, block):
         stop = min(n_queries, start + block)
         pending = np.arange(start, stop)
         want = k_search
         while len(pending):
-            found_scores, found = index.search(np.ascontiguousarray(queries[pending], dtype=np.float32), want)
-            retry = []
-            for j, q in enumerate(pending):
-                scores, rows = rank_candidates(queries[q], database, found[j])
-                if exclude is not None and len(rows):
-                    keep = ~exclude(int(query_rows[q]), rows)
-                    scores, rows = scores[keep], rows[keep]
-                exhausted = want >= n_database
-                # Rows the index did not return score at most its last returned score; if the k-th
-                # kept score is that close, an unseen row could tie or beat it: look further.
-                boundary = found_scores[j, -1] if found[j, -1] >= 0 else -np.inf
-                complete = exhausted or (len(rows) >= k and (not exact or scores[k - 1] > boundary + TIE_EPS))
-                if not complete:
-                    retry.append(q)
-                    continue
-                rows_out[q, : min(k, len(rows))] = rows[:k]
-                scores_out[q, : min(k, len(rows))] = scores[:k]
+            if exhaustive_from <= want < n_database:
+                for q in pending:  # rare: many exclusions or ties; O(N·D) each, no index involved
+                    finish(int(q), *keep(int(q), *rank_candidates(queries[q], database, np.arange(n_database))))
+                break
+            retry: list[int] = []
+            sub_block = max(1, BLOCK_BYTES // (12 * want))  # retries with more candidates use fewer queries
+            for sub_start in range(0, len(pending), sub_block):
+                sub = pending[sub_start : sub_start + sub_block]
+                found_scores, found = index.search(np.ascontiguousarray(queries[sub], dtype=np.float32), want)
+                for j, q in enumerate(sub):
+                    scores, rows = keep(int(q), *rank_candidates(queries[q], database, found[j]))
+                    exhausted = want >= n_database
+                    # Rows the index did not return score at most its last returned score; if the
+                    # k-th kept score is that close, an unseen row could tie or beat it: look further.
+                    boundary = found_scores[j, -1] if found[j, -1] >= 0 else -np.inf
+                    complete = exhausted or (len(rows) >= k and (not exact or scores[k - 1] > boundary + TIE_EPS))
+                    if complete:
+                        finish(int(q), scores, rows)
+                    else:
+                        retry.append(int(q))
             pending = np.array(retry, dtype=np.int64)
             want = min(n_database, want * 4)
         if progress is not None:

@@ -147,7 +147,8 @@ def hard_negative_labels(
             keep[positives] = False
             if positives and (margin is not None or relative_margin is not None):
                 s_pos = scores[positives].max()
-                limit = s_pos - margin if margin is not None else relative_margin * s_pos  # type: ignore[operator]
+                # relative: RM·s_pos for s_pos > 0, generalised so the limit never exceeds s_pos
+                limit = s_pos - margin if margin is not None else s_pos - (1 - relative_margin) * abs(s_pos)  # type: ignore[operator]
                 keep &= scores < limit
             candidates = np.flatnonzero(keep)
             ranked = candidates[np.lexsort((order_tiebreak[candidates], -scores[candidates]))]
@@ -241,6 +242,7 @@ def nearest_videos(
     if k < 1:
         raise ConfigError(f"--k must be >= 1, got {k}")
     started = time.perf_counter()
+    fingerprint = cache_fingerprint(cache, view)
     searcher = _searcher(cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb)
     vectors = searcher.vectors
     ids = vectors.video_ids
@@ -313,7 +315,7 @@ def nearest_videos(
             "pooling": pooling,
             "exclude_shared_labels": exclude_shared_labels,
             "exclude_same_group": exclude_same_group,
-            "fingerprint": cache_fingerprint(cache, view),
+            "fingerprint": fingerprint,
         },
     )
     return frame, summary
