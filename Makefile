@@ -23,3 +23,4 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_decode.py
 	$(VENV)/bin/python benchmarks/bench_extract.py
+	$(VENV)/bin/python benchmarks/bench_views.py

@@ -12,9 +12,12 @@ each into a fresh cache, with random weights (`--clip-model vidcache-tiny --clip
    (`dataset.id.get_storage_size()` of every dataset in each view's group);
 3. TV-L1 overhead: `--views motion --workers 1` (one flow pair at a time) vs
    `cv2.optflow.DualTVL1OpticalFlow_create().calc` called directly on the same pairs, decoded
-   beforehand with plain PyAV and resized with the same function; and `--workers 2` vs 2 threads;
+   beforehand with plain PyAV and resized with the same function. Both sides use one OpenCV thread
+   (`cv2.setNumThreads(1)` here, `OPENCV_FOR_THREADS_NUM=1` for the child); then, as shipped, with
+   OpenCV's default threads, for 1 worker vs 1 calling thread and `--workers 2` vs 2 threads;
 4. bounded memory: peak RSS of the child (`os.wait4` rusage) for `--views clip,s3d,audio,flow` on a
-   long vs a short video of the same resolution;
+   long vs a short video of the same resolution (`--mem-minutes`, default 1,10), and the RSS sampled
+   from /proc during the longest run (second half vs first half);
 5. on a CUDA machine only: RAFT pairs/s and S3D clips/s on the GPU.
 
     .venv/bin/python benchmarks/bench_views.py            # table on stdout, progress on stderr
@@ -66,6 +69,11 @@ VIEW_RUNS = (  # (name in the report, --views)
     ("motion", "motion"),
     ("all", "clip,s3d,audio,flow"),
 )
+OVERHEAD_CONFIGS = (  # (name, --workers, OpenCV threads on both sides; None = OpenCV's default)
+    ("w1-cv1", 1, 1),  # the target: one pair at a time, single-threaded TV-L1 on both sides
+    ("w1-cvdefault", 1, None),  # as shipped with 1 worker: OpenCV parallelises each calc over its pool
+    ("w2-cvdefault", 2, None),  # as shipped (default --workers 2) vs 2 calling threads
+)
 RANDOM_WEIGHTS = ["--clip-model", "vidcache-tiny", "--clip-pretrained", "none", "--s3d-weights", "none"]
 FLOW_DEFAULTS = FlowConfig()
 
@@ -96,16 +104,42 @@ def write_manifest(path: Path, videos: list[Path]) -> Path:
 
 
 # child processes --------------------------------------------------------------------------------
-def run_child(argv: list[str], log_dir: Path, name: str) -> dict[str, Any]:
+def _rss_mib(pid: int) -> float | None:
+    """Resident set size of a running process (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def run_child(argv: list[str], log_dir: Path, name: str, *, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `argv` and wait for it with `os.wait4`, which gives that child's own rusage: peak RSS
-    (ru_maxrss, KiB on Linux) and CPU seconds. stdout/stderr go to files in `log_dir`."""
+    (ru_maxrss, KiB on Linux) and CPU seconds. Its RSS is also sampled every 0.25 s (`rss_samples`,
+    (seconds since start, MiB)). stdout/stderr go to files in `log_dir`."""
     out_path, err_path = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+
+        def sample() -> None:
+            while not done.wait(0.25):
+                rss = _rss_mib(proc.pid)
+                if rss is not None:
+                    samples.append((round(time.perf_counter() - started, 2), round(rss, 1)))
+
+        sampler = threading.Thread(target=sample, daemon=True, name=f"rss-{name}")
+        sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
+        done.set()
+        sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     cpu = usage.ru_utime + usage.ru_stime
     return {
@@ -114,12 +148,22 @@ def run_child(argv: list[str], log_dir: Path, name: str) -> dict[str, Any]:
         "cpu_s": cpu,
         "cpu_util": cpu / wall / (os.cpu_count() or 1),
         "peak_rss_mib": usage.ru_maxrss / 1024,
+        "rss_samples": samples,
         "stdout": out_path.read_text(errors="replace"),
         "stderr": err_path.read_text(errors="replace"),
     }
 
 
-def extract(manifest: Path, cache: Path, views: str, options: dict[str, Any], log_dir: Path, name: str) -> dict:
+def extract(
+    manifest: Path,
+    cache: Path,
+    views: str,
+    options: dict[str, Any],
+    log_dir: Path,
+    name: str,
+    *,
+    env: dict[str, str] | None = None,
+) -> dict:
     """`vidcache extract MANIFEST --cache CACHE --views VIEWS --device cpu --json` with random weights
     into a fresh cache; returns the child's figures with the parsed JSON summary under "summary"."""
     shutil.rmtree(cache, ignore_errors=True)
@@ -127,7 +171,7 @@ def extract(manifest: Path, cache: Path, views: str, options: dict[str, Any], lo
     argv += ["--views", views, "--device", "cpu", "--json", *RANDOM_WEIGHTS]
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
-    child = run_child(argv, log_dir, name)
+    child = run_child(argv, log_dir, name, env=env)
     lines = child["stdout"].strip().splitlines()
     if child["rc"] != 0 or not lines:
         raise RuntimeError(f"extract {views} exited {child['rc']}:\n{child['stderr'][-3000:]}")
@@ -138,6 +182,19 @@ def extract(manifest: Path, cache: Path, views: str, options: dict[str, Any], lo
     child["argv"] = argv[2:]
     del child["stdout"], child["stderr"]
     return child
+
+
+def rss_profile(samples: list[tuple[float, float]], parts: int = 4) -> list[float]:
+    """Peak sampled RSS (MiB) in each of `parts` equal slices of the run's wall time: flat when memory
+    does not grow as the video goes on (the first slice includes start-up and model loading)."""
+    if not samples:
+        return []
+    end = samples[-1][0]
+    peaks = [0.0] * parts
+    for t, rss in samples:
+        k = min(parts - 1, int(t / end * parts)) if end > 0 else 0
+        peaks[k] = max(peaks[k], rss)
+    return peaks
 
 
 # 2. bytes stored --------------------------------------------------------------------------------
@@ -294,7 +351,8 @@ def gpu_figures(device: torch.device, *, seconds: float = 5.0) -> dict[str, Any]
 
 
 # driver -----------------------------------------------------------------------------------------
-def view_costs(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def corpus(args: argparse.Namespace, workdir: Path) -> tuple[list[Path], Path]:
+    """The `--videos` test videos (made once per workdir) and a manifest listing them."""
     videos = [
         make_video(
             workdir / "videos" / f"v{i}_{args.width}x{args.height}_{args.seconds:g}s.mp4",
@@ -307,7 +365,11 @@ def view_costs(args: argparse.Namespace, workdir: Path, log: Callable[[str], Non
         )
         for i in range(args.videos)
     ]
-    manifest = write_manifest(workdir / "manifest.csv", videos)
+    return videos, write_manifest(workdir / "manifest.csv", videos)
+
+
+def view_costs(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    videos, manifest = corpus(args, workdir)
     video_s = args.videos * args.seconds
     options = {
         "fps": args.fps,
@@ -322,6 +384,7 @@ def view_costs(args: argparse.Namespace, workdir: Path, log: Callable[[str], Non
     for name, views in VIEW_RUNS:
         cache = workdir / "caches" / name
         run = extract(manifest, cache, views, options, workdir, f"view-{name}")
+        run.pop("rss_samples")
         s = run["summary"]
         run["per_video_s"] = {"wall": run["wall_s"] / video_s, "run": s["seconds"] / video_s}
         runs[name] = run
@@ -344,29 +407,34 @@ def view_costs(args: argparse.Namespace, workdir: Path, log: Callable[[str], Non
 
 
 def tvl1_overhead(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    videos = sorted((workdir / "videos").glob(f"v*_{args.width}x{args.height}_{args.seconds:g}s.mp4"))
-    videos = videos[: args.videos]
-    manifest = workdir / "manifest.csv"
+    videos, manifest = corpus(args, workdir)
     started = time.perf_counter()
     pairs = [bare_pairs(v, fps=args.fps, step=1, short_side=args.flow_short_side) for v in videos]
     log(f"  decoded {sum(map(len, pairs))} pairs with plain PyAV in {time.perf_counter() - started:.1f} s (untimed)")
+    default_threads = cv2.getNumThreads()
     cv2.optflow.DualTVL1OpticalFlow_create().calc(pairs[0][0][1], pairs[0][0][2], None)  # warm-up
     options = {"fps": args.fps, "flow_short_side": args.flow_short_side}
-    rounds: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in OVERHEAD_CONFIGS}
     same_pairs = None
     others = OtherLoad().start()
     for rep in range(args.overhead_repeats):
-        for workers in (1, 2):
+        for name, workers, cv_threads in OVERHEAD_CONFIGS:
             row: dict[str, Any] = {}
-            cache = workdir / "caches" / f"motion-w{workers}"
+            cache = workdir / "caches" / f"motion-{name}"
             flows: list = []
             # alternate which side goes first, so a change in outside load hits both alike
             for side in ("vidcache", "bare") if rep % 2 == 0 else ("bare", "vidcache"):
                 if side == "bare":
-                    wall, calc, cpu = bare_tvl1(pairs, workers, flows)
+                    cv2.setNumThreads(cv_threads or -1)  # -1: OpenCV's default
+                    try:
+                        wall, calc, cpu = bare_tvl1(pairs, workers, flows)
+                    finally:
+                        cv2.setNumThreads(-1)
                     row.update(bare_wall_s=wall, bare_calc_s=calc, bare_thread_cpu_s=cpu)
                     continue
-                run = extract(manifest, cache, "motion", {**options, "workers": workers}, workdir, "motion")
+                env = {"OPENCV_FOR_THREADS_NUM": str(cv_threads)} if cv_threads else {}
+                run = extract(manifest, cache, "motion", {**options, "workers": workers}, workdir, "motion", env=env)
+                run.pop("rss_samples")
                 s = run["summary"]
                 row.update(
                     vidcache_stage_s=s["decode_seconds"],
@@ -377,34 +445,36 @@ def tvl1_overhead(args: argparse.Namespace, workdir: Path, log: Callable[[str], 
             if same_pairs is None:
                 same_pairs = check_same_pairs(cache, videos, pairs, flows)
             shutil.rmtree(cache, ignore_errors=True)
-            rounds[str(workers)].append(row)
+            rounds[name].append(row)
             log(
-                f"  [{rep + 1}/{args.overhead_repeats}] workers {workers}: vidcache stage "
-                f"{row['vidcache_stage_s']:.2f} s run {row['vidcache_run_s']:.2f} s "
-                f"(child {row['vidcache_wall_s']:.2f} s); bare OpenCV {workers} thread(s) "
-                f"{row['bare_wall_s']:.2f} s (inside calc {row['bare_calc_s']:.2f} s, "
-                f"thread CPU {row['bare_thread_cpu_s']:.2f} s)"
+                f"  [{rep + 1}/{args.overhead_repeats}] {name}: vidcache stage {row['vidcache_stage_s']:.2f} s, "
+                f"run {row['vidcache_run_s']:.2f} s (child {row['vidcache_wall_s']:.2f} s); bare OpenCV "
+                f"{row['bare_wall_s']:.2f} s (inside calc {row['bare_calc_s']:.2f} s, calling threads' CPU "
+                f"{row['bare_thread_cpu_s']:.2f} s)"
             )
     out: dict[str, Any] = {
         "pairs": sum(map(len, pairs)),
         "pair_size_hw": list(pairs[0][0][1].shape),
-        "cv2_threads": cv2.getNumThreads(),
+        "cv2_default_threads": default_threads,
         "cv2_version": cv2.__version__,
         "same_pairs": same_pairs,
         "rounds": rounds,
         "other_processes_cores": others.stop(),
+        "configs": {},
     }
-    for workers, rows in rounds.items():
+    for name, workers, cv_threads in OVERHEAD_CONFIGS:
+        rows = rounds[name]
 
         def med(key: str, rows: list[dict[str, Any]] = rows) -> float:
             return statistics.median(r[key] for r in rows)
 
-        summary = {key: round(med(key), 3) for key in rows[0] if key != "rows"}
-        if workers == "1":  # one worker: its busy time is the flow stage's wall time
-            summary["ratio_stage"] = round(med("vidcache_stage_s") / med("bare_wall_s"), 3)
+        summary: dict[str, Any] = {key: round(med(key), 3) for key in rows[0] if key != "rows"}
+        summary.update(workers=workers, opencv_threads=cv_threads or default_threads)
+        # one worker: its busy time (decode_seconds) is the wall time of the whole flow stage
+        summary["ratio_stage"] = round(med("vidcache_stage_s") / med("bare_wall_s"), 3) if workers == 1 else None
         summary["ratio_run"] = round(med("vidcache_run_s") / med("bare_wall_s"), 3)
         summary["ratio_child"] = round(med("vidcache_wall_s") / med("bare_wall_s"), 3)
-        out[f"workers_{workers}"] = summary
+        out["configs"][name] = summary
     return out
 
 
@@ -417,9 +487,10 @@ def memory(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) 
         "flow_short_side": args.mem_flow_short_side,
         "video_timeout_s": 7200,  # the decode deadline also runs while a worker waits for the model
     }
-    out: dict[str, Any] = {"options": options, "runs": {}}
+    out: dict[str, Any] = {"views": args.mem_views, "options": options, "runs": {}}
     others = OtherLoad().start()
-    for label, minutes in (("short", args.short_minutes), ("long", args.long_minutes)):
+    for minutes in args.mem_minutes:
+        label = f"{minutes:g}min"
         started = time.perf_counter()
         path = make_video(
             workdir / "videos" / f"mem_{args.mem_width}x{args.mem_height}_{minutes:g}min.mp4",
@@ -433,7 +504,8 @@ def memory(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) 
         made = time.perf_counter() - started
         manifest = write_manifest(workdir / f"manifest-{label}.csv", [path])
         cache = workdir / "caches" / f"mem-{label}"
-        run = extract(manifest, cache, "clip,s3d,audio,flow", options, workdir, f"mem-{label}")
+        run = extract(manifest, cache, args.mem_views, options, workdir, f"mem-{label}")
+        run["rss_quarters_mib"] = rss_profile(run["rss_samples"])
         stored = stored_bytes(cache)
         shutil.rmtree(cache, ignore_errors=True)
         run["minutes"] = minutes
@@ -441,10 +513,15 @@ def memory(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) 
         run["rows_bytes"] = sum(v["data_bytes"] for v in stored.values())
         out["runs"][label] = run
         log(
-            f"  {label}: {minutes:g} min video (made in {made:.0f} s), extract {run['wall_s']:.1f} s, "
-            f"peak RSS {run['peak_rss_mib']:.0f} MiB, rows {run['summary']['rows']}"
+            f"  {minutes:g} min video (made in {made:.0f} s), extract {run['wall_s']:.1f} s, "
+            f"peak RSS {run['peak_rss_mib']:.0f} MiB (per quarter of the run: "
+            f"{', '.join(f'{q:.0f}' for q in run['rss_quarters_mib'])}), rows {run['summary']['rows']}"
         )
-    out["ratio"] = round(out["runs"]["long"]["peak_rss_mib"] / out["runs"]["short"]["peak_rss_mib"], 3)
+    peaks = [run["peak_rss_mib"] for run in out["runs"].values()]
+    out["ratio"] = round(peaks[-1] / peaks[0], 3)  # longest / shortest
+    # within the longest run: peak of its second half / peak of its first half (1.0: no growth as it goes on)
+    quarters = list(out["runs"].values())[-1]["rss_quarters_mib"]
+    out["growth_within_longest"] = round(max(quarters[2:]) / max(quarters[:2]), 3) if len(quarters) == 4 else None
     out["other_processes_cores"] = others.stop()
     return out
 
@@ -465,12 +542,13 @@ def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -
     }
     started = time.perf_counter()
     others = OtherLoad().start()
-    log("== 1+2. cost and bytes per view (one child process per run, fresh cache each)")
-    result["views"] = view_costs(args, workdir, log)
-    if not args.skip_overhead:
+    if "views" in args.sections:
+        log("== 1+2. cost and bytes per view (one child process per run, fresh cache each)")
+        result["views"] = view_costs(args, workdir, log)
+    if "tvl1" in args.sections:
         log("== 3. TV-L1 overhead")
         result["tvl1"] = tvl1_overhead(args, workdir, log)
-    if not args.skip_memory:
+    if "memory" in args.sections:
         log("== 4. peak RSS, long vs short video")
         result["memory"] = memory(args, workdir, log)
     if torch.cuda.is_available():
@@ -485,15 +563,8 @@ def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -
     return result
 
 
-def print_report(res: dict[str, Any]) -> None:
-    m, a = res["machine"], res["args"]
-    print(f"\nmachine: {m['cpus']} CPUs, {m['platform']}; torch {m['torch']} ({m['torch_threads']} threads), ", end="")
-    print(f"OpenCV {m['opencv']}, PyAV {m['pyav']}; {'GPU' if res['gpu'] else 'no GPU'}")
-    print(
-        f"load average (1 min): {m['loadavg_before'][0]:.2f} before, {m['loadavg_after'][0]:.2f} after; other "
-        f"processes kept {m['other_processes_cores']} of {m['cpus']} cores busy (whole run, {res['total_s']:.0f} s)"
-    )
-    v = res["views"]
+def print_views(v: dict[str, Any], a: dict[str, Any]) -> None:
+    """Tables 1 (cost per view) and 2 (bytes stored per view)."""
     print(
         f"\n1. cost per view: {v['videos']} videos x {a['seconds']:g} s = {v['video_seconds']:g} video-s, "
         f"{a['width']}x{a['height']} {a['src_fps']:g} fps + AAC tone; --device cpu --workers {a['workers']}; "
@@ -533,13 +604,25 @@ def print_report(res: dict[str, Any]) -> None:
             f" {per_s:14.0f} {per_s * 3600 / 1e6:10.2f} {e['allocated_bytes']:11d}"
             f" {e['allocated_bytes'] / v['video_seconds']:15.0f}"
         )
+
+
+def print_report(res: dict[str, Any]) -> None:
+    m, a = res["machine"], res["args"]
+    print(f"\nmachine: {m['cpus']} CPUs, {m['platform']}; torch {m['torch']} ({m['torch_threads']} threads), ", end="")
+    print(f"OpenCV {m['opencv']}, PyAV {m['pyav']}; {'GPU' if res['gpu'] else 'no GPU'}")
+    print(
+        f"load average (1 min): {m['loadavg_before'][0]:.2f} before, {m['loadavg_after'][0]:.2f} after; other "
+        f"processes kept {m['other_processes_cores']} of {m['cpus']} cores busy (whole run, {res['total_s']:.0f} s)"
+    )
+    if "views" in res:
+        print_views(res["views"], a)
     if "tvl1" in res:
         t = res["tvl1"]
         h, w = t["pair_size_hw"]
         print(
-            f"\n3. TV-L1 overhead: {t['pairs']} pairs at {w}x{h} (grey), OpenCV {t['cv2_version']} with "
-            f"{t['cv2_threads']} threads (default, as vidcache); median of {a['overhead_repeats']} rounds; "
-            f"other processes: {t['other_processes_cores']} cores"
+            f"\n3. TV-L1 overhead: {t['pairs']} pairs at {w}x{h} (grey), OpenCV {t['cv2_version']} (default "
+            f"{t['cv2_default_threads']} threads); median of {a['overhead_repeats']} rounds; other processes: "
+            f"{t['other_processes_cores']} cores"
         )
         sp = t["same_pairs"]
         print(
@@ -547,39 +630,43 @@ def print_report(res: dict[str, Any]) -> None:
             f"max |descriptor diff| {sp['max_abs_motion_diff']:.2g}"
         )
         print(
-            f"   {'workers':<8} {'vidcache stage s':>16} {'run s':>7} {'child s':>8} {'bare OpenCV s':>13} "
-            f"{'stage/bare':>10} {'run/bare':>8}"
+            f"   {'config':<13} {'workers':>7} {'cv threads':>10} {'vidcache stage s':>16} {'run s':>6} "
+            f"{'child s':>7} {'bare OpenCV s':>13} {'stage/bare':>10} {'run/bare':>8}"
         )
-        for workers in ("1", "2"):
-            r = t[f"workers_{workers}"]
-            stage = f"{r['vidcache_stage_s']:.2f}" if workers == "1" else "-"
-            ratio = f"{r['ratio_stage']:.3f}" if workers == "1" else "-"
+        for name, r in t["configs"].items():
+            stage = f"{r['vidcache_stage_s']:.2f}" if r["ratio_stage"] is not None else "-"
+            ratio = f"{r['ratio_stage']:.3f}" if r["ratio_stage"] is not None else "-"
             print(
-                f"   {workers:<8} {stage:>16} {r['vidcache_run_s']:7.2f} {r['vidcache_wall_s']:8.2f} "
-                f"{r['bare_wall_s']:13.2f} {ratio:>10} {r['ratio_run']:8.3f}"
+                f"   {name:<13} {r['workers']:7d} {r['opencv_threads']:10d} {stage:>16} {r['vidcache_run_s']:6.2f} "
+                f"{r['vidcache_wall_s']:7.2f} {r['bare_wall_s']:13.2f} {ratio:>10} {r['ratio_run']:8.3f}"
             )
-        ratio = t["workers_1"]["ratio_stage"]
-        verdict = "OK" if ratio <= TARGET_TVL1_OVERHEAD else "MISSED"
-        target = TARGET_TVL1_OVERHEAD
-        print(f"   vidcache flow stage / bare TV-L1 (1 worker) = {ratio:.3f} (target <= {target}) {verdict}")
+        ratio, target = t["configs"]["w1-cv1"]["ratio_stage"], TARGET_TVL1_OVERHEAD
+        verdict = "OK" if ratio <= target else "MISSED"
+        print(f"   vidcache flow stage / bare TV-L1 (1 worker, 1 thread) = {ratio:.3f} (target <= {target}) {verdict}")
     if "memory" in res:
         mem = res["memory"]
         o = mem["options"]
         print(
-            f"\n4. peak RSS, --views clip,s3d,audio,flow on one {a['mem_width']}x{a['mem_height']} video: "
-            f"--fps {o['fps']:g}, "
-            f"S3D {o['s3d_fps']:g} fps {o['s3d_clip_len']}/{o['s3d_stride']}, flow short side {o['flow_short_side']}; "
-            f"other processes: {mem['other_processes_cores']} cores"
+            f"\n4. peak RSS of extract --views {mem['views']} on one {a['mem_width']}x{a['mem_height']} "
+            f"{a['src_fps']:g} fps video: --fps {o['fps']:g}, S3D {o['s3d_fps']:g} fps {o['s3d_clip_len']}-frame "
+            f"windows stride {o['s3d_stride']}, flow short side {o['flow_short_side']}; other processes: "
+            f"{mem['other_processes_cores']} cores"
         )
-        print(f"   {'video':<6} {'minutes':>7} {'rows':>50} {'wall s':>7} {'rows MB':>8} {'peak RSS MiB':>12}")
-        for label, run in mem["runs"].items():
+        print(
+            f"   {'minutes':>7} {'rows':>50} {'wall s':>7} {'rows MB':>8} {'peak RSS MiB':>12}  "
+            "sampled peak per quarter of the run (MiB)"
+        )
+        for run in mem["runs"].values():
             rows = ",".join(f"{k}={n}" for k, n in run["summary"]["rows"].items())
             print(
-                f"   {label:<6} {run['minutes']:7g} {rows:>50} {run['wall_s']:7.1f} {run['rows_bytes'] / 1e6:8.2f}"
-                f" {run['peak_rss_mib']:12.0f}"
+                f"   {run['minutes']:7g} {rows:>50} {run['wall_s']:7.1f} {run['rows_bytes'] / 1e6:8.2f}"
+                f" {run['peak_rss_mib']:12.0f}  {' / '.join(f'{q:.0f}' for q in run['rss_quarters_mib'])}"
             )
         verdict = "OK" if mem["ratio"] <= TARGET_MEMORY_RATIO else "MISSED"
-        print(f"   peak RSS long / short = {mem['ratio']:.3f} (target <= {TARGET_MEMORY_RATIO}) {verdict}")
+        print(f"   peak RSS longest / shortest = {mem['ratio']:.3f} (target <= {TARGET_MEMORY_RATIO}) {verdict}")
+        growth = mem["growth_within_longest"]
+        if growth is not None:
+            print(f"   longest run, sampled peak of its second half / first half = {growth:.3f} (1.0 = no growth)")
     if res["gpu"]:
         g = res["gpu"]
         print(f"\n5. GPU {g['device']}: RAFT-small {g['raft_small_pairs_per_s']} pairs/s (8 x 128x170), ", end="")
@@ -603,8 +690,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--flow-short-side", type=int, default=FLOW_DEFAULTS.short_side)
     parser.add_argument("--workers", type=int, default=2, help="--workers for the per-view runs (default 2)")
     parser.add_argument("--overhead-repeats", type=int, default=2, help="rounds for 3, median reported (default 2)")
-    parser.add_argument("--short-minutes", type=float, default=1.0)
-    parser.add_argument("--long-minutes", type=float, default=10.0)
+    parser.add_argument(
+        "--mem-minutes",
+        type=lambda text: sorted(float(v) for v in text.split(",")),
+        default=[1.0, 10.0],
+        help="video lengths for 4, comma-separated (default 1,10); ratio = longest / shortest",
+    )
+    parser.add_argument("--mem-views", default="clip,s3d,audio,flow", help="--views for 4")
     parser.add_argument("--mem-width", type=int, default=160)
     parser.add_argument("--mem-height", type=int, default=120)
     parser.add_argument("--mem-fps", type=float, default=0.5)
@@ -612,13 +704,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mem-s3d-clip-len", type=int, default=16)
     parser.add_argument("--mem-s3d-stride", type=int, default=16)
     parser.add_argument("--mem-flow-short-side", type=int, default=64)
-    parser.add_argument("--skip-overhead", action="store_true", help="skip 3")
-    parser.add_argument("--skip-memory", action="store_true", help="skip 4")
+    parser.add_argument(
+        "--sections",
+        type=lambda text: sorted(set(text.split(","))),
+        default=["memory", "tvl1", "views"],
+        help="which of views (1 and 2), tvl1 (3), memory (4) to run, comma-separated (default all)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep videos and logs here (default: temp dir)")
     parser.add_argument("--json", action="store_true", help="print only a JSON document on stdout")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON document to this file")
     args = parser.parse_args(argv)
     if args.videos < 1 or args.overhead_repeats < 1:
         parser.error("--videos and --overhead-repeats must be >= 1")
+    if len(args.mem_minutes) < 2:
+        parser.error("--mem-minutes needs at least two lengths")
+    if not args.sections or set(args.sections) - {"views", "tvl1", "memory"}:
+        parser.error("--sections: choose from views, tvl1, memory")
     return args
 
 
@@ -639,6 +740,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -161,7 +161,7 @@ def test_flow_of_known_motion_and_tvl1_equals_opencv(all_views):
     # 4 px rightwards is orientation 0, magnitude bin 2 ([3, 8)): 1 + 0 * 4 + 2
     cells = motion.reshape(len(motion), 16, 33)
     assert (cells.argmax(axis=2) == 1 + 0 * 4 + 2).mean() > 0.9
-    np.testing.assert_allclose(cells.sum(axis=2), 1.0, atol=1e-5)
+    np.testing.assert_allclose(cells.astype(np.float64).sum(axis=2), 1.0, atol=5e-3)  # stored float16
 
     # TV-L1 inside vidcache vs OpenCV called directly on the same decoded, resized pair
     first_times = stamps
@@ -295,3 +295,27 @@ def test_flow_pairs_aim_at_frame_centres_and_num_frames_keeps_n_rows():
     chunks = [c for k in range(4) for c in frames.feed(np.zeros((2, 2, 3), np.uint8), float(k), np.array([k]))]
     chunks += frames.finish()  # the stream ended after 4 frames, the header said 8 s: still 8 rows
     assert sum(int(c.repeats.sum()) for c in chunks) == 8
+
+
+def test_time_spent_downstream_does_not_count_against_the_decode_limit(views_corpus):
+    import time as _time
+
+    from vidcache.config import RunConfig
+    from vidcache.extract.consumers import Consumer
+    from vidcache.extract.stage import VideoStage
+    from vidcache.manifest import VideoEntry
+
+    class Slow(Consumer):
+        view_names, max_short_side = ("clip",), 64
+
+        def targets_s(self, origin_s, end_s, nominal_dt_s, *, frame_origin_s=None):
+            return np.arange(origin_s, end_s, 0.25)
+
+        def feed(self, rgb, time_s, indices):
+            _time.sleep(0.2)  # a slow model downstream: 8 frames x 0.2 s > the 1 s limit
+            return []
+
+    root, _ = views_corpus
+    entry = VideoEntry("tone.mp4", str(root / "tone.mp4"))
+    stage = VideoStage(entry, [Slow()], run=RunConfig(video_timeout_s=1.0))
+    assert list(stage) == [] and stage.outcomes == {"clip": ("done", None)}

@@ -59,6 +59,28 @@ class DecodeStats:
     notes: list[str] = field(default_factory=list)
 
 
+class Deadline:
+    """A per-video limit on the time spent *decoding*: the caller pauses it while it works on the
+    frames (models, flow) or waits on a full queue, so a long video is not failed for being slow
+    downstream."""
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+
+    def pause(self, seconds: float) -> None:
+        self.at += max(0.0, seconds)
+
+    def passed(self) -> bool:
+        return time.monotonic() > self.at
+
+
+def deadline_passed(deadline: Deadline | float | None) -> bool:
+    """For a `Deadline` or a plain `time.monotonic()` value."""
+    if deadline is None:
+        return False
+    return deadline.passed() if isinstance(deadline, Deadline) else time.monotonic() > deadline
+
+
 def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     if value is None or time_base is None:
         return None
@@ -147,7 +169,7 @@ class FrameSampler:
         seek: str = "auto",
         threads: int = 0,
         sparse_decode: bool = True,
-        deadline: float | None = None,
+        deadline: Deadline | float | None = None,
         targets_fn: Callable[[float, float], np.ndarray] | None = None,
     ):
         if (sampling is None) == (targets_fn is None):
@@ -175,7 +197,7 @@ class FrameSampler:
 
     # decoding ------------------------------------------------------------------------------------
     def _check_deadline(self) -> None:
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if deadline_passed(self.deadline):
             raise VideoFailure("decode time limit exceeded (raise --video-timeout-s for very long videos)")
 
     def _frames(self, keep: Callable[[float], bool] | None) -> Iterator[av.VideoFrame]:

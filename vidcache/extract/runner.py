@@ -174,7 +174,7 @@ class Extractor:
                     "orientations": cfg.flow.motion_orientations,
                     "magnitude_edges_px": list(cfg.flow.motion_magnitude_edges_px),
                     "layout": layout,
-                    "dtype": "float32",
+                    "dtype": "float16",
                     "feature_dim": cfg.flow.motion_grid**2
                     * (1 + cfg.flow.motion_orientations * len(cfg.flow.motion_magnitude_edges_px)),
                 }
@@ -182,7 +182,7 @@ class Extractor:
 
     def _store_dtypes(self) -> dict[str, str]:
         dtypes = {view: getattr(encoder, "store_dtype", "float16") for view, encoder in self.encoders.items()}
-        dtypes.update({"flow": "uint8", "motion": "float32"})
+        dtypes.update({"flow": "uint8", "motion": "float16"})  # fractions in [0, 1]: float16 is plenty
         return dtypes
 
     def _consumers(self, views: list[str]) -> list[Consumer]:

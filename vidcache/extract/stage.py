@@ -21,7 +21,7 @@ from ..config import RunConfig
 from ..errors import VideoFailure, ViewAbsent
 from ..manifest import VideoEntry
 from .consumers import Chunk, Consumer
-from .decode import FrameSampler, frame_to_rgb
+from .decode import Deadline, FrameSampler, frame_to_rgb
 
 AUDIO_CHUNK_EXAMPLES = 64  # log-mel examples per chunk sent to the audio encoder
 
@@ -47,7 +47,7 @@ class VideoStage:
         return self.stop is not None and self.stop.is_set()
 
     def __iter__(self) -> Iterator[Chunk]:
-        deadline = time.monotonic() + self.run.video_timeout_s
+        deadline = Deadline(self.run.video_timeout_s)
         if self.consumers:
             video_views = [v for c in self.consumers for v in c.view_names]
             try:
@@ -72,7 +72,7 @@ class VideoStage:
                 self.outcomes["audio"] = (STATUS_ABSENT, absent.reason)
 
     # video ---------------------------------------------------------------------------------------
-    def _video(self, deadline: float) -> Iterator[Chunk]:
+    def _video(self, deadline: Deadline) -> Iterator[Chunk]:
         entry, run, consumers = self.entry, self.run, self.consumers
         owners: list[np.ndarray] = []  # union position → (consumer number, own target index)
 
@@ -95,9 +95,11 @@ class VideoStage:
                 rgb = frame_to_rgb(frame, max_short_side=max_short)
                 covered = owners[0][:, cursor : cursor + count]
                 cursor += count
+                downstream = time.monotonic()  # consumers' work and the wait on a full queue: not decoding
                 for number in np.unique(covered[0]):
                     own = covered[1][covered[0] == number]
                     yield from consumers[number].feed(rgb, time_s, own)
+                deadline.pause(time.monotonic() - downstream)
                 rows += count
             for consumer in consumers:
                 yield from consumer.finish()
@@ -135,7 +137,7 @@ class VideoStage:
         return all_times[order]
 
     # audio ---------------------------------------------------------------------------------------
-    def _audio(self, deadline: float) -> Iterator[Chunk]:
+    def _audio(self, deadline: Deadline) -> Iterator[Chunk]:
         from .audio import LogMelExamples, iter_audio
         from .audio.frontend import EXAMPLE_S
 
@@ -157,12 +159,14 @@ class VideoStage:
                 return
             if start_s is None:
                 start_s = chunk_start_s
+            downstream = time.monotonic()
             examples = frontend.feed(samples)
             if len(examples):
                 pending.append(examples)
             if sum(len(p) for p in pending) >= AUDIO_CHUNK_EXAMPLES:
                 yield chunk(torch.cat(pending))
                 pending = []
+            deadline.pause(time.monotonic() - downstream)
         tail = frontend.finish()
         if len(tail):
             pending.append(tail)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -18,7 +17,7 @@ import av
 import numpy as np
 
 from ...errors import VideoFailure, ViewAbsent
-from ..decode import open_container
+from ..decode import deadline_passed, open_container
 from .frontend import SAMPLE_RATE_HZ
 
 MAX_BAD_PACKETS = 50  # audio packets the decoder may reject before the video counts as failed
@@ -98,7 +97,7 @@ class _PacketDecoder:
         """Decoded frames of the audio stream; corrupt packets skipped (counted) up to MAX_BAD_PACKETS."""
         try:
             for packet in self.container.demux(self.stream):
-                if self.deadline is not None and time.monotonic() > self.deadline:
+                if deadline_passed(self.deadline):
                     raise VideoFailure("decode time limit exceeded (raise --video-timeout-s for very long videos)")
                 try:
                     decoded = packet.decode()
