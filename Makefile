@@ -24,3 +24,5 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_decode.py
 	$(VENV)/bin/python benchmarks/bench_extract.py
 	$(VENV)/bin/python benchmarks/bench_views.py
+	$(VENV)/bin/python benchmarks/bench_index.py
+	$(VENV)/bin/python benchmarks/bench_heads.py
