@@ -27,6 +27,24 @@ def rank_candidates(query: np.ndarray, database: np.ndarray, candidates: np.ndar
     return scores[order], candidates[order]
 
 
+RESCORE_BYTES = 32 << 20  # float64 candidate vectors gathered at once when re-scoring
+
+
+def _rank_block(queries: np.ndarray, database: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`rank_candidates` for a block of queries at once (one gather, one batched product, one
+    2-D lexsort); padding (-1) sorts last with score -inf."""
+    scores = np.empty(found.shape, np.float64)
+    rows_per_chunk = max(1, RESCORE_BYTES // max(1, found.shape[1] * database.shape[1] * 8))
+    for lo in range(0, len(found), rows_per_chunk):
+        hi = lo + rows_per_chunk
+        ids = found[lo:hi]
+        vectors = database[np.where(ids >= 0, ids, 0)].astype(np.float64)  # [b, want, D]
+        scores[lo:hi] = np.einsum("bwd,bd->bw", vectors, queries[lo:hi].astype(np.float64))
+    scores[found < 0] = -np.inf
+    order = np.lexsort((np.where(found >= 0, found, np.iinfo(np.int64).max), -scores), axis=-1)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(found, order, axis=1)
+
+
 def search(
     index,
     queries: np.ndarray,
@@ -82,8 +100,10 @@ def search(
             for sub_start in range(0, len(pending), sub_block):
                 sub = pending[sub_start : sub_start + sub_block]
                 found_scores, found = index.search(np.ascontiguousarray(queries[sub], dtype=np.float32), want)
+                ranked_scores, ranked_rows = _rank_block(queries[sub], database, found)
                 for j, q in enumerate(sub):
-                    scores, rows = keep(int(q), *rank_candidates(queries[q], database, found[j]))
+                    valid = ranked_rows[j] >= 0
+                    scores, rows = keep(int(q), ranked_scores[j][valid], ranked_rows[j][valid])
                     exhausted = want >= n_database
                     # Rows the index did not return score at most its last returned score; if the
                     # k-th kept score is that close, an unseen row could tie or beat it: look further.
