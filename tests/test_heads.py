@@ -228,3 +228,23 @@ def test_leak_check_survives_segment_columns_and_single_label_skips_unlabelled(t
     catalog.close()
     with Cache(cache_dir) as cache, pytest.raises(SplitError, match="in two splits"):
         make_splits(cache, "clip")
+
+
+def test_a_video_without_rows_never_makes_nan():
+    from vidcache.heads.data import pad
+
+    features, mask = pad([np.zeros((0, 4), np.float32), np.ones((3, 4), np.float32)], 8, 4)
+    assert mask[0].tolist() == [True, False, False] and features[0].abs().sum() == 0
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    for name in HEADS.names():
+        for mode in ("learnable", "attention", "max"):
+            head = HEADS.create(
+                name,
+                input_dim=4,
+                num_classes=2,
+                multi_label=True,
+                options=HeadOptions(hidden_dim=8, pool_mode=mode, frame_pooling="max"),
+            )
+            loss, _ = head.loss(head(features, mask), targets)
+            loss.backward()
+            assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None), (name, mode)

@@ -139,6 +139,7 @@ def pad(batch_rows: list[np.ndarray], max_frames: int, dim: int) -> tuple[torch.
     valid = steps[None, :] < lengths[:, None]
     index = np.where(valid, offsets[:, None] + steps[None, :], len(flat) - 1)
     features = torch.from_numpy(np.ascontiguousarray(flat[index], dtype=np.float32))
+    valid[lengths == 0, 0] = True  # a video without rows is one zero frame: no pooling over nothing (NaN)
     return features, torch.from_numpy(valid)
 
 
