@@ -240,30 +240,23 @@ def train(
                 features, mask, targets = features.to(device), mask.to(device), targets.to(device)
                 output = model(features, mask)
                 loss, _parts = model.loss(output, targets, pos_weight=pos_weight)
-                if not torch.isfinite(loss):
+                optimizer.zero_grad(set_to_none=True)
+                bad = "the loss was" if not torch.isfinite(loss) else None
+                if bad is None:
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    bad = None if torch.isfinite(grad_norm) else "the gradients were"  # finite loss, NaN gradient
+                if bad is not None:  # skip the step; stop when it keeps happening
                     state["skipped_steps"] += 1
                     consecutive_bad += 1
                     optimizer.zero_grad(set_to_none=True)
                     if consecutive_bad >= config.max_bad_steps:
                         raise TrainingError(
-                            f"the loss was not finite for {consecutive_bad} steps in a row (epoch {epoch}); "
+                            f"{bad} not finite for {consecutive_bad} steps in a row (epoch {epoch}); "
                             "lower --lr or check the features for NaN (vidcache verify)"
                         )
                     continue
                 consecutive_bad = 0
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                if not torch.isfinite(grad_norm):  # a finite loss can still have NaN gradients
-                    state["skipped_steps"] += 1
-                    consecutive_bad += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    if consecutive_bad >= config.max_bad_steps:
-                        raise TrainingError(
-                            f"gradients were not finite for {consecutive_bad} steps in a row (epoch {epoch}); "
-                            "lower --lr or check the features (vidcache verify)"
-                        )
-                    continue
                 optimizer.step()
                 scheduler.step()
                 model.after_step(output, targets)
