@@ -7,6 +7,7 @@ is read with one merged read per shard (`Cache.read_many`)."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,8 +74,10 @@ def make_splits(cache: Cache, view: str, *, task: str = "auto", val_fraction: fl
     if leaks:
         raise SplitError(f"{len(leaks)} video(s) in two splits (e.g. {leaks[0]}); fix the manifest's split column")
     val_from_train = not ids[VAL]
-    if val_from_train:  # by source path, so clips cut from one file stay on one side
-        carved = [v for v in ids[TRAIN] if _hash_fraction(paths[v]) < val_fraction]
+    if val_from_train:  # by source path (relative to the corpus root: stable when the corpus moves),
+        # so clips cut from one file stay on one side
+        root = os.path.commonpath(list(paths.values())) if len(paths) > 1 else ""
+        carved = [v for v in ids[TRAIN] if _hash_fraction(os.path.relpath(paths[v], root or None)) < val_fraction]
         if not carved or len(carved) == len(ids[TRAIN]):
             raise SplitError("the manifest has no val split and train is too small to carve one; add split=val rows")
         ids[VAL] = carved
