@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +322,23 @@ def bench_file(
     return out
 
 
+@contextmanager
+def bench_workdir(workdir: Path | None, *, prefix: str) -> Iterator[Path]:
+    """The given directory (created, kept) or a temporary one removed afterwards."""
+    if workdir is not None:
+        workdir = workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
+def progress_log(quiet: bool) -> Callable[[str], None]:
+    """Progress lines on stderr, silent when stdout carries JSON."""
+    return (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="video length (default 60)")
@@ -354,17 +372,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    log: Callable[[str], None] = (
-        (lambda text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
-    )
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="vidcache-bench-decode-")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    log = progress_log(args.json)
+    with bench_workdir(args.workdir, prefix="vidcache-bench-decode-") as workdir:
         stem = f"{args.width}x{args.height}_{args.fps:g}fps_{args.seconds:g}s_{args.preset}"
         videos = {}
         for label, gop in (("long_gop", args.gop), ("short_gop", args.short_gop)):
@@ -405,9 +414,6 @@ def main(argv: list[str] | None = None) -> int:
             result[label] = bench_file(path, args, args.ffmpeg, log, full=(label == "long_gop"))
         machine["loadavg_after"] = os.getloadavg()
         machine["other_processes_cores"] = others.stop()
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
     if args.json:
         print(json.dumps(result, indent=2))
     else:

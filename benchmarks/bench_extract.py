@@ -28,7 +28,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +48,12 @@ from vidcache.manifest import VideoEntry, read_manifest
 from vidcache.synth import write_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import OtherLoad, make_frame_fn  # sibling script: the same moving test content
+from bench_decode import (  # sibling script: the same moving test content
+    OtherLoad,
+    bench_workdir,
+    make_frame_fn,
+    progress_log,
+)
 
 TARGET_RATIO = 1.1  # extract / max(decode_only, model_only)
 
@@ -407,21 +411,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    log: Callable[[str], None] = (
-        (lambda text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
-    )
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="vidcache-bench-extract-")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir.resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    log = progress_log(args.json)
+    with bench_workdir(args.workdir, prefix="vidcache-bench-extract-") as workdir:
         result = bench(args, workdir, log)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -45,7 +45,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +60,7 @@ from vidcache.index.build import IndexChoice, build_index, choose_index
 from vidcache.index.vectors import normalise
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import OtherLoad  # sibling script: machine load from /proc/stat
+from bench_decode import OtherLoad, bench_workdir, progress_log  # sibling script: machine load from /proc/stat
 
 TARGET_EXACT_RATIO = 1.2  # vidcache knn.search / bare IndexFlatIP.search, same queries and database
 ANN_KINDS = ("hnsw", "ivf", "ivfpq", "ivfpq-np")  # ivfpq-np: vidcache's ivfpq choice without polysemous training
@@ -690,21 +689,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(args)
-    log: Callable[[str], None] = (
-        (lambda text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
-    )
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="vidcache-bench-index-")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    log = progress_log(args.json)
+    with bench_workdir(args.workdir, prefix="vidcache-bench-index-") as workdir:
         result = bench(args, workdir, log)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
     document = json.dumps(result, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     if args.json_out is not None:
         args.json_out.write_text(document + "\n")

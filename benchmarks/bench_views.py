@@ -36,7 +36,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -57,7 +56,7 @@ from vidcache.extract.flow import motion_descriptor
 from vidcache.synth import shifting_texture, smooth_texture, write_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import OtherLoad  # sibling script: machine load from /proc/stat
+from bench_decode import OtherLoad, bench_workdir, progress_log  # sibling script: machine load from /proc/stat
 
 TARGET_TVL1_OVERHEAD = 1.1  # vidcache flow stage / bare OpenCV TV-L1 on the same pairs
 TARGET_MEMORY_RATIO = 1.1  # peak RSS long video / short video ("does not grow with length")
@@ -725,21 +724,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    log: Callable[[str], None] = (
-        (lambda text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
-    )
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="vidcache-bench-views-")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir.resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    log = progress_log(args.json)
+    with bench_workdir(args.workdir, prefix="vidcache-bench-views-") as workdir:
         result = bench(args, workdir, log)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
