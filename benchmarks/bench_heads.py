@@ -59,9 +59,9 @@ def epoch_seconds(model, source: SplitSource, batch_size: int, *, repeats: int) 
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        for features, mask, targets, _ in source.batches(batch_size, shuffle=True, generator=generator):
-            output = model(features, mask)
-            loss, _ = model.loss(output, targets)
+        for batch in source.batches(batch_size, shuffle=True, generator=generator):
+            output = model.forward_batch(batch)
+            loss, _ = model.loss(output, batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

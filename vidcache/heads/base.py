@@ -1,15 +1,25 @@
-"""What every head gives the training loop: scores per class from padded frame sequences, its loss,
-and an optional embedding (for retrieval and for writing back into the cache)."""
+"""What every head gives the training loop: scores per class from a `Batch` of padded frame
+sequences (one or several views), its loss, and an optional embedding (for retrieval and for writing
+back into the cache).
+
+A single-view head implements `forward(features, mask)`; a head that needs more (several views, the
+videos' ids for mined lists, timestamps) overrides `forward_batch`. `kind = "embed"` heads learn a
+representation without a classifier: the loop validates them by retrieval R@1 instead of class scores."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from ..registry import Registry
 from .config import HeadOptions
+
+if TYPE_CHECKING:
+    from .context import HeadContext
+    from .data import Batch
 
 HEADS = Registry("head", option="--head")
 register_head = HEADS.register
@@ -32,12 +42,34 @@ def masked_max(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class Head(nn.Module):
-    def __init__(self, *, input_dim: int, num_classes: int, multi_label: bool, options: HeadOptions):
+    kind: ClassVar[Literal["classify", "embed"]] = "classify"
+    needs_text: ClassVar[bool] = False  # the loop loads label text embeddings into the context
+    multi_view: ClassVar[bool] = False  # accepts several --views
+
+    def __init__(
+        self,
+        *,
+        input_dim: int,
+        num_classes: int,
+        multi_label: bool,
+        options: HeadOptions,
+        input_dims: dict[str, int] | None = None,
+        context: HeadContext | None = None,
+    ):
         super().__init__()
         self.input_dim, self.num_classes, self.multi_label, self.options = input_dim, num_classes, multi_label, options
+        self.input_dims = dict(input_dims or {"": input_dim})  # view → width, in --views order
+        self.context = context
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> HeadOutput:  # [N, T, D], [N, T] bool
         raise NotImplementedError
+
+    def forward_batch(self, batch: Batch) -> HeadOutput:
+        return self(batch.feature, batch.mask)
+
+    def companions(self, video_ids: list[str], generator: torch.Generator) -> list[str]:
+        """Extra training videos the loop adds to a batch (e.g. mined neighbours as positives)."""
+        return []
 
     def classification_loss(self, logits: torch.Tensor, targets: torch.Tensor, pos_weight=None) -> torch.Tensor:
         from .losses import LOSSES
@@ -46,15 +78,15 @@ class Head(nn.Module):
             return LOSSES.create("bce", logits=logits, targets=targets, pos_weight=pos_weight)
         return LOSSES.create("softmax", logits=logits, targets=targets)
 
-    def loss(self, output: HeadOutput, targets: torch.Tensor, *, pos_weight=None) -> tuple[torch.Tensor, dict]:
-        loss = self.classification_loss(output.logits, targets, pos_weight)
+    def loss(self, output: HeadOutput, batch: Batch, *, pos_weight=None) -> tuple[torch.Tensor, dict]:
+        loss = self.classification_loss(output.logits, batch.targets, pos_weight)
         return loss, {"cls": float(loss.detach())}
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
 
     @torch.no_grad()
-    def after_step(self, output: HeadOutput, targets: torch.Tensor) -> None:
+    def after_step(self, output: HeadOutput, batch: Batch) -> None:
         """Updates outside the gradient (EMA prototypes)."""
 
     def report(self) -> dict:

@@ -13,6 +13,7 @@ FramePooling = Literal["mean", "max"]
 PoolMode = Literal["learnable", "mean", "max", "attention"]
 PrototypeUpdate = Literal["learned", "ema"]
 ContrastiveForm = Literal["infonce", "margin"]
+NegativesFrom = Literal["top", "bottom", "random"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,13 @@ class HeadOptions:
     lambda_cls: float = 1.0  # λ2
     pool_mode: PoolMode = "learnable"
     instance_lambda: float = 0.5  # λ of the bag + instance loss
+    layers: int = 2  # transformer blocks (temporal: M; fusion: encoder layers)
+    attention_heads: int = 4
+    text_discriminator: bool = False  # temporal: self-attention over [positive text, its negatives]
+    projection_dim: int = 128  # contrastive: output embedding width
+    crop_fraction: float = 0.5  # contrastive: a temporal crop keeps at least this share of the frames
+    ltcl: bool = True  # contrastive: local temporal contrastive loss over 4 segments
+    ltcl_weight: float = 1.0  # β (the InfoNCE term has α = 1)
 
     def __post_init__(self) -> None:
         check_choice("--frame-pooling", self.frame_pooling, FramePooling)
@@ -43,12 +51,19 @@ class HeadOptions:
             raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
         if not (0 <= self.dropout < 1):
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.layers < 0 or self.attention_heads < 1 or self.projection_dim < 1:
+            raise ConfigError("--layers must be >= 0, --attention-heads and --projection-dim >= 1")
+        if not (0 < self.crop_fraction <= 1):
+            raise ConfigError(f"--crop-fraction must be in (0, 1], got {self.crop_fraction}")
+        if self.ltcl_weight < 0:
+            raise ConfigError(f"--ltcl-weight must be >= 0, got {self.ltcl_weight}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     head: str = "linear"
     view: str = "clip"
+    views: tuple[str, ...] = ()  # several views for multi-view heads (fusion); empty = (view,)
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -66,10 +81,36 @@ class TrainConfig:
     val_fraction: float = 0.1  # carved deterministically from train when the manifest has no val split
     memory_budget_gb: float = 4.0  # above it, the view is streamed from the cache in contiguous blocks
     max_bad_steps: int = 10  # consecutive non-finite losses before training stops
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    hard_negatives: int = 0  # temporal: K mined hard-negative labels per video (0 = in-batch only)
+    hard_negatives_from: NegativesFrom = "top"  # which K of the mined ranking: hardest, easiest, random
+    hard_negatives_file: str = "hard_negatives"  # CACHE/mined/NAME.parquet (`vidcache mine hard-negatives`)
+    cross_view_k: int = 0  # contrastive: K mined neighbours of the other view as extra positives
+    cross_view_from: str = ""  # contrastive: the view whose neighbours are used (CACHE/mined/neighbours_VIEW)
+    label_corpus: str = ""  # text side of the temporal head: default CACHE/text.h5
+    text_embeddings: str = ""  # .npy [L, D] aligned with label_corpus
     options: HeadOptions = field(default_factory=HeadOptions)
+
+    @property
+    def all_views(self) -> tuple[str, ...]:
+        return tuple(self.views) or (self.view,)
 
     def __post_init__(self) -> None:
         check_choice("--task", self.task, Task)
+        check_choice("--hard-negatives-from", self.hard_negatives_from, NegativesFrom)
+        object.__setattr__(self, "views", tuple(self.views))  # JSON round trips give lists
+        if self.views:  # the first of several views is the one single-view code reads
+            object.__setattr__(self, "view", self.views[0])
+        if len(set(self.all_views)) != len(self.all_views):
+            raise ConfigError(f"--views lists a view twice: {','.join(self.all_views)}")
+        if self.hard_negatives < 0 or self.cross_view_k < 0:
+            raise ConfigError("--hard-negatives and --cross-view-k must be >= 0")
+        if self.cross_view_k and not self.cross_view_from:
+            raise ConfigError(
+                "--cross-view-k needs --cross-view-from VIEW (mine it: vidcache mine neighbours --view VIEW)"
+            )
+        if self.text_embeddings and not self.label_corpus:
+            raise ConfigError("--text-embeddings needs --label-corpus FILE (one label per line, in the .npy's order)")
         for name in ("epochs", "batch_size", "max_frames", "patience", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

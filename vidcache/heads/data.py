@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..cache.reader import Cache
+from ..cache.reader import Cache, Location
 from ..errors import ConfigError
 
 TRAIN, VAL, TEST = "train", "val", "test"
@@ -43,13 +43,16 @@ def _seconds(value) -> float | None:
     return None if value is None or value != value else float(value)
 
 
-def make_splits(cache: Cache, view: str, *, task: str = "auto", val_fraction: float = 0.1) -> Splits:
-    """Splits from the manifest's `split` column; fails loudly on leakage, empty splits and classes
-    absent from train."""
-    done = set(cache.video_ids(view))
+def make_splits(
+    cache: Cache, views: str | list[str] | tuple[str, ...], *, task: str = "auto", val_fraction: float = 0.1
+) -> Splits:
+    """Splits from the manifest's `split` column over the videos with rows in any of `views`; fails
+    loudly on leakage, empty splits and classes absent from train."""
+    views = [views] if isinstance(views, str) else list(views)
+    done = set().union(*(cache.video_ids(view) for view in views))
     entries = cache.entries()
     if entries.empty or not done:
-        raise SplitError(f"cache {cache.path} has no extracted {view!r} videos")
+        raise SplitError(f"cache {cache.path} has no extracted {'/'.join(views)!r} videos")
     ids: dict[str, list[str]] = {TRAIN: [], VAL: [], TEST: []}
     labels: dict[str, tuple[str, ...]] = {}
     path_split: dict[tuple, str] = {}
@@ -122,17 +125,32 @@ def multi_hot(video_ids: list[str], labels: dict[str, tuple[str, ...]], vocabula
     return out
 
 
+def _subsample_index(count: int, max_frames: int) -> np.ndarray:
+    if count <= max_frames:
+        return np.arange(count)
+    return np.linspace(0, count - 1, max_frames).round().astype(int)
+
+
 def subsample_rows(rows: np.ndarray, max_frames: int) -> np.ndarray:
     """At most `max_frames` rows, evenly spaced (deterministic: evaluation sees what training saw)."""
-    if len(rows) <= max_frames:
-        return rows
-    return rows[np.linspace(0, len(rows) - 1, max_frames).round().astype(int)]
+    return rows[_subsample_index(len(rows), max_frames)]
 
 
-def pad(batch_rows: list[np.ndarray], max_frames: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(
+    batch_rows: list[np.ndarray],
+    max_frames: int,
+    dim: int,
+    *,
+    times: list[np.ndarray] | None = None,
+    empty_frame: bool = True,
+) -> tuple[torch.Tensor, ...]:
     """Videos' rows → features [B, T, D] float32 (zero-padded) and mask [B, T], with one gather and
-    one dtype conversion for the whole batch (rows may arrive as stored, e.g. float16)."""
-    rows = [subsample_rows(r, max_frames) for r in batch_rows]
+    one dtype conversion for the whole batch (rows may arrive as stored, e.g. float16). With `times`
+    (each video's row timestamps), a third tensor [B, T] float32 of seconds (0 where padded).
+    `empty_frame`: a video without rows is one valid zero frame, so single-view pooling never averages
+    over nothing; multi-view heads pass False and mask the view out instead."""
+    picks = [_subsample_index(len(r), max_frames) for r in batch_rows]
+    rows = [r[p] for r, p in zip(batch_rows, picks, strict=True)]
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
     length = max(1, int(lengths.max(initial=0)))
     dtype = rows[0].dtype if rows else np.float32
@@ -142,17 +160,94 @@ def pad(batch_rows: list[np.ndarray], max_frames: int, dim: int) -> tuple[torch.
     valid = steps[None, :] < lengths[:, None]
     index = np.where(valid, offsets[:, None] + steps[None, :], len(flat) - 1)
     features = torch.from_numpy(np.ascontiguousarray(flat[index], dtype=np.float32))
-    valid[lengths == 0, 0] = True  # a video without rows is one zero frame: no pooling over nothing (NaN)
-    return features, torch.from_numpy(valid)
+    if times is not None:
+        flat_times = np.concatenate([*(np.asarray(t, np.float64)[p] for t, p in zip(times, picks, strict=True)), [0.0]])
+        seconds = torch.from_numpy(np.where(valid, flat_times[index], 0.0).astype(np.float32))
+    if empty_frame:
+        valid[lengths == 0, 0] = True  # a video without rows is one zero frame: no pooling over nothing (NaN)
+    mask = torch.from_numpy(valid)
+    return (features, mask, seconds) if times is not None else (features, mask)
+
+
+@dataclass
+class Batch:
+    """A batch of videos: per view, padded rows, their mask and their timestamps; targets; where
+    the videos sit in their split (`rows`) and their ids (for mined lists)."""
+
+    features: dict[str, torch.Tensor]  # view → [B, T_v, D_v] float32
+    masks: dict[str, torch.Tensor]  # view → [B, T_v] bool
+    times_s: dict[str, torch.Tensor]  # view → [B, T_v] float32, row start times (0 where padded)
+    present: dict[str, torch.Tensor]  # view → [B] bool: the video has rows of this view
+    targets: torch.Tensor  # [B, C] multi-hot
+    rows: torch.Tensor  # [B] positions in the split's video list
+    video_ids: list[str]
+
+    @property
+    def views(self) -> list[str]:
+        return list(self.features)
+
+    @property
+    def feature(self) -> torch.Tensor:  # the first (or only) view
+        return next(iter(self.features.values()))
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return next(iter(self.masks.values()))
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def to(self, device: torch.device, *, non_blocking: bool = False) -> Batch:
+        move = lambda d: {k: v.to(device, non_blocking=non_blocking) for k, v in d.items()}  # noqa: E731
+        return Batch(
+            move(self.features),
+            move(self.masks),
+            move(self.times_s),
+            move(self.present),
+            self.targets.to(device, non_blocking=non_blocking),
+            self.rows,
+            self.video_ids,
+        )
+
+    @staticmethod
+    def cat(batches: list[Batch]) -> Batch:
+        """One batch from several (e.g. sampled videos plus their mined neighbours); shorter
+        sequences are padded with masked zero frames."""
+        first = batches[0]
+
+        def stack(name: str, view: str, fill) -> torch.Tensor:
+            parts = [getattr(b, name)[view] for b in batches]
+            length = max(p.shape[1] for p in parts)
+            padded = []
+            for p in parts:
+                extra = length - p.shape[1]
+                if extra:
+                    shape = (p.shape[0], extra, *p.shape[2:])
+                    p = torch.cat([p, torch.full(shape, fill, dtype=p.dtype, device=p.device)], dim=1)
+                padded.append(p)
+            return torch.cat(padded)
+
+        views = first.views
+        return Batch(
+            {v: stack("features", v, 0.0) for v in views},
+            {v: stack("masks", v, False) for v in views},
+            {v: stack("times_s", v, 0.0) for v in views},
+            {v: torch.cat([b.present[v] for b in batches]) for v in views},
+            torch.cat([b.targets for b in batches]),
+            torch.cat([b.rows for b in batches]),
+            [i for b in batches for i in b.video_ids],
+        )
 
 
 class SplitSource:
-    """Batches `(features [B, T, D], mask [B, T], targets [B, C], row indices)` of one split."""
+    """`Batch`es of one split over one or more views. A video missing a view (absent audio, a view
+    not extracted for it) has no rows there: `present` is False and, for multi-view sources, its
+    mask is all False."""
 
     def __init__(
         self,
         cache: Cache,
-        view: str,
+        views: str | list[str] | tuple[str, ...],
         video_ids: list[str],
         targets: torch.Tensor,
         *,
@@ -160,57 +255,113 @@ class SplitSource:
         memory_budget_bytes: float,
         block_videos: int = 1024,
     ):
-        self.cache, self.view, self.video_ids, self.targets = cache, view, video_ids, targets
+        self.views = [views] if isinstance(views, str) else list(views)
+        if not self.views:
+            raise ConfigError("a split source needs at least one view")
+        self.cache, self.video_ids, self.targets = cache, video_ids, targets
+        self.view = self.views[0]
         self.max_frames = max_frames
-        locations = cache.locations(view, video_ids)
-        self._locations = locations
-        self._decode = cache.decoder(view)  # resolved here, in the catalog's thread
-        self.dim = int(cache.view_info(view).get("feature_dim") or len(cache.read(video_ids[0], view)[0][0]))
-        longest = min(max((loc.row_count for loc in locations), default=1), max_frames)
-        # padded tensors are [N, longest, D] float32, plus the gather's transient copy
-        self.in_memory = 2 * len(locations) * longest * self.dim * 4 <= memory_budget_bytes
-        # storage order, so a streamed block is one contiguous read per shard
-        order = sorted(range(len(video_ids)), key=lambda i: (locations[i].shard, locations[i].row_start))
+        self.row_of = {video_id: i for i, video_id in enumerate(video_ids)}
+        self._empty_frame = len(self.views) == 1
+        self._locations: dict[str, list[Location | None]] = {}
+        self._decoders = {}
+        self.dims: dict[str, int] = {}
+        padded_bytes = 0
+        for view in self.views:
+            done = {loc.video_id: loc for loc in cache.locations(view)}
+            locations = [done.get(video_id) for video_id in video_ids]
+            if len(self.views) == 1 and any(loc is None for loc in locations):
+                missing = next(v for v, loc in zip(video_ids, locations, strict=True) if loc is None)
+                raise KeyError(f"{missing!r} has no extracted {view!r} rows in {cache.path}")
+            self._locations[view] = locations
+            self._decoders[view] = cache.decoder(view)  # resolved here, in the catalog's thread
+            self.dims[view] = self._dim(view, locations)
+            longest = min(max((loc.row_count for loc in locations if loc), default=1), max_frames)
+            # padded tensors are [N, longest, D] float32, plus the gather's transient copy
+            padded_bytes += 2 * len(locations) * longest * self.dims[view] * 4
+        self.dim = self.dims[self.view]
+        self.in_memory = padded_bytes <= memory_budget_bytes
+        # storage order of the first view, so a streamed block is one contiguous read per shard
+        first = self._locations[self.view]
+        order = sorted(
+            range(len(video_ids)), key=lambda i: (0, first[i].shard, first[i].row_start) if first[i] else (1, "", i)
+        )
         self.blocks = [order[s : s + block_videos] for s in range(0, len(order), block_videos)]
-        self._features: torch.Tensor | None = None
-        self._mask: torch.Tensor | None = None
-        if self.in_memory:
-            features = cache.read_locations(view, locations, decode=self._decode)
-            self._features, self._mask = pad([f for f, _ in features], max_frames, self.dim)
+        self._all: Batch | None = self._read(list(range(len(video_ids)))) if self.in_memory else None
+
+    def _dim(self, view: str, locations: list[Location | None]) -> int:
+        recorded = self.cache.view_info(view).get("feature_dim")
+        if recorded:
+            return int(recorded)
+        some = next((loc for loc in locations if loc is not None), None)
+        if some is None:
+            raise ConfigError(f"none of the split's videos has rows of view {view!r} in {self.cache.path}")
+        rows = self.cache.read_locations(view, [some], decode=self._decoders[view])[0][0]
+        return int(np.prod(rows.shape[1:]))
 
     def __len__(self) -> int:
         return len(self.video_ids)
 
-    def batches(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> Iterator:
-        if self.in_memory:
+    def _read(self, rows: list[int]) -> Batch:
+        """Rows of the given split positions, read with one merged read per shard and view."""
+        features, masks, times, present = {}, {}, {}, {}
+        for view in self.views:
+            locations = [self._locations[view][i] for i in rows]
+            have = [loc for loc in locations if loc is not None]
+            read = iter(self.cache.read_locations(view, have, decode=self._decoders[view]))  # as stored
+            empty = (np.zeros((0, self.dims[view]), np.float32), np.zeros(0))
+            got = [next(read) if loc is not None else empty for loc in locations]
+            features[view], masks[view], times[view] = pad(
+                [f.reshape(len(f), -1) for f, _ in got],
+                self.max_frames,
+                self.dims[view],
+                times=[t for _, t in got],
+                empty_frame=self._empty_frame,
+            )
+            present[view] = torch.tensor([loc is not None for loc in locations], dtype=torch.bool)
+        index = torch.tensor(rows, dtype=torch.long)
+        return Batch(features, masks, times, present, self.targets[index], index, [self.video_ids[i] for i in rows])
+
+    def _select(self, batch: Batch, pick: torch.Tensor) -> Batch:
+        counts = {v: batch.masks[v][pick].sum(dim=1) for v in batch.views}
+        length = {v: max(1, int(c.max())) if len(c) else 1 for v, c in counts.items()}
+        cut = lambda d: {v: t[pick][:, : length[v]] for v, t in d.items()}  # noqa: E731
+        return Batch(
+            cut(batch.features),
+            cut(batch.masks),
+            cut(batch.times_s),
+            {v: t[pick] for v, t in batch.present.items()},
+            batch.targets[pick],
+            batch.rows[pick],
+            [batch.video_ids[int(i)] for i in pick],
+        )
+
+    def gather(self, rows: list[int]) -> Batch:
+        """Any videos of the split by position (e.g. mined neighbours of a batch's videos)."""
+        if self._all is not None:
+            return self._select(self._all, torch.tensor(rows, dtype=torch.long))
+        return self._read(list(rows))
+
+    def batches(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        if self._all is not None:
             order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
             for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                yield self._features[rows], self._mask[rows], self.targets[rows], rows  # type: ignore[index]
+                yield self._select(self._all, order[start : start + batch_size])
             return
         block_order = torch.randperm(len(self.blocks), generator=generator) if shuffle else range(len(self.blocks))
-        for block, features, mask in self._prefetched([self.blocks[int(b)] for b in block_order]):
+        for block in self._prefetched([self.blocks[int(b)] for b in block_order]):
             local = torch.randperm(len(block), generator=generator) if shuffle else torch.arange(len(block))
-            rows_all = torch.tensor(block)
             for start in range(0, len(local), batch_size):
-                pick = local[start : start + batch_size]
-                rows = rows_all[pick]
-                yield features[pick], mask[pick], self.targets[rows], rows
+                yield self._select(block, local[start : start + batch_size])
 
-    def _read_block(self, block: list[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-        locations = [self._locations[i] for i in block]
-        read = self.cache.read_locations(self.view, locations, decode=self._decode)  # as stored
-        features, mask = pad([f for f, _ in read], self.max_frames, self.dim)
-        return block, features, mask
-
-    def _prefetched(self, blocks: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    def _prefetched(self, blocks: list[list[int]]) -> Iterator[Batch]:
         """Read block i+1 in a background thread while the caller trains on block i."""
         if not blocks:
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidcache-prefetch") as pool:
-            pending = pool.submit(self._read_block, blocks[0])
+            pending = pool.submit(self._read, blocks[0])
             for following in [*blocks[1:], None]:
                 ready = pending.result()
                 if following is not None:
-                    pending = pool.submit(self._read_block, following)
+                    pending = pool.submit(self._read, following)
                 yield ready

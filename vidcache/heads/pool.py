@@ -61,9 +61,10 @@ class PoolHead(Head):
         logits = torch.log(bag) - torch.log1p(-bag)  # sigmoid(logits) == bag
         return HeadOutput(logits, embedding=None, extras={"bag": bag, "instance": instance, "mask": mask})
 
-    def loss(self, output, targets, *, pos_weight=None):
+    def loss(self, output, batch, *, pos_weight=None):
         if not self.multi_label:
-            return super().loss(output, targets, pos_weight=pos_weight)
+            return super().loss(output, batch, pos_weight=pos_weight)
+        targets = batch.targets
         loss = LOSSES.create(
             "bag-instance",
             bag_prob=output.extras["bag"],

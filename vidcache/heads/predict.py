@@ -1,5 +1,6 @@
 """`eval` and `predict` from a run directory: the best checkpoint, its classes and thresholds, and
-checks that the cache still holds the features the head was trained on."""
+checks that the cache still holds the features the head was trained on. `write_embeddings` stores a
+head's video embeddings back into the cache as a new view, so they can be indexed and mined again."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ..errors import ConfigError
 from ..extract.device import resolve_device
 from .checkpoint import load_checkpoint
 from .config import HeadOptions, TrainConfig
+from .context import HeadContext
 from .data import TEST, TRAIN, SplitSource, make_splits, multi_hot
 from .metrics import evaluate, retrieval_recall_at_k
 from .train import build_head, predict_scores
@@ -43,7 +45,18 @@ def load_run(run_dir: str | Path, *, device: torch.device) -> LoadedRun:
     config = TrainConfig(**{**raw, "options": HeadOptions(**raw["options"])})
     vocabulary = resolved["vocabulary"]
     multi_label = resolved["task"] == "multi-label"
-    model = build_head(config, input_dim=resolved["input_dim"], num_classes=len(vocabulary), multi_label=multi_label)
+    input_dims = resolved.get("input_dims") or {config.view: resolved["input_dim"]}
+    context = HeadContext.from_description(
+        resolved.get("context") or {}, vocabulary=vocabulary, views=config.all_views, input_dims=input_dims
+    )
+    model = build_head(
+        config,
+        input_dim=resolved["input_dim"],
+        num_classes=len(vocabulary),
+        multi_label=multi_label,
+        input_dims=input_dims,
+        context=context,
+    )
     load_checkpoint(run_dir, "best", model=model)
     thresholds_map = json.loads((run_dir / "thresholds.json").read_text())
     thresholds = np.array([thresholds_map[label] for label in vocabulary], dtype=np.float64)
@@ -51,36 +64,54 @@ def load_run(run_dir: str | Path, *, device: torch.device) -> LoadedRun:
 
 
 def check_cache_matches(run: LoadedRun, cache: Cache) -> None:
-    """The cache's view must be the one the head was trained on: same extractor identity and dim."""
-    view = run.config.view
-    try:
-        identity = cache.view_info(view)
-    except KeyError:
-        raise ConfigError(f"cache {cache.path} has no {view!r} view; the run {run.run_dir} was trained on it") from None
-    recorded = run.resolved["view_identity"]
-    differs = sorted(k for k in (set(identity) | set(recorded)) - set(_IGNORED) if identity.get(k) != recorded.get(k))
-    if differs:
-        raise ConfigError(
-            f"cache {cache.path} view {view!r} was made with other settings than the run {run.run_dir} "
-            f"({', '.join(differs)} differ); evaluate on features from the same extractor"
+    """The cache's views must be the ones the head was trained on: same extractor identity and dim."""
+    recorded_all = run.resolved.get("view_identities") or {run.config.view: run.resolved["view_identity"]}
+    for view in run.config.all_views:
+        try:
+            identity = cache.view_info(view)
+        except KeyError:
+            raise ConfigError(
+                f"cache {cache.path} has no {view!r} view; the run {run.run_dir} was trained on it"
+            ) from None
+        recorded = recorded_all[view]
+        differs = sorted(
+            k for k in (set(identity) | set(recorded)) - set(_IGNORED) if identity.get(k) != recorded.get(k)
         )
+        if differs:
+            raise ConfigError(
+                f"cache {cache.path} view {view!r} was made with other settings than the run {run.run_dir} "
+                f"({', '.join(differs)} differ); evaluate on features from the same extractor"
+            )
 
 
 def _source(run: LoadedRun, cache: Cache, video_ids: list[str], labels: dict) -> SplitSource:
     targets = multi_hot(video_ids, labels, run.vocabulary)
     source = SplitSource(
         cache,
-        run.config.view,
+        run.config.all_views,
         video_ids,
         targets,
         max_frames=run.config.max_frames,
         memory_budget_bytes=run.config.memory_budget_gb * 2**30,
     )
-    if source.dim != run.resolved["input_dim"]:
-        raise ConfigError(
-            f"view {run.config.view!r} has dimension {source.dim}; the head expects {run.resolved['input_dim']}"
-        )
+    expected = run.resolved.get("input_dims") or {run.config.view: run.resolved["input_dim"]}
+    for view, dim in source.dims.items():
+        if dim != expected[view]:
+            raise ConfigError(f"view {view!r} has dimension {dim}; the head expects {expected[view]}")
     return source
+
+
+def _video_ids(run: LoadedRun, cache: Cache, split: str | None) -> tuple[list[str], dict]:
+    views = run.config.all_views
+    if split is None:
+        video_ids = sorted(set().union(*(cache.video_ids(view) for view in views)))
+        labels: dict = {}
+    else:
+        splits = make_splits(cache, views, task=run.resolved["task"], val_fraction=run.config.val_fraction)
+        video_ids, labels = splits.ids[split], splits.labels
+    if not video_ids:
+        raise ConfigError(f"no videos with a {'/'.join(views)!r} view to predict in {cache.path}")
+    return video_ids, labels
 
 
 def evaluate_run(run_dir: str | Path, cache_dir: str | Path, *, split: str = TEST, device: str = "auto") -> dict:
@@ -88,15 +119,19 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, *, split: str = TES
     run = load_run(run_dir, device=torch_device)
     with Cache(cache_dir) as cache:
         check_cache_matches(run, cache)
-        splits = make_splits(cache, run.config.view, task=run.resolved["task"], val_fraction=run.config.val_fraction)
+        splits = make_splits(
+            cache, run.config.all_views, task=run.resolved["task"], val_fraction=run.config.val_fraction
+        )
         if split not in splits.ids or not splits.ids[split]:
             raise ConfigError(f"split {split!r} is empty in cache {cache_dir}; choose one of train, val, test")
         source = _source(run, cache, splits.ids[split], splits.labels)
         scores, embeddings = predict_scores(run.model, source, torch_device)
         targets = source.targets.numpy()
-        metrics = evaluate(
-            targets, scores, multi_label=run.multi_label, thresholds=run.thresholds if run.multi_label else None
-        )
+        metrics = {}
+        if run.model.kind == "classify":
+            metrics = evaluate(
+                targets, scores, multi_label=run.multi_label, thresholds=run.thresholds if run.multi_label else None
+            )
         if split != TRAIN and splits.ids[TRAIN]:
             gallery = _source(run, cache, splits.ids[TRAIN], splits.labels)
             gallery_scores, gallery_embeddings = predict_scores(run.model, gallery, torch_device)
@@ -120,18 +155,14 @@ def predict_run(
     `video_id, label, score` (plus `predicted` at the run's tuned thresholds / argmax)."""
     torch_device = resolve_device(device)
     run = load_run(run_dir, device=torch_device)
+    if run.model.kind != "classify":
+        raise ConfigError(
+            f"{run_dir} is a {run.config.head} head: it makes embeddings, not class scores; "
+            "use `vidcache predict --write-view NAME` (or --embeddings FILE.parquet)"
+        )
     with Cache(cache_dir) as cache:
         check_cache_matches(run, cache)
-        if split is None:
-            video_ids = sorted(cache.video_ids(run.config.view))
-            labels: dict = {}
-        else:
-            splits = make_splits(
-                cache, run.config.view, task=run.resolved["task"], val_fraction=run.config.val_fraction
-            )
-            video_ids, labels = splits.ids[split], splits.labels
-        if not video_ids:
-            raise ConfigError(f"no videos with a {run.config.view!r} view to predict in {cache_dir}")
+        video_ids, labels = _video_ids(run, cache, split)
         source = _source(run, cache, video_ids, labels)
         scores, _ = predict_scores(run.model, source, torch_device)
     n, c = scores.shape
@@ -156,3 +187,69 @@ def predict_run(
             .reset_index(drop=True)
         )
     return frame
+
+
+def predict_embeddings(
+    run_dir: str | Path, cache_dir: str | Path, *, split: str | None = None, device: str = "auto"
+) -> tuple[list[str], np.ndarray, LoadedRun]:
+    """One embedding per video (the head's pooled, normalised output), in video-id order."""
+    torch_device = resolve_device(device)
+    run = load_run(run_dir, device=torch_device)
+    with Cache(cache_dir) as cache:
+        check_cache_matches(run, cache)
+        video_ids, labels = _video_ids(run, cache, split)
+        source = _source(run, cache, video_ids, labels)
+        _, embeddings = predict_scores(run.model, source, torch_device)
+    if embeddings is None:
+        raise ConfigError(f"the {run.config.head} head of {run_dir} has no video embedding to write")
+    return video_ids, embeddings, run
+
+
+def write_embeddings(
+    run_dir: str | Path,
+    cache_dir: str | Path,
+    *,
+    view_name: str,
+    split: str | None = None,
+    device: str = "auto",
+    command: str = "",
+) -> int:
+    """Store each video's embedding as one row (timestamp 0: it stands for the whole video) of a new
+    view `view_name`, through the same writer and catalog as extract, so `index build` / `mine` read it
+    like any other view. The view's identity names the run and the hash of its checkpoint: writing
+    the same run again replaces the rows, another run under the same name is refused."""
+    import hashlib
+
+    from ..cache.arrays import write_view_arrays
+    from ..manifest import VideoEntry
+
+    if view_name in ("clip", "s3d", "audio", "flow", "motion"):
+        raise ConfigError(f"--write-view {view_name!r} is an extractor's view name; choose another (e.g. clip_cvtcl)")
+    video_ids, embeddings, run = predict_embeddings(run_dir, cache_dir, split=split, device=device)
+    checkpoint = Path(run_dir) / "best.safetensors"
+    identity = {
+        "model": f"head:{run.config.head}",
+        "head_run": str(Path(run_dir).resolve()),
+        "head_checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+        "source_views": list(run.config.all_views),
+        "feature_dim": int(embeddings.shape[1]),
+        "dtype": "float32",
+    }
+    with Cache(cache_dir) as cache:
+        entries_frame = cache.entries().set_index("video_id")
+    entries = []
+    for video_id in video_ids:
+        row = entries_frame.loc[video_id]
+        entries.append(
+            VideoEntry(video_id, str(row["path"]), tuple(row["labels"]), row["split"] or None, *_segment(row))
+        )
+    rows = ((video_id, embeddings[i : i + 1], np.zeros(1)) for i, video_id in enumerate(video_ids))
+    return write_view_arrays(
+        cache_dir, view=view_name, rows=rows, entries=entries, identity=identity, dtype="float32", command=command
+    )
+
+
+def _segment(row) -> tuple:
+    start, end = row.get("start_s"), row.get("end_s")
+    clean = lambda v: None if v is None or v != v else float(v)  # noqa: E731  NaN → None
+    return clean(start), clean(end)

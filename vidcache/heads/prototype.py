@@ -16,12 +16,12 @@ from .losses import LOSSES
 
 @register_head("prototype")
 class PrototypeHead(Head):
+    """Subclasses (fusion) replace `build_encoder` / `encode` and keep the prototypes and losses."""
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         width = self.options.hidden_dim or self.input_dim
-        self.encoder = nn.Sequential(
-            nn.Linear(self.input_dim, width), nn.GELU(), nn.Dropout(self.options.dropout), nn.Linear(width, width)
-        )
+        self.encoder = self.build_encoder(width)
         prototypes = F.normalize(torch.randn(self.num_classes, width), dim=1)
         if self.options.prototype_update == "learned":
             self.prototypes = nn.Parameter(prototypes)
@@ -30,13 +30,28 @@ class PrototypeHead(Head):
         self.logit_scale = nn.Parameter(torch.tensor(10.0))  # classifier on cosine: s·cos + b_c
         self.logit_bias = nn.Parameter(torch.zeros(self.num_classes))
 
-    def forward(self, features, mask) -> HeadOutput:
-        embedding = F.normalize(self.encoder(masked_mean(features, mask)), dim=1)
+    def build_encoder(self, width: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(self.input_dim, width), nn.GELU(), nn.Dropout(self.options.dropout), nn.Linear(width, width)
+        )
+
+    def encode(self, batch) -> torch.Tensor:
+        return self.encoder(masked_mean(batch.feature, batch.mask))
+
+    def classify(self, embedding: torch.Tensor) -> HeadOutput:
+        embedding = F.normalize(embedding, dim=1)
         similarity = embedding @ F.normalize(self.prototypes, dim=1).T
         logits = similarity * self.logit_scale + self.logit_bias
         return HeadOutput(logits, embedding=embedding, extras={"similarity": similarity})
 
-    def loss(self, output, targets, *, pos_weight=None):
+    def forward_batch(self, batch) -> HeadOutput:
+        return self.classify(self.encode(batch))
+
+    def forward(self, features, mask) -> HeadOutput:
+        return self.classify(self.encoder(masked_mean(features, mask)))
+
+    def loss(self, output, batch, *, pos_weight=None):
+        targets = batch.targets
         options = self.options
         similarity = output.extras["similarity"]
         if options.contrastive == "infonce":
@@ -52,9 +67,10 @@ class PrototypeHead(Head):
         return total, {"con": float(contrastive.detach()), "cls": float(classification.detach())}
 
     @torch.no_grad()
-    def after_step(self, output, targets) -> None:
+    def after_step(self, output, batch) -> None:
         if self.options.prototype_update != "ema":
             return
+        targets = batch.targets
         counts = targets.sum(dim=0)
         present = counts > 0
         if not present.any():

@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +22,13 @@ import torch
 from .. import __version__
 from ..cache.reader import Cache
 from ..errors import ConfigError, VidcacheError
-from ..extract.device import resolve_device
+from ..extract.device import autocast_dtype, resolve_device
 from .base import HEADS, Head
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import TRAIN, VAL, Splits, SplitSource, make_splits, multi_hot
-from .metrics import evaluate, per_class_ap, tune_thresholds
+from .context import HeadContext, build_context
+from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
+from .metrics import evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
 
 log = logging.getLogger("vidcache.heads")
 RUN_FILES = ("config.json", "history.csv", "summary.json", "thresholds.json", "best.safetensors", "last.safetensors")
@@ -70,10 +72,37 @@ def seed_everything(seed: int, *, deterministic: bool) -> torch.Generator:
     return generator
 
 
-def build_head(config: TrainConfig, *, input_dim: int, num_classes: int, multi_label: bool) -> Head:
+def build_head(
+    config: TrainConfig,
+    *,
+    input_dim: int,
+    num_classes: int,
+    multi_label: bool,
+    input_dims: dict[str, int] | None = None,
+    context: HeadContext | None = None,
+) -> Head:
+    head_class = HEADS.get(config.head)
+    if len(config.all_views) > 1 and not head_class.multi_view:
+        multi = [name for name in HEADS.names() if HEADS.get(name).multi_view]
+        raise ConfigError(
+            f"--head {config.head} reads one view; --views {','.join(config.all_views)} needs one of: "
+            + ", ".join(multi)
+        )
     return HEADS.create(
-        config.head, input_dim=input_dim, num_classes=num_classes, multi_label=multi_label, options=config.options
+        config.head,
+        input_dim=input_dim,
+        num_classes=num_classes,
+        multi_label=multi_label,
+        options=config.options,
+        input_dims=input_dims or {config.view: input_dim},
+        context=context,
     )
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bfloat16 (fp16 where bf16 is missing) autocast on CUDA; nothing on CPU."""
+    dtype = autocast_dtype(device) if enabled else None
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
 
 
 def warmup_cosine(optimizer, *, warmup_steps: int, total_steps: int):
@@ -88,29 +117,62 @@ def warmup_cosine(optimizer, *, warmup_steps: int, total_steps: int):
 
 @torch.no_grad()
 def predict_scores(
-    model: Head, source: SplitSource, device: torch.device, *, batch_size: int = 256
+    model: Head, source: SplitSource, device: torch.device, *, batch_size: int = 256, amp: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Scores [N, C] (and embeddings [N, E] when the head has them) in the source's video order."""
+    """Scores [N, C] (and embeddings [N, E] when the head has them) in the source's video order.
+    Representation heads (`kind == "embed"`) have no class scores: zeros."""
     model.eval()
     scores = np.zeros((len(source), model.num_classes), np.float32)
     embeddings = None
-    for features, mask, _, rows in source.batches(batch_size, shuffle=False):
-        out = model(features.to(device), mask.to(device))
-        scores[rows.numpy()] = model.scores(out.logits).float().cpu().numpy()
+    for batch in source.batches(batch_size, shuffle=False):
+        with autocast(device, amp):
+            out = model.forward_batch(batch.to(device, non_blocking=True))
+        rows = batch.rows.numpy()
+        if model.kind == "classify":
+            scores[rows] = model.scores(out.logits.float()).cpu().numpy()
         if out.embedding is not None:
             if embeddings is None:
                 embeddings = np.zeros((len(source), out.embedding.shape[1]), np.float32)
-            embeddings[rows.numpy()] = out.embedding.float().cpu().numpy()
+            embeddings[rows] = out.embedding.float().cpu().numpy()
     return scores, embeddings
 
 
-def _metric_key(config: TrainConfig, multi_label: bool) -> str:
+def validate(
+    model: Head,
+    train_source: SplitSource,
+    val_source: SplitSource,
+    device: torch.device,
+    *,
+    multi_label: bool,
+    amp: bool,
+) -> tuple[dict, np.ndarray]:
+    """Validation metrics and scores. A representation head is judged by retrieval: val videos query
+    the training videos (CoCLR protocol), recall@k counts a hit when a neighbour shares a label."""
+    val_scores, val_embeddings = predict_scores(model, val_source, device, amp=amp)
+    if model.kind == "classify":
+        return evaluate(val_source.targets.numpy(), val_scores, multi_label=multi_label), val_scores
+    _, train_embeddings = predict_scores(model, train_source, device, amp=amp)
+    metrics = retrieval_recall_at_k(
+        val_embeddings, val_source.targets.numpy(), train_embeddings, train_source.targets.numpy()
+    )
+    return metrics, val_scores
+
+
+def with_companions(model: Head, batch: Batch, source: SplitSource, generator: torch.Generator) -> Batch:
+    """The batch plus the training videos the head asks for (its videos' mined neighbours)."""
+    wanted = [source.row_of[v] for v in model.companions(batch.video_ids, generator) if v in source.row_of]
+    return Batch.cat([batch, source.gather(wanted)]) if wanted else batch
+
+
+def _metric_key(config: TrainConfig, multi_label: bool, kind: str = "classify") -> str:
     if config.early_stop_metric != "auto":
         return config.early_stop_metric
+    if kind == "embed":
+        return "recall_at_1"
     return "map_macro" if multi_label else "top1"
 
 
-def _plot(run_dir: Path, history: list[dict], vocabulary: list[str], ap: np.ndarray) -> None:
+def _plot(run_dir: Path, history: list[dict], vocabulary: list[str], ap: np.ndarray | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,6 +192,8 @@ def _plot(run_dir: Path, history: list[dict], vocabulary: list[str], ap: np.ndar
     fig.tight_layout()
     fig.savefig(run_dir / "loss.png", dpi=120)
     plt.close(fig)
+    if ap is None:  # a representation head has no per-class scores
+        return
     order = np.argsort(np.nan_to_num(ap, nan=-1.0))
     fig, axis = plt.subplots(figsize=(6, max(2.5, 0.22 * len(vocabulary))))
     axis.barh([vocabulary[i] for i in order], np.nan_to_num(ap[order]))
@@ -157,12 +221,14 @@ def train(
     generator = seed_everything(config.seed, deterministic=config.deterministic)
     device = resolve_device(config.device)
     with Cache(cache_dir) as cache:
-        splits: Splits = make_splits(cache, config.view, task=config.task, val_fraction=config.val_fraction)
+        views = config.all_views
+        head_class = HEADS.get(config.head)
+        splits: Splits = make_splits(cache, views, task=config.task, val_fraction=config.val_fraction)
         budget = config.memory_budget_gb * 2**30
         sources = {
             split: SplitSource(
                 cache,
-                config.view,
+                views,
                 splits.ids[split],
                 multi_hot(splits.ids[split], splits.labels, splits.vocabulary),
                 max_frames=config.max_frames,
@@ -171,15 +237,33 @@ def train(
             for split in (TRAIN, VAL)
         }
         view_identity = cache.view_info(config.view)
+        view_identities = {view: cache.view_info(view) for view in views}
         train_source, val_source = sources[TRAIN], sources[VAL]
+        context = build_context(
+            cache,
+            config,
+            vocabulary=splits.vocabulary,
+            input_dims=train_source.dims,
+            video_ids=splits.ids[TRAIN],
+            needs_text=head_class.needs_text,
+        )
         model = build_head(
-            config, input_dim=train_source.dim, num_classes=len(splits.vocabulary), multi_label=splits.multi_label
+            config,
+            input_dim=train_source.dim,
+            num_classes=len(splits.vocabulary),
+            multi_label=splits.multi_label,
+            input_dims=train_source.dims,
+            context=context,
         ).to(device)
         resolved = {
             "train_config": dataclasses.asdict(config),
             "cache": str(Path(cache_dir).resolve()),
             "view_identity": view_identity,
+            "view_identities": view_identities,
             "input_dim": train_source.dim,
+            "input_dims": train_source.dims,
+            "head_kind": model.kind,
+            "context": context.describe(),
             "vocabulary": splits.vocabulary,
             "task": "multi-label" if splits.multi_label else "single-label",
             "splits": {k: len(v) for k, v in splits.ids.items()},
@@ -191,9 +275,11 @@ def train(
         config_path = run_dir / "config.json"
         if resume and config_path.exists():
             recorded = json.loads(config_path.read_text())
-            if recorded["train_config"] != resolved["train_config"] or recorded["vocabulary"] != splits.vocabulary:
+            as_saved = json.loads(json.dumps(resolved["train_config"], default=str))  # tuples → lists
+            if recorded["train_config"] != as_saved or recorded["vocabulary"] != splits.vocabulary:
                 raise ConfigError(f"--resume: {run_dir} was trained with other options or classes; use a new --out")
-            if recorded.get("splits_sha1") != resolved["splits_sha1"] or recorded["view_identity"] != view_identity:
+            same_views = recorded.get("view_identities") == json.loads(json.dumps(view_identities, default=str))
+            if recorded.get("splits_sha1") != resolved["splits_sha1"] or not same_views:
                 raise ConfigError(
                     f"--resume: the cache's videos or view changed since {run_dir} started; use a new --out"
                 )
@@ -210,7 +296,10 @@ def train(
         if config.pos_weight and splits.multi_label:
             positives = train_source.targets.sum(dim=0)
             pos_weight = ((len(train_source) - positives) / positives.clamp(min=1)).clamp(1.0, 100.0).to(device)
-        metric = _metric_key(config, splits.multi_label)
+        metric = _metric_key(config, splits.multi_label, model.kind)
+        use_amp = config.amp and device.type == "cuda"
+        # fp16 (GPUs without bf16) needs loss scaling; bf16 does not
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and autocast_dtype(device) == torch.float16)
         history: list[dict] = []
         state = {"epoch": 0, "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0, "skipped_steps": 0}
         if resume and (run_dir / "last.safetensors").exists():
@@ -234,16 +323,17 @@ def train(
             torch.manual_seed(config.seed * 1_000_003 + epoch)
             epoch_started = time.perf_counter()
             losses = []
-            for features, mask, targets, _ in train_source.batches(
-                config.batch_size, shuffle=True, generator=generator
-            ):
-                features, mask, targets = features.to(device), mask.to(device), targets.to(device)
-                output = model(features, mask)
-                loss, _parts = model.loss(output, targets, pos_weight=pos_weight)
+            for batch in train_source.batches(config.batch_size, shuffle=True, generator=generator):
+                batch = with_companions(model, batch, train_source, generator).to(device, non_blocking=True)
+                with autocast(device, use_amp):
+                    output = model.forward_batch(batch)
+                    loss, _parts = model.loss(output, batch, pos_weight=pos_weight)
+                loss = loss.float()
                 optimizer.zero_grad(set_to_none=True)
                 bad = "the loss was" if not torch.isfinite(loss) else None
                 if bad is None:
-                    loss.backward()
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                     bad = None if torch.isfinite(grad_norm) else "the gradients were"  # finite loss, NaN gradient
                 if bad is not None:  # skip the step; stop when it keeps happening
@@ -257,14 +347,14 @@ def train(
                         )
                     continue
                 consecutive_bad = 0
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
-                model.after_step(output, targets)
+                model.after_step(output, batch)
                 losses.append(float(loss.detach()))
-                samples += len(features)
+                samples += len(batch)
             train_seconds += time.perf_counter() - epoch_started
-            val_scores, _ = predict_scores(model, val_source, device)
-            val = evaluate(val_source.targets.numpy(), val_scores, multi_label=splits.multi_label)
+            val, _ = validate(model, train_source, val_source, device, multi_label=splits.multi_label, amp=use_amp)
             if metric not in val:
                 raise ConfigError(f"--early-stop-metric {metric!r} is not computed here; choose from {sorted(val)}")
             row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
@@ -288,13 +378,21 @@ def train(
         if not (run_dir / "best.safetensors").exists():
             raise TrainingError(f"no epoch finished in {run_dir}")
         load_checkpoint(run_dir, "best", model=model)
-        val_scores, _ = predict_scores(model, val_source, device)
-        val_targets = val_source.targets.numpy()
-        thresholds = (
-            tune_thresholds(val_targets, val_scores) if splits.multi_label else np.full(len(splits.vocabulary), 0.5)
+        at_half, val_scores = validate(
+            model, train_source, val_source, device, multi_label=splits.multi_label, amp=use_amp
         )
-        at_half = evaluate(val_targets, val_scores, multi_label=splits.multi_label)
-        tuned = evaluate(val_targets, val_scores, multi_label=True, thresholds=thresholds) if splits.multi_label else {}
+        val_targets = val_source.targets.numpy()
+        classify = model.kind == "classify"
+        thresholds = (
+            tune_thresholds(val_targets, val_scores)
+            if splits.multi_label and classify
+            else np.full(len(splits.vocabulary), 0.5)
+        )
+        tuned = (
+            evaluate(val_targets, val_scores, multi_label=True, thresholds=thresholds)
+            if splits.multi_label and classify
+            else {}
+        )
         (run_dir / "thresholds.json").write_text(
             json.dumps(dict(zip(splits.vocabulary, map(float, thresholds), strict=True)), indent=2)
         )
@@ -302,7 +400,7 @@ def train(
         report = model.report()
         if report:
             (run_dir / "learned.json").write_text(json.dumps(report, indent=2))
-        _plot(run_dir, history, splits.vocabulary, per_class_ap(val_targets, val_scores))
+        _plot(run_dir, history, splits.vocabulary, per_class_ap(val_targets, val_scores) if classify else None)
         summary = TrainSummary(
             run_dir=str(run_dir),
             head=config.head,
