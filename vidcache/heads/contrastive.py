@@ -1,0 +1,1 @@
+"""contrastive head: being written."""

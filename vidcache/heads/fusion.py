@@ -1,0 +1,1 @@
+"""fusion head: being written."""

@@ -1,0 +1,1 @@
+"""temporal head: being written."""
