@@ -689,6 +689,22 @@ def _head_options(fn):
             show_default=True,
         ),
         click.option("--instance-lambda", type=float, default=0.5, show_default=True),
+        click.option("--layers", type=int, default=2, show_default=True, help="temporal/fusion: transformer blocks."),
+        click.option("--attention-heads", type=int, default=4, show_default=True),
+        click.option(
+            "--text-discriminator/--no-text-discriminator",
+            default=False,
+            show_default=True,
+            help="temporal: self-attention over [positive text, its hard negatives].",
+        ),
+        click.option("--projection-dim", type=int, default=128, show_default=True, help="contrastive: output width."),
+        click.option(
+            "--crop-fraction", type=float, default=0.5, show_default=True, help="contrastive: shortest crop share."
+        ),
+        click.option(
+            "--ltcl/--no-ltcl", default=True, show_default=True, help="contrastive: local temporal contrastive loss."
+        ),
+        click.option("--ltcl-weight", type=float, default=1.0, show_default=True),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -712,8 +728,11 @@ def _print_metrics(title: str, metrics: dict) -> None:
 
 @cli.command()
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--head", default="linear", show_default=True, help="linear, mlp, prototype or pool.")
+@click.option(
+    "--head", default="linear", show_default=True, help="linear, mlp, prototype, pool, temporal, fusion or contrastive."
+)
 @click.option("--view", default="clip", show_default=True)
+@click.option("--views", default=None, help="Several views for the fusion head, e.g. clip,audio,motion.")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -731,6 +750,25 @@ def _print_metrics(title: str, metrics: dict) -> None:
 @click.option("--max-frames", type=int, default=64, show_default=True)
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Used when there is no val split.")
 @click.option("--memory-budget-gb", type=float, default=4.0, show_default=True)
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bfloat16 autocast on CUDA.")
+@click.option("--hard-negatives", type=int, default=0, show_default=True, help="temporal: K mined negatives (0 = off).")
+@click.option(
+    "--hard-negatives-from",
+    type=click.Choice(["top", "bottom", "random"]),
+    default="top",
+    show_default=True,
+    help="Which K of each video's mined ranking: hardest, easiest or random.",
+)
+@click.option("--hard-negatives-file", default="hard_negatives", show_default=True, help="Name in CACHE/mined/.")
+@click.option("--cross-view-k", type=int, default=0, show_default=True, help="contrastive: K neighbours (0 = off).")
+@click.option("--cross-view-from", default="", help="contrastive: the view whose mined neighbours are positives.")
+@click.option("--label-corpus", type=click.Path(dir_okay=False, exists=True), default=None, help="temporal: labels.")
+@click.option(
+    "--text-embeddings",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="temporal: .npy [L, D] aligned with --label-corpus (default: CACHE/text.h5).",
+)
 @click.option("--resume", is_flag=True, help="Continue a run from its last checkpoint.")
 @_head_options
 @click.option("--json", "as_json", is_flag=True)
@@ -743,6 +781,10 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
 
     head_keys = {f.name for f in dataclasses.fields(HeadOptions)}
     head_options = HeadOptions(**{k: v for k, v in options.items() if k in head_keys})
+    views = options.pop("views")
+    options["views"] = tuple(v.strip() for v in views.split(",") if v.strip()) if views else ()
+    for key in ("label_corpus", "text_embeddings"):  # recorded as given, resolved: runs move with their files
+        options[key] = str(Path(options[key]).resolve()) if options[key] is not None else ""
     config = TrainConfig(**{k: v for k, v in options.items() if k not in head_keys}, options=head_options)
 
     def progress(epoch: int, row: dict) -> None:
@@ -763,7 +805,7 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
         click.echo(json.dumps(info, sort_keys=True, default=str))
     else:
         _print_metrics(
-            f"{config.head} on {config.view}: best {summary.best_metric} {summary.best_value:.4f} "
+            f"{config.head} on {','.join(config.all_views)}: best {summary.best_metric} {summary.best_value:.4f} "
             f"at epoch {summary.best_epoch} → {run_dir}",
             {**summary.val_metrics, **summary.val_metrics_tuned, "samples/s": summary.samples_per_s},
         )
@@ -789,21 +831,60 @@ def eval_cmd(run_dir: str, cache_dir: str, split: str, device: str, as_json: boo
 @cli.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="FILE.parquet")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="FILE.parquet")
 @click.option("--split", default=None, type=click.Choice(["train", "val", "test"]), help="Default: every video.")
 @click.option("--top-k", type=int, default=None, help="Keep the K best labels per video (default: all).")
+@click.option(
+    "--write-view",
+    default=None,
+    help="Store the head's video embeddings in the cache as this new view (index and mine it like any view).",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def predict(run_dir: str, cache_dir: str, out_path: str, split: str | None, top_k: int | None, device: str) -> None:
-    """Scores per (video, label) to a parquet file: video_id, label, score, predicted."""
-    from .heads.predict import predict_run
+def predict(
+    run_dir: str,
+    cache_dir: str,
+    out_path: str | None,
+    split: str | None,
+    top_k: int | None,
+    write_view: str | None,
+    device: str,
+) -> None:
+    """Scores per (video, label) to --out FILE.parquet (video_id, label, score, predicted); for a
+    representation head (contrastive) --out holds video_id, embedding. --write-view NAME stores the
+    embeddings in the cache as a view."""
+    import numpy as np
+    import pandas as pd
 
-    frame = predict_run(run_dir, cache_dir, split=split, top_k=top_k, device=device)
+    from .heads.predict import predict_embeddings, predict_run, write_embeddings
+
+    if out_path is None and write_view is None:
+        raise click.UsageError("give --out FILE.parquet, --write-view NAME, or both")
+    if write_view is not None:
+        count = write_embeddings(
+            run_dir,
+            cache_dir,
+            view_name=write_view,
+            split=split,
+            device=device,
+            command=shlex.join(["vidcache", *sys.argv[1:]]),
+        )
+        click.echo(f"{count} video embeddings → view {write_view!r} of {cache_dir}")
+    if out_path is None:
+        return
+    kind = json.loads((Path(run_dir) / "config.json").read_text()).get("head_kind", "classify")
+    if kind == "classify":
+        frame = predict_run(run_dir, cache_dir, split=split, top_k=top_k, device=device)
+        what = f"{frame['video_id'].nunique()} videos × {frame['label'].nunique()} labels"
+    else:
+        video_ids, embeddings, _ = predict_embeddings(run_dir, cache_dir, split=split, device=device)
+        frame = pd.DataFrame({"video_id": video_ids, "embedding": list(embeddings.astype(np.float32))})
+        what = f"{len(video_ids)} video embeddings of width {embeddings.shape[1]}"
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(out)
-    click.echo(f"{frame['video_id'].nunique()} videos × {frame['label'].nunique()} labels → {out}")
+    click.echo(f"{what} → {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
