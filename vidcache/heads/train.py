@@ -324,6 +324,7 @@ def train(
             epoch_started = time.perf_counter()
             losses = []
             for batch in train_source.batches(config.batch_size, shuffle=True, generator=generator):
+                sampled = len(batch)  # throughput counts the split's videos, not the companions added to them
                 batch = with_companions(model, batch, train_source, generator).to(device, non_blocking=True)
                 with autocast(device, use_amp):
                     output = model.forward_batch(batch)
@@ -352,7 +353,7 @@ def train(
                 scheduler.step()
                 model.after_step(output, batch)
                 losses.append(float(loss.detach()))
-                samples += len(batch)
+                samples += sampled
             train_seconds += time.perf_counter() - epoch_started
             val, _ = validate(model, train_source, val_source, device, multi_label=splits.multi_label, amp=use_amp)
             if metric not in val:
