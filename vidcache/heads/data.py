@@ -312,7 +312,7 @@ class SplitSource:
             empty = (np.zeros((0, self.dims[view]), np.float32), np.zeros(0))
             got = [next(read) if loc is not None else empty for loc in locations]
             features[view], masks[view], times[view] = pad(
-                [f.reshape(len(f), -1) for f, _ in got],
+                [f.reshape(len(f), self.dims[view]) for f, _ in got],
                 self.max_frames,
                 self.dims[view],
                 times=[t for _, t in got],
