@@ -91,8 +91,17 @@ def test_every_head_overfits_a_tiny_set(head, tmp_path):
         videos[f"val/{i}"] = (frames, label, "val")  # val = train: the best checkpoint is the best fit
     cache = write_cache(tmp_path / "cache", videos)
     options = {"pool_mode": "mean"} if head == "pool" else {}
-    summary = train(cache, fast(head, epochs=60, lr=3e-2, patience=60, options=options), tmp_path / "run")
+    overrides = {}
+    if HEADS.get(head).needs_text:  # label texts: a corpus file and its embeddings
+        (tmp_path / "labels.txt").write_text("x\ny\nz\n")
+        np.save(tmp_path / "text.npy", rng.normal(size=(3, DIM)).astype(np.float32))
+        overrides = {"label_corpus": str(tmp_path / "labels.txt"), "text_embeddings": str(tmp_path / "text.npy")}
+    config = fast(head, epochs=60, lr=3e-2, patience=60, options=options, **overrides)
+    summary = train(cache, config, tmp_path / "run")
     assert summary.task == "single-label"
+    if HEADS.get(head).kind == "embed":  # no classifier: each val copy must retrieve its train twin
+        assert evaluate_run(tmp_path / "run", cache, split="val")["recall_at_1"] == 1.0, head
+        return
     metrics = evaluate_run(tmp_path / "run", cache, split="train")
     assert metrics["top1"] == 1.0, (head, metrics)
 
