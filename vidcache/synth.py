@@ -56,13 +56,15 @@ def write_video(
     pts_s: list[float] | None = None,
     options: dict | None = None,
     rotation_deg: int = 0,
+    container_options: dict | None = None,
 ) -> Path:
     """Write `num_frames` frames (`frame_fn(index, t_s)`, default `index_frame`) at `fps`, or at the
-    explicit presentation times `pts_s` (variable frame rate), with an optional sine tone."""
+    explicit presentation times `pts_s` (variable frame rate), with an optional sine tone.
+    `container_options` go to the muxer (e.g. `{"movflags": "faststart"}` for MP4)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         time_base = Fraction(1, 90000) if pts_s is not None else 1 / rate
@@ -72,8 +74,6 @@ def write_video(
             stream.codec_context.gop_size = gop
         codec_options.update(options or {})
         stream.codec_context.options = codec_options
-        if rotation_deg:
-            stream.set_display_rotation(rotation_deg)  # display matrix, counter-clockwise degrees
         if rotation_deg:
             stream.set_display_rotation(rotation_deg)  # display matrix, counter-clockwise degrees
         audio = None

@@ -63,6 +63,11 @@ class Consumer:
     def finish(self) -> list[Chunk]:
         return []
 
+    def tail_indices(self) -> np.ndarray | None:
+        """After the last frame: own target indices still to be given the last decoded frame, when
+        this consumer was fed nothing at all but must still have rows (None: no such need)."""
+        return None
+
 
 class ClipFrames(Consumer):
     """One row per sample time (`--fps` / `--num-frames`); a frame shown at several sample times is
@@ -107,6 +112,13 @@ class ClipFrames(Consumer):
         self._rows += len(indices)
         self._last = (image, time_s)
         return [self._chunk()] if len(self._images) >= self.batch_size else []
+
+    def tail_indices(self) -> np.ndarray | None:
+        # N-frame sampling always has N rows; when every sample time lies past the last frame (a
+        # header that promises more than the file holds) the last decoded frame stands for all
+        if self.sampling.num_frames is not None and self._rows == 0 and self._expected > 0:
+            return np.arange(self._expected)
+        return None
 
     def finish(self) -> list[Chunk]:
         missing = self._expected - self._rows

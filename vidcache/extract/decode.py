@@ -10,6 +10,7 @@ it stops paying (the keyframe lands behind the current position).
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .sampling import sample_times
 MAX_BAD_PACKETS = 50  # packets a decoder may reject before the video counts as failed
 SEEK_GAP_S = 2.0  # "auto" seeks across gaps longer than this until it has seen the keyframe interval
 KEEP_WINDOW_S = 0.25  # sparse decode keeps every frame starting this close before a sample time
+TRUNCATED_GAP_S = 0.5  # frames ending this much before the header's end are noted as a possibly truncated file
 
 
 @dataclass
@@ -87,6 +89,46 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
+_ISO_BMFF_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pdin")  # first box of an MP4/MOV/M4A
+
+
+def why_unreadable(path: str) -> str | None:
+    """A specific reason for the common broken files FFmpeg only calls "Invalid data found when
+    processing input": an empty file, or an MP4/MOV/M4A whose index (`moov` box) is missing, as
+    when a download or a recording was cut off before the muxer wrote it at the end. None when the
+    file looks like neither."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "empty file, 0 bytes"
+        with open(path, "rb") as handle:
+            if handle.read(8)[4:8] not in _ISO_BMFF_BOXES:
+                return None
+            offset, boxes, cut = 0, set(), False
+            for _ in range(10_000):  # top-level boxes only: a few reads (fragmented files: more)
+                if offset + 8 > size:
+                    break
+                handle.seek(offset)
+                header = handle.read(16)
+                box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if box_size == 1 and len(header) == 16:
+                    box_size = int.from_bytes(header[8:16], "big")
+                elif box_size == 0:  # box runs to the end of the file
+                    box_size = size - offset
+                if box_size < 8:
+                    break
+                boxes.add(kind)
+                cut = offset + box_size > size
+                offset += box_size
+    except OSError:
+        return None
+    if b"moov" in boxes:
+        return None
+    if cut:
+        return f"MP4/MOV cut off: {size} bytes, no 'moov' index box (truncated download or unfinished recording)"
+    return "MP4/MOV without its 'moov' index box (truncated or unfinished file)"
+
+
 def open_container(path: str, *, kind: str = "video") -> av.container.InputContainer:
     """av.open with every failure turned into a `VideoFailure` whose reason a user can act on."""
     try:
@@ -98,7 +140,13 @@ def open_container(path: str, *, kind: str = "video") -> av.container.InputConta
     except IsADirectoryError:
         raise VideoFailure("path is a directory, not a video file") from None
     except av.error.FFmpegError as exc:
-        raise VideoFailure(f"not a readable {kind} ({exc.strerror or type(exc).__name__})") from None
+        # FFmpeg says "Invalid data found when processing input" for empty and truncated files
+        # alike; name those cases so a user knows to re-download rather than to look for a codec.
+        detail = why_unreadable(path)
+        if detail is None and isinstance(exc, av.error.EOFError):  # FFmpeg's bare "End of file"
+            detail = "the file ends before any media data: truncated or an empty container"
+        detail = detail or exc.strerror or type(exc).__name__
+        raise VideoFailure(f"not a readable {kind} ({detail})") from None
     except Exception as exc:
         raise VideoFailure(f"cannot open ({type(exc).__name__}: {exc})") from None
 
@@ -116,9 +164,15 @@ def open_video(
     if threads:
         stream.codec_context.thread_count = threads
     tb = stream.time_base
+    stream_start_s = _seconds(stream.start_time, tb)
     duration = _seconds(stream.duration, tb)
     if duration is None and container.duration is not None:
         duration = container.duration / av.time_base
+        if container.format.name.startswith("matroska") and stream_start_s and stream_start_s > 0:
+            # Matroska's Duration counts from the segment's timestamp 0, not from the first frame:
+            # a file whose frames start at 5 s and end at 6 s says 6 s. Taken as a span from the
+            # start it put the end at 11 s, and --num-frames then aimed past the last frame.
+            duration = max(duration - stream_start_s, 0.0)
     rate = stream.average_rate or stream.guessed_rate
     info = VideoInfo(
         width=stream.codec_context.width,
@@ -127,29 +181,44 @@ def open_video(
         codec=stream.codec_context.name,
         pix_fmt=str(stream.codec_context.pix_fmt),
         avg_fps=float(rate) if rate else None,
-        stream_start_s=_seconds(stream.start_time, tb),
+        stream_start_s=stream_start_s,
         duration_s=duration,
         has_audio=bool(container.streams.audio),
     )
     return container, stream, info
 
 
-def scan_end_s(path: str) -> float | None:
-    """End time from packet timestamps alone (no decoding), for files whose header has no duration;
-    streams without timestamps count packets at the nominal frame rate."""
-    end, packets = None, 0
+def scan_packets(path: str) -> tuple[float | None, float | None]:
+    """`(end_s, untimed_frame_s)` from the packets alone (no decoding), for files whose header has
+    no duration. Streams without timestamps (raw `.h264`) add up their packets' durations, which
+    the parser takes from the codec's own timing info, else count packets at the nominal frame
+    rate; `untimed_frame_s` is then their mean packet duration (None when some lack one)."""
+    end, packets, elapsed, durations_known = None, 0, 0.0, True
     with av.open(path) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         for packet in container.demux(stream):
-            if packet.size:
-                packets += 1
+            if not packet.size:
+                continue
+            packets += 1
             if packet.pts is not None:
                 stop = float((packet.pts + (packet.duration or 0)) * stream.time_base)
                 end = stop if end is None else max(end, stop)
-    if end is None and packets and rate:
-        end = packets / float(rate)
-    return end
+            elif packet.duration:
+                elapsed += float(packet.duration * stream.time_base)
+            else:
+                durations_known = False
+    if end is None and packets:
+        if durations_known and elapsed > 0:
+            return elapsed, elapsed / packets
+        if rate:
+            return packets / float(rate), None
+    return end, None
+
+
+def scan_end_s(path: str) -> float | None:
+    """End time from packet timestamps alone (see `scan_packets`)."""
+    return scan_packets(path)[0]
 
 
 class FrameSampler:
@@ -185,6 +254,7 @@ class FrameSampler:
         self._tb = self.stream.time_base
         self.segment_start_s = start_s
         self.segment_end_s = end_s
+        self.last_frame: tuple[av.VideoFrame, float] | None = None  # last frame decoded, once iterated
 
     def close(self) -> None:
         self.container.close()
@@ -229,9 +299,16 @@ class FrameSampler:
             if skipping:
                 codec.skip_frame = "DEFAULT"
 
-    def _seek(self, target_s: float) -> None:
-        self.container.seek(math.floor(target_s / self._tb), backward=True, stream=self.stream)
+    def _seek(self, target_s: float) -> bool:
+        """Seek to the keyframe at or before target_s; False (and a note) when the demuxer refuses,
+        as some streams do (EPERM), rather than failing a video that decodes fine in order."""
+        try:
+            self.container.seek(math.floor(target_s / self._tb), backward=True, stream=self.stream)
+        except av.error.FFmpegError as exc:
+            self.stats.notes.append(f"seek refused ({exc.strerror or type(exc).__name__}); decoded sequentially")
+            return False
         self.stats.seeks += 1
+        return True
 
     def __iter__(self) -> Iterator[tuple[av.VideoFrame, float, int]]:
         started = time.perf_counter()
@@ -247,9 +324,14 @@ class FrameSampler:
         explicit = self.targets_fn is not None
         n_mode = not explicit and self.sampling.num_frames is not None  # type: ignore[union-attr]
         if (n_mode or explicit) and end is None:
-            end = scan_end_s(self.path)
+            end, untimed_frame_s = scan_packets(self.path)
             if end is None:
                 raise VideoFailure("duration unknown and no packet timestamps; use --fps sampling")
+            if untimed_frame_s:
+                # A raw stream's demuxer reports a default rate (25 fps for .h264) while its packets
+                # carry the coded frame duration; use that, or the estimated frame times (and the
+                # flow pairs' frame grid) would run at the wrong speed and disagree with `end`.
+                info.avg_fps = 1.0 / untimed_frame_s
 
         def make_targets(origin_s: float) -> np.ndarray:
             if explicit:
@@ -281,20 +363,30 @@ class FrameSampler:
 
         seek_enabled = self.seek_mode != "never"
         seek_gap = SEEK_GAP_S if self.seek_mode == "auto" else nominal_dt * 2
-        if start is not None and seek_enabled and start - (info.stream_start_s or 0.0) > seek_gap:
-            self._seek(start)
+        # no start time in the header may mean no timestamps at all (raw .h264), where a seek by time
+        # cannot be trusted: reach the segment by decoding in order
+        timed = info.stream_start_s is not None
+        if start is not None and seek_enabled and timed and start - info.stream_start_s > seek_gap:
+            seek_enabled = self._seek(start)
         frames = self._frames(keep if self.sparse_decode else None)
         k, prev, prev_t, prev_count, before_first, last_t = 0, None, 0.0, 0, 0, -math.inf
         just_sought = False
         last_key_t, no_seek_before_k = -math.inf, 0
+        untimed_dt = nominal_dt  # duration of the last decoded frame of a stream without timestamps
+        exhausted = False
         while k < count:
             frame = next(frames, None)
             if frame is None:
+                exhausted = True
                 break
             t = frame.time
-            if t is None:  # no timestamps (raw elementary streams): count frames at the nominal rate
-                self.stats.estimated_times = True
-                t = 0.0 if last_t == -math.inf else last_t + nominal_dt
+            if t is None:  # no timestamps (raw elementary streams): add up frame durations from 0 s
+                if not self.stats.estimated_times:
+                    # a seek lands by byte position in such a stream, which the estimated clock
+                    # cannot follow: decode in order
+                    self.stats.estimated_times, seek_enabled = True, False
+                t = 0.0 if last_t == -math.inf else last_t + untimed_dt
+                untimed_dt = float(frame.duration * self._tb) if frame.duration else nominal_dt
             if frame.key_frame and t > last_key_t:
                 if last_key_t > -math.inf and not just_sought and self.seek_mode == "auto":
                     # seek when the gap exceeds the keyframe interval seen while decoding in order
@@ -305,7 +397,8 @@ class FrameSampler:
                 if t > target(k) + 1e-9:  # seek overshot: go back to where we were, stop seeking
                     seek_enabled = False
                     self.stats.notes.append("seek overshot; decoded sequentially")
-                    self._seek(max(last_t, 0.0))
+                    if not self._seek(max(last_t, 0.0)):
+                        raise VideoFailure("cannot seek back after a seek overshot; try --seek never")
                     frames = self._frames(keep if self.sparse_decode else None)
                     continue
                 if t <= last_t:  # landed behind us: no keyframe in the gap, so don't seek again for it
@@ -340,13 +433,24 @@ class FrameSampler:
             prev, prev_t, prev_count, before_first = frame, t, before_first, 0
             last_t = t
             if prev_count == 0 and seek_enabled and no_seek_before_k <= k < count and target(k) - t > seek_gap:
-                self._seek(target(k))
-                frames = self._frames(keep if self.sparse_decode else None)
-                just_sought = True
+                if self._seek(target(k)):
+                    frames = self._frames(keep if self.sparse_decode else None)
+                    just_sought = True
+                else:
+                    seek_enabled = False  # keep decoding in order from where we are
         if prev is not None:
+            self.last_frame = (prev, prev_t)
             frame_dt = float(prev.duration * self._tb) if prev.duration else nominal_dt
             if start is not None and prev_t + frame_dt <= start + 1e-9 and k == 0:
                 raise VideoFailure(f"segment starts at {start} s, after the video ends at {prev_t + frame_dt:.3f} s")
+            header_end = info.end_s
+            if exhausted and header_end is not None and prev_t + frame_dt < header_end - TRUNCATED_GAP_S:
+                # fps sampling stops at the last frame, N-frame sampling repeats it: say why there are
+                # fewer rows (or repeated ones) than the header's duration promises
+                self.stats.notes.append(
+                    f"video frames end at {prev_t + frame_dt:.3f} s, before the header's end at "
+                    f"{header_end:.3f} s (truncated file?)"
+                )
             if n_mode:
                 prev_count += count - k  # N-frame sampling keeps N rows even past the last frame
             else:  # fps: only sample times while the last frame is still on screen

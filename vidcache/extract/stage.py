@@ -101,6 +101,15 @@ class VideoStage:
                     yield from consumers[number].feed(rgb, time_s, own)
                 deadline.pause(time.monotonic() - downstream)
                 rows += count
+            if sampler.last_frame is not None and not self._stopped():
+                tail = [(c, c.tail_indices()) for c in consumers]
+                tail = [(c, own) for c, own in tail if own is not None and len(own)]
+                if tail:  # e.g. --num-frames times all past the last frame: that frame for each of them
+                    last, last_s = sampler.last_frame
+                    rgb = frame_to_rgb(last, max_short_side=max_short)
+                    for consumer, own in tail:
+                        yield from consumer.feed(rgb, last_s, own)
+                        rows += len(own)
             for consumer in consumers:
                 yield from consumer.finish()
             stats, info = sampler.stats, sampler.info
