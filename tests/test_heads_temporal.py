@@ -5,6 +5,7 @@ checkpoint carrying the text bank to prediction."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -96,6 +97,17 @@ def test_order_task_needs_the_temporal_head(order, tmp_path):
     assert linear <= 0.65, linear  # order-blind: chance
     assert temporal >= 0.95, (temporal, summary.report)
     assert set(summary.report) == {"logit_scale", "attention_scale", "position_gain"}
+
+
+def test_without_label_texts_the_head_learns_class_queries_and_still_solves_order(order, tmp_path, caplog):
+    cache, corpus, text = order
+    config = dataclasses.replace(temporal_config(corpus, text), label_corpus="", text_embeddings="")
+    with caplog.at_level("WARNING", logger="vidcache.heads"):
+        train(cache, config, tmp_path / "learned")
+    assert "learns one query per class" in caplog.text
+    assert evaluate_run(tmp_path / "learned", cache, split="test")["top1"] >= 0.95
+    recorded = json.loads((tmp_path / "learned" / "config.json").read_text())
+    assert recorded["context"]["text_labels"] == [] and recorded["context"]["text_dim"] is None
 
 
 def test_hard_negatives_need_a_mined_file(order, tmp_path):
@@ -361,5 +373,6 @@ def test_projection_when_the_frame_width_differs_from_the_text():
     )  # fmt: skip
     assert head.project is not None and head.project.in_features == 12 and head.project.out_features == 8
     assert tiny_head().project is None
-    with pytest.raises(ConfigError, match="text embeddings"):
-        HEADS.create("temporal", input_dim=8, num_classes=2, multi_label=False, options=HeadOptions())
+    learned = HEADS.create("temporal", input_dim=8, num_classes=2, multi_label=False, options=HeadOptions())
+    assert learned.learned_queries is not None and learned.project is None  # no texts: queries in frame space
+    assert torch.allclose(learned.text_bank.norm(dim=1), torch.ones(2))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..cache.layout import TEXT_NAME
 from ..cache.reader import Cache
 from ..errors import ConfigError
 from .config import TrainConfig
@@ -70,8 +71,16 @@ def build_context(
 ) -> HeadContext:
     """The context of a training run over `video_ids` (the train split)."""
     context = HeadContext(vocabulary, config.all_views, input_dims)
-    if needs_text or config.hard_negatives:
+    given = bool(config.label_corpus or config.text_embeddings) or (cache.path / TEXT_NAME).exists()
+    if config.hard_negatives or (needs_text and given):
         _add_text(context, cache, config)
+    elif needs_text:  # e.g. imported features without a text encoder: the head learns its class queries
+        log.warning(
+            "no label text embeddings in %s (vidcache embed-text, or --label-corpus + --text-embeddings): "
+            "the %s head learns one query per class instead of using the label texts",
+            cache.path,
+            config.head,
+        )
     if config.hard_negatives:
         _add_negatives(context, cache, config, video_ids)
     if config.cross_view_k:

@@ -51,6 +51,9 @@ Choices and deviations from the paper:
 - Video embedding (retrieval, `predict --write-view`): the masked mean of f^dM, i.e. V with uniform
   attention, unit-normalised: the text-free summary of what the blocks computed.
 - The text bank (vocabulary + label-corpus extras) is a buffer, so the checkpoint carries it.
+- Without any label texts (features imported without a text encoder, no `embed-text`), the head
+  learns one query per class in the frames' space instead of the text bank (a warning says so);
+  hard negatives need texts and are refused.
 - Memory: attention logits are [B, J, T] and V_w [B, J, W], built for chunks of texts (never [B, J, T, W]).
 - A padded-empty video (one valid zero frame) has f = 0 and no position signal; cos uses a clamped norm.
 """
@@ -120,18 +123,22 @@ class TemporalHead(Head):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         context, options = self.context, self.options
+        self.learned_queries = None
         if context is None or context.text_embeddings is None:
-            raise ConfigError(
-                "--head temporal needs label text embeddings: run `vidcache embed-text --cache CACHE` or pass "
-                "--label-corpus FILE --text-embeddings X.npy"
-            )
-        bank = context.text_embeddings.detach().float()
-        if bank.ndim != 2 or len(bank) < self.num_classes:
-            raise ConfigError(f"the text bank has shape {tuple(bank.shape)}; expected [>= {self.num_classes}, D]")
+            # no label texts (features imported without a text encoder): one learned query per class,
+            # in the frames' own space; everything else (blocks, attention, KL over in-batch
+            # positives) is unchanged, hard negatives need texts and are refused upstream
+            queries = F.normalize(torch.randn(self.num_classes, self.input_dim), dim=1)
+            self.learned_queries = nn.Parameter(queries)
+            bank = queries.detach()
+        else:
+            bank = context.text_embeddings.detach().float()
+            if bank.ndim != 2 or len(bank) < self.num_classes:
+                raise ConfigError(f"the text bank has shape {tuple(bank.shape)}; expected [>= {self.num_classes}, D]")
         self.text_dim = int(bank.shape[1])
         if self.text_dim % options.attention_heads:
             raise ConfigError(f"--attention-heads {options.attention_heads} must divide the text width {self.text_dim}")
-        self.register_buffer("text_bank", bank.clone())  # [L, D] unit rows: vocabulary first, then extras
+        self.register_buffer("fixed_text_bank", bank.clone())  # [L, D] unit rows: vocabulary first, then extras
         width = self.text_dim
         self.project = nn.Linear(self.input_dim, width) if self.input_dim != width else None
         self.position_gain = nn.Parameter(torch.tensor(1.0))
@@ -146,6 +153,13 @@ class TemporalHead(Head):
         if self.multi_label:
             self.calibration_gain = nn.Parameter(torch.tensor(1.0))
             self.class_bias = nn.Parameter(torch.zeros(self.num_classes))
+
+    @property
+    def text_bank(self) -> torch.Tensor:
+        """[L, W] unit rows: the label texts (a buffer the checkpoint carries), or the learned queries."""
+        if self.learned_queries is not None:
+            return F.normalize(self.learned_queries, dim=1)
+        return self.fixed_text_bank
 
     # scales ------------------------------------------------------------------------------------------
     @property
