@@ -334,7 +334,7 @@ def test_similarity_in_chunks_equals_all_at_once(monkeypatch):
     with torch.no_grad():
         represented = head.represent(features, mask)
         whole = head.similarity(represented, mask, texts)
-        monkeypatch.setattr(temporal_module, "CHUNK_ELEMENTS", 3 * 8 * 2)  # two texts at a time
+        monkeypatch.setattr(temporal_module, "CHUNK_ELEMENTS", 3 * 6 * 2 * 2)  # two texts at a time
         torch.testing.assert_close(head.similarity(represented, mask, texts), whole)
 
 

@@ -72,7 +72,7 @@ from .losses import LOSSES
 
 MAX_LOGIT_SCALE = 100.0  # as CLIP
 ATTENTION_SCALE_RANGE = (0.01, 100.0)
-CHUNK_ELEMENTS = 2**25  # V_w is built for at most this many (video, text, dim) entries at once
+CHUNK_ELEMENTS = 2**25  # (video, text, frame) entries of the attention held at once
 
 
 @LOSSES.register("symmetric-kl")
@@ -190,17 +190,22 @@ class TemporalHead(Head):
         return f + (x - position).masked_fill(~valid, 0.0)
 
     def similarity(self, represented: torch.Tensor, mask: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
-        """cos(V_w, w) [B, J] for unit texts [J, W]; V_w is built for chunks of texts, never [B, J, T, W]."""
-        b, _, width = represented.shape
-        chunk = max(1, CHUNK_ELEMENTS // max(1, b * width))
+        """cos(V_w, w) [B, J] for unit texts [J, W], in chunks of texts."""
+        # V_w is never built: with unit w, V_w·w = Σ_t a_t (f_t·w) reuses the attention logits, and
+        # ‖V_w‖² = aᵀ G a with the per-video Gram matrix G = f fᵀ [T, T]; that costs B·J·T² instead
+        # of B·J·T·D for the pooled vectors (4–30x less for T = 16–64 frames of D = 512).
+        b, steps, _ = represented.shape
+        chunk = max(1, CHUNK_ELEMENTS // max(1, b * steps * 2))
         scale = self.attention_scale
+        gram = represented @ represented.transpose(1, 2)  # [B, T, T]
         out = []
         for start in range(0, len(texts), chunk):
             w = texts[start : start + chunk]
-            logits = torch.einsum("btd,jd->bjt", represented, w) * scale
-            attention = logits.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(dim=-1)
-            pooled = torch.einsum("bjt,btd->bjd", attention, represented)  # V_w
-            out.append((F.normalize(pooled, dim=-1) * w.unsqueeze(0)).sum(dim=-1))
+            dots = torch.einsum("btd,jd->bjt", represented, w)  # f_t · w
+            attention = (dots * scale).masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(dim=-1)
+            along = (attention * dots).sum(dim=-1)  # V_w · w
+            norm_sq = (torch.bmm(attention, gram) * attention).sum(dim=-1)  # ‖V_w‖²
+            out.append(along / norm_sq.clamp(min=1e-24).sqrt())
         return torch.cat(out, dim=1) if out else represented.new_zeros(b, 0)
 
     # text side ---------------------------------------------------------------------------------------
