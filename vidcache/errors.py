@@ -6,6 +6,11 @@ marks that video failed in the catalog while the run goes on.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import signal
+
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
@@ -42,6 +47,86 @@ class CacheError(VidcacheError):
 
 class CacheLockedError(VidcacheError):
     exit_code = EXIT_LOCKED
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _os_errno(exc: BaseException) -> int | None:
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return code
+    found = re.search(r"errno = (\d+)", str(exc))  # h5py errors often carry the OS errno only in their text
+    return int(found.group(1)) if found else None
+
+
+def write_problem(exc: BaseException) -> str | None:
+    """What stopped a write to a cache: "no-space", "not-writable" or None (something else), for an
+    OSError, an h5py error or a SQLite error (named on Python >= 3.11, else only in the message)."""
+    code, text = _os_errno(exc), str(exc)
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if code in _NO_SPACE or name == "SQLITE_FULL" or "database or disk is full" in text:
+        return "no-space"
+    if (
+        code in _NOT_WRITABLE
+        or name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"))
+        or "readonly database" in text
+        or "unable to open database file" in text
+    ):
+        return "not-writable"
+    return None
+
+
+def cache_write_error(cache_dir: object, exc: BaseException) -> CacheError:
+    """The one-line error for a cache that cannot be written, naming the directory and the fix
+    (raw h5py messages span lines: HDF5 embeds a ctime with its newline)."""
+    code = _os_errno(exc)
+    lines = str(exc).strip().splitlines()
+    detail = os.strerror(code) if code else (lines[0] if lines else type(exc).__name__)
+    problem = write_problem(exc)
+    if problem == "no-space":
+        return CacheError(
+            f"no space left on the device of cache {cache_dir}: free space there (or use another --cache) "
+            "and run the same command again; finished videos are kept"
+        )
+    if problem == "not-writable":
+        return CacheError(
+            f"cache {cache_dir} is not writable ({detail}): make it writable (permissions, owner, or a "
+            "read-write mount) or use another --cache; what it holds can still be read"
+        )
+    return CacheError(f"cannot write to cache {cache_dir} ({detail}); fix that and run again: finished videos are kept")
+
+
+FAULT_ENV = "VIDCACHE_FAULT"
+_fault_hits: dict[str, int] = {}
+
+
+def fault_point(step: str, path: object = None) -> None:
+    """Test hook: crash or fail at a named step of the cache write path. Inert unless the
+    VIDCACHE_FAULT environment variable names this step.
+
+    VIDCACHE_FAULT="STEP:ACTION[:N]": from the N-th time (default 1) this process reaches STEP on,
+    ACTION happens: `kill` sends SIGKILL to this process (a crash exactly there); an errno name
+    (`ENOSPC`, `EROFS`, `EACCES`, ...) raises that OSError for `path`, as the OS would (and keeps
+    raising it: a full disk stays full). Steps, in write order:
+      cache-write     runner: the write test in the cache directory, before models load
+      shard-add       store: before a finished video's rows go into the open .partial shard
+      shard-commit    store: before the shard's index is written, fsynced and renamed
+      shard-renamed   store: after the rename and directory fsync, before the catalog transaction
+      catalog-commit  catalog: inside the shard's catalog transaction, just before COMMIT
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or spec.split(":", 1)[0] != step:
+        return
+    _, action, *nth = spec.split(":")
+    _fault_hits[step] = hits = _fault_hits.get(step, 0) + 1
+    if hits < int(nth[0] if nth else 1):
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    code = getattr(errno, action)
+    raise OSError(code, os.strerror(code), None if path is None else str(path))
 
 
 class VideoFailure(Exception):

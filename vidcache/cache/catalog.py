@@ -7,6 +7,7 @@ crash between the two leaves a complete shard the next run adopts (see `ShardSto
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CacheError
+from ..errors import CacheError, cache_write_error, fault_point, write_problem
 from .layout import SCHEMA_VERSION, STATUS_DONE, catalog_path
 
 _SCHEMA = """
@@ -87,6 +88,9 @@ class Catalog:
                 db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
             version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
+            if create and write_problem(exc):
+                # a read-only directory or a full disk is not a damaged catalog: never advise moving it away
+                raise cache_write_error(cache_dir, exc) from None
             raise CacheError(
                 f"catalog {path} cannot be read ({exc}); move it away and run extract again: "
                 "complete shards are adopted back"
@@ -104,10 +108,14 @@ class Catalog:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # a failed COMMIT (disk full) can leave the transaction open, which would make every later
+            # BEGIN fail; SQLite may also have rolled back already: never let ROLLBACK hide the real error
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     # views ---------------------------------------------------------------------------------------
     def view_identity(self, view: str) -> dict | None:
@@ -170,6 +178,7 @@ class Catalog:
                 f"INSERT OR REPLACE INTO items({_ITEM_COLUMNS}) VALUES({', '.join('?' * 12)})",
                 [tuple(i.__dict__.values()) for i in items],
             )
+            fault_point("catalog-commit", self.path)
 
     def record_items(self, items: list[Item]) -> None:
         with self.transaction() as db:

@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from ..errors import CacheLockedError
+from ..errors import CacheLockedError, cache_write_error
 from .layout import LOCK_DIR
 
 
@@ -47,12 +47,19 @@ class ExtractLock:
 
     def acquire(self) -> ExtractLock:
         lock_dir = self.cache_dir / LOCK_DIR
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        if self.shard_count == 1:
-            self._take(lock_dir / "extract.lock", fcntl.LOCK_EX)
-        else:
-            self._take(lock_dir / "extract.lock", fcntl.LOCK_SH)
-            self._take(lock_dir / f"extract-{self.shard_index}-of-{self.shard_count}.lock", fcntl.LOCK_EX)
+        try:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            if self.shard_count == 1:
+                self._take(lock_dir / "extract.lock", fcntl.LOCK_EX)
+            else:
+                self._take(lock_dir / "extract.lock", fcntl.LOCK_SH)
+                self._take(lock_dir / f"extract-{self.shard_index}-of-{self.shard_count}.lock", fcntl.LOCK_EX)
+        except OSError as exc:  # a read-only cache (the lock file opens read-write): one line, not a traceback
+            self.release()
+            raise cache_write_error(self.cache_dir, exc) from None
+        except BaseException:
+            self.release()  # e.g. the per-shard lock is held: do not keep the shared one
+            raise
         return self
 
     def release(self) -> None:

@@ -4,10 +4,16 @@ Order of operations is what makes `kill -9` safe: rows go into a `.partial` shar
 fsynced and renamed; only then does one catalog transaction mark its videos done. On start, complete
 shards the catalog does not know yet (a crash between rename and record) are adopted, and this
 writer's own stale `.partial` files are removed.
+
+A full disk must never reach HDF5: after a write fails inside HDF5 (h5py 3.16 / HDF5 2.0), closing
+that file crashes the process (SIGSEGV), at once or at exit. So rows are only written while the
+file system has room for them plus a reserve, and a shard that will not be committed is deleted
+without another write to the disk (`_discard`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
@@ -18,11 +24,49 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import fault_point
 from .catalog import Catalog, Item, now_iso
 from .layout import PARTIAL_SUFFIX, SHARD_SUFFIX, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, shard_dir
 from .shard import ShardWriter, read_shard_index
 
 log = logging.getLogger("vidcache.cache")
+
+# free space kept back: new 1 MiB chunks of every view, HDF5 metadata, the commit's index, SQLite's journal
+SPACE_RESERVE_BYTES = 16 << 20
+COMMIT_RESERVE_BYTES = 4 << 20
+_BROKEN_FILES: list = []  # h5py files a failed HDF5 write left behind: kept referenced, never closed
+
+
+def _ensure_space(directory: Path, nbytes: int, reserve: int) -> None:
+    """Raise ENOSPC before HDF5 would hit it (see the module docstring)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return
+    if st.f_blocks and st.f_bavail * st.f_frsize < nbytes + reserve:  # f_blocks 0: the mount reports no size
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+
+
+def _discard(writer: ShardWriter, *, hdf5_failed: bool) -> None:
+    """Delete a shard that will not be committed; its videos are simply redone by the next run.
+
+    The partial file goes first, so nothing is left behind whatever happens next. A healthy file is
+    then closed with its descriptor pointed at an anonymous in-memory file (Linux), so the close's
+    last writes cannot fail on a full disk. A file that a failed HDF5 write left behind is never
+    touched again: closing it would crash the process."""
+    writer.partial_path.unlink(missing_ok=True)
+    h5 = writer._h5  # ShardWriter has no discard of its own
+    if hdf5_failed:
+        _BROKEN_FILES.append(h5)
+        return
+    try:
+        if hasattr(os, "memfd_create"):
+            memory = os.memfd_create("vidcache-discarded-shard")
+            os.dup2(memory, h5.id.get_vfd_handle())
+            os.close(memory)
+        h5.close()
+    except Exception as exc:  # the shard is gone already; nothing else to clean
+        log.debug("closing discarded shard %s: %s", writer.name, exc)
 
 
 @dataclass(frozen=True)
@@ -163,20 +207,31 @@ class CacheWriter:
         (features, timestamps_s) or (features, timestamps_s, end_timestamps_s). Views in `absent`
         (the video has no stream for them) are recorded as such at once: they have no rows."""
         started = time.perf_counter()
+        if views:
+            needed = sum(np.asarray(c).nbytes for cols in views.values() for c in cols if c is not None)
+            _ensure_space(self.directory, needed, SPACE_RESERVE_BYTES)  # the open shard stays intact
+            fault_point("shard-add", self._writer.partial_path if self._writer else self.directory)
         if views and self._writer is None:
             self._writer = self._new_writer()
-        for view, columns in views.items():
-            features, timestamps_s = columns[0], columns[1]
-            self._writer.add(  # type: ignore[union-attr]
-                video_id,
-                view,
-                features,
-                timestamps_s,
-                source_size=source.size if source else -1,
-                source_mtime_ns=source.mtime_ns if source else -1,
-                info_json=info_json,
-                end_timestamps_s=columns[2] if len(columns) > 2 else None,
-            )
+        try:
+            for view, columns in views.items():
+                features, timestamps_s = columns[0], columns[1]
+                self._writer.add(  # type: ignore[union-attr]
+                    video_id,
+                    view,
+                    features,
+                    timestamps_s,
+                    source_size=source.size if source else -1,
+                    source_mtime_ns=source.mtime_ns if source else -1,
+                    info_json=info_json,
+                    end_timestamps_s=columns[2] if len(columns) > 2 else None,
+                )
+        except Exception:
+            # HDF5 failed (or the rows were refused): the shard cannot be committed; its videos are redone
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                _discard(writer, hdf5_failed=True)
+            raise
         if absent:
             self._record(video_id, STATUS_ABSENT, absent, source=source, info_json=info_json)
         self.write_seconds += time.perf_counter() - started
@@ -236,7 +291,18 @@ class CacheWriter:
             writer.abort()
             return
         started = time.perf_counter()
-        path = writer.commit()
+        try:
+            _ensure_space(self.directory, 0, COMMIT_RESERVE_BYTES)
+            fault_point("shard-commit", writer.partial_path)
+        except BaseException:
+            _discard(writer, hdf5_failed=False)  # the catalog never hears of it
+            raise
+        try:
+            path = writer.commit()
+        except BaseException:
+            _discard(writer, hdf5_failed=True)
+            raise
+        fault_point("shard-renamed", path)
         items = done_items(writer.name, writer.rows)
         self.catalog.record_shard(
             name=writer.name,
@@ -249,6 +315,6 @@ class CacheWriter:
         self.write_seconds += time.perf_counter() - started
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.abort()
-            self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            _discard(writer, hdf5_failed=False)

@@ -13,8 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import queue
 import secrets
+import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +33,7 @@ from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME
 from ..cache.lock import ExtractLock
 from ..cache.store import CacheWriter, SourceStat
 from ..config import ExtractConfig, to_json
-from ..errors import CacheError, ConfigError
+from ..errors import ConfigError, cache_write_error, fault_point
 from ..manifest import VideoEntry
 from .backbones import create_backbone
 from .consumers import Chunk, ClipFrames, Consumer, FlowPairs, S3dWindows
@@ -266,6 +269,7 @@ class Extractor:
         summary = ExtractSummary(total=len(entries), cache=str(self.cache_dir))
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         summary.run_id = run_id
+        self._check_writable()
         with ExtractLock(self.cache_dir, shard_index=cfg.run.shard_index, shard_count=cfg.run.shard_count):
             device = resolve_device(cfg.run.device)
             summary.device = str(device)
@@ -297,6 +301,11 @@ class Extractor:
                 )
                 writer.remove_own_partials()
                 remove_spills(self.cache_dir / SPILL_DIR, writer.writer_tag)
+                if writer.exclusive:
+                    # a run killed inside write_text_embeddings leaves text.h5.<pid>.<hex>.partial that nothing
+                    # removed; only a plain run may: a --shard part cannot tell if another part (any host) writes one
+                    for stale in self.cache_dir.glob(f"{TEXT_NAME}.*.partial"):
+                        stale.unlink(missing_ok=True)
                 adopted = writer.adopt_orphans()
                 if adopted:
                     log.info("adopted %d complete shard(s) left unrecorded by an interrupted run", adopted)
@@ -320,15 +329,26 @@ class Extractor:
                     embed_labels(self.cache_dir, clip, labels, list(DEFAULT_TEMPLATES))
                 summary.seconds = time.perf_counter() - started
                 catalog.finish_run(run_id, summary.as_dict())
-            except OSError as exc:
-                raise CacheError(
-                    f"cannot write to cache {self.cache_dir} ({exc.strerror or exc}); free space or "
-                    "fix permissions and run again: finished videos are kept"
-                ) from None
+            except (OSError, sqlite3.OperationalError) as exc:
+                # SQLite reports a read-only cache or a full disk as OperationalError, not OSError, and h5py's
+                # OSError text spans lines: both used to escape as tracebacks or multi-line messages
+                raise cache_write_error(self.cache_dir, exc) from None
             finally:
                 catalog.close()
         self.progress(summary)
         return summary
+
+    def _check_writable(self) -> None:
+        """Fail in a second, before models load, when the cache directory cannot be written (chmod -w,
+        another user's cache, a read-only mount): SQLite's journal and the shards are created in it."""
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            fault_point("cache-write", self.cache_dir)
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=self.cache_dir)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise cache_write_error(self.cache_dir, exc) from None
 
     def _process(
         self,
