@@ -1,13 +1,23 @@
-"""Read and validate a manifest (CSV or parquet) into `VideoEntry` rows.
+"""Read and validate a manifest (CSV, TSV or parquet) into `VideoEntry` rows.
 
 Validation collects every problem with its row before failing, so a user fixes a manifest in one go,
 and it runs before anything is written.
+
+CSV/TSV (.csv, .txt; .tsv): UTF-8 with or without a byte order mark, any line ends, RFC 4180 quoting
+(a field holding the separator, a quote or a newline is quoted, inner quotes doubled; an unclosed
+quote or a row with more non-empty fields than the header is a bad row). Blank lines are skipped.
+Parquet: the same columns; `labels` may also be a list column, and NaN in a float column is empty.
+Every cell is stripped of surrounding whitespace; NUL characters are refused (no path or HDF5 string
+can hold them).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,21 +40,100 @@ class VideoEntry:
     row: int = 0  # 1-based data row in the manifest, for messages
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+@dataclass
+class _Table:
+    columns: list[str]
+    # (where, for messages; 1-based row; column -> cell, or why the row cannot be parsed)
+    records: list[tuple[str, int, dict[str, object] | str]]
+
+
+def _read_csv(path: Path, sep: str) -> _Table:
+    # Python's csv module, not pandas: pandas silently turns the first column into the index when
+    # rows have one field more than the header (so `path` got the next column's value), renames a
+    # repeated column, and cannot say on which physical line a row starts (quoted newlines, blank
+    # lines), so messages named the wrong line.
+    data = path.read_bytes()
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a byte order mark (Excel) is no column name
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = len(re.findall(rb"\r\n?|\n", data[: exc.start])) + 1  # line breaks as the csv reader counts them
+        raise ManifestError(
+            str(path), [f"line {line}: byte 0x{data[exc.start]:02x} is not UTF-8; save the manifest as UTF-8"]
+        ) from None
+    # strict: an unclosed quote is an error, not a field that silently swallows the rest of the file
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True, strict=True)
+    table = _Table([], [])
+    header: list[str] | None = None
+    while True:
+        line = reader.line_num + 1  # the physical line the next record starts on
+        row = len(table.records) + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problem = f"not valid CSV ({exc}); quote fields that hold {sep!r}, '\"' or a newline, and double inner '\"'"
+            if header is None:
+                raise ManifestError(str(path), [f"line {line} (header): {problem}"]) from None
+            table.records.append((f"row {row} (line {line})", row, problem))
+            continue
+        if not fields:  # a blank line
+            continue
+        if header is None:
+            header = table.columns = [name.strip() for name in fields]
+            continue
+        if any(value.strip() for value in fields[len(header) :]):
+            problem = (
+                f"{len(fields)} fields but the header has {len(header)} columns; quote fields that contain {sep!r}"
+            )
+            table.records.append((f"row {row} (line {line})", row, problem))
+            continue
+        table.records.append((f"row {row} (line {line})", row, dict(zip(header, fields, strict=False))))
+    if header is None:
+        raise ManifestError(str(path), ["empty file; the first line must name the columns, e.g. path,labels,split"])
+    return table
+
+
+def _read_table(path: Path) -> _Table:
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         frame = pd.read_parquet(path)
-        return frame.astype(object).where(frame.notna(), "")
+        frame = frame.astype(object).where(frame.notna(), None)
+        records = [(f"row {i + 1}", i + 1, r) for i, r in enumerate(frame.to_dict("records"))]
+        return _Table([str(c).strip() for c in frame.columns], records)
     if suffix in (".csv", ".tsv", ".txt"):
-        sep = "\t" if suffix == ".tsv" else ","
-        return pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, skipinitialspace=True)
+        return _read_csv(path, "\t" if suffix == ".tsv" else ",")
     raise ManifestError(str(path), [f"unknown manifest type {suffix!r}; use .csv, .tsv or .parquet"])
 
 
-def _cell(value: object) -> str:
+class _BadCell(ValueError):
+    pass
+
+
+def _cell(value: object, column: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return str(value).strip()
+    if isinstance(value, bytes):  # a parquet binary column
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _BadCell(f"{column} is not UTF-8 text") from None
+    elif not isinstance(value, str) and pd.api.types.is_list_like(value):
+        raise _BadCell(f"{column} holds a list; give one value")
+    text = str(value).strip()
+    if "\x00" in text:  # HDF5 and the OS cannot store it: a commit or open would fail much later
+        raise _BadCell(f"{column} contains a NUL character")
+    return text
+
+
+def _labels(value: object) -> tuple[str, ...]:
+    """`a;b` text, or (parquet) a list of labels: previously a list cell became one label "['a' 'b']"."""
+    if value is not None and not isinstance(value, (str, bytes)) and pd.api.types.is_list_like(value):
+        parts = [_cell(part, "labels") for part in value]
+    else:
+        parts = _cell(value, "labels").split(LABEL_SEPARATOR)
+    return tuple(label.strip() for label in parts if label.strip())
 
 
 def _parse_seconds(text: str, column: str, where: str, problems: list[str]) -> float | None:
@@ -71,7 +160,10 @@ def read_manifest(manifest_path: str | os.PathLike, *, root: str | os.PathLike |
 
     Relative paths resolve against `root` (default: the manifest's folder). The default `video_id`
     is the path relative to that folder, so two `clip.mp4` in different folders never collide. With
-    an explicit `root`, every path must stay inside it.
+    an explicit `root`, every path must stay inside it (after resolving symlinks).
+
+    Cells are stripped of surrounding whitespace. Every problem is raised at once as a
+    `ManifestError` naming the file and each bad row (and, for CSV/TSV, the line it starts on).
     """
     manifest = Path(manifest_path)
     if not manifest.is_file():
@@ -80,52 +172,76 @@ def read_manifest(manifest_path: str | os.PathLike, *, root: str | os.PathLike |
         table = _read_table(manifest)
     except ManifestError:
         raise
-    except Exception as exc:  # pandas raises many types for unreadable files
+    except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
         raise ManifestError(str(manifest), [f"cannot be read as a table: {exc}".splitlines()[0]]) from None
 
     base = os.path.abspath(root if root is not None else manifest.parent)
     confine = root is not None
-    line_offset = 2 if manifest.suffix.lower() != ".parquet" else 0
 
-    table.columns = [str(c).strip() for c in table.columns]
     if "path" not in table.columns:
         found = ", ".join(table.columns) or "none"
         raise ManifestError(str(manifest), [f"missing required column 'path' (columns found: {found})"])
+    twice = sorted({c for c in table.columns if c in KNOWN_COLUMNS and table.columns.count(c) > 1})
+    if twice:  # which of the two would win is not something a user can see
+        raise ManifestError(str(manifest), [f"column {c!r} appears more than once in the header" for c in twice])
 
     problems: list[str] = []
     entries: list[VideoEntry] = []
     first_row_of_id: dict[str, int] = {}
-    for index, record in enumerate(table.to_dict("records")):
-        row = index + 1
-        where = f"row {row} (line {index + line_offset})" if line_offset else f"row {row}"
-        raw_path = _cell(record.get("path"))
+    for where, row, record in table.records:
+        if isinstance(record, str):
+            problems.append(f"{where}: {record}")
+            continue
+        row_problems: list[str] = []
+        cells: dict[str, str] = {}
+        unusable: set[str] = set()
+        for column in ("path", "video_id", "split", "start_s", "end_s"):
+            try:
+                cells[column] = _cell(record.get(column), column)
+            except _BadCell as exc:
+                row_problems.append(f"{where}: {exc}")
+                cells[column] = ""
+                unusable.add(column)
+        try:
+            labels = _labels(record.get("labels"))
+        except _BadCell as exc:
+            row_problems.append(f"{where}: {exc}")
+            labels = ()
+
+        # every problem of a row is reported, not only the first
+        raw_path, absolute, video_id = cells["path"], None, cells["video_id"]
         if raw_path == "":
-            problems.append(f"{where}: empty path")
-            continue
-        absolute = os.path.normpath(raw_path if os.path.isabs(raw_path) else os.path.join(base, raw_path))
-        if confine and not _is_within(absolute, base):
-            problems.append(f"{where}: path {raw_path!r} is outside --root {base}")
-            continue
-        relative = os.path.relpath(absolute, base)
-        default_id = absolute if relative.startswith("..") else Path(relative).as_posix()
-        video_id = _cell(record.get("video_id")) or default_id
+            if "path" not in unusable:
+                row_problems.append(f"{where}: empty path")
+        else:
+            absolute = os.path.normpath(raw_path if os.path.isabs(raw_path) else os.path.join(base, raw_path))
+            if confine and not _is_within(absolute, base):
+                row_problems.append(f"{where}: path {raw_path!r} is outside --root {base}")
+                absolute = None
+            else:
+                relative = os.path.relpath(absolute, base)
+                # a ".." component, not a name that starts with two dots such as "..clip.mp4"
+                outside = relative == os.pardir or relative.startswith(os.pardir + os.sep)
+                if "video_id" not in unusable:
+                    video_id = video_id or (absolute if outside else Path(relative).as_posix())
 
-        start_s = _parse_seconds(_cell(record.get("start_s")), "start_s", where, problems)
-        end_s = _parse_seconds(_cell(record.get("end_s")), "end_s", where, problems)
+        start_s = _parse_seconds(cells["start_s"], "start_s", where, row_problems)
+        end_s = _parse_seconds(cells["end_s"], "end_s", where, row_problems)
         if start_s is not None and end_s is not None and end_s <= start_s:
-            problems.append(f"{where}: end_s={end_s} is not after start_s={start_s}")
+            row_problems.append(f"{where}: end_s={end_s} is not after start_s={start_s}")
 
-        if video_id in first_row_of_id:
-            problems.append(
-                f"{where}: duplicate video_id {video_id!r} (first at row {first_row_of_id[video_id]}); "
-                "give each row a unique video_id"
-            )
-            continue
-        first_row_of_id[video_id] = row
+        if video_id:
+            if video_id in first_row_of_id:
+                row_problems.append(
+                    f"{where}: duplicate video_id {video_id!r} (first at row {first_row_of_id[video_id]}); "
+                    "give each row a unique video_id"
+                )
+            else:
+                first_row_of_id[video_id] = row
 
-        labels = tuple(label.strip() for label in _cell(record.get("labels")).split(LABEL_SEPARATOR) if label.strip())
-        split = _cell(record.get("split")) or None
-        entries.append(VideoEntry(video_id, absolute, labels, split, start_s, end_s, row))
+        problems.extend(row_problems)
+        if not row_problems and absolute is not None:
+            entries.append(VideoEntry(video_id, absolute, labels, cells["split"] or None, start_s, end_s, row))
 
     if problems:
         raise ManifestError(str(manifest), problems)

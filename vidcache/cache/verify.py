@@ -7,11 +7,13 @@ next `vidcache extract` redoes exactly those videos; good shards are never touch
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 
+from ..errors import CacheError
 from .catalog import Catalog
 from .layout import SHARD_SUFFIX, STATUS_DONE, shard_dir
 from .shard import read_shard_index, rows_checksum
@@ -60,21 +62,37 @@ def _check_shard(path: Path, items: list) -> str | None:
 
 
 def verify_cache(cache_dir: str | Path, *, quarantine: bool = False) -> VerifyReport:
+    try:
+        return _verify(cache_dir, quarantine=quarantine)
+    except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as exc:
+        # a damaged catalog (malformed pages, records of the wrong type) is reported, never a traceback
+        catalog = Path(cache_dir) / "catalog.sqlite"
+        raise CacheError(
+            f"the catalog {catalog} is damaged ({type(exc).__name__}: {exc}); its shards cannot be checked "
+            "against it. Move the cache away and extract again (shards are not trusted without their catalog)"
+        ) from None
+
+
+def _verify(cache_dir: str | Path, *, quarantine: bool) -> VerifyReport:
     report = VerifyReport()
     catalog = Catalog.open(cache_dir, create=quarantine)
     try:
         by_shard: dict[str, list] = {}
         for item in catalog.items(status=STATUS_DONE):
+            if not isinstance(item.shard, str):
+                raise TypeError(f"shard name {item.shard!r} of {item.video_id!r} is not text")
             by_shard.setdefault(item.shard, []).append(item)
         directory = shard_dir(cache_dir)
-        for name in sorted(catalog.shard_names() | set(by_shard)):
+        known = catalog.shard_names()
+        if not all(isinstance(name, str) for name in known):
+            raise TypeError("a recorded shard name is not text")
+        for name in sorted(known | set(by_shard)):
             path = directory / f"{name}{SHARD_SUFFIX}"
             report.shards_checked += 1
             report.videos_checked += len(by_shard.get(name, []))
             problem = "missing file" if not path.exists() else _check_shard(path, by_shard.get(name, []))
             if problem:
                 report.broken[name] = problem
-        known = catalog.shard_names()
         report.unrecorded = sorted(p.name for p in directory.glob(f"*{SHARD_SUFFIX}") if p.stem not in known)
         if quarantine:
             target = Path(cache_dir) / QUARANTINE_DIR
