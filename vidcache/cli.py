@@ -24,6 +24,11 @@ from .config import (
 from .errors import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, VidcacheError
 
 
+def _command_line() -> str:
+    """The command as typed, recorded in every artifact it makes."""
+    return shlex.join(["vidcache", *sys.argv[1:]])
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"vidcache: error: {message}", err=True)
     sys.exit(code)
@@ -229,7 +234,7 @@ def run_extract(manifest: str, *, cache_dir: str, root: str | None, as_json: boo
     config = build_config(**options)
     entries = read_manifest(manifest, root=root)  # validated before anything is written
     mine = select_shard(entries, config.run.shard_index, config.run.shard_count)
-    command = shlex.join(["vidcache", *sys.argv[1:]])
+    command = _command_line()
     with ExtractProgress(enabled=not as_json) as progress:
         vocabulary = sorted({label for entry in entries for label in entry.labels})  # whole manifest, every shard
         summary = Extractor(cache_dir, config, command=command, progress=progress).run(mine, vocabulary=vocabulary)
@@ -506,7 +511,7 @@ def _finish_mining(cache_dir: str, name: str, frame, summary, as_json: bool) -> 
     from .index import write_mined
     from .report import print_mining_summary
 
-    write_mined(cache_dir, name, frame, summary, command=shlex.join(["vidcache", *sys.argv[1:]]))
+    write_mined(cache_dir, name, frame, summary, command=_command_line())
     info = dataclasses.asdict(summary)
     if as_json:
         click.echo(json.dumps(info, sort_keys=True, default=str))
@@ -658,7 +663,7 @@ def import_cmd(feature_dir, manifest, cache_dir, view, feature, root, dtype, as_
         feature=feature,
         root=root,
         dtype=dtype,
-        command=shlex.join(["vidcache", *sys.argv[1:]]),
+        command=_command_line(),
     )
     info = dataclasses.asdict(summary)
     if as_json:
@@ -797,7 +802,7 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
         config,
         run_dir,
         resume=resume,
-        command=shlex.join(["vidcache", *sys.argv[1:]]),
+        command=_command_line(),
         progress=progress,
     )
     info = dataclasses.asdict(summary)
@@ -866,7 +871,7 @@ def predict(
             view_name=write_view,
             split=split,
             device=device,
-            command=shlex.join(["vidcache", *sys.argv[1:]]),
+            command=_command_line(),
         )
         click.echo(f"{count} video embeddings → view {write_view!r} of {cache_dir}")
     if out_path is None:

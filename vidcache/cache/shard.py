@@ -20,6 +20,8 @@ import numpy as np
 from .. import __version__
 from .layout import PARTIAL_SUFFIX, SCHEMA_VERSION, SHARD_SUFFIX, rows_per_chunk
 
+_BROKEN_FILES: list = []  # h5py files a failed HDF5 write left behind: kept referenced, never closed
+
 STR_DTYPE = h5py.string_dtype("utf-8")
 
 
@@ -106,6 +108,26 @@ class ShardWriter:
                 }
             )
         )
+
+    def discard(self, *, hdf5_failed: bool) -> None:
+        """Delete a shard that will not be committed; its videos are simply redone by the next run.
+
+        The partial file goes first, so nothing is left behind whatever happens next. A healthy file is
+        then closed with its descriptor pointed at an anonymous in-memory file (Linux), so the close's
+        last writes cannot fail on a full disk. A file that a failed HDF5 write left behind is never
+        touched again: closing it would crash the process."""
+        self.partial_path.unlink(missing_ok=True)
+        if hdf5_failed:
+            _BROKEN_FILES.append(self._h5)
+            return
+        try:
+            if hasattr(os, "memfd_create"):
+                memory = os.memfd_create("vidcache-discarded-shard")
+                os.dup2(memory, self._h5.id.get_vfd_handle())
+                os.close(memory)
+            self._h5.close()
+        except Exception:
+            pass
 
     def _group(self, view: str, feature_dim: int, *, with_end: bool) -> h5py.Group:
         if view in self._h5:

@@ -34,7 +34,6 @@ log = logging.getLogger("vidcache.cache")
 # free space kept back: new 1 MiB chunks of every view, HDF5 metadata, the commit's index, SQLite's journal
 SPACE_RESERVE_BYTES = 16 << 20
 COMMIT_RESERVE_BYTES = 4 << 20
-_BROKEN_FILES: list = []  # h5py files a failed HDF5 write left behind: kept referenced, never closed
 
 
 def _ensure_space(directory: Path, nbytes: int, reserve: int) -> None:
@@ -45,28 +44,6 @@ def _ensure_space(directory: Path, nbytes: int, reserve: int) -> None:
         return
     if st.f_blocks and st.f_bavail * st.f_frsize < nbytes + reserve:  # f_blocks 0: the mount reports no size
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
-
-
-def _discard(writer: ShardWriter, *, hdf5_failed: bool) -> None:
-    """Delete a shard that will not be committed; its videos are simply redone by the next run.
-
-    The partial file goes first, so nothing is left behind whatever happens next. A healthy file is
-    then closed with its descriptor pointed at an anonymous in-memory file (Linux), so the close's
-    last writes cannot fail on a full disk. A file that a failed HDF5 write left behind is never
-    touched again: closing it would crash the process."""
-    writer.partial_path.unlink(missing_ok=True)
-    h5 = writer._h5  # ShardWriter has no discard of its own
-    if hdf5_failed:
-        _BROKEN_FILES.append(h5)
-        return
-    try:
-        if hasattr(os, "memfd_create"):
-            memory = os.memfd_create("vidcache-discarded-shard")
-            os.dup2(memory, h5.id.get_vfd_handle())
-            os.close(memory)
-        h5.close()
-    except Exception as exc:  # the shard is gone already; nothing else to clean
-        log.debug("closing discarded shard %s: %s", writer.name, exc)
 
 
 @dataclass(frozen=True)
@@ -230,7 +207,7 @@ class CacheWriter:
             # HDF5 failed (or the rows were refused): the shard cannot be committed; its videos are redone
             writer, self._writer = self._writer, None
             if writer is not None:
-                _discard(writer, hdf5_failed=True)
+                writer.discard(hdf5_failed=True)
             raise
         if absent:
             self._record(video_id, STATUS_ABSENT, absent, source=source, info_json=info_json)
@@ -295,12 +272,12 @@ class CacheWriter:
             _ensure_space(self.directory, 0, COMMIT_RESERVE_BYTES)
             fault_point("shard-commit", writer.partial_path)
         except BaseException:
-            _discard(writer, hdf5_failed=False)  # the catalog never hears of it
+            writer.discard(hdf5_failed=False)  # the catalog never hears of it
             raise
         try:
             path = writer.commit()
         except BaseException:
-            _discard(writer, hdf5_failed=True)
+            writer.discard(hdf5_failed=True)
             raise
         fault_point("shard-renamed", path)
         items = done_items(writer.name, writer.rows)
@@ -317,4 +294,4 @@ class CacheWriter:
     def abort(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
-            _discard(writer, hdf5_failed=False)
+            writer.discard(hdf5_failed=False)

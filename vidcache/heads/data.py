@@ -126,14 +126,10 @@ def multi_hot(video_ids: list[str], labels: dict[str, tuple[str, ...]], vocabula
 
 
 def _subsample_index(count: int, max_frames: int) -> np.ndarray:
+    """At most `max_frames` row positions, evenly spaced (deterministic: evaluation sees what training saw)."""
     if count <= max_frames:
         return np.arange(count)
     return np.linspace(0, count - 1, max_frames).round().astype(int)
-
-
-def subsample_rows(rows: np.ndarray, max_frames: int) -> np.ndarray:
-    """At most `max_frames` rows, evenly spaced (deterministic: evaluation sees what training saw)."""
-    return rows[_subsample_index(len(rows), max_frames)]
 
 
 def pad(
