@@ -56,9 +56,11 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-def run_cli(*args: str, timeout: float = 180, check: bool = False) -> subprocess.CompletedProcess:
-    """Run `vidcache` as a separate process, as cron or Slurm would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(
+    *args: str, timeout: float = 180, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `vidcache` as a separate process, as cron or Slurm would; `env` adds variables."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "vidcache.cli", *map(str, args)],
         capture_output=True,

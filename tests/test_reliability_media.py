@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,8 @@ def build_corpus(root: Path) -> list[Case]:
     cases.append(Case("a-directory.mp4", "failed", "failed", ("directory",)))
     (root / "dangling-link.mp4").symlink_to(root / "gone-target.mp4")
     cases.append(Case("dangling-link.mp4", "failed", "failed", ("not found", "does not exist")))
+    os.mkfifo(root / "named-pipe.mp4")  # opening it would block until someone writes to it
+    cases.append(Case("named-pipe.mp4", "failed", "failed", ("named pipe",)))
 
     # a container header and no frames at all
     with av.open(str(root / "header-only.mkv"), "w") as container:
@@ -221,7 +224,9 @@ def write_manifest(path: Path, cases: list[Case]) -> Path:
     return path
 
 
-def extract(manifest: Path, cache: Path, checkpoint: Path, *extra: str, timeout: float = 300):
+def extract(
+    manifest: Path, cache: Path, checkpoint: Path, *extra: str, timeout: float = 300, env: dict[str, str] | None = None
+):
     result = run_cli(
         "extract",
         manifest,
@@ -236,6 +241,7 @@ def extract(manifest: Path, cache: Path, checkpoint: Path, *extra: str, timeout:
         "--json",
         *extra,
         timeout=timeout,
+        env=env,
     )
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1]) if lines else None
@@ -499,6 +505,38 @@ def test_time_limit_fails_a_stuck_decode_with_a_reason(tmp_path, tiny_checkpoint
         status, reason, _ = recorded["long.mp4", view]
         assert status == "failed" and "time limit" in reason and "--video-timeout-s" in reason, (view, reason)
     assert not verify_cache(tmp_path / "c").broken
+
+
+def test_a_decoder_stuck_inside_one_ffmpeg_call_is_given_up_and_the_run_goes_on(tmp_path, tiny_checkpoint):
+    """Python cannot interrupt a thread inside one FFmpeg call (a hung network mount, a decoder
+    looping on a packet), so the per-video limit alone would let one file hang the night's run. Here
+    the second open blocks forever (the VIDCACHE_FAULT hook): the watchdog fails that video after
+    --video-timeout-s plus its grace, a fresh worker takes the rest, the run exits 1 with every other
+    row equal to the reference, and a re-run with --retry-failed extracts the given-up video."""
+    names = [f"v{i}.mp4" for i in range(4)]
+    for name in names:
+        write_video(tmp_path / name, 12, fps=12, width=64, height=48)
+    manifest = write_manifest(tmp_path / "m.csv", [Case(name, "done", "absent") for name in names])
+    cache = tmp_path / "c"
+    started = time.monotonic()
+    result, summary = extract(
+        manifest, cache, tiny_checkpoint, "--video-timeout-s", "1", "--workers", "2",
+        timeout=120, env={"VIDCACHE_FAULT": "decode-open:hang:2"},
+    )  # fmt: skip
+    elapsed_s = time.monotonic() - started
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    recorded = items(cache)
+    stuck = [name for name in names if recorded[name, "clip"][0] == "failed"]
+    assert len(stuck) == 1 and "decode stuck" in recorded[stuck[0], "clip"][1], recorded
+    assert summary["failed"] == 1 and summary["extracted"] == 3
+    assert elapsed_s < 60, elapsed_s  # 1 s limit + 5 s grace + start-up, not a hang
+    with Cache(cache) as cached:
+        for name in set(names) - set(stuck):
+            np.testing.assert_allclose(cached.read(name, "clip")[1], expected_clip_times(tmp_path / name), atol=1e-6)
+    assert not verify_cache(cache).broken
+    result, summary = extract(manifest, cache, tiny_checkpoint, "--retry-failed", timeout=120)
+    assert result.returncode == 0 and summary["extracted"] == 1 and summary["skipped"] == 3, summary
+    assert {recorded_status for recorded_status, _, _ in items(cache).values()} == {"done"}
 
 
 def test_permission_denied_is_named_even_where_chmod_does_not_apply(tmp_path, monkeypatch):

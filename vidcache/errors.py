@@ -10,6 +10,7 @@ import errno
 import os
 import re
 import signal
+import threading
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -109,7 +110,9 @@ def fault_point(step: str, path: object = None) -> None:
     VIDCACHE_FAULT="STEP:ACTION[:N]": from the N-th time (default 1) this process reaches STEP on,
     ACTION happens: `kill` sends SIGKILL to this process (a crash exactly there); an errno name
     (`ENOSPC`, `EROFS`, `EACCES`, ...) raises that OSError for `path`, as the OS would (and keeps
-    raising it: a full disk stays full). Steps, in write order:
+    raising it: a full disk stays full); `hang` blocks the calling thread forever, only on the N-th
+    visit, as a decoder stuck inside one FFmpeg call would (nothing Python can interrupt). Steps:
+      decode-open     decode: before a worker opens a video file (video or audio pass)
       cache-write     runner: the write test in the cache directory, before models load
       shard-add       store: before a finished video's rows go into the open .partial shard
       shard-commit    store: before the shard's index is written, fsynced and renamed
@@ -122,6 +125,10 @@ def fault_point(step: str, path: object = None) -> None:
     _, action, *nth = spec.split(":")
     _fault_hits[step] = hits = _fault_hits.get(step, 0) + 1
     if hits < int(nth[0] if nth else 1):
+        return
+    if action == "hang":
+        if hits == int(nth[0] if nth else 1):
+            threading.Event().wait()
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)

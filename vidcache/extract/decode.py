@@ -9,8 +9,10 @@ it stops paying (the keyframe lands behind the current position).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import av
 import numpy as np
 
 from ..config import SamplingConfig
-from ..errors import VideoFailure
+from ..errors import VideoFailure, fault_point
 from .sampling import sample_times
 
 MAX_BAD_PACKETS = 50  # packets a decoder may reject before the video counts as failed
@@ -62,18 +64,39 @@ class DecodeStats:
 
 
 class Deadline:
-    """A per-video limit on the time spent *decoding*: the caller pauses it while it works on the
+    """A per-video limit on the time spent *decoding*: the caller holds it while it works on the
     frames (models, flow) or waits on a full queue, so a long video is not failed for being slow
-    downstream."""
+    downstream. Holds nest (the stage holds around its consumers, the worker around its queue)."""
 
     def __init__(self, seconds: float):
+        self.seconds = seconds
         self.at = time.monotonic() + seconds
+        self._holds = 0
+        self._held_since = 0.0
 
     def pause(self, seconds: float) -> None:
         self.at += max(0.0, seconds)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        if self._holds == 0:
+            self._held_since = time.monotonic()
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if self._holds == 0:
+                self.pause(time.monotonic() - self._held_since)
+
+    def overdue_s(self) -> float:
+        """Decode time spent past the limit; 0 while held (downstream work is not decoding)."""
+        if self._holds:
+            return 0.0
+        return max(0.0, time.monotonic() - self.at)
+
     def passed(self) -> bool:
-        return time.monotonic() > self.at
+        return self._holds == 0 and time.monotonic() > self.at
 
 
 def deadline_passed(deadline: Deadline | float | None) -> bool:
@@ -131,6 +154,16 @@ def why_unreadable(path: str) -> str | None:
 
 def open_container(path: str, *, kind: str = "video") -> av.container.InputContainer:
     """av.open with every failure turned into a `VideoFailure` whose reason a user can act on."""
+    fault_point("decode-open", path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # av.open names the failure (missing, no permission, ...)
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        # opening a named pipe blocks until someone writes to it: a night's run stuck on one row
+        kind_of = "named pipe (FIFO)" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+        if not stat.S_ISDIR(mode):
+            raise VideoFailure(f"not a regular file but a {kind_of}; point the manifest at the video file itself")
     try:
         return av.open(path, metadata_errors="replace")
     except FileNotFoundError:

@@ -41,6 +41,7 @@ from .device import resolve_device
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage
 from .text import DEFAULT_TEMPLATES, prompt_embeddings, write_text_embeddings
+from .watchdog import DecodeWatch
 
 log = logging.getLogger("vidcache.extract")
 _IGNORED_IDENTITY_KEYS = ("weights_path",)  # a moved file with the same sha256 is the same weights
@@ -237,8 +238,10 @@ class Extractor:
         return todo
 
     # decode workers ------------------------------------------------------------------------------
-    def _decode_worker(self, tasks: queue.Queue, out: queue.Queue, stop: threading.Event) -> None:
-        while not stop.is_set():
+    def _decode_worker(
+        self, slot: int, tasks: queue.Queue, out: queue.Queue, stop: threading.Event, watch: DecodeWatch
+    ) -> None:
+        while not stop.is_set() and not watch.abandoned(slot):
             try:
                 index, entry, views = tasks.get_nowait()
             except queue.Empty:
@@ -248,14 +251,22 @@ class Extractor:
                 stage = VideoStage(
                     entry, self._consumers(views), run=self.config.run, audio="audio" in views, stop=stop
                 )
+                watch.begin(slot, index, stage.deadline)
                 chunk_no = 0
                 for chunk in stage:
-                    out.put(("chunk", index, chunk_no, chunk))
+                    if watch.abandoned(slot):  # the main thread failed this video and moved on
+                        return
+                    with stage.deadline.held():
+                        out.put(("chunk", index, chunk_no, chunk))
                     chunk_no += 1
-                if stop.is_set():
+                watch.end(slot)
+                if stop.is_set() or watch.abandoned(slot):
                     return
                 out.put(("done", index, chunk_no, stage.outcomes, stage.details, time.perf_counter() - started))
             except Exception as exc:  # never let one file stop the night's run
+                watch.end(slot)
+                if watch.abandoned(slot):
+                    return
                 log.debug("unexpected decode error", exc_info=True)
                 reason = f"unexpected {type(exc).__name__}: {exc}".splitlines()[0]
                 outcomes = {view: (STATUS_FAILED, reason) for view in views}
@@ -365,12 +376,24 @@ class Extractor:
             tasks.put((index, entry, views))
         out: queue.Queue = queue.Queue(maxsize=max(4, 2 * run.workers))
         stop = threading.Event()
-        workers = [
-            threading.Thread(target=self._decode_worker, args=(tasks, out, stop), daemon=True, name=f"decode-{i}")
-            for i in range(min(run.workers, len(todo)))
-        ]
-        for worker in workers:
+        watch = DecodeWatch(limit_s=run.video_timeout_s)
+        workers: list[threading.Thread] = []
+
+        def spawn_worker() -> None:
+            slot = len(workers)
+            worker = threading.Thread(
+                target=self._decode_worker, args=(slot, tasks, out, stop, watch), daemon=True, name=f"decode-{slot}"
+            )
+            workers.append(worker)
             worker.start()
+
+        def live_workers() -> list[threading.Thread]:
+            return [w for slot, w in enumerate(workers) if w.is_alive() and not watch.abandoned(slot)]
+
+        for _ in range(min(run.workers, len(todo))):
+            spawn_worker()
+        given_up: set[int] = set()  # videos whose worker got stuck: later messages about them are ignored
+        next_watch_s = 0.0
         states = {i: _VideoState(entry, source, views) for i, (entry, source, views) in enumerate(todo)}
         pending: dict[str, list[tuple[int, int, Chunk]]] = {view: [] for view in self.encoders}
 
@@ -449,19 +472,46 @@ class Extractor:
             writer.maybe_commit()
             self.progress(summary)
 
+        def give_up_stuck() -> None:
+            for stuck in watch.give_up_stuck():
+                state = states.get(stuck.index)
+                if state is None:
+                    continue
+                given_up.add(stuck.index)
+                log.warning("gave up on %s: %s", state.entry.video_id, stuck.reason())
+                for view in pending:
+                    pending[view] = [p for p in pending[view] if p[0] != stuck.index]
+                state.close()
+                state.chunks, state.encoded, state.info = {}, set(), {}
+                state.outcomes = {view: (STATUS_FAILED, stuck.reason()) for view in state.views}
+                state.n_chunks = 0
+                if not tasks.empty():
+                    spawn_worker()  # the stuck thread keeps its slot; the run keeps its parallelism
+                finish_ready()
+
         try:
             while states:
+                if time.monotonic() >= next_watch_s:
+                    next_watch_s = time.monotonic() + 0.5
+                    give_up_stuck()
+                    if not states:
+                        break
                 try:
                     message = out.get(timeout=0.05)
                 except queue.Empty:
                     if any(pending.values()):
                         for view in pending:
                             flush(view)
-                    elif not any(w.is_alive() for w in workers) and out.empty():
+                    elif not live_workers() and out.empty():
+                        if not tasks.empty():  # every worker was abandoned as stuck
+                            spawn_worker()
+                            continue
                         lost = ", ".join(s.entry.video_id for s in states.values())
                         raise RuntimeError(f"decode workers stopped with videos unfinished: {lost}") from None
                     continue
                 kind, index = message[0], message[1]
+                if index in given_up:
+                    continue
                 if kind == "chunk":
                     _, _, chunk_no, chunk = message
                     state = states[index]
@@ -498,7 +548,9 @@ class Extractor:
             stop.set()
             for state in states.values():
                 state.close()
-            while any(w.is_alive() for w in workers):
+            # a worker stuck inside FFmpeg would never end: wait a bounded time, then leave it (a daemon)
+            give_up_at = time.monotonic() + watch.grace_s
+            while live_workers() and time.monotonic() < give_up_at:
                 try:
                     out.get(timeout=0.05)  # unblock workers waiting on a full queue
                 except queue.Empty:

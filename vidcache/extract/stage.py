@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -42,12 +41,14 @@ class VideoStage:
         self.entry, self.consumers, self.run, self.audio, self.stop = entry, consumers, run, audio, stop
         self.outcomes: dict[str, tuple[str, str | None]] = {}
         self.details: dict = {}
+        # created here, not when iteration starts, so the worker can hand it to the watchdog first
+        self.deadline = Deadline(run.video_timeout_s)
 
     def _stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
     def __iter__(self) -> Iterator[Chunk]:
-        deadline = Deadline(self.run.video_timeout_s)
+        deadline = self.deadline
         if self.consumers:
             video_views = [v for c in self.consumers for v in c.view_names]
             try:
@@ -95,11 +96,10 @@ class VideoStage:
                 rgb = frame_to_rgb(frame, max_short_side=max_short)
                 covered = owners[0][:, cursor : cursor + count]
                 cursor += count
-                downstream = time.monotonic()  # consumers' work and the wait on a full queue: not decoding
-                for number in np.unique(covered[0]):
-                    own = covered[1][covered[0] == number]
-                    yield from consumers[number].feed(rgb, time_s, own)
-                deadline.pause(time.monotonic() - downstream)
+                with deadline.held():  # consumers' work and the wait on a full queue: not decoding
+                    for number in np.unique(covered[0]):
+                        own = covered[1][covered[0] == number]
+                        yield from consumers[number].feed(rgb, time_s, own)
                 rows += count
             if sampler.last_frame is not None and not self._stopped():
                 tail = [(c, c.tail_indices()) for c in consumers]
@@ -107,11 +107,13 @@ class VideoStage:
                 if tail:  # e.g. --num-frames times all past the last frame: that frame for each of them
                     last, last_s = sampler.last_frame
                     rgb = frame_to_rgb(last, max_short_side=max_short)
-                    for consumer, own in tail:
-                        yield from consumer.feed(rgb, last_s, own)
-                        rows += len(own)
-            for consumer in consumers:
-                yield from consumer.finish()
+                    with deadline.held():
+                        for consumer, own in tail:
+                            yield from consumer.feed(rgb, last_s, own)
+                            rows += len(own)
+            with deadline.held():
+                for consumer in consumers:
+                    yield from consumer.finish()
             stats, info = sampler.stats, sampler.info
         if rows == 0:
             end = info.end_s
@@ -168,14 +170,13 @@ class VideoStage:
                 return
             if start_s is None:
                 start_s = chunk_start_s
-            downstream = time.monotonic()
-            examples = frontend.feed(samples)
-            if len(examples):
-                pending.append(examples)
-            if sum(len(p) for p in pending) >= AUDIO_CHUNK_EXAMPLES:
-                yield chunk(torch.cat(pending))
-                pending = []
-            deadline.pause(time.monotonic() - downstream)
+            with deadline.held():
+                examples = frontend.feed(samples)
+                if len(examples):
+                    pending.append(examples)
+                if sum(len(p) for p in pending) >= AUDIO_CHUNK_EXAMPLES:
+                    yield chunk(torch.cat(pending))
+                    pending = []
         tail = frontend.finish()
         if len(tail):
             pending.append(tail)
