@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.conftest import run_cli
 from vidcache import Cache
 from vidcache.cache.catalog import Catalog
 from vidcache.cache.importer import import_features
@@ -266,3 +267,32 @@ def test_requests_that_cannot_work_are_config_errors(plain, tmp_path):
     import_features(feats, manifest=manifest, cache_dir=cache, view="ext")
     with pytest.raises(ConfigError, match=r"other settings.*dtype"):
         import_features(feats, manifest=manifest, cache_dir=cache, view="ext", dtype="float32")
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [("shard-add:ENOSPC:2", ("no space left", "free space")), ("cache-write:EROFS", ("not writable",))],
+)
+def test_full_disk_or_read_only_cache_fail_in_one_line_and_keep_the_cache(plain, tmp_path, fault, words):
+    """`vidcache import` (and `predict --write-view`, same writer) on a cache that fills up or turns
+    read-only: exit 2 with one line naming the cache, no traceback, no partial shard, the view
+    imported before still reads exactly; with the fault gone the same command finishes."""
+    manifest, feats, arrays, stamps_s = plain
+    cache_dir = tmp_path / "cache"
+    import_features(feats, manifest=manifest, cache_dir=cache_dir, view="ext", command="first")
+    args = ("import", feats, "--manifest", manifest, "--cache", cache_dir, "--view", "ext2", "--json")
+    failed = run_cli(*args, env={"VIDCACHE_FAULT": fault})
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
+    lines = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(cache_dir) in lines[0] and all(w in lines[0] for w in words), failed.stderr
+    assert not [p for p in cache_dir.rglob("*") if p.name.endswith((".partial", "-journal"))]
+    assert verify_cache(cache_dir).broken == {}
+    with Cache(cache_dir) as cache:
+        assert cache.video_ids("ext2") == []
+        for video_id, array in arrays.items():
+            rows, times_s = cache.read(video_id, "ext", dtype=np.float32)
+            np.testing.assert_allclose(rows, np.atleast_2d(array), rtol=1e-3, atol=1e-2)
+            np.testing.assert_allclose(times_s, stamps_s[video_id])
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["imported"] == 3

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, cache_write_error
 from .catalog import Catalog
 from .layout import STATUS_DONE
 from .lock import ExtractLock
-from .store import CacheWriter
+from .store import CacheWriter, check_cache_writable
 
 
 def write_view_arrays(
@@ -38,6 +39,15 @@ def write_view_arrays(
     that already hold rows of `view`: those keep them."""
     cache_dir = Path(cache_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    check_cache_writable(cache_dir)
+    try:
+        return _write(cache_dir, run_id, view, rows, entries, identity, dtype, command, failures)
+    except (OSError, sqlite3.OperationalError) as exc:
+        # as in extract: a full disk or a read-only cache in one line, never h5py's multi-line text
+        raise cache_write_error(cache_dir, exc) from None
+
+
+def _write(cache_dir: Path, run_id: str, view, rows, entries, identity, dtype, command, failures) -> int:
     with ExtractLock(cache_dir):
         catalog = Catalog.open(cache_dir, create=True)
         try:

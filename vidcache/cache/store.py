@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import fault_point
+from ..errors import cache_write_error, fault_point
 from .catalog import Catalog, Item, now_iso
 from .layout import PARTIAL_SUFFIX, SHARD_SUFFIX, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, shard_dir
 from .shard import ShardWriter, read_shard_index
@@ -44,6 +45,20 @@ def _ensure_space(directory: Path, nbytes: int, reserve: int) -> None:
         return
     if st.f_blocks and st.f_bavail * st.f_frsize < nbytes + reserve:  # f_blocks 0: the mount reports no size
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+
+
+def check_cache_writable(cache_dir: Path) -> None:
+    """Fail in a second, before models load or rows are computed, when the cache directory cannot be
+    written (chmod -w, another user's cache, a read-only mount): SQLite's journal and the shards are
+    created in it. Raises the one-line `CacheError`."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fault_point("cache-write", cache_dir)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=cache_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise cache_write_error(cache_dir, exc) from None
 
 
 @dataclass(frozen=True)

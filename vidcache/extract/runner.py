@@ -13,11 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import queue
 import secrets
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,9 +29,9 @@ from .. import __version__
 from ..cache.catalog import Catalog
 from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME
 from ..cache.lock import ExtractLock
-from ..cache.store import CacheWriter, SourceStat
+from ..cache.store import CacheWriter, SourceStat, check_cache_writable
 from ..config import ExtractConfig, to_json
-from ..errors import ConfigError, cache_write_error, fault_point
+from ..errors import ConfigError, cache_write_error
 from ..manifest import VideoEntry
 from .backbones import create_backbone
 from .consumers import Chunk, ClipFrames, Consumer, FlowPairs, S3dWindows
@@ -280,7 +278,7 @@ class Extractor:
         summary = ExtractSummary(total=len(entries), cache=str(self.cache_dir))
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         summary.run_id = run_id
-        self._check_writable()
+        check_cache_writable(self.cache_dir)
         with ExtractLock(self.cache_dir, shard_index=cfg.run.shard_index, shard_count=cfg.run.shard_count):
             device = resolve_device(cfg.run.device)
             summary.device = str(device)
@@ -348,18 +346,6 @@ class Extractor:
                 catalog.close()
         self.progress(summary)
         return summary
-
-    def _check_writable(self) -> None:
-        """Fail in a second, before models load, when the cache directory cannot be written (chmod -w,
-        another user's cache, a read-only mount): SQLite's journal and the shards are created in it."""
-        try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            fault_point("cache-write", self.cache_dir)
-            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=self.cache_dir)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise cache_write_error(self.cache_dir, exc) from None
 
     def _process(
         self,
