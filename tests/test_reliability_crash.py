@@ -290,6 +290,25 @@ def test_a_real_full_disk_stops_cleanly_before_hdf5_fails(corpus_args, tiny_tmpf
     _assert_consistent(cache)
 
 
+def test_a_disk_filled_inside_the_margin_fails_in_hdf5_without_crashing(corpus_args, tiny_tmpfs):
+    """Someone else fills the disk between vidcache's free-space check and the write (or a quota
+    stops it): HDF5's own write fails. The run must still end in the one-line error (exit 2, not a
+    SIGSEGV at exit when HDF5 closes the failed file), leave no partial shard, and keep every
+    committed shard consistent with the catalog. The child runs the real CLI with the check disabled."""
+    manifest, args = corpus_args
+    cache = tiny_tmpfs / "cache"
+    unchecked = (
+        "import sys; import vidcache.cache.store as store; store._ensure_space = lambda *a, **k: None; "
+        "from vidcache.cli import main; sys.argv[0] = 'vidcache'; main()"
+    )
+    command = [sys.executable, "-c", unchecked, *_command(manifest, cache, args)[3:]]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=_env(), cwd=REPO)
+    line = _one_line_error(result)
+    assert str(cache) in line and "no space left" in line
+    assert not [p for p in cache.rglob("*") if p.name.endswith((".partial", ".rows"))]
+    _assert_consistent(cache)
+
+
 def _writes_are_refused(directory: Path) -> bool:
     try:
         (directory / ".probe").write_bytes(b"")

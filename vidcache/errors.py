@@ -79,6 +79,16 @@ def write_problem(exc: BaseException) -> str | None:
     return None
 
 
+def as_os_error(exc: BaseException) -> BaseException:
+    """h5py reports a failed write (full disk, quota) as a RuntimeError with the OS errno only in
+    its text: give it back as the OSError it is, so callers handle it like any other write error."""
+    code = _os_errno(exc)
+    if isinstance(exc, OSError) or code is None:
+        return exc
+    found = re.search(r"filename = '([^']*)'", str(exc))
+    return OSError(code, os.strerror(code), found.group(1) if found else None)
+
+
 def cache_write_error(cache_dir: object, exc: BaseException) -> CacheError:
     """The one-line error for a cache that cannot be written, naming the directory and the fix
     (raw h5py messages span lines: HDF5 embeds a ctime with its newline)."""

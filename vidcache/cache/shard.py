@@ -95,6 +95,9 @@ class ShardWriter:
         self.nbytes = 0
         self.rows: list[ShardRows] = []
         self._index: dict[str, list[ShardRows]] = {}
+        # every dataset handle stays open until the file closes: closing one flushes its chunk cache,
+        # and a flush that fails on a full disk inside a handle's dealloc is only printed, not raised
+        self._datasets: dict[str, tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset | None]] = {}
         directory.mkdir(parents=True, exist_ok=True)
         self._h5 = h5py.File(self.partial_path, "w", libver="latest")
         self._h5.attrs.update(
@@ -112,22 +115,25 @@ class ShardWriter:
     def discard(self, *, hdf5_failed: bool) -> None:
         """Delete a shard that will not be committed; its videos are simply redone by the next run.
 
-        The partial file goes first, so nothing is left behind whatever happens next. A healthy file is
+        The partial file goes first, so nothing is left behind whatever happens next. The file is
         then closed with its descriptor pointed at an anonymous in-memory file (Linux), so the close's
-        last writes cannot fail on a full disk. A file that a failed HDF5 write left behind is never
-        touched again: closing it would crash the process."""
+        last writes cannot fail: after a failed HDF5 write (a disk filled by someone else, a quota)
+        closing it on the full disk fails again and HDF5 then crashes the process at exit. Where
+        that redirection is not available, a failed file is never touched again."""
         self.partial_path.unlink(missing_ok=True)
-        if hdf5_failed:
-            _BROKEN_FILES.append(self._h5)
-            return
+        redirected = False
         try:
             if hasattr(os, "memfd_create"):
                 memory = os.memfd_create("vidcache-discarded-shard")
                 os.dup2(memory, self._h5.id.get_vfd_handle())
                 os.close(memory)
-            self._h5.close()
+                redirected = True
+            if redirected or not hdf5_failed:
+                self._h5.close()
+                return
         except Exception:
             pass
+        _BROKEN_FILES.append(self._h5)
 
     def _group(self, view: str, feature_dim: int, *, with_end: bool) -> h5py.Group:
         if view in self._h5:
@@ -170,12 +176,17 @@ class ShardWriter:
             raise ValueError(f"{video_id}/{view}: features {features.shape} and timestamps {timestamps_s.shape} differ")
         if end_timestamps_s is not None and len(end_timestamps_s) != len(timestamps_s):
             raise ValueError(f"{video_id}/{view}: {len(end_timestamps_s)} end times for {len(timestamps_s)} rows")
-        group = self._group(view, features.shape[1], with_end=end_timestamps_s is not None)
-        feats, stamps = group["features"], group["timestamps_s"]
+        if view not in self._datasets:
+            group = self._group(view, features.shape[1], with_end=end_timestamps_s is not None)
+            ends = group["end_timestamps_s"] if "end_timestamps_s" in group else None
+            self._datasets[view] = (group["features"], group["timestamps_s"], ends)
+        feats, stamps, ends = self._datasets[view]
+        if (ends is None) != (end_timestamps_s is None):
+            raise ValueError(f"view {view}: every video must give end timestamps, or none")
         start, count = feats.shape[0], len(features)
         stamps_le = np.asarray(timestamps_s, dtype="<f8")
         ends_le = None if end_timestamps_s is None else np.asarray(end_timestamps_s, dtype="<f8")
-        for dataset in (feats, stamps, *(() if ends_le is None else (group["end_timestamps_s"],))):
+        for dataset in (feats, stamps, *(() if ends is None else (ends,))):
             dataset.resize(start + count, axis=0)
         # features go in blocks, so a memory-mapped spill of a long video's flow is never loaded whole;
         # the CRC32 runs over the same bytes in the same order as rows_checksum
@@ -187,8 +198,8 @@ class ShardWriter:
             crc = zlib.crc32(part.view(np.uint8).tobytes(), crc)
         if count:
             stamps[start:] = stamps_le
-            if ends_le is not None:
-                group["end_timestamps_s"][start:] = ends_le
+            if ends is not None:
+                ends[start:] = ends_le
         crc = zlib.crc32(stamps_le.view(np.uint8).tobytes(), crc)
         if ends_le is not None:
             crc = zlib.crc32(ends_le.view(np.uint8).tobytes(), crc)
@@ -223,6 +234,7 @@ class ShardWriter:
             group.create_dataset("source_mtime_ns", data=np.array([r.source_mtime_ns for r in rows], dtype="<i8"))
             group.create_dataset("info_json", data=np.array([r.info_json for r in rows], dtype=object), dtype=STR_DTYPE)
         self._h5.attrs["n_videos"] = len({r.video_id for r in self.rows})
+        self._h5.flush()  # a failed write raises here with every handle still open, so `discard` can close them
         self._h5.close()
         _fsync_path(self.partial_path)
         os.replace(self.partial_path, self.final_path)

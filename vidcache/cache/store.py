@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import cache_write_error, fault_point
+from ..errors import as_os_error, cache_write_error, fault_point
 from .catalog import Catalog, Item, now_iso
 from .layout import PARTIAL_SUFFIX, SHARD_SUFFIX, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, shard_dir
 from .shard import ShardWriter, read_shard_index
@@ -218,12 +218,15 @@ class CacheWriter:
                     info_json=info_json,
                     end_timestamps_s=columns[2] if len(columns) > 2 else None,
                 )
-        except Exception:
+        except Exception as exc:
             # HDF5 failed (or the rows were refused): the shard cannot be committed; its videos are redone
             writer, self._writer = self._writer, None
             if writer is not None:
                 writer.discard(hdf5_failed=True)
-            raise
+            mapped = as_os_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
         if absent:
             self._record(video_id, STATUS_ABSENT, absent, source=source, info_json=info_json)
         self.write_seconds += time.perf_counter() - started
@@ -291,9 +294,12 @@ class CacheWriter:
             raise
         try:
             path = writer.commit()
-        except BaseException:
+        except BaseException as exc:
             writer.discard(hdf5_failed=True)
-            raise
+            mapped = as_os_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
         fault_point("shard-renamed", path)
         items = done_items(writer.name, writer.rows)
         self.catalog.record_shard(

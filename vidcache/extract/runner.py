@@ -14,8 +14,10 @@ import dataclasses
 import json
 import logging
 import queue
+import resource
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +67,8 @@ class ExtractSummary:
     run_id: str = ""
     device: str = ""
     random_weights: bool = False
+    models_rss_mib: float = 0.0  # this process's peak RSS once the models are loaded: the fixed part
+    peak_rss_mib: float = 0.0  # its peak over the whole run; the difference is what the videos cost
 
     @property
     def frames_per_s(self) -> float:
@@ -74,6 +78,12 @@ class ExtractSummary:
         out = dataclasses.asdict(self)
         out["frames_per_s"] = round(self.frames_per_s, 2)
         return out
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def cache_views(views: tuple[str, ...]) -> list[str]:
@@ -284,6 +294,7 @@ class Extractor:
             summary.device = str(device)
             identities = self._load_models(device)
             summary.random_weights = any(getattr(e, "random_weights", False) for e in self.encoders.values())
+            summary.models_rss_mib = peak_rss_mib()
             catalog = Catalog.open(self.cache_dir, create=True)
             try:
                 for view, identity in identities.items():
@@ -337,6 +348,7 @@ class Extractor:
                 if labels and clip is not None and (summary.extracted or text_missing):
                     embed_labels(self.cache_dir, clip, labels, list(DEFAULT_TEMPLATES))
                 summary.seconds = time.perf_counter() - started
+                summary.peak_rss_mib = peak_rss_mib()
                 catalog.finish_run(run_id, summary.as_dict())
             except (OSError, sqlite3.OperationalError) as exc:
                 # SQLite reports a read-only cache or a full disk as OperationalError, not OSError, and h5py's
