@@ -197,6 +197,23 @@ def build_corpus(root: Path) -> list[Case]:
         video("vp8.webm", 12, codec="libvpx")
     if _encoder("libvpx-vp9"):
         video("vp9.webm", 12, codec="libvpx-vp9", options={"deadline": "realtime", "cpu-used": "8"})
+    # modern and legacy codecs a crawled corpus holds: HEVC 10-bit, AV1, ProRes 4:2:2 10-bit, WMV,
+    # FLV, animated GIF (palette), H.263 in 3GP, MPEG-1 program stream
+    for name, options in (
+        ("hevc-10bit.mp4", {"codec": "libx265", "pix_fmt": "yuv420p10le"}),
+        ("hevc-10bit.mkv", {"codec": "libx265", "pix_fmt": "yuv420p10le", "tone_hz": 440.0}),
+        ("av1.mkv", {"codec": "libsvtav1", "width": 64, "height": 64}),
+        ("av1.mp4", {"codec": "libsvtav1", "width": 64, "height": 64}),
+        ("prores-422-10bit.mov", {"codec": "prores_ks", "pix_fmt": "yuv422p10le"}),
+        ("wmv2.wmv", {"codec": "wmv2"}),
+        ("flv1.flv", {"codec": "flv"}),
+        ("animated.gif", {"codec": "gif", "pix_fmt": "rgb8"}),
+        ("h263.3gp", {"codec": "h263", "width": 128, "height": 96}),
+        ("mpeg1.mpg", {"codec": "mpeg1video", "fps": 25.0}),
+    ):
+        if _encoder(options["codec"]):
+            audio = "done" if "tone_hz" in options else "absent"
+            video(name, 12, audio=audio, **{"fps": 12.0, **options})
     video("raw-no-timestamps.h264", 12)
     video("raw-no-timestamps-gop3.h264", 36, gop=3)  # keyframes close enough together to tempt a seek
     start = [5.0 + k / 12 for k in range(12)]
