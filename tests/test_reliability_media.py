@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import run_cli
 from vidcache import Cache
 from vidcache.cache.verify import verify_cache
-from vidcache.synth import write_video
+from vidcache.synth import add_cover_picture, write_video
 
 FPS = 2.0  # clip sampling rate of every run here
 AUDIO_EXAMPLE_S = 0.96
@@ -74,10 +74,17 @@ def _encoder(name: str) -> bool:
 
 
 def write_audio_only(
-    path: Path, seconds: float, *, codec: str = "aac", rate: int = 16000, layout: str = "mono"
+    path: Path,
+    seconds: float,
+    *,
+    codec: str = "aac",
+    rate: int = 16000,
+    layout: str = "mono",
+    cover_picture: bool = False,
 ) -> Path:
-    """An audio file with no video stream (a sine tone on every channel)."""
+    """An audio file with no video stream (a sine tone on every channel), optionally with album art."""
     with av.open(str(path), "w") as container:
+        cover = add_cover_picture(container) if cover_picture else []
         stream = container.add_stream(codec, rate=rate)
         stream.layout = layout
         channels = len(stream.layout.channels)
@@ -93,7 +100,7 @@ def write_audio_only(
             frame.sample_rate, frame.pts = rate, start
             for packet in stream.encode(frame):
                 container.mux(packet)
-        for packet in stream.encode():
+        for packet in [*stream.encode(), *cover]:
             container.mux(packet)
     return path
 
@@ -173,6 +180,9 @@ def build_corpus(root: Path) -> list[Case]:
     cases.append(Case("audio-only.wav", "failed", "done", ("no video stream",)))
     write_audio_only(root / "surround-5.1-48k.m4a", 1.5, rate=48000, layout="5.1")
     cases.append(Case("surround-5.1-48k.m4a", "failed", "done", ("no video stream",)))
+    write_audio_only(root / "music-with-cover-art.mp4", 1.5, cover_picture=True)  # a one-frame "video" stream
+    cases.append(Case("music-with-cover-art.mp4", "failed", "done", ("cover picture",)))
+    video("cover-art-then-video.mp4", 12, cover_picture=True)  # the video is the second video stream
     video("with-audio.mp4", 24, tone_hz=440.0, audio="done")
     video("no-audio.mp4", 24)
     video("single-frame.mp4", 1)
@@ -306,7 +316,8 @@ def expected_clip_times(
     always N rows (past the last frame, that frame). A sample shows the last frame presented at or
     before it (the first frame before that)."""
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        # the first stream that is not album art (an attached picture is not the video)
+        stream = next(v for v in container.streams.video if not v.disposition & av.stream.Disposition.attached_pic)
         tb = stream.time_base
         frames, clock = [], 0.0
         for frame in decoded(container, stream):

@@ -57,14 +57,17 @@ def write_video(
     options: dict | None = None,
     rotation_deg: int = 0,
     container_options: dict | None = None,
+    cover_picture: bool = False,
 ) -> Path:
     """Write `num_frames` frames (`frame_fn(index, t_s)`, default `index_frame`) at `fps`, or at the
     explicit presentation times `pts_s` (variable frame rate), with an optional sine tone.
-    `container_options` go to the muxer (e.g. `{"movflags": "faststart"}` for MP4)."""
+    `container_options` go to the muxer (e.g. `{"movflags": "faststart"}` for MP4);
+    `cover_picture` puts album art (an attached-picture stream) first, as music and phone files do."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), "w", options=container_options or {}) as container:
+        cover = add_cover_picture(container) if cover_picture else []
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         time_base = Fraction(1, 90000) if pts_s is not None else 1 / rate
@@ -104,7 +107,20 @@ def write_video(
                     container.mux(packet)
             for packet in audio.encode():
                 container.mux(packet)
+        for packet in cover:
+            container.mux(packet)
     return path
+
+
+def add_cover_picture(container, *, side: int = 64) -> list:
+    """One JPEG as an attached-picture stream (cover art): a "video" stream that is not video. Add
+    it before the other streams; mux the packets it returns after theirs (the header needs them all)."""
+    picture = container.add_stream("mjpeg")
+    picture.width, picture.height, picture.pix_fmt = side, side, "yuvj420p"
+    picture.disposition = av.stream.Disposition.attached_pic
+    image = np.full((side, side, 3), 200, np.uint8)
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuvj420p")
+    return [*picture.encode(frame), *picture.encode(None)]
 
 
 def reference_frames(path: str | Path) -> list[tuple[float, np.ndarray]]:

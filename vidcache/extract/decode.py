@@ -184,15 +184,26 @@ def open_container(path: str, *, kind: str = "video") -> av.container.InputConta
         raise VideoFailure(f"cannot open ({type(exc).__name__}: {exc})") from None
 
 
+def moving_picture_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The first video stream that is not a cover picture: music files and some MP4s carry album
+    art as a one-frame "video" stream (disposition attached_pic), which is not the video's content."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
 def open_video(
     path: str, *, threads: int = 0
 ) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, VideoInfo]:
     """Open a file and describe its first video stream; every failure becomes a `VideoFailure`."""
     container = open_container(path)
-    if not container.streams.video:
+    stream = moving_picture_stream(container)
+    if stream is None:
+        pictures = bool(container.streams.video)
         container.close()
-        raise VideoFailure("no video stream (audio-only or data file)")
-    stream = container.streams.video[0]
+        what = "audio with a cover picture only" if pictures else "audio-only or data file"
+        raise VideoFailure(f"no video stream ({what})")
     stream.thread_type = "AUTO"
     if threads:
         stream.codec_context.thread_count = threads
@@ -228,7 +239,7 @@ def scan_packets(path: str) -> tuple[float | None, float | None]:
     rate; `untimed_frame_s` is then their mean packet duration (None when some lack one)."""
     end, packets, elapsed, durations_known = None, 0, 0.0, True
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = moving_picture_stream(container)
         rate = stream.average_rate or stream.guessed_rate
         for packet in container.demux(stream):
             if not packet.size:
