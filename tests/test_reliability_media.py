@@ -224,6 +224,9 @@ def build_corpus(root: Path) -> list[Case]:
         if _encoder(options["codec"]):
             audio = "done" if "tone_hz" in options else "absent"
             video(name, 12, audio=audio, **{"fps": 12.0, **options})
+    # B-frames: reordered decode, and in MP4 an edit list shifting the first frame's timestamp
+    video("b-frames-edit-list.mp4", 24, options={"preset": "veryfast", "bf": "3"}, tone_hz=440.0, audio="done")
+    video("b-frames.mkv", 24, options={"preset": "veryfast", "bf": "3"})
     video("raw-no-timestamps.h264", 12)
     video("raw-no-timestamps-gop3.h264", 36, gop=3)  # keyframes close enough together to tempt a seek
     start = [5.0 + k / 12 for k in range(12)]
