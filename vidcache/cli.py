@@ -147,7 +147,12 @@ def _extract_options(fn):
             help="Commit finished videos at least this often (work lost to a crash is bounded by it).",
         ),
         click.option(
-            "--video-timeout-s", type=float, default=600.0, show_default=True, help="Per-video decode time limit."
+            "--video-timeout-s",
+            type=float,
+            default=600.0,
+            show_default=True,
+            help="Per-video decode time limit; past it the video fails, and a decoder stuck inside FFmpeg is "
+            "abandoned after a grace (10%, 5-60 s) while a fresh worker goes on.",
         ),
         click.option("--retry-failed", is_flag=True, help="Retry videos that failed before even if unchanged."),
         click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights."),
