@@ -376,3 +376,28 @@ def test_projection_when_the_frame_width_differs_from_the_text():
     learned = HEADS.create("temporal", input_dim=8, num_classes=2, multi_label=False, options=HeadOptions())
     assert learned.learned_queries is not None and learned.project is None  # no texts: queries in frame space
     assert torch.allclose(learned.text_bank.norm(dim=1), torch.ones(2))
+
+
+def test_default_schedule_solves_the_order_task_on_a_small_training_set(order, tmp_path):
+    """Every option at its default (the CLI's): 160 training videos are 3 steps an epoch at batch 64,
+    so 30 epochs gave ~90 steps and 0.81; the auto schedule gives them 600 steps."""
+    cache, corpus, text = order
+    summary = train(cache, TrainConfig(head="temporal", label_corpus=corpus, text_embeddings=text), tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
+    assert (recorded["epochs"], recorded["patience"]) == (200, 67)  # ceil(600 / ceil(160 / 64)), a third
+    assert evaluate_run(tmp_path / "run", cache, split="test")["top1"] >= 0.95, summary
+
+
+def test_resolve_schedule_known_answers():
+    from vidcache.heads.config import resolve_schedule
+
+    def resolved(train_videos, **options):
+        config = resolve_schedule(TrainConfig(**options), train_videos=train_videos)
+        return config.epochs, config.patience
+
+    assert resolved(160) == (200, 67)  # 3 steps an epoch
+    assert resolved(20_000) == (30, 10)  # 313 steps an epoch: the plain 30 epochs
+    assert resolved(1) == (500, 167)  # one step an epoch: capped
+    assert resolved(160, batch_size=8) == (30, 10)  # 20 steps an epoch
+    assert resolved(160, epochs=8) == (8, 10) and resolved(160, epochs=60) == (60, 20)  # given: kept
+    assert resolved(160, patience=3) == (200, 3)

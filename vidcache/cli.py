@@ -744,7 +744,12 @@ def _print_metrics(title: str, metrics: dict) -> None:
 @click.option("--view", default="clip", show_default=True)
 @click.option("--views", default=None, help="Several views for the fusion head, e.g. clip,audio,motion.")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Default: auto, 30 or more so a small training set still gets 600 optimizer steps (at most 500).",
+)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True)
@@ -754,7 +759,9 @@ def _print_metrics(title: str, metrics: dict) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--task", type=click.Choice(["auto", "multi-label", "single-label"]), default="auto", show_default=True)
 @click.option("--early-stop-metric", default="auto", show_default=True, help="auto: map_macro / top1.")
-@click.option("--patience", type=int, default=10, show_default=True, help="Epochs without improvement.")
+@click.option(
+    "--patience", type=int, default=None, help="Epochs without improvement before stopping (default: epochs/3, >= 10)."
+)
 @click.option("--grad-clip", type=float, default=1.0, show_default=True)
 @click.option("--pos-weight", is_flag=True, help="Weight positives by (negatives/positives) per class.")
 @click.option("--max-frames", type=int, default=64, show_default=True)
@@ -800,7 +807,7 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
     def progress(epoch: int, row: dict) -> None:
         if not as_json:
             shown = {k: round(v, 4) for k, v in row.items() if k not in ("epoch", "lr")}
-            click.echo(f"epoch {epoch}/{config.epochs} {shown}", err=True)
+            click.echo(f"epoch {epoch} {shown}", err=True)
 
     summary = train_head(
         cache_dir,

@@ -25,7 +25,7 @@ from ..errors import ConfigError, VidcacheError
 from ..extract.device import autocast_dtype, resolve_device
 from .base import HEADS, Head
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, resolve_schedule
 from .context import HeadContext, build_context
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
 from .metrics import evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
@@ -239,6 +239,7 @@ def train(
         view_identity = cache.view_info(config.view)
         view_identities = {view: cache.view_info(view) for view in views}
         train_source, val_source = sources[TRAIN], sources[VAL]
+        config = resolve_schedule(config, train_videos=len(train_source))  # recorded resolved, below
         context = build_context(
             cache,
             config,
