@@ -538,6 +538,21 @@ def test_time_limit_fails_a_stuck_decode_with_a_reason(tmp_path, tiny_checkpoint
     assert not verify_cache(tmp_path / "c").broken
 
 
+def test_the_default_time_limit_grows_with_the_video_and_a_given_one_is_kept(tmp_path):
+    """An hour of 4K must not fail for being long: the default limit (600 s) becomes 2 s of decoding
+    per second of video once the sampler knows the duration; --video-timeout-s is kept as given."""
+    from vidcache.extract.decode import Deadline, FrameSampler
+
+    for given, duration_s, expected_s in ((None, 10.0, 600.0), (None, 3600.0, 7200.0), (5.0, 3600.0, 5.0)):
+        deadline = Deadline(given)
+        deadline.fit_to(duration_s)
+        assert deadline.seconds == expected_s and not deadline.passed()
+    path = write_video(tmp_path / "ten-minutes.mp4", 400, fps=2 / 3, width=64, height=48)  # 600 s header
+    deadline = Deadline(None)
+    with FrameSampler(str(path), targets_fn=lambda origin_s, end_s: np.array([origin_s]), deadline=deadline):
+        assert abs(deadline.seconds - 2 * 600) < 2.0, deadline.seconds
+
+
 def test_a_decoder_stuck_inside_one_ffmpeg_call_is_given_up_and_the_run_goes_on(tmp_path, tiny_checkpoint):
     """Python cannot interrupt a thread inside one FFmpeg call (a hung network mount, a decoder
     looping on a packet), so the per-video limit alone would let one file hang the night's run. Here

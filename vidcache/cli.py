@@ -149,10 +149,10 @@ def _extract_options(fn):
         click.option(
             "--video-timeout-s",
             type=float,
-            default=600.0,
-            show_default=True,
-            help="Per-video decode time limit; past it the video fails, and a decoder stuck inside FFmpeg is "
-            "abandoned after a grace (10%, 5-60 s) while a fresh worker goes on.",
+            default=None,
+            help="Per-video decode time limit (default: 600 s, or 2 s per second of a longer video); past it "
+            "the video fails, and a decoder stuck inside FFmpeg is abandoned after a grace (10%, 5-60 s) "
+            "while a fresh worker goes on.",
         ),
         click.option("--retry-failed", is_flag=True, help="Retry videos that failed before even if unchanged."),
         click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights."),
@@ -192,7 +192,7 @@ def build_config(
     seek: str = "auto",
     shard_size_mb: float = 256.0,
     commit_every_s: float = 60.0,
-    video_timeout_s: float = 600.0,
+    video_timeout_s: float | None = None,
     retry_failed: bool = False,
     allow_download: bool = False,
 ) -> ExtractConfig:

@@ -158,7 +158,7 @@ class RunConfig:
     shard_count: int = 1
     shard_size_mb: float = 256.0
     commit_every_s: float = 60.0
-    video_timeout_s: float = 600.0
+    video_timeout_s: float | None = None  # None: 600 s, or 2 s per second of a longer video
     seek: SeekMode = "auto"
     retry_failed: bool = False
     allow_download: bool = False
@@ -172,7 +172,8 @@ class RunConfig:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
         if not (0 <= self.shard_index < self.shard_count):
             raise ConfigError(f"--shard {self.shard_index}/{self.shard_count}: K must be in 0..N-1 (e.g. 0/4 .. 3/4)")
-        if self.shard_size_mb <= 0 or self.commit_every_s <= 0 or self.video_timeout_s <= 0:
+        timeout_bad = self.video_timeout_s is not None and self.video_timeout_s <= 0
+        if self.shard_size_mb <= 0 or self.commit_every_s <= 0 or timeout_bad:
             raise ConfigError("--shard-size-mb, --commit-every-s and --video-timeout-s must be > 0")
 
 

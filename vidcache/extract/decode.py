@@ -25,6 +25,8 @@ from ..config import SamplingConfig
 from ..errors import VideoFailure, fault_point
 from .sampling import sample_times
 
+DEFAULT_VIDEO_TIMEOUT_S = 600.0  # per-video decode limit unless --video-timeout-s is given ...
+DECODE_S_PER_VIDEO_S = 2.0  # ... raised to this many seconds per second of a longer video
 MAX_BAD_PACKETS = 50  # packets a decoder may reject before the video counts as failed
 SEEK_GAP_S = 2.0  # "auto" seeks across gaps longer than this until it has seen the keyframe interval
 KEEP_WINDOW_S = 0.25  # sparse decode keeps every frame starting this close before a sample time
@@ -68,11 +70,23 @@ class Deadline:
     frames (models, flow) or waits on a full queue, so a long video is not failed for being slow
     downstream. Holds nest (the stage holds around its consumers, the worker around its queue)."""
 
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
+    def __init__(self, seconds: float | None):
+        # None: the default limit, raised for long videos once their duration is known (`fit_to`)
+        self.scales = seconds is None
+        self.seconds = DEFAULT_VIDEO_TIMEOUT_S if seconds is None else seconds
+        self.at = time.monotonic() + self.seconds
         self._holds = 0
         self._held_since = 0.0
+
+    def fit_to(self, duration_s: float | None) -> None:
+        """With the default limit: at least `DECODE_S_PER_VIDEO_S` per second of video, so an hour of
+        4K is not failed for being long. A limit the user gave is kept as given."""
+        if not self.scales or not duration_s or not math.isfinite(duration_s):
+            return
+        extra = DECODE_S_PER_VIDEO_S * duration_s - self.seconds
+        if extra > 0:
+            self.seconds += extra
+            self.at += extra
 
     def pause(self, seconds: float) -> None:
         self.at += max(0.0, seconds)
@@ -295,6 +309,8 @@ class FrameSampler:
         self.seek_mode = seek
         self.sparse_decode = sparse_decode
         self.deadline = deadline
+        if isinstance(deadline, Deadline):
+            deadline.fit_to(self.info.duration_s)
         self._tb = self.stream.time_base
         self.segment_start_s = start_s
         self.segment_end_s = end_s

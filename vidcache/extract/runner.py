@@ -37,6 +37,7 @@ from ..errors import ConfigError, cache_write_error
 from ..manifest import VideoEntry
 from .backbones import create_backbone
 from .consumers import Chunk, ClipFrames, Consumer, FlowPairs, S3dWindows
+from .decode import DEFAULT_VIDEO_TIMEOUT_S
 from .device import resolve_device
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage
@@ -374,7 +375,7 @@ class Extractor:
             tasks.put((index, entry, views))
         out: queue.Queue = queue.Queue(maxsize=max(4, 2 * run.workers))
         stop = threading.Event()
-        watch = DecodeWatch(limit_s=run.video_timeout_s)
+        watch = DecodeWatch(limit_s=run.video_timeout_s or DEFAULT_VIDEO_TIMEOUT_S)
         workers: list[threading.Thread] = []
 
         def spawn_worker() -> None:

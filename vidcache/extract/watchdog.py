@@ -40,8 +40,7 @@ class DecodeWatch:
     """Thread-safe record of which video each worker decodes, with that video's `Deadline`."""
 
     def __init__(self, *, limit_s: float):
-        self.limit_s = limit_s
-        self.grace_s = stuck_grace_s(limit_s)
+        self.grace_s = stuck_grace_s(limit_s)  # for the bounded wait on interrupt; each video has its own
         self._lock = threading.Lock()
         self._busy: dict[int, tuple[int, Deadline]] = {}
         self._abandoned: set[int] = set()
@@ -64,7 +63,7 @@ class DecodeWatch:
         with self._lock:
             for worker, (index, deadline) in list(self._busy.items()):
                 overdue_s = deadline.overdue_s()
-                if overdue_s > self.grace_s:
+                if overdue_s > stuck_grace_s(deadline.seconds):
                     del self._busy[worker]
                     self._abandoned.add(worker)
                     stuck.append(Stuck(worker, index, deadline.seconds + overdue_s))
