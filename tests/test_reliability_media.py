@@ -173,6 +173,14 @@ def build_corpus(root: Path) -> list[Case]:
         path.write_bytes(bytes(data))
         cases.append(Case(name, "done", ("done", "failed")))
 
+    # a codec this FFmpeg has no decoder for: an MPEG-4 AVI whose FourCC is overwritten
+    data = write_video(root / "src-fourcc.avi", 12, fps=12, codec="mpeg4", **small).read_bytes()
+    for tag in (b"FMP4", b"XVID", b"DIVX", b"mp4v"):
+        data = data.replace(tag, b"ZZZZ")
+    (root / "src-fourcc.avi").unlink()
+    (root / "unknown-codec.avi").write_bytes(data)
+    cases.append(Case("unknown-codec.avi", "failed", "absent", ("no decoder",)))
+
     # -- awkward but readable: each must be done with the rows a plain PyAV loop predicts ----------
     write_audio_only(root / "audio-only.m4a", 2.0)
     cases.append(Case("audio-only.m4a", "failed", "done", ("no video stream",)))

@@ -319,3 +319,27 @@ def test_time_spent_downstream_does_not_count_against_the_decode_limit(views_cor
     entry = VideoEntry("tone.mp4", str(root / "tone.mp4"))
     stage = VideoStage(entry, [Slow()], run=RunConfig(video_timeout_s=1.0))
     assert list(stage) == [] and stage.outcomes == {"clip": ("done", None)}
+
+
+def test_an_unexpected_error_in_the_video_pass_fails_only_the_video_views(views_corpus):
+    """A bug or an odd file that raises something no check foresaw fails the views of that pass with
+    a one-line reason; the audio pass still runs and its rows are kept."""
+    from vidcache.config import RunConfig
+    from vidcache.extract.consumers import Consumer
+    from vidcache.extract.stage import VideoStage
+    from vidcache.manifest import VideoEntry
+
+    class Broken(Consumer):
+        view_names, max_short_side = ("clip",), 64
+
+        def targets_s(self, origin_s, end_s, nominal_dt_s, *, frame_origin_s=None):
+            return np.arange(origin_s, end_s, 0.5)
+
+        def feed(self, rgb, time_s, indices):
+            raise RuntimeError("boom\nsecond line")
+
+    root, _ = views_corpus
+    stage = VideoStage(VideoEntry("tone.mp4", str(root / "tone.mp4")), [Broken()], run=RunConfig(), audio=True)
+    chunks = list(stage)
+    assert stage.outcomes["clip"] == ("failed", "unexpected RuntimeError: boom")
+    assert stage.outcomes["audio"] == ("done", None) and {c.view for c in chunks} == {"audio"}

@@ -218,6 +218,11 @@ def open_video(
         container.close()
         what = "audio with a cover picture only" if pictures else "audio-only or data file"
         raise VideoFailure(f"no video stream ({what})")
+    if stream.codec_context is None:  # a codec (FourCC) this FFmpeg build has no decoder for
+        container.close()
+        raise VideoFailure(
+            f"no decoder for its video codec in this FFmpeg build (PyAV {av.__version__}); transcode it, e.g. to H.264"
+        )
     stream.thread_type = "AUTO"
     if threads:
         stream.codec_context.thread_count = threads

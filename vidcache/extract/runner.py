@@ -40,7 +40,7 @@ from .consumers import Chunk, ClipFrames, Consumer, FlowPairs, S3dWindows
 from .decode import DEFAULT_VIDEO_TIMEOUT_S
 from .device import resolve_device
 from .spill import RowSpill, remove_spills
-from .stage import VideoStage
+from .stage import VideoStage, unexpected_reason
 from .text import DEFAULT_TEMPLATES, prompt_embeddings, write_text_embeddings
 from .watchdog import DecodeWatch
 
@@ -276,8 +276,7 @@ class Extractor:
                 watch.end(slot)
                 if watch.abandoned(slot):
                     return
-                log.debug("unexpected decode error", exc_info=True)
-                reason = f"unexpected {type(exc).__name__}: {exc}".splitlines()[0]
+                reason = unexpected_reason(exc)
                 outcomes = {view: (STATUS_FAILED, reason) for view in views}
                 out.put(("done", index, None, outcomes, {}, time.perf_counter() - started))
 

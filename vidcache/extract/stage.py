@@ -9,6 +9,7 @@ run this same class, so benchmarks measure what extract does.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -22,7 +23,14 @@ from ..manifest import VideoEntry
 from .consumers import Chunk, Consumer
 from .decode import Deadline, FrameSampler, frame_to_rgb
 
+log = logging.getLogger("vidcache.extract")
 AUDIO_CHUNK_EXAMPLES = 64  # log-mel examples per chunk sent to the audio encoder
+
+
+def unexpected_reason(exc: BaseException) -> str:
+    """The one-line reason recorded for an error no check foresaw (the debug log has the traceback)."""
+    log.debug("unexpected decode error", exc_info=exc)
+    return f"unexpected {type(exc).__name__}: {exc}".splitlines()[0]
 
 
 class VideoStage:
@@ -63,6 +71,10 @@ class VideoStage:
             except ViewAbsent as absent:
                 for view in video_views:
                     self.outcomes[view] = (STATUS_ABSENT, absent.reason)
+            except Exception as exc:  # a bug or an odd file: these views fail, the audio pass still runs
+                reason = unexpected_reason(exc)
+                for view in video_views:
+                    self.outcomes[view] = (STATUS_FAILED, reason)
         if self.audio and not self._stopped():
             try:
                 yield from self._audio(deadline)
@@ -71,6 +83,8 @@ class VideoStage:
                 self.outcomes["audio"] = (STATUS_FAILED, failure.reason)
             except ViewAbsent as absent:
                 self.outcomes["audio"] = (STATUS_ABSENT, absent.reason)
+            except Exception as exc:
+                self.outcomes["audio"] = (STATUS_FAILED, unexpected_reason(exc))
 
     # video ---------------------------------------------------------------------------------------
     def _video(self, deadline: Deadline) -> Iterator[Chunk]:

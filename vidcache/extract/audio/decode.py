@@ -168,7 +168,7 @@ def iter_audio(
             raise ViewAbsent("no audio stream")
         stream = container.streams.audio[0]
         if stream.codec_context is None:
-            raise VideoFailure(f"no decoder for the audio codec ({stream.codec_name or 'unknown'})")
+            raise VideoFailure(f"no decoder for the audio codec in this FFmpeg build (PyAV {av.__version__})")
         frames, first = _first_frame(container, stream, start_s, deadline)
         t0 = first.time if first is not None and first.time is not None else 0.0
         # samples [lo, hi) counted from t0 are inside the segment (small epsilon: float times)
