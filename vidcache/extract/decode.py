@@ -173,11 +173,11 @@ def open_container(path: str, *, kind: str = "video") -> av.container.InputConta
         mode = os.stat(path).st_mode
     except OSError:
         mode = None  # av.open names the failure (missing, no permission, ...)
-    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
-        # opening a named pipe blocks until someone writes to it: a night's run stuck on one row
+    # opening a named pipe blocks until someone writes to it: a night's run stuck on one row
+    # (directories are left to av.open, which names them)
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISBLK(mode) or stat.S_ISDIR(mode)):
         kind_of = "named pipe (FIFO)" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
-        if not stat.S_ISDIR(mode):
-            raise VideoFailure(f"not a regular file but a {kind_of}; point the manifest at the video file itself")
+        raise VideoFailure(f"not a regular file but a {kind_of}; point the manifest at the video file itself")
     try:
         return av.open(path, metadata_errors="replace")
     except FileNotFoundError:
