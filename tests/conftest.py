@@ -56,6 +56,11 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
+def tiny_clip_args(checkpoint: object) -> list[str]:
+    """The extract options of the tests' tiny CLIP: its architecture and the random weights file."""
+    return ["--clip-model", "vidcache-tiny", "--clip-pretrained", str(checkpoint)]
+
+
 def run_cli(
     *args: str, timeout: float = 180, check: bool = False, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ import open_clip
 import pytest
 import torch
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, tiny_clip_args
 from vidcache import Cache
 from vidcache.cache.lock import ExtractLock
 from vidcache.synth import write_video
@@ -29,10 +29,7 @@ def extract(manifest, cache, checkpoint, *extra, json_out=True):
         manifest,
         "--cache",
         cache,
-        "--clip-model",
-        "vidcache-tiny",
-        "--clip-pretrained",
-        checkpoint,
+        *tiny_clip_args(checkpoint),
         "--fps",
         "2",
         *extra,
@@ -100,10 +97,7 @@ def test_other_settings_refuse_to_mix_into_a_cache(extracted, corpus, tiny_check
         corpus / "manifest.csv",
         "--cache",
         cache_dir,
-        "--clip-model",
-        "vidcache-tiny",
-        "--clip-pretrained",
-        tiny_checkpoint,
+        *tiny_clip_args(tiny_checkpoint),
         "--fps",
         "3",
     )
@@ -181,10 +175,7 @@ def test_parallel_shards_share_one_cache(tmp_path, corpus, tiny_checkpoint):
         str(corpus / "manifest.csv"),
         "--cache",
         str(cache_dir),
-        "--clip-model",
-        "vidcache-tiny",
-        "--clip-pretrained",
-        str(tiny_checkpoint),
+        *tiny_clip_args(str(tiny_checkpoint)),
         "--json",
     ]
     procs = [
@@ -209,10 +200,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path, tiny_checkpoint):
     (root.parent / "m.csv").replace(root / "m.csv")
     manifest = root / "m.csv"
     args = [
-        "--clip-model",
-        "vidcache-tiny",
-        "--clip-pretrained",
-        str(tiny_checkpoint),
+        *tiny_clip_args(str(tiny_checkpoint)),
         "--fps",
         "8",
         "--workers",

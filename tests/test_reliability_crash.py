@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_clip_args
 from vidcache import Cache
 from vidcache.cache.catalog import Catalog, Item, now_iso
 from vidcache.cache.shard import read_shard_index
@@ -96,10 +96,7 @@ def corpus_args(tmp_path_factory, tiny_checkpoint) -> tuple[Path, list[str]]:
         rows.append(f"v{i:02d}.mp4,{'abc'[i % 3]}")
     (root / "m.csv").write_text("\n".join(rows) + "\n")
     args = [
-        "--clip-model",
-        "vidcache-tiny",
-        "--clip-pretrained",
-        str(tiny_checkpoint),
+        *tiny_clip_args(str(tiny_checkpoint)),
         "--views",
         ",".join(VIEWS),
         "--fps",

@@ -21,7 +21,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tiny_clip_args
 from vidcache import Cache
 from vidcache.cache.verify import verify_cache
 from vidcache.synth import add_cover_picture, write_video
@@ -270,10 +270,7 @@ def extract(
         manifest,
         "--cache",
         cache,
-        "--clip-model",
-        "vidcache-tiny",
-        "--clip-pretrained",
-        checkpoint,
+        *tiny_clip_args(checkpoint),
         "--fps",
         str(FPS),
         "--json",

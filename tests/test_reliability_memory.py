@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_clip_args
 from vidcache.synth import write_video
 
 LENGTH_RATIO = 1.15
@@ -38,7 +38,7 @@ def _peak_rss_mib(video, cache_dir, tiny_checkpoint, *views: str) -> float:
     manifest.write_text(f"path\n{video.name}\n")
     argv = [
         sys.executable, "-m", "vidcache.cli", "extract", str(manifest), "--cache", str(cache_dir),
-        "--clip-model", "vidcache-tiny", "--clip-pretrained", str(tiny_checkpoint), "--fps", "2",
+        *tiny_clip_args(tiny_checkpoint), "--fps", "2",
         "--views", ",".join(views or ("clip", "audio")), "--workers", "1", "--json",
     ]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -14,7 +14,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tiny_clip_args
 from vidcache import Cache
 from vidcache.config import FlowConfig, S3dConfig
 from vidcache.extract.consumers import FlowPairs, S3dWindows
@@ -48,10 +48,7 @@ def extract(root, cache, checkpoint, s3d_weights, views, *extra):
         cache,
         "--views",
         views,
-        "--clip-model",
-        "vidcache-tiny",
-        "--clip-pretrained",
-        checkpoint,
+        *tiny_clip_args(checkpoint),
         "--s3d-weights",
         s3d_weights,
         "--s3d-clip-len",
@@ -215,7 +212,7 @@ def test_audio_only_file_gets_audio_rows_and_a_failed_video_view(tmp_path, tiny_
             out.mux(packet)
     (tmp_path / "manifest.csv").write_text("path\nvoice.m4a\n")
     args = ["extract", tmp_path / "manifest.csv", "--cache", tmp_path / "c", "--views", "clip,audio"]
-    args += ["--clip-model", "vidcache-tiny", "--clip-pretrained", tiny_checkpoint, "--json"]
+    args += [*tiny_clip_args(tiny_checkpoint), "--json"]
     result = run_cli(*map(str, args))
     assert result.returncode == 1  # the clip view failed
     with Cache(tmp_path / "c") as cache:

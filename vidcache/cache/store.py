@@ -223,10 +223,7 @@ class CacheWriter:
             writer, self._writer = self._writer, None
             if writer is not None:
                 writer.discard(hdf5_failed=True)
-            mapped = as_os_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from None
+            raise as_os_error(exc) from None  # h5py's errno-carrying RuntimeError as the OSError it is
         if absent:
             self._record(video_id, STATUS_ABSENT, absent, source=source, info_json=info_json)
         self.write_seconds += time.perf_counter() - started
@@ -296,10 +293,7 @@ class CacheWriter:
             path = writer.commit()
         except BaseException as exc:
             writer.discard(hdf5_failed=True)
-            mapped = as_os_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from None
+            raise as_os_error(exc) from None  # h5py's errno-carrying RuntimeError as the OSError it is
         fault_point("shard-renamed", path)
         items = done_items(writer.name, writer.rows)
         self.catalog.record_shard(
