@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.vidcache-installed
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench bench-gpu
 
 $(STAMP): constraints.txt setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -26,3 +26,9 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_views.py
 	$(VENV)/bin/python benchmarks/bench_index.py
 	$(VENV)/bin/python benchmarks/bench_heads.py
+
+# The GPU check (benchmarks/bench_gpu.py): on a GPU machine without .venv it runs under python3, with the
+# packages that machine lacks installed from .whl/ (benchmarks/gpu_wheels.sh). No install step: it must
+# run as it is on a bare GPU image.
+bench-gpu:
+	PYTHON=$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3) bash benchmarks/gpu_run.sh $(BENCH_GPU_ARGS)

@@ -54,15 +54,19 @@ def bag_instance(
 ) -> torch.Tensor:
     """Seed 004: per class, bag BCE ℓ plus λ·(ℓ − mean_j R_j)² with R_j = BCE(q_j, 1[q_j ≥ 0.5]) for a
     positive bag; for a negative bag the instance loss alone (every frame pushed to 0)."""
-    eps = 1e-6
-    bag_prob = bag_prob.clamp(eps, 1 - eps)
-    q = instance_prob.clamp(eps, 1 - eps)  # [N, T, C]
-    frames = mask.unsqueeze(-1).float()
-    count = frames.sum(dim=1).clamp(min=1)  # [N, 1]
-    bag_loss = F.binary_cross_entropy(bag_prob, targets, reduction="none")  # [N, C]
-    pseudo = (q >= 0.5).float().detach()
-    instance = F.binary_cross_entropy(q, pseudo, reduction="none")
-    mean_instance = (instance * frames).sum(dim=1) / count
-    negative = (F.binary_cross_entropy(q, torch.zeros_like(q), reduction="none") * frames).sum(dim=1) / count
-    positive_loss = bag_loss + instance_lambda * (bag_loss - mean_instance) ** 2
-    return torch.where(targets > 0.5, positive_loss, negative).mean()
+    # BCE on probabilities is refused under CUDA autocast (and loses precision near 0/1 in bf16): the
+    # loss is computed in float32 with autocast off, whatever precision produced the probabilities.
+    with torch.autocast(device_type=bag_prob.device.type, enabled=False):
+        eps = 1e-6
+        bag_prob = bag_prob.float().clamp(eps, 1 - eps)
+        q = instance_prob.float().clamp(eps, 1 - eps)  # [N, T, C]
+        targets = targets.float()
+        frames = mask.unsqueeze(-1).float()
+        count = frames.sum(dim=1).clamp(min=1)  # [N, 1]
+        bag_loss = F.binary_cross_entropy(bag_prob, targets, reduction="none")  # [N, C]
+        pseudo = (q >= 0.5).float().detach()
+        instance = F.binary_cross_entropy(q, pseudo, reduction="none")
+        mean_instance = (instance * frames).sum(dim=1) / count
+        negative = (F.binary_cross_entropy(q, torch.zeros_like(q), reduction="none") * frames).sum(dim=1) / count
+        positive_loss = bag_loss + instance_lambda * (bag_loss - mean_instance) ** 2
+        return torch.where(targets > 0.5, positive_loss, negative).mean()
