@@ -695,7 +695,7 @@ def compile_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> 
             compiled(x)
             sync(device)
             compile_s = time.perf_counter() - t0
-            per_call, _ = time_calls(lambda compiled=compiled: compiled(x), device, min_s=plan.min_timed_s)
+            per_call, _ = time_calls(lambda compiled=compiled, x=x: compiled(x), device, min_s=plan.min_timed_s)
         eager = state.get("model_rates", {}).get(model_name)
         result[model_name] = {
             "precision": precision,
