@@ -467,6 +467,59 @@ def decode_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> d
     return result
 
 
+def _decode_in_child(job: tuple[VideoEntry, SamplingConfig, RunConfig, Any, int]) -> list[np.ndarray]:
+    """A decode worker as a separate process: the extractor's decode stage on one video, the prepared
+    uint8 frames sent back to the parent (pickled through a pipe, so the transfer is counted)."""
+    from types import SimpleNamespace
+
+    from vidcache.extract.consumers import ClipFrames
+    from vidcache.extract.stage import VideoStage
+
+    entry, sampling, run, preprocess, torch_threads = job
+    torch.set_num_threads(torch_threads)
+    stand_in = SimpleNamespace(view="clip", preprocess=preprocess, prepare=preprocess.resize_crop)
+    stage = VideoStage(entry, [ClipFrames(stand_in, sampling, batch_size=run.batch_size)], run=run)
+    return [chunk.data.numpy() for chunk in stage]
+
+
+def decode_variants_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> dict[str, Any]:
+    """Why decoding stops scaling: the whole corpus with workers = cores, under FFmpeg's own thread count
+    per decoder (0 = one per core, for every one of the workers) or 1, torch's intra-op threads (used by
+    the resize in each worker) at the default or 1, and decode workers as threads or as processes."""
+    import dataclasses
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bench_extract import decode_only
+
+    entries: list[VideoEntry] = state["entries"]
+    encoder = state["encoders"][plan.extract_models[0]]
+    cores = os.cpu_count() or 1
+    default_threads = torch.get_num_threads()
+    base = _extract_config(plan, device, plan.extract_models[0], cores)
+    result: dict[str, Any] = {"workers": cores, "torch_threads_default": default_threads, "variants": {}}
+    for ffmpeg_threads, torch_threads in ((0, default_threads), (1, default_threads), (0, 1), (1, 1)):
+        config = dataclasses.replace(base, run=dataclasses.replace(base.run, decode_threads=ffmpeg_threads))
+        torch.set_num_threads(torch_threads)
+        try:
+            t0 = time.perf_counter()
+            frames = sum(len(b) for b in decode_only(entries, config, encoder))
+            wall = time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(default_threads)
+        name = f"threads ffmpeg={ffmpeg_threads} torch={torch_threads}"
+        result["variants"][name] = {"frames": frames, "frames_per_s": round(frames / wall, 1)}
+    run = dataclasses.replace(base.run, decode_threads=1)
+    jobs = [(entry, base.sampling, run, encoder.preprocess, 1) for entry in entries]
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=cores, mp_context=ctx) as pool:
+        list(pool.map(_decode_in_child, jobs[:cores]))  # start and warm every process
+        t0 = time.perf_counter()
+        frames = sum(sum(len(a) for a in arrays) for arrays in pool.map(_decode_in_child, jobs))
+        wall = time.perf_counter() - t0
+    result["variants"]["processes ffmpeg=1 torch=1"] = {"frames": frames, "frames_per_s": round(frames / wall, 1)}
+    return result
+
+
 def extract_section(device: torch.device, plan: Plan, state: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """`Extractor.run` end to end on the whole corpus with workers = cores, per model; decode-only and
     model-only on the same frames; GPU utilisation sampled during the extract."""
@@ -744,6 +797,8 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{row['model_frames_per_s']:.0f} -> ratio {row['ratio_extract_over_min']:.2f} "
                 f"(target >= {row['target']}), GPU util {util}%",
             ))
+    for name, row in s.get("decode_variants", {}).get("variants", {}).items():
+        rows.append((f"decode {name} (frames/s)", f"{row['frames_per_s']:.0f}"))
     if "s3d" in s:
         rows.append(("S3D (clips/s)", f"{s['s3d']['clips_per_s']} ({s['s3d']['clip_len']} frames)"))
     for name, row in s.get("raft", {}).items():
@@ -791,7 +846,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-ALL_SECTIONS = ("corpus", "model", "encode_path", "decode", "extract", "s3d", "raft", "mining", "heads", "compile")
+ALL_SECTIONS = (
+    "corpus", "model", "encode_path", "decode", "extract", "decode_variants", "s3d", "raft", "mining", "heads",
+    "compile",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -823,6 +881,7 @@ def main(argv: list[str] | None = None) -> int:
             ("encode_path", lambda: encode_path_section(device, plan, state), 10),
             ("decode", lambda: decode_section(device, plan, state), 15),
             ("extract", lambda: extract_section(device, plan, state, workdir), 30),
+            ("decode_variants", lambda: decode_variants_section(device, plan, state), 20),
             ("s3d", lambda: s3d_section(device, plan, state), 10),
             ("raft", lambda: raft_section(device, plan, state), 10),
             ("mining", lambda: mining_section(device, plan, state), 15),
@@ -832,9 +891,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn, needs_s in steps:
             if name not in wanted:
                 continue
-            if name in ("decode", "extract") and "encoders" not in state:
+            if name in ("decode", "extract", "decode_variants") and "encoders" not in state:
                 report.section("encode_path", lambda: encode_path_section(device, plan, state))
-            if name in ("decode", "extract") and "entries" not in state:
+            if name in ("decode", "extract", "decode_variants") and "entries" not in state:
                 report.section("corpus", lambda: corpus_section(workdir, plan, state))
             if name == "compile":
                 model = report.doc["sections"].get("model", {})

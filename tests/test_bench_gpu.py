@@ -29,7 +29,8 @@ def test_bench_gpu_quick_runs_every_section(tmp_path):
     doc = json.loads((out / "bench_gpu.json").read_text())
     assert doc["errors"] == {}
     s = doc["sections"]
-    for name in ("machine", "corpus", "model", "encode_path", "decode", "extract", "s3d", "raft", "mining", "heads"):
+    for name in ("machine", "corpus", "model", "encode_path", "decode", "extract", "decode_variants", "s3d", "raft",
+                 "mining", "heads"):
         assert name in s, name
     assert doc["skipped"] == {"compile": "no GPU (compile is measured on CUDA only)"}
     assert s["model"]["vidcache-tiny"]["fp32"]["images_per_s"] > 0
