@@ -435,35 +435,77 @@ def _extract_config(plan: Plan, device: torch.device, model_name: str, workers: 
     )
 
 
+def decode_only_processes(entries: list[VideoEntry], config: ExtractConfig, encoders: dict[str, Any]) -> int:
+    """The extractor's decode stage in process mode without the model: its own `process_worker` threads
+    (one decode process each, `config.run.workers` of them) feeding a queue that this thread drains.
+    Returns the sampled frames that arrived (prepared uint8, in the parent)."""
+    import queue
+    import threading
+
+    from vidcache.extract.decode_process import decode_spec, process_context, process_worker
+    from vidcache.extract.watchdog import DecodeWatch
+
+    tasks: queue.Queue = queue.Queue()
+    for index, entry in enumerate(entries):
+        tasks.put((index, entry, list(config.views)))
+    out: queue.Queue = queue.Queue(maxsize=max(4, 2 * config.run.workers))
+    stop, watch = threading.Event(), DecodeWatch(limit_s=600.0)
+    spec, ctx = decode_spec(config, encoders), process_context()
+    threads = [
+        threading.Thread(target=process_worker, args=(slot, tasks, out, stop, watch), kwargs={"spec": spec, "ctx": ctx})
+        for slot in range(min(config.run.workers, len(entries)))
+    ]
+    for thread in threads:
+        thread.start()
+    frames, done = 0, 0
+    while done < len(entries):
+        message = out.get()
+        if message[0] == "chunk":
+            frames += len(message[3].data)
+        else:
+            done += 1
+            if message[2] is None:
+                raise RuntimeError(f"decode failed: {message[3]}")
+    for thread in threads:
+        thread.join()
+    return frames
+
+
 def decode_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> dict[str, Any]:
     """Sampled frames/s of the extractor's decode stage alone (decode + sample + resize/crop to the
-    model's uint8 input), with 1 … cores workers."""
+    model's uint8 input), with 1 … cores workers, as processes (the CUDA default) and as threads."""
     from bench_extract import decode_only
 
     entries: list[VideoEntry] = state["entries"]
-    encoder = state["encoders"][plan.extract_models[0]]
-    result: dict[str, Any] = {"by_workers": {}}
-    decode_only(entries[:1], _extract_config(plan, device, plan.extract_models[0], 1), encoder)  # warm
+    model_name = plan.extract_models[0]
+    encoder = state["encoders"][model_name]
+    result: dict[str, Any] = {"by_workers": {}, "threads_by_workers": {}}
+    decode_only(entries[:1], _extract_config(plan, device, model_name, 1), encoder)  # warm
+    decode_only_processes(entries[:1], _extract_config(plan, device, model_name, 1), {"clip": encoder})
     for workers in plan.decode_workers:
         subset = entries[: max(2, min(len(entries), 2 * workers))]
-        config = _extract_config(plan, device, plan.extract_models[0], workers)
-        t0 = time.perf_counter()
-        batches = decode_only(subset, config, encoder)
-        wall = time.perf_counter() - t0
-        frames = sum(len(b) for b in batches)
-        result["by_workers"][str(workers)] = {
-            "videos": len(subset),
-            "frames": frames,
-            "frames_per_s": round(frames / wall, 1),
-            "video_s_per_s": round(len(subset) * plan.seconds / wall, 1),
+        config = _extract_config(plan, device, model_name, workers)
+        for key, run in (
+            ("by_workers", lambda s=subset, c=config: decode_only_processes(s, c, {"clip": encoder})),
+            ("threads_by_workers", lambda s=subset, c=config: sum(len(b) for b in decode_only(s, c, encoder))),
+        ):
+            t0 = time.perf_counter()
+            frames = run()
+            wall = time.perf_counter() - t0
+            result[key][str(workers)] = {
+                "videos": len(subset),
+                "frames": frames,
+                "frames_per_s": round(frames / wall, 1),
+                "video_s_per_s": round(len(subset) * plan.seconds / wall, 1),
+            }
+    for key, name in (("by_workers", "scaling"), ("threads_by_workers", "threads_scaling")):
+        rates = result[key]
+        one, most = rates[str(plan.decode_workers[0])], rates[str(plan.decode_workers[-1])]
+        result[name] = {
+            "workers": plan.decode_workers[-1],
+            "speedup": round(most["frames_per_s"] / one["frames_per_s"], 2),
+            "efficiency": round(most["frames_per_s"] / one["frames_per_s"] / plan.decode_workers[-1], 2),
         }
-    rates = result["by_workers"]
-    one, most = rates[str(plan.decode_workers[0])], rates[str(plan.decode_workers[-1])]
-    result["scaling"] = {
-        "workers": plan.decode_workers[-1],
-        "speedup": round(most["frames_per_s"] / one["frames_per_s"], 2),
-        "efficiency": round(most["frames_per_s"] / one["frames_per_s"] / plan.decode_workers[-1], 2),
-    }
     return result
 
 
@@ -531,10 +573,15 @@ def extract_section(device: torch.device, plan: Plan, state: dict[str, Any], wor
     for model_name in plan.extract_models:
         encoder = state["encoders"][model_name]
         config = _extract_config(plan, device, model_name, workers)
-        decode_row: dict[str, Any] = {}
-        with measure(device, decode_row):
-            batches = decode_only(entries, config, encoder)
+        batches = decode_only(entries[: len(entries) // 4 or 1], config, encoder)  # frames for model-only
         frames = torch.cat(batches)
+        decode_row: dict[str, Any] = {}
+        decode_in = "processes" if device.type == "cuda" else "threads"  # what extract's auto picks
+        with measure(device, decode_row):
+            if decode_in == "processes":
+                n_decoded = decode_only_processes(entries, config, {"clip": encoder})
+            else:
+                n_decoded = sum(len(b) for b in decode_only(entries, config, encoder))
         model_row: dict[str, Any] = {}
         model_only(frames[: plan.extract_batch], encoder, plan.extract_batch)  # warm
         with measure(device, model_row):
@@ -547,12 +594,13 @@ def extract_section(device: torch.device, plan: Plan, state: dict[str, Any], wor
         shutil.rmtree(cache, ignore_errors=True)
         if summary.failed:
             raise RuntimeError(f"extract failed for some videos: {summary.failures}")
-        n = len(frames)
-        decode_fps, model_fps = n / decode_row["wall_s"], n / model_row["wall_s"]
+        n = n_decoded
+        decode_fps, model_fps = n / decode_row["wall_s"], len(frames) / model_row["wall_s"]
         extract_fps = summary.frames / pipeline_s
         result[model_name] = {
             "frames": n,
             "rows": summary.frames,
+            "decode_in": summary.decode_in,
             "decode_frames_per_s": round(decode_fps, 1),
             "model_frames_per_s": round(model_fps, 1),
             "extract_frames_per_s": round(extract_fps, 1),
@@ -785,9 +833,11 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((f"encode path {name} (img/s)", f"{row['images_per_s']:.0f}"))
     dec = s.get("decode", {})
     if dec:
-        by = ", ".join(f"{w}w {v['frames_per_s']:.0f}" for w, v in dec["by_workers"].items())
-        rows.append(("decode only (sampled frames/s)", by))
-        rows.append(("  decode scaling", f"{dec['scaling']['speedup']}x on {dec['scaling']['workers']} workers"))
+        for key, label, scale in (("by_workers", "processes", "scaling"), ("threads_by_workers", "threads",
+                                                                             "threads_scaling")):
+            by = ", ".join(f"{w}w {v['frames_per_s']:.0f}" for w, v in dec[key].items())
+            rows.append((f"decode only, {label} (sampled frames/s)", by))
+            rows.append((f"  scaling ({label})", f"{dec[scale]['speedup']}x on {dec[scale]['workers']} workers"))
     for name, row in s.get("extract", {}).items():
         if isinstance(row, dict):
             util = (row["gpu_util"]["extract"] or {}).get("mean_pct")

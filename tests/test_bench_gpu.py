@@ -38,7 +38,7 @@ def test_bench_gpu_quick_runs_every_section(tmp_path):
     # every sampled frame became a row: 4 videos x 2 s x 4 fps
     assert extract["rows"] == extract["frames"] == 4 * 2 * 4
     assert extract["ratio_extract_over_min"] > 0
-    assert set(s["decode"]["by_workers"]) >= {"1"}
+    assert set(s["decode"]["by_workers"]) >= {"1"} and set(s["decode"]["threads_by_workers"]) >= {"1"}
     assert s["mining"]["torch"]["recall_vs_numpy_float64"] == 1.0
     assert s["mining"]["faiss"]["ids_equal_to_torch"] >= 0.99
     assert s["heads"]["heads"]["pool"]["videos_per_s"] > 0

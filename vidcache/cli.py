@@ -123,6 +123,14 @@ def _extract_options(fn):
         click.option("--batch-size", type=int, default=64, show_default=True, help="Frames per model batch."),
         click.option("--workers", type=int, default=2, show_default=True, help="Videos decoded in parallel."),
         click.option(
+            "--decode-in",
+            type=click.Choice(["auto", "threads", "processes"]),
+            default="auto",
+            show_default=True,
+            help="Decode workers as threads or processes (processes scale with the cores; auto: processes "
+            "when the models run on CUDA, threads on CPU). On a GPU machine use --workers $(nproc).",
+        ),
+        click.option(
             "--shard",
             "shard_spec",
             default="0/1",
@@ -188,6 +196,7 @@ def build_config(
     device: str = "auto",
     batch_size: int = 64,
     workers: int = 2,
+    decode_in: str = "auto",
     shard_spec: str = "0/1",
     seek: str = "auto",
     shard_size_mb: float = 256.0,
@@ -219,6 +228,7 @@ def build_config(
             device=device,  # type: ignore[arg-type]
             batch_size=batch_size,
             workers=workers,
+            decode_in=decode_in,  # type: ignore[arg-type]
             shard_index=shard_index,
             shard_count=shard_count,
             seek=seek,  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from .errors import ConfigError
 Dtype = Literal["float16", "float32"]
 Device = Literal["auto", "cpu", "cuda"]
 SeekMode = Literal["auto", "never", "always"]
+DecodeIn = Literal["auto", "threads", "processes"]
 
 
 def check_choice(name: str, value: Any, allowed: Any) -> None:
@@ -153,7 +154,12 @@ class RunConfig:
     device: Device = "auto"
     batch_size: int = 64
     workers: int = 2
-    decode_threads: int = 0  # FFmpeg codec threads per video, 0 = FFmpeg's choice
+    decode_threads: int = 0  # FFmpeg codec threads per video, 0 = FFmpeg's choice (processes: cores / workers)
+    # Decode workers as threads or as processes. Threads stop scaling at ~4 workers (the Python work per
+    # frame and torch's resize share one interpreter); processes scale with the cores. auto = processes
+    # when the models run on CUDA (decoding is then the bottleneck) unless RAFT flow needs the GPU model
+    # inside the decode workers; threads on CPU, where the models want the cores anyway.
+    decode_in: DecodeIn = "auto"
     shard_index: int = 0
     shard_count: int = 1
     shard_size_mb: float = 256.0
@@ -166,6 +172,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_choice("--device", self.device, Device)
         check_choice("--seek", self.seek, SeekMode)
+        check_choice("--decode-in", self.decode_in, DecodeIn)
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.workers < 1:

@@ -110,6 +110,7 @@ def cache_write_error(cache_dir: object, exc: BaseException) -> CacheError:
 
 
 FAULT_ENV = "VIDCACHE_FAULT"
+FAULT_MATCH_ENV = "VIDCACHE_FAULT_MATCH"  # optional: only paths containing this text reach the fault
 _fault_hits: dict[str, int] = {}
 
 
@@ -131,6 +132,9 @@ def fault_point(step: str, path: object = None) -> None:
     """
     spec = os.environ.get(FAULT_ENV)
     if not spec or spec.split(":", 1)[0] != step:
+        return
+    match = os.environ.get(FAULT_MATCH_ENV)
+    if match and match not in str(path):  # only at this file (decode processes count visits each)
         return
     _, action, *nth = spec.split(":")
     _fault_hits[step] = hits = _fault_hits.get(step, 0) + 1

@@ -272,3 +272,28 @@ class FlowPairs(Consumer):
     def finish(self) -> list[Chunk]:
         self._pairs.clear()  # pairs whose second frame lies past the end of the video
         return self._compute()
+
+
+def make_consumers(
+    views: list[str] | tuple[str, ...],
+    *,
+    config,
+    clip=None,
+    s3d=None,
+    flow_method=None,
+) -> list[Consumer]:
+    """The decode-side work of the requested video views, in the order the stage feeds them. `clip` and
+    `s3d` are the encoders, or their `PrepareOnly` twins in a decode process: only `view`,
+    `prepare` (and `preprocess` / `max_short_side`) are used here."""
+    run = config.run
+    consumers: list[Consumer] = []
+    if "clip" in views:
+        consumers.append(ClipFrames(clip, config.sampling, batch_size=run.batch_size))
+    if "s3d" in views:
+        consumers.append(S3dWindows(s3d, config.s3d, batch_frames=run.batch_size))
+    flow_views = tuple(v for v in ("flow", "motion") if v in views)
+    if flow_views:
+        consumers.append(
+            FlowPairs(flow_method, config.flow, config.sampling, views=flow_views, batch=max(1, run.batch_size // 8))
+        )
+    return consumers

@@ -88,6 +88,16 @@ class Deadline:
             self.seconds += extra
             self.at += extra
 
+    def remaining_s(self) -> float:
+        """Decode time left; during a hold, what was left when the hold began."""
+        now = self._held_since if self._holds else time.monotonic()
+        return self.at - now
+
+    def restart(self, *, seconds: float, remaining_s: float) -> None:
+        """Mirror another process's deadline: its limit and the decode time it has left from now."""
+        self.seconds = seconds
+        self.at = time.monotonic() + remaining_s
+
     def pause(self, seconds: float) -> None:
         self.at += max(0.0, seconds)
 

@@ -36,8 +36,9 @@ from ..config import ExtractConfig, to_json
 from ..errors import ConfigError, cache_write_error
 from ..manifest import VideoEntry
 from .backbones import create_backbone
-from .consumers import Chunk, ClipFrames, Consumer, FlowPairs, S3dWindows
+from .consumers import Chunk, Consumer, make_consumers
 from .decode import DEFAULT_VIDEO_TIMEOUT_S
+from .decode_process import decode_spec, process_context, process_worker, processes_unsupported
 from .device import resolve_device
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage, unexpected_reason
@@ -67,6 +68,7 @@ class ExtractSummary:
     cache: str = ""
     run_id: str = ""
     device: str = ""
+    decode_in: str = ""  # threads or processes (RunConfig.decode_in resolved)
     random_weights: bool = False
     models_rss_mib: float = 0.0  # this process's peak RSS once the models are loaded: the fixed part
     peak_rss_mib: float = 0.0  # its peak over the whole run; the difference is what the videos cost
@@ -134,6 +136,7 @@ class Extractor:
         self.views = cache_views(config.views)
         self.encoders: dict[str, object] = {}  # model views, encoded batched in the main thread
         self.flow_method = None
+        self.device: torch.device | None = None
 
     # models --------------------------------------------------------------------------------------
     def _load_models(self, device) -> dict[str, dict]:
@@ -199,18 +202,13 @@ class Extractor:
         return dtypes
 
     def _consumers(self, views: list[str]) -> list[Consumer]:
-        cfg, run = self.config, self.config.run
-        consumers: list[Consumer] = []
-        if "clip" in views:
-            consumers.append(ClipFrames(self.encoders["clip"], cfg.sampling, batch_size=run.batch_size))
-        if "s3d" in views:
-            consumers.append(S3dWindows(self.encoders["s3d"], cfg.s3d, batch_frames=run.batch_size))
-        flow_views = tuple(v for v in ("flow", "motion") if v in views)
-        if flow_views:
-            consumers.append(
-                FlowPairs(self.flow_method, cfg.flow, cfg.sampling, views=flow_views, batch=max(1, run.batch_size // 8))
-            )
-        return consumers
+        return make_consumers(
+            views,
+            config=self.config,
+            clip=self.encoders.get("clip"),
+            s3d=self.encoders.get("s3d"),
+            flow_method=self.flow_method,
+        )
 
     # planning ------------------------------------------------------------------------------------
     def _plan(
@@ -247,6 +245,17 @@ class Extractor:
         return todo
 
     # decode workers ------------------------------------------------------------------------------
+    def _decode_in(self) -> str:
+        """threads or processes for this run (see RunConfig.decode_in)."""
+        wanted = self.config.run.decode_in
+        why_not = processes_unsupported(self.config, self.encoders)
+        if wanted == "processes" and why_not:
+            raise ConfigError(f"--decode-in processes: not possible here ({why_not}); use --decode-in threads")
+        if wanted == "auto":
+            on_gpu = self.device is not None and self.device.type == "cuda"
+            return "processes" if on_gpu and not why_not else "threads"
+        return wanted
+
     def _decode_worker(
         self, slot: int, tasks: queue.Queue, out: queue.Queue, stop: threading.Event, watch: DecodeWatch
     ) -> None:
@@ -290,7 +299,7 @@ class Extractor:
         summary.run_id = run_id
         check_cache_writable(self.cache_dir)
         with ExtractLock(self.cache_dir, shard_index=cfg.run.shard_index, shard_count=cfg.run.shard_count):
-            device = resolve_device(cfg.run.device)
+            device = self.device = resolve_device(cfg.run.device)
             summary.device = str(device)
             identities = self._load_models(device)
             summary.random_weights = any(getattr(e, "random_weights", False) for e in self.encoders.values())
@@ -377,10 +386,20 @@ class Extractor:
         watch = DecodeWatch(limit_s=run.video_timeout_s or DEFAULT_VIDEO_TIMEOUT_S)
         workers: list[threading.Thread] = []
 
+        decode_in = self._decode_in()
+        summary.decode_in = decode_in
+        if decode_in == "processes":
+            spec, ctx = decode_spec(self.config, self.encoders), process_context()
+
+            def target(slot, tasks, out, stop, watch):
+                process_worker(slot, tasks, out, stop, watch, spec=spec, ctx=ctx)
+        else:
+            target = self._decode_worker
+
         def spawn_worker() -> None:
             slot = len(workers)
             worker = threading.Thread(
-                target=self._decode_worker, args=(slot, tasks, out, stop, watch), daemon=True, name=f"decode-{slot}"
+                target=target, args=(slot, tasks, out, stop, watch), daemon=True, name=f"decode-{slot}"
             )
             workers.append(worker)
             worker.start()

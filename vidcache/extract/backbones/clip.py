@@ -109,6 +109,11 @@ class ClipEncoder(FrameEncoder):
     def prepare(self, rgb: np.ndarray) -> torch.Tensor:
         return self.preprocess.resize_crop(rgb)
 
+    @property
+    def process_prepare(self):
+        """`prepare` without the model, for decode processes (picklable)."""
+        return self.preprocess.resize_crop
+
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()

@@ -27,6 +27,14 @@ RESIZE_HW = (256, 256)
 CROP_HW = (224, 224)
 
 
+def s3d_prepare(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 → 3×224×224 uint8 (squash-resize to 256×256, centre crop). Module-level so a decode
+    process can run it without the model."""
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    image = TF.resize(image, list(RESIZE_HW), interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return TF.center_crop(image, list(CROP_HW))
+
+
 def _s3d_module():
     return importlib.import_module("torchvision.models.video.s3d")
 
@@ -94,11 +102,10 @@ class S3dEncoder(FrameEncoder):
     def random_weights(self) -> bool:
         return self.weights_kind == "random"
 
+    process_prepare = staticmethod(s3d_prepare)  # `prepare` without the model, for decode processes
+
     def prepare(self, rgb: np.ndarray) -> torch.Tensor:
-        """HxWx3 uint8 → 3×224×224 uint8 (squash-resize to 256×256, centre crop)."""
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
-        image = TF.resize(image, list(RESIZE_HW), interpolation=InterpolationMode.BILINEAR, antialias=True)
-        return TF.center_crop(image, list(CROP_HW))
+        return s3d_prepare(rgb)
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> np.ndarray:
