@@ -18,6 +18,7 @@ import numpy as np
 
 from ...errors import VideoFailure, ViewAbsent
 from ..decode import deadline_passed, open_container
+from .downmix import channel_mean
 from .frontend import SAMPLE_RATE_HZ
 
 MAX_BAD_PACKETS = 50  # audio packets the decoder may reject before the video counts as failed
@@ -30,12 +31,13 @@ def _open(path: str) -> av.container.InputContainer:
 
 
 class _Resampler:
-    """PyAV's resampler to 16 kHz mono float32, rebuilt when the input format changes mid-stream
-    (a fixed AudioResampler refuses frames that differ from its first one)."""
+    """Channel mean at the source rate (`downmix.channel_mean`, as VGGish), then PyAV's resampler
+    from mono float32 to 16 kHz mono float32, rebuilt when the sample rate changes mid-stream (a
+    fixed AudioResampler refuses frames that differ from its first one)."""
 
     def __init__(self) -> None:
         self._resampler: av.AudioResampler | None = None
-        self._key: tuple | None = None
+        self._rate: int | None = None
 
     @staticmethod
     def _samples(frames: list[av.AudioFrame]) -> list[np.ndarray]:
@@ -43,18 +45,21 @@ class _Resampler:
         return [frame.to_ndarray().reshape(-1).astype(np.float32, copy=True) for frame in frames if frame.samples]
 
     def resample(self, frame: av.AudioFrame) -> list[np.ndarray]:
-        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if not frame.samples:
+            return []
         out = []
-        if key != self._key:
+        if frame.sample_rate != self._rate:
             out = self.flush()
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
-            self._key = key
-        return out + self._samples(self._resampler.resample(frame))
+            self._rate = frame.sample_rate
+        mono = av.AudioFrame.from_ndarray(channel_mean(frame)[None, :], format="flt", layout="mono")
+        mono.sample_rate = frame.sample_rate
+        return out + self._samples(self._resampler.resample(mono))
 
     def flush(self) -> list[np.ndarray]:
         if self._resampler is None:
             return []
-        resampler, self._resampler, self._key = self._resampler, None, None
+        resampler, self._resampler, self._rate = self._resampler, None, None
         return self._samples(resampler.resample(None))
 
 
