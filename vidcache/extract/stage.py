@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Iterator
 
+import av
 import numpy as np
 import torch
 
@@ -31,6 +32,22 @@ def unexpected_reason(exc: BaseException) -> str:
     """The one-line reason recorded for an error no check foresaw (the debug log has the traceback)."""
     log.debug("unexpected decode error", exc_info=exc)
     return f"unexpected {type(exc).__name__}: {exc}".splitlines()[0]
+
+
+class RgbPerView:
+    """The RGB conversions of one decoded frame, one per pre-shrink size, made when a consumer
+    first asks: each view's frame depends on the decoded frame and that view's own size only,
+    never on which other views run in the pass."""
+
+    def __init__(self, frame: av.VideoFrame) -> None:
+        self.frame = frame
+        self._by_side: dict[int | None, np.ndarray] = {}
+
+    def for_side(self, max_short_side: int | None) -> np.ndarray:
+        rgb = self._by_side.get(max_short_side)
+        if rgb is None:
+            rgb = self._by_side[max_short_side] = frame_to_rgb(self.frame, max_short_side=max_short_side)
+        return rgb
 
 
 class VideoStage:
@@ -101,29 +118,28 @@ class VideoStage:
             targets_fn=lambda origin_s, end_s: self._union(origin_s, end_s, owners, sampler_info),
         ) as sampler:
             sampler_info = sampler.info
-            sides = [c.max_short_side for c in consumers]
-            max_short = None if None in sides else max(sides)  # None: some consumer wants full size
             cursor, rows = 0, 0
             for frame, time_s, count in sampler:
                 if self._stopped():
                     return
-                rgb = frame_to_rgb(frame, max_short_side=max_short)
+                rgb = RgbPerView(frame)
                 covered = owners[0][:, cursor : cursor + count]
                 cursor += count
                 with deadline.held():  # consumers' work and the wait on a full queue: not decoding
                     for number in np.unique(covered[0]):
                         own = covered[1][covered[0] == number]
-                        yield from consumers[number].feed(rgb, time_s, own)
+                        consumer = consumers[number]
+                        yield from consumer.feed(rgb.for_side(consumer.max_short_side), time_s, own)
                 rows += count
             if sampler.last_frame is not None and not self._stopped():
                 tail = [(c, c.tail_indices()) for c in consumers]
                 tail = [(c, own) for c, own in tail if own is not None and len(own)]
                 if tail:  # e.g. --num-frames times all past the last frame: that frame for each of them
                     last, last_s = sampler.last_frame
-                    rgb = frame_to_rgb(last, max_short_side=max_short)
+                    rgb = RgbPerView(last)
                     with deadline.held():
                         for consumer, own in tail:
-                            yield from consumer.feed(rgb, last_s, own)
+                            yield from consumer.feed(rgb.for_side(consumer.max_short_side), last_s, own)
                             rows += len(own)
             with deadline.held():
                 for consumer in consumers:
