@@ -649,13 +649,31 @@ def mine_neighbours(cache_dir: str, k: int, pooling: str, as_json: bool, view: s
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--view", required=True, help="Name of the view the features become (e.g. clip, i3d).")
-@click.option("--feature", default=None, help="video_features layout: the <feature> in <stem>_<feature>.npy.")
+@click.option(
+    "--feature",
+    default=None,
+    help="video_features layout: the <feature> in <stem>_<feature>.npy, or two joined by '+' (i3d: rgb+flow).",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["plain", "video_features"]),
+    default=None,
+    help="How files are named (default: the layout that explains more manifest videos; a tie is refused).",
+)
+@click.option(
+    "--i3d-stack-frames",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="video_features i3d --stack_size: its timestamps are stack ends, a row starts this many frames earlier.",
+)
 @click.option("--root", type=click.Path(file_okay=False, exists=True), default=None)
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def import_cmd(feature_dir, manifest, cache_dir, view, feature, root, dtype, as_json) -> None:
+def import_cmd(feature_dir, manifest, cache_dir, view, feature, layout, i3d_stack_frames, root, dtype, as_json) -> None:
     """Bring per-video features made elsewhere (FEATURE_DIR/<video_id>.npy, or video_features'
-    <stem>_<feature>.npy + <stem>_timestamps_ms.npy) into a cache: same catalog, same read API."""
+    <stem>_<feature>.npy + <stem>_timestamps_ms.npy) into a cache: same catalog, same read API.
+    The manifest needs a path or a video_id per row; no video is opened."""
     import dataclasses
 
     from .cache.importer import import_features
@@ -666,6 +684,8 @@ def import_cmd(feature_dir, manifest, cache_dir, view, feature, root, dtype, as_
         cache_dir=cache_dir,
         view=view,
         feature=feature,
+        layout=layout,
+        i3d_stack_frames=i3d_stack_frames,
         root=root,
         dtype=dtype,
         command=_command_line(),
