@@ -260,7 +260,12 @@ class Extractor:
             started = time.perf_counter()
             try:
                 stage = VideoStage(
-                    entry, self._consumers(views), run=self.config.run, audio="audio" in views, stop=stop
+                    entry,
+                    self._consumers(views),
+                    run=self.config.run,
+                    streams=self.config.streams,
+                    audio="audio" in views,
+                    stop=stop,
                 )
                 watch.begin(slot, index, stage.deadline)
                 chunk_no = 0

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED
-from ..config import RunConfig
+from ..config import RunConfig, StreamConfig
 from ..errors import VideoFailure, ViewAbsent
 from ..manifest import VideoEntry
 from .consumers import Chunk, Consumer
@@ -60,10 +60,12 @@ class VideoStage:
         consumers: list[Consumer],
         *,
         run: RunConfig,
+        streams: StreamConfig | None = None,
         audio: bool = False,
         stop: threading.Event | None = None,
     ):
         self.entry, self.consumers, self.run, self.audio, self.stop = entry, consumers, run, audio, stop
+        self.streams = streams or StreamConfig()
         self.outcomes: dict[str, tuple[str, str | None]] = {}
         self.details: dict = {}
         # created here, not when iteration starts, so the worker can hand it to the watchdog first
@@ -116,6 +118,7 @@ class VideoStage:
             threads=run.decode_threads,
             deadline=deadline,
             targets_fn=lambda origin_s, end_s: self._union(origin_s, end_s, owners, sampler_info),
+            stream_index=self.streams.video,
         ) as sampler:
             sampler_info = sampler.info
             cursor, rows = 0, 0
@@ -193,8 +196,14 @@ class VideoStage:
             emitted += len(examples)
             return Chunk("audio", starts, starts + EXAMPLE_S, examples, False)
 
+        facts: dict = {}
         for chunk_start_s, samples in iter_audio(
-            self.entry.path, start_s=self.entry.start_s, end_s=self.entry.end_s, deadline=deadline
+            self.entry.path,
+            start_s=self.entry.start_s,
+            end_s=self.entry.end_s,
+            deadline=deadline,
+            stream_index=self.streams.audio,
+            facts=facts,
         ):
             if self._stopped():
                 return
@@ -215,3 +224,4 @@ class VideoStage:
         if emitted == 0:
             raise ViewAbsent("audio shorter than one 25 ms window")
         self.details["audio_examples"] = emitted
+        self.details["audio_stream"] = facts["audio_stream"]

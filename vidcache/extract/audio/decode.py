@@ -1,4 +1,4 @@
-"""Streaming PyAV decode of a video's first audio stream into 16 kHz mono float32 chunks.
+"""Streaming PyAV decode of a video's audio stream (FFmpeg's default choice) into 16 kHz mono float32 chunks.
 
 Memory is bounded by the chunk size whatever the file's length: packets of the audio stream alone
 are decoded, resampled as they come and handed on in chunks of about `chunk_s` seconds. Sample
@@ -18,6 +18,7 @@ import numpy as np
 
 from ...errors import VideoFailure, ViewAbsent
 from ..decode import deadline_passed, open_container
+from ..streams import pick_audio_stream
 from .downmix import channel_mean
 from .frontend import SAMPLE_RATE_HZ
 
@@ -156,10 +157,13 @@ def iter_audio(
     end_s: float | None = None,
     deadline: float | None = None,
     chunk_s: float = 10.0,
+    stream_index: int | None = None,
+    facts: dict | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield `(start_time_s, samples)`: the first audio stream as 16 kHz mono float32 chunks of
-    `chunk_s` seconds (the last shorter), contiguous from the first sample's time, cut to
-    [start_s, end_s) of the container's timeline when given.
+    """Yield `(start_time_s, samples)`: the audio stream (FFmpeg's best one, or `stream_index`) as
+    16 kHz mono float32 chunks of `chunk_s` seconds (the last shorter), contiguous from the first
+    sample's time, cut to [start_s, end_s) of the container's timeline when given. `facts`, when
+    given, receives `audio_stream`: the index of the stream read.
 
     A generator: every error is raised on iteration, not on the call. `ViewAbsent` when the file has
     no audio stream or it yields no samples (in the segment); `VideoFailure` for an unreadable file,
@@ -169,9 +173,9 @@ def iter_audio(
     container = _open(path)
     frames: Iterator[av.AudioFrame] | None = None
     try:
-        if not container.streams.audio:
-            raise ViewAbsent("no audio stream")
-        stream = container.streams.audio[0]
+        stream = pick_audio_stream(container, index=stream_index)
+        if facts is not None:
+            facts["audio_stream"] = stream.index
         if stream.codec_context is None:
             raise VideoFailure(f"no decoder for the audio codec in this FFmpeg build (PyAV {av.__version__})")
         frames, first = _first_frame(container, stream, start_s, deadline)
