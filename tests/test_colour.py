@@ -46,16 +46,17 @@ def write(path, codec: str, pix_fmt: str, matrix: str, full: bool) -> None:
             container.mux(packet)
 
 
-def reference_rgb(frame: av.VideoFrame, matrix: str, full: bool) -> np.ndarray:
+def reference_rgb(frame: av.VideoFrame, matrix: str, full: bool, *, size: tuple[int, int] = (H, W)) -> np.ndarray:
     """H.273 in float64 on the planes as decoded; subsampled chroma repeated over its luma samples."""
+    height, width = size
     bits = frame.format.components[0].bits
     planes = []
     for plane in frame.planes[:3]:
         values = np.frombuffer(plane, "<u2").reshape(plane.height, -1)[:, : plane.width].astype(np.float64)
         planes.append(values)
     y, u, v = planes
-    u = np.repeat(np.repeat(u, H // u.shape[0], axis=0), W // u.shape[1], axis=1)
-    v = np.repeat(np.repeat(v, H // v.shape[0], axis=0), W // v.shape[1], axis=1)
+    u = np.repeat(np.repeat(u, height // u.shape[0], axis=0), width // u.shape[1], axis=1)
+    v = np.repeat(np.repeat(v, height // v.shape[0], axis=0), width // v.shape[1], axis=1)
     n = 2.0 ** (bits - 8)
     if full:
         peak = 2.0**bits - 1

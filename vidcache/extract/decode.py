@@ -531,18 +531,20 @@ def frame_rotation(frame: av.VideoFrame) -> int:
         return 0
 
 
-def frame_to_rgb(frame: av.VideoFrame, *, max_short_side: int | None = None) -> np.ndarray:
+def frame_to_rgb(
+    frame: av.VideoFrame, *, max_short_side: int | None = None, exact: np.ndarray | None = None
+) -> np.ndarray:
     """RGB uint8 HxWx3 as displayed (rotation applied). Frames more than twice `max_short_side` on
     their short side are first shrunk to it with swscale's area filter: for 8-bit frames in the
     same pass as swscale's colour conversion, for deeper ones after the exact conversion of
-    `colour.exact_rgb`."""
+    `colour.exact_rgb` (`exact`: that conversion, when the caller already made it)."""
     width, height = frame.width, frame.height
     shrink = bool(max_short_side and min(width, height) > 2 * max_short_side)
     if shrink:
         scale = max_short_side / min(width, height)  # type: ignore[operator]
         width, height = max(2, round(width * scale)), max(2, round(height * scale))
-    if needs_exact(frame):
-        rgb = exact_rgb(frame)
+    if exact is not None or needs_exact(frame):
+        rgb = exact if exact is not None else exact_rgb(frame)
         if shrink:
             full = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             rgb = full.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")

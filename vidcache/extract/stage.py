@@ -21,6 +21,7 @@ from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED
 from ..config import RunConfig, StreamConfig
 from ..errors import VideoFailure, ViewAbsent
 from ..manifest import VideoEntry
+from .colour import exact_rgb, needs_exact
 from .consumers import Chunk, Consumer
 from .decode import Deadline, FrameSampler, frame_to_rgb
 
@@ -42,11 +43,15 @@ class RgbPerView:
     def __init__(self, frame: av.VideoFrame) -> None:
         self.frame = frame
         self._by_side: dict[int | None, np.ndarray] = {}
+        self._exact: np.ndarray | None = None  # the exact conversion of a deep frame, made once
 
     def for_side(self, max_short_side: int | None) -> np.ndarray:
         rgb = self._by_side.get(max_short_side)
         if rgb is None:
-            rgb = self._by_side[max_short_side] = frame_to_rgb(self.frame, max_short_side=max_short_side)
+            if self._exact is None and needs_exact(self.frame):
+                self._exact = exact_rgb(self.frame)
+            rgb = frame_to_rgb(self.frame, max_short_side=max_short_side, exact=self._exact)
+            self._by_side[max_short_side] = rgb
         return rgb
 
 
