@@ -74,6 +74,7 @@ def test_plain_layout_reads_back_exactly(plain, tmp_path):
             "feature_dim": D,
             "dtype": "float16",
             "timestamps": "given",
+            "fidelity": 2,
         }
         assert cache.video_info("a/one.mp4", "ext")["feature_file"] == str((feats / "a" / "one.npy").resolve())
         entries = cache.entries().set_index("video_id")
@@ -141,7 +142,7 @@ def test_video_features_layout_reads_back_exactly(video_features_dir, tmp_path):
         assert cache.failed("vf_clip") == summary.failures
         assert cache.status("d1/delta.mp4") == {"vf_clip": "failed"}
         info = cache.view_info("vf_clip")
-        assert (info["layout"], info["feature"], info["timestamps"]) == ("video_features", "clip", "given")
+        assert (info["layout"], info["feature"], info["timestamps"]) == ("video_features", "clip", "frame")
         entries = cache.entries().set_index("video_id")
         assert list(entries.loc["d2/beta_gamma.mp4", "labels"]) == ["run", "jump"]
         assert entries.loc["d1/delta.mp4", "split"] == "test"  # failed videos keep their labels too
@@ -166,11 +167,12 @@ def test_video_features_output_is_found_when_alone(tmp_path):
     assert (summary.layout, summary.feature, summary.timestamps, summary.imported) == (
         "video_features",
         "vggish",
-        "index",
+        "vggish_example",
         2,
     )
-    with Cache(tmp_path / "cache") as cache:
-        np.testing.assert_array_equal(cache.read("v/two.mp4", "audio_vggish")[1], np.arange(5.0))
+    with Cache(tmp_path / "cache") as cache:  # VGGish's 0.96 s examples, back to back from the audio's start
+        np.testing.assert_allclose(cache.read("v/two.mp4", "audio_vggish")[1], np.arange(5.0) * 0.96)
+        np.testing.assert_allclose(cache.spans("v/two.mp4", "audio_vggish")[:, 1], np.arange(1, 6) * 0.96)
 
 
 def test_bad_videos_fail_alone(tmp_path):

@@ -19,6 +19,7 @@ from .config import (
     RunConfig,
     S3dConfig,
     SamplingConfig,
+    StreamConfig,
     parse_shard,
 )
 from .errors import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, VidcacheError
@@ -113,6 +114,18 @@ def _extract_options(fn):
             "--motion-grid", type=int, default=4, show_default=True, help="Motion descriptor grid (cells per side)."
         ),
         click.option(
+            "--video-stream",
+            type=click.IntRange(min=0),
+            default=None,
+            help="FFmpeg index of the video stream to read (as ffprobe lists; default: FFmpeg's best stream).",
+        ),
+        click.option(
+            "--audio-stream",
+            type=click.IntRange(min=0),
+            default=None,
+            help="FFmpeg index of the audio stream to read (as ffprobe lists; default: FFmpeg's best stream).",
+        ),
+        click.option(
             "--dtype",
             type=click.Choice(["float16", "float32"]),
             default="float16",
@@ -193,6 +206,8 @@ def build_config(
     flow_short_side: int = 128,
     flow_bound: float = 20.0,
     motion_grid: int = 4,
+    video_stream: int | None = None,
+    audio_stream: int | None = None,
     device: str = "auto",
     batch_size: int = 64,
     workers: int = 2,
@@ -224,6 +239,7 @@ def build_config(
             bound_px=flow_bound,
             motion_grid=motion_grid,
         ),
+        streams=StreamConfig(video=video_stream, audio=audio_stream),
         run=RunConfig(
             device=device,  # type: ignore[arg-type]
             batch_size=batch_size,
@@ -274,6 +290,22 @@ def extract(manifest: str, cache_dir: str, root: str | None, as_json: bool, **op
     sys.exit(run_extract(manifest, cache_dir=cache_dir, root=root, as_json=as_json, **options))
 
 
+def stream_counts(view: str, items: list) -> dict[str, int]:
+    """{FFmpeg stream index: videos} of the stream each done video's rows of `view` were read from
+    (`video_stream` / `audio_stream` in its info_json; "?" for rows made before it was recorded)."""
+    key = "audio_stream" if view == "audio" else "video_stream"
+    counts: dict[str, int] = {}
+    for item in items:
+        if item.status != "done":
+            continue
+        info = json.loads(item.info_json or "{}")
+        if "imported_from" in info or "feature_file" in info:
+            continue  # imported rows: no stream was read
+        index = str(info.get(key, "?"))
+        counts[index] = counts.get(index, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def cache_status(cache_dir: str) -> dict:
     from .cache.catalog import Catalog
     from .cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED
@@ -313,6 +345,7 @@ def cache_status(cache_dir: str) -> dict:
                 "absent": sum(i.status == STATUS_ABSENT for i in items),
                 "failed": sum(i.status == STATUS_FAILED for i in items),
                 "rows": sum(i.row_count or 0 for i in items if i.status == STATUS_DONE),
+                "streams": stream_counts(view, items),
             }
         shards = catalog.shards()
         return {
@@ -659,13 +692,31 @@ def mine_neighbours(cache_dir: str, k: int, pooling: str, as_json: bool, view: s
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--view", required=True, help="Name of the view the features become (e.g. clip, i3d).")
-@click.option("--feature", default=None, help="video_features layout: the <feature> in <stem>_<feature>.npy.")
+@click.option(
+    "--feature",
+    default=None,
+    help="video_features layout: the <feature> in <stem>_<feature>.npy, or two joined by '+' (i3d: rgb+flow).",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["plain", "video_features"]),
+    default=None,
+    help="How files are named (default: the layout that explains more manifest videos; a tie is refused).",
+)
+@click.option(
+    "--i3d-stack-frames",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="video_features i3d --stack_size: its timestamps are stack ends, a row starts this many frames earlier.",
+)
 @click.option("--root", type=click.Path(file_okay=False, exists=True), default=None)
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def import_cmd(feature_dir, manifest, cache_dir, view, feature, root, dtype, as_json) -> None:
+def import_cmd(feature_dir, manifest, cache_dir, view, feature, layout, i3d_stack_frames, root, dtype, as_json) -> None:
     """Bring per-video features made elsewhere (FEATURE_DIR/<video_id>.npy, or video_features'
-    <stem>_<feature>.npy + <stem>_timestamps_ms.npy) into a cache: same catalog, same read API."""
+    <stem>_<feature>.npy + <stem>_timestamps_ms.npy) into a cache: same catalog, same read API.
+    The manifest needs a path or a video_id per row; no video is opened."""
     import dataclasses
 
     from .cache.importer import import_features
@@ -676,6 +727,8 @@ def import_cmd(feature_dir, manifest, cache_dir, view, feature, root, dtype, as_
         cache_dir=cache_dir,
         view=view,
         feature=feature,
+        layout=layout,
+        i3d_stack_frames=i3d_stack_frames,
         root=root,
         dtype=dtype,
         command=_command_line(),

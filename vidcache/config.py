@@ -148,6 +148,20 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
+class StreamConfig:
+    """Which stream of each file is read: None is FFmpeg's own choice (av_find_best_stream, as
+    ffmpeg and torchcodec take by default), a number that FFmpeg stream index (as ffprobe lists)."""
+
+    video: int | None = None
+    audio: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("--video-stream", self.video), ("--audio-stream", self.audio)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"{name}={value!r} is not allowed; give a stream index >= 0 (as ffprobe lists them)")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """How a run is executed; it does not change the numbers written, so it may differ between runs."""
 
@@ -206,6 +220,7 @@ class ExtractConfig:
     s3d: S3dConfig = field(default_factory=S3dConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
+    streams: StreamConfig = field(default_factory=StreamConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:

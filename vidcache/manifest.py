@@ -155,8 +155,13 @@ def _is_within(path: str, root: str) -> bool:
     return os.path.commonpath([real_path, real_root]) == real_root
 
 
-def read_manifest(manifest_path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> list[VideoEntry]:
+def read_manifest(
+    manifest_path: str | os.PathLike, *, root: str | os.PathLike | None = None, require_path: bool = True
+) -> list[VideoEntry]:
     """Parse and validate a manifest.
+
+    With `require_path=False` (features made elsewhere, imported without their videos) a row may
+    have no `path` when it has a `video_id`; its entry's path is then "".
 
     Relative paths resolve against `root` (default: the manifest's folder). The default `video_id`
     is the path relative to that folder, so two `clip.mp4` in different folders never collide. With
@@ -178,9 +183,10 @@ def read_manifest(manifest_path: str | os.PathLike, *, root: str | os.PathLike |
     base = os.path.abspath(root if root is not None else manifest.parent)
     confine = root is not None
 
-    if "path" not in table.columns:
+    if "path" not in table.columns and (require_path or "video_id" not in table.columns):
         found = ", ".join(table.columns) or "none"
-        raise ManifestError(str(manifest), [f"missing required column 'path' (columns found: {found})"])
+        needed = "'path'" if require_path else "'path' or 'video_id'"
+        raise ManifestError(str(manifest), [f"missing required column {needed} (columns found: {found})"])
     twice = sorted({c for c in table.columns if c in KNOWN_COLUMNS and table.columns.count(c) > 1})
     if twice:  # which of the two would win is not something a user can see
         raise ManifestError(str(manifest), [f"column {c!r} appears more than once in the header" for c in twice])
@@ -210,9 +216,11 @@ def read_manifest(manifest_path: str | os.PathLike, *, root: str | os.PathLike |
 
         # every problem of a row is reported, not only the first
         raw_path, absolute, video_id = cells["path"], None, cells["video_id"]
-        if raw_path == "":
+        if raw_path == "" and not require_path and video_id:
+            absolute = ""  # features without their video: the video_id names it
+        elif raw_path == "":
             if "path" not in unusable:
-                row_problems.append(f"{where}: empty path")
+                row_problems.append(f"{where}: empty path" + ("" if require_path else " and no video_id"))
         else:
             absolute = os.path.normpath(raw_path if os.path.isabs(raw_path) else os.path.join(base, raw_path))
             if confine and not _is_within(absolute, base):

@@ -162,15 +162,17 @@ def print_extract_summary(summary, *, console: Console | None = None) -> None:
 def print_status(status: dict, *, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"vidcache status: {status['cache']}")
-    for column in ("view", "model", "weights", "dtype", "sampling", "done", "absent", "failed", "rows"):
+    for column in ("view", "model", "weights", "dtype", "sampling", "stream", "done", "absent", "failed", "rows"):
         table.add_column(column)
     for view, info in status["views"].items():
+        streams = info.get("streams", {})  # FFmpeg stream index → videos read from it
         table.add_row(
             view,
             info["model"],
             info["pretrained"],
             info["dtype"],
             info["sampling"],
+            ", ".join(f"#{index}" + (f" ×{n}" if len(streams) > 1 else "") for index, n in streams.items()) or "-",
             str(info["done"]),
             str(info.get("absent", 0)),
             str(info["failed"]),

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, cache_write_error
 from .catalog import Catalog
+from .fidelity import stale_view_message
 from .layout import STATUS_DONE
 from .lock import ExtractLock
 from .store import CacheWriter, check_cache_writable
@@ -31,7 +32,8 @@ def write_view_arrays(
     command: str = "",
     failures: dict[str, str] | None = None,
 ) -> int:
-    """Store `(video_id, features [T, D], timestamps_s [T])` for each video (an optional fourth
+    """Store `(video_id, features [T, D], timestamps_s)` for each video, `timestamps_s` being row
+    starts [T] or starts and ends [T, 2] (all videos of the view alike; an optional fourth
     item, a dict, is the video's info: `Cache.video_info`); returns the count. `entries` (manifest
     `VideoEntry`s) give labels and splits; `identity` is the view's recorded identity and must match
     what the cache already holds for `view`. `failures` (video_id -> reason; `rows` may add to it
@@ -52,6 +54,10 @@ def _write(cache_dir: Path, run_id: str, view, rows, entries, identity, dtype, c
         catalog = Catalog.open(cache_dir, create=True)
         try:
             recorded = catalog.claim_view(view, identity)
+            # writers that record the extraction rules' version (import) refuse rows made under other rules
+            stale = stale_view_message(cache_dir, view, recorded) if "fidelity" in identity else None
+            if stale:
+                raise ConfigError(stale)
             if recorded != identity:
                 differs = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
                 raise ConfigError(f"cache {cache_dir} holds view {view!r} with other settings ({', '.join(differs)})")
@@ -69,9 +75,15 @@ def _write(cache_dir: Path, run_id: str, view, rows, entries, identity, dtype, c
             count = 0
             try:
                 for video_id, features, timestamps_s, *info in rows:
+                    times = np.asarray(timestamps_s)
+                    columns = (
+                        (times,)
+                        if times.ndim == 1
+                        else (np.ascontiguousarray(times[:, 0]), np.ascontiguousarray(times[:, 1]))
+                    )
                     writer.add(
                         video_id,
-                        {view: (np.asarray(features), np.asarray(timestamps_s))},
+                        {view: (np.asarray(features), *columns)},
                         source=None,
                         info_json=json.dumps(info[0], sort_keys=True) if info else "{}",
                     )

@@ -1,7 +1,9 @@
 """`vidcache import`: features made elsewhere, stored as one view of a cache so that `Cache`, the
 index and the heads read them like extracted ones.
 
-Two layouts of `.npy` files are understood (FEATURE_DIR is the folder given):
+Two layouts of `.npy` files are understood (FEATURE_DIR is the folder given), matched to the
+manifest's videos by exact names (`import_files.py`: a file never goes to two videos, an ambiguous
+folder is refused naming the files):
 
 - plain: `FEATURE_DIR/<video_id>.npy` or `FEATURE_DIR/<video_id without its extension>.npy`
   (a video_id with `/` lies in subfolders), an array [T, D] (or [D]: one row). Optional timestamps
@@ -11,10 +13,12 @@ Two layouts of `.npy` files are understood (FEATURE_DIR is the folder given):
   (it writes into `<output_path>/<feature_type>[/<model_name>]`) holding `<stem>_<feature>.npy`,
   `<stem>_timestamps_ms.npy` and `<stem>_fps.npy`, where `<stem>` is the video's file name without
   its extension and `<feature>` the output key (`clip`, `resnet`, `r21d`, `s3d`, `vggish`, `rgb` and
-  `flow` for i3d...). Some extractors (vggish, some i3d versions) write no timestamps.
+  `flow` for i3d, imported side by side as `rgb+flow` by default).
 
-Rows are timed by the given timestamps (converted to seconds) when the files have them, else by the
-row index: timestamps_s = 0, 1, 2... (the view records `timestamps: "index"`). A video whose file is
+Row times follow the rule of the output (`import_timing.py`: i3d timestamps are stack ends, so
+rows start `i3d_stack_frames / fps` earlier; vggish rows are 0.96 s examples; frame-wise outputs
+give frame times), else the row index (timestamps_s = 0, 1, 2..., `timestamps: "index"`). The
+manifest needs a `path` or a `video_id` per row; no video is opened. A video whose file is
 missing, unreadable, not [T, D], not finite, of another D than the others, or whose timestamps do
 not match its rows fails alone, with its reason; the rest is imported. Arrays are read one video at
 a time, while the previous ones are already written.
@@ -22,24 +26,24 @@ a time, while the previous ones are already written.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..config import Dtype, check_choice
 from ..errors import ConfigError
-from ..manifest import VideoEntry, read_manifest
+from ..manifest import read_manifest
 from .arrays import write_view_arrays
+from .fidelity import FIDELITY_VERSION
+from .import_files import KNOWN_FEATURES, LAYOUTS, META_KEYS, Plan, Planned, choose_plan, feature_parts
+from .import_timing import DEFAULT_I3D_STACK_FRAMES, TimingError, row_times, timing_rule
 
-LAYOUTS = ("plain", "video_features")
-_META_KEYS = ("timestamps_ms", "fps")  # video_features outputs that are not features
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_MS, _S = 1000.0, 1.0  # stored timestamp units per second
+_FEATURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(\+[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 
 
 @dataclass(frozen=True)
@@ -50,128 +54,14 @@ class ImportSummary:
     view: str
     dim: int
     layout: str  # "plain" | "video_features"
-    feature: str = ""  # the video_features output key ("" for plain)
-    timestamps: str = "index"  # "given" | "index"
-
-
-@dataclass
-class _Planned:
-    """One video whose feature file exists and whose header looks right."""
-
-    entry: VideoEntry
-    features: Path
-    timestamp_candidates: list[tuple[Path, float]]  # (file, its units per second)
-    fps: Path
-    rows: int = 0
-    dim: int = 0
-    timestamps: tuple[Path, float] | None = None
-
-
-@dataclass
-class _Plan:
-    layout: str
-    feature: str
-    videos: list[_Planned] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)
+    feature: str = ""  # the video_features output key ("" for plain; "rgb+flow": both i3d streams)
+    timestamps: str = "index"  # the row timing rule: a key of import_timing.RULES
 
 
 class _Failed(Exception):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
-
-
-# file names ----------------------------------------------------------------------------------------
-def _plain_names(video_id: str) -> list[str] | None:
-    """`<video_id>.npy`, then `<video_id without extension>.npy`; None for ids that would leave FEATURE_DIR."""
-    relative = PurePosixPath(video_id)
-    if relative.is_absolute() or not relative.parts or ".." in relative.parts:
-        return None
-    names = [f"{relative}.npy"]
-    if relative.suffix:
-        names.append(f"{relative.with_suffix('')}.npy")
-    return names
-
-
-def _plan_plain(entries: list[VideoEntry], feature_dir: Path) -> _Plan:
-    plan = _Plan("plain", "")
-    for entry in entries:
-        names = _plain_names(entry.video_id)
-        if names is None:
-            plan.failures[entry.video_id] = (
-                f"video_id {entry.video_id!r} is not a relative path, so it names no file under {feature_dir}; "
-                "give the manifest a video_id column or --root"
-            )
-            continue
-        found = next((feature_dir / n for n in names if (feature_dir / n).is_file()), None)
-        if found is None:
-            looked = ", ".join(str(feature_dir / n) for n in names)
-            plan.failures[entry.video_id] = f"no feature file (looked for {looked})"
-            continue
-        stem = str(found)[: -len(".npy")]
-        plan.videos.append(
-            _Planned(
-                entry,
-                found,
-                [(Path(stem + "_timestamps_ms.npy"), _MS), (Path(stem + ".timestamps_s.npy"), _S)],
-                Path(stem + "_fps.npy"),
-            )
-        )
-    return plan
-
-
-def _video_features_files(feature_dir: Path, stems: set[str]) -> dict[str, set[str]]:
-    """stem -> output keys found as `<stem>_<key>.npy`; a name is given to the longest stem it
-    starts with, so `a_b_clip.npy` belongs to `a_b` when both `a` and `a_b` are videos."""
-    found: dict[str, set[str]] = {}
-    try:
-        names = os.listdir(feature_dir)
-    except OSError:
-        return found
-    for name in names:
-        if not name.endswith(".npy"):
-            continue
-        base = name[: -len(".npy")]
-        cuts = [i for i, char in enumerate(base) if char == "_" and base[:i] in stems and i + 1 < len(base)]
-        if cuts:
-            cut = max(cuts)
-            found.setdefault(base[:cut], set()).add(base[cut + 1 :])
-    return found
-
-
-def _plan_video_features(entries: list[VideoEntry], feature_dir: Path, feature: str | None) -> _Plan:
-    stem_of = {e.video_id: Path(e.path).stem for e in entries}
-    sharing = Counter(stem_of.values())
-    keys = _video_features_files(feature_dir, set(stem_of.values()))
-    if feature is None:
-        found = Counter(k for ks in keys.values() for k in ks if k not in _META_KEYS)
-        if len(found) > 1:
-            listed = ", ".join(f"{k} ({n} videos)" for k, n in sorted(found.items()))
-            raise ConfigError(f"{feature_dir} holds several video_features outputs: {listed}; pick one with --feature")
-        feature = next(iter(found), "")
-    plan = _Plan("video_features", feature)
-    for entry in entries:
-        stem = stem_of[entry.video_id]
-        if sharing[stem] > 1:
-            others = sorted(v for v, s in stem_of.items() if s == stem)
-            plan.failures[entry.video_id] = (
-                f"{len(others)} manifest videos share the file name stem {stem!r} ({', '.join(others)}); "
-                "video_features names its files by that stem only, so the files cannot be told apart"
-            )
-            continue
-        path = feature_dir / f"{stem}_{feature or '<feature>'}.npy"
-        if not feature or not path.is_file():
-            plan.failures[entry.video_id] = f"no feature file (looked for {path})"
-            continue
-        plan.videos.append(
-            _Planned(
-                entry,
-                path,
-                [(feature_dir / f"{stem}_timestamps_ms.npy", _MS)],
-                feature_dir / f"{stem}_fps.npy",
-            )
-        )
-    return plan
 
 
 # checks ------------------------------------------------------------------------------------------
@@ -187,30 +77,39 @@ def _rows_and_dim(shape: tuple[int, ...], path: Path) -> tuple[int, int]:
     return rows, dim
 
 
-def _read_header(planned: _Planned) -> None:
-    """Shape and dtype from the .npy header only (the file is memory-mapped, not read)."""
-    path = planned.features
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-        shape, dtype = tuple(array.shape), array.dtype
-        del array
-    except (OSError, ValueError, EOFError) as exc:
-        raise _Failed(f"{path} cannot be read as a .npy array ({exc})") from None
-    if dtype.kind not in "fiu":
-        raise _Failed(f"{path} holds {dtype} values; expected numbers")
-    planned.rows, planned.dim = _rows_and_dim(shape, path)
+def _read_header(planned: Planned) -> None:
+    """Shape and dtype from the .npy headers only (the files are memory-mapped, not read); the parts
+    of a `a+b` feature must have as many rows, and a row is their concatenation."""
+    shapes = []
+    for path in planned.features:
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            shape, dtype = tuple(array.shape), array.dtype
+            del array
+        except (OSError, ValueError, EOFError) as exc:
+            raise _Failed(f"{path} cannot be read as a .npy array ({exc})") from None
+        if dtype.kind not in "fiu":
+            raise _Failed(f"{path} holds {dtype} values; expected numbers")
+        shapes.append((path, *_rows_and_dim(shape, path)))
+    if len({rows for _, rows, _ in shapes}) > 1:
+        listed = ", ".join(f"{path.name}: {rows}" for path, rows, _ in shapes)
+        raise _Failed(f"the parts of the feature have different row counts ({listed})")
+    planned.rows, planned.dim = shapes[0][1], sum(dim for *_, dim in shapes)
 
 
-def _load_features(planned: _Planned, dim: int, store: np.dtype) -> np.ndarray:
-    path = planned.features
-    try:
-        features = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise _Failed(f"{path} cannot be read as a .npy array ({exc})") from None
-    rows, got = _rows_and_dim(features.shape, path)
-    if got != dim:
+def _load_features(planned: Planned, dim: int, store: np.dtype) -> np.ndarray:
+    parts = []
+    for path in planned.features:
+        try:
+            part = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise _Failed(f"{path} cannot be read as a .npy array ({exc})") from None
+        parts.append(part.reshape(*_rows_and_dim(part.shape, path)))
+    features = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    path = planned.features[0]
+    rows, got = features.shape
+    if got != dim or rows != planned.rows:
         raise _Failed(f"{path} has D={got}, the other videos D={dim}")
-    features = features.reshape(rows, dim)
     if features.dtype.kind == "f":
         finite = np.isfinite(features)
         if not finite.all():
@@ -222,9 +121,10 @@ def _load_features(planned: _Planned, dim: int, store: np.dtype) -> np.ndarray:
     return features
 
 
-def _load_timestamps(planned: _Planned) -> np.ndarray:
+def _load_timestamps(planned: Planned) -> np.ndarray | None:
+    """The timestamps file's values in seconds, or None when the video has none."""
     if planned.timestamps is None:
-        return np.arange(planned.rows, dtype=np.float64)
+        return None
     path, unit = planned.timestamps
     try:
         stamps = np.atleast_1d(np.load(path, allow_pickle=False))
@@ -233,16 +133,16 @@ def _load_timestamps(planned: _Planned) -> np.ndarray:
     if stamps.ndim != 1 or stamps.dtype.kind not in "fiu":
         raise _Failed(f"{path} holds {stamps.dtype} of shape {stamps.shape}; expected one number per row")
     if len(stamps) != planned.rows:
-        raise _Failed(f"{path} has {len(stamps)} timestamps for {planned.rows} feature rows in {planned.features}")
+        raise _Failed(f"{path} has {len(stamps)} timestamps for {planned.rows} feature rows in {planned.features[0]}")
     seconds = stamps.astype(np.float64) / unit
     if not np.isfinite(seconds).all():
         raise _Failed(f"{path} holds NaN or infinite timestamps")
     return seconds
 
 
-def _read_fps(path: Path) -> float | None:
+def _read_fps(path: Path | None) -> float | None:
     """The fps video_features saves next to the features; a missing or odd file is no failure."""
-    if not path.is_file():
+    if path is None or not path.is_file():
         return None
     try:
         value = np.load(path, allow_pickle=False)
@@ -253,6 +153,23 @@ def _read_fps(path: Path) -> float | None:
 
 
 # the import --------------------------------------------------------------------------------------
+def _check_options(view: str, feature: str | None, layout: str | None, dtype: str, i3d_stack_frames: int) -> None:
+    check_choice("--dtype", dtype, Dtype)
+    if not _VIEW_NAME.match(view or ""):
+        raise ConfigError(f"--view {view!r} is not a view name; use letters, digits, '_', '-' or '.'")
+    if layout is not None and layout not in LAYOUTS:
+        raise ConfigError(f"--layout {layout!r} is not known; choose one of: {', '.join(LAYOUTS)}")
+    if feature is not None and (not _FEATURE_NAME.match(feature) or set(feature_parts(feature)) & set(META_KEYS)):
+        raise ConfigError(
+            f"--feature {feature!r} is not a video_features output name; use one key or two joined by '+' "
+            f"(e.g. {', '.join(KNOWN_FEATURES)}, rgb+flow)"
+        )
+    if layout == "plain" and feature is not None:
+        raise ConfigError("--feature names a video_features output; the plain layout has none")
+    if isinstance(i3d_stack_frames, bool) or not isinstance(i3d_stack_frames, int) or i3d_stack_frames < 1:
+        raise ConfigError(f"--i3d-stack-frames must be a positive whole number of frames, got {i3d_stack_frames!r}")
+
+
 def import_features(
     feature_dir: str | Path,
     *,
@@ -264,41 +181,28 @@ def import_features(
     dtype: str = "float16",
     command: str = "",
     layout: str | None = None,
+    i3d_stack_frames: int = DEFAULT_I3D_STACK_FRAMES,
 ) -> ImportSummary:
     """Store the `.npy` features in `feature_dir` of the manifest's videos as view `view` of the
     cache at `cache_dir` (created if needed); see the module docstring for the file names.
 
-    `layout` is "plain", "video_features" or None: video_features when `feature` is given, else
-    plain when any manifest video has a plain file, else video_features (its `--feature` found when
-    exactly one output key is there). The view's recorded identity is where the files came from,
-    the layout, feature, D, dtype and whether timestamps were given; importing again with other
-    settings into the same view is refused (ConfigError), the same import again replaces the rows.
+    The manifest needs a `video_id` or a `path` per row (no video file is opened). `layout` is
+    "plain", "video_features" or None (see `import_files.choose_plan`); `feature` a video_features
+    output key, or two joined by `+` (found when there is one, `rgb+flow` for i3d's two streams).
+    `i3d_stack_frames` is the `--stack_size` of video_features' i3d (its timestamps are stack ends).
+    The view's recorded identity is where the files came from, the layout, feature, D, dtype and
+    the row timing rule; importing again with other settings into the same view is refused
+    (ConfigError), the same import again replaces the rows.
     """
-    check_choice("--dtype", dtype, Dtype)
-    if not _VIEW_NAME.match(view or ""):
-        raise ConfigError(f"--view {view!r} is not a view name; use letters, digits, '_', '-' or '.'")
-    if layout is not None and layout not in LAYOUTS:
-        raise ConfigError(f"--layout {layout!r} is not known; choose one of: {', '.join(LAYOUTS)}")
-    if feature is not None and (not feature or "/" in feature or feature in _META_KEYS):
-        raise ConfigError(f"--feature {feature!r} is not a video_features output name (e.g. clip, r21d, vggish)")
-    if layout == "plain" and feature is not None:
-        raise ConfigError("--feature names a video_features output; the plain layout has none")
+    _check_options(view, feature, layout, dtype, i3d_stack_frames)
     source = Path(feature_dir).resolve()
     if not source.is_dir():
         raise ConfigError(f"feature folder {feature_dir} does not exist or is not a folder")
-    entries = read_manifest(manifest, root=root)
-
-    if layout == "plain" or (layout is None and feature is None):
-        plan = _plan_plain(entries, source)
-        if layout is None and not plan.videos:
-            plan = _plan_video_features(entries, source, None)
-            if not plan.videos and not plan.feature:  # neither layout: say what the plain one looked for
-                plan = _plan_plain(entries, source)
-    else:
-        plan = _plan_video_features(entries, source, feature)
+    entries = read_manifest(manifest, root=root, require_path=False)
+    plan = choose_plan(entries, source, layout=layout, feature=feature)
 
     failures = dict(plan.failures)
-    videos: list[_Planned] = []
+    videos: list[Planned] = []
     for planned in plan.videos:
         try:
             _read_header(planned)
@@ -310,11 +214,11 @@ def import_features(
         _raise_nothing_to_import(source, plan, failures, len(entries))
 
     dim = Counter(p.dim for p in videos).most_common(1)[0][0]
-    kept: list[_Planned] = []
+    kept: list[Planned] = []
     for planned in videos:
         if planned.dim != dim:
             failures[planned.entry.video_id] = (
-                f"{planned.features} has D={planned.dim}, the other videos D={dim} "
+                f"{planned.features[0]} has D={planned.dim}, the other videos D={dim} "
                 f"({sum(p.dim == dim for p in videos)} of {len(videos)})"
             )
             continue
@@ -322,9 +226,12 @@ def import_features(
         kept.append(planned)
 
     given = any(p.timestamps is not None for p in kept)
-    if given:
+    rule = timing_rule(layout=plan.layout, feature=plan.feature, given=given)
+    if given and rule != "vggish_example":
         for planned in [p for p in kept if p.timestamps is None]:
-            looked = ", ".join(str(p) for p, _ in planned.timestamp_candidates)
+            looked = (
+                ", ".join(str(p) for p, _ in planned.timestamp_candidates) or "none: that name is a video's features"
+            )
             failures[planned.entry.video_id] = (
                 f"no timestamps file (looked for {looked}) while other videos have them; "
                 "add it, or move the others' timestamps files away to time rows by index"
@@ -337,24 +244,33 @@ def import_features(
         "feature": plan.feature,
         "feature_dim": int(dim),
         "dtype": dtype,
-        "timestamps": "given" if given else "index",
+        "timestamps": rule,
+        "fidelity": FIDELITY_VERSION,
+        **({"i3d_stack_frames": i3d_stack_frames} if rule == "i3d_stack" else {}),
     }
     store = np.dtype(dtype)
 
     def rows() -> Iterator[tuple[str, np.ndarray, np.ndarray, dict]]:
         for planned in kept:
             video_id = planned.entry.video_id
+            fps = _read_fps(planned.fps)
             try:
                 features = _load_features(planned, dim, store)
-                timestamps_s = _load_timestamps(planned)
-            except _Failed as exc:
+                times = row_times(
+                    rule,
+                    _load_timestamps(planned),
+                    rows=planned.rows,
+                    fps=fps,
+                    stack_frames=i3d_stack_frames,
+                    source=str(planned.timestamps[0] if planned.timestamps else planned.features[0]),
+                )
+            except (_Failed, TimingError) as exc:
                 failures[video_id] = exc.reason
                 continue
-            info: dict = {"feature_file": str(planned.features)}
-            fps = _read_fps(planned.fps)
+            info: dict = {"feature_file": " + ".join(map(str, planned.features))}
             if fps is not None:
                 info["fps"] = fps
-            yield video_id, features, timestamps_s, info
+            yield video_id, features, times, info
 
     imported = write_view_arrays(
         cache_dir,
@@ -375,11 +291,11 @@ def import_features(
         dim=int(dim),
         layout=plan.layout,
         feature=plan.feature,
-        timestamps=identity["timestamps"],
+        timestamps=rule,
     )
 
 
-def _raise_nothing_to_import(source: Path, plan: _Plan, failures: dict[str, str], total: int) -> None:
+def _raise_nothing_to_import(source: Path, plan: Plan, failures: dict[str, str], total: int) -> None:
     some = "; ".join(f"{v}: {r}" for v, r in list(failures.items())[:3])
     hint = (
         " (video_features writes into <output_path>/<feature_type>[/<model_name>]: give that folder, "

@@ -23,7 +23,9 @@ import numpy as np
 
 from ..config import SamplingConfig
 from ..errors import VideoFailure, fault_point
+from .colour import exact_rgb, needs_exact
 from .sampling import sample_times
+from .streams import pick_video_stream
 
 DEFAULT_VIDEO_TIMEOUT_S = 600.0  # per-video decode limit unless --video-timeout-s is given ...
 DECODE_S_PER_VIDEO_S = 2.0  # ... raised to this many seconds per second of a longer video
@@ -37,6 +39,7 @@ TRUNCATED_GAP_S = 0.5  # frames ending this much before the header's end are not
 class VideoInfo:
     """Facts about the video stream, recorded per video in the catalog."""
 
+    video_stream: int  # FFmpeg's index of the stream decoded
     width: int
     height: int
     rotation_deg: int
@@ -208,26 +211,17 @@ def open_container(path: str, *, kind: str = "video") -> av.container.InputConta
         raise VideoFailure(f"cannot open ({type(exc).__name__}: {exc})") from None
 
 
-def moving_picture_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
-    """The first video stream that is not a cover picture: music files and some MP4s carry album
-    art as a one-frame "video" stream (disposition attached_pic), which is not the video's content."""
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
-    return None
-
-
 def open_video(
-    path: str, *, threads: int = 0
+    path: str, *, threads: int = 0, stream_index: int | None = None
 ) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, VideoInfo]:
-    """Open a file and describe its first video stream; every failure becomes a `VideoFailure`."""
+    """Open a file and describe its video stream (FFmpeg's best one, or `stream_index`: see
+    `streams.pick_video_stream`); every failure becomes a `VideoFailure`."""
     container = open_container(path)
-    stream = moving_picture_stream(container)
-    if stream is None:
-        pictures = bool(container.streams.video)
+    try:
+        stream = pick_video_stream(container, index=stream_index)
+    except VideoFailure:
         container.close()
-        what = "audio with a cover picture only" if pictures else "audio-only or data file"
-        raise VideoFailure(f"no video stream ({what})")
+        raise
     if stream.codec_context is None:  # a codec (FourCC) this FFmpeg build has no decoder for
         container.close()
         raise VideoFailure(
@@ -248,6 +242,7 @@ def open_video(
             duration = max(duration - stream_start_s, 0.0)
     rate = stream.average_rate or stream.guessed_rate
     info = VideoInfo(
+        video_stream=stream.index,
         width=stream.codec_context.width,
         height=stream.codec_context.height,
         rotation_deg=0,
@@ -261,14 +256,14 @@ def open_video(
     return container, stream, info
 
 
-def scan_packets(path: str) -> tuple[float | None, float | None]:
+def scan_packets(path: str, *, stream_index: int | None = None) -> tuple[float | None, float | None]:
     """`(end_s, untimed_frame_s)` from the packets alone (no decoding), for files whose header has
     no duration. Streams without timestamps (raw `.h264`) add up their packets' durations, which
     the parser takes from the codec's own timing info, else count packets at the nominal frame
     rate; `untimed_frame_s` is then their mean packet duration (None when some lack one)."""
     end, packets, elapsed, durations_known = None, 0, 0.0, True
     with av.open(path) as container:
-        stream = moving_picture_stream(container)
+        stream = pick_video_stream(container, index=stream_index)
         rate = stream.average_rate or stream.guessed_rate
         for packet in container.demux(stream):
             if not packet.size:
@@ -289,9 +284,9 @@ def scan_packets(path: str) -> tuple[float | None, float | None]:
     return end, None
 
 
-def scan_end_s(path: str) -> float | None:
+def scan_end_s(path: str, *, stream_index: int | None = None) -> float | None:
     """End time from packet timestamps alone (see `scan_packets`)."""
-    return scan_packets(path)[0]
+    return scan_packets(path, stream_index=stream_index)[0]
 
 
 class FrameSampler:
@@ -313,13 +308,14 @@ class FrameSampler:
         sparse_decode: bool = True,
         deadline: Deadline | float | None = None,
         targets_fn: Callable[[float, float], np.ndarray] | None = None,
+        stream_index: int | None = None,
     ):
         if (sampling is None) == (targets_fn is None):
             raise ValueError("give exactly one of sampling or targets_fn")
         self.path = path
         self.sampling = sampling
         self.targets_fn = targets_fn  # explicit sample times from (origin_s, end_s); fps-style tail
-        self.container, self.stream, self.info = open_video(path, threads=threads)
+        self.container, self.stream, self.info = open_video(path, threads=threads, stream_index=stream_index)
         self.stats = DecodeStats()
         self.seek_mode = seek
         self.sparse_decode = sparse_decode
@@ -399,7 +395,7 @@ class FrameSampler:
         explicit = self.targets_fn is not None
         n_mode = not explicit and self.sampling.num_frames is not None  # type: ignore[union-attr]
         if (n_mode or explicit) and end is None:
-            end, untimed_frame_s = scan_packets(self.path)
+            end, untimed_frame_s = scan_packets(self.path, stream_index=self.stream.index)
             if end is None:
                 raise VideoFailure("duration unknown and no packet timestamps; use --fps sampling")
             if untimed_frame_s:
@@ -545,13 +541,24 @@ def frame_rotation(frame: av.VideoFrame) -> int:
         return 0
 
 
-def frame_to_rgb(frame: av.VideoFrame, *, max_short_side: int | None = None) -> np.ndarray:
-    """RGB uint8 HxWx3 as displayed (rotation applied). Frames much larger than needed are first
-    shrunk with swscale's area filter in the same pass as the colour conversion."""
+def frame_to_rgb(
+    frame: av.VideoFrame, *, max_short_side: int | None = None, exact: np.ndarray | None = None
+) -> np.ndarray:
+    """RGB uint8 HxWx3 as displayed (rotation applied). Frames more than twice `max_short_side` on
+    their short side are first shrunk to it with swscale's area filter: for 8-bit frames in the
+    same pass as swscale's colour conversion, for deeper ones after the exact conversion of
+    `colour.exact_rgb` (`exact`: that conversion, when the caller already made it)."""
     width, height = frame.width, frame.height
-    if max_short_side and min(width, height) > 2 * max_short_side:
-        scale = max_short_side / min(width, height)
+    shrink = bool(max_short_side and min(width, height) > 2 * max_short_side)
+    if shrink:
+        scale = max_short_side / min(width, height)  # type: ignore[operator]
         width, height = max(2, round(width * scale)), max(2, round(height * scale))
+    if exact is not None or needs_exact(frame):
+        rgb = exact if exact is not None else exact_rgb(frame)
+        if shrink:
+            full = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            rgb = full.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+    elif shrink:
         rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
     else:
         rgb = frame.to_ndarray(format="rgb24")

@@ -29,6 +29,7 @@ import torch
 
 from .. import __version__
 from ..cache.catalog import Catalog
+from ..cache.fidelity import stale_view_message
 from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME
 from ..cache.lock import ExtractLock
 from ..cache.store import CacheWriter, SourceStat, check_cache_writable
@@ -40,6 +41,7 @@ from .consumers import Chunk, Consumer, make_consumers
 from .decode import DEFAULT_VIDEO_TIMEOUT_S
 from .decode_process import decode_spec, process_context, process_worker, processes_unsupported
 from .device import resolve_device
+from .rules import source_rules
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage, unexpected_reason
 from .text import DEFAULT_TEMPLATES, prompt_embeddings, write_text_embeddings
@@ -194,7 +196,7 @@ class Extractor:
                     "feature_dim": cfg.flow.motion_grid**2
                     * (1 + cfg.flow.motion_orientations * len(cfg.flow.motion_magnitude_edges_px)),
                 }
-        return identities
+        return {view: {**identity, **source_rules(view, cfg)} for view, identity in identities.items()}
 
     def _store_dtypes(self) -> dict[str, str]:
         dtypes = {view: getattr(encoder, "store_dtype", "float16") for view, encoder in self.encoders.items()}
@@ -267,7 +269,12 @@ class Extractor:
             started = time.perf_counter()
             try:
                 stage = VideoStage(
-                    entry, self._consumers(views), run=self.config.run, audio="audio" in views, stop=stop
+                    entry,
+                    self._consumers(views),
+                    run=self.config.run,
+                    streams=self.config.streams,
+                    audio="audio" in views,
+                    stop=stop,
                 )
                 watch.begin(slot, index, stage.deadline)
                 chunk_no = 0
@@ -308,6 +315,9 @@ class Extractor:
             try:
                 for view, identity in identities.items():
                     recorded = catalog.claim_view(view, identity)
+                    stale = stale_view_message(self.cache_dir, view, recorded)
+                    if stale:
+                        raise ConfigError(stale)
                     differs = _identity_mismatch(recorded, identity)
                     if differs:
                         raise ConfigError(

@@ -13,13 +13,15 @@ import logging
 import threading
 from collections.abc import Iterator
 
+import av
 import numpy as np
 import torch
 
 from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED
-from ..config import RunConfig
+from ..config import RunConfig, StreamConfig
 from ..errors import VideoFailure, ViewAbsent
 from ..manifest import VideoEntry
+from .colour import exact_rgb, needs_exact
 from .consumers import Chunk, Consumer
 from .decode import Deadline, FrameSampler, frame_to_rgb
 
@@ -33,6 +35,26 @@ def unexpected_reason(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {exc}".splitlines()[0]
 
 
+class RgbPerView:
+    """The RGB conversions of one decoded frame, one per pre-shrink size, made when a consumer
+    first asks: each view's frame depends on the decoded frame and that view's own size only,
+    never on which other views run in the pass."""
+
+    def __init__(self, frame: av.VideoFrame) -> None:
+        self.frame = frame
+        self._by_side: dict[int | None, np.ndarray] = {}
+        self._exact: np.ndarray | None = None  # the exact conversion of a deep frame, made once
+
+    def for_side(self, max_short_side: int | None) -> np.ndarray:
+        rgb = self._by_side.get(max_short_side)
+        if rgb is None:
+            if self._exact is None and needs_exact(self.frame):
+                self._exact = exact_rgb(self.frame)
+            rgb = frame_to_rgb(self.frame, max_short_side=max_short_side, exact=self._exact)
+            self._by_side[max_short_side] = rgb
+        return rgb
+
+
 class VideoStage:
     """Iterate to get the chunks; afterwards `outcomes[view] = (status, reason)` for every view
     asked for and `details` holds the per-video facts recorded in the catalog."""
@@ -43,10 +65,12 @@ class VideoStage:
         consumers: list[Consumer],
         *,
         run: RunConfig,
+        streams: StreamConfig | None = None,
         audio: bool = False,
         stop: threading.Event | None = None,
     ):
         self.entry, self.consumers, self.run, self.audio, self.stop = entry, consumers, run, audio, stop
+        self.streams = streams or StreamConfig()
         self.outcomes: dict[str, tuple[str, str | None]] = {}
         self.details: dict = {}
         # created here, not when iteration starts, so the worker can hand it to the watchdog first
@@ -99,31 +123,31 @@ class VideoStage:
             threads=run.decode_threads,
             deadline=deadline,
             targets_fn=lambda origin_s, end_s: self._union(origin_s, end_s, owners, sampler_info),
+            stream_index=self.streams.video,
         ) as sampler:
             sampler_info = sampler.info
-            sides = [c.max_short_side for c in consumers]
-            max_short = None if None in sides else max(sides)  # None: some consumer wants full size
             cursor, rows = 0, 0
             for frame, time_s, count in sampler:
                 if self._stopped():
                     return
-                rgb = frame_to_rgb(frame, max_short_side=max_short)
+                rgb = RgbPerView(frame)
                 covered = owners[0][:, cursor : cursor + count]
                 cursor += count
                 with deadline.held():  # consumers' work and the wait on a full queue: not decoding
                     for number in np.unique(covered[0]):
                         own = covered[1][covered[0] == number]
-                        yield from consumers[number].feed(rgb, time_s, own)
+                        consumer = consumers[number]
+                        yield from consumer.feed(rgb.for_side(consumer.max_short_side), time_s, own)
                 rows += count
             if sampler.last_frame is not None and not self._stopped():
                 tail = [(c, c.tail_indices()) for c in consumers]
                 tail = [(c, own) for c, own in tail if own is not None and len(own)]
                 if tail:  # e.g. --num-frames times all past the last frame: that frame for each of them
                     last, last_s = sampler.last_frame
-                    rgb = frame_to_rgb(last, max_short_side=max_short)
+                    rgb = RgbPerView(last)
                     with deadline.held():
                         for consumer, own in tail:
-                            yield from consumer.feed(rgb, last_s, own)
+                            yield from consumer.feed(rgb.for_side(consumer.max_short_side), last_s, own)
                             rows += len(own)
             with deadline.held():
                 for consumer in consumers:
@@ -177,8 +201,14 @@ class VideoStage:
             emitted += len(examples)
             return Chunk("audio", starts, starts + EXAMPLE_S, examples, False)
 
+        facts: dict = {}
         for chunk_start_s, samples in iter_audio(
-            self.entry.path, start_s=self.entry.start_s, end_s=self.entry.end_s, deadline=deadline
+            self.entry.path,
+            start_s=self.entry.start_s,
+            end_s=self.entry.end_s,
+            deadline=deadline,
+            stream_index=self.streams.audio,
+            facts=facts,
         ):
             if self._stopped():
                 return
@@ -199,3 +229,4 @@ class VideoStage:
         if emitted == 0:
             raise ViewAbsent("audio shorter than one 25 ms window")
         self.details["audio_examples"] = emitted
+        self.details["audio_stream"] = facts["audio_stream"]

@@ -1,5 +1,6 @@
-"""The `audio` view: the first audio stream decoded to 16 kHz mono (decode.py), cut into VGGish's
-0.96 s log-mel examples (frontend.py) and embedded by an `--audio-encoder` (one file each)."""
+"""The `audio` view: the audio stream (FFmpeg's default, or `--audio-stream`) decoded, its channels
+averaged and resampled to 16 kHz mono (decode.py, downmix.py), cut into VGGish's 0.96 s log-mel
+examples (frontend.py) and embedded by an `--audio-encoder` (one file each)."""
 
 from . import logmel_stats, vggish  # noqa: F401  register "logmel-stats" and "vggish"
 from .base import AudioEncoder

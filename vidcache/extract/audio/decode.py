@@ -1,4 +1,4 @@
-"""Streaming PyAV decode of a video's first audio stream into 16 kHz mono float32 chunks.
+"""Streaming PyAV decode of a video's audio stream (FFmpeg's default choice) into 16 kHz mono float32 chunks.
 
 Memory is bounded by the chunk size whatever the file's length: packets of the audio stream alone
 are decoded, resampled as they come and handed on in chunks of about `chunk_s` seconds. Sample
@@ -18,6 +18,8 @@ import numpy as np
 
 from ...errors import VideoFailure, ViewAbsent
 from ..decode import deadline_passed, open_container
+from ..streams import pick_audio_stream
+from .downmix import channel_mean
 from .frontend import SAMPLE_RATE_HZ
 
 MAX_BAD_PACKETS = 50  # audio packets the decoder may reject before the video counts as failed
@@ -30,12 +32,13 @@ def _open(path: str) -> av.container.InputContainer:
 
 
 class _Resampler:
-    """PyAV's resampler to 16 kHz mono float32, rebuilt when the input format changes mid-stream
-    (a fixed AudioResampler refuses frames that differ from its first one)."""
+    """Channel mean at the source rate (`downmix.channel_mean`, as VGGish), then PyAV's resampler
+    from mono float32 to 16 kHz mono float32, rebuilt when the sample rate changes mid-stream (a
+    fixed AudioResampler refuses frames that differ from its first one)."""
 
     def __init__(self) -> None:
         self._resampler: av.AudioResampler | None = None
-        self._key: tuple | None = None
+        self._rate: int | None = None
 
     @staticmethod
     def _samples(frames: list[av.AudioFrame]) -> list[np.ndarray]:
@@ -43,18 +46,21 @@ class _Resampler:
         return [frame.to_ndarray().reshape(-1).astype(np.float32, copy=True) for frame in frames if frame.samples]
 
     def resample(self, frame: av.AudioFrame) -> list[np.ndarray]:
-        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if not frame.samples:
+            return []
         out = []
-        if key != self._key:
+        if frame.sample_rate != self._rate:
             out = self.flush()
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
-            self._key = key
-        return out + self._samples(self._resampler.resample(frame))
+            self._rate = frame.sample_rate
+        mono = av.AudioFrame.from_ndarray(channel_mean(frame)[None, :], format="flt", layout="mono")
+        mono.sample_rate = frame.sample_rate
+        return out + self._samples(self._resampler.resample(mono))
 
     def flush(self) -> list[np.ndarray]:
         if self._resampler is None:
             return []
-        resampler, self._resampler, self._key = self._resampler, None, None
+        resampler, self._resampler, self._rate = self._resampler, None, None
         return self._samples(resampler.resample(None))
 
 
@@ -151,10 +157,13 @@ def iter_audio(
     end_s: float | None = None,
     deadline: float | None = None,
     chunk_s: float = 10.0,
+    stream_index: int | None = None,
+    facts: dict | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield `(start_time_s, samples)`: the first audio stream as 16 kHz mono float32 chunks of
-    `chunk_s` seconds (the last shorter), contiguous from the first sample's time, cut to
-    [start_s, end_s) of the container's timeline when given.
+    """Yield `(start_time_s, samples)`: the audio stream (FFmpeg's best one, or `stream_index`) as
+    16 kHz mono float32 chunks of `chunk_s` seconds (the last shorter), contiguous from the first
+    sample's time, cut to [start_s, end_s) of the container's timeline when given. `facts`, when
+    given, receives `audio_stream`: the index of the stream read.
 
     A generator: every error is raised on iteration, not on the call. `ViewAbsent` when the file has
     no audio stream or it yields no samples (in the segment); `VideoFailure` for an unreadable file,
@@ -164,9 +173,9 @@ def iter_audio(
     container = _open(path)
     frames: Iterator[av.AudioFrame] | None = None
     try:
-        if not container.streams.audio:
-            raise ViewAbsent("no audio stream")
-        stream = container.streams.audio[0]
+        stream = pick_audio_stream(container, index=stream_index)
+        if facts is not None:
+            facts["audio_stream"] = stream.index
         if stream.codec_context is None:
             raise VideoFailure(f"no decoder for the audio codec in this FFmpeg build (PyAV {av.__version__})")
         frames, first = _first_frame(container, stream, start_s, deadline)

@@ -16,6 +16,8 @@ import functools
 import numpy as np
 import torch
 
+from .downmix import DOWNMIX
+
 SAMPLE_RATE_HZ = 16000
 WINDOW_S = 0.025
 HOP_S = 0.010
@@ -97,7 +99,8 @@ def frontend_identity() -> dict:
     """Every constant of the front end, for the cache's identity record."""
     return {
         "name": "vggish-logmel",
-        "input": f"mono float32 at {SAMPLE_RATE_HZ} Hz (PyAV AudioResampler: libswresample, downmix to mono)",
+        "input": f"mono float32 at {SAMPLE_RATE_HZ} Hz",
+        "downmix": DOWNMIX,
         "sample_rate_hz": SAMPLE_RATE_HZ,
         "window_samples": WINDOW_SAMPLES,
         "hop_samples": HOP_SAMPLES,
