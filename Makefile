@@ -13,7 +13,13 @@ $(STAMP): constraints.txt setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/vidcache demo --out demo_out
 
-test: $(STAMP)
+# The reference decoder some tests compare with (ffmpeg/ffprobe, from Debian), installed when missing.
+FFMPEG_STAMP := $(VENV)/.ffmpeg-checked
+$(FFMPEG_STAMP): $(STAMP)
+	command -v ffmpeg >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; } || { echo "make test needs the ffmpeg CLI (the tests' reference decoder): install Debian's ffmpeg" >&2; exit 2; }
+	touch $(FFMPEG_STAMP)
+
+test: $(STAMP) $(FFMPEG_STAMP)
 	$(VENV)/bin/ruff check vidcache tests benchmarks
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
