@@ -397,7 +397,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--batch-size", type=int, default=RunConfig.batch_size)
-    parser.add_argument("--workers", type=int, default=RunConfig.workers, help="decode workers (as --workers)")
+    parser.add_argument("--workers", type=int, default=2, help="decode workers (as --workers; default 2)")
     parser.add_argument("--decode-threads", type=int, default=RunConfig.decode_threads)
     parser.add_argument("--seek", choices=["auto", "never", "always"], default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; median reported")

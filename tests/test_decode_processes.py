@@ -106,3 +106,37 @@ def test_a_stuck_decode_process_is_killed_and_a_dead_one_fails_only_its_video(tm
         assert cached.video_ids("clip") == ["a", "b", "c", "stuck"]
     time.sleep(0.5)
     assert decode_children() == []  # no decode process outlives its run
+
+
+def test_auto_settings_follow_the_device(tmp_path):
+    """--decode-in auto: processes on CUDA (decoding is the bottleneck there), threads on CPU, threads
+    when RAFT needs the GPU inside the decode workers (and asking for processes then is an error);
+    --workers 0 (auto): 2 on CPU, every core but one on CUDA."""
+    import os
+
+    import torch
+
+    from vidcache.config import ExtractConfig, FlowConfig, RunConfig
+    from vidcache.errors import ConfigError
+    from vidcache.extract.device import default_decode_workers
+    from vidcache.extract.runner import Extractor
+
+    assert default_decode_workers(torch.device("cpu")) == 2
+    assert default_decode_workers(torch.device("cuda")) == max(1, (os.cpu_count() or 1) - 1)
+    extractor = Extractor(tmp_path, ExtractConfig())
+    for device, expected in (("cuda", "processes"), ("cpu", "threads")):
+        extractor.device = torch.device(device)
+        assert extractor._decode_in() == expected
+    raft = ExtractConfig(views=("clip", "flow"), flow=FlowConfig(method="raft"))
+    extractor = Extractor(tmp_path, raft)
+    extractor.device = torch.device("cuda")
+    assert extractor._decode_in() == "threads"
+    import dataclasses
+
+    forced = dataclasses.replace(raft, run=RunConfig(decode_in="processes"))
+    extractor = Extractor(tmp_path, forced)
+    extractor.device = torch.device("cuda")
+    with pytest.raises(ConfigError, match=r"--decode-in processes: not possible here .*RAFT"):
+        extractor._decode_in()
+    with pytest.raises(ConfigError, match="--decode-in"):
+        RunConfig(decode_in="fibers")  # type: ignore[arg-type]

@@ -134,14 +134,20 @@ def _extract_options(fn):
         ),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--batch-size", type=int, default=64, show_default=True, help="Frames per model batch."),
-        click.option("--workers", type=int, default=2, show_default=True, help="Videos decoded in parallel."),
+        click.option(
+            "--workers",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Videos decoded in parallel; 0 = auto: 2 on CPU, every core but one on CUDA.",
+        ),
         click.option(
             "--decode-in",
             type=click.Choice(["auto", "threads", "processes"]),
             default="auto",
             show_default=True,
             help="Decode workers as threads or processes (processes scale with the cores; auto: processes "
-            "when the models run on CUDA, threads on CPU). On a GPU machine use --workers $(nproc).",
+            "when the models run on CUDA, threads on CPU).",
         ),
         click.option(
             "--shard",
@@ -210,7 +216,7 @@ def build_config(
     audio_stream: int | None = None,
     device: str = "auto",
     batch_size: int = 64,
-    workers: int = 2,
+    workers: int = 0,
     decode_in: str = "auto",
     shard_spec: str = "0/1",
     seek: str = "auto",

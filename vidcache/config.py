@@ -167,7 +167,7 @@ class RunConfig:
 
     device: Device = "auto"
     batch_size: int = 64
-    workers: int = 2
+    workers: int = 0  # decode workers; 0 = auto: 2 on CPU, every core but one on CUDA
     decode_threads: int = 0  # FFmpeg codec threads per video, 0 = FFmpeg's choice (processes: cores / workers)
     # Decode workers as threads or as processes. Threads stop scaling at ~4 workers (the Python work per
     # frame and torch's resize share one interpreter); processes scale with the cores. auto = processes
@@ -189,8 +189,8 @@ class RunConfig:
         check_choice("--decode-in", self.decode_in, DecodeIn)
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be >= 1 (or 0 for auto), got {self.workers}")
         if not (0 <= self.shard_index < self.shard_count):
             raise ConfigError(f"--shard {self.shard_index}/{self.shard_count}: K must be in 0..N-1 (e.g. 0/4 .. 3/4)")
         timeout_bad = self.video_timeout_s is not None and self.video_timeout_s <= 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..errors import ConfigError
@@ -13,6 +15,15 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
     return torch.device(requested)
+
+
+def default_decode_workers(device: torch.device) -> int:
+    """Decode workers when --workers is not given: on CUDA decoding is the bottleneck, so every core
+    but one (the main process batches, launches kernels and writes); on CPU the models want the cores,
+    so 2."""
+    if device.type == "cuda":
+        return max(1, (os.cpu_count() or 1) - 1)
+    return 2
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:

@@ -40,7 +40,7 @@ from .backbones import create_backbone
 from .consumers import Chunk, Consumer, make_consumers
 from .decode import DEFAULT_VIDEO_TIMEOUT_S
 from .decode_process import decode_spec, process_context, process_worker, processes_unsupported
-from .device import resolve_device
+from .device import default_decode_workers, resolve_device
 from .rules import source_rules
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage, unexpected_reason
@@ -71,6 +71,7 @@ class ExtractSummary:
     run_id: str = ""
     device: str = ""
     decode_in: str = ""  # threads or processes (RunConfig.decode_in resolved)
+    workers: int = 0  # decode workers (RunConfig.workers resolved)
     random_weights: bool = False
     models_rss_mib: float = 0.0  # this process's peak RSS once the models are loaded: the fixed part
     peak_rss_mib: float = 0.0  # its peak over the whole run; the difference is what the videos cost
@@ -308,6 +309,10 @@ class Extractor:
         with ExtractLock(self.cache_dir, shard_index=cfg.run.shard_index, shard_count=cfg.run.shard_count):
             device = self.device = resolve_device(cfg.run.device)
             summary.device = str(device)
+            # --workers 0 (the default) resolved for this device, and recorded so in the run's config
+            workers = cfg.run.workers or default_decode_workers(device)
+            cfg = self.config = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, workers=workers))
+            summary.workers = workers
             identities = self._load_models(device)
             summary.random_weights = any(getattr(e, "random_weights", False) for e in self.encoders.values())
             summary.models_rss_mib = peak_rss_mib()
