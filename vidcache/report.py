@@ -145,6 +145,7 @@ def print_extract_summary(summary, *, console: Console | None = None) -> None:
         ("write s", f"{summary.write_seconds:.2f}"),
         ("wall s", f"{summary.seconds:.2f}"),
         ("device", summary.device),
+        *((("decode workers", f"{summary.workers} {summary.decode_in}"),) if summary.decode_in else ()),
         ("peak RSS MiB (models loaded)", f"{summary.peak_rss_mib:.0f} ({summary.models_rss_mib:.0f})"),
     ]
     for name, value in rows:
