@@ -36,5 +36,17 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Pinned, non-blocking host-to-GPU copy; a no-op on CPU."""
     if device.type == "cuda":
-        return batch.pin_memory().to(device, non_blocking=True)
+        pinned = batch if batch.is_pinned() else batch.pin_memory()
+        return pinned.to(device, non_blocking=True)
     return batch
+
+
+def gather(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """One model batch from the chunks' tensors: on CUDA concatenated straight into page-locked memory
+    (one copy instead of cat + pin_memory; `to_device` then sends it as it is), else `torch.cat`."""
+    if device.type != "cuda" or not parts:
+        return torch.cat(parts)
+    first = parts[0]
+    shape = (sum(len(p) for p in parts), *first.shape[1:])
+    out = torch.empty(shape, dtype=first.dtype, pin_memory=True)
+    return torch.cat(parts, out=out)

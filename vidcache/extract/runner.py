@@ -40,7 +40,7 @@ from .backbones import create_backbone
 from .consumers import Chunk, Consumer, make_consumers
 from .decode import DEFAULT_VIDEO_TIMEOUT_S
 from .decode_process import decode_spec, process_context, process_worker, processes_unsupported
-from .device import default_decode_workers, resolve_device
+from .device import default_decode_workers, gather, resolve_device
 from .rules import source_rules
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage, unexpected_reason
@@ -437,7 +437,7 @@ class Extractor:
             if not items:
                 return
             t0 = time.perf_counter()
-            features = self.encoders[view].encode(torch.cat([c.data for _, _, c in items]))
+            features = self.encoders[view].encode(gather([c.data for _, _, c in items], self.device))
             summary.model_seconds += time.perf_counter() - t0
             offset = 0
             for index, chunk_no, chunk in items:
