@@ -304,7 +304,10 @@ def corpus_section(workdir: Path, plan: Plan, state: dict[str, Any]) -> dict[str
     ]
     t0 = time.perf_counter()
     todo = [job for job in jobs if not Path(job[0]).exists()]
-    if todo:
+    if len(todo) <= 2:  # a process pool's start-up costs more than two small encodes
+        for job in todo:
+            _encode_one(job)
+    elif todo:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(min(len(todo), os.cpu_count() or 1)) as pool:
             pool.map(_encode_one, todo)
