@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.vidcache-installed
 
-.PHONY: demo test lint bench bench-gpu
+.PHONY: demo test test-fast lint bench bench-gpu
 
 $(STAMP): constraints.txt setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ $(FFMPEG_STAMP): $(STAMP)
 test: $(STAMP) $(FFMPEG_STAMP)
 	$(VENV)/bin/ruff check vidcache tests benchmarks
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+# The inner loop: everything but the tests marked slow (subprocesses, SIGKILL, long media, benchmarks).
+test-fast: $(STAMP) $(FFMPEG_STAMP)
+	$(VENV)/bin/ruff check vidcache tests benchmarks
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vidcache tests benchmarks
