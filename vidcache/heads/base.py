@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from torch import nn
 
+from ..errors import VidcacheError
 from ..registry import Registry
 from .config import HeadOptions
 
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
     from .data import Batch
 
 HEADS = Registry("head", option="--head")
+
+
+class TrainingError(VidcacheError):
+    """Training cannot go on (e.g. the loss stayed non-finite)."""
+
+
 register_head = HEADS.register
 
 

@@ -16,6 +16,8 @@ PoolMode = Literal["learnable", "mean", "max", "attention"]
 PrototypeUpdate = Literal["learned", "ema"]
 ContrastiveForm = Literal["infonce", "margin"]
 NegativesFrom = Literal["top", "bottom", "random"]
+Solver = Literal["lbfgs", "adamw"]
+ProbeRefit = Literal["train+val", "train"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class HeadOptions:
     hidden_dim: int = 512  # mlp hidden width; prototype/pool projection width (0 = no projection)
     dropout: float = 0.1
     frame_pooling: FramePooling = "mean"  # linear/mlp: how frames become one vector
+    solver: Solver = "lbfgs"  # linear: solved logistic regression (C chosen on val), or AdamW epochs
+    probe_c: float | None = None  # linear/lbfgs: a fixed C (scikit-learn's meaning) instead of the val sweep
+    probe_refit: ProbeRefit = "train+val"  # linear/lbfgs: data of the final fit at the chosen C
     prototype_update: PrototypeUpdate = "learned"
     ema_momentum: float = 0.99  # α in p_c ← α·p_c + (1−α)·e_v
     temperature: float = 0.1  # τ of the prototype similarities
@@ -47,6 +52,10 @@ class HeadOptions:
         check_choice("--prototype-update", self.prototype_update, PrototypeUpdate)
         check_choice("--contrastive", self.contrastive, ContrastiveForm)
         check_choice("--pool-mode", self.pool_mode, PoolMode)
+        check_choice("--solver", self.solver, Solver)
+        check_choice("--probe-refit", self.probe_refit, ProbeRefit)
+        if self.probe_c is not None and not self.probe_c > 0:
+            raise ConfigError(f"--probe-c must be > 0, got {self.probe_c}")
         if not (0 < self.ema_momentum < 1):
             raise ConfigError(f"--ema-momentum must be in (0, 1), got {self.ema_momentum}")
         if self.temperature <= 0:

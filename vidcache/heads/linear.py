@@ -8,19 +8,27 @@ from .base import Head, HeadOutput, masked_max, masked_mean, register_head
 
 
 class _Probe(Head):
-    def _pool(self, features, mask):
+    def pool(self, features, mask):
         return masked_max(features, mask) if self.options.frame_pooling == "max" else masked_mean(features, mask)
 
     def forward(self, features, mask) -> HeadOutput:
-        pooled = self._pool(features, mask)
+        pooled = self.pool(features, mask)
         return HeadOutput(self.classifier(pooled), embedding=pooled)
 
 
 @register_head("linear")
 class LinearHead(_Probe):
+    """With `--solver lbfgs` (default) the loop does not train it by steps: `heads/solved.py` solves
+    the logistic regression on pooled, standardised features and writes the result into `classifier`
+    (standardisation folded in, so the checkpoint is a plain linear layer on raw pooled features)."""
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.classifier = nn.Linear(self.input_dim, self.num_classes)
+
+    @property
+    def solves(self) -> bool:
+        return self.options.solver == "lbfgs"
 
 
 @register_head("mlp")
