@@ -700,6 +700,12 @@ def _head_options(fn):
             show_default=True,
             help="linear/lbfgs: the final fit at the chosen C uses train+val (CLIP protocol) or train only.",
         ),
+        click.option(
+            "--probe-blend/--no-probe-blend",
+            default=True,
+            show_default=True,
+            help="prototype: blend with a solved linear probe, the weight chosen on val (0 = prototypes only).",
+        ),
         click.option("--prototype-update", type=click.Choice(["learned", "ema"]), default="learned", show_default=True),
         click.option("--ema-momentum", type=float, default=0.99, show_default=True),
         click.option("--temperature", type=float, default=0.1, show_default=True),

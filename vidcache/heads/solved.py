@@ -2,10 +2,11 @@
 
 1. Pool every train and val video once (`--frame-pooling`), on the training device.
 2. Standardise with train's mean and scale.
-3. Sweep C (log-spaced, ½ decade, strongest regularisation first, warm-started; `probe.sweep_c`) and keep
-   the C with the best val metric (`--early-stop-metric`: mAP or top-1). On a training split larger
-   than `SWEEP_MAX_VIDEOS` the sweep sees a fixed random subset, then the full train split is solved
-   at the chosen C (warm-started), so 100k videos cost a few full solves, not a whole path of them.
+3. Sweep C (log-spaced, ½ decade, strongest regularisation first, warm-started, to scikit-learn's
+   tolerance; `probe.sweep_c`) and keep the C with the best val metric (`--early-stop-metric`: mAP
+   or top-1). On a training split larger than `SWEEP_MAX_VIDEOS` the sweep sees a fixed random
+   subset; the full train split is then solved at the chosen C (warm-started, to 1e-5), so 100k
+   videos cost a few full solves, not a whole path of them.
    `--probe-c` skips the sweep; a val split too small to choose on keeps C = 1 (scikit-learn's default).
 4. Val metrics, thresholds and the summary come from the train-only solution at that C (held out).
 5. Refit at the chosen C on train+val (default: more data for the same regularisation, as the CLIP
@@ -30,6 +31,7 @@ from .metrics import evaluate, map_macro
 from .probe import DEFAULT_C_GRID, Solution, Standardiser, solve_logistic, sweep_c
 
 SWEEP_MAX_VIDEOS = 25_000
+SWEEP_TOLERANCE = 1e-4  # scikit-learn's lbfgs tolerance; the chosen C is then solved to 1e-5
 DEFAULT_C = 1.0
 
 
@@ -45,14 +47,18 @@ class SolvedProbe:
     extras: dict = field(default_factory=dict)
 
 
+Pooling = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 @torch.no_grad()
-def pooled_features(model: Head, source: SplitSource, device: torch.device, *, batch_size: int = 2048) -> torch.Tensor:
+def pooled_features(
+    pool: Pooling, source: SplitSource, device: torch.device, *, batch_size: int = 2048
+) -> torch.Tensor:
     """[N, D] float32 on `device`, one pooled vector per video in the source's order; non-finite
     features fail with the first video that has them."""
     out = torch.empty(len(source), source.dim, dtype=torch.float32, device=device)
     for batch in source.batches(batch_size, shuffle=False):
-        pooled = model.pool(batch.feature.to(device), batch.mask.to(device)).float()  # type: ignore[attr-defined]
-        out[batch.rows.to(device)] = pooled
+        out[batch.rows.to(device)] = pool(batch.feature.to(device), batch.mask.to(device)).float()
     bad = ~torch.isfinite(out).all(dim=1)
     if bad.any():
         first = source.video_ids[int(bad.nonzero()[0, 0])]
@@ -89,6 +95,14 @@ def _grid(model: Head, select_on_val: bool) -> tuple[float, ...]:
     return DEFAULT_C_GRID if select_on_val else (DEFAULT_C,)
 
 
+def _c_from(model: Head, select_on_val: bool, given: float | None) -> str:
+    if given is not None:
+        return "given"
+    if model.options.probe_c is not None:
+        return "--probe-c"
+    return "val" if select_on_val else "default"
+
+
 def solve_probe(
     model: Head,
     train_source: SplitSource,
@@ -99,11 +113,19 @@ def solve_probe(
     metric: str,
     select_on_val: bool = True,
     seed: int = 0,
+    layer: torch.nn.Linear | None = None,
+    pool: Pooling | None = None,
+    refit: str | None = None,
+    c: float | None = None,
 ) -> SolvedProbe:
-    """Solve the probe (steps 1-5 above) and write it into `model.classifier`."""
+    """Solve the probe (steps 1-5 above) and write it into `layer` (default `model.classifier`),
+    on frames pooled by `pool` (default `model.pool`)."""
     started = time.perf_counter()
-    x_train = pooled_features(model, train_source, device)
-    x_val = pooled_features(model, val_source, device)
+    layer = layer if layer is not None else model.classifier  # type: ignore[assignment]
+    pool = pool if pool is not None else model.pool  # type: ignore[assignment]
+    assert layer is not None and pool is not None
+    x_train = pooled_features(pool, train_source, device)
+    x_val = pooled_features(pool, val_source, device)
     y_train = train_source.targets.to(device=device, dtype=torch.float32)
     y_val = val_source.targets.to(device=device, dtype=torch.float32)
     standardiser = Standardiser.fit(x_train)
@@ -112,7 +134,7 @@ def solve_probe(
 
     n = len(x_train)
     subset = None
-    grid = _grid(model, select_on_val)
+    grid = (float(c),) if c is not None else _grid(model, select_on_val)
     if n > SWEEP_MAX_VIDEOS and len(grid) > 1:
         generator = torch.Generator().manual_seed(seed)
         subset = torch.randperm(n, generator=generator)[:SWEEP_MAX_VIDEOS].to(device)
@@ -124,28 +146,30 @@ def solve_probe(
         multi_label=multi_label,
         score=score,
         grid=grid,
+        tolerance=SWEEP_TOLERANCE,
     )
-    c = sweep.best_c
-    held_out = sweep.solution
-    assert held_out is not None
-    if subset is not None:  # the full train split at the chosen C, from the subset's solution
-        held_out = solve_logistic(x_train, y_train, multi_label=multi_label, c=c, init=(held_out.weight, held_out.bias))
+    chosen = sweep.best_c
+    assert sweep.solution is not None
+    # the full train split at the chosen C, from the sweep's solution, to the final tolerance
+    held_out = solve_logistic(
+        x_train, y_train, multi_label=multi_label, c=chosen, init=(sweep.solution.weight, sweep.solution.bias)
+    )
     val_scores = _scores(held_out, x_val, multi_label=multi_label)
     val_metrics = evaluate(val_source.targets.numpy(), val_scores, multi_label=multi_label)
     final = held_out
-    refit = model.options.probe_refit
+    refit = refit or model.options.probe_refit
     if refit == "train+val":
         final = solve_logistic(
             torch.cat([x_train, x_val]),
             torch.cat([y_train, y_val]),
             multi_label=multi_label,
-            c=c,
+            c=chosen,
             init=(held_out.weight, held_out.bias),
         )
     weight, bias = standardiser.fold(final.weight, final.bias)
     with torch.no_grad():
-        model.classifier.weight.copy_(weight.T.to(model.classifier.weight))  # type: ignore[union-attr]
-        model.classifier.bias.copy_(bias.to(model.classifier.bias))  # type: ignore[union-attr]
+        layer.weight.copy_(weight.T.to(layer.weight))
+        layer.bias.copy_(bias.to(layer.bias))
     history = [
         {
             "epoch": i + 1,
@@ -168,9 +192,9 @@ def solve_probe(
     }
     report = {
         "solver": "lbfgs",
-        "c": c,
+        "c": chosen,
         "c_grid": [point.c for point in sweep.points],
-        "c_from": "--probe-c" if model.options.probe_c is not None else ("val" if select_on_val else "default"),
+        "c_from": _c_from(model, select_on_val, c),
         "refit": refit,
         "sweep_videos": n if subset is None else len(subset),
         "iterations": final.iterations,

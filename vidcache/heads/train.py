@@ -24,6 +24,7 @@ from ..cache.reader import Cache
 from ..errors import ConfigError
 from ..extract.device import autocast_dtype, resolve_device
 from .base import HEADS, Head, TrainingError
+from .blend import blend_probe
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve_schedule
 from .context import HeadContext, build_context
@@ -444,6 +445,17 @@ def train(
                 select_on_val=check.usable,
             )
             report_extra = {}
+            if getattr(model, "probe", None) is not None and hasattr(model, "probe_mix"):
+                report_extra = blend_probe(
+                    model,
+                    train_source,
+                    val_source,
+                    device=device,
+                    multi_label=splits.multi_label,
+                    metric=metric,
+                    select_on_val=check.usable,
+                )
+                save_checkpoint(run_dir, "best", model=model, state=dict(state))
             at_half, val_scores = validate(
                 model, train_source, val_source, device, multi_label=splits.multi_label, amp=use_amp
             )
