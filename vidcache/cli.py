@@ -682,7 +682,9 @@ def import_cmd(feature_dir, manifest, cache_dir, view, feature, root, dtype, as_
 
 def _head_options(fn):
     options = [
-        click.option("--hidden-dim", type=int, default=512, show_default=True),
+        click.option(
+            "--hidden-dim", type=int, default=None, help="Default: 512 (pool: 0, a linear instance classifier)."
+        ),
         click.option("--dropout", type=float, default=0.1, show_default=True),
         click.option("--frame-pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True),
         click.option(
@@ -772,8 +774,10 @@ def _print_metrics(title: str, metrics: dict) -> None:
     help="Default: auto, 30 or more so a small training set still gets 600 optimizer steps (at most 500).",
 )
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option(
+    "--lr", type=float, default=None, help="Default: chosen on val from 1e-3, 3e-3, 1e-2, 3e-2 by short runs."
+)
+@click.option("--weight-decay", type=float, default=None, help="Default: chosen on val from 1e-4, 1e-2.")
 @click.option("--warmup-epochs", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="torch deterministic algorithms (slower on GPU).")

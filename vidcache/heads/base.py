@@ -74,6 +74,11 @@ class Head(nn.Module):
     def forward_batch(self, batch: Batch) -> HeadOutput:
         return self(batch.feature, batch.mask)
 
+    @classmethod
+    def trains_by_steps(cls, options: HeadOptions) -> bool:
+        """False for a head the loop solves instead (the `linear` probe with L-BFGS): no lr search."""
+        return True
+
     def companions(self, video_ids: list[str], generator: torch.Generator) -> list[str]:
         """Extra training videos the loop adds to a batch (e.g. mined neighbours as positives)."""
         return []

@@ -30,12 +30,16 @@ class LinearHead(_Probe):
     def solves(self) -> bool:
         return self.options.solver == "lbfgs"
 
+    @classmethod
+    def trains_by_steps(cls, options) -> bool:
+        return options.solver != "lbfgs"
+
 
 @register_head("mlp")
 class MlpHead(_Probe):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        hidden = self.options.hidden_dim or self.input_dim
+        hidden = self.options.width(512) or self.input_dim
         self.classifier = nn.Sequential(
             nn.Linear(self.input_dim, hidden),
             nn.GELU(),

@@ -47,14 +47,14 @@ class Standardiser:
 
     def fold(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (weight [D, C], bias [C]) that give on raw features what (weight, bias) give on standardised ones."""
-        folded = weight / self.scale.unsqueeze(1)
-        return folded, bias - self.mean @ folded
+        folded = weight / self.scale.to(weight.dtype).unsqueeze(1)
+        return folded, bias - self.mean.to(weight.dtype) @ folded
 
 
 @dataclass
 class Solution:
-    weight: torch.Tensor  # [D, C]
-    bias: torch.Tensor  # [C]
+    weight: torch.Tensor  # [D, C] float64
+    bias: torch.Tensor  # [C] float64
     loss: float  # the objective at the solution
     iterations: int
     converged: bool
@@ -73,7 +73,7 @@ def data_loss(logits: torch.Tensor, target: torch.Tensor, *, multi_label: bool) 
 
 def initial_bias(y: torch.Tensor, multi_label: bool) -> torch.Tensor:
     """The intercepts of the model without features: log-odds (multi-label) or log-priors (single-label)."""
-    prior = y.mean(dim=0).clamp(1e-4, 1 - 1e-4)
+    prior = y.to(torch.float64).mean(dim=0).clamp(1e-4, 1 - 1e-4)
     return torch.log(prior) - (torch.log1p(-prior) if multi_label else 0)
 
 
@@ -94,13 +94,16 @@ def solve_logistic(
     n, dim = x.shape
     target = _targets(y, multi_label)
     l2 = 1.0 / (c * n)
+    # parameters and the loss's reductions in float64 (in float32 the line search stalls once the
+    # loss changes fall below its resolution); the big matmuls stay in the features' dtype
     if init is None:
-        weight = torch.zeros(dim, y.shape[1], dtype=x.dtype, device=x.device)
-        bias = initial_bias(y, multi_label).to(x.dtype)
+        weight = torch.zeros(dim, y.shape[1], dtype=torch.float64, device=x.device)
+        bias = initial_bias(y, multi_label)
     else:
         weight, bias = init
-    weight = weight.detach().clone().requires_grad_(True)
-    bias = bias.detach().clone().requires_grad_(True)
+    weight = weight.detach().to(torch.float64).clone().requires_grad_(True)
+    bias = bias.detach().to(torch.float64).clone().requires_grad_(True)
+    target = target.to(torch.float64) if multi_label else target
     optimizer = torch.optim.LBFGS(
         [weight, bias],
         lr=1.0,
@@ -114,7 +117,8 @@ def solve_logistic(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=False)
-        loss = data_loss(torch.addmm(bias, x, weight), target, multi_label=multi_label) + 0.5 * l2 * weight.pow(2).sum()
+        logits = (x @ weight.to(x.dtype)).to(torch.float64) + bias
+        loss = data_loss(logits, target, multi_label=multi_label) + 0.5 * l2 * weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -124,6 +128,11 @@ def solve_logistic(
         gradient = max(float(weight.grad.abs().max()), float(bias.grad.abs().max()))
     iterations = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
     return Solution(weight.detach(), bias.detach(), loss, iterations, gradient <= tolerance * 10)
+
+
+def linear_logits(solution: Solution, x: torch.Tensor) -> torch.Tensor:
+    """x W + b in float64 (the matmul in the features' dtype)."""
+    return (x @ solution.weight.to(x.dtype)).to(torch.float64) + solution.bias
 
 
 @dataclass
@@ -167,7 +176,7 @@ def sweep_c(
     if not grid or any(c <= 0 for c in grid):
         raise ConfigError(f"the C grid must be positive numbers, got {list(grid)}")
     sweep = Sweep()
-    val_target = _targets(y_val, multi_label)
+    val_target = _targets(y_val.to(torch.float64), multi_label)
     val_truth = y_val.cpu().numpy()
     init = None
     worse = 0
@@ -179,7 +188,7 @@ def sweep_c(
         )
         init = (solution.weight, solution.bias)
         with torch.no_grad():
-            logits = torch.addmm(solution.bias, x_val, solution.weight)
+            logits = linear_logits(solution, x_val)
             val_loss = float(data_loss(logits, val_target, multi_label=multi_label))
             scores = (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)).cpu().numpy()
         value = float(score(val_truth, scores))

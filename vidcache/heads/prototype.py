@@ -33,7 +33,7 @@ class PrototypeHead(Head):
             nn.init.zeros_(self.probe.weight)
             nn.init.zeros_(self.probe.bias)
             self.register_buffer("probe_mix", torch.tensor(0.0))  # β; 0 while the prototypes train
-        width = self.options.hidden_dim or self.input_dim
+        width = self.options.width(512) or self.input_dim
         self.encoder = self.build_encoder(width)
         prototypes = F.normalize(torch.randn(self.num_classes, width), dim=1)
         if self.options.prototype_update == "learned":

@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from .base import Head, TrainingError
 from .data import SplitSource
 from .metrics import evaluate, map_macro
-from .probe import DEFAULT_C_GRID, Solution, Standardiser, solve_logistic, sweep_c
+from .probe import DEFAULT_C_GRID, Solution, Standardiser, linear_logits, solve_logistic, sweep_c
 
 SWEEP_MAX_VIDEOS = 25_000
 SWEEP_TOLERANCE = 1e-4  # scikit-learn's lbfgs tolerance; the chosen C is then solved to 1e-5
@@ -85,7 +85,7 @@ def selection_score(metric: str, *, multi_label: bool) -> Callable[[np.ndarray, 
 
 
 def _scores(solution: Solution, x: torch.Tensor, *, multi_label: bool) -> np.ndarray:
-    logits = torch.addmm(solution.bias, x, solution.weight)
+    logits = linear_logits(solution, x)
     return (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)).cpu().numpy()
 
 

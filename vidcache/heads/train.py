@@ -30,6 +30,7 @@ from .config import TrainConfig, resolve_schedule
 from .context import HeadContext, build_context
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
 from .metrics import evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
+from .search import SEARCH_DIR, needs_search, search_hyperparameters
 from .solved import solve_probe
 from .validation import check_val_split
 
@@ -58,6 +59,7 @@ class TrainSummary:
     streamed: bool = False
     report: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. a val split too small to choose anything
+    search: dict | None = None  # the lr / weight-decay search, when one ran (also RUN/search/search.json)
 
 
 def seed_everything(seed: int, *, deterministic: bool) -> torch.Generator:
@@ -329,9 +331,38 @@ def train(
     command: str = "",
     progress=None,
 ) -> TrainSummary:
+    """Train `config.head` on the cache into `run_dir`; `lr` / `weight_decay` left to None are chosen
+    on val first by a short search (heads/search.py) for heads trained by steps."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
+    search = None
+    if needs_search(config) and HEADS.get(config.head).trains_by_steps(config.options):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config, search = search_hyperparameters(cache_dir, config, run_dir, train_once=_train_once)
+    summary = _train_once(cache_dir, config, run_dir, resume=resume, command=command, progress=progress)
+    if search is not None:
+        summary.search = search
+        summary.seconds = time.perf_counter() - started
+        if search.get("skipped"):
+            summary.warnings = [*summary.warnings, "no lr / weight-decay search: val too small; defaults kept"]
+        (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
+    return summary
+
+
+def _train_once(
+    cache_dir: str | Path,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    command: str = "",
+    progress=None,
+) -> TrainSummary:
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(p.name != SEARCH_DIR for p in run_dir.iterdir()) and not resume:
         raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     generator = seed_everything(config.seed, deterministic=config.deterministic)
