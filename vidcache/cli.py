@@ -706,7 +706,7 @@ def _head_options(fn):
             "--probe-blend/--no-probe-blend",
             default=True,
             show_default=True,
-            help="prototype: blend with a solved linear probe, the weight chosen on val (0 = prototypes only).",
+            help="prototype/mlp: blend with a solved linear probe, its weight chosen on val (0: the head alone).",
         ),
         click.option("--prototype-update", type=click.Choice(["learned", "ema"]), default="learned", show_default=True),
         click.option("--ema-momentum", type=float, default=0.99, show_default=True),

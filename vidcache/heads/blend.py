@@ -1,25 +1,42 @@
-"""The `prototype` head's linear branch (seed 000/001: "classifier: s_c = cos(e_v, p_c) (scaled) or a
-linear layer"): after the epochs, a linear layer on the mean-pooled frames is *solved* (the `linear`
-head's probe, `heads/solved.py`), and the head's logits become
+"""A solved linear branch for the `prototype` and `mlp` heads (seed 000/001: "classifier: s_c =
+cos(e_v, p_c) (scaled) or a linear layer"): after the epochs, a linear layer on the pooled frames is
+*solved* (the `linear` head's probe, `heads/solved.py`), and the head's logits become
 
-    logits = (1 − β)·(s·cos(e_v, p_c) + b_c) + β·(w_c·x̄_v + a_c)
+    logits = (1 − β)·head_logits + β·(w_c·x̄_v + a_c)      (prototype: head_logits = s·cos(e_v, p_c) + b_c)
 
-with β chosen on val from {0, 0.1, …, 1} (ties go to the smaller β: the prototypes). β = 1 is the
+with β chosen on val from {0, 0.1, …, 1} (ties go to the smaller β: the head itself). β = 1 is the
 linear probe itself, so at its defaults the head never scores below the probe on val; when the
-prototypes help, the blend keeps them. The probe used to choose β is solved on train only (val must
-be held out for the choice); with `--probe-refit train+val` it is then solved again at the same C on
-train+val, as the `linear` head does. `--no-probe-blend` keeps the prototypes alone."""
+prototypes (or the MLP's non-linearity) help, the blend keeps them. The probe used to choose β is
+solved on train only (val must be held out for the choice); with `--probe-refit train+val` it is
+then solved again at the same C on train+val, as the `linear` head does. `--no-probe-blend` keeps the head alone."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
-from .base import Head, masked_mean
+from .base import Head
 from .data import SplitSource
 from .solved import selection_score, solve_probe
 
 BLEND_GRID = tuple(i / 10 for i in range(11))
+
+
+def add_probe_branch(head: Head) -> None:
+    """`head.probe` (a linear layer on the pooled frames, solved after the epochs, not trained) and
+    `head.probe_mix` (β, 0 while the head trains)."""
+    head.probe = nn.Linear(head.input_dim, head.num_classes).requires_grad_(False)
+    nn.init.zeros_(head.probe.weight)
+    nn.init.zeros_(head.probe.bias)
+    head.register_buffer("probe_mix", torch.tensor(0.0))
+
+
+def mix_logits(head: Head, logits: torch.Tensor, pooled: torch.Tensor, extras: dict) -> torch.Tensor:
+    """(1 − β)·logits + β·probe(pooled); both branches go into `extras` for choosing β."""
+    probe_logits = head.probe(pooled.to(head.probe.weight.dtype))  # type: ignore[operator,union-attr]
+    extras.update(head_logits=logits, probe_logits=probe_logits)
+    return (1 - head.probe_mix) * logits + head.probe_mix * probe_logits  # type: ignore[operator]
 
 
 @torch.no_grad()
@@ -29,7 +46,7 @@ def _branch_logits(model: Head, source: SplitSource, device: torch.device) -> tu
     order = []
     for batch in source.batches(1024, shuffle=False):
         out = model.forward_batch(batch.to(device))
-        prototype.append(out.extras["prototype_logits"].float().cpu())
+        prototype.append(out.extras["head_logits"].float().cpu())
         probe.append(out.extras["probe_logits"].float().cpu())
         order.append(batch.rows)
     rows = torch.cat(order).argsort()
@@ -61,7 +78,7 @@ def blend_probe(
         metric=metric,
         select_on_val=select_on_val,
         layer=model.probe,  # type: ignore[arg-type]
-        pool=masked_mean,
+        pool=model.probe_pool,  # type: ignore[arg-type]
         refit="train",
     )
     model.probe_mix.fill_(0.0)  # type: ignore[operator]
@@ -80,7 +97,7 @@ def blend_probe(
             multi_label=multi_label,
             metric=metric,
             layer=model.probe,  # type: ignore[arg-type]
-            pool=masked_mean,
+            pool=model.probe_pool,  # type: ignore[arg-type]
             refit="train+val",
             c=c,
         )

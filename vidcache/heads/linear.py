@@ -5,15 +5,22 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Head, HeadOutput, masked_max, masked_mean, register_head
+from .blend import add_probe_branch, mix_logits
 
 
 class _Probe(Head):
     def pool(self, features, mask):
         return masked_max(features, mask) if self.options.frame_pooling == "max" else masked_mean(features, mask)
 
+    def probe_pool(self, features, mask):
+        return self.pool(features, mask)
+
     def forward(self, features, mask) -> HeadOutput:
         pooled = self.pool(features, mask)
-        return HeadOutput(self.classifier(pooled), embedding=pooled)
+        logits, extras = self.classifier(pooled), {}
+        if getattr(self, "probe", None) is not None:
+            logits = mix_logits(self, logits, pooled, extras)
+        return HeadOutput(logits, embedding=pooled, extras=extras)
 
 
 @register_head("linear")
@@ -37,8 +44,14 @@ class LinearHead(_Probe):
 
 @register_head("mlp")
 class MlpHead(_Probe):
+    """With `--probe-blend` (default) a linear branch on the same pooled frames is solved after the
+    epochs and blended with the MLP's logits by a weight chosen on val (`heads/blend.py`)."""
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self.probe: nn.Linear | None = None
+        if self.options.probe_blend:
+            add_probe_branch(self)
         hidden = self.options.width(512) or self.input_dim
         self.classifier = nn.Sequential(
             nn.Linear(self.input_dim, hidden),

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Head, HeadOutput, masked_mean, register_head
+from .blend import add_probe_branch, mix_logits
 from .losses import LOSSES
 
 
@@ -29,10 +30,7 @@ class PrototypeHead(Head):
         super().__init__(**kwargs)
         self.probe: nn.Linear | None = None
         if type(self).blends_probe and self.options.probe_blend:
-            self.probe = nn.Linear(self.input_dim, self.num_classes).requires_grad_(False)
-            nn.init.zeros_(self.probe.weight)
-            nn.init.zeros_(self.probe.bias)
-            self.register_buffer("probe_mix", torch.tensor(0.0))  # β; 0 while the prototypes train
+            add_probe_branch(self)
         width = self.options.width(512) or self.input_dim
         self.encoder = self.build_encoder(width)
         prototypes = F.normalize(torch.randn(self.num_classes, width), dim=1)
@@ -57,10 +55,11 @@ class PrototypeHead(Head):
         logits = similarity * self.logit_scale + self.logit_bias
         extras = {"similarity": similarity}
         if self.probe is not None and pooled is not None:
-            probe_logits = self.probe(pooled.to(self.probe.weight.dtype))
-            extras.update(prototype_logits=logits, probe_logits=probe_logits)
-            logits = (1 - self.probe_mix) * logits + self.probe_mix * probe_logits  # β = 0 while training
+            logits = mix_logits(self, logits, pooled, extras)
         return HeadOutput(logits, embedding=embedding, extras=extras)
+
+    def probe_pool(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean(features, mask)
 
     def forward_batch(self, batch) -> HeadOutput:
         pooled = masked_mean(batch.feature, batch.mask) if self.probe is not None else None
