@@ -18,7 +18,7 @@ class _Probe(Head):
     def forward(self, features, mask) -> HeadOutput:
         pooled = self.pool(features, mask)
         logits, extras = self.classifier(pooled), {}
-        if getattr(self, "probe", None) is not None:
+        if getattr(self, "probe", None) is not None and not self.training:  # β = 0 while training
             logits = mix_logits(self, logits, pooled, extras)
         return HeadOutput(logits, embedding=pooled, extras=extras)
 

@@ -54,7 +54,7 @@ class PrototypeHead(Head):
         similarity = embedding @ F.normalize(self.prototypes, dim=1).T
         logits = similarity * self.logit_scale + self.logit_bias
         extras = {"similarity": similarity}
-        if self.probe is not None and pooled is not None:
+        if self.probe is not None and pooled is not None and not self.training:  # β = 0 while training
             logits = mix_logits(self, logits, pooled, extras)
         return HeadOutput(logits, embedding=embedding, extras=extras)
 
@@ -62,7 +62,7 @@ class PrototypeHead(Head):
         return masked_mean(features, mask)
 
     def forward_batch(self, batch) -> HeadOutput:
-        pooled = masked_mean(batch.feature, batch.mask) if self.probe is not None else None
+        pooled = masked_mean(batch.feature, batch.mask) if self.probe is not None and not self.training else None
         return self.classify(self.encode(batch), pooled)
 
     def forward(self, features, mask) -> HeadOutput:
