@@ -843,6 +843,8 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
         progress=progress,
     )
     info = dataclasses.asdict(summary)
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(info, sort_keys=True, default=str))
     else:
