@@ -145,7 +145,9 @@ def main() -> None:
             write_mined(cache_dir, "neighbours_audio", frame, summary, command="bench_heads")
     text = {"label_corpus": labels_file, "text_embeddings": text_file}
     runs = {
-        **{head: {} for head in ("linear", "mlp", "prototype", "pool")},
+        "linear": {"options": HeadOptions(solver="adamw")},  # epochs, comparable with the other heads
+        "linear (L-BFGS, solved)": {"head": "linear"},
+        **{head: {} for head in ("mlp", "prototype", "pool")},
         "temporal K=0": {"head": "temporal", **text},
         "temporal K=7": {"head": "temporal", "hard_negatives": 7, **text},
         "fusion clip+audio": {"head": "fusion", "views": ("clip", "audio")},
@@ -156,6 +158,8 @@ def main() -> None:
     for name, overrides in runs.items():
         config = TrainConfig(
             **{"head": name, **overrides},
+            lr=1e-3,  # given: no search on val (throughput of the training itself)
+            weight_decay=1e-4,
             epochs=args.train_epochs,
             batch_size=args.batch_size,
             patience=args.train_epochs,

@@ -751,9 +751,32 @@ def import_cmd(feature_dir, manifest, cache_dir, view, feature, layout, i3d_stac
 
 def _head_options(fn):
     options = [
-        click.option("--hidden-dim", type=int, default=512, show_default=True),
+        click.option(
+            "--hidden-dim", type=int, default=None, help="Default: 512 (pool: 0, a linear instance classifier)."
+        ),
         click.option("--dropout", type=float, default=0.1, show_default=True),
         click.option("--frame-pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True),
+        click.option(
+            "--solver",
+            type=click.Choice(["lbfgs", "adamw"]),
+            default="lbfgs",
+            show_default=True,
+            help="linear: logistic regression solved with L-BFGS, C chosen on val (--lr/--epochs unused), or AdamW.",
+        ),
+        click.option("--probe-c", type=float, default=None, help="linear/lbfgs: fixed C instead of the val sweep."),
+        click.option(
+            "--probe-refit",
+            type=click.Choice(["train+val", "train"]),
+            default="train+val",
+            show_default=True,
+            help="linear/lbfgs: the final fit at the chosen C uses train+val (CLIP protocol) or train only.",
+        ),
+        click.option(
+            "--probe-blend/--no-probe-blend",
+            default=True,
+            show_default=True,
+            help="prototype/mlp: blend with a solved linear probe, its weight chosen on val (0: the head alone).",
+        ),
         click.option("--prototype-update", type=click.Choice(["learned", "ema"]), default="learned", show_default=True),
         click.option("--ema-momentum", type=float, default=0.99, show_default=True),
         click.option("--temperature", type=float, default=0.1, show_default=True),
@@ -820,8 +843,10 @@ def _print_metrics(title: str, metrics: dict) -> None:
     help="Default: auto, 30 or more so a small training set still gets 600 optimizer steps (at most 500).",
 )
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option(
+    "--lr", type=float, default=None, help="Default: chosen on val from 1e-3, 3e-3, 1e-2, 3e-2 by short runs."
+)
+@click.option("--weight-decay", type=float, default=None, help="Default: chosen on val from 1e-4, 1e-2.")
 @click.option("--warmup-epochs", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="torch deterministic algorithms (slower on GPU).")
@@ -887,6 +912,8 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
         progress=progress,
     )
     info = dataclasses.asdict(summary)
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(info, sort_keys=True, default=str))
     else:

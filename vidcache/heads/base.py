@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from torch import nn
 
+from ..errors import VidcacheError
 from ..registry import Registry
 from .config import HeadOptions
 
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
     from .data import Batch
 
 HEADS = Registry("head", option="--head")
+
+
+class TrainingError(VidcacheError):
+    """Training cannot go on (e.g. the loss stayed non-finite)."""
+
+
 register_head = HEADS.register
 
 
@@ -66,6 +73,11 @@ class Head(nn.Module):
 
     def forward_batch(self, batch: Batch) -> HeadOutput:
         return self(batch.feature, batch.mask)
+
+    @classmethod
+    def trains_by_steps(cls, options: HeadOptions) -> bool:
+        """False for a head the loop solves instead (the `linear` probe with L-BFGS): no lr search."""
+        return True
 
     def companions(self, video_ids: list[str], generator: torch.Generator) -> list[str]:
         """Extra training videos the loop adds to a batch (e.g. mined neighbours as positives)."""

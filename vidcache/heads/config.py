@@ -16,15 +16,23 @@ PoolMode = Literal["learnable", "mean", "max", "attention"]
 PrototypeUpdate = Literal["learned", "ema"]
 ContrastiveForm = Literal["infonce", "margin"]
 NegativesFrom = Literal["top", "bottom", "random"]
+Solver = Literal["lbfgs", "adamw"]
+ProbeRefit = Literal["train+val", "train"]
 
 
 @dataclass(frozen=True)
 class HeadOptions:
     """Options of every head in one place (each head reads the ones it uses)."""
 
-    hidden_dim: int = 512  # mlp hidden width; prototype/pool projection width (0 = no projection)
+    # mlp hidden width; prototype/pool/contrastive projection width (0 = no projection); None: the
+    # head's default (512; pool 0: a linear instance classifier on the frames, see heads/pool.py)
+    hidden_dim: int | None = None
     dropout: float = 0.1
     frame_pooling: FramePooling = "mean"  # linear/mlp: how frames become one vector
+    solver: Solver = "lbfgs"  # linear: solved logistic regression (C chosen on val), or AdamW epochs
+    probe_c: float | None = None  # linear/lbfgs: a fixed C (scikit-learn's meaning) instead of the val sweep
+    probe_refit: ProbeRefit = "train+val"  # linear/lbfgs: data of the final fit at the chosen C
+    probe_blend: bool = True  # prototype/mlp: blend with a solved linear branch, weight chosen on val
     prototype_update: PrototypeUpdate = "learned"
     ema_momentum: float = 0.99  # α in p_c ← α·p_c + (1−α)·e_v
     temperature: float = 0.1  # τ of the prototype similarities
@@ -42,11 +50,21 @@ class HeadOptions:
     ltcl: bool = True  # contrastive: local temporal contrastive loss over 4 segments
     ltcl_weight: float = 1.0  # β (the InfoNCE term has α = 1)
 
+    def width(self, default: int) -> int:
+        """`hidden_dim`, or the head's `default` when it was left to None."""
+        return default if self.hidden_dim is None else self.hidden_dim
+
     def __post_init__(self) -> None:
+        if self.hidden_dim is not None and self.hidden_dim < 0:
+            raise ConfigError(f"--hidden-dim must be >= 0, got {self.hidden_dim}")
         check_choice("--frame-pooling", self.frame_pooling, FramePooling)
         check_choice("--prototype-update", self.prototype_update, PrototypeUpdate)
         check_choice("--contrastive", self.contrastive, ContrastiveForm)
         check_choice("--pool-mode", self.pool_mode, PoolMode)
+        check_choice("--solver", self.solver, Solver)
+        check_choice("--probe-refit", self.probe_refit, ProbeRefit)
+        if self.probe_c is not None and not self.probe_c > 0:
+            raise ConfigError(f"--probe-c must be > 0, got {self.probe_c}")
         if not (0 < self.ema_momentum < 1):
             raise ConfigError(f"--ema-momentum must be in (0, 1), got {self.ema_momentum}")
         if self.temperature <= 0:
@@ -68,8 +86,8 @@ class TrainConfig:
     views: tuple[str, ...] = ()  # several views for multi-view heads (fusion); empty = (view,)
     epochs: int | None = None  # None: auto, see `resolve_schedule`
     batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: float | None = None  # None: chosen on val by a short search (heads/search.py)
+    weight_decay: float | None = None  # None: likewise
     warmup_epochs: float = 1.0
     seed: int = 0
     deterministic: bool = False
@@ -116,7 +134,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "max_frames", "patience", "max_bad_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.grad_clip <= 0:
+        lr, weight_decay = self.lr or 1.0, self.weight_decay or 0.0  # None: chosen on val
+        if lr <= 0 or weight_decay < 0 or self.warmup_epochs < 0 or self.grad_clip <= 0:
             raise ConfigError("--lr and --grad-clip must be > 0, --weight-decay and --warmup-epochs >= 0")
         if not (0 < self.val_fraction < 1):
             raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")

@@ -128,11 +128,12 @@ class ContrastiveHead(Head):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         options = self.options
-        width = options.hidden_dim or self.input_dim
-        self.frame = nn.Linear(self.input_dim, width) if options.hidden_dim else nn.Identity()
+        hidden = options.width(512)
+        width = hidden or self.input_dim
+        self.frame = nn.Linear(self.input_dim, width) if hidden else nn.Identity()
         self.projection = (
             nn.Sequential(nn.GELU(), nn.Dropout(options.dropout), nn.Linear(width, options.projection_dim))
-            if options.hidden_dim
+            if hidden
             else nn.Linear(width, options.projection_dim)
         )
 

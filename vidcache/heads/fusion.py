@@ -133,6 +133,8 @@ class FusionHead(PrototypeHead):
     """Multimodal transformer over the tokens of every view, pooled by [CLS], classified by the class
     prototypes (see the module docstring)."""
 
+    blends_probe = False  # its input is several views: no single pooled vector for a linear branch
+
     multi_view = True
 
     def build_encoder(self, width: int) -> nn.Module:

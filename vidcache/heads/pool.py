@@ -21,7 +21,7 @@ EPS = 1e-6
 class PoolHead(Head):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        width = self.options.hidden_dim
+        width = self.options.width(0)
         self.frame_encoder = (
             nn.Sequential(nn.Linear(self.input_dim, width), nn.GELU(), nn.Dropout(self.options.dropout))
             if width

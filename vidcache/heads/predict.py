@@ -42,7 +42,9 @@ def load_run(run_dir: str | Path, *, device: torch.device) -> LoadedRun:
         raise ConfigError(f"{run_dir} is not a finished training run (no config.json / best.safetensors)")
     resolved = json.loads((run_dir / "config.json").read_text())
     raw = dict(resolved["train_config"])
-    config = TrainConfig(**{**raw, "options": HeadOptions(**raw["options"])})
+    # runs saved before the prototype head's probe branch existed have no "probe_blend": they had none
+    options = {"probe_blend": False, **raw["options"]}
+    config = TrainConfig(**{**raw, "options": HeadOptions(**options)})
     vocabulary = resolved["vocabulary"]
     multi_label = resolved["task"] == "multi-label"
     input_dims = resolved.get("input_dims") or {config.view: resolved["input_dim"]}

@@ -6,21 +6,32 @@ unit embedding of the batch's videos with label c)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import Head, HeadOutput, masked_mean, register_head
+from .blend import add_probe_branch, mix_logits
 from .losses import LOSSES
 
 
 @register_head("prototype")
 class PrototypeHead(Head):
-    """Subclasses (fusion) replace `build_encoder` / `encode` and keep the prototypes and losses."""
+    """Subclasses (fusion) replace `build_encoder` / `encode` and keep the prototypes and losses.
+
+    With `--probe-blend` (default; not for fusion) a linear branch on the mean-pooled frames is solved
+    after the epochs and blended with the prototype scores by a weight chosen on val (`heads/blend.py`)."""
+
+    blends_probe: ClassVar[bool] = True
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        width = self.options.hidden_dim or self.input_dim
+        self.probe: nn.Linear | None = None
+        if type(self).blends_probe and self.options.probe_blend:
+            add_probe_branch(self)
+        width = self.options.width(512) or self.input_dim
         self.encoder = self.build_encoder(width)
         prototypes = F.normalize(torch.randn(self.num_classes, width), dim=1)
         if self.options.prototype_update == "learned":
@@ -38,17 +49,25 @@ class PrototypeHead(Head):
     def encode(self, batch) -> torch.Tensor:
         return self.encoder(masked_mean(batch.feature, batch.mask))
 
-    def classify(self, embedding: torch.Tensor) -> HeadOutput:
+    def classify(self, embedding: torch.Tensor, pooled: torch.Tensor | None = None) -> HeadOutput:
         embedding = F.normalize(embedding, dim=1)
         similarity = embedding @ F.normalize(self.prototypes, dim=1).T
         logits = similarity * self.logit_scale + self.logit_bias
-        return HeadOutput(logits, embedding=embedding, extras={"similarity": similarity})
+        extras = {"similarity": similarity}
+        if self.probe is not None and pooled is not None and not self.training:  # β = 0 while training
+            logits = mix_logits(self, logits, pooled, extras)
+        return HeadOutput(logits, embedding=embedding, extras=extras)
+
+    def probe_pool(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean(features, mask)
 
     def forward_batch(self, batch) -> HeadOutput:
-        return self.classify(self.encode(batch))
+        pooled = masked_mean(batch.feature, batch.mask) if self.probe is not None and not self.training else None
+        return self.classify(self.encode(batch), pooled)
 
     def forward(self, features, mask) -> HeadOutput:
-        return self.classify(self.encoder(masked_mean(features, mask)))
+        pooled = masked_mean(features, mask)
+        return self.classify(self.encoder(pooled), pooled)
 
     def loss(self, output, batch, *, pos_weight=None):
         targets = batch.targets

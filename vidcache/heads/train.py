@@ -21,21 +21,21 @@ import torch
 
 from .. import __version__
 from ..cache.reader import Cache
-from ..errors import ConfigError, VidcacheError
+from ..errors import ConfigError
 from ..extract.device import autocast_dtype, resolve_device
-from .base import HEADS, Head
+from .base import HEADS, Head, TrainingError
+from .blend import blend_probe
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve_schedule
 from .context import HeadContext, build_context
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
 from .metrics import evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
+from .search import SEARCH_DIR, needs_search, search_hyperparameters
+from .solved import solve_probe
+from .validation import check_val_split
 
 log = logging.getLogger("vidcache.heads")
 RUN_FILES = ("config.json", "history.csv", "summary.json", "thresholds.json", "best.safetensors", "last.safetensors")
-
-
-class TrainingError(VidcacheError):
-    """Training cannot go on (e.g. the loss stayed non-finite)."""
 
 
 @dataclass
@@ -58,6 +58,8 @@ class TrainSummary:
     skipped_steps: int = 0
     streamed: bool = False
     report: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. a val split too small to choose anything
+    search: dict | None = None  # the lr / weight-decay search, when one ran (also RUN/search/search.json)
 
 
 def seed_everything(seed: int, *, deterministic: bool) -> torch.Generator:
@@ -204,7 +206,152 @@ def _plot(run_dir: Path, history: list[dict], vocabulary: list[str], ap: np.ndar
     plt.close(fig)
 
 
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    with open(run_dir / "history.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _run_epochs(
+    model: Head,
+    config: TrainConfig,
+    train_source: SplitSource,
+    val_source: SplitSource,
+    run_dir: Path,
+    *,
+    device: torch.device,
+    multi_label: bool,
+    metric: str,
+    generator: torch.Generator,
+    resume: bool,
+    progress,
+    select_on_val: bool = True,
+) -> tuple[list[dict], dict, int, float]:
+    """The epochs of a gradient-trained head: (history, state, videos trained on, seconds of training).
+    `select_on_val` False (a val split too small to judge): no early stopping, the last epoch is kept."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_source) / config.batch_size)
+    scheduler = warmup_cosine(
+        optimizer,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        total_steps=config.epochs * steps_per_epoch,
+    )
+    pos_weight = None
+    if config.pos_weight and multi_label:
+        positives = train_source.targets.sum(dim=0)
+        pos_weight = ((len(train_source) - positives) / positives.clamp(min=1)).clamp(1.0, 100.0).to(device)
+    use_amp = config.amp and device.type == "cuda"
+    # fp16 (GPUs without bf16) needs loss scaling; bf16 does not
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and autocast_dtype(device) == torch.float16)
+    history: list[dict] = []
+    state = {"epoch": 0, "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0, "skipped_steps": 0}
+    if resume and (run_dir / "last.safetensors").exists():
+        state = load_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler)
+        if (run_dir / "history.csv").exists():
+            with open(run_dir / "history.csv") as handle:
+                history = [
+                    {k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)
+                ]
+        log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+    samples = 0
+    train_seconds = 0.0
+    consecutive_bad = 0
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        if state["bad_epochs"] >= config.patience and select_on_val:
+            break
+        model.train()
+        # per-epoch seeds (shuffling and dropout): a resumed run continues exactly as an unbroken one
+        generator.manual_seed(config.seed * 1_000_003 + epoch)
+        torch.manual_seed(config.seed * 1_000_003 + epoch)
+        epoch_started = time.perf_counter()
+        losses = []
+        for batch in train_source.batches(config.batch_size, shuffle=True, generator=generator):
+            sampled = len(batch)  # throughput counts the split's videos, not the companions added to them
+            batch = with_companions(model, batch, train_source, generator).to(device, non_blocking=True)
+            with autocast(device, use_amp):
+                output = model.forward_batch(batch)
+                loss, _parts = model.loss(output, batch, pos_weight=pos_weight)
+            loss = loss.float()
+            optimizer.zero_grad(set_to_none=True)
+            bad = "the loss was" if not torch.isfinite(loss) else None
+            if bad is None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                bad = None if torch.isfinite(grad_norm) else "the gradients were"  # finite loss, NaN gradient
+            if bad is not None:  # skip the step; stop when it keeps happening
+                state["skipped_steps"] += 1
+                consecutive_bad += 1
+                optimizer.zero_grad(set_to_none=True)
+                if consecutive_bad >= config.max_bad_steps:
+                    raise TrainingError(
+                        f"{bad} not finite for {consecutive_bad} steps in a row (epoch {epoch}); "
+                        "lower --lr or check the features for NaN (vidcache verify)"
+                    )
+                continue
+            consecutive_bad = 0
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            model.after_step(output, batch)
+            losses.append(float(loss.detach()))
+            samples += sampled
+        train_seconds += time.perf_counter() - epoch_started
+        val, _ = validate(model, train_source, val_source, device, multi_label=multi_label, amp=use_amp)
+        if metric not in val:
+            raise ConfigError(f"--early-stop-metric {metric!r} is not computed here; choose from {sorted(val)}")
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
+        row.update({f"val_{k}": v for k, v in val.items()})
+        row["lr"] = scheduler.get_last_lr()[0]
+        history.append(row)
+        value = val[metric]
+        state["epoch"] = epoch
+        if value > state["best_value"] or not select_on_val:  # val too small to choose: keep the latest
+            state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
+            save_checkpoint(run_dir, "best", model=model, state=dict(state))
+        else:
+            state["bad_epochs"] += 1
+        save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler, state=dict(state))
+        write_history(run_dir, history)
+        if progress is not None:
+            progress(epoch, row)
+    if not (run_dir / "best.safetensors").exists():
+        raise TrainingError(f"no epoch finished in {run_dir}")
+    load_checkpoint(run_dir, "best", model=model)
+    return history, state, samples, train_seconds
+
+
 def train(
+    cache_dir: str | Path,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    command: str = "",
+    progress=None,
+) -> TrainSummary:
+    """Train `config.head` on the cache into `run_dir`; `lr` / `weight_decay` left to None are chosen
+    on val first by a short search (heads/search.py) for heads trained by steps."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
+    search = None
+    if needs_search(config) and HEADS.get(config.head).trains_by_steps(config.options):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config, search = search_hyperparameters(cache_dir, config, run_dir, train_once=_train_once)
+    summary = _train_once(cache_dir, config, run_dir, resume=resume, command=command, progress=progress)
+    if search is not None:
+        summary.search = search
+        summary.seconds = time.perf_counter() - started
+        if search.get("skipped"):
+            summary.warnings = [*summary.warnings, "no lr / weight-decay search: val too small; defaults kept"]
+        (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
+    return summary
+
+
+def _train_once(
     cache_dir: str | Path,
     config: TrainConfig,
     run_dir: str | Path,
@@ -215,7 +362,7 @@ def train(
 ) -> TrainSummary:
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+    if run_dir.exists() and any(p.name != SEARCH_DIR for p in run_dir.iterdir()) and not resume:
         raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     generator = seed_everything(config.seed, deterministic=config.deterministic)
@@ -286,103 +433,63 @@ def train(
                 )
         config_path.write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
 
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        steps_per_epoch = math.ceil(len(train_source) / config.batch_size)
-        scheduler = warmup_cosine(
-            optimizer,
-            warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-            total_steps=config.epochs * steps_per_epoch,
-        )
-        pos_weight = None
-        if config.pos_weight and splits.multi_label:
-            positives = train_source.targets.sum(dim=0)
-            pos_weight = ((len(train_source) - positives) / positives.clamp(min=1)).clamp(1.0, 100.0).to(device)
         metric = _metric_key(config, splits.multi_label, model.kind)
-        use_amp = config.amp and device.type == "cuda"
-        # fp16 (GPUs without bf16) needs loss scaling; bf16 does not
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and autocast_dtype(device) == torch.float16)
-        history: list[dict] = []
-        state = {"epoch": 0, "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0, "skipped_steps": 0}
-        if resume and (run_dir / "last.safetensors").exists():
-            state = load_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler)
-            if (run_dir / "history.csv").exists():
-                with open(run_dir / "history.csv") as handle:
-                    history = [
-                        {k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
-                        for row in csv.DictReader(handle)
-                    ]
-            log.info("resuming %s after epoch %d", run_dir, state["epoch"])
-        samples = 0
-        train_seconds = 0.0
-        consecutive_bad = 0
-        for epoch in range(state["epoch"] + 1, config.epochs + 1):
-            if state["bad_epochs"] >= config.patience:
-                break
-            model.train()
-            # per-epoch seeds (shuffling and dropout): a resumed run continues exactly as an unbroken one
-            generator.manual_seed(config.seed * 1_000_003 + epoch)
-            torch.manual_seed(config.seed * 1_000_003 + epoch)
-            epoch_started = time.perf_counter()
-            losses = []
-            for batch in train_source.batches(config.batch_size, shuffle=True, generator=generator):
-                sampled = len(batch)  # throughput counts the split's videos, not the companions added to them
-                batch = with_companions(model, batch, train_source, generator).to(device, non_blocking=True)
-                with autocast(device, use_amp):
-                    output = model.forward_batch(batch)
-                    loss, _parts = model.loss(output, batch, pos_weight=pos_weight)
-                loss = loss.float()
-                optimizer.zero_grad(set_to_none=True)
-                bad = "the loss was" if not torch.isfinite(loss) else None
-                if bad is None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                    bad = None if torch.isfinite(grad_norm) else "the gradients were"  # finite loss, NaN gradient
-                if bad is not None:  # skip the step; stop when it keeps happening
-                    state["skipped_steps"] += 1
-                    consecutive_bad += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    if consecutive_bad >= config.max_bad_steps:
-                        raise TrainingError(
-                            f"{bad} not finite for {consecutive_bad} steps in a row (epoch {epoch}); "
-                            "lower --lr or check the features for NaN (vidcache verify)"
-                        )
-                    continue
-                consecutive_bad = 0
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                model.after_step(output, batch)
-                losses.append(float(loss.detach()))
-                samples += sampled
-            train_seconds += time.perf_counter() - epoch_started
-            val, _ = validate(model, train_source, val_source, device, multi_label=splits.multi_label, amp=use_amp)
-            if metric not in val:
-                raise ConfigError(f"--early-stop-metric {metric!r} is not computed here; choose from {sorted(val)}")
-            row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
-            row.update({f"val_{k}": v for k, v in val.items()})
-            row["lr"] = scheduler.get_last_lr()[0]
-            history.append(row)
-            value = val[metric]
-            state["epoch"] = epoch
-            if value > state["best_value"]:
-                state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-                save_checkpoint(run_dir, "best", model=model, state=dict(state))
-            else:
-                state["bad_epochs"] += 1
-            save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler, state=dict(state))
-            with open(run_dir / "history.csv", "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-                writer.writeheader()
-                writer.writerows(history)
-            if progress is not None:
-                progress(epoch, row)
-        if not (run_dir / "best.safetensors").exists():
-            raise TrainingError(f"no epoch finished in {run_dir}")
-        load_checkpoint(run_dir, "best", model=model)
-        at_half, val_scores = validate(
-            model, train_source, val_source, device, multi_label=splits.multi_label, amp=use_amp
+        check = check_val_split(
+            val_source.targets, multi_label=splits.multi_label, kind=model.kind, vocabulary=splits.vocabulary
         )
+        for warning in check.warnings:
+            log.warning("%s", warning)
+        use_amp = config.amp and device.type == "cuda"
+        if getattr(model, "solves", False):
+            solved = solve_probe(
+                model,
+                train_source,
+                val_source,
+                device=device,
+                multi_label=splits.multi_label,
+                metric=metric,
+                select_on_val=check.usable,
+            )
+            history, state, report_extra = solved.history, solved.state, solved.report
+            samples, train_seconds = solved.samples, solved.seconds
+            # held-out numbers: the train-only fit at the chosen C (the saved model may be refitted on train+val)
+            at_half, val_scores = solved.val_metrics, solved.val_scores
+            save_checkpoint(run_dir, "best", model=model, state=dict(state))
+            save_checkpoint(run_dir, "last", model=model, state=dict(state))
+            write_history(run_dir, history)
+            if progress is not None:
+                for row in history:
+                    progress(row["epoch"], row)
+        else:
+            history, state, samples, train_seconds = _run_epochs(
+                model,
+                config,
+                train_source,
+                val_source,
+                run_dir,
+                device=device,
+                multi_label=splits.multi_label,
+                metric=metric,
+                generator=generator,
+                resume=resume,
+                progress=progress,
+                select_on_val=check.usable,
+            )
+            report_extra = {}
+            if getattr(model, "probe", None) is not None and hasattr(model, "probe_mix"):
+                report_extra = blend_probe(
+                    model,
+                    train_source,
+                    val_source,
+                    device=device,
+                    multi_label=splits.multi_label,
+                    metric=metric,
+                    select_on_val=check.usable,
+                )
+                save_checkpoint(run_dir, "best", model=model, state=dict(state))
+            at_half, val_scores = validate(
+                model, train_source, val_source, device, multi_label=splits.multi_label, amp=use_amp
+            )
         val_targets = val_source.targets.numpy()
         classify = model.kind == "classify"
         thresholds = (
@@ -399,7 +506,7 @@ def train(
             json.dumps(dict(zip(splits.vocabulary, map(float, thresholds), strict=True)), indent=2)
         )
         (run_dir / "vocabulary.json").write_text(json.dumps(splits.vocabulary))
-        report = model.report()
+        report = {**model.report(), **report_extra}
         if report:
             (run_dir / "learned.json").write_text(json.dumps(report, indent=2))
         _plot(run_dir, history, splits.vocabulary, per_class_ap(val_targets, val_scores) if classify else None)
@@ -422,6 +529,7 @@ def train(
             skipped_steps=state["skipped_steps"],
             streamed=not train_source.in_memory,
             report=report,
+            warnings=check.warnings,
         )
         (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
         return summary
