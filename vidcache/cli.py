@@ -968,10 +968,18 @@ def predict(
 @click.option("--k", "k", type=int, default=10, show_default=True, help="How many videos.")
 @click.option("--pooling", type=click.Choice(["mean", "max", "first", "middle"]), default="mean", show_default=True)
 @click.option(
+    "--query-form",
+    type=click.Choice(["best", "ensemble", "raw"]),
+    default="best",
+    show_default=True,
+    help="--text as typed (raw), in the prompt templates' ensemble, or the best cosine over raw, each template "
+    "and the ensemble.",
+)
+@click.option(
     "--template",
     "templates",
     multiple=True,
-    help='--text prompt template with {}; repeatable (default: those of CACHE/text.h5; "{}" = the text as is).',
+    help="--text prompt template with {}; repeatable (default: those of CACHE/text.h5).",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights.")
@@ -983,6 +991,7 @@ def search(
     view: str,
     k: int,
     pooling: str,
+    query_form: str,
     templates: tuple[str, ...],
     device: str,
     allow_download: bool,
@@ -1001,6 +1010,7 @@ def search(
             view=view,
             k=k,
             pooling=pooling,
+            query_form=query_form,
             templates=list(templates) or None,
             device=device,
             allow_download=allow_download,

@@ -61,14 +61,14 @@ def clip_for_identity(identity: dict, *, device, allow_download: bool = False, c
     from ..errors import CacheError
     from .backbones import create_backbone
 
-    pretrained = identity["weights_path"] or identity["pretrained"]
+    pretrained = identity.get("weights_path") or identity["pretrained"]
     encoder = create_backbone(
         "clip",
         config=ClipConfig(model=identity["model"], pretrained=pretrained, seed=identity.get("random_init_seed") or 0),
         device=device,
         allow_download=allow_download,
     )
-    if encoder.weights_sha256 != identity["weights_sha256"]:
+    if identity.get("weights_sha256") and encoder.weights_sha256 != identity["weights_sha256"]:
         raise CacheError(f"weights {pretrained} differ from those that made cache {cache_dir} (sha256 mismatch)")
     return encoder
 
