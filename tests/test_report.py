@@ -71,8 +71,8 @@ def report_inputs(tiny_checkpoint, tmp_path_factory):
         write_mined(cache_dir, "hard_negative_videos", frame, summary, command="test")
     train_cache = _train_cache(root / "train_cache")
     runs = []
-    for head in ("linear", "mlp"):
-        config = TrainConfig(head=head, view="rgb", epochs=4, batch_size=16, lr=1e-2, device="cpu")
+    for head, task in (("linear", "single-label"), ("mlp", "multi-label")):  # both confusion rules
+        config = TrainConfig(head=head, view="rgb", epochs=4, batch_size=16, lr=1e-2, device="cpu", task=task)
         train(train_cache, config, root / f"run-{head}")
         runs.append(root / f"run-{head}")
     return cache_dir, runs

@@ -53,7 +53,8 @@ class CacheFacts:
     views: dict[str, dict]  # view -> recorded identity (its settings)
     status: dict[str, dict[str, int]]  # view -> status -> videos
     rows: dict[str, int]  # view -> rows stored
-    bytes: dict[str, int]  # view -> bytes its datasets take in the shards
+    bytes: dict[str, int]  # view -> bytes its datasets take in the shards (allocated HDF5 chunks)
+    data_bytes: dict[str, int]  # view -> bytes of its rows and timestamps as stored (uncompressed)
     entries: int
     shards: int
     failures: list[dict]  # video_id, view, reason, path (at most max_failures)
@@ -90,10 +91,12 @@ class RunFacts:
     thresholds: dict[str, float] | None
 
 
-def _bytes_per_view(cache_dir: Path) -> dict[str, int]:
+def _bytes_per_view(cache_dir: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Per view: (bytes allocated in the shards, bytes of the data itself)."""
     import h5py
 
     sizes: Counter = Counter()
+    logical: Counter = Counter()
     for path in sorted(shard_dir(cache_dir).glob("*.h5")):
         try:
             with h5py.File(path, "r") as h5:
@@ -104,11 +107,12 @@ def _bytes_per_view(cache_dir: Path) -> dict[str, int]:
                     def add(_name: str, node, view: str = view) -> None:
                         if isinstance(node, h5py.Dataset):
                             sizes[view] += node.id.get_storage_size()
+                            logical[view] += node.size * node.dtype.itemsize
 
                     h5[view].visititems(add)
         except OSError:  # a damaged shard is `vidcache verify`'s business; the report goes on
             continue
-    return dict(sizes)
+    return dict(sizes), dict(logical)
 
 
 def cache_facts(cache: Cache, *, max_failures: int) -> CacheFacts:
@@ -166,12 +170,14 @@ def cache_facts(cache: Cache, *, max_failures: int) -> CacheFacts:
             }
         )
     failures.sort(key=lambda f: (f["video_id"], f["view"]))
+    allocated, data_bytes = _bytes_per_view(cache.path)
     return CacheFacts(
         path=str(cache.path),
         views=views,
         status=status,
         rows=dict(rows),
-        bytes=_bytes_per_view(cache.path),
+        bytes=allocated,
+        data_bytes=data_bytes,
         entries=len(entries),
         shards=len(catalog.shards()),
         failures=failures[:max_failures],

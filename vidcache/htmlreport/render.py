@@ -124,11 +124,13 @@ def _cache_section(facts: CacheFacts, thumbs: _Thumbs) -> str:
                 counts.get("absent", 0),
                 counts.get("failed", 0),
                 facts.rows.get(view, 0),
+                _mib(facts.data_bytes.get(view, 0)),
                 _mib(facts.bytes.get(view, 0)),
             ]
         )
     parts.append("<h3>Videos by status, rows and bytes per view</h3>")
-    parts.append(_table(["view", "done", "absent", "failed", "rows", "bytes in shards"], rows))
+    headers = ["view", "done", "absent", "failed", "rows", "data bytes", "allocated in shards"]
+    parts.append(_table(headers, rows))
     if facts.status:
         parts.append(charts.status_bars(facts.status, name="status"))
     parts.append(f"<h3>Failures ({facts.failures_total})</h3>")
