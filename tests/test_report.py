@@ -180,3 +180,45 @@ def test_report_options_are_checked(report_inputs, tmp_path):
     result = CliRunner().invoke(cli, ["report", "--cache", str(cache_dir), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     assert "0 run(s)" in result.output and (tmp_path / "r.html").exists()
+
+
+def test_report_size_is_bounded_whatever_the_corpus(tmp_path):
+    """3000 videos, 300 failures, a thumbnail each, every video mined: the page keeps 200 failure
+    rows and 24 mined videos and stays within plotly.js + ~2 MB; a view without video facts is fine."""
+    from vidcache.cache.thumbnails import encode_thumbnail, write_thumbnail
+    from vidcache.extract.text import write_text_embeddings
+
+    rng = np.random.default_rng(0)
+    cache_dir, labels = tmp_path / "cache", [f"class{i}" for i in range(50)]
+    entries, rows, failures = [], [], {}
+    for i in range(3000):
+        video_id = f"g{i % 30}/v{i:05d}.mp4"
+        entries.append(VideoEntry(video_id, f"/data/{video_id}", (labels[i % 50],), "train"))
+        if i % 10 == 0:
+            failures[video_id] = "not a readable video (Invalid data found when processing input)"
+            continue
+        info = {"width": 640, "height": 360, "avg_fps": 25.0, "duration_s": float(rng.gamma(2, 5))}
+        rows.append((video_id, rng.normal(size=(2, 16)).astype(np.float32), np.arange(2.0), info))
+    write_view_arrays(cache_dir, view="clip", rows=rows, entries=entries, identity={"model": "x"}, failures=failures)
+    audio = [(v, rng.normal(size=(1, 8)).astype(np.float32), np.arange(1.0)) for v, *_ in rows[:100]]
+    write_view_arrays(cache_dir, view="audio", rows=audio, entries=entries, identity={"model": "y"})
+    noisy = encode_thumbnail(rng.integers(0, 256, (90, 160, 3), dtype=np.uint8))  # the worst case: ~10 KB
+    for video_id, *_ in rows:
+        write_thumbnail(cache_dir, video_id, noisy)
+    text = rng.normal(size=(50, 16)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    write_text_embeddings(
+        cache_dir, labels=labels, templates=["{}"], per_template=text[:, None], embeddings=text, attrs={}
+    )
+    with Cache(cache_dir) as cache:
+        frame, summary = hard_negative_labels(cache, k=5)
+        write_mined(cache_dir, "hard_negatives", frame, summary, command="test")
+        frame, summary = nearest_videos(cache, k=4, view="clip", exclude_shared_labels=True)
+        write_mined(cache_dir, "hard_negative_videos", frame, summary, command="test")
+    summary = write_report(cache_dir, out=tmp_path / "report.html")
+    assert (summary.failures_total, summary.failures_shown, summary.mined_sample) == (300, 200, 24)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "100 more failure(s) not shown" in page and "A sample of 24 of the 2700 mined videos" in page
+    from vidcache.htmlreport.charts import plotly_js
+
+    assert summary.bytes - len(plotly_js()) < 2.2 * 2**20, summary.bytes

@@ -257,7 +257,7 @@ def _run_section(run: RunFacts, number: int, *, max_classes: int) -> str:
         )
         if note:
             parts.append(f'<p class="note">{_e(note)}</p>')
-    elif s.get("classes"):
+    elif (Path(run.path) / "per_class_ap.png").exists():  # a classifier trained before per_class_ap.json
         parts.append('<p class="note">No per_class_ap.json in this run (trained by an older vidcache).</p>')
     if run.confusions is not None:
         parts.append("<h4>Most confused class pairs (val)</h4>")
