@@ -15,6 +15,7 @@ import base64
 import html
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,7 +324,7 @@ def write_report(
     cache_dir: str | Path,
     *,
     out: str | Path,
-    runs: list[str | Path] = (),  # type: ignore[assignment]
+    runs: Sequence[str | Path] = (),
     sample: int = 24,
     labels_per_video: int = 5,
     videos_per_video: int = 4,
