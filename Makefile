@@ -19,7 +19,13 @@ $(FFMPEG_STAMP): $(STAMP)
 	command -v ffmpeg >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; } || { echo "make test needs the ffmpeg CLI (the tests' reference decoder): install Debian's ffmpeg" >&2; exit 2; }
 	touch $(FFMPEG_STAMP)
 
-test: $(STAMP) $(FFMPEG_STAMP)
+# The browser the report test opens the HTML report in (Debian's chromium, driven by playwright), installed when missing.
+CHROMIUM_STAMP := $(VENV)/.chromium-checked
+$(CHROMIUM_STAMP): $(STAMP)
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || { echo "make test needs a headless browser for tests/test_report.py: install Debian's chromium" >&2; exit 2; }
+	touch $(CHROMIUM_STAMP)
+
+test: $(STAMP) $(FFMPEG_STAMP) $(CHROMIUM_STAMP)
 	$(VENV)/bin/ruff check vidcache tests benchmarks
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 

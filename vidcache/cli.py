@@ -428,10 +428,9 @@ def embed_text(
     """Embed the label vocabulary with the cache's CLIP model into CACHE/text.h5."""
     from .cache.catalog import Catalog
     from .errors import CacheError, ConfigError
-    from .extract.backbones import create_backbone
     from .extract.device import resolve_device
     from .extract.runner import embed_labels
-    from .extract.text import DEFAULT_TEMPLATES, read_labels_file
+    from .extract.text import DEFAULT_TEMPLATES, clip_for_identity, read_labels_file
 
     catalog = Catalog.open(cache_dir)
     identity, entries = catalog.view_identity("clip"), catalog.entries()
@@ -444,15 +443,9 @@ def embed_text(
     for template in templates:
         if "{}" not in template:
             raise ConfigError(f"--template {template!r} has no {{}} where the label goes")
-    pretrained = identity["weights_path"] or identity["pretrained"]
-    encoder = create_backbone(
-        "clip",
-        config=ClipConfig(model=identity["model"], pretrained=pretrained, seed=identity.get("random_init_seed") or 0),
-        device=resolve_device(device),
-        allow_download=allow_download,
+    encoder = clip_for_identity(
+        identity, device=resolve_device(device), allow_download=allow_download, cache_dir=cache_dir
     )
-    if encoder.weights_sha256 != identity["weights_sha256"]:
-        raise CacheError(f"weights {pretrained} differ from those that made cache {cache_dir} (sha256 mismatch)")
     path = embed_labels(cache_dir, encoder, labels, list(templates or DEFAULT_TEMPLATES))
     click.echo(f"{len(labels)} labels × {len(templates or DEFAULT_TEMPLATES)} templates → {path}")
 
@@ -998,6 +991,105 @@ def predict(
     frame.to_parquet(tmp, index=False)
     tmp.replace(out)
     click.echo(f"{what} → {out}")
+
+
+@cli.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--text", default=None, help="Find videos matching this text (through the view's CLIP text tower).")
+@click.option("--video", "video_id", default=None, help="Find videos nearest this video_id.")
+@click.option("--view", default="clip", show_default=True)
+@click.option("--k", "k", type=int, default=10, show_default=True, help="How many videos.")
+@click.option("--pooling", type=click.Choice(["mean", "max", "first", "middle"]), default="mean", show_default=True)
+@click.option(
+    "--query-form",
+    type=click.Choice(["best", "ensemble", "raw"]),
+    default="best",
+    show_default=True,
+    help="--text as typed (raw), in the prompt templates' ensemble, or the best cosine over raw, each template "
+    "and the ensemble.",
+)
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    help="--text prompt template with {}; repeatable (default: those of CACHE/text.h5).",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def search(
+    cache_dir: str,
+    text: str | None,
+    video_id: str | None,
+    view: str,
+    k: int,
+    pooling: str,
+    query_form: str,
+    templates: tuple[str, ...],
+    device: str,
+    allow_download: bool,
+    as_json: bool,
+) -> None:
+    """Text → videos or video → videos over one view of the cache (give --text or --video)."""
+    from .errors import ConfigError
+    from .search import search_text, search_video
+
+    if (text is None) == (video_id is None):
+        raise ConfigError("give exactly one of --text TEXT or --video VIDEO_ID")
+    if text is not None:
+        hits = search_text(
+            cache_dir,
+            text,
+            view=view,
+            k=k,
+            pooling=pooling,
+            query_form=query_form,
+            templates=list(templates) or None,
+            device=device,
+            allow_download=allow_download,
+        )
+    else:
+        hits = search_video(cache_dir, video_id, view=view, k=k, pooling=pooling)  # type: ignore[arg-type]
+    query = {"text": text} if text is not None else {"video": video_id}
+    if as_json:
+        click.echo(json.dumps({**query, "view": view, "k": k, "hits": [h.as_dict() for h in hits]}, sort_keys=True))
+        return
+    for hit in hits:
+        click.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.video_id}  [{';'.join(hit.labels)}]")
+
+
+@cli.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--run",
+    "runs",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="A train --out directory; repeatable.",
+)
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
+@click.option("--sample", type=int, default=24, show_default=True, help="Mined videos shown (a seeded sample).")
+@click.option("--labels-per-video", type=int, default=5, show_default=True, help="Hard-negative labels per video.")
+@click.option("--videos-per-video", type=int, default=4, show_default=True, help="Hard-negative videos per video.")
+@click.option("--max-failures", type=int, default=200, show_default=True, help="Rows of the failure table.")
+@click.option("--max-classes", type=int, default=60, show_default=True, help="Classes per run in charts and tables.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")
+def report(cache_dir: str, runs: tuple[str, ...], out_path: str, as_json: bool, **options) -> None:
+    """One self-contained HTML page (opens offline): cache, failures, mining sample, training runs."""
+    import dataclasses
+
+    from .htmlreport import write_report
+
+    summary = write_report(cache_dir, out=out_path, runs=list(runs), **options)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(summary), sort_keys=True))
+    else:
+        click.echo(
+            f"{summary.out}: {summary.bytes / 2**20:.1f} MiB, {summary.videos} videos, "
+            f"{summary.failures_shown}/{summary.failures_total} failures shown, {summary.mined_sample} mined videos, "
+            f"{summary.runs} run(s)"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ from ..cache.fidelity import stale_view_message
 from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME
 from ..cache.lock import ExtractLock
 from ..cache.store import CacheWriter, SourceStat, check_cache_writable
+from ..cache.thumbnails import THUMBNAIL_KEY, write_thumbnail
 from ..config import ExtractConfig, to_json
 from ..errors import ConfigError, cache_write_error
 from ..manifest import VideoEntry
@@ -456,6 +457,9 @@ class Extractor:
 
         def finish(state: _VideoState) -> None:
             video_id = state.entry.video_id
+            thumbnail = state.info.pop(THUMBNAIL_KEY, None)  # bytes from the decode pass: a file, not catalog JSON
+            if thumbnail:
+                write_thumbnail(self.cache_dir, video_id, thumbnail)
             info_json = json.dumps(state.info, sort_keys=True, default=str)
             rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
             failed: dict[str, str] = {}

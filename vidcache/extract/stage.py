@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED
+from ..cache.thumbnails import THUMBNAIL_KEY, encode_thumbnail
 from ..config import RunConfig, StreamConfig
 from ..errors import VideoFailure, ViewAbsent
 from ..manifest import VideoEntry
@@ -131,6 +132,8 @@ class VideoStage:
                 if self._stopped():
                     return
                 rgb = RgbPerView(frame)
+                if cursor <= (owners[0].shape[1] - 1) // 2 < cursor + count:  # the middle sampled frame
+                    self._keep_thumbnail(rgb)
                 covered = owners[0][:, cursor : cursor + count]
                 cursor += count
                 with deadline.held():  # consumers' work and the wait on a full queue: not decoding
@@ -145,6 +148,8 @@ class VideoStage:
                 if tail:  # e.g. --num-frames times all past the last frame: that frame for each of them
                     last, last_s = sampler.last_frame
                     rgb = RgbPerView(last)
+                    if THUMBNAIL_KEY not in self.details:
+                        self._keep_thumbnail(rgb)
                     with deadline.held():
                         for consumer, own in tail:
                             yield from consumer.feed(rgb.for_side(consumer.max_short_side), last_s, own)
@@ -170,6 +175,14 @@ class VideoStage:
                 "notes": stats.notes,
             }
         )
+
+    def _keep_thumbnail(self, rgb: RgbPerView) -> None:
+        """The video's thumbnail (JPEG bytes in `details`, written by the main process), made from a
+        conversion a consumer uses anyway; a frame that cannot be encoded costs the thumbnail only."""
+        try:
+            self.details[THUMBNAIL_KEY] = encode_thumbnail(rgb.for_side(self.consumers[0].max_short_side))
+        except Exception as exc:
+            log.debug("no thumbnail for %s: %s", self.entry.video_id, exc)
 
     def _union(self, origin_s: float, end_s: float, owners: list[np.ndarray], info) -> np.ndarray:
         nominal_dt = 1.0 / info.avg_fps if info.avg_fps else 1 / 30

@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "average_precision",
+    "confused_pairs",
     "evaluate",
     "f1_scores",
     "gap_at_k",
@@ -508,3 +509,47 @@ def evaluate(
         **f1_scores(one_hot, pred),
     }
     return {key: float(v) for key, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------- confusions
+def confused_pairs(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    *,
+    multi_label: bool,
+    thresholds: np.ndarray | None = None,
+    vocabulary: Sequence[str],
+    top: int = 20,
+) -> list[dict]:
+    """The most frequent (true class, wrongly predicted class) pairs, most frequent first (ties by
+    class order). Single-label: the top-1 prediction against the true class. Multi-label: every
+    class predicted (``scores >= thresholds``, default 0.5) that the video does not have, against
+    each class it has. ``share`` = count / videos of the true class."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 2 or y.shape[1] != len(vocabulary):
+        raise ValueError(f"y_true {y.shape}, scores {s.shape} and vocabulary ({len(vocabulary)}) must agree")
+    n_classes = y.shape[1]
+    counts = np.zeros((n_classes, n_classes), np.int64)
+    if multi_label:
+        limit = np.full(n_classes, DEFAULT_THRESHOLD) if thresholds is None else np.asarray(thresholds, np.float64)
+        wrong = (s >= limit) & ~y
+        counts += y.T.astype(np.int64) @ wrong.astype(np.int64)
+    else:
+        predicted = s.argmax(axis=1)
+        for true_class in range(n_classes):
+            rows = y[:, true_class]
+            np.add.at(counts[true_class], predicted[rows], 1)
+        np.fill_diagonal(counts, 0)
+    support = y.sum(axis=0)
+    pairs = np.argwhere(counts > 0)
+    order = sorted(pairs.tolist(), key=lambda p: (-counts[p[0], p[1]], p[0], p[1]))[:top]
+    return [
+        {
+            "true": vocabulary[a],
+            "predicted": vocabulary[b],
+            "count": int(counts[a, b]),
+            "share": float(counts[a, b] / support[a]) if support[a] else float("nan"),
+        }
+        for a, b in order
+    ]

@@ -29,7 +29,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve_schedule
 from .context import HeadContext, build_context
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
-from .metrics import evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
+from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
 from .search import SEARCH_DIR, needs_search, search_hyperparameters
 from .solved import solve_probe
 from .validation import check_val_split
@@ -509,7 +509,19 @@ def _train_once(
         report = {**model.report(), **report_extra}
         if report:
             (run_dir / "learned.json").write_text(json.dumps(report, indent=2))
-        _plot(run_dir, history, splits.vocabulary, per_class_ap(val_targets, val_scores) if classify else None)
+        ap = per_class_ap(val_targets, val_scores) if classify else None
+        _plot(run_dir, history, splits.vocabulary, ap)
+        if ap is not None:  # what `vidcache report` shows: per-class AP and the most confused pairs on val
+            per_class = {c: (None if np.isnan(v) else float(v)) for c, v in zip(splits.vocabulary, ap, strict=True)}
+            (run_dir / "per_class_ap.json").write_text(json.dumps(per_class, indent=2))
+            pairs = confused_pairs(
+                val_targets,
+                val_scores,
+                multi_label=splits.multi_label,
+                thresholds=thresholds if splits.multi_label else None,
+                vocabulary=splits.vocabulary,
+            )
+            (run_dir / "confusions.json").write_text(json.dumps(pairs, indent=2))
         summary = TrainSummary(
             run_dir=str(run_dir),
             head=config.head,

@@ -197,25 +197,25 @@ def hard_negative_labels(
 
 # video neighbours --------------------------------------------------------------------------------
 @dataclass
-class _Searcher:
+class VideoSearcher:
     index: object
     vectors: VideoVectors
     index_type: str
     exact: bool
 
 
-def _searcher(cache: Cache, view: str, *, pooling: str, index_type: str, memory_budget_gb: float) -> _Searcher:
+def video_searcher(cache: Cache, view: str, *, pooling: str, index_type: str, memory_budget_gb: float) -> VideoSearcher:
     """A stored index that still matches the cache, else one built in memory now."""
     stored = load_index(cache, view, pooling=pooling) if index_type == "auto" else None
     if stored is not None:
         index, vectors, meta = stored
         log.info("using the stored %s index of view %s", meta["index_type"], view)
-        return _Searcher(index, vectors, meta["index_type"], meta["index_type"] == "flat")
+        return VideoSearcher(index, vectors, meta["index_type"], meta["index_type"] == "flat")
     vectors = video_vectors(cache, view, pooling=pooling)
     choice = choose_index(
         len(vectors), vectors.vectors.shape[1], memory_budget_bytes=memory_budget_gb * 2**30, requested=index_type
     )
-    return _Searcher(build_index(vectors.vectors, choice), vectors, choice.kind, choice.kind == "flat")
+    return VideoSearcher(build_index(vectors.vectors, choice), vectors, choice.kind, choice.kind == "flat")
 
 
 def _group_of(video_id: str) -> str:
@@ -243,7 +243,7 @@ def nearest_videos(
         raise ConfigError(f"--k must be >= 1, got {k}")
     started = time.perf_counter()
     fingerprint = cache_fingerprint(cache, view)
-    searcher = _searcher(cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb)
+    searcher = video_searcher(cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb)
     vectors = searcher.vectors
     ids = vectors.video_ids
     label_sets = [set()] * len(ids)

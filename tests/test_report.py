@@ -1,0 +1,224 @@
+"""`vidcache report`: one self-contained HTML page built from a real extract (with failures and
+thumbnails), mined lists and two training runs, opened in headless Chromium (Debian's `chromium`)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from tests.conftest import run_cli, tiny_clip_args
+from vidcache import Cache
+from vidcache.cache.arrays import write_view_arrays
+from vidcache.cli import cli
+from vidcache.errors import ConfigError
+from vidcache.heads.config import TrainConfig
+from vidcache.heads.metrics import confused_pairs
+from vidcache.heads.train import train
+from vidcache.htmlreport import write_report
+from vidcache.index.mining import hard_negative_labels, nearest_videos, write_mined
+from vidcache.manifest import VideoEntry
+from vidcache.synth import moving_square_frame, write_video
+
+SPECS = [("red", "left"), ("green", "right"), ("blue", "left"), ("red", "right"), ("green", "left")]
+CLASSES = ["jump", "run", "swim"]
+
+
+def _train_cache(path: Path) -> Path:
+    """A 90-video, 3-class synthetic view (class centre + noise) for two quick heads."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    entries, rows = [], []
+    for i in range(90):
+        split = "train" if i < 60 else "val"
+        video_id = f"{split}/{i:03d}"
+        entries.append(VideoEntry(video_id, f"/src/{video_id}.mp4", (CLASSES[i % 3],), split))
+        rows.append((video_id, centres[i % 3] + 1.5 * rng.normal(size=(4, 16)), np.arange(4.0)))
+    write_view_arrays(path, view="rgb", rows=rows, entries=entries, identity={"model": "rgb"}, dtype="float32")
+    return path
+
+
+@pytest.fixture(scope="module")
+def report_inputs(tiny_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    lines = ["path,labels,split"]
+    for i, (colour, direction) in enumerate(SPECS):
+        write_video(
+            root / "videos" / f"{colour}-{direction}-{i}.mp4", 12, fps=6, width=96, height=64,
+            frame_fn=lambda _, t, c=colour, d=direction: moving_square_frame(t, colour=c, direction=d, width=96,
+                                                                              height=64),
+        )  # fmt: skip
+        lines.append(f"videos/{colour}-{direction}-{i}.mp4,{colour};{direction},train")
+    (root / "videos" / "broken.mp4").write_bytes(b"\x00not a video")
+    lines += ["videos/broken.mp4,red;left,train", "videos/missing.mp4,blue;right,train"]
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    cache_dir = root / "cache"
+    result = run_cli(
+        "extract", root / "manifest.csv", "--cache", cache_dir, *tiny_clip_args(tiny_checkpoint), "--fps", "2", "--json"
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr  # two failures, five videos extracted
+    with Cache(cache_dir) as cache:
+        frame, summary = hard_negative_labels(cache, k=3)
+        write_mined(cache_dir, "hard_negatives", frame, summary, command="test")
+        frame, summary = nearest_videos(cache, k=2, view="clip", exclude_shared_labels=True)
+        write_mined(cache_dir, "hard_negative_videos", frame, summary, command="test")
+    train_cache = _train_cache(root / "train_cache")
+    runs = []
+    for head, task in (("linear", "single-label"), ("mlp", "multi-label")):  # both confusion rules
+        config = TrainConfig(head=head, view="rgb", epochs=4, batch_size=16, lr=1e-2, device="cpu", task=task)
+        train(train_cache, config, root / f"run-{head}")
+        runs.append(root / f"run-{head}")
+    return cache_dir, runs
+
+
+@pytest.fixture(scope="module")
+def report_html(report_inputs, tmp_path_factory):
+    cache_dir, runs = report_inputs
+    out = tmp_path_factory.mktemp("html") / "report.html"
+    summary = write_report(cache_dir, out=out, runs=runs)
+    return out, summary
+
+
+def test_report_is_one_self_contained_bounded_file(report_html, report_inputs):
+    out, summary = report_html
+    page = out.read_text(encoding="utf-8")
+    assert summary.bytes == out.stat().st_size < 6 * 2**20  # plotly.js (~4.8 MB) + this small corpus
+    assert summary.failures_total == summary.failures_shown == 2 and summary.runs == 2
+    markup = re.sub(r"<script>.*?</script>", "", page, flags=re.S)  # plotly.js's own text names URLs it never loads
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", markup)  # the page links nothing outside
+    assert "<script src" not in page and '<link rel="stylesheet"' not in page
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    for section in ("cache", "mining", "runs", "compare"):
+        assert f'data-section="{section}"' in page
+    assert "broken.mp4" in page and "missing.mp4" in page  # the failure table names them with reasons
+    assert page.count("data:image/jpeg;base64,") >= 5  # thumbnails of the extracted videos
+    assert page.count('class="mined"') == 5 and "hard-negative label" in page
+    assert 'class="confusions"' in page and 'class="thresholds"' in page
+    run = report_inputs[1][0]
+    assert (run / "per_class_ap.json").exists() and (run / "confusions.json").exists()
+
+
+def test_report_in_headless_chromium(report_html, tmp_path):
+    """Every section rendered, each chart drawn, each thumbnail decoded, no request left the page,
+    no console error; the screenshot is kept next to the test's files (and in $VIDCACHE_TEST_ARTIFACTS)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("VIDCACHE_SKIP_BROWSER"):
+            pytest.skip("VIDCACHE_SKIP_BROWSER is set and no chromium is installed")
+        pytest.fail("the report test needs Debian's chromium (`apt-get install chromium`; `make test` installs it)")
+    out, _ = report_html
+    requests, problems = [], []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.goto(out.as_uri(), wait_until="load")
+            page.wait_for_function(
+                "document.querySelectorAll('.plotly-graph-div').length > 0 && [...document.querySelectorAll("
+                "'.plotly-graph-div')].every(d => d.querySelector('svg.main-svg'))",
+                timeout=30_000,
+            )
+            state = page.evaluate(
+                """() => ({
+                sections: [...document.querySelectorAll('section[data-section]')].map(s => [s.dataset.section,
+                    s.getBoundingClientRect().height, s.innerText.length]),
+                charts: document.querySelectorAll('.plotly-graph-div').length,
+                drawn: [...document.querySelectorAll('.plotly-graph-div')].filter(d =>
+                    d.querySelector('svg.main-svg') && d.getBoundingClientRect().height > 100).length,
+                thumbs: [...document.querySelectorAll('img.thumb')].map(i => [i.complete, i.naturalWidth]),
+                runs: document.querySelectorAll('[data-run]').length,
+            })"""
+            )
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert problems == []
+    external = [u for u in requests if not (u == out.as_uri() or u.startswith("data:"))]
+    assert external == [], external
+    assert [s[0] for s in state["sections"]] == ["cache", "mining", "runs", "compare"]
+    assert all(height > 50 and text > 20 for _, height, text in state["sections"]), state["sections"]
+    assert state["charts"] >= 8 and state["drawn"] == state["charts"], state
+    assert len(state["thumbs"]) >= 5 and all(done and width > 0 for done, width in state["thumbs"])
+    assert state["runs"] == 2
+    image = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("RGB"))
+    assert image.shape[0] > 900 and image.std() > 20 and len(np.unique(image.reshape(-1, 3), axis=0)) > 100
+    artifacts = os.environ.get("VIDCACHE_TEST_ARTIFACTS")
+    if artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(artifacts) / "report.png")
+
+
+def test_confused_pairs_single_and_multi_label():
+    vocabulary = ["a", "b", "c"]
+    y = np.eye(3)[[0, 0, 0, 1, 2]]
+    scores = np.array([[0.9, 0.1, 0], [0.2, 0.8, 0], [0.1, 0.7, 0.2], [0, 0.3, 0.7], [0, 0, 1]])
+    pairs = confused_pairs(y, scores, multi_label=False, vocabulary=vocabulary)
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("a", "b", 2), ("b", "c", 1)]
+    assert pairs[0]["share"] == pytest.approx(2 / 3)
+    multi = confused_pairs(y, scores, multi_label=True, thresholds=np.full(3, 0.5), vocabulary=vocabulary)
+    assert [(p["true"], p["predicted"], p["count"]) for p in multi] == [("a", "b", 2), ("b", "c", 1)]
+
+
+def test_report_options_are_checked(report_inputs, tmp_path):
+    cache_dir, _ = report_inputs
+    with pytest.raises(ConfigError, match=r"--max-classes must be >= 2, got 1"):
+        write_report(cache_dir, out=tmp_path / "r.html", max_classes=1)
+    with pytest.raises(ConfigError, match=r"--run .*no readable summary.json"):
+        write_report(cache_dir, out=tmp_path / "r.html", runs=[tmp_path])
+    result = CliRunner().invoke(cli, ["report", "--cache", str(cache_dir), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert "0 run(s)" in result.output and (tmp_path / "r.html").exists()
+
+
+def test_report_size_is_bounded_whatever_the_corpus(tmp_path):
+    """3000 videos, 300 failures, a thumbnail each, every video mined: the page keeps 200 failure
+    rows and 24 mined videos and stays within plotly.js + ~2 MB; a view without video facts is fine."""
+    from vidcache.cache.thumbnails import encode_thumbnail, write_thumbnail
+    from vidcache.extract.text import write_text_embeddings
+
+    rng = np.random.default_rng(0)
+    cache_dir, labels = tmp_path / "cache", [f"class{i}" for i in range(50)]
+    entries, rows, failures = [], [], {}
+    for i in range(3000):
+        video_id = f"g{i % 30}/v{i:05d}.mp4"
+        entries.append(VideoEntry(video_id, f"/data/{video_id}", (labels[i % 50],), "train"))
+        if i % 10 == 0:
+            failures[video_id] = "not a readable video (Invalid data found when processing input)"
+            continue
+        info = {"width": 640, "height": 360, "avg_fps": 25.0, "duration_s": float(rng.gamma(2, 5))}
+        rows.append((video_id, rng.normal(size=(2, 16)).astype(np.float32), np.arange(2.0), info))
+    write_view_arrays(cache_dir, view="clip", rows=rows, entries=entries, identity={"model": "x"}, failures=failures)
+    audio = [(v, rng.normal(size=(1, 8)).astype(np.float32), np.arange(1.0)) for v, *_ in rows[:100]]
+    write_view_arrays(cache_dir, view="audio", rows=audio, entries=entries, identity={"model": "y"})
+    noisy = encode_thumbnail(rng.integers(0, 256, (90, 160, 3), dtype=np.uint8))  # the worst case: ~10 KB
+    for video_id, *_ in rows:
+        write_thumbnail(cache_dir, video_id, noisy)
+    text = rng.normal(size=(50, 16)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    write_text_embeddings(
+        cache_dir, labels=labels, templates=["{}"], per_template=text[:, None], embeddings=text, attrs={}
+    )
+    with Cache(cache_dir) as cache:
+        frame, summary = hard_negative_labels(cache, k=5)
+        write_mined(cache_dir, "hard_negatives", frame, summary, command="test")
+        frame, summary = nearest_videos(cache, k=4, view="clip", exclude_shared_labels=True)
+        write_mined(cache_dir, "hard_negative_videos", frame, summary, command="test")
+    summary = write_report(cache_dir, out=tmp_path / "report.html")
+    assert (summary.failures_total, summary.failures_shown, summary.mined_sample) == (300, 200, 24)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "100 more failure(s) not shown" in page and "A sample of 24 of the 2700 mined videos" in page
+    from vidcache.htmlreport.charts import plotly_js
+
+    assert summary.bytes - len(plotly_js()) < 2.2 * 2**20, summary.bytes

@@ -1,0 +1,115 @@
+"""`vidcache search`: text → video through the cache's CLIP text tower, video → video through the index,
+on a known-answer cache whose clip rows are the text embeddings of their labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tests.conftest import run_cli
+from vidcache.cache.arrays import write_view_arrays
+from vidcache.cli import cli
+from vidcache.config import ClipConfig
+from vidcache.errors import ConfigError
+from vidcache.extract.backbones import create_backbone
+from vidcache.extract.runner import embed_labels
+from vidcache.extract.text import DEFAULT_TEMPLATES, prompt_embeddings
+from vidcache.manifest import VideoEntry
+from vidcache.search import search_text, search_video
+
+LABELS = ["red apple", "blue ocean", "green forest", "yellow sun", "black cat", "jump", "run", "swim"]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_checkpoint):
+    return create_backbone(
+        "clip", config=ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)), device=torch.device("cpu")
+    )
+
+
+def _known_answer_cache(cache_dir, encoder, form: str):
+    """One video per label (two for 'blue ocean'); each video's rows = its label's text embedding in
+    `form` (text.h5's template ensemble, the raw text, or one template) plus small noise; a second,
+    non-CLIP view 'motion'."""
+    templates = {"ensemble": list(DEFAULT_TEMPLATES), "raw": ["{}"], "template": [DEFAULT_TEMPLATES[0]]}[form]
+    _, text = prompt_embeddings(encoder.encode_text, LABELS, templates)
+    rng = np.random.default_rng(0)
+    videos = [(f"v{i}/{label.replace(' ', '_')}.mp4", label, text[i]) for i, label in enumerate(LABELS)]
+    videos.append(("v9/blue_ocean_2.mp4", "blue ocean", text[1]))
+    entries = [VideoEntry(v, f"/data/{v}", (label,), "train") for v, label, _ in videos]
+    rows = [
+        (v, (vec + 0.01 * rng.standard_normal((4, len(vec)))).astype(np.float32), np.arange(4.0))
+        for v, _, vec in videos
+    ]
+    write_view_arrays(cache_dir, view="clip", rows=rows, entries=entries, identity=encoder.identity(), dtype="float32")
+    motion = [(v, rng.standard_normal((3, 8)).astype(np.float32), np.arange(3.0)) for v, _, _ in videos]
+    write_view_arrays(cache_dir, view="motion", rows=motion, entries=entries, identity={"model": "x"}, dtype="float32")
+    embed_labels(cache_dir, encoder, LABELS, list(DEFAULT_TEMPLATES))
+    return cache_dir
+
+
+@pytest.fixture(scope="module")
+def known_answer_cache(encoder, tmp_path_factory):
+    return _known_answer_cache(tmp_path_factory.mktemp("search") / "cache", encoder, "ensemble")
+
+
+@pytest.mark.parametrize("form", ["ensemble", "raw", "template"])
+def test_text_query_equal_to_a_label_ranks_that_labels_videos_first(encoder, tmp_path, form):
+    """Whichever usual form of the label text made the rows, the default query form finds it first."""
+    cache_dir = _known_answer_cache(tmp_path / "cache", encoder, form)
+    for label in LABELS if form == "ensemble" else LABELS[::2]:
+        hits = search_text(cache_dir, label, view="clip", k=3, device="cpu")
+        assert hits[0].labels == [label] and hits[0].score > 0.99, (label, hits)
+        assert [h.rank for h in hits] == [1, 2, 3] and len({h.video_id for h in hits}) == 3
+    blue = search_text(cache_dir, "blue ocean", view="clip", k=2, device="cpu")
+    assert {h.video_id for h in blue} == {"v1/blue_ocean.mp4", "v9/blue_ocean_2.mp4"}
+    if form != "template":  # the single-form queries find the rows made in their own form
+        hits = search_text(cache_dir, "black cat", view="clip", k=1, device="cpu", query_form=form)
+        assert hits[0].video_id == "v4/black_cat.mp4" and hits[0].score > 0.99
+
+
+def test_video_query_finds_the_other_video_of_its_label_never_itself(known_answer_cache):
+    hits = search_video(known_answer_cache, "v1/blue_ocean.mp4", view="clip", k=4)
+    assert hits[0].video_id == "v9/blue_ocean_2.mp4"
+    assert "v1/blue_ocean.mp4" not in {h.video_id for h in hits} and len(hits) == 4
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_errors_name_the_parameter_and_what_is_allowed(known_answer_cache):
+    with pytest.raises(ConfigError, match=r"--view 'motion' cannot be searched by text.*choose from: clip"):
+        search_text(known_answer_cache, "red apple", view="motion", k=3, device="cpu")
+    with pytest.raises(ConfigError, match=r"--query-form='mean' is not allowed; choose one of: best, ensemble, raw"):
+        search_text(known_answer_cache, "red apple", view="clip", k=3, device="cpu", query_form="mean")
+    with pytest.raises(ConfigError, match=r"--k must be >= 1"):
+        search_video(known_answer_cache, "v1/blue_ocean.mp4", view="clip", k=0)
+    with pytest.raises(ConfigError, match=r"--video 'nope' has no extracted 'clip' rows"):
+        search_video(known_answer_cache, "nope", view="clip", k=2)
+    with pytest.raises(ConfigError, match=r"--view 'audio' is not in cache.*choose from: clip, motion"):
+        search_video(known_answer_cache, "v1/blue_ocean.mp4", view="audio", k=2)
+
+
+def test_cli_search_text_json_and_usage_error(known_answer_cache):
+    result = run_cli(
+        "search",
+        "--cache",
+        known_answer_cache,
+        "--text",
+        "black cat",
+        "--view",
+        "clip",
+        "--k",
+        "2",
+        "--json",
+        "--device",
+        "cpu",
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["hits"][0]["video_id"] == "v4/black_cat.mp4" and out["hits"][0]["rank"] == 1
+    both = CliRunner().invoke(cli, ["search", "--cache", str(known_answer_cache), "--text", "x", "--video", "y"])
+    assert isinstance(both.exception, ConfigError) and "exactly one of --text" in str(both.exception)

@@ -1,0 +1,225 @@
+"""Query a cache: text → videos through the CLIP text tower that made the view, video → videos
+through the view's index (the stored one when it still matches the cache, else one built now).
+
+Both rank by cosine between unit vectors (the view's rows pooled as the miners pool them), score
+descending then video id ascending, exactly as `vidcache.index` ranks.
+
+A text query has several usual forms: the text as typed (as clip-retrieval embeds it), the text in
+each prompt template of the cache's text.h5, and those templates' ensemble (how text.h5 embeds
+labels). `query_form="best"` (the default) scores a video by its best cosine over all of them, so a
+video whose rows were made in any of these forms of the same text ranks first; `raw` and `ensemble`
+use one form only.
+
+>>> hits = search_text("features/", "a dog catching a frisbee", view="clip", k=5)
+>>> hits = search_video("features/", "a/clip.mp4", view="clip", k=5)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from .cache.reader import Cache
+from .errors import ConfigError
+
+__all__ = ["SearchHit", "clip_views", "search_text", "search_video", "text_query_vectors"]
+QueryForm = Literal["best", "ensemble", "raw"]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    rank: int  # 1-based
+    video_id: str
+    score: float  # cosine similarity
+    labels: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def clip_views(cache: Cache) -> list[str]:
+    """Views made by an open_clip model (their identity names the model and its weights): the ones a
+    text query can search."""
+
+    def is_clip(identity: dict) -> bool:
+        if identity.get("backbone") == "open_clip":
+            return True
+        return bool(identity.get("backbone") is None and identity.get("model") and identity.get("weights_sha256"))
+
+    return [view for view in cache.views() if is_clip(cache.view_info(view))]
+
+
+def _open(cache: Cache | str | os.PathLike) -> tuple[Cache, bool]:
+    return (cache, False) if isinstance(cache, Cache) else (Cache(cache), True)
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ConfigError(f"--k must be >= 1, got {k}")
+
+
+def _hits(cache: Cache, ids: list[str], scores: np.ndarray, rows: np.ndarray) -> list[SearchHit]:
+    labels = {row.video_id: list(row.labels) for row in cache.entries().itertuples()}
+    return [
+        SearchHit(rank=rank, video_id=ids[row], score=float(score), labels=labels.get(ids[row], []))
+        for rank, (score, row) in enumerate(((s, r) for s, r in zip(scores, rows, strict=True) if r >= 0), start=1)
+    ]
+
+
+@functools.lru_cache(maxsize=2)
+def _text_encoder(identity_json: str, device: str, allow_download: bool, cache_dir: str):
+    """The view's CLIP model, kept for the next query of the same view (loading it dominates a query)."""
+    import torch
+
+    from .extract.text import clip_for_identity
+
+    return clip_for_identity(
+        json.loads(identity_json), device=torch.device(device), allow_download=allow_download, cache_dir=cache_dir
+    )
+
+
+def text_query_vectors(
+    cache: Cache,
+    text: str,
+    *,
+    view: str,
+    query_form: str = "best",
+    templates: list[str] | None = None,
+    device: str = "auto",
+    allow_download: bool = False,
+) -> np.ndarray:
+    """Unit text embeddings [F, D] of `text` by the view's CLIP model, one per query form: `raw`
+    (the text as typed), `ensemble` (the mean over `templates`, default those of the cache's text.h5,
+    so a query equal to a label gets that label's stored embedding) or `best` (raw, each template,
+    and the ensemble)."""
+    from .config import check_choice
+    from .extract.device import resolve_device
+    from .extract.text import DEFAULT_TEMPLATES, prompt_embeddings
+
+    check_choice("--query-form", query_form, QueryForm)
+    if not text.strip():
+        raise ConfigError("--text must not be empty")
+    allowed = clip_views(cache)
+    if view not in allowed:
+        raise ConfigError(
+            f"--view {view!r} cannot be searched by text: it is not a CLIP view of {cache.path}; "
+            f"choose from: {', '.join(allowed) or 'none (extract the clip view first)'}"
+        )
+    if templates is None:
+        try:
+            templates = list(cache.text_embeddings().templates)
+        except (KeyError, ValueError):
+            templates = list(DEFAULT_TEMPLATES)
+    for template in templates:
+        if "{}" not in template:
+            raise ConfigError(f"--template {template!r} has no {{}} where the text goes")
+    identity_json = json.dumps(cache.view_info(view), sort_keys=True)
+    encoder = _text_encoder(identity_json, str(resolve_device(device)), allow_download, str(cache.path))
+    per_template, _ = prompt_embeddings(encoder.encode_text, [text], ["{}", *templates])  # one model call
+    unit = per_template[0] / np.linalg.norm(per_template[0], axis=-1, keepdims=True).clip(1e-12)
+    raw, prompted = unit[0], unit[1:]
+    mean = prompted.mean(axis=0)
+    ensemble = mean / max(float(np.linalg.norm(mean)), 1e-12)  # as prompt_embeddings makes text.h5's
+    forms = {"raw": [raw], "ensemble": [ensemble], "best": [raw, *prompted, ensemble]}[query_form]
+    return np.stack(forms).astype(np.float32)
+
+
+def search_text(
+    cache: Cache | str | os.PathLike,
+    text: str,
+    *,
+    view: str = "clip",
+    k: int = 10,
+    pooling: str = "mean",
+    query_form: str = "best",
+    templates: list[str] | None = None,
+    device: str = "auto",
+    allow_download: bool = False,
+    index_type: str = "auto",
+    memory_budget_gb: float = 4.0,
+) -> list[SearchHit]:
+    """The `k` videos of `view` closest to `text`: each video scored by its best cosine over the
+    query's forms (see `text_query_vectors`)."""
+    from .index import knn
+    from .index.mining import video_searcher
+
+    _check_k(k)
+    cache, opened = _open(cache)
+    try:
+        queries = text_query_vectors(
+            cache,
+            text,
+            view=view,
+            query_form=query_form,
+            templates=templates,
+            device=device,
+            allow_download=allow_download,
+        )
+        searcher = video_searcher(
+            cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb
+        )
+        data = searcher.vectors.vectors
+        if data.shape[1] != queries.shape[1]:
+            raise ConfigError(f"--view {view!r} has dimension {data.shape[1]}, its text tower {queries.shape[1]}")
+        # a video in the top k by its best form is in that form's own top k: merge the per-form lists
+        found, found_rows = knn.search(searcher.index, queries, data, k, exact=searcher.exact)
+        best: dict[int, float] = {}
+        for score, row in zip(found.ravel(), found_rows.ravel(), strict=True):
+            if row >= 0 and score > best.get(int(row), -np.inf):
+                best[int(row)] = float(score)
+        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
+        scores, rows = np.array([s for _, s in ranked]), np.array([r for r, _ in ranked], np.int64)
+        return _hits(cache, searcher.vectors.video_ids, scores, rows)
+    finally:
+        if opened:
+            cache.close()
+
+
+def search_video(
+    cache: Cache | str | os.PathLike,
+    video_id: str,
+    *,
+    view: str = "clip",
+    k: int = 10,
+    pooling: str = "mean",
+    index_type: str = "auto",
+    memory_budget_gb: float = 4.0,
+) -> list[SearchHit]:
+    """The `k` videos of `view` closest to `video_id` (never itself)."""
+    from .index import knn
+    from .index.mining import video_searcher
+
+    _check_k(k)
+    cache, opened = _open(cache)
+    try:
+        if view not in cache.views():
+            raise ConfigError(f"--view {view!r} is not in cache {cache.path}; choose from: {', '.join(cache.views())}")
+        searcher = video_searcher(
+            cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb
+        )
+        ids = searcher.vectors.video_ids
+        row = {v: i for i, v in enumerate(ids)}.get(video_id)
+        if row is None:
+            raise ConfigError(
+                f"--video {video_id!r} has no extracted {view!r} rows in {cache.path} "
+                f"(e.g. {', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
+            )
+        data = searcher.vectors.vectors
+        scores, rows = knn.search(
+            searcher.index,
+            data[row : row + 1],
+            data,
+            k,
+            exclude=lambda query_row, rows: rows == query_row,
+            query_rows=np.array([row]),
+            exact=searcher.exact,
+        )
+        return _hits(cache, ids, scores[0], rows[0])
+    finally:
+        if opened:
+            cache.close()
