@@ -30,9 +30,10 @@ def _command_line() -> str:
     return shlex.join(["vidcache", *sys.argv[1:]])
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"vidcache: error: {message}", err=True)
-    sys.exit(code)
+def _resume_command() -> str:
+    """The command that continues this `train` run: the same one, with --resume."""
+    args = sys.argv[1:]
+    return shlex.join(["vidcache", *args, *([] if "--resume" in args else ["--resume"])])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -262,6 +263,7 @@ def run_extract(manifest: str, *, cache_dir: str, root: str | None, as_json: boo
     from .manifest import read_manifest, select_shard
     from .report import ExtractProgress, print_extract_summary
 
+    on_interrupt("finished videos are kept; run the same command again to resume")
     config = build_config(**options)
     entries = read_manifest(manifest, root=root)  # validated before anything is written
     mine = select_shard(entries, config.run.shard_index, config.run.shard_count)
@@ -859,6 +861,7 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
     from .heads import HeadOptions, TrainConfig
     from .heads.train import train as train_head
 
+    on_interrupt(f"finished epochs are kept in {run_dir}; resume with: {_resume_command()}")
     head_keys = {f.name for f in dataclasses.fields(HeadOptions)}
     head_options = HeadOptions(**{k: v for k, v in options.items() if k in head_keys})
     views = options.pop("views")
@@ -967,18 +970,55 @@ def predict(
     click.echo(f"{what} → {out}")
 
 
+EXIT_INTERNAL = 70  # an unexpected error: a bug (traceback on stderr); 1 stays "some videos failed"
+DEFAULT_INTERRUPT_HINT = "nothing half-written was kept; run the same command again"
+_interrupt_hint = DEFAULT_INTERRUPT_HINT
+
+
+def on_interrupt(hint: str) -> None:
+    """What the message after SIGINT/SIGTERM tells the user to do, set by the running command."""
+    global _interrupt_hint
+    _interrupt_hint = hint
+
+
+def _wants_json(args: list[str]) -> bool:
+    return "--json" in args[: args.index("--")] if "--" in args else "--json" in args
+
+
+def _finish_error(message: str, code: int, *, as_json: bool) -> None:
+    """Every failure ends here: one line on stderr and, with --json, one JSON object on stdout
+    (`{"error": message, "exit_code": code}`, the same for every command)."""
+    click.echo(f"vidcache: error: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": message, "exit_code": code}, sort_keys=True))
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
+    from . import signals
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(args)
+    signals.install()  # SIGTERM (Slurm, timeout, systemd, Kubernetes) stops a command exactly as Ctrl-C
     try:
-        cli.main(args=argv, prog_name="vidcache", standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail("interrupted; finished videos are kept, run the same command again to resume", 130)
+        cli.main(args=args, prog_name="vidcache", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _finish_error(f"interrupted by {signals.name()}; {_interrupt_hint}", signals.exit_code(), as_json=as_json)
     except click.ClickException as exc:
+        if as_json:
+            _finish_error(exc.format_message(), exc.exit_code, as_json=True)
         exc.show()
         sys.exit(exc.exit_code)
     except VidcacheError as exc:
-        _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted; finished videos are kept, run the same command again to resume", 130)
+        _finish_error(str(exc), exc.exit_code, as_json=as_json)
+    except Exception as exc:  # a bug: the traceback goes to stderr, --json still gets its one object
+        import traceback
+
+        traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        _finish_error(
+            f"unexpected {type(exc).__name__}: {first} (a bug; please report it)", EXIT_INTERNAL, as_json=as_json
+        )
     sys.exit(EXIT_OK)
 
 

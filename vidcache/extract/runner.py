@@ -36,10 +36,11 @@ from ..cache.store import CacheWriter, SourceStat, check_cache_writable
 from ..config import ExtractConfig, to_json
 from ..errors import ConfigError, cache_write_error
 from ..manifest import VideoEntry
+from ..signals import deferred
 from .backbones import create_backbone
 from .consumers import Chunk, Consumer, make_consumers
 from .decode import DEFAULT_VIDEO_TIMEOUT_S
-from .decode_process import decode_spec, process_context, process_worker, processes_unsupported
+from .decode_process import decode_spec, process_context, process_worker, processes_unsupported, start_server
 from .device import resolve_device
 from .rules import source_rules
 from .spill import RowSpill, remove_spills
@@ -355,10 +356,11 @@ class Extractor:
                     self._process(todo, writer, summary, started)
                     writer.commit()
                 except BaseException:
-                    try:
-                        writer.commit()  # keep every video that finished before the interruption
-                    except Exception:
-                        writer.abort()
+                    with deferred():  # a second SIGTERM/Ctrl-C must not cut the commit in half
+                        try:
+                            writer.commit()  # keep every video that finished before the interruption
+                        except Exception:
+                            writer.abort()
                     raise
                 summary.write_seconds = writer.write_seconds
                 labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
@@ -400,6 +402,7 @@ class Extractor:
         summary.decode_in = decode_in
         if decode_in == "processes":
             spec, ctx = decode_spec(self.config, self.encoders), process_context()
+            start_server(ctx)
 
             def target(slot, tasks, out, stop, watch):
                 process_worker(slot, tasks, out, stop, watch, spec=spec, ctx=ctx)
@@ -447,7 +450,8 @@ class Extractor:
         def finish_ready() -> None:
             ready = [i for i, s in states.items() if s.n_chunks is not None and len(s.encoded) == s.n_chunks]
             for index in ready:
-                finish(states.pop(index))
+                with deferred():  # a stop signal waits until the video is written (and maybe committed)
+                    finish(states.pop(index))
 
         def finish(state: _VideoState) -> None:
             video_id = state.entry.video_id

@@ -21,8 +21,9 @@ import torch
 
 from .. import __version__
 from ..cache.reader import Cache
-from ..errors import ConfigError, VidcacheError
+from ..errors import ConfigError, VidcacheError, fault_point
 from ..extract.device import autocast_dtype, resolve_device
+from ..signals import deferred
 from .base import HEADS, Head
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve_schedule
@@ -318,6 +319,7 @@ def train(
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
             if state["bad_epochs"] >= config.patience:
                 break
+            fault_point("train-epoch", run_dir)
             model.train()
             # per-epoch seeds (shuffling and dropout): a resumed run continues exactly as an unbroken one
             generator.manual_seed(config.seed * 1_000_003 + epoch)
@@ -364,17 +366,20 @@ def train(
             row["lr"] = scheduler.get_last_lr()[0]
             history.append(row)
             value = val[metric]
-            state["epoch"] = epoch
-            if value > state["best_value"]:
-                state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-                save_checkpoint(run_dir, "best", model=model, state=dict(state))
-            else:
-                state["bad_epochs"] += 1
-            save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler, state=dict(state))
-            with open(run_dir / "history.csv", "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-                writer.writeheader()
-                writer.writerows(history)
+            with deferred():  # SIGTERM/Ctrl-C waits until best, last and history agree on this epoch
+                state["epoch"] = epoch
+                if value > state["best_value"]:
+                    state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
+                    save_checkpoint(run_dir, "best", model=model, state=dict(state))
+                else:
+                    state["bad_epochs"] += 1
+                save_checkpoint(
+                    run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler, state=dict(state)
+                )
+                with open(run_dir / "history.csv", "w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+                    writer.writeheader()
+                    writer.writerows(history)
             if progress is not None:
                 progress(epoch, row)
         if not (run_dir / "best.safetensors").exists():

@@ -1,0 +1,134 @@
+"""vidcache as cron, Slurm, systemd and Kubernetes run it (issue 14): every check drives the real CLI in
+a subprocess; signals go to the real process; JSON is parsed from stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, run_cli, tiny_clip_args
+from vidcache.cache.arrays import write_view_arrays
+from vidcache.cache.catalog import Catalog
+from vidcache.manifest import VideoEntry
+
+
+def start_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`vidcache ARGS` started in the background, stdout and stderr piped (text)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vidcache.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
+def wait_for_line(process: subprocess.Popen, text: str, *, timeout: float = 120) -> list[str]:
+    """Read the process's stderr until a line containing `text`; return the lines read."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert process.stderr is not None
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            raise AssertionError(f"the process ended before {text!r}:\n{''.join(lines)}")
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"no {text!r} within {timeout} s:\n{''.join(lines)}")
+
+
+def done_videos(cache: Path, view: str = "clip") -> set[str]:
+    catalog = Catalog.open(cache)
+    try:
+        return {i.video_id for i in catalog.items(view) if i.status == "done"}
+    finally:
+        catalog.close()
+
+
+@pytest.fixture(scope="module")
+def stuck_manifest(corpus, tmp_path_factory) -> Path:
+    """The corpus's 8 videos, then a 9th whose opening hangs (VIDCACHE_FAULT_MATCH=stuck-9)."""
+    folder = tmp_path_factory.mktemp("stuck")
+    lines = (corpus / "manifest.csv").read_text().splitlines()
+    rows = [lines[0]] + [f"{corpus / row.split(',', 1)[0]},{row.split(',', 1)[1]}" for row in lines[1:]]
+    stuck = folder / "stuck-9.mp4"
+    stuck.write_bytes((corpus / "a" / "clip.mp4").read_bytes())
+    rows.append(f"{stuck},red;left,train")
+    manifest = folder / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def test_sigterm_mid_extract_keeps_finished_videos_and_the_rerun_does_only_the_rest(
+    stuck_manifest, tiny_checkpoint, tmp_path
+):
+    cache = tmp_path / "cache"
+    args = ["extract", stuck_manifest, "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--fps", "2"]
+    # one worker, nothing committed by time: the 8 finished videos wait in the open .partial shard
+    process = start_cli(
+        *args, "--workers", "1", "--commit-every-s", "3600", "--video-timeout-s", "30", "--json",
+        env={"VIDCACHE_FAULT": "decode-open:hang", "VIDCACHE_FAULT_MATCH": "stuck-9"},
+    )  # fmt: skip
+    wait_for_line(process, "decode-open hangs here")
+    time.sleep(1.0)  # the main thread writes the 8th video the worker handed over before it hung
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert time.monotonic() - sent < 15  # the stuck decoder is left after the grace (5 s here)
+    error = json.loads(stdout)
+    assert error == {"error": error["error"], "exit_code": 143}
+    assert "SIGTERM" in error["error"] and "finished videos are kept" in error["error"]
+    assert "Traceback" not in stderr and stderr.count("vidcache: error:") == 1
+    assert len(done_videos(cache)) == 8 and "stuck-9.mp4" not in " ".join(done_videos(cache))
+    assert not list((cache / "shards").glob("*.partial"))
+    assert run_cli("verify", "--cache", cache, "--json", check=True).returncode == 0
+
+    again = run_cli(*args, "--json", check=True)
+    summary = json.loads(again.stdout)
+    assert (summary["extracted"], summary["skipped"], summary["failed"]) == (1, 8, 0)
+
+
+def _train_cache(path: Path, *, videos: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 8))
+    entries, rows = [], []
+    for i in range(videos):
+        split = "train" if i < 30 else ("val" if i < 35 else "test")
+        video_id = f"v{i:03d}"
+        entries.append(VideoEntry(video_id, f"/src/{video_id}.mp4", (("a", "b")[i % 2],), split))
+        rows.append((video_id, centres[i % 2] + rng.normal(size=(4, 8)), np.arange(4.0)))
+    write_view_arrays(path, view="clip", rows=rows, entries=entries, identity={"model": "x"}, dtype="float32")
+    return path
+
+
+def test_sigterm_in_train_names_the_resume_command_and_it_finishes_the_run(tmp_path):
+    cache = _train_cache(tmp_path / "cache")
+    run = tmp_path / "run"
+    args = ["train", "--cache", cache, "--head", "linear", "--out", run, "--epochs", "6", "--patience", "50"]
+    process = start_cli(*args, env={"VIDCACHE_FAULT": "train-epoch:hang:3"})  # epochs 1, 2 done, then waits
+    wait_for_line(process, "train-epoch hangs here")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    message = [line for line in stderr.splitlines() if line.startswith("vidcache: error:")]
+    assert len(message) == 1 and "interrupted by SIGTERM" in message[0]
+    command = shlex.split(message[0].split("resume with: ", 1)[1])
+    assert command[0] == "vidcache" and command[1:] == [*map(str, args), "--resume"]
+    resumed = run_cli(*command[1:], "--json", check=True)
+    summary = json.loads(resumed.stdout)
+    assert summary["epochs_run"] == 6
+    history = (run / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3", "4", "5", "6"]
