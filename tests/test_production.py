@@ -132,3 +132,40 @@ def test_sigterm_in_train_names_the_resume_command_and_it_finishes_the_run(tmp_p
     assert summary["epochs_run"] == 6
     history = (run / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+@pytest.fixture(scope="module")
+def small_cache(corpus, tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
+    """Two videos of the corpus extracted with the tiny CLIP at 2 fps: (manifest, cache)."""
+    folder = tmp_path_factory.mktemp("small")
+    lines = (corpus / "manifest.csv").read_text().splitlines()
+    rows = [lines[0]] + [f"{corpus / row.split(',', 1)[0]},{row.split(',', 1)[1]}" for row in lines[1:3]]
+    manifest = folder / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    cache = folder / "cache"
+    run_cli("extract", manifest, "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--fps", "2", check=True)
+    return manifest, cache
+
+
+def test_the_same_weights_under_another_path_are_accepted_and_other_settings_show_old_vs_new(
+    small_cache, tiny_checkpoint, tmp_path
+):
+    manifest, cache = small_cache
+    elsewhere = tmp_path / "mnt" / "weights"
+    elsewhere.mkdir(parents=True)
+    os.link(tiny_checkpoint, elsewhere / "linked.pt")  # a hard link in another directory
+    relative = os.path.relpath(tiny_checkpoint, REPO)  # run_cli runs in REPO
+    for weights in (relative, elsewhere / "linked.pt"):
+        result = run_cli(
+            "extract", manifest, "--cache", cache, "--clip-model", "vidcache-tiny", "--clip-pretrained", weights,
+            "--fps", "2", "--json",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert (summary["skipped"], summary["extracted"]) == (2, 0)
+
+    other = run_cli("extract", manifest, "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--fps", "3", "--json")
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    error = json.loads(other.stdout)
+    assert error["exit_code"] == 2 and "sampling differ" in error["error"]
+    assert "sampling.fps 2.0 vs 3.0" in error["error"], error

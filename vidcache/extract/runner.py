@@ -49,7 +49,10 @@ from .text import DEFAULT_TEMPLATES, prompt_embeddings, write_text_embeddings
 from .watchdog import DecodeWatch
 
 log = logging.getLogger("vidcache.extract")
-_IGNORED_IDENTITY_KEYS = ("weights_path",)  # a moved file with the same sha256 is the same weights
+# where the weights were read from: information only, identity rests on their sha256 (the same file under
+# another path, a hard link, another mount point or machine is the same weights)
+_IGNORED_IDENTITY_KEYS = ("weights_path",)
+_WEIGHTS_LOCATION_KEYS = ("pretrained", "weights", "weights_kind", "weights_path")
 SPILLED_VIEWS = ("flow",)  # views whose rows are large enough to wait on disk until the video is complete
 SPILL_DIR = "tmp"
 
@@ -123,9 +126,46 @@ class _VideoState:
 ProgressFn = Callable[[ExtractSummary], None]
 
 
+def _short(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _identity_differences(recorded: dict, wanted: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(setting, recorded value, wanted value) for every setting that differs, nested ones dotted.
+    Where both sides name weights with the same sha256, where they were read from is ignored."""
+    ignored = set(_IGNORED_IDENTITY_KEYS) if not prefix else set()
+    sha = recorded.get("weights_sha256"), wanted.get("weights_sha256")
+    if sha[0] and sha[0] == sha[1]:
+        ignored |= set(_WEIGHTS_LOCATION_KEYS)
+    out: list[tuple[str, object, object]] = []
+    for key in sorted((set(recorded) | set(wanted)) - ignored):
+        old, new = recorded.get(key), wanted.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            out.extend(_identity_differences(old, new, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", old, new))
+    return out
+
+
 def _identity_mismatch(recorded: dict, wanted: dict) -> list[str]:
-    keys = (set(recorded) | set(wanted)) - set(_IGNORED_IDENTITY_KEYS)
-    return sorted(k for k in keys if recorded.get(k) != wanted.get(k))
+    """The top-level settings that differ (see `_identity_differences`)."""
+    return sorted({name.split(".", 1)[0] for name, _, _ in _identity_differences(recorded, wanted)})
+
+
+def identity_mismatch_message(cache_dir: object, view: str, recorded: dict, wanted: dict) -> str | None:
+    """The refusal for a view made with other settings, each differing one as `name old vs new`."""
+    differences = _identity_differences(recorded, json.loads(json.dumps(wanted, default=str)))  # as recorded
+    if not differences:
+        return None
+    names = sorted({name.split(".", 1)[0] for name, _, _ in differences})
+    shown = "; ".join(f"{name} {_short(old)} vs {_short(new)}" for name, old, new in differences)
+    return (
+        f"cache {cache_dir} holds view '{view}' made with other settings ({', '.join(names)} differ: {shown}; "
+        "cached vs now); use the same options or another --cache"
+    )
 
 
 class Extractor:
@@ -319,12 +359,9 @@ class Extractor:
                     stale = stale_view_message(self.cache_dir, view, recorded)
                     if stale:
                         raise ConfigError(stale)
-                    differs = _identity_mismatch(recorded, identity)
+                    differs = identity_mismatch_message(self.cache_dir, view, recorded, identity)
                     if differs:
-                        raise ConfigError(
-                            f"cache {self.cache_dir} holds view '{view}' made with other settings "
-                            f"({', '.join(differs)} differ); use the same options or another --cache"
-                        )
+                        raise ConfigError(differs)
                 catalog.upsert_entries(entries)
                 writer = CacheWriter(
                     self.cache_dir,
