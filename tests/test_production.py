@@ -169,3 +169,102 @@ def test_the_same_weights_under_another_path_are_accepted_and_other_settings_sho
     error = json.loads(other.stdout)
     assert error["exit_code"] == 2 and "sampling differ" in error["error"]
     assert "sampling.fps 2.0 vs 3.0" in error["error"], error
+
+
+def one_json(result: subprocess.CompletedProcess) -> dict:
+    """The one JSON object a `--json` command writes on stdout (nothing else there)."""
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, (result.returncode, result.stdout, result.stderr)
+    document = json.loads(lines[0])
+    assert isinstance(document, dict)
+    assert "Traceback" not in result.stderr, result.stderr
+    if result.returncode != 0 and "error" in document:
+        assert set(document) == {"error", "exit_code"} and document["exit_code"] == result.returncode
+        assert "\n" not in document["error"] or document["error"].startswith("manifest ")
+    return document
+
+
+def test_every_command_writes_one_json_object_on_success_and_on_error(tmp_path):
+    cache = _train_cache(tmp_path / "cache")
+    labels, texts = tmp_path / "labels.txt", tmp_path / "text.npy"
+    labels.write_text("a\nb\nc\n")
+    np.save(texts, np.eye(3, 8, dtype=np.float32))
+    run = tmp_path / "run"
+    ok = [
+        ("status", "--cache", cache),
+        ("verify", "--cache", cache),
+        ("index", "build", "--cache", cache, "--index-type", "flat"),
+        ("mine", "neighbours", "--cache", cache, "--view", "clip", "--k", "2"),
+        ("mine", "hard-negative-videos", "--cache", cache, "--k", "2"),
+        ("mine", "hard-negatives", "--cache", cache, "--k", "1", "--label-corpus", labels, "--text-embeddings", texts),
+        ("train", "--cache", cache, "--out", run, "--epochs", "2"),
+        ("eval", "--run", run, "--cache", cache),
+        ("predict", "--run", run, "--cache", cache, "--out", tmp_path / "p.parquet"),
+    ]
+    for args in ok:
+        result = run_cli(*args, "--json")
+        assert result.returncode == 0, (args, result.stderr)
+        assert "error" not in one_json(result), args
+    assert one_json(run_cli("predict", "--run", run, "--cache", cache, "--out", tmp_path / "q.parquet", "--json"))[
+        "videos"
+    ] == 40
+
+    bad_manifest = tmp_path / "bad.csv"
+    bad_manifest.write_text("path,split\n,train\n")
+    failing = [
+        (2, ("status", "--cache", tmp_path / "nowhere")),  # click's own usage error
+        (2, ("extract", bad_manifest, "--cache", tmp_path / "c2")),
+        (2, ("index", "build", "--cache", cache, "--index-type", "ivfpq")),  # 40 vectors cannot train PQ
+        (2, ("train", "--cache", cache, "--out", run)),  # not empty, no --resume
+        (2, ("embed-text", "--cache", cache)),  # imported features: no CLIP model to embed with
+        (2, ("predict", "--run", run, "--cache", cache)),  # neither --out nor --write-view
+        (2, ("mine", "neighbours", "--cache", cache, "--view", "nope", "--k", "2")),
+    ]
+    for code, args in failing:
+        result = run_cli(*args, "--json")
+        error = one_json(result)
+        assert result.returncode == code and error["exit_code"] == code, (args, result.stderr)
+        assert result.stderr.count("vidcache: error:") == 1, result.stderr
+    assert "--index-type ivfpq needs at least 256" in one_json(
+        run_cli("index", "build", "--cache", cache, "--index-type", "ivfpq", "--json")
+    )["error"]
+
+
+def test_download_without_network_is_one_line_and_exit_2(small_cache, tmp_path):
+    manifest, _ = small_cache
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch")}
+    result = run_cli("extract", manifest, "--cache", tmp_path / "c", "--download", "--json", env=env)
+    error = one_json(result)
+    assert result.returncode == 2 and error["exit_code"] == 2
+    assert "could not download CLIP weights ViT-B-32/openai" in error["error"]
+    assert result.stderr.count("\n") == 1, result.stderr  # one line, no retry chatter, no traceback
+
+
+def imports_of_cli(*args: object) -> tuple[subprocess.CompletedProcess, float, set[str]]:
+    """`vidcache ARGS`, its wall time (s) and the top-level modules it imported (-X importtime)."""
+    started = time.monotonic()
+    result = run_cli(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    wall = time.monotonic() - started
+    lines = result.stderr.splitlines()
+    modules = {line.split("|")[-1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+    stderr = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout, stderr), wall, modules
+
+
+def test_no_op_rerun_and_locked_cache_end_at_once_without_loading_a_model(small_cache, tiny_checkpoint):
+    manifest, cache = small_cache
+    args = ["extract", manifest, "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--fps", "2", "--json"]
+    result, wall, modules = imports_of_cli(*args, "--workers", "1")  # run-only options do not change rows
+    assert result.returncode == 0, result.stderr
+    summary = one_json(result)
+    assert (summary["skipped"], summary["extracted"], summary["models_rss_mib"]) == (2, 0, 0.0)
+    assert wall < 3.0, wall
+    assert not modules & {"torch", "open_clip", "av"}, sorted(modules)
+
+    from vidcache.cache.lock import ExtractLock
+
+    with ExtractLock(cache):  # another extract is running
+        result, wall, modules = imports_of_cli(*args)
+    error = one_json(result)
+    assert result.returncode == 3 and error["exit_code"] == 3 and "locked by another running extract" in error["error"]
+    assert wall < 3.0 and not modules & {"torch", "open_clip", "av"}, (wall, sorted(modules))

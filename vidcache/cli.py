@@ -259,7 +259,7 @@ def build_config(
 
 
 def run_extract(manifest: str, *, cache_dir: str, root: str | None, as_json: bool, **options) -> int:
-    from .extract.runner import Extractor
+    from .extract.plan import nothing_to_do
     from .manifest import read_manifest, select_shard
     from .report import ExtractProgress, print_extract_summary
 
@@ -268,9 +268,15 @@ def run_extract(manifest: str, *, cache_dir: str, root: str | None, as_json: boo
     entries = read_manifest(manifest, root=root)  # validated before anything is written
     mine = select_shard(entries, config.run.shard_index, config.run.shard_count)
     command = _command_line()
-    with ExtractProgress(enabled=not as_json) as progress:
-        vocabulary = sorted({label for entry in entries for label in entry.labels})  # whole manifest, every shard
-        summary = Extractor(cache_dir, config, command=command, progress=progress).run(mine, vocabulary=vocabulary)
+    vocabulary = sorted({label for entry in entries for label in entry.labels})  # whole manifest, every shard
+    # the lock and the catalog before any model (or torch) loads: a locked cache or a re-run with nothing
+    # to do ends in a fraction of a second
+    summary = nothing_to_do(cache_dir, config, mine, vocabulary=vocabulary, command=command)
+    if summary is None:
+        from .extract.runner import Extractor
+
+        with ExtractProgress(enabled=not as_json) as progress:
+            summary = Extractor(cache_dir, config, command=command, progress=progress).run(mine, vocabulary=vocabulary)
     if as_json:
         click.echo(json.dumps(summary.as_dict(), sort_keys=True))
     else:
@@ -310,7 +316,7 @@ def stream_counts(view: str, items: list) -> dict[str, int]:
 
 def cache_status(cache_dir: str) -> dict:
     from .cache.catalog import Catalog
-    from .cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED
+    from .cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, failed_item, failure_text
 
     def describe(view: str, identity: dict) -> tuple[str, str, str]:
         """(model, weights, sampling) of a view's identity, in words."""
@@ -350,13 +356,18 @@ def cache_status(cache_dir: str) -> dict:
                 "streams": stream_counts(view, items),
             }
         shards = catalog.shards()
+        failed_items = catalog.items(status=STATUS_FAILED)
+        failed: dict[str, dict[str, str]] = {}
+        for item in failed_items:
+            failed.setdefault(item.video_id, {})[item.view] = item.reason or "failed"
         return {
             "cache": str(cache_dir),
             "views": views,
             "shards": len(shards),
             "bytes": sum(s["bytes"] for s in shards),
             "entries": len(catalog.entries()),
-            "failures": {f"{i.video_id} [{i.view}]": i.reason or "" for i in catalog.items(status=STATUS_FAILED)},
+            "failures": {video: failure_text(why, several_views=len(views) > 1) for video, why in failed.items()},
+            "failed_items": [failed_item(i.video_id, i.view, i.reason or "failed") for i in failed_items],
             "runs": len(catalog.runs()),
         }
     finally:
@@ -418,8 +429,14 @@ def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def embed_text(
-    cache_dir: str, labels_file: str | None, templates: tuple[str, ...], device: str, allow_download: bool
+    cache_dir: str,
+    labels_file: str | None,
+    templates: tuple[str, ...],
+    device: str,
+    allow_download: bool,
+    as_json: bool,
 ) -> None:
     """Embed the label vocabulary with the cache's CLIP model into CACHE/text.h5."""
     from .cache.catalog import Catalog
@@ -434,6 +451,12 @@ def embed_text(
     catalog.close()
     if identity is None:
         raise CacheError(f"cache {cache_dir} has no clip view; run `vidcache extract` first")
+    if not identity.get("weights_sha256") and identity.get("pretrained") != "none":
+        raise CacheError(
+            f"view 'clip' of cache {cache_dir} was not made by `vidcache extract` (imported features?): "
+            "embed-text needs the CLIP model that made it; pass --label-corpus and --text-embeddings to the "
+            "commands that need label texts instead"
+        )
     labels = read_labels_file(labels_file) if labels_file else sorted({lab for e in entries for lab in e["labels"]})
     if not labels:
         raise ConfigError("no labels: the manifest had no `labels` column; pass --labels-file FILE")
@@ -449,8 +472,12 @@ def embed_text(
     )
     if encoder.weights_sha256 != identity["weights_sha256"]:
         raise CacheError(f"weights {pretrained} differ from those that made cache {cache_dir} (sha256 mismatch)")
-    path = embed_labels(cache_dir, encoder, labels, list(templates or DEFAULT_TEMPLATES))
-    click.echo(f"{len(labels)} labels × {len(templates or DEFAULT_TEMPLATES)} templates → {path}")
+    used = list(templates or DEFAULT_TEMPLATES)
+    path = embed_labels(cache_dir, encoder, labels, used)
+    if as_json:
+        click.echo(json.dumps({"labels": len(labels), "templates": used, "path": str(path)}, sort_keys=True))
+    else:
+        click.echo(f"{len(labels)} labels × {len(used)} templates → {path}")
 
 
 @cli.command()
@@ -474,7 +501,7 @@ def demo(out_dir: str, device: str, as_json: bool) -> None:
         click.secho(
             "=" * 100 + "\nDEMO WITH RANDOM WEIGHTS: ViT-B-32/openai is not in the local cache, so the tiny "
             "'vidcache-tiny' model\nwith random weights is used. The pipeline is real; the features "
-            "are not semantic.\nCache ViT-B-32 weights (huggingface-cli download "
+            "are not semantic.\nCache ViT-B-32 weights (hf download "
             "timm/vit_base_patch32_clip_224.openai) for real ones.\n" + "=" * 100,
             fg="yellow",
             err=True,
@@ -923,6 +950,7 @@ def eval_cmd(run_dir: str, cache_dir: str, split: str, device: str, as_json: boo
     help="Store the head's video embeddings in the cache as this new view (index and mine it like any view).",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def predict(
     run_dir: str,
     cache_dir: str,
@@ -931,6 +959,7 @@ def predict(
     top_k: int | None,
     write_view: str | None,
     device: str,
+    as_json: bool,
 ) -> None:
     """Scores per (video, label) to --out FILE.parquet (video_id, label, score, predicted); for a
     representation head (contrastive) --out holds video_id, embedding. --write-view NAME stores the
@@ -942,6 +971,7 @@ def predict(
 
     if out_path is None and write_view is None:
         raise click.UsageError("give --out FILE.parquet, --write-view NAME, or both")
+    info: dict = {"run": run_dir, "cache": cache_dir}
     if write_view is not None:
         count = write_embeddings(
             run_dir,
@@ -951,23 +981,30 @@ def predict(
             device=device,
             command=_command_line(),
         )
-        click.echo(f"{count} video embeddings → view {write_view!r} of {cache_dir}")
-    if out_path is None:
-        return
-    kind = json.loads((Path(run_dir) / "config.json").read_text()).get("head_kind", "classify")
-    if kind == "classify":
-        frame = predict_run(run_dir, cache_dir, split=split, top_k=top_k, device=device)
-        what = f"{frame['video_id'].nunique()} videos × {frame['label'].nunique()} labels"
-    else:
-        video_ids, embeddings, _ = predict_embeddings(run_dir, cache_dir, split=split, device=device)
-        frame = pd.DataFrame({"video_id": video_ids, "embedding": list(embeddings.astype(np.float32))})
-        what = f"{len(video_ids)} video embeddings of width {embeddings.shape[1]}"
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out)
-    click.echo(f"{what} → {out}")
+        info.update(view=write_view, view_videos=count)
+        if not as_json:
+            click.echo(f"{count} video embeddings → view {write_view!r} of {cache_dir}")
+    if out_path is not None:
+        kind = json.loads((Path(run_dir) / "config.json").read_text()).get("head_kind", "classify")
+        if kind == "classify":
+            frame = predict_run(run_dir, cache_dir, split=split, top_k=top_k, device=device)
+            info.update(videos=int(frame["video_id"].nunique()), labels=int(frame["label"].nunique()))
+            what = f"{info['videos']} videos × {info['labels']} labels"
+        else:
+            video_ids, embeddings, _ = predict_embeddings(run_dir, cache_dir, split=split, device=device)
+            frame = pd.DataFrame({"video_id": video_ids, "embedding": list(embeddings.astype(np.float32))})
+            info.update(videos=len(video_ids), embedding_dim=int(embeddings.shape[1]))
+            what = f"{len(video_ids)} video embeddings of width {embeddings.shape[1]}"
+        out = Path(out_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(out)
+        info.update(out=str(out), rows=len(frame))
+        if not as_json:
+            click.echo(f"{what} → {out}")
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True, default=str))
 
 
 EXIT_INTERNAL = 70  # an unexpected error: a bug (traceback on stderr); 1 stays "some videos failed"

@@ -14,10 +14,8 @@ import dataclasses
 import json
 import logging
 import queue
-import resource
 import secrets
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +28,7 @@ import torch
 from .. import __version__
 from ..cache.catalog import Catalog
 from ..cache.fidelity import stale_view_message
-from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME
+from ..cache.layout import STATUS_ABSENT, STATUS_FAILED, TEXT_NAME, failed_item, failure_text
 from ..cache.lock import ExtractLock
 from ..cache.store import CacheWriter, SourceStat, check_cache_writable
 from ..config import ExtractConfig, to_json
@@ -42,6 +40,7 @@ from .consumers import Chunk, Consumer, make_consumers
 from .decode import DEFAULT_VIDEO_TIMEOUT_S
 from .decode_process import decode_spec, process_context, process_worker, processes_unsupported, start_server
 from .device import resolve_device
+from .plan import ExtractSummary, cache_views, peak_rss_mib, plan_videos, settings_key
 from .rules import source_rules
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage, unexpected_reason
@@ -55,54 +54,6 @@ _IGNORED_IDENTITY_KEYS = ("weights_path",)
 _WEIGHTS_LOCATION_KEYS = ("pretrained", "weights", "weights_kind", "weights_path")
 SPILLED_VIEWS = ("flow",)  # views whose rows are large enough to wait on disk until the video is complete
 SPILL_DIR = "tmp"
-
-
-@dataclass
-class ExtractSummary:
-    total: int = 0
-    extracted: int = 0
-    skipped: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    frames: int = 0
-    rows: dict[str, int] = field(default_factory=dict)
-    absent: dict[str, int] = field(default_factory=dict)
-    decode_seconds: float = 0.0
-    model_seconds: float = 0.0
-    write_seconds: float = 0.0
-    failures: dict[str, str] = field(default_factory=dict)
-    cache: str = ""
-    run_id: str = ""
-    device: str = ""
-    decode_in: str = ""  # threads or processes (RunConfig.decode_in resolved)
-    random_weights: bool = False
-    models_rss_mib: float = 0.0  # this process's peak RSS once the models are loaded: the fixed part
-    peak_rss_mib: float = 0.0  # its peak over the whole run; the difference is what the videos cost
-
-    @property
-    def frames_per_s(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["frames_per_s"] = round(self.frames_per_s, 2)
-        return out
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
-
-
-def cache_views(views: tuple[str, ...]) -> list[str]:
-    """The cache views a `--views` list writes: `flow` also writes its `motion` descriptor."""
-    out: list[str] = []
-    for view in views:
-        for name in ("flow", "motion") if view == "flow" else (view,):
-            if name not in out:
-                out.append(name)
-    return out
 
 
 @dataclass
@@ -257,35 +208,8 @@ class Extractor:
     def _plan(
         self, catalog: Catalog, entries: list[VideoEntry], summary: ExtractSummary
     ) -> list[tuple[VideoEntry, SourceStat | None, list[str]]]:
-        """Per video, the views that still need work: missing, made from an older version of the
-        source, or failed before (with --retry-failed)."""
-        todo = []
-        for entry in entries:
-            source = SourceStat.of(entry.path)
-            items = {view: catalog.item(entry.video_id, view) for view in self.views}
-
-            def same_source(item, source=source) -> bool:
-                if item is None:
-                    return False
-                if source is None:  # unreadable now (e.g. unmounted): keep what is cached or known absent
-                    return item.status in (STATUS_DONE, STATUS_ABSENT) or item.source_size is None
-                return (item.source_size, item.source_mtime_ns) == (source.size, source.mtime_ns)
-
-            needed = [
-                view
-                for view, item in items.items()
-                if not same_source(item) or (item.status == STATUS_FAILED and self.config.run.retry_failed)  # type: ignore[union-attr]
-            ]
-            if needed:
-                todo.append((entry, source, needed))
-                continue
-            failed = [i for i in items.values() if i is not None and i.status == STATUS_FAILED]
-            if failed:
-                summary.failed += 1
-                summary.failures[entry.video_id] = "; ".join(f"{i.view}: {i.reason or 'failed'}" for i in failed)
-            else:
-                summary.skipped += 1
-        return todo
+        """Per video, the views that still need work (see `plan.plan_videos`)."""
+        return plan_videos(catalog, entries, self.views, summary, retry_failed=self.config.run.retry_failed)
 
     # decode workers ------------------------------------------------------------------------------
     def _decode_in(self) -> str:
@@ -342,7 +266,7 @@ class Extractor:
         """Extract `entries`; `vocabulary` (default: their labels) is embedded as text when new work was done."""
         started = time.perf_counter()
         cfg = self.config
-        summary = ExtractSummary(total=len(entries), cache=str(self.cache_dir))
+        summary = ExtractSummary(total=len(entries), cache=str(self.cache_dir), settings_key=settings_key(cfg))
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         summary.run_id = run_id
         check_cache_writable(self.cache_dir)
@@ -527,9 +451,8 @@ class Extractor:
             if failed:
                 writer.record_failure(video_id, list(failed), failed, source=state.source, info_json=info_json)
                 summary.failed += 1
-                summary.failures[video_id] = "; ".join(
-                    f"{v}: {r}" if len(state.views) > 1 else r for v, r in failed.items()
-                )
+                summary.failures[video_id] = failure_text(failed, several_views=len(state.views) > 1)
+                summary.failed_items.extend(failed_item(video_id, v, r) for v, r in failed.items())
             try:
                 if rows or absent:
                     writer.add(video_id, rows, absent=absent, source=state.source, info_json=info_json)
