@@ -268,3 +268,32 @@ def test_no_op_rerun_and_locked_cache_end_at_once_without_loading_a_model(small_
     error = one_json(result)
     assert result.returncode == 3 and error["exit_code"] == 3 and "locked by another running extract" in error["error"]
     assert wall < 3.0 and not modules & {"torch", "open_clip", "av"}, (wall, sorted(modules))
+
+
+def test_fusion_with_views_in_any_order_trains_then_evaluates_and_predicts(tmp_path):
+    """README: `train --head fusion --views clip,audio,motion` (not alphabetical), then eval and predict."""
+    rng = np.random.default_rng(1)
+    cache = tmp_path / "cache"
+    entries = []
+    rows: dict[str, list] = {"clip": [], "audio": [], "motion": []}
+    dims = {"clip": 8, "audio": 4, "motion": 6}
+    for i in range(24):
+        split = "train" if i < 14 else ("val" if i < 19 else "test")
+        video_id = f"v{i:02d}"
+        entries.append(VideoEntry(video_id, f"/src/{video_id}.mp4", (("a", "b")[i % 2],), split))
+        for view, dim in dims.items():
+            features = rng.normal(size=(3, dim)) + (i % 2)
+            rows[view].append((video_id, features, np.arange(3.0)))
+    for view in dims:
+        write_view_arrays(cache, view=view, rows=rows[view], entries=entries, identity={"model": view}, dtype="float32")
+    run = tmp_path / "fusion"
+    run_cli(
+        "train", "--cache", cache, "--head", "fusion", "--views", "clip,audio,motion", "--hidden-dim", "16",
+        "--epochs", "2", "--out", run, "--json", check=True,
+    )  # fmt: skip
+    metrics = one_json(run_cli("eval", "--run", run, "--cache", cache, "--json", check=True))
+    assert "map_macro" in metrics
+    predicted = one_json(
+        run_cli("predict", "--run", run, "--cache", cache, "--out", tmp_path / "p.parquet", "--json", check=True)
+    )
+    assert predicted["videos"] == 24 and predicted["labels"] == 2
