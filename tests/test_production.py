@@ -297,3 +297,23 @@ def test_fusion_with_views_in_any_order_trains_then_evaluates_and_predicts(tmp_p
         run_cli("predict", "--run", run, "--cache", cache, "--out", tmp_path / "p.parquet", "--json", check=True)
     )
     assert predicted["videos"] == 24 and predicted["labels"] == 2
+
+
+def test_manifest_mistakes_are_warned_at_extract_and_strict_makes_them_errors(corpus, tiny_checkpoint, tmp_path):
+    video = corpus / "a" / "clip.mp4"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label,split,camera\n{video},red,tets,A\n")
+    args = ["extract", manifest, "--cache", tmp_path / "c", *tiny_clip_args(tiny_checkpoint), "--json"]
+    strict = run_cli(*args, "--strict")
+    error = one_json(strict)
+    assert strict.returncode == 2 and error["exit_code"] == 2 and not (tmp_path / "c").exists()
+    assert "column 'label' is not read (did you mean 'labels'?)" in error["error"]
+    assert "column 'camera' is not read" in error["error"]
+    assert "split 'tets' on 1 row(s) (did you mean 'test'?)" in error["error"]
+
+    warned = run_cli(*args)
+    summary = one_json(warned)
+    assert warned.returncode == 0 and summary["extracted"] == 1 and len(summary["warnings"]) == 3
+    assert warned.stderr.count("WARNING manifest") == 3
+    declared = run_cli(*args, "--splits", "train,val,test,tets", "--strict")  # declared: only the columns remain
+    assert declared.returncode == 2 and "tets" not in one_json(declared)["error"]

@@ -179,6 +179,18 @@ def _extract_options(fn):
         click.option("--retry-failed", is_flag=True, help="Retry videos that failed before even if unchanged."),
         click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables."),
+        click.option(
+            "--splits",
+            "declared_splits",
+            default="train,val,test",
+            show_default=True,
+            help="The split names the manifest may use; others are warned about (errors with --strict).",
+        ),
+        click.option(
+            "--strict",
+            is_flag=True,
+            help="Manifest warnings (unknown columns, undeclared splits) are errors: exit 2, nothing written.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -258,14 +270,34 @@ def build_config(
     )
 
 
-def run_extract(manifest: str, *, cache_dir: str, root: str | None, as_json: bool, **options) -> int:
+def run_extract(
+    manifest: str,
+    *,
+    cache_dir: str,
+    root: str | None,
+    as_json: bool,
+    declared_splits: str = "train,val,test",
+    strict: bool = False,
+    **options,
+) -> int:
+    import logging
+
+    from .errors import ManifestError
     from .extract.plan import nothing_to_do
-    from .manifest import read_manifest, select_shard
+    from .manifest import manifest_warnings, read_manifest, select_shard
     from .report import ExtractProgress, print_extract_summary
 
     on_interrupt("finished videos are kept; run the same command again to resume")
     config = build_config(**options)
     entries = read_manifest(manifest, root=root)  # validated before anything is written
+    splits = tuple(s.strip() for s in declared_splits.split(",") if s.strip())
+    if not splits:
+        raise click.BadParameter("give at least one split name, e.g. train,val,test", param_hint="--splits")
+    warnings = manifest_warnings(manifest, entries, splits=splits)
+    if warnings and strict:
+        raise ManifestError(manifest, [w.split(": ", 1)[1] + " (--strict)" for w in warnings])
+    for warning in warnings:
+        logging.getLogger("vidcache").warning("%s", warning)
     mine = select_shard(entries, config.run.shard_index, config.run.shard_count)
     command = _command_line()
     vocabulary = sorted({label for entry in entries for label in entry.labels})  # whole manifest, every shard
@@ -277,6 +309,7 @@ def run_extract(manifest: str, *, cache_dir: str, root: str | None, as_json: boo
 
         with ExtractProgress(enabled=not as_json) as progress:
             summary = Extractor(cache_dir, config, command=command, progress=progress).run(mine, vocabulary=vocabulary)
+    summary.warnings = warnings
     if as_json:
         click.echo(json.dumps(summary.as_dict(), sort_keys=True))
     else:

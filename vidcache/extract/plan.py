@@ -50,6 +50,7 @@ class ExtractSummary:
     random_weights: bool = False
     models_rss_mib: float = 0.0  # this process's peak RSS once the models are loaded: the fixed part
     peak_rss_mib: float = 0.0  # its peak over the whole run; the difference is what the videos cost
+    warnings: list[str] = field(default_factory=list)  # manifest mistakes read_manifest accepts (unknown columns...)
     settings_key: str = ""  # see settings_key(): a re-run with the same key and nothing to do loads no model
 
     @property
