@@ -317,3 +317,38 @@ def test_manifest_mistakes_are_warned_at_extract_and_strict_makes_them_errors(co
     assert warned.stderr.count("WARNING manifest") == 3
     declared = run_cli(*args, "--splits", "train,val,test,tets", "--strict")  # declared: only the columns remain
     assert declared.returncode == 2 and "tets" not in one_json(declared)["error"]
+
+
+def test_changed_labels_refresh_the_text_embeddings_or_mining_names_the_command_that_does(
+    small_cache, tiny_checkpoint, tmp_path
+):
+    import shutil
+
+    from vidcache import Cache
+
+    manifest, original = small_cache
+    cache = tmp_path / "cache"
+    shutil.copytree(original, cache)
+    relabelled = manifest.with_name("relabelled.csv")
+    relabelled.write_text(manifest.read_text().replace("red;", "crimson;"))
+    args = ["extract", relabelled, "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--fps", "2", "--json"]
+    summary = one_json(run_cli(*args, check=True))
+    assert (summary["extracted"], summary["skipped"]) == (0, 2)  # no video redone, only the label texts
+    with Cache(cache) as reader:
+        assert "crimson" in reader.text_embeddings().labels and "red" not in reader.text_embeddings().labels
+
+    catalog = Catalog.open(cache, create=True)  # labels changed by a command that cannot embed text
+    entries = catalog.entries()
+    catalog.upsert_entries(
+        VideoEntry(e["video_id"], e["path"], tuple(["scarlet" if x == "crimson" else x for x in e["labels"]]))
+        for e in entries
+    )
+    catalog.close()
+    mine = ["mine", "hard-negatives", "--cache", cache, "--k", "1", "--json"]
+    refused = run_cli(*mine)
+    error = one_json(refused)
+    assert refused.returncode == 2 and "not embedded: scarlet" in error["error"], error
+    command = shlex.split(error["error"].split("refresh them with `", 1)[1].rstrip("`"))
+    assert command[:2] == ["vidcache", "embed-text"]
+    run_cli(*command[1:], check=True)
+    assert one_json(run_cli(*mine, check=True))["videos"] == 2

@@ -477,7 +477,7 @@ def embed_text(
     from .extract.backbones import create_backbone
     from .extract.device import resolve_device
     from .extract.runner import embed_labels
-    from .extract.text import DEFAULT_TEMPLATES, read_labels_file
+    from .extract.text import DEFAULT_TEMPLATES, MADE_FROM_FILE, MADE_FROM_MANIFEST, read_labels_file
 
     catalog = Catalog.open(cache_dir)
     identity, entries = catalog.view_identity("clip"), catalog.entries()
@@ -506,7 +506,9 @@ def embed_text(
     if encoder.weights_sha256 != identity["weights_sha256"]:
         raise CacheError(f"weights {pretrained} differ from those that made cache {cache_dir} (sha256 mismatch)")
     used = list(templates or DEFAULT_TEMPLATES)
-    path = embed_labels(cache_dir, encoder, labels, used)
+    path = embed_labels(
+        cache_dir, encoder, labels, used, made_from=MADE_FROM_FILE if labels_file else MADE_FROM_MANIFEST
+    )
     if as_json:
         click.echo(json.dumps({"labels": len(labels), "templates": used, "path": str(path)}, sort_keys=True))
     else:

@@ -26,6 +26,7 @@ from ..cache.store import SourceStat
 from ..config import ExtractConfig, to_json
 from ..errors import cache_write_error
 from ..manifest import VideoEntry
+from .text import stale_text_message
 
 
 @dataclass
@@ -172,8 +173,12 @@ def nothing_to_do(
             if plan_videos(catalog, entries, views, summary, retry_failed=config.run.retry_failed):
                 return None
             labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
-            if labels and "clip" in views and not (cache_dir / TEXT_NAME).exists():
-                return None  # the label texts are missing: the full run embeds them
+            if (
+                labels
+                and "clip" in views
+                and (not (cache_dir / TEXT_NAME).exists() or stale_text_message(cache_dir, labels) is not None)
+            ):
+                return None  # the label texts are missing or older than the manifest's labels: the full run embeds them
             catalog.upsert_entries(all_entries if all_entries is not None else entries)
             summary.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
             summary.decode_in = "none (nothing to do)"

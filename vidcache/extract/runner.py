@@ -44,7 +44,7 @@ from .plan import ExtractSummary, cache_views, peak_rss_mib, plan_videos, settin
 from .rules import source_rules
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage, unexpected_reason
-from .text import DEFAULT_TEMPLATES, prompt_embeddings, write_text_embeddings
+from .text import DEFAULT_TEMPLATES, MADE_FROM_MANIFEST, prompt_embeddings, stale_text_message, write_text_embeddings
 from .watchdog import DecodeWatch
 
 log = logging.getLogger("vidcache.extract")
@@ -327,7 +327,8 @@ class Extractor:
                 labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
                 text_missing = not (self.cache_dir / TEXT_NAME).exists()
                 clip = self.encoders.get("clip")
-                if labels and clip is not None and (summary.extracted or text_missing):
+                text_stale = stale_text_message(self.cache_dir, labels) is not None  # the manifest's labels changed
+                if labels and clip is not None and (summary.extracted or text_missing or text_stale):
                     embed_labels(self.cache_dir, clip, labels, list(DEFAULT_TEMPLATES))
                 summary.seconds = time.perf_counter() - started
                 summary.peak_rss_mib = peak_rss_mib()
@@ -548,11 +549,14 @@ class Extractor:
                     pass
 
 
-def embed_labels(cache_dir: str | Path, encoder, labels: list[str], templates: list[str]) -> Path:
+def embed_labels(
+    cache_dir: str | Path, encoder, labels: list[str], templates: list[str], *, made_from: str = MADE_FROM_MANIFEST
+) -> Path:
     per_template, embeddings = prompt_embeddings(encoder.encode_text, labels, templates)
     attrs = {
         "vidcache_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "made_from": made_from,  # what the labels came from: stale_text_message() compares it with the manifest
         **{k: v for k, v in encoder.identity().items() if k != "preprocess"},
     }
     return write_text_embeddings(
