@@ -352,3 +352,82 @@ def test_changed_labels_refresh_the_text_embeddings_or_mining_names_the_command_
     assert command[:2] == ["vidcache", "embed-text"]
     run_cli(*command[1:], check=True)
     assert one_json(run_cli(*mine, check=True))["videos"] == 2
+
+
+@pytest.fixture
+def http_server(corpus):
+    """The corpus folder on a local HTTP server (Python's own: no range requests), torn down after."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(corpus)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def s3_server(corpus):
+    """moto's S3 server on a free local port with the corpus's two first videos in bucket `videos`;
+    yields the environment a vidcache process needs to reach it."""
+    pytest.importorskip("s3fs")
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "FSSPEC_S3_ENDPOINT_URL": endpoint,
+    }
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")  # fmt: skip
+    client.create_bucket(Bucket="videos")
+    for name in ("clip.mp4", "green-right-1.mp4"):
+        client.upload_file(str(corpus / "a" / name), "videos", f"a/{name}")
+    yield env
+    server.stop()
+
+
+def _rows(cache: Path, view: str = "clip") -> list[tuple[np.ndarray, np.ndarray]]:
+    from vidcache import Cache
+
+    with Cache(cache) as reader:
+        return [reader.read(video_id, view) for video_id in sorted(reader.video_ids(view))]
+
+
+@pytest.mark.parametrize("scheme", ["http", "s3"])
+def test_urls_extract_like_local_files_and_resume_on_the_objects_identity(
+    scheme, request, small_cache, tiny_checkpoint, tmp_path
+):
+    _, local_cache = small_cache
+    if scheme == "http":
+        base, env = request.getfixturevalue("http_server") + "/a", {}
+    else:
+        base, env = "s3://videos/a", request.getfixturevalue("s3_server")
+    manifest = tmp_path / "urls.csv"
+    manifest.write_text(f"path,labels,split\n{base}/clip.mp4,red;left,train\n{base}/green-right-1.mp4,green;right,train\n")
+    args = ["extract", manifest, "--cache", tmp_path / "c", *tiny_clip_args(tiny_checkpoint), "--fps", "2", "--json"]
+    first = run_cli(*args, env=env)
+    summary = one_json(first)
+    assert first.returncode == 0 and (summary["extracted"], summary["failed"]) == (2, 0), summary
+    for (ours, our_times), (local, local_times) in zip(_rows(tmp_path / "c"), _rows(local_cache), strict=True):
+        np.testing.assert_array_equal(ours, local)
+        np.testing.assert_array_equal(our_times, local_times)
+    again = one_json(run_cli(*args, env=env, check=True))
+    assert (again["extracted"], again["skipped"]) == (0, 2)  # same size and ETag / Last-Modified: nothing redone
+    missing = tmp_path / "missing.csv"
+    missing.write_text(f"path\n{base}/nothing-here.mp4\n")
+    failed = run_cli("extract", missing, *args[2:], env=env)
+    assert failed.returncode == 1 and "file not found" in one_json(failed)["failures"][f"{base}/nothing-here.mp4"]

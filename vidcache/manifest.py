@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import ManifestError
+from .remote import is_url
 
 KNOWN_COLUMNS = ("path", "video_id", "labels", "split", "start_s", "end_s")
 LABEL_SEPARATOR = ";"
@@ -223,7 +224,11 @@ def read_manifest(
                 row_problems.append(f"{where}: empty path" + ("" if require_path else " and no video_id"))
         else:
             absolute = os.path.normpath(raw_path if os.path.isabs(raw_path) else os.path.join(base, raw_path))
-            if confine and not _is_within(absolute, base):
+            if is_url(raw_path):  # object storage or a web server, read through fsspec (vidcache.remote)
+                absolute = raw_path
+                if "video_id" not in unusable:
+                    video_id = video_id or raw_path
+            elif confine and not _is_within(absolute, base):
                 row_problems.append(f"{where}: path {raw_path!r} is outside --root {base}")
                 absolute = None
             else:
