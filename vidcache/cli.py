@@ -30,9 +30,10 @@ def _command_line() -> str:
     return shlex.join(["vidcache", *sys.argv[1:]])
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"vidcache: error: {message}", err=True)
-    sys.exit(code)
+def _resume_command() -> str:
+    """The command that continues this `train` run: the same one, with --resume."""
+    args = sys.argv[1:]
+    return shlex.join(["vidcache", *args, *([] if "--resume" in args else ["--resume"])])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -184,6 +185,18 @@ def _extract_options(fn):
         click.option("--retry-failed", is_flag=True, help="Retry videos that failed before even if unchanged."),
         click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables."),
+        click.option(
+            "--splits",
+            "declared_splits",
+            default="train,val,test",
+            show_default=True,
+            help="The split names the manifest may use; others are warned about (errors with --strict).",
+        ),
+        click.option(
+            "--strict",
+            is_flag=True,
+            help="Manifest warnings (unknown columns, undeclared splits) are errors: exit 2, nothing written.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -263,18 +276,46 @@ def build_config(
     )
 
 
-def run_extract(manifest: str, *, cache_dir: str, root: str | None, as_json: bool, **options) -> int:
-    from .extract.runner import Extractor
-    from .manifest import read_manifest, select_shard
+def run_extract(
+    manifest: str,
+    *,
+    cache_dir: str,
+    root: str | None,
+    as_json: bool,
+    declared_splits: str = "train,val,test",
+    strict: bool = False,
+    **options,
+) -> int:
+    import logging
+
+    from .errors import ManifestError
+    from .extract.plan import nothing_to_do
+    from .manifest import manifest_warnings, read_manifest, select_shard
     from .report import ExtractProgress, print_extract_summary
 
+    on_interrupt("finished videos are kept; run the same command again to resume")
     config = build_config(**options)
     entries = read_manifest(manifest, root=root)  # validated before anything is written
+    splits = tuple(s.strip() for s in declared_splits.split(",") if s.strip())
+    if not splits:
+        raise click.BadParameter("give at least one split name, e.g. train,val,test", param_hint="--splits")
+    warnings = manifest_warnings(manifest, entries, splits=splits)
+    if warnings and strict:
+        raise ManifestError(manifest, [w.split(": ", 1)[1] + " (--strict)" for w in warnings])
+    for warning in warnings:
+        logging.getLogger("vidcache").warning("%s", warning)
     mine = select_shard(entries, config.run.shard_index, config.run.shard_count)
     command = _command_line()
-    with ExtractProgress(enabled=not as_json) as progress:
-        vocabulary = sorted({label for entry in entries for label in entry.labels})  # whole manifest, every shard
-        summary = Extractor(cache_dir, config, command=command, progress=progress).run(mine, vocabulary=vocabulary)
+    vocabulary = sorted({label for entry in entries for label in entry.labels})  # whole manifest, every shard
+    # the lock and the catalog before any model (or torch) loads: a locked cache or a re-run with nothing
+    # to do ends in a fraction of a second
+    summary = nothing_to_do(cache_dir, config, mine, vocabulary=vocabulary, command=command)
+    if summary is None:
+        from .extract.runner import Extractor
+
+        with ExtractProgress(enabled=not as_json) as progress:
+            summary = Extractor(cache_dir, config, command=command, progress=progress).run(mine, vocabulary=vocabulary)
+    summary.warnings = warnings
     if as_json:
         click.echo(json.dumps(summary.as_dict(), sort_keys=True))
     else:
@@ -314,7 +355,7 @@ def stream_counts(view: str, items: list) -> dict[str, int]:
 
 def cache_status(cache_dir: str) -> dict:
     from .cache.catalog import Catalog
-    from .cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED
+    from .cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, failed_item, failure_text
 
     def describe(view: str, identity: dict) -> tuple[str, str, str]:
         """(model, weights, sampling) of a view's identity, in words."""
@@ -354,13 +395,18 @@ def cache_status(cache_dir: str) -> dict:
                 "streams": stream_counts(view, items),
             }
         shards = catalog.shards()
+        failed_items = catalog.items(status=STATUS_FAILED)
+        failed: dict[str, dict[str, str]] = {}
+        for item in failed_items:
+            failed.setdefault(item.video_id, {})[item.view] = item.reason or "failed"
         return {
             "cache": str(cache_dir),
             "views": views,
             "shards": len(shards),
             "bytes": sum(s["bytes"] for s in shards),
             "entries": len(catalog.entries()),
-            "failures": {f"{i.video_id} [{i.view}]": i.reason or "" for i in catalog.items(status=STATUS_FAILED)},
+            "failures": {video: failure_text(why, several_views=len(views) > 1) for video, why in failed.items()},
+            "failed_items": [failed_item(i.video_id, i.view, i.reason or "failed") for i in failed_items],
             "runs": len(catalog.runs()),
         }
     finally:
@@ -422,21 +468,33 @@ def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def embed_text(
-    cache_dir: str, labels_file: str | None, templates: tuple[str, ...], device: str, allow_download: bool
+    cache_dir: str,
+    labels_file: str | None,
+    templates: tuple[str, ...],
+    device: str,
+    allow_download: bool,
+    as_json: bool,
 ) -> None:
     """Embed the label vocabulary with the cache's CLIP model into CACHE/text.h5."""
     from .cache.catalog import Catalog
     from .errors import CacheError, ConfigError
     from .extract.device import resolve_device
     from .extract.runner import embed_labels
-    from .extract.text import DEFAULT_TEMPLATES, clip_for_identity, read_labels_file
+    from .extract.text import DEFAULT_TEMPLATES, MADE_FROM_FILE, MADE_FROM_MANIFEST, clip_for_identity, read_labels_file
 
     catalog = Catalog.open(cache_dir)
     identity, entries = catalog.view_identity("clip"), catalog.entries()
     catalog.close()
     if identity is None:
         raise CacheError(f"cache {cache_dir} has no clip view; run `vidcache extract` first")
+    if not identity.get("weights_sha256") and identity.get("pretrained") != "none":
+        raise CacheError(
+            f"view 'clip' of cache {cache_dir} was not made by `vidcache extract` (imported features?): "
+            "embed-text needs the CLIP model that made it; pass --label-corpus and --text-embeddings to the "
+            "commands that need label texts instead"
+        )
     labels = read_labels_file(labels_file) if labels_file else sorted({lab for e in entries for lab in e["labels"]})
     if not labels:
         raise ConfigError("no labels: the manifest had no `labels` column; pass --labels-file FILE")
@@ -446,8 +504,14 @@ def embed_text(
     encoder = clip_for_identity(
         identity, device=resolve_device(device), allow_download=allow_download, cache_dir=cache_dir
     )
-    path = embed_labels(cache_dir, encoder, labels, list(templates or DEFAULT_TEMPLATES))
-    click.echo(f"{len(labels)} labels × {len(templates or DEFAULT_TEMPLATES)} templates → {path}")
+    used = list(templates or DEFAULT_TEMPLATES)
+    path = embed_labels(
+        cache_dir, encoder, labels, used, made_from=MADE_FROM_FILE if labels_file else MADE_FROM_MANIFEST
+    )
+    if as_json:
+        click.echo(json.dumps({"labels": len(labels), "templates": used, "path": str(path)}, sort_keys=True))
+    else:
+        click.echo(f"{len(labels)} labels × {len(used)} templates → {path}")
 
 
 @cli.command()
@@ -471,7 +535,7 @@ def demo(out_dir: str, device: str, as_json: bool) -> None:
         click.secho(
             "=" * 100 + "\nDEMO WITH RANDOM WEIGHTS: ViT-B-32/openai is not in the local cache, so the tiny "
             "'vidcache-tiny' model\nwith random weights is used. The pipeline is real; the features "
-            "are not semantic.\nCache ViT-B-32 weights (huggingface-cli download "
+            "are not semantic.\nCache ViT-B-32 weights (hf download "
             "timm/vit_base_patch32_clip_224.openai) for real ones.\n" + "=" * 100,
             fg="yellow",
             err=True,
@@ -883,6 +947,7 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
     from .heads import HeadOptions, TrainConfig
     from .heads.train import train as train_head
 
+    on_interrupt(f"finished epochs are kept in {run_dir}; resume with: {_resume_command()}")
     head_keys = {f.name for f in dataclasses.fields(HeadOptions)}
     head_options = HeadOptions(**{k: v for k, v in options.items() if k in head_keys})
     views = options.pop("views")
@@ -946,6 +1011,7 @@ def eval_cmd(run_dir: str, cache_dir: str, split: str, device: str, as_json: boo
     help="Store the head's video embeddings in the cache as this new view (index and mine it like any view).",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def predict(
     run_dir: str,
     cache_dir: str,
@@ -954,6 +1020,7 @@ def predict(
     top_k: int | None,
     write_view: str | None,
     device: str,
+    as_json: bool,
 ) -> None:
     """Scores per (video, label) to --out FILE.parquet (video_id, label, score, predicted); for a
     representation head (contrastive) --out holds video_id, embedding. --write-view NAME stores the
@@ -965,6 +1032,7 @@ def predict(
 
     if out_path is None and write_view is None:
         raise click.UsageError("give --out FILE.parquet, --write-view NAME, or both")
+    info: dict = {"run": run_dir, "cache": cache_dir}
     if write_view is not None:
         count = write_embeddings(
             run_dir,
@@ -974,23 +1042,54 @@ def predict(
             device=device,
             command=_command_line(),
         )
-        click.echo(f"{count} video embeddings → view {write_view!r} of {cache_dir}")
-    if out_path is None:
-        return
-    kind = json.loads((Path(run_dir) / "config.json").read_text()).get("head_kind", "classify")
-    if kind == "classify":
-        frame = predict_run(run_dir, cache_dir, split=split, top_k=top_k, device=device)
-        what = f"{frame['video_id'].nunique()} videos × {frame['label'].nunique()} labels"
-    else:
-        video_ids, embeddings, _ = predict_embeddings(run_dir, cache_dir, split=split, device=device)
-        frame = pd.DataFrame({"video_id": video_ids, "embedding": list(embeddings.astype(np.float32))})
-        what = f"{len(video_ids)} video embeddings of width {embeddings.shape[1]}"
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out)
-    click.echo(f"{what} → {out}")
+        info.update(view=write_view, view_videos=count)
+        if not as_json:
+            click.echo(f"{count} video embeddings → view {write_view!r} of {cache_dir}")
+    if out_path is not None:
+        kind = json.loads((Path(run_dir) / "config.json").read_text()).get("head_kind", "classify")
+        if kind == "classify":
+            frame = predict_run(run_dir, cache_dir, split=split, top_k=top_k, device=device)
+            info.update(videos=int(frame["video_id"].nunique()), labels=int(frame["label"].nunique()))
+            what = f"{info['videos']} videos × {info['labels']} labels"
+        else:
+            video_ids, embeddings, _ = predict_embeddings(run_dir, cache_dir, split=split, device=device)
+            frame = pd.DataFrame({"video_id": video_ids, "embedding": list(embeddings.astype(np.float32))})
+            info.update(videos=len(video_ids), embedding_dim=int(embeddings.shape[1]))
+            what = f"{len(video_ids)} video embeddings of width {embeddings.shape[1]}"
+        out = Path(out_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(out)
+        info.update(out=str(out), rows=len(frame))
+        if not as_json:
+            click.echo(f"{what} → {out}")
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True, default=str))
+
+
+EXIT_INTERNAL = 70  # an unexpected error: a bug (traceback on stderr); 1 stays "some videos failed"
+DEFAULT_INTERRUPT_HINT = "nothing half-written was kept; run the same command again"
+_interrupt_hint = DEFAULT_INTERRUPT_HINT
+
+
+def on_interrupt(hint: str) -> None:
+    """What the message after SIGINT/SIGTERM tells the user to do, set by the running command."""
+    global _interrupt_hint
+    _interrupt_hint = hint
+
+
+def _wants_json(args: list[str]) -> bool:
+    return "--json" in args[: args.index("--")] if "--" in args else "--json" in args
+
+
+def _finish_error(message: str, code: int, *, as_json: bool) -> None:
+    """Every failure ends here: one line on stderr and, with --json, one JSON object on stdout
+    (`{"error": message, "exit_code": code}`, the same for every command)."""
+    click.echo(f"vidcache: error: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": message, "exit_code": code}, sort_keys=True))
+    sys.exit(code)
 
 
 @cli.command()
@@ -1093,17 +1192,30 @@ def report(cache_dir: str, runs: tuple[str, ...], out_path: str, as_json: bool, 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from . import signals
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(args)
+    signals.install()  # SIGTERM (Slurm, timeout, systemd, Kubernetes) stops a command exactly as Ctrl-C
     try:
-        cli.main(args=argv, prog_name="vidcache", standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail("interrupted; finished videos are kept, run the same command again to resume", 130)
+        cli.main(args=args, prog_name="vidcache", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _finish_error(f"interrupted by {signals.name()}; {_interrupt_hint}", signals.exit_code(), as_json=as_json)
     except click.ClickException as exc:
+        if as_json:
+            _finish_error(exc.format_message(), exc.exit_code, as_json=True)
         exc.show()
         sys.exit(exc.exit_code)
     except VidcacheError as exc:
-        _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted; finished videos are kept, run the same command again to resume", 130)
+        _finish_error(str(exc), exc.exit_code, as_json=as_json)
+    except Exception as exc:  # a bug: the traceback goes to stderr, --json still gets its one object
+        import traceback
+
+        traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        _finish_error(
+            f"unexpected {type(exc).__name__}: {first} (a bug; please report it)", EXIT_INTERNAL, as_json=as_json
+        )
     sys.exit(EXIT_OK)
 
 

@@ -10,6 +10,7 @@ import errno
 import os
 import re
 import signal
+import sys
 import threading
 
 EXIT_OK = 0
@@ -129,6 +130,7 @@ def fault_point(step: str, path: object = None) -> None:
       shard-commit    store: before the shard's index is written, fsynced and renamed
       shard-renamed   store: after the rename and directory fsync, before the catalog transaction
       catalog-commit  catalog: inside the shard's catalog transaction, just before COMMIT
+      train-epoch     train: before each epoch (after the previous one's checkpoints are saved)
     """
     spec = os.environ.get(FAULT_ENV)
     if not spec or spec.split(":", 1)[0] != step:
@@ -142,7 +144,8 @@ def fault_point(step: str, path: object = None) -> None:
         return
     if action == "hang":
         if hits == int(nth[0] if nth else 1):
-            threading.Event().wait()
+            print(f"vidcache fault: {step} hangs here ({FAULT_ENV})", file=sys.stderr, flush=True)
+            threading.Event().wait()  # a signal still interrupts the main thread here
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)

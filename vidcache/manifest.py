@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import ManifestError
+from .remote import is_url
 
 KNOWN_COLUMNS = ("path", "video_id", "labels", "split", "start_s", "end_s")
 LABEL_SEPARATOR = ";"
@@ -223,7 +224,11 @@ def read_manifest(
                 row_problems.append(f"{where}: empty path" + ("" if require_path else " and no video_id"))
         else:
             absolute = os.path.normpath(raw_path if os.path.isabs(raw_path) else os.path.join(base, raw_path))
-            if confine and not _is_within(absolute, base):
+            if is_url(raw_path):  # object storage or a web server, read through fsspec (vidcache.remote)
+                absolute = raw_path
+                if "video_id" not in unusable:
+                    video_id = video_id or raw_path
+            elif confine and not _is_within(absolute, base):
                 row_problems.append(f"{where}: path {raw_path!r} is outside --root {base}")
                 absolute = None
             else:
@@ -269,3 +274,40 @@ def select_shard(entries: list[VideoEntry], shard_index: int, shard_count: int) 
         return int.from_bytes(digest[:8], "big") % shard_count
 
     return [entry for entry in entries if bucket(entry.video_id) == shard_index]
+
+
+STANDARD_SPLITS = ("train", "val", "test")
+SPLIT_SPELLINGS = ("training", "valid", "validation")  # what `vidcache train` also reads as train / val
+
+
+def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def manifest_warnings(
+    manifest_path: str | os.PathLike, entries: list[VideoEntry], *, splits: tuple[str, ...] = STANDARD_SPLITS
+) -> list[str]:
+    """Mistakes `read_manifest` accepts but training would trip over hours later, one line each: a
+    column vidcache does not read (`label` for `labels`), a split outside `splits` (`tets`)."""
+    manifest = Path(manifest_path)
+    columns = _read_table(manifest).columns
+    out: list[str] = []
+    for column in columns:
+        if column not in KNOWN_COLUMNS:
+            out.append(
+                f"manifest {manifest}: column {column!r} is not read{_did_you_mean(column, KNOWN_COLUMNS)}; "
+                f"the columns vidcache reads: {', '.join(KNOWN_COLUMNS)}"
+            )
+    counts: dict[str, int] = {}
+    for entry in entries:
+        if entry.split is not None and entry.split not in splits and entry.split.lower() not in SPLIT_SPELLINGS:
+            counts[entry.split] = counts.get(entry.split, 0) + 1
+    for split, n in sorted(counts.items()):
+        out.append(
+            f"manifest {manifest}: split {split!r} on {n} row(s){_did_you_mean(split, splits)} is none of "
+            f"{', '.join(splits)}: `vidcache train` refuses a cache with it (declare it with --splits if meant)"
+        )
+    return out

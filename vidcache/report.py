@@ -197,3 +197,5 @@ def configure_logging(verbose: bool = False) -> None:
     # third-party libraries (open_clip logs every model build at INFO) only speak up for warnings
     logging.getLogger().setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("vidcache").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # huggingface_hub prints through its own handler: passed on to ours as well, every line came twice
+    logging.getLogger("huggingface_hub").propagate = False

@@ -28,3 +28,13 @@ def shard_dir(cache_dir: str | Path) -> Path:
 
 def rows_per_chunk(feature_dim: int, itemsize: int) -> int:
     return max(1, TARGET_CHUNK_BYTES // max(1, feature_dim * itemsize))
+
+
+def failure_text(reasons: dict[str, str], *, several_views: bool) -> str:
+    """One video's failure as `extract --json` and `status --json` report it under `failures`."""
+    return "; ".join(f"{view}: {reason}" if several_views else reason for view, reason in reasons.items())
+
+
+def failed_item(video_id: str, view: str, reason: str) -> dict[str, str]:
+    """One failed (video, view) as `failed_items` lists it, in `extract --json` and `status --json`."""
+    return {"video_id": video_id, "view": view, "reason": reason}

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import as_os_error, cache_write_error, fault_point
+from ..remote import is_url, url_identity
 from .catalog import Catalog, Item, now_iso
 from .layout import PARTIAL_SUFFIX, SHARD_SUFFIX, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, shard_dir
 from .shard import ShardWriter, read_shard_index
@@ -70,6 +71,11 @@ class SourceStat:
 
     @classmethod
     def of(cls, path: str) -> SourceStat | None:
+        """The local file's (size, mtime); for a URL, the object's size and a number from its ETag (or
+        last-modified time): the server's word for "unchanged". None when it cannot be stat'ed now."""
+        if is_url(path):
+            found = url_identity(path)
+            return cls(*found) if found is not None else None
         try:
             st = os.stat(path)
         except OSError:

@@ -158,7 +158,9 @@ def _die_with_parent() -> None:
 
 def child_main(conn, spec: DecodeSpec) -> None:
     """A decode process: videos in, chunks out, until told to stop or the parent is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    # Ctrl-C reaches the whole group, Slurm's SIGTERM every process of the step: the parent decides
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
     torch.set_num_threads(1)  # parallelism is across processes; one resize per frame needs no pool
     with contextlib.suppress(OSError):
@@ -215,6 +217,23 @@ def process_context() -> multiprocessing.context.BaseContext:
             ctx.set_forkserver_preload(list(PRELOAD))
             return ctx
         return multiprocessing.get_context("spawn")
+
+
+def start_server(ctx: multiprocessing.context.BaseContext) -> None:
+    """Start the fork server now, from the main thread, with SIGINT and SIGTERM blocked: it and the
+    children it forks inherit the mask, so a signal sent to the whole process group (Slurm, Ctrl-C)
+    reaches only the parent, which keeps the finished videos and stops the children itself. The
+    parent's own signals wait while blocked, and are acted on when unblocked: none is lost."""
+    if ctx.get_start_method() != "forkserver" or threading.current_thread() is not threading.main_thread():
+        return
+    from multiprocessing import forkserver
+
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class DecodeChild:

@@ -14,10 +14,8 @@ import dataclasses
 import json
 import logging
 import queue
-import resource
 import secrets
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,77 +28,33 @@ import torch
 from .. import __version__
 from ..cache.catalog import Catalog
 from ..cache.fidelity import stale_view_message
-from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME
+from ..cache.layout import STATUS_ABSENT, STATUS_FAILED, TEXT_NAME, failed_item, failure_text
 from ..cache.lock import ExtractLock
 from ..cache.store import CacheWriter, SourceStat, check_cache_writable
 from ..cache.thumbnails import THUMBNAIL_KEY, write_thumbnail
 from ..config import ExtractConfig, to_json
 from ..errors import ConfigError, cache_write_error
 from ..manifest import VideoEntry
+from ..signals import deferred
 from .backbones import create_backbone
 from .consumers import Chunk, Consumer, make_consumers
 from .decode import DEFAULT_VIDEO_TIMEOUT_S
-from .decode_process import decode_spec, process_context, process_worker, processes_unsupported
+from .decode_process import decode_spec, process_context, process_worker, processes_unsupported, start_server
 from .device import default_decode_workers, gather, resolve_device
+from .plan import ExtractSummary, cache_views, peak_rss_mib, plan_videos, settings_key
 from .rules import source_rules
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage, unexpected_reason
-from .text import DEFAULT_TEMPLATES, prompt_embeddings, write_text_embeddings
+from .text import DEFAULT_TEMPLATES, MADE_FROM_MANIFEST, prompt_embeddings, stale_text_message, write_text_embeddings
 from .watchdog import DecodeWatch
 
 log = logging.getLogger("vidcache.extract")
-_IGNORED_IDENTITY_KEYS = ("weights_path",)  # a moved file with the same sha256 is the same weights
+# where the weights were read from: information only, identity rests on their sha256 (the same file under
+# another path, a hard link, another mount point or machine is the same weights)
+_IGNORED_IDENTITY_KEYS = ("weights_path",)
+_WEIGHTS_LOCATION_KEYS = ("pretrained", "weights", "weights_kind", "weights_path")
 SPILLED_VIEWS = ("flow",)  # views whose rows are large enough to wait on disk until the video is complete
 SPILL_DIR = "tmp"
-
-
-@dataclass
-class ExtractSummary:
-    total: int = 0
-    extracted: int = 0
-    skipped: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    frames: int = 0
-    rows: dict[str, int] = field(default_factory=dict)
-    absent: dict[str, int] = field(default_factory=dict)
-    decode_seconds: float = 0.0
-    model_seconds: float = 0.0
-    write_seconds: float = 0.0
-    failures: dict[str, str] = field(default_factory=dict)
-    cache: str = ""
-    run_id: str = ""
-    device: str = ""
-    decode_in: str = ""  # threads or processes (RunConfig.decode_in resolved)
-    workers: int = 0  # decode workers (RunConfig.workers resolved)
-    random_weights: bool = False
-    models_rss_mib: float = 0.0  # this process's peak RSS once the models are loaded: the fixed part
-    peak_rss_mib: float = 0.0  # its peak over the whole run; the difference is what the videos cost
-
-    @property
-    def frames_per_s(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["frames_per_s"] = round(self.frames_per_s, 2)
-        return out
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
-
-
-def cache_views(views: tuple[str, ...]) -> list[str]:
-    """The cache views a `--views` list writes: `flow` also writes its `motion` descriptor."""
-    out: list[str] = []
-    for view in views:
-        for name in ("flow", "motion") if view == "flow" else (view,):
-            if name not in out:
-                out.append(name)
-    return out
 
 
 @dataclass
@@ -124,9 +78,46 @@ class _VideoState:
 ProgressFn = Callable[[ExtractSummary], None]
 
 
+def _short(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _identity_differences(recorded: dict, wanted: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(setting, recorded value, wanted value) for every setting that differs, nested ones dotted.
+    Where both sides name weights with the same sha256, where they were read from is ignored."""
+    ignored = set(_IGNORED_IDENTITY_KEYS) if not prefix else set()
+    sha = recorded.get("weights_sha256"), wanted.get("weights_sha256")
+    if sha[0] and sha[0] == sha[1]:
+        ignored |= set(_WEIGHTS_LOCATION_KEYS)
+    out: list[tuple[str, object, object]] = []
+    for key in sorted((set(recorded) | set(wanted)) - ignored):
+        old, new = recorded.get(key), wanted.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            out.extend(_identity_differences(old, new, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", old, new))
+    return out
+
+
 def _identity_mismatch(recorded: dict, wanted: dict) -> list[str]:
-    keys = (set(recorded) | set(wanted)) - set(_IGNORED_IDENTITY_KEYS)
-    return sorted(k for k in keys if recorded.get(k) != wanted.get(k))
+    """The top-level settings that differ (see `_identity_differences`)."""
+    return sorted({name.split(".", 1)[0] for name, _, _ in _identity_differences(recorded, wanted)})
+
+
+def identity_mismatch_message(cache_dir: object, view: str, recorded: dict, wanted: dict) -> str | None:
+    """The refusal for a view made with other settings, each differing one as `name old vs new`."""
+    differences = _identity_differences(recorded, json.loads(json.dumps(wanted, default=str)))  # as recorded
+    if not differences:
+        return None
+    names = sorted({name.split(".", 1)[0] for name, _, _ in differences})
+    shown = "; ".join(f"{name} {_short(old)} vs {_short(new)}" for name, old, new in differences)
+    return (
+        f"cache {cache_dir} holds view '{view}' made with other settings ({', '.join(names)} differ: {shown}; "
+        "cached vs now); use the same options or another --cache"
+    )
 
 
 class Extractor:
@@ -218,35 +209,8 @@ class Extractor:
     def _plan(
         self, catalog: Catalog, entries: list[VideoEntry], summary: ExtractSummary
     ) -> list[tuple[VideoEntry, SourceStat | None, list[str]]]:
-        """Per video, the views that still need work: missing, made from an older version of the
-        source, or failed before (with --retry-failed)."""
-        todo = []
-        for entry in entries:
-            source = SourceStat.of(entry.path)
-            items = {view: catalog.item(entry.video_id, view) for view in self.views}
-
-            def same_source(item, source=source) -> bool:
-                if item is None:
-                    return False
-                if source is None:  # unreadable now (e.g. unmounted): keep what is cached or known absent
-                    return item.status in (STATUS_DONE, STATUS_ABSENT) or item.source_size is None
-                return (item.source_size, item.source_mtime_ns) == (source.size, source.mtime_ns)
-
-            needed = [
-                view
-                for view, item in items.items()
-                if not same_source(item) or (item.status == STATUS_FAILED and self.config.run.retry_failed)  # type: ignore[union-attr]
-            ]
-            if needed:
-                todo.append((entry, source, needed))
-                continue
-            failed = [i for i in items.values() if i is not None and i.status == STATUS_FAILED]
-            if failed:
-                summary.failed += 1
-                summary.failures[entry.video_id] = "; ".join(f"{i.view}: {i.reason or 'failed'}" for i in failed)
-            else:
-                summary.skipped += 1
-        return todo
+        """Per video, the views that still need work (see `plan.plan_videos`)."""
+        return plan_videos(catalog, entries, self.views, summary, retry_failed=self.config.run.retry_failed)
 
     # decode workers ------------------------------------------------------------------------------
     def _decode_in(self) -> str:
@@ -303,7 +267,7 @@ class Extractor:
         """Extract `entries`; `vocabulary` (default: their labels) is embedded as text when new work was done."""
         started = time.perf_counter()
         cfg = self.config
-        summary = ExtractSummary(total=len(entries), cache=str(self.cache_dir))
+        summary = ExtractSummary(total=len(entries), cache=str(self.cache_dir), settings_key=settings_key(cfg))
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         summary.run_id = run_id
         check_cache_writable(self.cache_dir)
@@ -324,12 +288,9 @@ class Extractor:
                     stale = stale_view_message(self.cache_dir, view, recorded)
                     if stale:
                         raise ConfigError(stale)
-                    differs = _identity_mismatch(recorded, identity)
+                    differs = identity_mismatch_message(self.cache_dir, view, recorded, identity)
                     if differs:
-                        raise ConfigError(
-                            f"cache {self.cache_dir} holds view '{view}' made with other settings "
-                            f"({', '.join(differs)} differ); use the same options or another --cache"
-                        )
+                        raise ConfigError(differs)
                 catalog.upsert_entries(entries)
                 writer = CacheWriter(
                     self.cache_dir,
@@ -361,16 +322,18 @@ class Extractor:
                     self._process(todo, writer, summary, started)
                     writer.commit()
                 except BaseException:
-                    try:
-                        writer.commit()  # keep every video that finished before the interruption
-                    except Exception:
-                        writer.abort()
+                    with deferred():  # a second SIGTERM/Ctrl-C must not cut the commit in half
+                        try:
+                            writer.commit()  # keep every video that finished before the interruption
+                        except Exception:
+                            writer.abort()
                     raise
                 summary.write_seconds = writer.write_seconds
                 labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
                 text_missing = not (self.cache_dir / TEXT_NAME).exists()
                 clip = self.encoders.get("clip")
-                if labels and clip is not None and (summary.extracted or text_missing):
+                text_stale = stale_text_message(self.cache_dir, labels) is not None  # the manifest's labels changed
+                if labels and clip is not None and (summary.extracted or text_missing or text_stale):
                     embed_labels(self.cache_dir, clip, labels, list(DEFAULT_TEMPLATES))
                 summary.seconds = time.perf_counter() - started
                 summary.peak_rss_mib = peak_rss_mib()
@@ -406,6 +369,7 @@ class Extractor:
         summary.decode_in = decode_in
         if decode_in == "processes":
             spec, ctx = decode_spec(self.config, self.encoders), process_context()
+            start_server(ctx)
 
             def target(slot, tasks, out, stop, watch):
                 process_worker(slot, tasks, out, stop, watch, spec=spec, ctx=ctx)
@@ -453,7 +417,8 @@ class Extractor:
         def finish_ready() -> None:
             ready = [i for i, s in states.items() if s.n_chunks is not None and len(s.encoded) == s.n_chunks]
             for index in ready:
-                finish(states.pop(index))
+                with deferred():  # a stop signal waits until the video is written (and maybe committed)
+                    finish(states.pop(index))
 
         def finish(state: _VideoState) -> None:
             video_id = state.entry.video_id
@@ -495,9 +460,8 @@ class Extractor:
             if failed:
                 writer.record_failure(video_id, list(failed), failed, source=state.source, info_json=info_json)
                 summary.failed += 1
-                summary.failures[video_id] = "; ".join(
-                    f"{v}: {r}" if len(state.views) > 1 else r for v, r in failed.items()
-                )
+                summary.failures[video_id] = failure_text(failed, several_views=len(state.views) > 1)
+                summary.failed_items.extend(failed_item(video_id, v, r) for v, r in failed.items())
             try:
                 if rows or absent:
                     writer.add(video_id, rows, absent=absent, source=state.source, info_json=info_json)
@@ -593,11 +557,14 @@ class Extractor:
                     pass
 
 
-def embed_labels(cache_dir: str | Path, encoder, labels: list[str], templates: list[str]) -> Path:
+def embed_labels(
+    cache_dir: str | Path, encoder, labels: list[str], templates: list[str], *, made_from: str = MADE_FROM_MANIFEST
+) -> Path:
     per_template, embeddings = prompt_embeddings(encoder.encode_text, labels, templates)
     attrs = {
         "vidcache_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "made_from": made_from,  # what the labels came from: stale_text_message() compares it with the manifest
         **{k: v for k, v in encoder.identity().items() if k != "preprocess"},
     }
     return write_text_embeddings(

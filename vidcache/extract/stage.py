@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 from collections.abc import Iterator
 
@@ -22,6 +23,7 @@ from ..cache.thumbnails import THUMBNAIL_KEY, encode_thumbnail
 from ..config import RunConfig, StreamConfig
 from ..errors import VideoFailure, ViewAbsent
 from ..manifest import VideoEntry
+from ..remote import fetch_to_temp, is_url
 from .colour import exact_rgb, needs_exact
 from .consumers import Chunk, Consumer
 from .decode import Deadline, FrameSampler, frame_to_rgb
@@ -81,6 +83,28 @@ class VideoStage:
         return self.stop is not None and self.stop.is_set()
 
     def __iter__(self) -> Iterator[Chunk]:
+        if not is_url(self.entry.path):
+            yield from self._passes()
+            return
+        remote = self.entry  # a URL: decoded from a local copy, deleted when the video is done
+        try:
+            local = fetch_to_temp(remote.path)
+        except Exception as exc:
+            if isinstance(exc, FileNotFoundError):
+                reason = "file not found (no such object at the URL)"
+            else:
+                reason = f"cannot fetch the URL ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})"
+            views = [v for c in self.consumers for v in c.view_names] + (["audio"] if self.audio else [])
+            self.outcomes.update({view: (STATUS_FAILED, reason) for view in views})
+            return
+        self.entry = dataclasses.replace(remote, path=local)
+        try:
+            yield from self._passes()
+        finally:
+            self.entry = remote
+            os.unlink(local)
+
+    def _passes(self) -> Iterator[Chunk]:
         deadline = self.deadline
         if self.consumers:
             video_views = [v for c in self.consumers for v in c.view_names]

@@ -81,3 +81,48 @@ def read_labels_file(path: str | Path) -> list[str]:
         if label and not label.startswith("#"):
             seen.setdefault(label, None)
     return list(seen)
+
+
+MADE_FROM_MANIFEST = "manifest labels"  # text.h5's `made_from`: the cached manifest's vocabulary
+MADE_FROM_FILE = "labels file"  # `embed-text --labels-file`: a label corpus, a superset of the manifest's
+
+
+def text_labels(cache_dir: str | Path) -> tuple[list[str], str] | None:
+    """(labels, made_from) of the cache's text.h5, None when there is none (or it cannot be read)."""
+    path = Path(cache_dir) / TEXT_NAME
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as h5:
+            labels = [v.decode() if isinstance(v, bytes) else str(v) for v in h5["labels"][()]]
+            made_from = h5.attrs.get("made_from", MADE_FROM_MANIFEST)
+    except Exception:
+        return None
+    return labels, made_from.decode() if isinstance(made_from, bytes) else str(made_from)
+
+
+def stale_text_message(cache_dir: str | Path, vocabulary: list[str]) -> str | None:
+    """Why the cache's text embeddings no longer match the manifest's labels (`vocabulary`, as the
+    catalog holds them now), with the command that refreshes them; None when they match. Text made
+    from the manifest must hold exactly its labels; text made from a labels file at least them."""
+    found = text_labels(cache_dir)
+    if found is None or not vocabulary:
+        return None
+    labels, made_from = found
+    new = sorted(set(vocabulary) - set(labels))
+    gone = sorted(set(labels) - set(vocabulary)) if made_from == MADE_FROM_MANIFEST else []
+    if not new and not gone:
+        return None
+    what = "; ".join(
+        part
+        for part in (
+            f"not embedded: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''}" if new else "",
+            f"no longer in the manifest: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}" if gone else "",
+        )
+        if part
+    )
+    again = "" if made_from == MADE_FROM_MANIFEST else " --labels-file FILE (a file that has the new labels)"
+    return (
+        f"the text embeddings of cache {cache_dir} ({TEXT_NAME}, from the {made_from}) are older than the "
+        f"manifest's labels ({what}); refresh them with `vidcache embed-text --cache {cache_dir}{again}`"
+    )

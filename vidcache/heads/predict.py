@@ -48,6 +48,9 @@ def load_run(run_dir: str | Path, *, device: torch.device) -> LoadedRun:
     vocabulary = resolved["vocabulary"]
     multi_label = resolved["task"] == "multi-label"
     input_dims = resolved.get("input_dims") or {config.view: resolved["input_dim"]}
+    # config.json is written with sorted keys: put the views back in --views order, the order the head
+    # built its per-view layers in (`--views clip,audio,motion` must not load as audio,clip,motion)
+    input_dims = {view: input_dims[view] for view in config.all_views if view in input_dims} or input_dims
     context = HeadContext.from_description(
         resolved.get("context") or {}, vocabulary=vocabulary, views=config.all_views, input_dims=input_dims
     )

@@ -21,8 +21,9 @@ import torch
 
 from .. import __version__
 from ..cache.reader import Cache
-from ..errors import ConfigError
+from ..errors import ConfigError, fault_point
 from ..extract.device import autocast_dtype, resolve_device
+from ..signals import deferred
 from .base import HEADS, Head, TrainingError
 from .blend import blend_probe
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -260,6 +261,7 @@ def _run_epochs(
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if state["bad_epochs"] >= config.patience and select_on_val:
             break
+        fault_point("train-epoch", run_dir)
         model.train()
         # per-epoch seeds (shuffling and dropout): a resumed run continues exactly as an unbroken one
         generator.manual_seed(config.seed * 1_000_003 + epoch)
@@ -306,14 +308,17 @@ def _run_epochs(
         row["lr"] = scheduler.get_last_lr()[0]
         history.append(row)
         value = val[metric]
-        state["epoch"] = epoch
-        if value > state["best_value"] or not select_on_val:  # val too small to choose: keep the latest
-            state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-            save_checkpoint(run_dir, "best", model=model, state=dict(state))
-        else:
-            state["bad_epochs"] += 1
-        save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler, state=dict(state))
-        write_history(run_dir, history)
+        with deferred():  # SIGTERM/Ctrl-C waits until best, last and history agree on this epoch
+            state["epoch"] = epoch
+            if value > state["best_value"] or not select_on_val:  # val too small to choose: keep the latest
+                state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
+                save_checkpoint(run_dir, "best", model=model, state=dict(state))
+            else:
+                state["bad_epochs"] += 1
+            save_checkpoint(
+                run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler, state=dict(state)
+            )
+            write_history(run_dir, history)
         if progress is not None:
             progress(epoch, row)
     if not (run_dir / "best.safetensors").exists():
@@ -454,9 +459,10 @@ def _train_once(
             samples, train_seconds = solved.samples, solved.seconds
             # held-out numbers: the train-only fit at the chosen C (the saved model may be refitted on train+val)
             at_half, val_scores = solved.val_metrics, solved.val_scores
-            save_checkpoint(run_dir, "best", model=model, state=dict(state))
-            save_checkpoint(run_dir, "last", model=model, state=dict(state))
-            write_history(run_dir, history)
+            with deferred():
+                save_checkpoint(run_dir, "best", model=model, state=dict(state))
+                save_checkpoint(run_dir, "last", model=model, state=dict(state))
+                write_history(run_dir, history)
             if progress is not None:
                 for row in history:
                     progress(row["epoch"], row)

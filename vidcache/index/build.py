@@ -37,6 +37,9 @@ class IndexChoice:
     reason: str
 
 
+PQ_MIN_TRAIN = 256  # 8-bit product-quantiser codebooks: one k-means of 256 centroids per sub-vector
+
+
 def choose_index(n: int, dim: int, *, memory_budget_bytes: float, requested: str = "auto") -> IndexChoice:
     check_choice("--index-type", requested, IndexType)
     vector_bytes = n * dim * 4
@@ -47,6 +50,11 @@ def choose_index(n: int, dim: int, *, memory_budget_bytes: float, requested: str
         return IndexChoice("hnsw", "HNSW32", f"{n} vectors fit {memory_budget_bytes / 2**30:.1f} GiB: HNSW")
     if requested == "ivf":
         return IndexChoice("ivf", f"IVF{nlist},Flat", f"IVF with {nlist} lists")
+    if n < PQ_MIN_TRAIN:  # faiss would stop with an assertion deep inside its k-means
+        raise ConfigError(
+            f"--index-type ivfpq needs at least {PQ_MIN_TRAIN} vectors to train its codebooks (256 centroids "
+            f"each), this view has {n}; use --index-type flat, hnsw or auto (or a larger --memory-budget-gb)"
+        )
     divisors = [m for m in range(1, dim // 2 + 1) if dim % m == 0 and n * m <= memory_budget_bytes]
     if not divisors:
         raise ConfigError(f"{n} vectors do not fit --memory-budget-gb even as 1-byte codes; raise the budget")

@@ -57,7 +57,7 @@ def label_embeddings(
 ) -> tuple[list[str], np.ndarray]:
     """Labels and unit text embeddings: the cache's text.h5, a labels file looked up in it, or an
     `.npy` [L, D] aligned with the labels file (another text encoder, another prompt ensemble)."""
-    from ..extract.text import read_labels_file
+    from ..extract.text import read_labels_file, stale_text_message
 
     if text_embeddings is not None:
         if label_corpus is None:
@@ -70,6 +70,10 @@ def label_embeddings(
                 f"aligned with the {len(labels)} labels of {label_corpus}"
             )
         return labels, normalise(matrix)
+    vocabulary = sorted({label for labels in cache.entries()["labels"] for label in labels})
+    stale = stale_text_message(cache.path, vocabulary)
+    if stale is not None:  # hard negatives against an old vocabulary would include today's own labels
+        raise ConfigError(stale)
     try:
         text = cache.text_embeddings()
     except KeyError:

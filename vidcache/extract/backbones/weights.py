@@ -39,6 +39,38 @@ def _hf_cached(repo_id: str, filenames: tuple[str, ...]) -> str | None:
     return None
 
 
+def _reachable(url: str, timeout_s: float = 5.0) -> str | None:
+    """None when `url`'s host answers on its port, else why not (checked before a download, which would
+    otherwise retry for a minute with a traceback). Skipped behind a proxy: only the proxy knows."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "", parts.port or 443), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"cannot reach {parts.hostname}: {exc.strerror or exc}"
+    return None
+
+
+def download(url: str, what: str, fetch, *args, **kwargs):
+    """`fetch(*args, **kwargs)` (a download of `what` from `url`), with a failure as one line (exit 2):
+    no network is an expected condition, not a traceback."""
+    why = _reachable(url)
+    if why is None:
+        try:
+            return fetch(*args, **kwargs)
+        except Exception as exc:  # requests, huggingface_hub and urllib each raise their own
+            lines = str(exc).strip().splitlines()
+            why = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+    raise MissingWeightsError(
+        f"--download: could not download {what} from {url} ({why}); check the network, or fetch the weights "
+        "where there is internet and pass their local file"
+    )
+
+
 def _safe_alternatives(filename: str) -> tuple[str, ...]:
     if filename.endswith((".bin", ".pth", ".pt")):
         return (filename.rsplit(".", 1)[0] + ".safetensors", filename)
@@ -57,12 +89,13 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
                 raise MissingWeightsError(
                     f"CLIP weights for {model} are not in the local Hugging Face cache "
                     f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}); fetch them with "
-                    f"`huggingface-cli download {repo_id}` where there is internet, or add --download"
+                    f"`hf download {repo_id}` where there is internet, or add --download"
                 )
             from open_clip.pretrained import download_pretrained_from_hf
 
-            download_pretrained_from_hf(repo_id, filename="open_clip_config.json")
-            path = download_pretrained_from_hf(repo_id)
+            url = f"https://huggingface.co/{repo_id}"
+            download(url, f"CLIP {model}", download_pretrained_from_hf, repo_id, filename="open_clip_config.json")
+            path = download(url, f"CLIP {model}", download_pretrained_from_hf, repo_id)
         return ResolvedWeights("hf-hub", path, {})
 
     if model.replace("/", "-") not in open_clip.list_models():
@@ -101,7 +134,7 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
     if path is None:
         if not allow_download:
             where = (
-                f"`huggingface-cli download {hf_hub.rstrip('/')}`" if hf_hub else f"downloading {url} to ~/.cache/clip/"
+                f"`hf download {hf_hub.rstrip('/')}`" if hf_hub else f"downloading {url} to ~/.cache/clip/"
             )
             raise MissingWeightsError(
                 f"CLIP weights {model}/{pretrained} are not cached locally; get them with {where} where there "
@@ -110,7 +143,8 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
             )
         from open_clip.pretrained import download_pretrained
 
-        path = download_pretrained(tag_cfg)
+        source = f"https://huggingface.co/{hf_hub.rstrip('/')}" if hf_hub else url
+        path = download(source, f"CLIP weights {model}/{pretrained}", download_pretrained, tag_cfg)
     return ResolvedWeights("tag", path, tag_cfg)
 
 
@@ -151,7 +185,10 @@ def resolve_torchvision_weights(
                 f"{what} weights {path.name} are not in the torch hub cache ({path.parent}); download {url} "
                 f"into that folder where there is internet, add --download, pass {option} PATH, {alternatives}"
             )
-        torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, check_hash=True)
+        download(
+            url, f"{what} weights", torch.hub.load_state_dict_from_url, url, map_location="cpu", weights_only=True,
+            check_hash=True,
+        )  # fmt: skip
     expected = torch.hub.HASH_REGEX.search(path.name)
     if expected and not sha256_file(path).startswith(expected.group(1)):
         raise MissingWeightsError(

@@ -1,0 +1,194 @@
+"""What an extract run has to do, decided from the catalog alone: no model is loaded, torch is not
+imported. A re-run with nothing to do (every video complete, the same settings as a run that finished
+on this cache) ends here in a fraction of a second, and a cache locked by another extract is refused
+(exit 3) before anything heavy starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import resource
+import secrets
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..cache.catalog import Catalog
+from ..cache.fidelity import FIDELITY_VERSION
+from ..cache.layout import CATALOG_NAME, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME, failed_item, failure_text
+from ..cache.lock import ExtractLock
+from ..cache.store import SourceStat
+from ..config import ExtractConfig, to_json
+from ..errors import cache_write_error
+from ..manifest import VideoEntry
+from .text import stale_text_message
+
+
+@dataclass
+class ExtractSummary:
+    total: int = 0
+    extracted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    frames: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    absent: dict[str, int] = field(default_factory=dict)
+    decode_seconds: float = 0.0
+    model_seconds: float = 0.0
+    write_seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)  # video_id: reason ("view: reason; ..." for several)
+    failed_items: list[dict] = field(default_factory=list)  # {video_id, view, reason}: the same in `status`
+    cache: str = ""
+    run_id: str = ""
+    device: str = ""
+    decode_in: str = ""  # threads or processes (RunConfig.decode_in resolved)
+    workers: int = 0  # decode workers (RunConfig.workers resolved)
+    random_weights: bool = False
+    models_rss_mib: float = 0.0  # this process's peak RSS once the models are loaded: the fixed part
+    peak_rss_mib: float = 0.0  # its peak over the whole run; the difference is what the videos cost
+    warnings: list[str] = field(default_factory=list)  # manifest mistakes read_manifest accepts (unknown columns...)
+    settings_key: str = ""  # see settings_key(): a re-run with the same key and nothing to do loads no model
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["frames_per_s"] = round(self.frames_per_s, 2)
+        return out
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def cache_views(views: tuple[str, ...]) -> list[str]:
+    """The cache views a `--views` list writes: `flow` also writes its `motion` descriptor."""
+    out: list[str] = []
+    for view in views:
+        for name in ("flow", "motion") if view == "flow" else (view,):
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def plan_videos(
+    catalog: Catalog, entries: list[VideoEntry], views: list[str], summary: ExtractSummary, *, retry_failed: bool
+) -> list[tuple[VideoEntry, SourceStat | None, list[str]]]:
+    """Per video, the views that still need work: missing, made from an older version of the source,
+    or failed before (with --retry-failed). Videos with nothing to do are counted in `summary`."""
+    todo = []
+    for entry in entries:
+        source = SourceStat.of(entry.path)
+        items = {view: catalog.item(entry.video_id, view) for view in views}
+
+        def same_source(item, source=source) -> bool:
+            if item is None:
+                return False
+            if source is None:  # unreadable now (e.g. unmounted): keep what is cached or known absent
+                return item.status in (STATUS_DONE, STATUS_ABSENT) or item.source_size is None
+            return (item.source_size, item.source_mtime_ns) == (source.size, source.mtime_ns)
+
+        needed = [
+            view
+            for view, item in items.items()
+            if not same_source(item) or (item.status == STATUS_FAILED and retry_failed)  # type: ignore[union-attr]
+        ]
+        if needed:
+            todo.append((entry, source, needed))
+            continue
+        failed = [i for i in items.values() if i is not None and i.status == STATUS_FAILED]
+        if failed:
+            summary.failed += 1
+            reasons = {i.view: i.reason or "failed" for i in failed}
+            summary.failures[entry.video_id] = failure_text(reasons, several_views=len(views) > 1)
+            summary.failed_items.extend(failed_item(entry.video_id, v, r) for v, r in reasons.items())
+        else:
+            summary.skipped += 1
+    return todo
+
+
+def _file_stamp(value: str | None) -> list | None:
+    """(absolute path, size, mtime) of a weights file named by an option, None for a tag or 'none'."""
+    if not value or not os.path.isfile(value):
+        return None
+    st = os.stat(value)
+    return [os.path.abspath(value), st.st_size, st.st_mtime_ns]
+
+
+def settings_key(config: ExtractConfig) -> str:
+    """A digest of everything that decides the rows (all options but the run's own: device, workers,
+    shards, commit timing...), this vidcache's version and the weights files' size and mtime. Two runs
+    with the same key write the same rows; a run that finished with it proves the settings match the
+    cache, so a re-run with the same key and nothing to do needs no model to check them."""
+    settings = json.loads(to_json(config))
+    settings.pop("run", None)
+    weights = {
+        "clip": _file_stamp(config.clip.pretrained),
+        "s3d": _file_stamp(config.s3d.weights),
+        "audio": _file_stamp(config.audio.weights),
+        "flow": _file_stamp(config.flow.weights),
+    }
+    text = json.dumps(
+        {"settings": settings, "weights": weights, "version": __version__, "fidelity": FIDELITY_VERSION},
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def nothing_to_do(
+    cache_dir: str | Path,
+    config: ExtractConfig,
+    entries: list[VideoEntry],
+    *,
+    all_entries: list[VideoEntry] | None = None,
+    vocabulary: list[str] | None = None,
+    command: str = "",
+) -> ExtractSummary | None:
+    """The summary of a run with nothing to do, decided without loading a model; None when there may be
+    work (then the full run decides). Under the cache's lock: a locked cache raises CacheLockedError.
+    Like a full run, it records the manifest's current labels and splits (`all_entries`) in the catalog."""
+    started = time.perf_counter()
+    cache_dir = Path(cache_dir)
+    key = settings_key(config)
+    # the lock first, also when there is no catalog yet: a first run may hold it (still loading models)
+    with ExtractLock(cache_dir, shard_index=config.run.shard_index, shard_count=config.run.shard_count):
+        if not (cache_dir / CATALOG_NAME).exists():
+            return None
+        catalog = Catalog.open(cache_dir, create=True)  # it exists; opened to be written
+        try:
+            finished = [json.loads(r["summary_json"]) for r in catalog.runs() if r["summary_json"]]
+            if not any(s.get("settings_key") == key for s in finished):
+                return None
+            views = cache_views(config.views)
+            summary = ExtractSummary(total=len(entries), cache=str(cache_dir), settings_key=key)
+            if plan_videos(catalog, entries, views, summary, retry_failed=config.run.retry_failed):
+                return None
+            labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
+            if (
+                labels
+                and "clip" in views
+                and (not (cache_dir / TEXT_NAME).exists() or stale_text_message(cache_dir, labels) is not None)
+            ):
+                return None  # the label texts are missing or older than the manifest's labels: the full run embeds them
+            catalog.upsert_entries(all_entries if all_entries is not None else entries)
+            summary.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+            summary.decode_in = "none (nothing to do)"
+            catalog.start_run(summary.run_id, command=command, config_json=to_json(config))
+            summary.seconds = time.perf_counter() - started
+            summary.peak_rss_mib = peak_rss_mib()
+            catalog.finish_run(summary.run_id, summary.as_dict())
+            return summary
+        except (OSError, sqlite3.OperationalError) as exc:  # read-only cache, full disk: one line, as a full run
+            raise cache_write_error(cache_dir, exc) from None
+        finally:
+            catalog.close()
