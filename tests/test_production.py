@@ -116,7 +116,9 @@ def _train_cache(path: Path, *, videos: int = 40) -> Path:
 def test_sigterm_in_train_names_the_resume_command_and_it_finishes_the_run(tmp_path):
     cache = _train_cache(tmp_path / "cache")
     run = tmp_path / "run"
-    args = ["train", "--cache", cache, "--head", "linear", "--out", run, "--epochs", "6", "--patience", "50"]
+    # an epoch-trained head with its lr and weight decay given (no search runs): the linear head is solved
+    args = ["train", "--cache", cache, "--head", "mlp", "--out", run, "--epochs", "6", "--patience", "50",
+            "--lr", "0.001", "--weight-decay", "0.0001"]  # fmt: skip
     process = start_cli(*args, env={"VIDCACHE_FAULT": "train-epoch:hang:3"})  # epochs 1, 2 done, then waits
     wait_for_line(process, "train-epoch hangs here")
     process.send_signal(signal.SIGTERM)
