@@ -10,7 +10,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.conftest import run_cli
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.cli import cli
 from vidcache.config import ClipConfig
@@ -104,22 +103,12 @@ def test_errors_name_the_parameter_and_what_is_allowed(known_answer_cache, tmp_p
 
 
 def test_cli_search_text_json_and_usage_error(known_answer_cache):
-    result = run_cli(
-        "search",
-        "--cache",
-        known_answer_cache,
-        "--text",
-        "black cat",
-        "--view",
-        "clip",
-        "--k",
-        "2",
-        "--json",
-        "--device",
-        "cpu",
-    )
-    assert result.returncode == 0, result.stderr
+    args = ["search", "--cache", str(known_answer_cache), "--view", "clip", "--k", "2", "--device", "cpu"]
+    result = CliRunner().invoke(cli, [*args, "--text", "black cat", "--json"])
+    assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["hits"][0]["video_id"] == "v4/black_cat.mp4" and out["hits"][0]["rank"] == 1
-    both = CliRunner().invoke(cli, ["search", "--cache", str(known_answer_cache), "--text", "x", "--video", "y"])
+    table = CliRunner().invoke(cli, [*args, "--video", "v1/blue_ocean.mp4"])
+    assert table.exit_code == 0 and table.stdout.splitlines()[0].split()[2] == "v9/blue_ocean_2.mp4", table.output
+    both = CliRunner().invoke(cli, [*args, "--text", "x", "--video", "y"])
     assert isinstance(both.exception, ConfigError) and "exactly one of --text" in str(both.exception)

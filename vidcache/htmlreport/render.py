@@ -124,13 +124,14 @@ def _cache_section(facts: CacheFacts, thumbs: _Thumbs) -> str:
                 counts.get("done", 0),
                 counts.get("absent", 0),
                 counts.get("failed", 0),
+                max(0, facts.entries - sum(counts.values())),
                 facts.rows.get(view, 0),
                 _mib(facts.data_bytes.get(view, 0)),
                 _mib(facts.bytes.get(view, 0)),
             ]
         )
     parts.append("<h3>Videos by status, rows and bytes per view</h3>")
-    headers = ["view", "done", "absent", "failed", "rows", "data bytes", "allocated in shards"]
+    headers = ["view", "done", "absent", "failed", "not extracted", "rows", "data bytes", "allocated in shards"]
     parts.append(_table(headers, rows))
     if facts.status:
         parts.append(charts.status_bars(facts.status, name="status"))
