@@ -290,7 +290,8 @@ def _run_section(run: RunFacts, number: int, *, max_classes: int) -> str:
             )
         else:
             parts.append("<p>No confusion on val.</p>")
-    if run.thresholds:
+    classifier = run.per_class_ap is not None or (Path(run.path) / "per_class_ap.png").exists()
+    if run.thresholds and classifier:  # a representation head's thresholds.json is a placeholder
         names = sorted(run.thresholds)
         ap = run.per_class_ap or {}
         rows = [[c, run.thresholds[c], ap.get(c)] for c in names[:max_classes]]
