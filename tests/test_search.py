@@ -10,7 +10,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.conftest import run_cli
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.cli import cli
 from vidcache.config import ClipConfig
@@ -46,6 +45,7 @@ def _known_answer_cache(cache_dir, encoder, form: str):
         for v, _, vec in videos
     ]
     write_view_arrays(cache_dir, view="clip", rows=rows, entries=entries, identity=encoder.identity(), dtype="float32")
+    write_view_arrays(cache_dir, view="imported", rows=rows, entries=entries, identity={"model": "elsewhere"})
     motion = [(v, rng.standard_normal((3, 8)).astype(np.float32), np.arange(3.0)) for v, _, _ in videos]
     write_view_arrays(cache_dir, view="motion", rows=motion, entries=entries, identity={"model": "x"}, dtype="float32")
     embed_labels(cache_dir, encoder, LABELS, list(DEFAULT_TEMPLATES))
@@ -72,6 +72,11 @@ def test_text_query_equal_to_a_label_ranks_that_labels_videos_first(encoder, tmp
         assert hits[0].video_id == "v4/black_cat.mp4" and hits[0].score > 0.99
 
 
+def test_a_view_made_elsewhere_is_searched_through_the_model_that_made_text_h5(known_answer_cache):
+    hits = search_text(known_answer_cache, "green forest", view="imported", k=2, device="cpu")
+    assert hits[0].video_id == "v2/green_forest.mp4" and hits[0].score > 0.99
+
+
 def test_video_query_finds_the_other_video_of_its_label_never_itself(known_answer_cache):
     hits = search_video(known_answer_cache, "v1/blue_ocean.mp4", view="clip", k=4)
     assert hits[0].video_id == "v9/blue_ocean_2.mp4"
@@ -80,36 +85,30 @@ def test_video_query_finds_the_other_video_of_its_label_never_itself(known_answe
     assert scores == sorted(scores, reverse=True)
 
 
-def test_errors_name_the_parameter_and_what_is_allowed(known_answer_cache):
-    with pytest.raises(ConfigError, match=r"--view 'motion' cannot be searched by text.*choose from: clip"):
+def test_errors_name_the_parameter_and_what_is_allowed(known_answer_cache, tmp_path):
+    with pytest.raises(ConfigError, match=r"--view 'motion' has dimension 8, its text tower 64"):
         search_text(known_answer_cache, "red apple", view="motion", k=3, device="cpu")
+    bare = tmp_path / "bare"
+    write_view_arrays(bare, view="motion", rows=[("a", np.ones((1, 4)), np.zeros(1))], entries=[], identity={})
+    with pytest.raises(ConfigError, match=r"--view 'motion' cannot be searched by text.*choose from: none"):
+        search_text(bare, "red apple", view="motion", k=3, device="cpu")
     with pytest.raises(ConfigError, match=r"--query-form='mean' is not allowed; choose one of: best, ensemble, raw"):
         search_text(known_answer_cache, "red apple", view="clip", k=3, device="cpu", query_form="mean")
     with pytest.raises(ConfigError, match=r"--k must be >= 1"):
         search_video(known_answer_cache, "v1/blue_ocean.mp4", view="clip", k=0)
     with pytest.raises(ConfigError, match=r"--video 'nope' has no extracted 'clip' rows"):
         search_video(known_answer_cache, "nope", view="clip", k=2)
-    with pytest.raises(ConfigError, match=r"--view 'audio' is not in cache.*choose from: clip, motion"):
+    with pytest.raises(ConfigError, match=r"--view 'audio' is not in cache.*choose from: clip, imported, motion"):
         search_video(known_answer_cache, "v1/blue_ocean.mp4", view="audio", k=2)
 
 
 def test_cli_search_text_json_and_usage_error(known_answer_cache):
-    result = run_cli(
-        "search",
-        "--cache",
-        known_answer_cache,
-        "--text",
-        "black cat",
-        "--view",
-        "clip",
-        "--k",
-        "2",
-        "--json",
-        "--device",
-        "cpu",
-    )
-    assert result.returncode == 0, result.stderr
+    args = ["search", "--cache", str(known_answer_cache), "--view", "clip", "--k", "2", "--device", "cpu"]
+    result = CliRunner().invoke(cli, [*args, "--text", "black cat", "--json"])
+    assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["hits"][0]["video_id"] == "v4/black_cat.mp4" and out["hits"][0]["rank"] == 1
-    both = CliRunner().invoke(cli, ["search", "--cache", str(known_answer_cache), "--text", "x", "--video", "y"])
+    table = CliRunner().invoke(cli, [*args, "--video", "v1/blue_ocean.mp4"])
+    assert table.exit_code == 0 and table.stdout.splitlines()[0].split()[2] == "v9/blue_ocean_2.mp4", table.output
+    both = CliRunner().invoke(cli, [*args, "--text", "x", "--video", "y"])
     assert isinstance(both.exception, ConfigError) and "exactly one of --text" in str(both.exception)

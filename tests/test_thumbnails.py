@@ -31,10 +31,9 @@ def solid_corpus(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("decode_in", ["threads", "processes"])
-def test_extract_keeps_one_small_thumbnail_per_video_matching_its_frames(
-    solid_corpus, tiny_checkpoint, tmp_path, decode_in
-):
+def test_extract_keeps_one_small_thumbnail_per_video_matching_its_frames(solid_corpus, tiny_checkpoint, tmp_path):
+    """Decode processes: the thumbnail crosses the process boundary as data (decode threads, the CPU
+    default, are covered by tests/test_report.py's extract)."""
     cache_dir = tmp_path / "cache"
     result = run_cli(
         "extract",
@@ -47,7 +46,7 @@ def test_extract_keeps_one_small_thumbnail_per_video_matching_its_frames(
         "--workers",
         "2",
         "--decode-in",
-        decode_in,
+        "processes",
         "--json",
     )
     assert result.returncode == 1, result.stderr  # the broken file fails, the others are extracted

@@ -71,6 +71,31 @@ def _hits(cache: Cache, ids: list[str], scores: np.ndarray, rows: np.ndarray) ->
     ]
 
 
+def _stored_text(cache: Cache):
+    try:
+        return cache.text_embeddings()
+    except (KeyError, ValueError):
+        return None
+
+
+def _text_identity(cache: Cache, view: str, stored) -> dict:
+    """The CLIP model a text query of `view` goes through: the one the view's identity records, else
+    (a view imported or written from arrays) the one that made the cache's text.h5."""
+    allowed = clip_views(cache)
+    if view in allowed:
+        return cache.view_info(view)
+    if view not in cache.views():
+        raise ConfigError(f"--view {view!r} is not in cache {cache.path}; choose from: {', '.join(cache.views())}")
+    recorded = stored.attrs if stored is not None else {}
+    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in recorded.items()}
+    if attrs.get("backbone") == "open_clip" and attrs.get("model"):
+        return attrs
+    raise ConfigError(
+        f"--view {view!r} cannot be searched by text: it is not a CLIP view of {cache.path} and the cache's "
+        f"text.h5 names no CLIP model; choose from: {', '.join(allowed) or 'none (extract the clip view first)'}"
+    )
+
+
 @functools.lru_cache(maxsize=2)
 def _text_encoder(identity_json: str, device: str, allow_download: bool, cache_dir: str):
     """The view's CLIP model, kept for the next query of the same view (loading it dominates a query)."""
@@ -104,21 +129,14 @@ def text_query_vectors(
     check_choice("--query-form", query_form, QueryForm)
     if not text.strip():
         raise ConfigError("--text must not be empty")
-    allowed = clip_views(cache)
-    if view not in allowed:
-        raise ConfigError(
-            f"--view {view!r} cannot be searched by text: it is not a CLIP view of {cache.path}; "
-            f"choose from: {', '.join(allowed) or 'none (extract the clip view first)'}"
-        )
+    stored = _stored_text(cache)
+    identity = _text_identity(cache, view, stored)
     if templates is None:
-        try:
-            templates = list(cache.text_embeddings().templates)
-        except (KeyError, ValueError):
-            templates = list(DEFAULT_TEMPLATES)
+        templates = list(stored.templates) if stored is not None else list(DEFAULT_TEMPLATES)
     for template in templates:
         if "{}" not in template:
             raise ConfigError(f"--template {template!r} has no {{}} where the text goes")
-    identity_json = json.dumps(cache.view_info(view), sort_keys=True)
+    identity_json = json.dumps(identity, sort_keys=True, default=str)
     encoder = _text_encoder(identity_json, str(resolve_device(device)), allow_download, str(cache.path))
     per_template, _ = prompt_embeddings(encoder.encode_text, [text], ["{}", *templates])  # one model call
     unit = per_template[0] / np.linalg.norm(per_template[0], axis=-1, keepdims=True).clip(1e-12)

@@ -62,6 +62,8 @@ class CacheFacts:
     histograms: list[Histogram]
     resolutions: list[tuple[str, int]]  # "W×H" -> videos, most common first
     runs: list[dict]  # extract runs recorded in the catalog
+    gallery: list[dict] = field(default_factory=list)  # a seeded sample of videos: id, labels, facts, statuses
+    gallery_of: int = 0  # videos the gallery was drawn from
 
 
 @dataclass
@@ -115,7 +117,12 @@ def _bytes_per_view(cache_dir: Path) -> tuple[dict[str, int], dict[str, int]]:
     return dict(sizes), dict(logical)
 
 
-def cache_facts(cache: Cache, *, max_failures: int) -> CacheFacts:
+def _seeded_sample(ids, *, size: int, seed: int) -> list[str]:
+    """`size` ids picked by a seeded hash of each id: the same ids for the same seed, whatever the order."""
+    return sorted(sorted(ids, key=lambda v: (zlib.crc32(f"{seed}\0{v}".encode()), v))[:size])
+
+
+def cache_facts(cache: Cache, *, max_failures: int, gallery: int = 0, seed: int = 0) -> CacheFacts:
     catalog = cache._catalog
     views = catalog.views()
     items = catalog.items()
@@ -171,6 +178,22 @@ def cache_facts(cache: Cache, *, max_failures: int) -> CacheFacts:
         )
     failures.sort(key=lambda f: (f["video_id"], f["view"]))
     allocated, data_bytes = _bytes_per_view(cache.path)
+    statuses: dict[str, dict[str, str]] = {}
+    for item in items:
+        statuses.setdefault(item.video_id, {})[item.view] = item.status
+    shown = []
+    for video_id in _seeded_sample(statuses, size=gallery, seed=seed):
+        info = info_by_video.get(video_id, {})
+        shown.append(
+            {
+                "video_id": video_id,
+                "labels": entries.get(video_id, {}).get("labels", []),
+                "duration_s": info.get("duration_s"),
+                "size": f"{info['width']}×{info['height']}" if info.get("width") else None,
+                "fps": info.get("avg_fps"),
+                "statuses": statuses[video_id],
+            }
+        )
     return CacheFacts(
         path=str(cache.path),
         views=views,
@@ -185,6 +208,8 @@ def cache_facts(cache: Cache, *, max_failures: int) -> CacheFacts:
         histograms=histograms,
         resolutions=resolutions.most_common(20),
         runs=runs,
+        gallery=shown,
+        gallery_of=len(statuses),
     )
 
 
@@ -216,7 +241,7 @@ def mining_facts(cache: Cache, *, sample: int, labels_per_video: int, videos_per
     for frame in (labels_frame, videos_frame):
         if frame is not None:
             ids.update(frame["video_id"].unique().tolist())
-    chosen = sorted(ids, key=lambda v: (zlib.crc32(f"{seed}\0{v}".encode()), v))[:sample]
+    chosen = _seeded_sample(ids, size=sample, seed=seed)
     own = {e["video_id"]: list(e["labels"]) for e in cache._catalog.entries()}
     by_labels = labels_frame[labels_frame["video_id"].isin(chosen)] if labels_frame is not None else None
     by_videos = videos_frame[videos_frame["video_id"].isin(chosen)] if videos_frame is not None else None

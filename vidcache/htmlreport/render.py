@@ -3,10 +3,12 @@
 A Content-Security-Policy meta tag forbids every network fetch (only inline scripts and styles and
 data: images load), so the page behaves the same offline, and opening it never contacts anything.
 
-Size bound: plotly.js (~4.8 MB, fixed) + ~40 KB per view + at most `max_failures` failure rows +
-`sample` mined videos × (1 + `videos_per_video`) thumbnails of ≤ 12 KiB (base64: ×4/3) + per run
-≤ `max_classes` classes in charts and tables. With the defaults (200, 24, 4, 60) that is at most
-about 4.8 + 2.0 + 0.3 per run MB whatever the corpus size; the page says what it left out.
+Size bound: plotly.js (~4.8 MB, fixed) + ~40 KB per view + at most `max_failures` failure rows
+(thumbnails on the first `sample` of them) + thumbnails of `sample` gallery videos and of `sample`
+mined videos with `videos_per_video` negatives each, ≤ 12 KiB each (×4/3 in base64) + per run at most
+`max_classes` classes in charts and tables. With the defaults (200, 24, 4, 60): at most about
+4.8 MB + 2.7 MB of thumbnails (typically 0.7) + 0.3 MB per run, whatever the corpus size; the page
+says what it left out.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class _Thumbs:
 
 
 # sections --------------------------------------------------------------------------------------------------
-def _cache_section(facts: CacheFacts, thumbs: _Thumbs) -> str:
+def _cache_section(facts: CacheFacts, thumbs: _Thumbs, *, thumbs_rows: int) -> str:
     parts = [
         f'<section id="section-cache" data-section="cache"><h2>Cache</h2><p><code>{_e(facts.path)}</code>: '
         f"{facts.entries} manifest entries, {len(facts.views)} view(s), {facts.shards} shard(s)</p>"
@@ -124,20 +126,36 @@ def _cache_section(facts: CacheFacts, thumbs: _Thumbs) -> str:
                 counts.get("done", 0),
                 counts.get("absent", 0),
                 counts.get("failed", 0),
+                max(0, facts.entries - sum(counts.values())),
                 facts.rows.get(view, 0),
                 _mib(facts.data_bytes.get(view, 0)),
                 _mib(facts.bytes.get(view, 0)),
             ]
         )
     parts.append("<h3>Videos by status, rows and bytes per view</h3>")
-    headers = ["view", "done", "absent", "failed", "rows", "data bytes", "allocated in shards"]
+    headers = ["view", "done", "absent", "failed", "not extracted", "rows", "data bytes", "allocated in shards"]
     parts.append(_table(headers, rows))
     if facts.status:
         parts.append(charts.status_bars(facts.status, name="status"))
+    if facts.gallery:
+        parts.append(f"<h3>A sample of {len(facts.gallery)} of the {facts.gallery_of} videos (seeded)</h3>")
+        cards = []
+        for video in facts.gallery:
+            what = [", ".join(video["labels"]) or "no label"]
+            if video["duration_s"] is not None:
+                what.append(f"{video['duration_s']:.1f} s, {video['size']}, {_fmt(video['fps'])} fps")
+            what.append(" ".join(f"{view}: {status}" for view, status in sorted(video["statuses"].items())))
+            cards.append(
+                f'<div class="neg">{thumbs.img(video["video_id"])}<b>{_e(video["video_id"])}</b><br>'
+                + "<br>".join(f'<span class="small">{_e(line)}</span>' for line in what)
+                + "</div>"
+            )
+        parts.append(f'<div class="negs gallery">{"".join(cards)}</div>')
     parts.append(f"<h3>Failures ({facts.failures_total})</h3>")
     if facts.failures:
         failure_rows = [
-            [thumbs.img(f["video_id"]), f["video_id"], f["view"], f["reason"], f["path"]] for f in facts.failures
+            [thumbs.img(f["video_id"]) if n < thumbs_rows else "", f["video_id"], f["view"], f["reason"], f["path"]]
+            for n, f in enumerate(facts.failures)
         ]
         parts.append(_table(["thumbnail", "video_id", "view", "reason", "path"], failure_rows, raw={0}, cls="failures"))
         if facts.failures_total > len(facts.failures):
@@ -272,7 +290,8 @@ def _run_section(run: RunFacts, number: int, *, max_classes: int) -> str:
             )
         else:
             parts.append("<p>No confusion on val.</p>")
-    if run.thresholds:
+    classifier = run.per_class_ap is not None or (Path(run.path) / "per_class_ap.png").exists()
+    if run.thresholds and classifier:  # a representation head's thresholds.json is a placeholder
         names = sorted(run.thresholds)
         ap = run.per_class_ap or {}
         rows = [[c, run.thresholds[c], ap.get(c)] for c in names[:max_classes]]
@@ -348,11 +367,11 @@ def write_report(
     run_list = [run_facts(r) for r in runs]
     with Cache(cache_dir) as cache:
         thumbs = _Thumbs(cache.path)
-        c_facts = cache_facts(cache, max_failures=max_failures)
+        c_facts = cache_facts(cache, max_failures=max_failures, gallery=sample, seed=seed)
         m_facts = mining_facts(
             cache, sample=sample, labels_per_video=labels_per_video, videos_per_video=videos_per_video, seed=seed
         )
-        body = [_cache_section(c_facts, thumbs), _mining_section(m_facts, thumbs, str(cache.path))]
+        body = [_cache_section(c_facts, thumbs, thumbs_rows=sample), _mining_section(m_facts, thumbs, str(cache.path))]
     runs_html = ['<section id="section-runs" data-section="runs"><h2>Training runs</h2>']
     if not run_list:
         runs_html.append(
