@@ -4,6 +4,7 @@ thumbnails), mined lists and two training runs, opened in headless Chromium (Deb
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -101,7 +102,11 @@ def test_report_is_one_self_contained_bounded_file(report_html, report_inputs):
     assert page.count("data:image/jpeg;base64,") >= 5  # thumbnails of the extracted videos
     assert 'class="negs gallery"' in page and "A sample of 7 of the 7 videos" in page
     assert page.count('class="mined"') == 5 and "hard-negative label" in page
-    assert 'class="confusions"' in page and 'class="thresholds"' in page
+    # both runs wrote their confusions; the table shows them, or says val had none (well-separated classes)
+    assert all(json.loads((run / "confusions.json").read_text()) is not None for run in report_inputs[1])
+    assert page.count("Most confused class pairs (val)") == 2
+    assert 'class="confusions"' in page or "No confusion on val." in page
+    assert 'class="thresholds"' in page
     run = report_inputs[1][0]
     assert (run / "per_class_ap.json").exists() and (run / "confusions.json").exists()
 
