@@ -431,3 +431,19 @@ def test_urls_extract_like_local_files_and_resume_on_the_objects_identity(
     missing.write_text(f"path\n{base}/nothing-here.mp4\n")
     failed = run_cli("extract", missing, *args[2:], env=env)
     assert failed.returncode == 1 and "file not found" in one_json(failed)["failures"][f"{base}/nothing-here.mp4"]
+
+
+def test_tables_keep_their_full_width_when_stdout_is_not_a_terminal(tmp_path):
+    long_id = "folder-with-a-long-name/" * 6 + "video.mp4"  # 150 characters: cut at 80 before
+    entries = [VideoEntry(long_id, f"/src/{long_id}", ("a",), "train")]
+    rows = [(long_id, np.ones((2, 4)), np.arange(2.0))]
+    cache = tmp_path / "cache"
+    write_view_arrays(cache, view="clip", rows=rows, entries=entries, identity={"model": "x"}, dtype="float32")
+    catalog = Catalog.open(cache, create=True)
+    from vidcache.cache.catalog import Item
+
+    reason = "not a readable video (Invalid data found when processing input); " + "x" * 80
+    catalog.record_items([Item(long_id, "audio", "failed", None, None, None, None, reason, 1, 1, "{}", "now")])
+    catalog.close()
+    result = run_cli("status", "--cache", cache, env={"COLUMNS": ""}, check=True)
+    assert f"failed {long_id}: {reason}" in result.stdout.splitlines()[-1], result.stdout

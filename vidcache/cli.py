@@ -849,8 +849,9 @@ def _head_options(fn):
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from .report import output_console
 
     table = Table(title=title)
     table.add_column("metric")
@@ -860,7 +861,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
             table.add_row(key, f"{value:.4f}")
         elif isinstance(value, (int, str, bool)):
             table.add_row(key, str(value))
-    Console().print(table)
+    output_console().print(table)
 
 
 @cli.command()
