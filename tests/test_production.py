@@ -447,3 +447,43 @@ def test_tables_keep_their_full_width_when_stdout_is_not_a_terminal(tmp_path):
     catalog.close()
     result = run_cli("status", "--cache", cache, env={"COLUMNS": ""}, check=True)
     assert f"failed {long_id}: {reason}" in result.stdout.splitlines()[-1], result.stdout
+
+
+def test_remove_then_compact_rewrites_live_rows_into_one_verified_shard_even_after_a_kill(tmp_path):
+    from vidcache import Cache
+
+    cache = tmp_path / "cache"
+    rng = np.random.default_rng(3)
+    for part in range(4):  # four small shards of five videos each
+        entries, rows = [], []
+        for i in range(part * 5, part * 5 + 5):
+            video_id = f"v{i:03d}"
+            entries.append(VideoEntry(video_id, f"/src/{video_id}.mp4", ("a",), "train"))
+            rows.append((video_id, rng.normal(size=(3 + i % 4, 8)).astype(np.float16), np.arange(3 + i % 4) * 0.5))
+        write_view_arrays(cache, view="clip", rows=rows, entries=entries, identity={"model": "x"})
+    assert len(list((cache / "shards").glob("*.h5"))) == 4
+
+    removed = one_json(run_cli("remove", "--cache", cache, "v000", "v001", "nowhere", "--json", check=True))
+    assert (removed["removed"], removed["not_found"]) == (["v000", "v001"], ["nowhere"])
+    keep = tmp_path / "keep.csv"
+    keep.write_text("video_id\n" + "\n".join(f"v{i:03d}" for i in range(2, 17)) + "\n")
+    removed = one_json(run_cli("remove", "--cache", cache, "--not-in", keep, "--json", check=True))
+    assert removed["removed"] == ["v017", "v018", "v019"] and removed["kept"] == 15
+    with Cache(cache) as reader:
+        before = {v: reader.read(v, "clip") for v in reader.video_ids("clip")}
+    assert sorted(before) == [f"v{i:03d}" for i in range(2, 17)]
+
+    killed = run_cli("compact", "--cache", cache, "--json", env={"VIDCACHE_FAULT": "catalog-commit:kill"})
+    assert killed.returncode == -9
+    for attempt in ("after the kill", "compacted"):
+        if attempt == "compacted":
+            summary = one_json(run_cli("compact", "--cache", cache, "--json", check=True))
+            assert (summary["shards_before"], summary["shards_after"], summary["videos_moved"]) == (4, 1, 15)
+            assert len(list((cache / "shards").glob("*.h5*"))) == 1
+        with Cache(cache) as reader:
+            assert sorted(reader.video_ids("clip")) == sorted(before), attempt
+            for video_id, (features, times) in before.items():
+                got, got_times = reader.read(video_id, "clip")
+                np.testing.assert_array_equal(got, features)
+                np.testing.assert_array_equal(got_times, times)
+        assert one_json(run_cli("verify", "--cache", cache, "--json", check=True))["broken"] == {}

@@ -446,6 +446,65 @@ def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
     sys.exit(EXIT_SOME_FAILED if report.broken and not quarantine else EXIT_OK)
 
 
+@cli.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.argument("video_ids", nargs=-1)
+@click.option(
+    "--not-in",
+    "manifest",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Remove every video that is not in this manifest (its complement) instead of VIDEO_IDS.",
+)
+@click.option("--root", type=click.Path(file_okay=False, exists=True), default=None, help="As for extract.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def remove(cache_dir: str, video_ids: tuple[str, ...], manifest: str | None, root: str | None, as_json: bool) -> None:
+    """Drop VIDEO_IDS (or the videos not in --not-in MANIFEST) from the cache, every view; `vidcache
+    compact` then reclaims their rows' space. A later extract of the same videos redoes them."""
+    from .cache.housekeeping import as_dict, remove_videos
+
+    if bool(video_ids) == bool(manifest):
+        raise click.UsageError("give VIDEO_ID... or --not-in MANIFEST (one of the two)")
+    if manifest:
+        from .manifest import read_manifest
+
+        keep = [entry.video_id for entry in read_manifest(manifest, root=root, require_path=False)]
+        summary = remove_videos(cache_dir, keep_only=keep)
+    else:
+        summary = remove_videos(cache_dir, video_ids=list(video_ids))
+    if as_json:
+        click.echo(json.dumps(as_dict(summary), sort_keys=True))
+    else:
+        click.echo(f"removed {len(summary.removed)} video(s) from {cache_dir}; {summary.kept} kept")
+        for video_id in summary.not_found:
+            click.echo(f"  not in the cache: {video_id}")
+        if summary.removed:
+            click.echo(f"run `vidcache compact --cache {cache_dir}` to reclaim their space")
+
+
+@cli.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--shard-size-mb", type=click.FloatRange(min=1), default=256.0, show_default=True, help="Size of the new shards."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compact(cache_dir: str, shard_size_mb: float, as_json: bool) -> None:
+    """Rewrite the live rows of small or partly removed shards into fewer, larger ones (crash-safe:
+    new shards are committed and read back before an old one is deleted)."""
+    from .cache.housekeeping import as_dict, compact_cache
+
+    on_interrupt("the cache is consistent (old or new rows); run the same command again to finish")
+    summary = compact_cache(cache_dir, shard_size_mb=shard_size_mb, command=_command_line())
+    if as_json:
+        click.echo(json.dumps(as_dict(summary), sort_keys=True))
+    else:
+        click.echo(
+            f"{summary.shards_before} → {summary.shards_after} shard(s), {summary.bytes_before / 2**20:.1f} → "
+            f"{summary.bytes_after / 2**20:.1f} MiB; {summary.videos_moved} video(s), {summary.rows_moved} rows "
+            f"moved and verified in {summary.seconds:.1f} s"
+        )
+
+
 @cli.command("embed-text")
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option(
