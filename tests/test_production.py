@@ -209,6 +209,10 @@ def test_every_command_writes_one_json_object_on_success_and_on_error(tmp_path):
         "videos"
     ] == 40
 
+    few = _train_cache(tmp_path / "few", videos=31)  # 30 train videos, 1 val
+    trained = one_json(run_cli("train", "--cache", few, "--out", tmp_path / "few-run", "--epochs", "1", "--json"))
+    assert "val holds only 1 video(s)" in trained["warnings"][0]
+
     bad_manifest = tmp_path / "bad.csv"
     bad_manifest.write_text("path,split\n,train\n")
     failing = [

@@ -907,6 +907,9 @@ def _head_options(fn):
     return fn
 
 
+MIN_VAL_VIDEOS = 5  # below this, train warns that its model selection on val is noise
+
+
 def _print_metrics(title: str, metrics: dict) -> None:
     from rich.table import Table
 
@@ -1006,6 +1009,14 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
         progress=progress,
     )
     info = dataclasses.asdict(summary)
+    info["warnings"] = []
+    if summary.val_videos < MIN_VAL_VIDEOS:  # the best epoch and the thresholds are picked on val
+        info["warnings"].append(
+            f"val holds only {summary.val_videos} video(s): the best epoch ({summary.best_epoch}) and the "
+            "thresholds were chosen on too few to mean much; add split=val rows or raise --val-fraction"
+        )
+    for warning in info["warnings"]:
+        click.echo(f"vidcache: warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(info, sort_keys=True, default=str))
     else:
