@@ -533,12 +533,9 @@ def embed_text(
     """Embed the label vocabulary with the cache's CLIP model into CACHE/text.h5."""
     from .cache.catalog import Catalog
     from .errors import CacheError, ConfigError
-    from .extract.backbones import create_backbone
-    from .extract.device import resolve_device
-    from .extract.runner import embed_labels
     from .extract.text import DEFAULT_TEMPLATES, MADE_FROM_FILE, MADE_FROM_MANIFEST, read_labels_file
 
-    catalog = Catalog.open(cache_dir)
+    catalog = Catalog.open(cache_dir)  # every check before torch and the model load
     identity, entries = catalog.view_identity("clip"), catalog.entries()
     catalog.close()
     if identity is None:
@@ -555,6 +552,10 @@ def embed_text(
     for template in templates:
         if "{}" not in template:
             raise ConfigError(f"--template {template!r} has no {{}} where the label goes")
+    from .extract.backbones import create_backbone
+    from .extract.device import resolve_device
+    from .extract.runner import embed_labels
+
     pretrained = identity["weights_path"] or identity["pretrained"]
     encoder = create_backbone(
         "clip",
@@ -983,6 +984,11 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
     """Train a head on a cached view; writes checkpoints, history, plots and a summary to --out."""
     import dataclasses
 
+    from .errors import ConfigError
+
+    out = Path(run_dir)
+    if out.is_dir() and any(out.iterdir()) and not resume:  # as heads.train says, before torch loads
+        raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
     from .heads import HeadOptions, TrainConfig
     from .heads.train import train as train_head
 
@@ -1070,13 +1076,13 @@ def predict(
     """Scores per (video, label) to --out FILE.parquet (video_id, label, score, predicted); for a
     representation head (contrastive) --out holds video_id, embedding. --write-view NAME stores the
     embeddings in the cache as a view."""
+    if out_path is None and write_view is None:  # before torch loads: a usage error is instant
+        raise click.UsageError("give --out FILE.parquet, --write-view NAME, or both")
     import numpy as np
     import pandas as pd
 
     from .heads.predict import predict_embeddings, predict_run, write_embeddings
 
-    if out_path is None and write_view is None:
-        raise click.UsageError("give --out FILE.parquet, --write-view NAME, or both")
     info: dict = {"run": run_dir, "cache": cache_dir}
     if write_view is not None:
         count = write_embeddings(
