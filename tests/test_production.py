@@ -21,8 +21,9 @@ from vidcache.cache.catalog import Catalog
 from vidcache.manifest import VideoEntry
 
 
-def start_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`vidcache ARGS` started in the background, stdout and stderr piped (text)."""
+def start_cli(*args: object, env: dict[str, str] | None = None, new_session: bool = False) -> subprocess.Popen:
+    """`vidcache ARGS` started in the background, stdout and stderr piped (text); `new_session`: in a
+    process group of its own, so a test can signal the whole group as Slurm does."""
     return subprocess.Popen(
         [sys.executable, "-m", "vidcache.cli", *map(str, args)],
         stdout=subprocess.PIPE,
@@ -30,6 +31,7 @@ def start_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.Po
         text=True,
         cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        start_new_session=new_session,
     )
 
 
@@ -70,20 +72,26 @@ def stuck_manifest(corpus, tmp_path_factory) -> Path:
     return manifest
 
 
+@pytest.mark.parametrize("decode_in", ["threads", "processes"])
 def test_sigterm_mid_extract_keeps_finished_videos_and_the_rerun_does_only_the_rest(
-    stuck_manifest, tiny_checkpoint, tmp_path
+    decode_in, stuck_manifest, tiny_checkpoint, tmp_path
 ):
     cache = tmp_path / "cache"
     args = ["extract", stuck_manifest, "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--fps", "2"]
     # one worker, nothing committed by time: the 8 finished videos wait in the open .partial shard
     process = start_cli(
         *args, "--workers", "1", "--commit-every-s", "3600", "--video-timeout-s", "30", "--json",
+        "--decode-in", decode_in,
         env={"VIDCACHE_FAULT": "decode-open:hang", "VIDCACHE_FAULT_MATCH": "stuck-9"},
+        new_session=decode_in == "processes",
     )  # fmt: skip
     wait_for_line(process, "decode-open hangs here")
     time.sleep(1.0)  # the main thread writes the 8th video the worker handed over before it hung
     sent = time.monotonic()
-    process.send_signal(signal.SIGTERM)
+    if decode_in == "processes":  # Slurm signals every process of the step: the decode children too
+        os.killpg(process.pid, signal.SIGTERM)
+    else:  # `timeout`, systemd, Kubernetes: the main process
+        process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert time.monotonic() - sent < 15  # the stuck decoder is left after the grace (5 s here)
