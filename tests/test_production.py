@@ -241,6 +241,20 @@ def test_every_command_writes_one_json_object_on_success_and_on_error(tmp_path):
         run_cli("index", "build", "--cache", cache, "--index-type", "ivfpq", "--json")
     )["error"]
 
+    # hard negatives mined before the labels changed: train refuses, naming the command that refreshes them
+    catalog = Catalog.open(cache, create=True)
+    catalog.upsert_entries([VideoEntry("v000", "/src/v000.mp4", ("b",), "train")])  # was "a"
+    catalog.close()
+    temporal = ["train", "--cache", cache, "--head", "temporal", "--hard-negatives", "1", "--label-corpus", labels,
+                "--text-embeddings", texts, "--epochs", "1", "--out", tmp_path / "temporal", "--json"]  # fmt: skip
+    refused = run_cli(*temporal)
+    error = one_json(refused)["error"]
+    assert refused.returncode == 2 and "was mined before the manifest's labels changed" in error, error
+    command = shlex.split(error.split("refresh it with `", 1)[1].split("`", 1)[0])
+    assert command[:3] == ["vidcache", "mine", "hard-negatives"]
+    run_cli(*command[1:], check=True)
+    assert run_cli(*temporal).returncode == 0
+
 
 def test_download_without_network_is_one_line_and_exit_2(small_cache, tmp_path):
     manifest, _ = small_cache

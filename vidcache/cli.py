@@ -908,6 +908,25 @@ def _head_options(fn):
     return fn
 
 
+def _check_mined_is_current(cache_dir: str, name: str) -> None:
+    """Refuse hard negatives mined before the manifest's labels changed (a negative may now be one of
+    the video's own labels), naming the command that mined them: it refreshes them."""
+    from .errors import ConfigError
+    from .index.mining import MINED_DIR, labels_digest
+
+    meta_path = Path(cache_dir) / MINED_DIR / f"{name}.json"
+    if not meta_path.exists():
+        return  # missing lists are reported by the head's context, with the command that mines them
+    meta = json.loads(meta_path.read_text())
+    recorded = meta.get("labels_sha256")
+    if recorded and recorded != labels_digest(cache_dir):
+        again = meta.get("command") or f"vidcache mine hard-negatives --cache {cache_dir} --k K"
+        raise ConfigError(
+            f"{meta_path.with_suffix('.parquet')} was mined before the manifest's labels changed; refresh it "
+            f"with `{again}` and train again"
+        )
+
+
 MIN_VAL_VIDEOS = 5  # below this, train warns that its model selection on val is noise
 
 
@@ -989,6 +1008,8 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
     out = Path(run_dir)
     if out.is_dir() and any(out.iterdir()) and not resume:  # as heads.train says, before torch loads
         raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
+    if options["hard_negatives"]:
+        _check_mined_is_current(cache_dir, options["hard_negatives_file"])
     from .heads import HeadOptions, TrainConfig
     from .heads.train import train as train_head
 
