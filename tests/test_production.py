@@ -213,9 +213,12 @@ def test_every_command_writes_one_json_object_on_success_and_on_error(tmp_path):
         result = run_cli(*args, "--json")
         assert result.returncode == 0, (args, result.stderr)
         assert "error" not in one_json(result), args
-    assert one_json(run_cli("predict", "--run", run, "--cache", cache, "--out", tmp_path / "q.parquet", "--json"))[
-        "videos"
-    ] == 40
+    assert (
+        one_json(run_cli("predict", "--run", run, "--cache", cache, "--out", tmp_path / "q.parquet", "--json"))[
+            "videos"
+        ]
+        == 40
+    )
 
     few = _train_cache(tmp_path / "few", videos=31)  # 30 train videos, 1 val
     trained = one_json(run_cli("train", "--cache", few, "--out", tmp_path / "few-run", "--epochs", "1", "--json"))
@@ -237,9 +240,10 @@ def test_every_command_writes_one_json_object_on_success_and_on_error(tmp_path):
         error = one_json(result)
         assert result.returncode == code and error["exit_code"] == code, (args, result.stderr)
         assert result.stderr.count("vidcache: error:") == 1, result.stderr
-    assert "--index-type ivfpq needs at least 256" in one_json(
-        run_cli("index", "build", "--cache", cache, "--index-type", "ivfpq", "--json")
-    )["error"]
+    assert (
+        "--index-type ivfpq needs at least 256"
+        in one_json(run_cli("index", "build", "--cache", cache, "--index-type", "ivfpq", "--json"))["error"]
+    )
 
     # hard negatives mined before the labels changed: train refuses, naming the command that refreshes them
     catalog = Catalog.open(cache, create=True)
@@ -443,7 +447,9 @@ def test_urls_extract_like_local_files_and_resume_on_the_objects_identity(
     else:
         base, env = "s3://videos/a", request.getfixturevalue("s3_server")
     manifest = tmp_path / "urls.csv"
-    manifest.write_text(f"path,labels,split\n{base}/clip.mp4,red;left,train\n{base}/green-right-1.mp4,green;right,train\n")
+    manifest.write_text(
+        f"path,labels,split\n{base}/clip.mp4,red;left,train\n{base}/green-right-1.mp4,green;right,train\n"
+    )
     args = ["extract", manifest, "--cache", tmp_path / "c", *tiny_clip_args(tiny_checkpoint), "--fps", "2", "--json"]
     first = run_cli(*args, env=env)
     summary = one_json(first)
