@@ -121,18 +121,19 @@ def _train_cache(path: Path, *, videos: int = 40) -> Path:
     return path
 
 
-def test_sigterm_in_train_names_the_resume_command_and_it_finishes_the_run(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_in_train_names_the_resume_command_and_it_finishes_the_run(signum, tmp_path):
     cache = _train_cache(tmp_path / "cache")
     run = tmp_path / "run"
     args = ["train", "--cache", cache, "--head", "linear", "--out", run, "--epochs", "6", "--patience", "50"]
     process = start_cli(*args, env={"VIDCACHE_FAULT": "train-epoch:hang:3"})  # epochs 1, 2 done, then waits
     wait_for_line(process, "train-epoch hangs here")
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)  # SIGINT: Ctrl-C
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
+    assert process.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     message = [line for line in stderr.splitlines() if line.startswith("vidcache: error:")]
-    assert len(message) == 1 and "interrupted by SIGTERM" in message[0]
+    assert len(message) == 1 and f"interrupted by {signal.Signals(signum).name}" in message[0]
     command = shlex.split(message[0].split("resume with: ", 1)[1])
     assert command[0] == "vidcache" and command[1:] == [*map(str, args), "--resume"]
     resumed = run_cli(*command[1:], "--json", check=True)
