@@ -121,7 +121,7 @@ def _train_cache(path: Path, *, videos: int = 40) -> Path:
     return path
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_sigterm_in_train_names_the_resume_command_and_it_finishes_the_run(signum, tmp_path):
     cache = _train_cache(tmp_path / "cache")
     run = tmp_path / "run"
