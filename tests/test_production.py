@@ -21,8 +21,9 @@ from vidcache.cache.catalog import Catalog
 from vidcache.manifest import VideoEntry
 
 
-def start_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`vidcache ARGS` started in the background, stdout and stderr piped (text)."""
+def start_cli(*args: object, env: dict[str, str] | None = None, new_session: bool = False) -> subprocess.Popen:
+    """`vidcache ARGS` started in the background, stdout and stderr piped (text); `new_session`: in a
+    process group of its own, so a test can signal the whole group as Slurm does."""
     return subprocess.Popen(
         [sys.executable, "-m", "vidcache.cli", *map(str, args)],
         stdout=subprocess.PIPE,
@@ -30,6 +31,7 @@ def start_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.Po
         text=True,
         cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        start_new_session=new_session,
     )
 
 
@@ -70,20 +72,26 @@ def stuck_manifest(corpus, tmp_path_factory) -> Path:
     return manifest
 
 
+@pytest.mark.parametrize("decode_in", ["threads", "processes"])
 def test_sigterm_mid_extract_keeps_finished_videos_and_the_rerun_does_only_the_rest(
-    stuck_manifest, tiny_checkpoint, tmp_path
+    decode_in, stuck_manifest, tiny_checkpoint, tmp_path
 ):
     cache = tmp_path / "cache"
     args = ["extract", stuck_manifest, "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--fps", "2"]
     # one worker, nothing committed by time: the 8 finished videos wait in the open .partial shard
     process = start_cli(
         *args, "--workers", "1", "--commit-every-s", "3600", "--video-timeout-s", "30", "--json",
+        "--decode-in", decode_in,
         env={"VIDCACHE_FAULT": "decode-open:hang", "VIDCACHE_FAULT_MATCH": "stuck-9"},
+        new_session=decode_in == "processes",
     )  # fmt: skip
     wait_for_line(process, "decode-open hangs here")
     time.sleep(1.0)  # the main thread writes the 8th video the worker handed over before it hung
     sent = time.monotonic()
-    process.send_signal(signal.SIGTERM)
+    if decode_in == "processes":  # Slurm signals every process of the step: the decode children too
+        os.killpg(process.pid, signal.SIGTERM)
+    else:  # `timeout`, systemd, Kubernetes: the main process
+        process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert time.monotonic() - sent < 15  # the stuck decoder is left after the grace (5 s here)
@@ -113,7 +121,8 @@ def _train_cache(path: Path, *, videos: int = 40) -> Path:
     return path
 
 
-def test_sigterm_in_train_names_the_resume_command_and_it_finishes_the_run(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_in_train_names_the_resume_command_and_it_finishes_the_run(signum, tmp_path):
     cache = _train_cache(tmp_path / "cache")
     run = tmp_path / "run"
     # an epoch-trained head with its lr and weight decay given (no search runs): the linear head is solved
@@ -121,12 +130,12 @@ def test_sigterm_in_train_names_the_resume_command_and_it_finishes_the_run(tmp_p
             "--lr", "0.001", "--weight-decay", "0.0001"]  # fmt: skip
     process = start_cli(*args, env={"VIDCACHE_FAULT": "train-epoch:hang:3"})  # epochs 1, 2 done, then waits
     wait_for_line(process, "train-epoch hangs here")
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)  # SIGINT: Ctrl-C
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
+    assert process.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     message = [line for line in stderr.splitlines() if line.startswith("vidcache: error:")]
-    assert len(message) == 1 and "interrupted by SIGTERM" in message[0]
+    assert len(message) == 1 and f"interrupted by {signal.Signals(signum).name}" in message[0]
     command = shlex.split(message[0].split("resume with: ", 1)[1])
     assert command[0] == "vidcache" and command[1:] == [*map(str, args), "--resume"]
     resumed = run_cli(*command[1:], "--json", check=True)
@@ -207,9 +216,16 @@ def test_every_command_writes_one_json_object_on_success_and_on_error(tmp_path):
         result = run_cli(*args, "--json")
         assert result.returncode == 0, (args, result.stderr)
         assert "error" not in one_json(result), args
-    assert one_json(run_cli("predict", "--run", run, "--cache", cache, "--out", tmp_path / "q.parquet", "--json"))[
-        "videos"
-    ] == 40
+    assert (
+        one_json(run_cli("predict", "--run", run, "--cache", cache, "--out", tmp_path / "q.parquet", "--json"))[
+            "videos"
+        ]
+        == 40
+    )
+
+    few = _train_cache(tmp_path / "few", videos=31)  # 30 train videos, 1 val
+    trained = one_json(run_cli("train", "--cache", few, "--out", tmp_path / "few-run", "--epochs", "1", "--json"))
+    assert "val holds only 1 video(s)" in trained["warnings"][0]
 
     bad_manifest = tmp_path / "bad.csv"
     bad_manifest.write_text("path,split\n,train\n")
@@ -227,9 +243,24 @@ def test_every_command_writes_one_json_object_on_success_and_on_error(tmp_path):
         error = one_json(result)
         assert result.returncode == code and error["exit_code"] == code, (args, result.stderr)
         assert result.stderr.count("vidcache: error:") == 1, result.stderr
-    assert "--index-type ivfpq needs at least 256" in one_json(
-        run_cli("index", "build", "--cache", cache, "--index-type", "ivfpq", "--json")
-    )["error"]
+    assert (
+        "--index-type ivfpq needs at least 256"
+        in one_json(run_cli("index", "build", "--cache", cache, "--index-type", "ivfpq", "--json"))["error"]
+    )
+
+    # hard negatives mined before the labels changed: train refuses, naming the command that refreshes them
+    catalog = Catalog.open(cache, create=True)
+    catalog.upsert_entries([VideoEntry("v000", "/src/v000.mp4", ("b",), "train")])  # was "a"
+    catalog.close()
+    temporal = ["train", "--cache", cache, "--head", "temporal", "--hard-negatives", "1", "--label-corpus", labels,
+                "--text-embeddings", texts, "--epochs", "1", "--out", tmp_path / "temporal", "--json"]  # fmt: skip
+    refused = run_cli(*temporal)
+    error = one_json(refused)["error"]
+    assert refused.returncode == 2 and "was mined before the manifest's labels changed" in error, error
+    command = shlex.split(error.split("refresh it with `", 1)[1].split("`", 1)[0])
+    assert command[:3] == ["vidcache", "mine", "hard-negatives"]
+    run_cli(*command[1:], check=True)
+    assert run_cli(*temporal).returncode == 0
 
 
 def test_download_without_network_is_one_line_and_exit_2(small_cache, tmp_path):
@@ -419,7 +450,9 @@ def test_urls_extract_like_local_files_and_resume_on_the_objects_identity(
     else:
         base, env = "s3://videos/a", request.getfixturevalue("s3_server")
     manifest = tmp_path / "urls.csv"
-    manifest.write_text(f"path,labels,split\n{base}/clip.mp4,red;left,train\n{base}/green-right-1.mp4,green;right,train\n")
+    manifest.write_text(
+        f"path,labels,split\n{base}/clip.mp4,red;left,train\n{base}/green-right-1.mp4,green;right,train\n"
+    )
     args = ["extract", manifest, "--cache", tmp_path / "c", *tiny_clip_args(tiny_checkpoint), "--fps", "2", "--json"]
     first = run_cli(*args, env=env)
     summary = one_json(first)
@@ -433,3 +466,59 @@ def test_urls_extract_like_local_files_and_resume_on_the_objects_identity(
     missing.write_text(f"path\n{base}/nothing-here.mp4\n")
     failed = run_cli("extract", missing, *args[2:], env=env)
     assert failed.returncode == 1 and "file not found" in one_json(failed)["failures"][f"{base}/nothing-here.mp4"]
+
+
+def test_tables_keep_their_full_width_when_stdout_is_not_a_terminal(tmp_path):
+    long_id = "folder-with-a-long-name/" * 6 + "video.mp4"  # 150 characters: cut at 80 before
+    entries = [VideoEntry(long_id, f"/src/{long_id}", ("a",), "train")]
+    rows = [(long_id, np.ones((2, 4)), np.arange(2.0))]
+    cache = tmp_path / "cache"
+    write_view_arrays(cache, view="clip", rows=rows, entries=entries, identity={"model": "x"}, dtype="float32")
+    catalog = Catalog.open(cache, create=True)
+    from vidcache.cache.catalog import Item
+
+    reason = "not a readable video (Invalid data found when processing input); " + "x" * 80
+    catalog.record_items([Item(long_id, "audio", "failed", None, None, None, None, reason, 1, 1, "{}", "now")])
+    catalog.close()
+    result = run_cli("status", "--cache", cache, env={"COLUMNS": ""}, check=True)
+    assert f"failed {long_id}: {reason}" in result.stdout.splitlines()[-1], result.stdout
+
+
+def test_remove_then_compact_rewrites_live_rows_into_one_verified_shard_even_after_a_kill(tmp_path):
+    from vidcache import Cache
+
+    cache = tmp_path / "cache"
+    rng = np.random.default_rng(3)
+    for part in range(4):  # four small shards of five videos each
+        entries, rows = [], []
+        for i in range(part * 5, part * 5 + 5):
+            video_id = f"v{i:03d}"
+            entries.append(VideoEntry(video_id, f"/src/{video_id}.mp4", ("a",), "train"))
+            rows.append((video_id, rng.normal(size=(3 + i % 4, 8)).astype(np.float16), np.arange(3 + i % 4) * 0.5))
+        write_view_arrays(cache, view="clip", rows=rows, entries=entries, identity={"model": "x"})
+    assert len(list((cache / "shards").glob("*.h5"))) == 4
+
+    removed = one_json(run_cli("remove", "--cache", cache, "v000", "v001", "nowhere", "--json", check=True))
+    assert (removed["removed"], removed["not_found"]) == (["v000", "v001"], ["nowhere"])
+    keep = tmp_path / "keep.csv"
+    keep.write_text("video_id\n" + "\n".join(f"v{i:03d}" for i in range(2, 17)) + "\n")
+    removed = one_json(run_cli("remove", "--cache", cache, "--not-in", keep, "--json", check=True))
+    assert removed["removed"] == ["v017", "v018", "v019"] and removed["kept"] == 15
+    with Cache(cache) as reader:
+        before = {v: reader.read(v, "clip") for v in reader.video_ids("clip")}
+    assert sorted(before) == [f"v{i:03d}" for i in range(2, 17)]
+
+    killed = run_cli("compact", "--cache", cache, "--json", env={"VIDCACHE_FAULT": "catalog-commit:kill"})
+    assert killed.returncode == -9
+    for attempt in ("after the kill", "compacted"):
+        if attempt == "compacted":
+            summary = one_json(run_cli("compact", "--cache", cache, "--json", check=True))
+            assert (summary["shards_before"], summary["shards_after"], summary["videos_moved"]) == (4, 1, 15)
+            assert len(list((cache / "shards").glob("*.h5*"))) == 1
+        with Cache(cache) as reader:
+            assert sorted(reader.video_ids("clip")) == sorted(before), attempt
+            for video_id, (features, times) in before.items():
+                got, got_times = reader.read(video_id, "clip")
+                np.testing.assert_array_equal(got, features)
+                np.testing.assert_array_equal(got_times, times)
+        assert one_json(run_cli("verify", "--cache", cache, "--json", check=True))["broken"] == {}

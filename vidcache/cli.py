@@ -452,6 +452,65 @@ def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
     sys.exit(EXIT_SOME_FAILED if report.broken and not quarantine else EXIT_OK)
 
 
+@cli.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.argument("video_ids", nargs=-1)
+@click.option(
+    "--not-in",
+    "manifest",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Remove every video that is not in this manifest (its complement) instead of VIDEO_IDS.",
+)
+@click.option("--root", type=click.Path(file_okay=False, exists=True), default=None, help="As for extract.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def remove(cache_dir: str, video_ids: tuple[str, ...], manifest: str | None, root: str | None, as_json: bool) -> None:
+    """Drop VIDEO_IDS (or the videos not in --not-in MANIFEST) from the cache, every view; `vidcache
+    compact` then reclaims their rows' space. A later extract of the same videos redoes them."""
+    from .cache.housekeeping import as_dict, remove_videos
+
+    if bool(video_ids) == bool(manifest):
+        raise click.UsageError("give VIDEO_ID... or --not-in MANIFEST (one of the two)")
+    if manifest:
+        from .manifest import read_manifest
+
+        keep = [entry.video_id for entry in read_manifest(manifest, root=root, require_path=False)]
+        summary = remove_videos(cache_dir, keep_only=keep)
+    else:
+        summary = remove_videos(cache_dir, video_ids=list(video_ids))
+    if as_json:
+        click.echo(json.dumps(as_dict(summary), sort_keys=True))
+    else:
+        click.echo(f"removed {len(summary.removed)} video(s) from {cache_dir}; {summary.kept} kept")
+        for video_id in summary.not_found:
+            click.echo(f"  not in the cache: {video_id}")
+        if summary.removed:
+            click.echo(f"run `vidcache compact --cache {cache_dir}` to reclaim their space")
+
+
+@cli.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--shard-size-mb", type=click.FloatRange(min=1), default=256.0, show_default=True, help="Size of the new shards."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compact(cache_dir: str, shard_size_mb: float, as_json: bool) -> None:
+    """Rewrite the live rows of small or partly removed shards into fewer, larger ones (crash-safe:
+    new shards are committed and read back before an old one is deleted)."""
+    from .cache.housekeeping import as_dict, compact_cache
+
+    on_interrupt("the cache is consistent (old or new rows); run the same command again to finish")
+    summary = compact_cache(cache_dir, shard_size_mb=shard_size_mb, command=_command_line())
+    if as_json:
+        click.echo(json.dumps(as_dict(summary), sort_keys=True))
+    else:
+        click.echo(
+            f"{summary.shards_before} → {summary.shards_after} shard(s), {summary.bytes_before / 2**20:.1f} → "
+            f"{summary.bytes_after / 2**20:.1f} MiB; {summary.videos_moved} video(s), {summary.rows_moved} rows "
+            f"moved and verified in {summary.seconds:.1f} s"
+        )
+
+
 @cli.command("embed-text")
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option(
@@ -480,11 +539,9 @@ def embed_text(
     """Embed the label vocabulary with the cache's CLIP model into CACHE/text.h5."""
     from .cache.catalog import Catalog
     from .errors import CacheError, ConfigError
-    from .extract.device import resolve_device
-    from .extract.runner import embed_labels
-    from .extract.text import DEFAULT_TEMPLATES, MADE_FROM_FILE, MADE_FROM_MANIFEST, clip_for_identity, read_labels_file
+    from .extract.text import DEFAULT_TEMPLATES, MADE_FROM_FILE, MADE_FROM_MANIFEST, read_labels_file
 
-    catalog = Catalog.open(cache_dir)
+    catalog = Catalog.open(cache_dir)  # every check before torch and the model load
     identity, entries = catalog.view_identity("clip"), catalog.entries()
     catalog.close()
     if identity is None:
@@ -501,6 +558,10 @@ def embed_text(
     for template in templates:
         if "{}" not in template:
             raise ConfigError(f"--template {template!r} has no {{}} where the label goes")
+    from .extract.device import resolve_device
+    from .extract.runner import embed_labels
+    from .extract.text import clip_for_identity
+
     encoder = clip_for_identity(
         identity, device=resolve_device(device), allow_download=allow_download, cache_dir=cache_dir
     )
@@ -870,9 +931,32 @@ def _head_options(fn):
     return fn
 
 
+def _check_mined_is_current(cache_dir: str, name: str) -> None:
+    """Refuse hard negatives mined before the manifest's labels changed (a negative may now be one of
+    the video's own labels), naming the command that mined them: it refreshes them."""
+    from .errors import ConfigError
+    from .index.mining import MINED_DIR, labels_digest
+
+    meta_path = Path(cache_dir) / MINED_DIR / f"{name}.json"
+    if not meta_path.exists():
+        return  # missing lists are reported by the head's context, with the command that mines them
+    meta = json.loads(meta_path.read_text())
+    recorded = meta.get("labels_sha256")
+    if recorded and recorded != labels_digest(cache_dir):
+        again = meta.get("command") or f"vidcache mine hard-negatives --cache {cache_dir} --k K"
+        raise ConfigError(
+            f"{meta_path.with_suffix('.parquet')} was mined before the manifest's labels changed; refresh it "
+            f"with `{again}` and train again"
+        )
+
+
+MIN_VAL_VIDEOS = 5  # below this, train warns that its model selection on val is noise
+
+
 def _print_metrics(title: str, metrics: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from .report import output_console
 
     table = Table(title=title)
     table.add_column("metric")
@@ -882,7 +966,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
             table.add_row(key, f"{value:.4f}")
         elif isinstance(value, (int, str, bool)):
             table.add_row(key, str(value))
-    Console().print(table)
+    output_console().print(table)
 
 
 @cli.command()
@@ -944,6 +1028,13 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
     """Train a head on a cached view; writes checkpoints, history, plots and a summary to --out."""
     import dataclasses
 
+    from .errors import ConfigError
+
+    out = Path(run_dir)
+    if out.is_dir() and any(out.iterdir()) and not resume:  # as heads.train says, before torch loads
+        raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
+    if options["hard_negatives"]:
+        _check_mined_is_current(cache_dir, options["hard_negatives_file"])
     from .heads import HeadOptions, TrainConfig
     from .heads.train import train as train_head
 
@@ -970,8 +1061,16 @@ def train(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **options) 
         progress=progress,
     )
     info = dataclasses.asdict(summary)
-    for warning in summary.warnings:
-        click.echo(f"warning: {warning}", err=True)
+    # the train summary's own warnings (val too small to choose on, …), then the CLI's check of val's size
+    info["warnings"] = []
+    if summary.val_videos < MIN_VAL_VIDEOS:  # the best epoch and the thresholds are picked on val
+        info["warnings"].append(
+            f"val holds only {summary.val_videos} video(s): the best epoch ({summary.best_epoch}) and the "
+            "thresholds were chosen on too few to mean much; add split=val rows or raise --val-fraction"
+        )
+    info["warnings"] += list(summary.warnings)
+    for warning in info["warnings"]:
+        click.echo(f"vidcache: warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(info, sort_keys=True, default=str))
     else:
@@ -1025,13 +1124,13 @@ def predict(
     """Scores per (video, label) to --out FILE.parquet (video_id, label, score, predicted); for a
     representation head (contrastive) --out holds video_id, embedding. --write-view NAME stores the
     embeddings in the cache as a view."""
+    if out_path is None and write_view is None:  # before torch loads: a usage error is instant
+        raise click.UsageError("give --out FILE.parquet, --write-view NAME, or both")
     import numpy as np
     import pandas as pd
 
     from .heads.predict import predict_embeddings, predict_run, write_embeddings
 
-    if out_path is None and write_view is None:
-        raise click.UsageError("give --out FILE.parquet, --write-view NAME, or both")
     info: dict = {"run": run_dir, "cache": cache_dir}
     if write_view is not None:
         count = write_embeddings(

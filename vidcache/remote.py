@@ -1,11 +1,12 @@
-"""Sources on object storage and web servers (`s3://`, `gs://`, `http(s)://`...) read through fsspec.
+"""Sources on web servers and object storage (`http(s)://`, `s3://`, `gs://`...).
 
 A manifest row may name a URL instead of a local path. Its identity for resume is what the server
 says about the object (size, and its ETag, else its last-modified time), so a re-run skips it while the
 object is unchanged and redoes it when it is replaced. The decode worker copies the object to a local
 temporary file (streamed, never held in memory) and decodes that: FFmpeg seeks freely, any server works
 (also one without HTTP range requests), and the file is deleted as soon as the video is done.
-fsspec needs its protocol's package: aiohttp for http(s), s3fs for s3 (`pip install vidcache[remote]`).
+http(s) is read with the standard library; other schemes through fsspec, which needs the protocol's
+package: s3fs for s3, gcsfs for gs (`pip install 'vidcache[remote]'`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-PACKAGE_OF = {"http": "aiohttp", "https": "aiohttp", "s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
+PACKAGE_OF = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
+HTTP_TIMEOUT_S = 60.0  # per network operation (connect, each read), not for the whole download
 
 
 def is_url(path: object) -> bool:
@@ -38,12 +40,46 @@ def _filesystem(url: str):
         raise RuntimeError(f"reading {scheme}:// needs {package} (pip install {package}): {exc}") from None
 
 
+def _is_http(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in ("http", "https")
+
+
+def _http_info(url: str) -> dict:
+    """What a web server says about a URL (HEAD; a GET of its first byte where HEAD is refused), with
+    the standard library: http(s) needs no extra package."""
+    import urllib.error
+    import urllib.request
+
+    def ask(method: str, headers: dict[str, str]) -> dict:
+        request = urllib.request.Request(url, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+            info = {k: v for k, v in response.headers.items()}
+            size = response.headers.get("Content-Length")
+            ranged = response.headers.get("Content-Range", "")
+            if ranged and "/" in ranged:
+                size = ranged.rsplit("/", 1)[1]
+            info["size"] = int(size) if size and size.isdigit() else None
+            return info
+
+    try:
+        return ask("HEAD", {})
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise FileNotFoundError(url) from None
+        if exc.code not in (403, 405, 501):
+            raise
+    return ask("GET", {"Range": "bytes=0-0"})
+
+
 def url_identity(url: str) -> tuple[int, int] | None:
     """(size, a 56-bit number from the object's ETag or last-modified time) or None when it cannot be
     stat'ed now (missing, unreachable, its package not installed)."""
     try:
-        fs, path = _filesystem(url)
-        info = fs.info(path)
+        if _is_http(url):
+            info = _http_info(url)
+        else:
+            fs, path = _filesystem(url)
+            info = fs.info(path)
     except Exception:
         return None
     size = info.get("size")
@@ -56,13 +92,30 @@ def url_identity(url: str) -> tuple[int, int] | None:
 def fetch_to_temp(url: str) -> str:
     """Copy the object to a local temporary file (same suffix, for FFmpeg's format probing); return its
     path. The caller deletes it. Failures raise OSError/RuntimeError with a one-line reason."""
-    fs, path = _filesystem(url)
     suffix = PurePosixPath(urlsplit(url).path).suffix[:16]
     fd, local = tempfile.mkstemp(prefix="vidcache-src-", suffix=suffix, dir=os.environ.get("VIDCACHE_TMPDIR"))
     os.close(fd)
     try:
-        fs.get_file(path, local)
+        if _is_http(url):
+            _http_get(url, local)
+        else:
+            fs, path = _filesystem(url)
+            fs.get_file(path, local)
     except BaseException:
         os.unlink(local)
         raise
     return local
+
+
+def _http_get(url: str, local: str) -> None:
+    import shutil
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response, open(local, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise FileNotFoundError(url) from None
+        raise OSError(f"HTTP {exc.code} {exc.reason}") from None

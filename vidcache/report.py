@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -11,6 +12,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 log = logging.getLogger("vidcache")
+
+
+UNBOUNDED_WIDTH = 10_000  # tables take the width their cells need; nothing is cut or wrapped
+
+
+def output_console() -> Console:
+    """The console tables print to: the terminal's width on a terminal; elsewhere (cron logs, pipes,
+    files) no limit, so a long path or reason is never cut to 80 columns (COLUMNS still wins)."""
+    console = Console()
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return Console(width=UNBOUNDED_WIDTH)
 
 
 class ExtractProgress:
@@ -105,7 +118,7 @@ class TaskProgress:
 
 
 def print_mining_summary(summary: dict, *, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or output_console()
     table = Table(title=f"vidcache {summary['name']} → {summary['output']}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -127,7 +140,7 @@ def print_mining_summary(summary: dict, *, console: Console | None = None) -> No
 
 
 def print_extract_summary(summary, *, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or output_console()
     table = Table(title=f"vidcache extract → {summary.cache}", show_header=True)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -161,7 +174,7 @@ def print_extract_summary(summary, *, console: Console | None = None) -> None:
 
 
 def print_status(status: dict, *, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or output_console()
     table = Table(title=f"vidcache status: {status['cache']}")
     for column in ("view", "model", "weights", "dtype", "sampling", "stream", "done", "absent", "failed", "rows"):
         table.add_column(column)

@@ -22,9 +22,9 @@ from ..cache.catalog import Catalog
 from ..cache.fidelity import FIDELITY_VERSION
 from ..cache.layout import CATALOG_NAME, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME, failed_item, failure_text
 from ..cache.lock import ExtractLock
-from ..cache.store import SourceStat
+from ..cache.store import SourceStat, check_cache_writable
 from ..config import ExtractConfig, to_json
-from ..errors import cache_write_error
+from ..errors import CacheError, cache_write_error
 from ..manifest import VideoEntry
 from .text import stale_text_message
 
@@ -160,11 +160,15 @@ def nothing_to_do(
     started = time.perf_counter()
     cache_dir = Path(cache_dir)
     key = settings_key(config)
+    check_cache_writable(cache_dir)  # a read-only cache: one line, and not even a lock file is touched
     # the lock first, also when there is no catalog yet: a first run may hold it (still loading models)
     with ExtractLock(cache_dir, shard_index=config.run.shard_index, shard_count=config.run.shard_count):
         if not (cache_dir / CATALOG_NAME).exists():
             return None
-        catalog = Catalog.open(cache_dir, create=True)  # it exists; opened to be written
+        try:  # read-only for the decision: nothing is written unless there is nothing to do
+            catalog = Catalog.open(cache_dir)
+        except CacheError:  # e.g. a journal a killed run left: the full run recovers it
+            return None
         try:
             finished = [json.loads(r["summary_json"]) for r in catalog.runs() if r["summary_json"]]
             if not any(s.get("settings_key") == key for s in finished):
@@ -180,6 +184,8 @@ def nothing_to_do(
                 and (not (cache_dir / TEXT_NAME).exists() or stale_text_message(cache_dir, labels) is not None)
             ):
                 return None  # the label texts are missing or older than the manifest's labels: the full run embeds them
+            catalog.close()
+            catalog = Catalog.open(cache_dir, create=True)
             catalog.upsert_entries(all_entries if all_entries is not None else entries)
             summary.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
             summary.decode_in = "none (nothing to do)"

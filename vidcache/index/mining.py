@@ -337,8 +337,24 @@ def nearest_videos(
 
 
 # output ------------------------------------------------------------------------------------------
+def labels_digest(cache_dir: str | Path) -> str:
+    """sha256 of every cached video's labels (as the catalog holds the manifest now): mined lists
+    record it, so a list mined before the labels changed is noticed (`vidcache train`)."""
+    import hashlib
+
+    from ..cache.catalog import Catalog
+
+    catalog = Catalog.open(cache_dir)
+    try:
+        pairs = sorted((e["video_id"], sorted(e["labels"])) for e in catalog.entries())
+    finally:
+        catalog.close()
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+
+
 def write_mined(cache_dir: str | Path, name: str, frame: pd.DataFrame, summary: MiningSummary, *, command: str) -> Path:
-    """CACHE/mined/NAME.parquet and NAME.json (what made it), each written atomically."""
+    """CACHE/mined/NAME.parquet and NAME.json (what made it: the command, the labels' digest), each
+    written atomically."""
     directory = Path(cache_dir) / MINED_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.parquet"
@@ -346,7 +362,12 @@ def write_mined(cache_dir: str | Path, name: str, frame: pd.DataFrame, summary: 
     tmp = path.with_name(path.name + ".tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
-    meta = {**asdict(summary), "command": command, "vidcache_version": __version__}
+    meta = {
+        **asdict(summary),
+        "command": command,
+        "vidcache_version": __version__,
+        "labels_sha256": labels_digest(cache_dir),
+    }
     meta_tmp = directory / f"{name}.json.tmp"
     meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     meta_tmp.replace(directory / f"{name}.json")

@@ -133,9 +133,7 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
         path = tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
     if path is None:
         if not allow_download:
-            where = (
-                f"`hf download {hf_hub.rstrip('/')}`" if hf_hub else f"downloading {url} to ~/.cache/clip/"
-            )
+            where = f"`hf download {hf_hub.rstrip('/')}`" if hf_hub else f"downloading {url} to ~/.cache/clip/"
             raise MissingWeightsError(
                 f"CLIP weights {model}/{pretrained} are not cached locally; get them with {where} where there "
                 f"is internet (HF cache: {os.environ.get('HF_HOME', '~/.cache/huggingface')}), pass "
