@@ -777,7 +777,12 @@ def _print_metrics(title: str, metrics: dict) -> None:
 @click.option(
     "--lr", type=float, default=None, help="Default: chosen on val from 1e-3, 3e-3, 1e-2, 3e-2 by short runs."
 )
-@click.option("--weight-decay", type=float, default=None, help="Default: chosen on val from 1e-4, 1e-2.")
+@click.option(
+    "--weight-decay",
+    type=float,
+    default=None,
+    help="Default: chosen on val from 1e-4, 1e-2 with the lr; 1e-4 when --lr is given.",
+)
 @click.option("--warmup-epochs", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="torch deterministic algorithms (slower on GPU).")
