@@ -697,10 +697,10 @@ def _head_options(fn):
         click.option("--probe-c", type=float, default=None, help="linear/lbfgs: fixed C instead of the val sweep."),
         click.option(
             "--probe-refit",
-            type=click.Choice(["train+val", "train"]),
-            default="train+val",
+            type=click.Choice(["train", "train+val"]),
+            default="train",
             show_default=True,
-            help="linear/lbfgs: the final fit at the chosen C uses train+val (CLIP protocol) or train only.",
+            help="linear/lbfgs: the final fit at the chosen C on train (as chosen on val) or train+val (CLIP).",
         ),
         click.option(
             "--probe-blend/--no-probe-blend",
