@@ -67,10 +67,12 @@ def run_head(cache: Path, run_dir: Path, config: TrainConfig, key: str) -> tuple
     return value, time.perf_counter() - started, summary.report
 
 
-def run_task(task: Task, root: Path) -> list[dict]:
+def run_task(task: Task, root: Path, heads: set[str] | None = None) -> list[dict]:
     cache = import_task(task, root)
     rows = []
     if task.family == "weak-view":
+        if heads and "contrastive" not in heads:
+            return rows
         from vidcache import Cache
         from vidcache.index.mining import nearest_videos, write_mined
 
@@ -86,9 +88,11 @@ def run_task(task: Task, root: Path) -> list[dict]:
         return rows
     key = "map_macro" if task.multi_label else "top1"
     results = {}
-    for head in task.heads:
+    for head in [h for h in task.heads if not heads or h in heads]:
         results[head] = run_head(cache, root / head, TrainConfig(head=head), key)
-    vocabulary = _vocabulary(root / task.heads[0])
+    if not results:
+        return rows
+    vocabulary = _vocabulary(root / next(iter(results)))
     started = time.perf_counter()
     reference = sklearn_probe(task, vocabulary)
     sklearn_seconds = time.perf_counter() - started
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="report", help="report, tune, or comma-separated integers")
     parser.add_argument("--families", default="", help="comma-separated subset (probe-multi, fine, sparse, ...)")
+    parser.add_argument("--heads", default="", help="comma-separated subset of heads (e.g. linear)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="vidcache-quality-") as tmp:
         for number, task in enumerate(t for t in families(seeds) if not wanted or t.family in wanted):
-            task_rows = run_task(task, Path(tmp) / f"task{number}")
+            task_rows = run_task(task, Path(tmp) / f"task{number}", {h for h in args.heads.split(",") if h})
             rows += task_rows
             for row in task_rows:
                 print(json.dumps(row), file=sys.stderr, flush=True)

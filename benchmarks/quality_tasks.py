@@ -57,7 +57,7 @@ def probe_task(seed: int, *, dim: int, frames: int, classes: int, multi_label: b
         x = rng.uniform(0.5, 1.5, (frames, 1)) * (on @ centres) + scale * rng.normal(size=(frames, dim))
         videos[vid] = (x.astype(np.float32), _label_names(on), split)
     kind = "multi" if multi_label else "single"
-    return Task(f"probe-{kind}", f"D{dim} T{frames} C{classes} σ{noise}", multi_label, videos, ("linear", "mlp"))
+    return Task(f"probe-{kind}", f"D{dim} T{frames} C{classes} σ{noise:.1f}", multi_label, videos, ("linear", "mlp"))
 
 
 def fine_task(seed: int, *, dim: int, frames: int, pairs: int, noise: float) -> Task:
@@ -77,7 +77,7 @@ def fine_task(seed: int, *, dim: int, frames: int, pairs: int, noise: float) -> 
             on[2 * p + 1 - first] |= rng.random() < 0.35
         x = rng.uniform(0.5, 1.5, (frames, 1)) * (on @ centres) + scale * rng.normal(size=(frames, dim))
         videos[vid] = (x.astype(np.float32), _label_names(on), split)
-    return Task("fine", f"D{dim} T{frames} C{2 * pairs} σ{noise}", True, videos, ("linear", "prototype"))
+    return Task("fine", f"D{dim} T{frames} C{2 * pairs} σ{noise:.1f}", True, videos, ("linear", "prototype"))
 
 
 def sparse_task(seed: int, *, dim: int, frames: int, classes: int, amplitude: float) -> Task:
@@ -93,7 +93,7 @@ def sparse_task(seed: int, *, dim: int, frames: int, classes: int, amplitude: fl
             x[rng.choice(frames, size=int(rng.integers(2, 5)), replace=False)] += amplitude * directions[c]
         videos[vid] = (x.astype(np.float32), _label_names(on), split)
         oracle[vid] = (x @ directions.T).max(axis=0)
-    name = f"D{dim} T{frames} C{classes} A{amplitude}"
+    name = f"D{dim} T{frames} C{classes} A{amplitude:.2f}"
     return Task("sparse", name, True, videos, ("pool", "linear"), oracle=oracle)
 
 
@@ -107,7 +107,7 @@ def xor_task(seed: int, *, dim: int, frames: int, classes: int, noise: float) ->
         on = (z @ a.T > 0) == (z @ b.T > 0)
         x = z + noise * rng.normal(size=(frames, dim))
         videos[vid] = (x.astype(np.float32), _label_names(on), split)
-    return Task("xor", f"D{dim} T{frames} C{classes} σ{noise}", True, videos, ("mlp", "linear"))
+    return Task("xor", f"D{dim} T{frames} C{classes} σ{noise:.1f}", True, videos, ("mlp", "linear"))
 
 
 def order_task(seed: int, *, dim: int, frames: int, events: int) -> Task:
@@ -145,7 +145,7 @@ def weak_view_task(seed: int, *, dim: int, frames: int, classes: int, nuisance: 
         x = base + rng.normal(size=(frames, dim)) * 0.3 / np.sqrt(dim) * 4
         videos[vid] = (x.astype(np.float32), (f"c{c:02d}",), split)
         motion[vid] = (strong[c] + 0.05 * rng.normal(size=(frames, 32))).astype(np.float32)
-    task = Task("weak-view", f"D{dim} T{frames} C{classes} ν{nuisance}", False, videos, ("contrastive",))
+    task = Task("weak-view", f"D{dim} T{frames} C{classes} ν{nuisance:.2f}", False, videos, ("contrastive",))
     task.views = {"motion": motion}
     return task
 

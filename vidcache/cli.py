@@ -884,10 +884,10 @@ def _head_options(fn):
         click.option("--probe-c", type=float, default=None, help="linear/lbfgs: fixed C instead of the val sweep."),
         click.option(
             "--probe-refit",
-            type=click.Choice(["train+val", "train"]),
-            default="train+val",
+            type=click.Choice(["train", "train+val"]),
+            default="train",
             show_default=True,
-            help="linear/lbfgs: the final fit at the chosen C uses train+val (CLIP protocol) or train only.",
+            help="linear/lbfgs: the final fit at the chosen C on train (as chosen on val) or train+val (CLIP).",
         ),
         click.option(
             "--probe-blend/--no-probe-blend",
@@ -987,7 +987,12 @@ def _print_metrics(title: str, metrics: dict) -> None:
 @click.option(
     "--lr", type=float, default=None, help="Default: chosen on val from 1e-3, 3e-3, 1e-2, 3e-2 by short runs."
 )
-@click.option("--weight-decay", type=float, default=None, help="Default: chosen on val from 1e-4, 1e-2.")
+@click.option(
+    "--weight-decay",
+    type=float,
+    default=None,
+    help="Default: chosen on val from 1e-4, 1e-2 with the lr; 1e-4 when --lr is given.",
+)
 @click.option("--warmup-epochs", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="torch deterministic algorithms (slower on GPU).")

@@ -17,7 +17,7 @@ PrototypeUpdate = Literal["learned", "ema"]
 ContrastiveForm = Literal["infonce", "margin"]
 NegativesFrom = Literal["top", "bottom", "random"]
 Solver = Literal["lbfgs", "adamw"]
-ProbeRefit = Literal["train+val", "train"]
+ProbeRefit = Literal["train", "train+val"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class HeadOptions:
     frame_pooling: FramePooling = "mean"  # linear/mlp: how frames become one vector
     solver: Solver = "lbfgs"  # linear: solved logistic regression (C chosen on val), or AdamW epochs
     probe_c: float | None = None  # linear/lbfgs: a fixed C (scikit-learn's meaning) instead of the val sweep
-    probe_refit: ProbeRefit = "train+val"  # linear/lbfgs: data of the final fit at the chosen C
+    probe_refit: ProbeRefit = "train"  # linear/lbfgs: data of the final fit at the chosen C
     probe_blend: bool = True  # prototype/mlp: blend with a solved linear branch, weight chosen on val
     prototype_update: PrototypeUpdate = "learned"
     ema_momentum: float = 0.99  # α in p_c ← α·p_c + (1−α)·e_v

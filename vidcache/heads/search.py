@@ -2,7 +2,8 @@
 
 A short run (a fifth of the resolved epochs, at least 3) per candidate: first every learning rate of
 `LR_GRID` at the first weight decay of `WD_GRID` (or the given one), then the other weight decays at
-the best learning rate. The candidate with the best val metric at its best epoch wins (ties: the
+the best learning rate (when `--weight-decay` is not given either; a given `--lr` skips the search
+and keeps weight decay 1e-4 unless given). The candidate with the best val metric at its best epoch wins (ties: the
 earlier, i.e. smaller, learning rate); a trial whose loss stays non-finite scores -inf. Every trial
 is a complete run directory under RUN/search/ and RUN/search/search.json lists them all, so the
 choice can be audited. Heads that are solved rather than trained by steps (`linear` with L-BFGS)
@@ -35,7 +36,8 @@ SEARCH_DIR = "search"
 
 
 def needs_search(config: TrainConfig) -> bool:
-    return config.lr is None or config.weight_decay is None
+    """Only when `--lr` is left out: a given lr keeps weight decay 1e-4 unless that is given too."""
+    return config.lr is None
 
 
 def with_defaults(config: TrainConfig) -> TrainConfig:

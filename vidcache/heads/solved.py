@@ -9,9 +9,11 @@
    videos cost a few full solves, not a whole path of them.
    `--probe-c` skips the sweep; a val split too small to choose on keeps C = 1 (scikit-learn's default).
 4. Val metrics, thresholds and the summary come from the train-only solution at that C (held out).
-5. Refit at the chosen C on train+val (default: more data for the same regularisation, as the CLIP
-   paper does before testing) or on train only (`--probe-refit train`), and fold the standardisation
-   into the head's linear layer, so checkpoints, `eval` and `predict` are those of any other head.
+5. Keep that train-only fit (default: what scikit-learn's protocol keeps; it tracks it to 1e-3) or
+   refit at the chosen C on train+val (`--probe-refit train+val`, as the CLIP paper does before
+   testing: more data at the same regularisation, but val metrics become in-sample), and fold the
+   standardisation into the head's linear layer, so checkpoints, `eval` and `predict` are those of
+   any other head.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from .config import TrainConfig, resolve_schedule
 from .context import HeadContext, build_context
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
 from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
-from .search import SEARCH_DIR, needs_search, search_hyperparameters
+from .search import SEARCH_DIR, needs_search, search_hyperparameters, with_defaults
 from .solved import solve_probe
 from .validation import check_val_split
 
@@ -343,9 +343,11 @@ def train(
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
     search = None
-    if needs_search(config) and HEADS.get(config.head).trains_by_steps(config.options):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config, search = search_hyperparameters(cache_dir, config, run_dir, train_once=_train_once)
+    if HEADS.get(config.head).trains_by_steps(config.options):
+        if needs_search(config):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            config, search = search_hyperparameters(cache_dir, config, run_dir, train_once=_train_once)
+        config = with_defaults(config)
     summary = _train_once(cache_dir, config, run_dir, resume=resume, command=command, progress=progress)
     if search is not None:
         summary.search = search
