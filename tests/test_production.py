@@ -20,6 +20,8 @@ from vidcache.cache.arrays import write_view_arrays
 from vidcache.cache.catalog import Catalog
 from vidcache.manifest import VideoEntry
 
+pytestmark = pytest.mark.slow  # real CLI subprocesses / a real browser: left out by make test-fast
+
 
 def start_cli(*args: object, env: dict[str, str] | None = None, new_session: bool = False) -> subprocess.Popen:
     """`vidcache ARGS` started in the background, stdout and stderr piped (text); `new_session`: in a

@@ -28,6 +28,8 @@ from vidcache.index.mining import hard_negative_labels, nearest_videos, write_mi
 from vidcache.manifest import VideoEntry
 from vidcache.synth import moving_square_frame, write_video
 
+pytestmark = pytest.mark.slow  # real CLI subprocesses / a real browser: left out by make test-fast
+
 SPECS = [("red", "left"), ("green", "right"), ("blue", "left"), ("red", "right"), ("green", "left")]
 CLASSES = ["jump", "run", "swim"]
 
