@@ -512,27 +512,11 @@ def decode_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> d
     return result
 
 
-def _decode_in_child(job: tuple[VideoEntry, SamplingConfig, RunConfig, Any, int]) -> list[np.ndarray]:
-    """A decode worker as a separate process: the extractor's decode stage on one video, the prepared
-    uint8 frames sent back to the parent (pickled through a pipe, so the transfer is counted)."""
-    from types import SimpleNamespace
-
-    from vidcache.extract.consumers import ClipFrames
-    from vidcache.extract.stage import VideoStage
-
-    entry, sampling, run, preprocess, torch_threads = job
-    torch.set_num_threads(torch_threads)
-    stand_in = SimpleNamespace(view="clip", preprocess=preprocess, prepare=preprocess.resize_crop)
-    stage = VideoStage(entry, [ClipFrames(stand_in, sampling, batch_size=run.batch_size)], run=run)
-    return [chunk.data.numpy() for chunk in stage]
-
-
 def decode_variants_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> dict[str, Any]:
     """Why decoding stops scaling: the whole corpus with workers = cores, under FFmpeg's own thread count
     per decoder (0 = one per core, for every one of the workers) or 1, torch's intra-op threads (used by
     the resize in each worker) at the default or 1, and decode workers as threads or as processes."""
     import dataclasses
-    from concurrent.futures import ProcessPoolExecutor
 
     from bench_extract import decode_only
 
@@ -553,15 +537,13 @@ def decode_variants_section(device: torch.device, plan: Plan, state: dict[str, A
             torch.set_num_threads(default_threads)
         name = f"threads ffmpeg={ffmpeg_threads} torch={torch_threads}"
         result["variants"][name] = {"frames": frames, "frames_per_s": round(frames / wall, 1)}
-    run = dataclasses.replace(base.run, decode_threads=1)
-    jobs = [(entry, base.sampling, run, encoder.preprocess, 1) for entry in entries]
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=cores, mp_context=ctx) as pool:
-        list(pool.map(_decode_in_child, jobs[:cores]))  # start and warm every process
-        t0 = time.perf_counter()
-        frames = sum(sum(len(a) for a in arrays) for arrays in pool.map(_decode_in_child, jobs))
-        wall = time.perf_counter() - t0
-    result["variants"]["processes ffmpeg=1 torch=1"] = {"frames": frames, "frames_per_s": round(frames / wall, 1)}
+    # the product's own process path (one fork-server child per worker, chunks through pipes)
+    decode_only_processes(entries[:cores], base, {"clip": encoder})  # fork server started and warm
+    t0 = time.perf_counter()
+    frames = decode_only_processes(entries, base, {"clip": encoder})
+    wall = time.perf_counter() - t0
+    rate = {"frames": frames, "frames_per_s": round(frames / wall, 1)}
+    result["variants"]["processes (--decode-in processes)"] = rate
     return result
 
 
