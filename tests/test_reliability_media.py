@@ -285,7 +285,7 @@ def extract(
 
 def extract_in_process(manifest: Path, cache: Path, checkpoint: Path, capsys, **options) -> tuple[int, dict]:
     """The CLI's own `run_extract` in this process (no interpreter and torch start-up): exit code, summary."""
-    from vidcache.cli import run_extract
+    from vidcache.commands.extract import run_extract
 
     capsys.readouterr()
     code = run_extract(

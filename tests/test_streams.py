@@ -106,7 +106,7 @@ def test_default_streams_are_ffmpegs_choice(files, name):
 
 def extract(manifest, cache, checkpoint, **options):
     """In-process `vidcache extract` (the same Extractor the CLI runs)."""
-    from vidcache.cli import build_config
+    from vidcache.commands.extract import build_config
     from vidcache.extract.runner import Extractor
     from vidcache.manifest import read_manifest
 
@@ -117,7 +117,7 @@ def extract(manifest, cache, checkpoint, **options):
 
 
 def test_stream_options_record_and_status(files, tmp_path, tiny_checkpoint):
-    from vidcache.cli import cache_status
+    from vidcache.commands.cache import cache_status
     from vidcache.errors import ConfigError
 
     path = files / "late_default.mkv"

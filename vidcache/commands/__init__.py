@@ -1,0 +1,1 @@
+"""One module per group of CLI commands; `vidcache.cli` assembles them into the `vidcache` group."""

@@ -1,0 +1,249 @@
+"""Commands that look after a cache: status, verify, remove, compact, embed-text."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..errors import EXIT_OK, EXIT_SOME_FAILED
+from .common import command_line, on_interrupt
+
+
+def stream_counts(view: str, items: list) -> dict[str, int]:
+    """{FFmpeg stream index: videos} of the stream each done video's rows of `view` were read from
+    (`video_stream` / `audio_stream` in its info_json; "?" for rows made before it was recorded)."""
+    key = "audio_stream" if view == "audio" else "video_stream"
+    counts: dict[str, int] = {}
+    for item in items:
+        if item.status != "done":
+            continue
+        info = json.loads(item.info_json or "{}")
+        if "imported_from" in info or "feature_file" in info:
+            continue  # imported rows: no stream was read
+        index = str(info.get(key, "?"))
+        counts[index] = counts.get(index, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def cache_status(cache_dir: str) -> dict:
+    from ..cache.catalog import Catalog
+    from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, failed_item, failure_text
+
+    def describe(view: str, identity: dict) -> tuple[str, str, str]:
+        """(model, weights, sampling) of a view's identity, in words."""
+        sampling = identity.get("sampling", {})
+        if isinstance(sampling, dict) and sampling:
+            every = f"{sampling['fps']} fps" if sampling.get("fps") else f"{sampling.get('num_frames')} frames"
+        elif isinstance(sampling, (int, float)):
+            every = f"{sampling} fps"
+        else:
+            every = ""
+        if view == "s3d":
+            every = f"{identity['clip_len']} frames at {identity['fps']} fps, stride {identity['stride']}"
+            return "s3d", identity.get("weights", ""), every
+        if view == "audio":
+            return identity.get("encoder", ""), identity.get("weights_path", "") or "-", "0.96 s examples"
+        if view in ("flow", "motion"):
+            flow = identity.get("flow", {})
+            return f"{flow.get('method', '')} @{identity.get('short_side')}px", flow.get("weights", "") or "-", every
+        return identity.get("model", ""), identity.get("pretrained", ""), every
+
+    catalog = Catalog.open(cache_dir)
+    try:
+        views = {}
+        for view, identity in catalog.views().items():
+            items = catalog.items(view)
+            model, weights, every = describe(view, identity)
+            views[view] = {
+                "model": model,
+                "pretrained": weights,
+                "weights_sha256": identity.get("weights_sha256", ""),
+                "dtype": identity.get("dtype", ""),
+                "sampling": every,
+                "done": sum(i.status == STATUS_DONE for i in items),
+                "absent": sum(i.status == STATUS_ABSENT for i in items),
+                "failed": sum(i.status == STATUS_FAILED for i in items),
+                "rows": sum(i.row_count or 0 for i in items if i.status == STATUS_DONE),
+                "streams": stream_counts(view, items),
+            }
+        shards = catalog.shards()
+        failed_items = catalog.items(status=STATUS_FAILED)
+        failed: dict[str, dict[str, str]] = {}
+        for item in failed_items:
+            failed.setdefault(item.video_id, {})[item.view] = item.reason or "failed"
+        return {
+            "cache": str(cache_dir),
+            "views": views,
+            "shards": len(shards),
+            "bytes": sum(s["bytes"] for s in shards),
+            "entries": len(catalog.entries()),
+            "failures": {video: failure_text(why, several_views=len(views) > 1) for video, why in failed.items()},
+            "failed_items": [failed_item(i.video_id, i.view, i.reason or "failed") for i in failed_items],
+            "runs": len(catalog.runs()),
+        }
+    finally:
+        catalog.close()
+
+
+@click.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(cache_dir: str, as_json: bool) -> None:
+    """What a cache holds: views, models, counts, failures."""
+    from ..report import print_status
+
+    info = cache_status(cache_dir)
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True))
+    else:
+        print_status(info)
+
+
+@click.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--quarantine", is_flag=True, help="Move broken shards to CACHE/quarantine/ so extract redoes them.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
+    """Check every shard against the catalog (rows, checksums). Exit 1 if any shard is broken."""
+    import dataclasses
+
+    from ..cache.verify import verify_cache
+
+    report = verify_cache(cache_dir, quarantine=quarantine)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), sort_keys=True))
+    else:
+        click.echo(f"{report.shards_checked} shard(s), {report.videos_checked} video rows checked")
+        for name, problem in report.broken.items():
+            state = "quarantined" if name in report.quarantined else "broken"
+            click.echo(f"  {state}: {name}: {problem}")
+        for name in report.unrecorded:
+            click.echo(f"  complete but unrecorded (the next extract adopts it): {name}")
+        if report.broken and not quarantine:
+            click.echo("run again with --quarantine to set broken shards aside; the next extract redoes their videos")
+    sys.exit(EXIT_SOME_FAILED if report.broken and not quarantine else EXIT_OK)
+
+
+@click.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.argument("video_ids", nargs=-1)
+@click.option(
+    "--not-in",
+    "manifest",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Remove every video that is not in this manifest (its complement) instead of VIDEO_IDS.",
+)
+@click.option("--root", type=click.Path(file_okay=False, exists=True), default=None, help="As for extract.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def remove(cache_dir: str, video_ids: tuple[str, ...], manifest: str | None, root: str | None, as_json: bool) -> None:
+    """Drop VIDEO_IDS (or the videos not in --not-in MANIFEST) from the cache, every view; `vidcache
+    compact` then reclaims their rows' space. A later extract of the same videos redoes them."""
+    from ..cache.housekeeping import as_dict, remove_videos
+
+    if bool(video_ids) == bool(manifest):
+        raise click.UsageError("give VIDEO_ID... or --not-in MANIFEST (one of the two)")
+    if manifest:
+        from ..manifest import read_manifest
+
+        keep = [entry.video_id for entry in read_manifest(manifest, root=root, require_path=False)]
+        summary = remove_videos(cache_dir, keep_only=keep)
+    else:
+        summary = remove_videos(cache_dir, video_ids=list(video_ids))
+    if as_json:
+        click.echo(json.dumps(as_dict(summary), sort_keys=True))
+    else:
+        click.echo(f"removed {len(summary.removed)} video(s) from {cache_dir}; {summary.kept} kept")
+        for video_id in summary.not_found:
+            click.echo(f"  not in the cache: {video_id}")
+        if summary.removed:
+            click.echo(f"run `vidcache compact --cache {cache_dir}` to reclaim their space")
+
+
+@click.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--shard-size-mb", type=click.FloatRange(min=1), default=256.0, show_default=True, help="Size of the new shards."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compact(cache_dir: str, shard_size_mb: float, as_json: bool) -> None:
+    """Rewrite the live rows of small or partly removed shards into fewer, larger ones (crash-safe:
+    new shards are committed and read back before an old one is deleted)."""
+    from ..cache.housekeeping import as_dict, compact_cache
+
+    on_interrupt("the cache is consistent (old or new rows); run the same command again to finish")
+    summary = compact_cache(cache_dir, shard_size_mb=shard_size_mb, command=command_line())
+    if as_json:
+        click.echo(json.dumps(as_dict(summary), sort_keys=True))
+    else:
+        click.echo(
+            f"{summary.shards_before} → {summary.shards_after} shard(s), {summary.bytes_before / 2**20:.1f} → "
+            f"{summary.bytes_after / 2**20:.1f} MiB; {summary.videos_moved} video(s), {summary.rows_moved} rows "
+            f"moved and verified in {summary.seconds:.1f} s"
+        )
+
+
+@click.command("embed-text")
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--labels-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="One label per line (default: the labels of the cached manifest).",
+)
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    help='Prompt template with {} for the label; repeatable. Default: "a video of {}." and "This is a video about {}".',
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def embed_text(
+    cache_dir: str,
+    labels_file: str | None,
+    templates: tuple[str, ...],
+    device: str,
+    allow_download: bool,
+    as_json: bool,
+) -> None:
+    """Embed the label vocabulary with the cache's CLIP model into CACHE/text.h5."""
+    from ..cache.catalog import Catalog
+    from ..errors import CacheError, ConfigError
+    from ..extract.text import DEFAULT_TEMPLATES, MADE_FROM_FILE, MADE_FROM_MANIFEST, read_labels_file
+
+    catalog = Catalog.open(cache_dir)  # every check before torch and the model load
+    identity, entries = catalog.view_identity("clip"), catalog.entries()
+    catalog.close()
+    if identity is None:
+        raise CacheError(f"cache {cache_dir} has no clip view; run `vidcache extract` first")
+    if not identity.get("weights_sha256") and identity.get("pretrained") != "none":
+        raise CacheError(
+            f"view 'clip' of cache {cache_dir} was not made by `vidcache extract` (imported features?): "
+            "embed-text needs the CLIP model that made it; pass --label-corpus and --text-embeddings to the "
+            "commands that need label texts instead"
+        )
+    labels = read_labels_file(labels_file) if labels_file else sorted({lab for e in entries for lab in e["labels"]})
+    if not labels:
+        raise ConfigError("no labels: the manifest had no `labels` column; pass --labels-file FILE")
+    for template in templates:
+        if "{}" not in template:
+            raise ConfigError(f"--template {template!r} has no {{}} where the label goes")
+    from ..extract.device import resolve_device
+    from ..extract.runner import embed_labels
+    from ..extract.text import clip_for_identity
+
+    encoder = clip_for_identity(
+        identity, device=resolve_device(device), allow_download=allow_download, cache_dir=cache_dir
+    )
+    used = list(templates or DEFAULT_TEMPLATES)
+    path = embed_labels(
+        cache_dir, encoder, labels, used, made_from=MADE_FROM_FILE if labels_file else MADE_FROM_MANIFEST
+    )
+    if as_json:
+        click.echo(json.dumps({"labels": len(labels), "templates": used, "path": str(path)}, sort_keys=True))
+    else:
+        click.echo(f"{len(labels)} labels × {len(used)} templates → {path}")

@@ -1,0 +1,47 @@
+"""Helpers every command shares: the command line as typed, the interrupt hint, metric tables."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+
+def command_line() -> str:
+    """The command as typed, recorded in every artifact it makes."""
+    return shlex.join(["vidcache", *sys.argv[1:]])
+
+
+def resume_command() -> str:
+    """The command that continues this `train` run: the same one, with --resume."""
+    args = sys.argv[1:]
+    return shlex.join(["vidcache", *args, *([] if "--resume" in args else ["--resume"])])
+
+
+def print_metrics(title: str, metrics: dict) -> None:
+    from rich.table import Table
+
+    from ..report import output_console
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+        elif isinstance(value, (int, str, bool)):
+            table.add_row(key, str(value))
+    output_console().print(table)
+
+
+DEFAULT_INTERRUPT_HINT = "nothing half-written was kept; run the same command again"
+_interrupt_hint = DEFAULT_INTERRUPT_HINT
+
+
+def on_interrupt(hint: str) -> None:
+    """What the message after SIGINT/SIGTERM tells the user to do, set by the running command."""
+    global _interrupt_hint
+    _interrupt_hint = hint
+
+
+def interrupt_hint() -> str:
+    return _interrupt_hint

@@ -1,0 +1,179 @@
+"""`vidcache index build` and `vidcache mine ...`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import command_line
+
+
+def _mining_options(fn):
+    options = [
+        click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True)),
+        click.option("--k", "k", type=int, required=True, help="How many per video."),
+        click.option(
+            "--pooling", type=click.Choice(["mean", "max", "first", "middle"]), default="mean", show_default=True
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON summary instead of a table."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _search_options(fn):
+    options = [
+        click.option(
+            "--index-type",
+            type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]),
+            default="auto",
+            show_default=True,
+            help="auto: a stored up-to-date index (vidcache index build), else Flat up to 50k videos.",
+        ),
+        click.option("--memory-budget-gb", type=float, default=4.0, show_default=True),
+        click.option(
+            "--min-recall", type=float, default=0.9, show_default=True, help="Warn below this sampled recall."
+        ),
+        click.option(
+            "--recall-sample", type=int, default=1000, show_default=True, help="Queries to measure recall on."
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _finish_mining(cache_dir: str, name: str, frame, summary, as_json: bool) -> None:
+    import dataclasses
+
+    from ..index import write_mined
+    from ..report import print_mining_summary
+
+    write_mined(cache_dir, name, frame, summary, command=command_line())
+    info = dataclasses.asdict(summary)
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True, default=str))
+    else:
+        print_mining_summary(info)
+
+
+@click.group()
+def index() -> None:
+    """FAISS indexes over video-level embeddings of a view."""
+
+
+@index.command("build")
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--view", default="clip", show_default=True)
+@click.option("--pooling", type=click.Choice(["mean", "max", "first", "middle"]), default="mean", show_default=True)
+@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]), default="auto")
+@click.option("--memory-budget-gb", type=float, default=4.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def index_build(cache_dir: str, view: str, pooling: str, index_type: str, memory_budget_gb: float, as_json: bool):
+    """Pool each video's rows, L2-normalise, build and store CACHE/index/VIEW.faiss with provenance."""
+    import dataclasses
+    import time
+
+    from ..cache.reader import Cache
+    from ..index import build_index, choose_index, save_index, video_vectors
+    from ..index.build import IndexProvenance, cache_fingerprint, gpu_available
+
+    started = time.perf_counter()
+    with Cache(cache_dir) as cache:
+        fingerprint = cache_fingerprint(cache, view)  # before reading: a later change makes it stale, not wrong
+        vectors = video_vectors(cache, view, pooling=pooling)
+        choice = choose_index(
+            len(vectors), vectors.vectors.shape[1], memory_budget_bytes=memory_budget_gb * 2**30, requested=index_type
+        )
+        built = build_index(vectors.vectors, choice)
+        provenance = IndexProvenance(
+            view=view,
+            pooling=pooling,
+            index_type=choice.kind,
+            factory=choice.factory,
+            reason=choice.reason,
+            n_vectors=len(vectors),
+            dim=int(vectors.vectors.shape[1]),
+            fingerprint=fingerprint,
+            view_identity=cache.view_info(view),
+            parameters={"memory_budget_gb": memory_budget_gb, "gpu": gpu_available()},
+        )
+        path = save_index(cache_dir, built, vectors, provenance)
+    info = {**dataclasses.asdict(provenance), "path": str(path), "seconds": round(time.perf_counter() - started, 3)}
+    info.pop("view_identity")
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True))
+    else:
+        click.echo(f"{choice.kind} index ({choice.factory}) of {len(vectors)} videos × {info['dim']} → {path}")
+        click.echo(f"  why: {choice.reason}")
+
+
+@click.group()
+def mine() -> None:
+    """Mined lists for training: hard-negative labels and videos, cross-view neighbours."""
+
+
+@mine.command("hard-negatives")
+@_mining_options
+@click.option("--view", default="clip", show_default=True)
+@click.option("--label-corpus", type=click.Path(dir_okay=False, exists=True), default=None, help="One label per line.")
+@click.option(
+    "--text-embeddings",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help=".npy [L, D] aligned with --label-corpus (default: CACHE/text.h5).",
+)
+@click.option("--range-min", type=int, default=0, show_default=True, help="First rank kept (0 = hardest).")
+@click.option("--range-max", type=int, default=None, help="Ranks from --range-min up to this one (exclusive).")
+@click.option("--margin", type=float, default=None, help="Keep negatives scoring below s_pos - M.")
+@click.option("--relative-margin", type=float, default=None, help="Keep negatives scoring below RM * s_pos.")
+@click.option("--sampling", type=click.Choice(["top", "random"]), default="top", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def mine_hard_negatives(cache_dir: str, k: int, pooling: str, as_json: bool, view: str, **options) -> None:
+    """Per video, the K label-corpus entries CLIP ranks highest that are not its labels."""
+    from ..cache.reader import Cache
+    from ..index import hard_negative_labels
+    from ..report import TaskProgress
+
+    with Cache(cache_dir) as cache:
+        with TaskProgress("mine hard negatives", len(cache.video_ids(view)), enabled=not as_json) as progress:
+            frame, summary = hard_negative_labels(cache, k=k, view=view, pooling=pooling, progress=progress, **options)
+    _finish_mining(cache_dir, "hard_negatives", frame, summary, as_json)
+
+
+@mine.command("hard-negative-videos")
+@_mining_options
+@_search_options
+@click.option("--view", default="clip", show_default=True)
+@click.option("--exclude-same-group", is_flag=True, help="Also skip videos in the query's folder (of video_id).")
+def mine_hard_negative_videos(cache_dir: str, k: int, pooling: str, as_json: bool, view: str, **options) -> None:
+    """Per video, the K nearest videos that share no label with it."""
+    from ..cache.reader import Cache
+    from ..index import nearest_videos
+    from ..report import TaskProgress
+
+    with Cache(cache_dir) as cache:
+        with TaskProgress("mine hard-negative videos", len(cache.video_ids(view)), enabled=not as_json) as progress:
+            frame, summary = nearest_videos(
+                cache, k=k, view=view, pooling=pooling, exclude_shared_labels=True, progress=progress, **options
+            )
+    frame = frame.rename(columns={"neighbour_id": "negative_id"})
+    _finish_mining(cache_dir, "hard_negative_videos", frame, summary, as_json)
+
+
+@mine.command("neighbours")
+@_mining_options
+@_search_options
+@click.option("--view", required=True, help="Whose space the neighbours come from (e.g. motion, audio, clip).")
+def mine_neighbours(cache_dir: str, k: int, pooling: str, as_json: bool, view: str, **options) -> None:
+    """Per video, its K nearest videos in VIEW (itself excluded): positives for training on another view."""
+    from ..cache.reader import Cache
+    from ..index import nearest_videos
+    from ..report import TaskProgress
+
+    with Cache(cache_dir) as cache:
+        with TaskProgress(f"mine neighbours ({view})", len(cache.video_ids(view)), enabled=not as_json) as progress:
+            frame, summary = nearest_videos(cache, k=k, view=view, pooling=pooling, progress=progress, **options)
+    _finish_mining(cache_dir, f"neighbours_{view}", frame, summary, as_json)

@@ -1,0 +1,72 @@
+"""`vidcache search`: videos by text or by video."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--text", default=None, help="Find videos matching this text (through the view's CLIP text tower).")
+@click.option("--video", "video_id", default=None, help="Find videos nearest this video_id.")
+@click.option("--view", default="clip", show_default=True)
+@click.option("--k", "k", type=int, default=10, show_default=True, help="How many videos.")
+@click.option("--pooling", type=click.Choice(["mean", "max", "first", "middle"]), default="mean", show_default=True)
+@click.option(
+    "--query-form",
+    type=click.Choice(["best", "ensemble", "raw"]),
+    default="best",
+    show_default=True,
+    help="--text as typed (raw), in the prompt templates' ensemble, or the best cosine over raw, each template "
+    "and the ensemble.",
+)
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    help="--text prompt template with {}; repeatable (default: those of CACHE/text.h5).",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def search(
+    cache_dir: str,
+    text: str | None,
+    video_id: str | None,
+    view: str,
+    k: int,
+    pooling: str,
+    query_form: str,
+    templates: tuple[str, ...],
+    device: str,
+    allow_download: bool,
+    as_json: bool,
+) -> None:
+    """Text → videos or video → videos over one view of the cache (give --text or --video)."""
+    from ..errors import ConfigError
+    from ..search import search_text, search_video
+
+    if (text is None) == (video_id is None):
+        raise ConfigError("give exactly one of --text TEXT or --video VIDEO_ID")
+    if text is not None:
+        hits = search_text(
+            cache_dir,
+            text,
+            view=view,
+            k=k,
+            pooling=pooling,
+            query_form=query_form,
+            templates=list(templates) or None,
+            device=device,
+            allow_download=allow_download,
+        )
+    else:
+        hits = search_video(cache_dir, video_id, view=view, k=k, pooling=pooling)  # type: ignore[arg-type]
+    query = {"text": text} if text is not None else {"video": video_id}
+    if as_json:
+        click.echo(json.dumps({**query, "view": view, "k": k, "hits": [h.as_dict() for h in hits]}, sort_keys=True))
+        return
+    for hit in hits:
+        click.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.video_id}  [{';'.join(hit.labels)}]")
