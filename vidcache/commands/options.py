@@ -1,0 +1,125 @@
+"""Click options generated from config dataclasses, and the dataclasses built back from them.
+
+Every field of a config dataclass becomes one flag: its name (`--{prefix}{field}` with dashes, or the
+field's `flag` metadata), help and default come from the field (`vidcache.fields.setting`), its
+choices from a `Literal` annotation or the field's `choices` (a registry's names). `build` turns the
+parsed values back into the dataclass and translates a `ParamError` into the flag's name, so the CLI
+never writes an option three times and the library never speaks in flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import click
+
+from ..errors import ConfigError
+from ..fields import ParamError
+
+
+@dataclass(frozen=True)
+class GeneratedOption:
+    """One flag made from one dataclass field."""
+
+    owner: type
+    field: str
+    dest: str  # the click parameter name (the key in the command's keyword arguments)
+    flag: str
+    option: click.Option
+    parse: Callable[[Any], Any] | None = None  # text → field value (tuples given as "a,b,c")
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _split_tuple(item_type: type) -> Callable[[Any], Any]:
+    def parse(text: Any) -> Any:
+        if text is None or isinstance(text, tuple):
+            return text
+        return tuple(item_type(part.strip()) for part in str(text).split(",") if part.strip())
+
+    return parse
+
+
+def field_options(cls: type, *, prefix: str = "", skip: tuple[str, ...] = ()) -> list[GeneratedOption]:
+    """One `GeneratedOption` per CLI field of the dataclass `cls` (nested dataclasses are not expanded)."""
+    hints = get_type_hints(cls)
+    out: list[GeneratedOption] = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if f.name in skip or not meta.get("cli", True) or "help" not in meta:
+            continue
+        annotation, optional = _unwrap_optional(hints[f.name])
+        dest = f"{prefix}{f.name}"
+        flag = meta.get("flag") or "--" + dest.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kwargs: dict[str, Any] = {"help": meta["help"], "default": default, "show_default": default is not None}
+        parse = None
+        if get_origin(annotation) is Literal:
+            kwargs["type"] = click.Choice([str(a) for a in get_args(annotation)])
+        elif meta.get("choices") is not None:
+            kwargs["type"] = click.Choice(list(meta["choices"]()))
+        elif annotation is bool:
+            flag = f"{flag}/--no-{flag[2:]}"
+        elif get_origin(annotation) is tuple:
+            item = get_args(annotation)[0]
+            parse = _split_tuple(item)
+            kwargs["type"] = str
+            kwargs["default"] = None if default is None else ",".join(map(str, default))
+        elif annotation in (int, float, str):
+            kwargs["type"] = annotation
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no CLI type for {annotation!r}")
+        if optional and default is not None:
+            kwargs["show_default"] = True
+        option = click.Option([flag, dest], **kwargs)
+        out.append(GeneratedOption(cls, f.name, dest, flag.split("/")[0], option, parse))
+    return out
+
+
+def add_options(fn: Callable, options: list[GeneratedOption]) -> Callable:
+    """Attach the generated options to a click command (or to its function, below `@click.command`)."""
+    if isinstance(fn, click.Command):
+        fn.params.extend(o.option for o in options)
+        return fn
+    params = getattr(fn, "__click_params__", [])
+    params.extend(reversed([o.option for o in options]))
+    fn.__click_params__ = params  # type: ignore[attr-defined]
+    return fn
+
+
+def translate(error: ParamError, options: list[GeneratedOption]) -> ConfigError:
+    """`SamplingConfig.fps=-1.0: must be > 0` → `--fps -1.0: must be > 0`, field names in the rule as flags."""
+    flags = {o.field: o.flag for o in options if o.owner.__name__ == error.owner}
+    if error.param not in flags:
+        return error
+    rule = re.sub(r"\b(\w+)\b", lambda m: flags.get(m.group(1), m.group(1)), error.rule)
+    value = error.value
+    shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+    return ConfigError(f"{flags[error.param]} {shown}: {rule}")
+
+
+def build(cls: type, values: dict[str, Any], options: list[GeneratedOption], **fixed: Any) -> Any:
+    """`cls(...)` from the parsed CLI values of its options (taken out of `values`) and `fixed` fields."""
+    kwargs = dict(fixed)
+    for option in options:
+        if option.owner is not cls or option.dest not in values:
+            continue
+        value = values.pop(option.dest)
+        kwargs[option.field] = option.parse(value) if option.parse else value
+    try:
+        return cls(**kwargs)
+    except ParamError as error:
+        raise translate(error, options) from None
