@@ -38,10 +38,10 @@ from typing import Any
 import torch
 
 from vidcache.config import ClipConfig, ExtractConfig, RunConfig, SamplingConfig
+from vidcache.device import resolve_device
 from vidcache.extract.backbones import create_backbone
 from vidcache.extract.backbones.base import FrameEncoder
 from vidcache.extract.consumers import ClipFrames
-from vidcache.extract.device import resolve_device
 from vidcache.extract.runner import Extractor, ExtractSummary
 from vidcache.extract.stage import VideoStage
 from vidcache.manifest import VideoEntry, read_manifest

@@ -51,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout,
 from bench_decode import make_frame_fn
 
 from vidcache.config import ClipConfig, ExtractConfig, FlowConfig, RunConfig, S3dConfig, SamplingConfig
+from vidcache.device import resolve_device
 from vidcache.extract.backbones import create_backbone
-from vidcache.extract.device import resolve_device
 from vidcache.manifest import VideoEntry, read_manifest
 from vidcache.synth import write_video
 

@@ -12,7 +12,7 @@ from vidcache.cache.catalog import Catalog
 from vidcache.cache.layout import TARGET_CHUNK_BYTES
 from vidcache.cache.shard import rows_checksum
 from vidcache.cache.store import CacheWriter, SourceStat
-from vidcache.extract.text import prompt_embeddings, write_text_embeddings
+from vidcache.cache.text import prompt_embeddings, write_text_embeddings
 from vidcache.manifest import VideoEntry
 
 

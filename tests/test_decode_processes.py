@@ -117,8 +117,8 @@ def test_auto_settings_follow_the_device(tmp_path):
     import torch
 
     from vidcache.config import ExtractConfig, FlowConfig, RunConfig
+    from vidcache.device import default_decode_workers
     from vidcache.errors import ConfigError
-    from vidcache.extract.device import default_decode_workers
     from vidcache.extract.runner import Extractor
 
     assert default_decode_workers(torch.device("cpu")) == 2

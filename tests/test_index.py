@@ -12,8 +12,8 @@ import torch
 from tests.conftest import run_cli
 from vidcache import Cache
 from vidcache.cache.arrays import write_view_arrays
+from vidcache.cache.text import write_text_embeddings
 from vidcache.errors import ConfigError
-from vidcache.extract.text import write_text_embeddings
 from vidcache.index import (
     brute_force,
     hard_negative_labels,

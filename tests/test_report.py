@@ -193,8 +193,8 @@ def test_report_options_are_checked(report_inputs, tmp_path):
 def test_report_size_is_bounded_whatever_the_corpus(tmp_path):
     """3000 videos, 300 failures, a thumbnail each, every video mined: the page keeps 200 failure
     rows and 24 mined videos and stays within plotly.js + ~2 MB; a view without video facts is fine."""
+    from vidcache.cache.text import write_text_embeddings
     from vidcache.cache.thumbnails import encode_thumbnail, write_thumbnail
-    from vidcache.extract.text import write_text_embeddings
 
     rng = np.random.default_rng(0)
     cache_dir, labels = tmp_path / "cache", [f"class{i}" for i in range(50)]

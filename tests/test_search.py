@@ -11,12 +11,12 @@ import torch
 from click.testing import CliRunner
 
 from vidcache.cache.arrays import write_view_arrays
+from vidcache.cache.text import DEFAULT_TEMPLATES, prompt_embeddings
 from vidcache.cli import cli
 from vidcache.config import ClipConfig
 from vidcache.errors import ConfigError
 from vidcache.extract.backbones import create_backbone
 from vidcache.extract.runner import embed_labels
-from vidcache.extract.text import DEFAULT_TEMPLATES, prompt_embeddings
 from vidcache.manifest import VideoEntry
 from vidcache.search import search_text, search_video
 

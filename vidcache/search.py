@@ -101,7 +101,7 @@ def _text_encoder(identity_json: str, device: str, allow_download: bool, cache_d
     """The view's CLIP model, kept for the next query of the same view (loading it dominates a query)."""
     import torch
 
-    from .extract.text import clip_for_identity
+    from .cache.text import clip_for_identity
 
     return clip_for_identity(
         json.loads(identity_json), device=torch.device(device), allow_download=allow_download, cache_dir=cache_dir
@@ -122,9 +122,9 @@ def text_query_vectors(
     (the text as typed), `ensemble` (the mean over `templates`, default those of the cache's text.h5,
     so a query equal to a label gets that label's stored embedding) or `best` (raw, each template,
     and the ensemble)."""
+    from .cache.text import DEFAULT_TEMPLATES, prompt_embeddings
     from .config import check_choice
-    from .extract.device import resolve_device
-    from .extract.text import DEFAULT_TEMPLATES, prompt_embeddings
+    from .device import resolve_device
 
     check_choice("--query-form", query_form, QueryForm)
     if not text.strip():

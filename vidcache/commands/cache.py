@@ -212,8 +212,8 @@ def embed_text(
 ) -> None:
     """Embed the label vocabulary with the cache's CLIP model into CACHE/text.h5."""
     from ..cache.catalog import Catalog
+    from ..cache.text import DEFAULT_TEMPLATES, MADE_FROM_FILE, MADE_FROM_MANIFEST, read_labels_file
     from ..errors import CacheError, ConfigError
-    from ..extract.text import DEFAULT_TEMPLATES, MADE_FROM_FILE, MADE_FROM_MANIFEST, read_labels_file
 
     catalog = Catalog.open(cache_dir)  # every check before torch and the model load
     identity, entries = catalog.view_identity("clip"), catalog.entries()
@@ -232,9 +232,9 @@ def embed_text(
     for template in templates:
         if "{}" not in template:
             raise ConfigError(f"--template {template!r} has no {{}} where the label goes")
-    from ..extract.device import resolve_device
+    from ..cache.text import clip_for_identity
+    from ..device import resolve_device
     from ..extract.runner import embed_labels
-    from ..extract.text import clip_for_identity
 
     encoder = clip_for_identity(
         identity, device=resolve_device(device), allow_download=allow_download, cache_dir=cache_dir

@@ -23,10 +23,10 @@ from ..cache.fidelity import FIDELITY_VERSION
 from ..cache.layout import CATALOG_NAME, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME, failed_item, failure_text
 from ..cache.lock import ExtractLock
 from ..cache.store import SourceStat, check_cache_writable
+from ..cache.text import stale_text_message
 from ..config import ExtractConfig, to_json
 from ..errors import CacheError, cache_write_error
 from ..manifest import VideoEntry
-from .text import stale_text_message
 
 
 @dataclass

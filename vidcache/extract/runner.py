@@ -31,8 +31,16 @@ from ..cache.fidelity import stale_view_message
 from ..cache.layout import STATUS_ABSENT, STATUS_FAILED, TEXT_NAME, failed_item, failure_text
 from ..cache.lock import ExtractLock
 from ..cache.store import CacheWriter, SourceStat, check_cache_writable
+from ..cache.text import (
+    DEFAULT_TEMPLATES,
+    MADE_FROM_MANIFEST,
+    prompt_embeddings,
+    stale_text_message,
+    write_text_embeddings,
+)
 from ..cache.thumbnails import THUMBNAIL_KEY, write_thumbnail
 from ..config import ExtractConfig, to_json
+from ..device import default_decode_workers, gather, resolve_device
 from ..errors import ConfigError, cache_write_error
 from ..manifest import VideoEntry
 from ..signals import deferred
@@ -40,12 +48,10 @@ from .backbones import create_backbone
 from .consumers import Chunk, Consumer, make_consumers
 from .decode import DEFAULT_VIDEO_TIMEOUT_S
 from .decode_process import decode_spec, process_context, process_worker, processes_unsupported, start_server
-from .device import default_decode_workers, gather, resolve_device
 from .plan import ExtractSummary, cache_views, peak_rss_mib, plan_videos, settings_key
 from .rules import source_rules
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage, unexpected_reason
-from .text import DEFAULT_TEMPLATES, MADE_FROM_MANIFEST, prompt_embeddings, stale_text_message, write_text_embeddings
 from .watchdog import DecodeWatch
 
 log = logging.getLogger("vidcache.extract")

@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from ..cache.reader import Cache
+from ..device import resolve_device
 from ..errors import ConfigError
-from ..extract.device import resolve_device
 from .checkpoint import load_checkpoint
 from .config import HeadOptions, TrainConfig
 from .context import HeadContext

@@ -21,8 +21,8 @@ import torch
 
 from .. import __version__
 from ..cache.reader import Cache
+from ..device import autocast_dtype, resolve_device
 from ..errors import ConfigError, fault_point
-from ..extract.device import autocast_dtype, resolve_device
 from ..signals import deferred
 from .base import HEADS, Head, TrainingError
 from .blend import blend_probe

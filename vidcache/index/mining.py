@@ -57,7 +57,7 @@ def label_embeddings(
 ) -> tuple[list[str], np.ndarray]:
     """Labels and unit text embeddings: the cache's text.h5, a labels file looked up in it, or an
     `.npy` [L, D] aligned with the labels file (another text encoder, another prompt ensemble)."""
-    from ..extract.text import read_labels_file, stale_text_message
+    from ..cache.text import read_labels_file, stale_text_message
 
     if text_embeddings is not None:
         if label_corpus is None:

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from ...config import AudioConfig
+from ...device import autocast_dtype, to_device
 from ...errors import ConfigError, MissingWeightsError
 from ..backbones.weights import sha256_file
-from ..device import autocast_dtype, to_device
 from .base import AudioEncoder, check_examples
 from .frontend import frontend_identity
 from .registry import register_audio_encoder

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ...config import ClipConfig
-from ..device import autocast_dtype, to_device
+from ...device import autocast_dtype, to_device
 from ..preprocess import ImagePreprocess
 from .base import FrameEncoder
 from .registry import register_backbone

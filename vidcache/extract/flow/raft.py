@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ...config import FlowConfig
+from ...device import to_device
 from ...errors import ConfigError, MissingWeightsError
 from ..backbones.weights import (
     load_state_dict_file,
@@ -18,7 +19,6 @@ from ..backbones.weights import (
     sha256_file,
     state_dict_sha256,
 )
-from ..device import to_device
 from .base import FlowMethod, check_pairs, register_flow_method
 
 NUM_FLOW_UPDATES = 12  # torchvision's default and the number its weights were evaluated with

@@ -9,8 +9,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..cache.layout import TEXT_NAME
-from ..cache.shard import STR_DTYPE, plain_attrs
+from .layout import TEXT_NAME
+from .shard import STR_DTYPE, plain_attrs
 
 DEFAULT_TEMPLATES = ("a video of {}.", "This is a video about {}")
 
