@@ -64,8 +64,8 @@ class ClipConfig:
             raise ConfigError("--clip-pretrained must not be empty; use 'none' for random weights")
 
 
-ViewName = Literal["clip", "s3d", "audio", "flow", "motion"]
-VIDEO_VIEWS = ("clip", "s3d", "flow", "motion")  # views fed by the one video decode pass
+ViewName = Literal["clip", "s3d", "audio", "flow", "motion", "frames"]
+VIDEO_VIEWS = ("clip", "s3d", "flow", "motion", "frames")  # views fed by the one video decode pass
 
 
 @dataclass(frozen=True)
@@ -230,6 +230,8 @@ class ExtractConfig:
             check_choice("--views", view, ViewName)
         if len(set(self.views)) != len(self.views):
             raise ConfigError(f"--views {','.join(self.views)} names a view twice")
+        if "frames" in self.views and "clip" not in self.views:  # the crops are the clip view's, by its model
+            raise ConfigError("--views frames stores the clip view's preprocessed frames; add clip: --views clip,frames")
 
 
 def to_json(obj: Any) -> str:

@@ -287,6 +287,12 @@ def run_extract(
     if summary is None:
         from ..extract.runner import Extractor
 
+        if "frames" in config.views:  # the one large view: say how large before the run writes it
+            from ..extract.frames_view import clip_input_size, estimate_message
+
+            size = clip_input_size(config.clip.model)
+            click.echo(estimate_message([e.path for e in mine], config.sampling, size=size), err=True)
+
         with ExtractProgress(enabled=not as_json) as progress:
             summary = Extractor(cache_dir, config, command=command, progress=progress).run(mine, vocabulary=vocabulary)
     summary.warnings = warnings

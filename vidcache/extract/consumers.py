@@ -289,6 +289,10 @@ def make_consumers(
     consumers: list[Consumer] = []
     if "clip" in views:
         consumers.append(ClipFrames(clip, config.sampling, batch_size=run.batch_size))
+    if "frames" in views:
+        from .frames_view import FramesConsumer
+
+        consumers.append(FramesConsumer(clip, config.sampling, batch_size=run.batch_size))
     if "s3d" in views:
         consumers.append(S3dWindows(s3d, config.s3d, batch_frames=run.batch_size))
     flow_views = tuple(v for v in ("flow", "motion") if v in views)

@@ -8,7 +8,7 @@ from ..cache.fidelity import FIDELITY_VERSION
 from ..config import ExtractConfig
 from .colour import COLOUR_RULE
 
-VIDEO_VIEWS = ("clip", "s3d", "flow", "motion")
+VIDEO_VIEWS = ("clip", "s3d", "flow", "motion", "frames")
 BEST_STREAM = "ffmpeg-best"  # av_find_best_stream's choice (a cover picture never)
 PRE_SHRINK = (
     "decoded frame (display rotation applied after); when its short side exceeds 2N, shrunk to short side N "

@@ -59,7 +59,7 @@ log = logging.getLogger("vidcache.extract")
 # another path, a hard link, another mount point or machine is the same weights)
 _IGNORED_IDENTITY_KEYS = ("weights_path",)
 _WEIGHTS_LOCATION_KEYS = ("pretrained", "weights", "weights_kind", "weights_path")
-SPILLED_VIEWS = ("flow",)  # views whose rows are large enough to wait on disk until the video is complete
+SPILLED_VIEWS = ("flow", "frames")  # views whose rows are large enough to wait on disk until the video is complete
 SPILL_DIR = "tmp"
 
 
@@ -148,6 +148,10 @@ class Extractor:
             encoder = create_backbone("clip", config=cfg.clip, device=device, allow_download=download)
             self.encoders["clip"] = encoder
             identities["clip"] = {**encoder.identity(), "sampling": dataclasses.asdict(cfg.sampling)}
+        if "frames" in self.views:
+            from .frames_view import frames_identity
+
+            identities["frames"] = frames_identity(identities["clip"])
         if "s3d" in self.views:
             encoder = create_backbone(
                 "s3d", config=cfg.s3d, device=device, dtype=cfg.clip.dtype, allow_download=download
@@ -199,7 +203,7 @@ class Extractor:
 
     def _store_dtypes(self) -> dict[str, str]:
         dtypes = {view: getattr(encoder, "store_dtype", "float16") for view, encoder in self.encoders.items()}
-        dtypes.update({"flow": "uint8", "motion": "float16"})  # fractions in [0, 1]: float16 is plenty
+        dtypes.update({"flow": "uint8", "motion": "float16", "frames": "uint8"})  # fractions in [0, 1]: float16 is plenty
         return dtypes
 
     def _consumers(self, views: list[str]) -> list[Consumer]:
@@ -307,7 +311,7 @@ class Extractor:
                     root_attrs={"config_json": to_json(cfg), "command": self.command},
                     view_attrs=identities,
                     dtypes=self._store_dtypes(),
-                    compressed={"flow"},
+                    compressed={"flow", "frames"},
                     shard_size_mb=cfg.run.shard_size_mb,
                     commit_every_s=cfg.run.commit_every_s,
                 )
