@@ -151,4 +151,6 @@ class ClipEncoder(FrameEncoder):
             "dtype": self.config.dtype,
             "normalized": False,
             "feature_dim": self.feature_dim,
+            # only for fine-tuned exports, so the identities of every other view stay as they were
+            **({"fine_tuned": self.weights.provenance} if self.weights.provenance else {}),
         }

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,25 @@ class ResolvedWeights:
     kind: WeightsKind
     path: str | None  # local file holding the weights (None for random init)
     tag_cfg: dict  # open_clip's pretrained cfg for a tag (quick_gelu, mean/std ...), else {}
+    provenance: dict = field(default_factory=dict)  # a fine-tuned export's "made from" record, else {}
+
+
+# metadata keys of a `vidcache finetune` export (RUN/backbone.safetensors): the pretrained cfg of the
+# weights it was fine-tuned from (quick_gelu, mean/std: a file path alone would lose them) and its origin
+EXPORT_CFG_KEY = "vidcache_open_clip_cfg"
+EXPORT_PROVENANCE_KEY = "vidcache_provenance"
+
+
+def file_metadata(path: str) -> tuple[dict, dict]:
+    """(pretrained cfg, provenance) recorded in a safetensors weights file by `vidcache finetune`;
+    ({}, {}) for any other file."""
+    if not str(path).endswith(".safetensors"):
+        return {}, {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    return json.loads(meta.get(EXPORT_CFG_KEY, "{}")), json.loads(meta.get(EXPORT_PROVENANCE_KEY, "{}"))
 
 
 def sha256_file(path: str | os.PathLike, *, block_bytes: int = 1 << 22) -> str:
@@ -106,7 +126,8 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
     if pretrained == "none":
         return ResolvedWeights("random", None, {})
     if os.path.isfile(pretrained):
-        return ResolvedWeights("file", os.path.abspath(pretrained), {})
+        tag_cfg, provenance = file_metadata(pretrained)
+        return ResolvedWeights("file", os.path.abspath(pretrained), tag_cfg, provenance)
 
     tag_cfg = open_clip.get_pretrained_cfg(model, pretrained)
     if not tag_cfg:

@@ -1,0 +1,413 @@
+"""`finetune`: the CLIP image tower that made a cached view, trained jointly with a head on the
+view's frames; the same splits, metrics, early stopping on val and run-directory files as `train`
+(config.json, history.csv, best/last.safetensors, thresholds.json, vocabulary.json, summary.json),
+plus RUN/backbone.safetensors for `extract`.
+
+Resume is exact: `last.safetensors` holds model, optimizer and scheduler, its state the epoch, step
+and RNG states; every epoch reseeds shuffling, augmentation and dropout from (seed, epoch), so a run
+resumed after epoch k repeats epochs k+1.. exactly as an unbroken run computes them."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import secrets
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..cache.reader import Cache
+from ..errors import ConfigError, fault_point
+from ..heads import HEADS, HeadOptions
+from ..heads.base import TrainingError
+from ..heads.checkpoint import load_checkpoint, save_checkpoint
+from ..heads.data import TRAIN, VAL, Batch, make_splits, multi_hot
+from ..heads.metrics import evaluate, tune_thresholds
+from ..signals import deferred
+from . import distributed
+from .augment import augment_video
+from .config import FinetuneConfig, parse_head_options
+from .export import BACKBONE_FILE, export_backbone, provenance
+from .frames import CacheFrames, FrameSource, VideoFrames, preprocess_of
+from .model import VideoModel, encoder_for_identity, set_trainable
+from .optim import make_optimizer, param_groups, warmup_cosine
+
+log = logging.getLogger("vidcache.finetune")
+
+
+@dataclass
+class FinetuneSummary:
+    run_dir: str
+    head: str
+    view: str
+    task: str
+    classes: int
+    train_videos: int
+    val_videos: int
+    epochs_run: int
+    best_epoch: int
+    best_metric: str
+    best_value: float
+    val_metrics: dict = field(default_factory=dict)
+    unfreeze: str = "all"
+    trainable_backbone_params: int = 0
+    frozen_backbone_params: int = 0
+    frames_from: str = "cache"
+    steps: int = 0
+    seconds: float = 0.0
+    train_frames_per_s: float = 0.0
+    world_size: int = 1
+    backbone: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    pack = lambda t: base64.b64encode(t.numpy().tobytes()).decode()  # noqa: E731
+    return {"torch": pack(torch.get_rng_state()), "generator": pack(generator.get_state())}
+
+
+def _restore_rng(state: dict, generator: torch.Generator) -> None:
+    unpack = lambda s: torch.from_numpy(np.frombuffer(base64.b64decode(s), np.uint8).copy())  # noqa: E731
+    if "torch" in state:
+        torch.set_rng_state(unpack(state["torch"]))
+        generator.set_state(unpack(state["generator"]))
+
+
+def _head_options(config: FinetuneConfig) -> HeadOptions:
+    """The head's options; a probe is trained by steps with the tower (an L-BFGS solve or a blend
+    solved on frozen features has no meaning while the features move)."""
+    options = {"solver": "adamw", "probe_blend": False, **parse_head_options(config.head_options)}
+    if options["solver"] != "adamw" or options["probe_blend"]:
+        raise ConfigError("--head-options: fine-tuning trains the head by steps: solver=adamw, probe_blend=false only")
+    return HeadOptions(**options)
+
+
+def _metric_key(config: FinetuneConfig, multi_label: bool) -> str:
+    if config.early_stop_metric != "auto":
+        return config.early_stop_metric
+    return "map_macro" if multi_label else "top1"
+
+
+def _autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA GPUs that have it; fp32 elsewhere (fp16 would need loss scaling)."""
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def collate(
+    source: FrameSource,
+    video_ids: list[str],
+    rows: list[int],
+    targets: torch.Tensor,
+    *,
+    view: str,
+    augment: FinetuneConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, Batch]:
+    """Frames [B, T, 3, H, W] uint8 (zero-padded), mask [B, T] and a feature-less `Batch`."""
+    clips, times = [], []
+    for video_id in video_ids:
+        frames, stamps = source.get(video_id)
+        if augment is not None and augment.augment:
+            frames = augment_video(frames, scale_min=augment.crop_scale_min, generator=generator)
+        clips.append(frames)
+        times.append(stamps)
+    steps = max(len(c) for c in clips)
+    frames = torch.zeros((len(clips), steps, *clips[0].shape[1:]), dtype=torch.uint8)
+    mask = torch.zeros((len(clips), steps), dtype=torch.bool)
+    seconds = torch.zeros((len(clips), steps), dtype=torch.float32)
+    for number, (clip, stamps) in enumerate(zip(clips, times, strict=True)):
+        frames[number, : len(clip)] = clip
+        mask[number, : len(clip)] = True
+        seconds[number, : len(clip)] = torch.from_numpy(np.asarray(stamps, np.float32))
+    index = torch.tensor(rows, dtype=torch.long)
+    batch = Batch({}, {view: mask}, {view: seconds}, {view: torch.ones(len(clips), dtype=torch.bool)},
+                  targets[index], index, list(video_ids))  # fmt: skip
+    return frames, mask, batch
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
+    return Batch({}, move(batch.masks), move(batch.times_s), move(batch.present), batch.targets.to(device),
+                 batch.rows, batch.video_ids)  # fmt: skip
+
+
+@torch.no_grad()
+def predict_logits(
+    model: VideoModel, source: FrameSource, video_ids: list[str], targets: torch.Tensor, *, view: str,
+    device: torch.device, batch_size: int, amp: bool,
+) -> np.ndarray:  # fmt: skip
+    """Logits [N, C] of the videos, unaugmented frames, eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(video_ids), batch_size):
+        ids = video_ids[start : start + batch_size]
+        frames, mask, batch = collate(source, ids, list(range(start, start + len(ids))), targets, view=view)
+        with _autocast(device, amp):
+            _, logits, _ = model(frames.to(device), mask.to(device), _to(batch, device), with_loss=False)
+        out.append(logits.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    with open(run_dir / "history.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _read_history(run_dir: Path) -> list[dict]:
+    path = run_dir / "history.csv"
+    if not path.exists():
+        return []
+    with open(path) as handle:
+        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def finetune(
+    cache_dir: str | Path,
+    config: FinetuneConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    command: str = "",
+    progress=None,
+) -> FinetuneSummary:
+    """Fine-tune the tower of `config.view` with `config.head` into `run_dir` (see the module doc)."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
+    world = distributed.start(config.device)
+    try:
+        return _finetune(cache_dir, config, run_dir, world, resume=resume, command=command, progress=progress,
+                         started=started)  # fmt: skip
+    finally:
+        distributed.stop(world)
+
+
+def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume, command, progress, started):
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = world.device
+    with Cache(cache_dir) as cache:
+        if config.view not in cache.views():
+            raise ConfigError(f"--view {config.view!r} is not in cache {cache_dir}; it has: {', '.join(cache.views())}")
+        identity = cache.view_info(config.view)
+        if identity.get("backbone") != "open_clip":
+            raise ConfigError(f"--view {config.view}: only open_clip views can be fine-tuned (this one: "
+                              f"{identity.get('backbone') or 'no model'})")  # fmt: skip
+        splits = make_splits(cache, config.view, task=config.task, val_fraction=config.val_fraction)
+        ids = {split: splits.ids[split] for split in (TRAIN, VAL)}
+        targets = {split: multi_hot(ids[split], splits.labels, splits.vocabulary) for split in ids}
+        encoder = encoder_for_identity(identity, cache_dir=cache_dir)
+        preprocess = preprocess_of(identity)
+        budget = config.memory_budget_gb * 2**30 / 2
+        sources: dict[str, FrameSource] = {}
+        for split in ids:
+            if config.frames_from == "cache":
+                sources[split] = CacheFrames(cache, config.frames_view, ids[split], max_frames=config.max_frames,
+                                             memory_budget_bytes=budget)  # fmt: skip
+            else:
+                sources[split] = VideoFrames(cache, identity, ids[split], max_frames=config.max_frames,
+                                             memory_budget_bytes=budget)  # fmt: skip
+            sources[split].preload(workers=2)
+        if config.frames_from == "cache" and cache.view_info(config.frames_view).get("preprocess") != identity.get(
+            "preprocess"
+        ):
+            raise ConfigError(f"--frames-view {config.frames_view} was prepared with another preprocessing than "
+                              f"view {config.view}; extract both in one run (--views clip,frames)")  # fmt: skip
+
+        head_class = HEADS.get(config.head)
+        if getattr(head_class, "kind", "classify") != "classify" or head_class.needs_text or head_class.multi_view:
+            raise ConfigError(f"--head {config.head}: fine-tuning trains single-view classification heads without "
+                              "label texts; choose linear, mlp, prototype or pool")  # fmt: skip
+        torch.manual_seed(config.seed)  # the head's initialisation depends on the seed only
+        head = HEADS.create(
+            config.head,
+            input_dim=encoder.feature_dim,
+            num_classes=len(splits.vocabulary),
+            multi_label=splits.multi_label,
+            options=_head_options(config),
+            input_dims={config.view: encoder.feature_dim},
+            context=None,
+        )
+        clip_model = encoder.model
+        visual = clip_model.visual
+        trainable = set_trainable(visual, config.unfrozen_blocks)
+        for param in clip_model.parameters():  # the text tower never trains here
+            if not any(param is p for p in visual.parameters()):
+                param.requires_grad_(False)
+        if config.grad_checkpointing and hasattr(visual, "set_grad_checkpointing"):
+            visual.set_grad_checkpointing(True)
+        model = VideoModel(visual, preprocess, head, view=config.view).to(device)
+        frozen_names = [n for n, _ in visual.named_parameters() if n not in set(trainable)]
+        train_model = distributed.wrap(model, world)
+
+        my_videos = math.ceil(len(ids[TRAIN]) / world.size)
+        micro_per_epoch = math.ceil(my_videos / config.batch_size)
+        steps_per_epoch = math.ceil(micro_per_epoch / config.accumulate)
+        optimizer = make_optimizer(param_groups(visual, head, config), config)
+        scheduler = warmup_cosine(optimizer, warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+                                  total_steps=config.epochs * steps_per_epoch)  # fmt: skip
+        pos_weight = None
+        metric = _metric_key(config, splits.multi_label)
+        resolved = {
+            "finetune_config": dataclasses.asdict(config),
+            "cache": str(Path(cache_dir).resolve()),
+            "view_identity": identity,
+            "input_dim": encoder.feature_dim,
+            "head_kind": head.kind,
+            "vocabulary": splits.vocabulary,
+            "task": "multi-label" if splits.multi_label else "single-label",
+            "splits": {k: len(v) for k, v in splits.ids.items()},
+            "splits_sha1": hashlib.sha1(json.dumps(splits.ids, sort_keys=True).encode()).hexdigest(),
+            "val_from_train": splits.val_from_train,
+            "trainable_backbone": trainable,
+            "world_size": world.size,
+            "command": command,
+            "vidcache_version": __version__,
+        }
+        config_path = run_dir / "config.json"
+        state = {"epoch": 0, "step": 0, "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0,
+                 "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)}  # fmt: skip
+        history: list[dict] = []
+        if resume and (run_dir / "last.safetensors").exists():
+            recorded = json.loads(config_path.read_text())
+            same = recorded["finetune_config"] == json.loads(json.dumps(resolved["finetune_config"]))
+            if not same or recorded["vocabulary"] != splits.vocabulary or recorded["splits_sha1"] != resolved[
+                "splits_sha1"
+            ]:
+                raise ConfigError(f"--resume: {run_dir} was fine-tuned with other options, classes or videos; "
+                                  "use a new --out")  # fmt: skip
+            state = load_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler)
+            _restore_rng(state.pop("rng", {}), generator)
+            history = _read_history(run_dir)[: state["epoch"]]
+            log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+        elif world.main:
+            config_path.write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
+
+        frames_seen, train_seconds = 0, 0.0
+        for epoch in range(state["epoch"] + 1, config.epochs + 1):
+            if state["bad_epochs"] >= config.patience:
+                break
+            fault_point("train-epoch", run_dir)
+            train_model.train()
+            # per-epoch seeds (shuffle, augmentation, dropout): a resumed run repeats this epoch exactly
+            generator.manual_seed(config.seed * 1_000_003 + epoch)
+            torch.manual_seed(config.seed * 1_000_003 + epoch * 7919 + world.rank)
+            order = torch.randperm(len(ids[TRAIN]), generator=generator).tolist()[world.rank :: world.size]
+            augment_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 104_729 + world.rank)
+            epoch_started = time.perf_counter()
+            losses: list[float] = []
+            micro = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+            for first in range(0, len(micro), config.accumulate):
+                group = micro[first : first + config.accumulate]
+                optimizer.zero_grad(set_to_none=True)
+                step_loss = 0.0
+                for number, rows in enumerate(group):
+                    frames, mask, batch = collate(sources[TRAIN], [ids[TRAIN][r] for r in rows], rows, targets[TRAIN],
+                                                  view=config.view, augment=config, generator=augment_gen)  # fmt: skip
+                    last = number == len(group) - 1
+                    sync = nullcontext() if last or not world.distributed else train_model.no_sync()
+                    with sync, _autocast(device, config.amp):
+                        loss, _, _ = train_model(frames.to(device), mask.to(device), _to(batch, device),
+                                                 pos_weight=pos_weight)  # fmt: skip
+                        # every micro-batch weighs by its videos, so accumulation equals one large batch
+                        share = len(rows) / sum(len(g) for g in group)
+                        (loss.float() * share).backward()
+                    step_loss += float(loss.detach()) * share
+                    frames_seen += int(mask.sum())
+                if not math.isfinite(step_loss):
+                    raise TrainingError(f"the loss was not finite at epoch {epoch}; lower --lr")
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                state["step"] += 1
+                losses.append(step_loss)
+            train_seconds += time.perf_counter() - epoch_started
+            val_logits = predict_logits(model, sources[VAL], ids[VAL], targets[VAL], view=config.view, device=device,
+                                        batch_size=config.batch_size, amp=config.amp)  # fmt: skip
+            val_scores = head.scores(torch.from_numpy(val_logits)).numpy()
+            val = evaluate(targets[VAL].numpy(), val_scores, multi_label=splits.multi_label)
+            if metric not in val:
+                raise ConfigError(f"--early-stop-metric {metric!r} is not computed here; choose from {sorted(val)}")
+            value = world.broadcast_float(float(val[metric]))
+            row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
+            row.update({f"val_{k}": float(v) for k, v in val.items()})
+            row["lr"] = scheduler.get_last_lr()[0]
+            history.append(row)
+            with deferred():  # SIGTERM/Ctrl-C waits until best, last and history agree on this epoch
+                state["epoch"] = epoch
+                improved = value > state["best_value"]
+                if improved:
+                    state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
+                else:
+                    state["bad_epochs"] += 1
+                if world.main:
+                    if improved:
+                        save_checkpoint(run_dir, "best", model=model, state=dict(state))
+                    save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler,
+                                    state={**state, "rng": _rng_state(generator)})  # fmt: skip
+                    _write_history(run_dir, history)
+            world.barrier()
+            if progress is not None and world.main:
+                progress(epoch, row)
+        if not (run_dir / "best.safetensors").exists():
+            raise TrainingError(f"no epoch finished in {run_dir}")
+        load_checkpoint(run_dir, "best", model=model)
+        val_logits = predict_logits(model, sources[VAL], ids[VAL], targets[VAL], view=config.view, device=device,
+                                    batch_size=config.batch_size, amp=config.amp)  # fmt: skip
+        val_scores = head.scores(torch.from_numpy(val_logits)).numpy()
+        at_best = evaluate(targets[VAL].numpy(), val_scores, multi_label=splits.multi_label)
+        summary = FinetuneSummary(
+            run_dir=str(run_dir),
+            head=config.head,
+            view=config.view,
+            task=resolved["task"],
+            classes=len(splits.vocabulary),
+            train_videos=len(ids[TRAIN]),
+            val_videos=len(ids[VAL]),
+            epochs_run=state["epoch"],
+            best_epoch=state["best_epoch"],
+            best_metric=metric,
+            best_value=float(state["best_value"]),
+            val_metrics={k: float(v) for k, v in at_best.items()},
+            unfreeze=config.unfreeze,
+            trainable_backbone_params=sum(p.numel() for n, p in visual.named_parameters() if n in set(trainable)),
+            frozen_backbone_params=sum(p.numel() for n, p in visual.named_parameters() if n in set(frozen_names)),
+            frames_from=config.frames_from,
+            steps=state["step"],
+            train_frames_per_s=frames_seen / train_seconds if train_seconds > 0 else 0.0,
+            world_size=world.size,
+        )
+        if world.main:
+            thresholds = tune_thresholds(targets[VAL].numpy(), val_scores) if splits.multi_label else np.full(
+                len(splits.vocabulary), 0.5
+            )
+            (run_dir / "thresholds.json").write_text(
+                json.dumps(dict(zip(splits.vocabulary, map(float, thresholds), strict=True)), indent=2)
+            )
+            (run_dir / "vocabulary.json").write_text(json.dumps(splits.vocabulary))
+            record = provenance(identity, run_dir.resolve(), run_id=state["run_id"], best_epoch=state["best_epoch"])
+            path = export_backbone(clip_model, run_dir / BACKBONE_FILE, tag_cfg=encoder.weights.tag_cfg, record=record)
+            summary.backbone = str(path)
+            summary.seconds = time.perf_counter() - started
+            (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
+        world.barrier()
+        return summary
