@@ -231,7 +231,7 @@ class ExtractConfig:
         if len(set(self.views)) != len(self.views):
             raise ConfigError(f"--views {','.join(self.views)} names a view twice")
         if "frames" in self.views and "clip" not in self.views:  # the crops are the clip view's, by its model
-            raise ConfigError("--views frames stores the clip view's preprocessed frames; add clip: --views clip,frames")
+            raise ConfigError("--views frames stores the clip view's preprocessed frames: use --views clip,frames")
 
 
 def to_json(obj: Any) -> str:

@@ -94,7 +94,9 @@ def probe_durations_s(paths: list[str], *, limit: int = 64) -> list[float | None
     the rest count as unknown (the estimate extrapolates from the probed ones)."""
     from .decode import open_video
 
-    picked = set(np.linspace(0, len(paths) - 1, min(limit, len(paths))).round().astype(int).tolist()) if paths else set()
+    picked = (
+        set(np.linspace(0, len(paths) - 1, min(limit, len(paths))).round().astype(int).tolist()) if paths else set()
+    )
     out: list[float | None] = []
     for number, path in enumerate(paths):
         duration = None

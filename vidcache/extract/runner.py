@@ -203,7 +203,8 @@ class Extractor:
 
     def _store_dtypes(self) -> dict[str, str]:
         dtypes = {view: getattr(encoder, "store_dtype", "float16") for view, encoder in self.encoders.items()}
-        dtypes.update({"flow": "uint8", "motion": "float16", "frames": "uint8"})  # fractions in [0, 1]: float16 is plenty
+        # motion: fractions in [0, 1], float16 is plenty; frames: the uint8 crops as prepared
+        dtypes.update({"flow": "uint8", "motion": "float16", "frames": "uint8"})
         return dtypes
 
     def _consumers(self, views: list[str]) -> list[Consumer]:

@@ -31,7 +31,9 @@ def parse_unfreeze(value: str) -> int | None:
         return 0
     match = _LAST.match(value)
     if match is None or int(match.group(1)) < 1:
-        raise ParamError("FinetuneConfig", "unfreeze", value, "choose one of: " + ", ".join(UNFREEZE_FORMS) + " (N >= 1)")
+        raise ParamError(
+            "FinetuneConfig", "unfreeze", value, "choose one of: " + ", ".join(UNFREEZE_FORMS) + " (N >= 1)"
+        )
     return int(match.group(1))
 
 
@@ -70,25 +72,27 @@ class FinetuneConfig:
     view: str = setting("clip", help="The cached CLIP view whose image tower is fine-tuned.")
     frames_view: str = setting("frames", help="With --frames-from cache: the cache's frames view.")
     unfreeze: str = setting(
-        "all", help="Backbone parameters that train: all, none (frozen tower, head on live frames) or last:N "
-        "(the last N transformer blocks plus the final norm and projection)."
+        "all",
+        help="Backbone parameters that train: all, none (frozen tower, head on live frames) or last:N "
+        "(the last N transformer blocks plus the final norm and projection).",
     )
-    frames_from: FramesFrom = setting(
-        "cache", help="cache: the frames view (extract --views clip,frames); videos: decode the sources again "
-        "through extract's sampler and preprocessing."
+    frames_from: FramesFrom = setting(  # noqa: RUF009  (setting() is dataclasses.field with metadata)
+        "cache",
+        help="cache: the frames view (extract --views clip,frames); videos: decode the sources again "
+        "through extract's sampler and preprocessing.",
     )
     head_options: str = setting("", help="Head options as KEY=VALUE,... (fields of HeadOptions, e.g. hidden_dim=256).")
     epochs: int = setting(20, help="Epochs (seed 002 / MGDM: 20).")
     batch_size: int = setting(8, help="Videos per micro-batch (per process under torchrun).")
     accumulate: int = setting(1, help="Micro-batches per optimizer step (gradient accumulation).")
     lr: float = setting(8e-5, help="Head learning rate; the backbone's is lr x --backbone-lr-ratio.")
-    backbone_lr_ratio: float = setting(
-        0.1, help="Backbone lr / head lr (X-CLIP: 8e-6 for CLIP, 10x for new modules)."
-    )
+    backbone_lr_ratio: float = setting(0.1, help="Backbone lr / head lr (X-CLIP: 8e-6 for CLIP, 10x for new modules).")
     layer_decay: float = setting(
         1.0, help="Layer-wise lr decay: the block k levels below the top trains at backbone lr x decay^k (1 = off)."
     )
-    weight_decay: float = setting(0.001, help="AdamW weight decay (X-CLIP: 0.001); none on norms, gains and biases (open_clip's rule).")
+    weight_decay: float = setting(
+        0.001, help="AdamW weight decay (X-CLIP: 0.001); none on norms, gains and biases (open_clip's rule)."
+    )
     beta1: float = setting(0.9, help="AdamW beta1.")
     beta2: float = setting(0.98, help="AdamW beta2 (CLIP, X-CLIP: 0.98).")
     warmup_epochs: float = setting(5.0, help="Linear warm-up epochs, then cosine decay to 0 (X-CLIP: 5).")
@@ -102,12 +106,12 @@ class FinetuneConfig:
     crop_scale_min: float = setting(0.5, help="Smallest area fraction of the random resized crop.")
     patience: int = setting(5, help="Epochs without a better val metric before stopping.")
     early_stop_metric: str = setting("auto", help="auto: map_macro (multi-label) / top1 (single-label).")
-    task: Task = setting("auto", help="Single- or multi-label (auto: from the train split's labels).")
+    task: Task = setting("auto", help="Single- or multi-label (auto: from the train split's labels).")  # noqa: RUF009
     val_fraction: float = setting(0.1, help="Share of train carved out as val when the manifest has none.")
     memory_budget_gb: float = setting(4.0, help="Frames up to this size are held in memory, else re-read each epoch.")
     seed: int = setting(0, help="Seed of initialisation, shuffling, augmentation and dropout.")
     deterministic: bool = setting(False, help="torch deterministic algorithms (slower on GPU).")
-    device: Device = setting("auto", help="Training device.")
+    device: Device = setting("auto", help="Training device.")  # noqa: RUF009
 
     def __post_init__(self) -> None:
         check_choice(self, "frames_from", self.frames_from, FramesFrom)

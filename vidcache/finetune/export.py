@@ -21,8 +21,7 @@ _CFG_KEYS = ("quick_gelu", "mean", "std", "interpolation", "resize_mode")
 def provenance(source_identity: dict, run_dir: Path, *, run_id: str, best_epoch: int) -> dict:
     """What the exported weights are: fine-tuned from which weights, by which run."""
     source = {
-        k: source_identity.get(k)
-        for k in ("model", "pretrained", "weights_kind", "weights_sha256", "random_init_seed")
+        k: source_identity.get(k) for k in ("model", "pretrained", "weights_kind", "weights_sha256", "random_init_seed")
     }
     made_from = f"{source['model']}/{source['pretrained']} (weights sha256 {str(source['weights_sha256'])[:12]})"
     return {

@@ -149,7 +149,9 @@ class VideoFrames(FrameSource):
         entry = VideoEntry(video_id, str(row["path"]), tuple(row["labels"]), row["split"], seconds(row["start_s"]),
                            seconds(row["end_s"]))  # fmt: skip
         consumer = FramesConsumer(_PrepareOnly(self.preprocess), self.sampling, batch_size=64)
-        stage = VideoStage(entry, [consumer], run=RunConfig(device="cpu"), streams=StreamConfig(video=self.video_stream))
+        stage = VideoStage(
+            entry, [consumer], run=RunConfig(device="cpu"), streams=StreamConfig(video=self.video_stream)
+        )
         chunks = list(stage)
         status, reason = stage.outcomes.get("frames", ("failed", "no outcome"))
         if status != STATUS_DONE or not chunks:

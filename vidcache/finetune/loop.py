@@ -290,9 +290,11 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
         if resume and (run_dir / "last.safetensors").exists():
             recorded = json.loads(config_path.read_text())
             same = recorded["finetune_config"] == json.loads(json.dumps(resolved["finetune_config"]))
-            if not same or recorded["vocabulary"] != splits.vocabulary or recorded["splits_sha1"] != resolved[
-                "splits_sha1"
-            ]:
+            if (
+                not same
+                or recorded["vocabulary"] != splits.vocabulary
+                or recorded["splits_sha1"] != resolved["splits_sha1"]
+            ):
                 raise ConfigError(f"--resume: {run_dir} was fine-tuned with other options, classes or videos; "
                                   "use a new --out")  # fmt: skip
             state = load_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler)
@@ -397,8 +399,10 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
             world_size=world.size,
         )
         if world.main:
-            thresholds = tune_thresholds(targets[VAL].numpy(), val_scores) if splits.multi_label else np.full(
-                len(splits.vocabulary), 0.5
+            thresholds = (
+                tune_thresholds(targets[VAL].numpy(), val_scores)
+                if splits.multi_label
+                else np.full(len(splits.vocabulary), 0.5)
             )
             (run_dir / "thresholds.json").write_text(
                 json.dumps(dict(zip(splits.vocabulary, map(float, thresholds), strict=True)), indent=2)
