@@ -18,6 +18,7 @@ from ..fields import ParamError, check, check_choice, setting
 FramesFrom = Literal["cache", "videos"]
 Device = Literal["auto", "cpu", "cuda"]
 Task = Literal["auto", "multi-label", "single-label"]
+HeadInit = Literal["probe", "random"]
 UNFREEZE_FORMS = ("all", "none", "last:N")
 _LAST = re.compile(r"^last:(\d+)$")
 
@@ -82,6 +83,11 @@ class FinetuneConfig:
         "through extract's sampler and preprocessing.",
     )
     head_options: str = setting("", help="Head options as KEY=VALUE,... (fields of HeadOptions, e.g. hidden_dim=256).")
+    head_init: HeadInit = setting(  # noqa: RUF009
+        "probe",
+        help="probe: fit the head on the frozen tower's features first (LP-FT), epoch 0 of the run; random: "
+        "the head's own initialisation.",
+    )
     epochs: int = setting(20, help="Epochs (seed 002 / MGDM: 20).")
     batch_size: int = setting(8, help="Videos per micro-batch (per process under torchrun).")
     accumulate: int = setting(1, help="Micro-batches per optimizer step (gradient accumulation).")
@@ -117,6 +123,7 @@ class FinetuneConfig:
         check_choice(self, "frames_from", self.frames_from, FramesFrom)
         check_choice(self, "device", self.device, Device)
         check_choice(self, "task", self.task, Task)
+        check_choice(self, "head_init", self.head_init, HeadInit)
         parse_unfreeze(self.unfreeze)
         parse_head_options(self.head_options)
         for name in ("epochs", "batch_size", "accumulate", "max_frames", "patience"):

@@ -39,6 +39,7 @@ from .augment import augment_video
 from .config import FinetuneConfig, parse_head_options
 from .export import BACKBONE_FILE, export_backbone, provenance
 from .frames import CacheFrames, FrameSource, VideoFrames, preprocess_of
+from .head_init import fit_head, frozen_features
 from .model import VideoModel, encoder_for_identity, set_trainable
 from .optim import make_optimizer, param_groups, warmup_cosine
 
@@ -257,7 +258,6 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
             visual.set_grad_checkpointing(True)
         model = VideoModel(visual, preprocess, head, view=config.view).to(device)
         frozen_names = [n for n, _ in visual.named_parameters() if n not in set(trainable)]
-        train_model = distributed.wrap(model, world)
 
         my_videos = math.ceil(len(ids[TRAIN]) / world.size)
         micro_per_epoch = math.ceil(my_videos / config.batch_size)
@@ -299,11 +299,57 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
                                   "use a new --out")  # fmt: skip
             state = load_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler)
             _restore_rng(state.pop("rng", {}), generator)
-            history = _read_history(run_dir)[: state["epoch"]]
+            history = [row for row in _read_history(run_dir) if row["epoch"] <= state["epoch"]]
             log.info("resuming %s after epoch %d", run_dir, state["epoch"])
         elif world.main:
             config_path.write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
 
+        def end_epoch(epoch: int, losses: list[float]) -> None:
+            """Validate, keep best/last and the history (rank 0), report."""
+            val_logits = predict_logits(model, sources[VAL], ids[VAL], targets[VAL], view=config.view, device=device,
+                                        batch_size=config.batch_size, amp=config.amp)  # fmt: skip
+            val_scores = head.scores(torch.from_numpy(val_logits)).numpy()
+            val = evaluate(targets[VAL].numpy(), val_scores, multi_label=splits.multi_label)
+            if metric not in val:
+                raise ConfigError(f"--early-stop-metric {metric!r} is not computed here; choose from {sorted(val)}")
+            value = world.broadcast_float(float(val[metric]))
+            # ties on the metric (a saturated val split) go to the lower val loss, not to the earliest epoch
+            val_loss = world.broadcast_float(
+                float(head.classification_loss(torch.from_numpy(val_logits), targets[VAL].to(torch.float32)))
+            )
+            row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
+            row["val_loss"] = val_loss
+            row.update({f"val_{k}": float(v) for k, v in val.items()})
+            row["lr"] = scheduler.get_last_lr()[0]
+            history.append(row)
+            with deferred():  # SIGTERM/Ctrl-C waits until best, last and history agree on this epoch
+                state["epoch"] = epoch
+                improved = (value, -val_loss) > (state["best_value"], -state.get("best_loss", math.inf))
+                if improved:
+                    state.update(best_value=value, best_loss=val_loss, best_epoch=epoch, bad_epochs=0)
+                elif epoch > 0:
+                    state["bad_epochs"] += 1
+                if world.main:
+                    if improved:
+                        save_checkpoint(run_dir, "best", model=model, state=dict(state))
+                    save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler,
+                                    state={**state, "rng": _rng_state(generator)})  # fmt: skip
+                    _write_history(run_dir, history)
+            world.barrier()
+            if progress is not None and world.main:
+                progress(epoch, row)
+
+        fresh = not (resume and (run_dir / "last.safetensors").exists())
+        if fresh and config.head_init == "probe":  # LP-FT: epoch 0 is the head fitted on frozen features
+            features, mask = frozen_features(model, sources[TRAIN], ids[TRAIN], batch_size=config.batch_size,
+                                             device=device)  # fmt: skip
+            rows = list(range(len(ids[TRAIN])))
+            batch = Batch({}, {config.view: mask}, {config.view: torch.zeros(mask.shape)},
+                          {config.view: torch.ones(len(rows), dtype=torch.bool)}, targets[TRAIN], torch.tensor(rows),
+                          list(ids[TRAIN]))  # fmt: skip
+            fit_head(model, features.to(device), _to(batch, device))
+            end_epoch(0, [])
+        train_model = distributed.wrap(model, world)  # after the head fit: DDP broadcasts rank 0's weights
         frames_seen, train_seconds = 0, 0.0
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
             if state["bad_epochs"] >= config.patience:
@@ -343,33 +389,7 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
                 state["step"] += 1
                 losses.append(step_loss)
             train_seconds += time.perf_counter() - epoch_started
-            val_logits = predict_logits(model, sources[VAL], ids[VAL], targets[VAL], view=config.view, device=device,
-                                        batch_size=config.batch_size, amp=config.amp)  # fmt: skip
-            val_scores = head.scores(torch.from_numpy(val_logits)).numpy()
-            val = evaluate(targets[VAL].numpy(), val_scores, multi_label=splits.multi_label)
-            if metric not in val:
-                raise ConfigError(f"--early-stop-metric {metric!r} is not computed here; choose from {sorted(val)}")
-            value = world.broadcast_float(float(val[metric]))
-            row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
-            row.update({f"val_{k}": float(v) for k, v in val.items()})
-            row["lr"] = scheduler.get_last_lr()[0]
-            history.append(row)
-            with deferred():  # SIGTERM/Ctrl-C waits until best, last and history agree on this epoch
-                state["epoch"] = epoch
-                improved = value > state["best_value"]
-                if improved:
-                    state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-                else:
-                    state["bad_epochs"] += 1
-                if world.main:
-                    if improved:
-                        save_checkpoint(run_dir, "best", model=model, state=dict(state))
-                    save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler,
-                                    state={**state, "rng": _rng_state(generator)})  # fmt: skip
-                    _write_history(run_dir, history)
-            world.barrier()
-            if progress is not None and world.main:
-                progress(epoch, row)
+            end_epoch(epoch, losses)
         if not (run_dir / "best.safetensors").exists():
             raise TrainingError(f"no epoch finished in {run_dir}")
         load_checkpoint(run_dir, "best", model=model)
