@@ -33,12 +33,14 @@ def crop_box(
     return 0, 0, height, width
 
 
-def augment_video(frames: torch.Tensor, *, scale_min: float, generator: torch.Generator) -> torch.Tensor:
-    """uint8 [T, 3, H, W] → the same shape: one random resized crop and a coin-flip horizontal flip,
-    the same for every frame."""
+def augment_video(
+    frames: torch.Tensor, *, scale_min: float, generator: torch.Generator, flip: bool = True
+) -> torch.Tensor:
+    """uint8 [T, 3, H, W] → the same shape: one random resized crop and (with `flip`) a coin-flip
+    horizontal flip, the same for every frame."""
     height, width = frames.shape[-2:]
     top, left, h, w = crop_box(height, width, scale_min=scale_min, generator=generator)
-    flip = bool(torch.rand(1, generator=generator).item() < 0.5)
+    flip = bool(torch.rand(1, generator=generator).item() < 0.5) and flip  # drawn always: same stream either way
     out = TF.resized_crop(frames, top, left, h, w, [height, width], interpolation=InterpolationMode.BILINEAR,
                           antialias=True)  # fmt: skip
     return TF.horizontal_flip(out) if flip else out

@@ -109,6 +109,9 @@ class FinetuneConfig:
     amp: bool = setting(True, help="bfloat16 autocast on CUDA GPUs that support it (never on CPU).")
     max_frames: int = setting(16, help="Frames per video, evenly spaced over its rows (seed 002: 16).")
     augment: bool = setting(True, help="Train-time random resized crop + flip, the same for every frame of a video.")
+    flip: bool = setting(
+        True, help="Random horizontal flip in the augmentation; turn it off when a label depends on left/right."
+    )
     crop_scale_min: float = setting(0.5, help="Smallest area fraction of the random resized crop.")
     patience: int = setting(5, help="Epochs without a better val metric before stopping.")
     early_stop_metric: str = setting("auto", help="auto: map_macro (multi-label) / top1 (single-label).")

@@ -51,4 +51,4 @@ def fit_head(model: VideoModel, features: torch.Tensor, batch, *, l2: float = 1e
         return loss
 
     with torch.enable_grad():
-        return float(optimizer.step(closure))
+        return float(optimizer.step(closure).detach())

@@ -121,7 +121,7 @@ def collate(
     for video_id in video_ids:
         frames, stamps = source.get(video_id)
         if augment is not None and augment.augment:
-            frames = augment_video(frames, scale_min=augment.crop_scale_min, generator=generator)
+            frames = augment_video(frames, scale_min=augment.crop_scale_min, generator=generator, flip=augment.flip)
         clips.append(frames)
         times.append(stamps)
     steps = max(len(c) for c in clips)
