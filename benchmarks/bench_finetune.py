@@ -44,13 +44,14 @@ def one_case(model_name: str, *, checkpointing: bool, videos: int, frames: int, 
 
     torch.manual_seed(0)
     dev = torch.device(device)
-    encoder = create_backbone("clip", config=ClipConfig(model=model_name, pretrained="none"), device=torch.device("cpu"))
+    clip_config = ClipConfig(model=model_name, pretrained="none")
+    encoder = create_backbone("clip", config=clip_config, device=torch.device("cpu"))
     visual = encoder.model.visual
     set_trainable(visual, None)
     visual.set_grad_checkpointing(checkpointing)
-    head = HEADS.create("linear", input_dim=encoder.feature_dim, num_classes=10, multi_label=False,
-                        options=HeadOptions(solver="adamw", probe_blend=False), input_dims={"clip": encoder.feature_dim},
-                        context=None)  # fmt: skip
+    options = HeadOptions(solver="adamw", probe_blend=False)
+    head = HEADS.create("linear", input_dim=encoder.feature_dim, num_classes=10, multi_label=False, options=options,
+                        input_dims={"clip": encoder.feature_dim}, context=None)  # fmt: skip
     model = VideoModel(visual, encoder.preprocess, head, view="clip").to(dev).train()
     config = FinetuneConfig(lr=1e-4)
     optimizer = make_optimizer(param_groups(visual, head, config), config)
@@ -121,8 +122,9 @@ def main() -> None:
                        "--device", args.device]  # fmt: skip
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             r = json.loads(out)
+            per_step = r["videos_per_step"] * r["frames_per_video"]
             print(
-                f"{r['model']:<13} {'on' if checkpointing else 'off':<5} {r['videos_per_step'] * r['frames_per_video']:>11}"
+                f"{r['model']:<13} {'on' if checkpointing else 'off':<5} {per_step:>11}"
                 f"  {r['frames_per_s']:>8}  {r['seconds_per_step']:>6}  {r['peak_step_mib']:>15}  {r['params_m']:>8}"
             )
 

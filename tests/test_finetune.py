@@ -207,6 +207,34 @@ def test_resume_after_interruption_equals_an_unbroken_run(pair_cache, tmp_path, 
     assert history == (tmp_path / "broken" / "history.csv").read_text()
 
 
+def test_ddp_under_torchrun_equals_one_process_with_the_global_batch(pair_cache, tmp_path):
+    """2 processes (gloo, CPU) with 8 videos each = 1 process with 16: DDP averages the two halves'
+    gradients of the same 16 videos (no augmentation, no dropout, so nothing else differs)."""
+    import subprocess
+    import sys
+
+    _, cache = pair_cache
+    options = dict(epochs=1, max_frames=1, head_init="random", unfreeze="last:1", augment=False)
+    finetune(cache, tiny_config(batch_size=16, **options), tmp_path / "one")
+    flags = ["--epochs", "1", "--max-frames", "1", "--head-init", "random", "--unfreeze", "last:1", "--no-augment",
+             "--lr", "1e-3", "--warmup-epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-flip",
+             "--crop-scale-min", "0.8", "--patience", "5", "--json"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "vidcache.cli", "finetune",
+         "--cache", str(cache), "--out", str(tmp_path / "two"), *flags],
+        capture_output=True, text=True, env=env, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["world_size"] == 2  # rank 0 alone reports
+    one, two = (
+        load_file(str(tmp_path / "one" / "last.safetensors")),
+        load_file(str(tmp_path / "two" / "last.safetensors")),
+    )
+    for key in (k for k in one if k.startswith("model.")):
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_frames_from_cache_equal_frames_decoded_from_videos(pair_cache):
     """(d) the frames view's rows and a fresh decode through extract's stage are the same bytes."""
     _, cache_dir = pair_cache

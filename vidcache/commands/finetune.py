@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import click
@@ -40,6 +41,8 @@ def finetune(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **values
             click.echo(f"epoch {epoch} {shown}", err=True)
 
     summary = run(cache_dir, config, run_dir, resume=resume, command=command_line(), progress=progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(summary), sort_keys=True, default=str))
     else:

@@ -69,7 +69,8 @@ def wrap(model: torch.nn.Module, world: World) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [world.device.index] if world.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    # the only buffers are the normalisation constants: nothing to broadcast before every forward
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

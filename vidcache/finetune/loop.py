@@ -359,7 +359,11 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
             # per-epoch seeds (shuffle, augmentation, dropout): a resumed run repeats this epoch exactly
             generator.manual_seed(config.seed * 1_000_003 + epoch)
             torch.manual_seed(config.seed * 1_000_003 + epoch * 7919 + world.rank)
-            order = torch.randperm(len(ids[TRAIN]), generator=generator).tolist()[world.rank :: world.size]
+            shuffled = torch.randperm(len(ids[TRAIN]), generator=generator).tolist()
+            # every process takes the same number of videos (DDP's collectives must pair up): the
+            # shuffled order is padded with its own start, as torch's DistributedSampler does
+            shuffled += shuffled[: my_videos * world.size - len(shuffled)]
+            order = shuffled[world.rank :: world.size]
             augment_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 104_729 + world.rank)
             epoch_started = time.perf_counter()
             losses: list[float] = []
