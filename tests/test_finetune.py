@@ -130,6 +130,7 @@ def test_finetuning_solves_what_the_frozen_probe_cannot(pair_cache, pair_run, tm
     assert frozen < 0.75  # the premise: random features wash the order out
     assert summary.best_epoch > 0  # epoch 0 is the LP-FT probe; fine-tuning beat it on val
     assert tuned >= frozen + MARGIN_TOP1
+    assert summary.test_metrics["top1"] == pytest.approx(tuned)  # the run's own held-out figure agrees
 
 
 def test_exported_backbone_reextracts_to_the_finetuned_embeddings(pair_cache, pair_run, tmp_path):

@@ -31,7 +31,7 @@ from ..errors import ConfigError, fault_point
 from ..heads import HEADS, HeadOptions
 from ..heads.base import TrainingError
 from ..heads.checkpoint import load_checkpoint, save_checkpoint
-from ..heads.data import TRAIN, VAL, Batch, make_splits, multi_hot
+from ..heads.data import TEST, TRAIN, VAL, Batch, make_splits, multi_hot
 from ..heads.metrics import evaluate, tune_thresholds
 from ..signals import deferred
 from . import distributed
@@ -60,6 +60,7 @@ class FinetuneSummary:
     best_metric: str
     best_value: float
     val_metrics: dict = field(default_factory=dict)
+    test_metrics: dict = field(default_factory=dict)  # the best epoch on the test split, when there is one
     unfreeze: str = "all"
     trainable_backbone_params: int = 0
     frozen_backbone_params: int = 0
@@ -219,15 +220,18 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
         encoder = encoder_for_identity(identity, cache_dir=cache_dir)
         preprocess = preprocess_of(identity)
         budget = config.memory_budget_gb * 2**30 / 2
-        sources: dict[str, FrameSource] = {}
-        for split in ids:
+
+        def make_source(video_ids: list[str]) -> FrameSource:
             if config.frames_from == "cache":
-                sources[split] = CacheFrames(cache, config.frames_view, ids[split], max_frames=config.max_frames,
-                                             memory_budget_bytes=budget)  # fmt: skip
+                made: FrameSource = CacheFrames(cache, config.frames_view, video_ids, max_frames=config.max_frames,
+                                                memory_budget_bytes=budget)  # fmt: skip
             else:
-                sources[split] = VideoFrames(cache, identity, ids[split], max_frames=config.max_frames,
-                                             memory_budget_bytes=budget)  # fmt: skip
-            sources[split].preload(workers=2)
+                made = VideoFrames(cache, identity, video_ids, max_frames=config.max_frames,
+                                   memory_budget_bytes=budget)  # fmt: skip
+            made.preload(workers=2)
+            return made
+
+        sources: dict[str, FrameSource] = {split: make_source(ids[split]) for split in ids}
         if config.frames_from == "cache" and cache.view_info(config.frames_view).get("preprocess") != identity.get(
             "preprocess"
         ):
@@ -401,6 +405,16 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
                                     batch_size=config.batch_size, amp=config.amp)  # fmt: skip
         val_scores = head.scores(torch.from_numpy(val_logits)).numpy()
         at_best = evaluate(targets[VAL].numpy(), val_scores, multi_label=splits.multi_label)
+        test_metrics: dict = {}
+        if splits.ids[TEST]:  # the held-out split, never looked at while training or choosing the epoch
+            test_ids = splits.ids[TEST]
+            test_targets = multi_hot(test_ids, splits.labels, splits.vocabulary)
+            test_source = make_source(test_ids)
+            logits = predict_logits(model, test_source, test_ids, test_targets, view=config.view, device=device,
+                                    batch_size=config.batch_size, amp=config.amp)  # fmt: skip
+            scores = head.scores(torch.from_numpy(logits)).numpy()
+            test_metrics = {k: float(v) for k, v in evaluate(test_targets.numpy(), scores,
+                                                               multi_label=splits.multi_label).items()}  # fmt: skip
         summary = FinetuneSummary(
             run_dir=str(run_dir),
             head=config.head,
@@ -414,6 +428,7 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
             best_metric=metric,
             best_value=float(state["best_value"]),
             val_metrics={k: float(v) for k, v in at_best.items()},
+            test_metrics=test_metrics,
             unfreeze=config.unfreeze,
             trainable_backbone_params=sum(p.numel() for n, p in visual.named_parameters() if n in set(trainable)),
             frozen_backbone_params=sum(p.numel() for n, p in visual.named_parameters() if n in set(frozen_names)),
