@@ -28,7 +28,7 @@ import torch
 from .. import __version__
 from ..cache.reader import Cache
 from ..errors import ConfigError, fault_point
-from ..heads import HEADS, HeadOptions
+from ..heads import HEADS, HeadOptions, HeadOutput
 from ..heads.base import TrainingError
 from ..heads.checkpoint import load_checkpoint, save_checkpoint
 from ..heads.data import TEST, TRAIN, VAL, Batch, make_splits, multi_hot
@@ -382,11 +382,15 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
                     last = number == len(group) - 1
                     sync = nullcontext() if last or not world.distributed else train_model.no_sync()
                     with sync, _autocast(device, config.amp):
-                        loss, _, _ = train_model(frames.to(device), mask.to(device), _to(batch, device),
-                                                 pos_weight=pos_weight)  # fmt: skip
+                        on_device = _to(batch, device)
+                        loss, logits, embedding = train_model(frames.to(device), mask.to(device), on_device,
+                                                              pos_weight=pos_weight)  # fmt: skip
                         # every micro-batch weighs by its videos, so accumulation equals one large batch
                         share = len(rows) / sum(len(g) for g in group)
                         (loss.float() * share).backward()
+                    head.after_step(
+                        HeadOutput(logits.detach(), None if embedding is None else embedding.detach()), on_device
+                    )  # fmt: skip  (EMA prototypes: updates outside the gradient)
                     step_loss += float(loss.detach()) * share
                     frames_seen += int(mask.sum())
                 if not math.isfinite(step_loss):
