@@ -236,6 +236,53 @@ def test_ddp_under_torchrun_equals_one_process_with_the_global_batch(pair_cache,
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+def test_accumulation_and_checkpointing_change_nothing_but_cost(pair_cache, tmp_path):
+    """2 micro-batches of 8 accumulated = 1 batch of 16; gradient checkpointing recomputes the same
+    activations: the trained weights agree (to float rounding) with the plain run's."""
+    _, cache = pair_cache
+    options = dict(epochs=1, max_frames=1, head_init="random", unfreeze="last:1", augment=False)
+    finetune(cache, tiny_config(batch_size=16, **options), tmp_path / "plain")
+    finetune(cache, tiny_config(batch_size=8, accumulate=2, **options), tmp_path / "accumulated")
+    finetune(cache, tiny_config(batch_size=16, grad_checkpointing=True, **options), tmp_path / "checkpointed")
+    plain = load_file(str(tmp_path / "plain" / "last.safetensors"))
+    for other in ("accumulated", "checkpointed"):
+        weights = load_file(str(tmp_path / other / "last.safetensors"))
+        for key in (k for k in plain if k.startswith("model.")):
+            torch.testing.assert_close(weights[key], plain[key], rtol=1e-4, atol=1e-5, msg=f"{other}: {key}")
+    assert json.loads((tmp_path / "accumulated" / "summary.json").read_text())["steps"] == 4  # 64 videos / 16
+
+
+def test_layer_decay_and_backbone_ratio_set_each_depth_lr():
+    """Per parameter lr = head lr for the head; lr x ratio x decay^(top - depth) for the tower (the
+    tiny tower: embeddings depth 0, blocks 1-2, ln_post/proj 3); no weight decay on 1-D tensors."""
+    from vidcache.config import ClipConfig
+    from vidcache.extract.backbones import create_backbone
+    from vidcache.finetune.optim import param_groups
+
+    visual = create_backbone("clip", config=ClipConfig(model="vidcache-tiny", pretrained="none"),
+                             device=torch.device("cpu")).model.visual  # fmt: skip
+    head = torch.nn.Linear(64, 3)
+    config = FinetuneConfig(lr=1e-3, backbone_lr_ratio=0.1, layer_decay=0.5, weight_decay=0.05)
+    lr_of, decay_of = {}, {}
+    for group in param_groups(visual, head, config):
+        for param in group["params"]:
+            lr_of[id(param)], decay_of[id(param)] = group["lr"], group["weight_decay"]
+    expected = {
+        "conv1.weight": 1e-4 * 0.5**3,
+        "transformer.resblocks.0.attn.in_proj_weight": 1e-4 * 0.5**2,
+        "transformer.resblocks.1.mlp.c_fc.weight": 1e-4 * 0.5,
+        "proj": 1e-4,
+        "ln_post.weight": 1e-4,
+    }
+    params = dict(visual.named_parameters())
+    for name, lr in expected.items():
+        assert lr_of[id(params[name])] == pytest.approx(lr), name
+    assert lr_of[id(head.weight)] == 1e-3 and decay_of[id(head.weight)] == 0.05
+    assert decay_of[id(params["ln_post.weight"])] == 0 and decay_of[id(head.bias)] == 0
+    assert decay_of[id(params["transformer.resblocks.0.attn.in_proj_weight"])] == 0.05
+    assert len(lr_of) == len(params) + 2  # every trainable parameter in exactly one group
+
+
 def test_frames_from_cache_equal_frames_decoded_from_videos(pair_cache):
     """(d) the frames view's rows and a fresh decode through extract's stage are the same bytes."""
     _, cache_dir = pair_cache
