@@ -334,11 +334,13 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
                 elif epoch > 0:
                     state["bad_epochs"] += 1
                 if world.main:
+                    # `last` goes last: a SIGKILL before it leaves the previous epoch's `last`, from which a
+                    # resume redoes this epoch and rewrites history (rows past `last`'s epoch are dropped) and best
+                    _write_history(run_dir, history)
                     if improved:
                         save_checkpoint(run_dir, "best", model=model, state=dict(state))
                     save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler,
                                     state={**state, "rng": _rng_state(generator)})  # fmt: skip
-                    _write_history(run_dir, history)
             world.barrier()
             if progress is not None and world.main:
                 progress(epoch, row)
