@@ -208,6 +208,7 @@ def test_resume_after_interruption_equals_an_unbroken_run(pair_cache, tmp_path, 
     assert history == (tmp_path / "broken" / "history.csv").read_text()
 
 
+@pytest.mark.slow
 def test_ddp_under_torchrun_equals_one_process_with_the_global_batch(pair_cache, tmp_path):
     """2 processes (gloo, CPU) with 8 videos each = 1 process with 16: DDP averages the two halves'
     gradients of the same 16 videos (no augmentation, no dropout, so nothing else differs)."""
@@ -312,6 +313,35 @@ def test_frames_view_crops_are_the_clip_preprocessing(pair_cache):
         crops, _ = cache.read(video_id, "frames")
         rows, _ = cache.read(video_id, "clip")
     np.testing.assert_allclose(encoder.encode(torch.from_numpy(crops)), rows, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_extract_frames_finetune_reextract(tmp_path):
+    """The judged path through the real CLI: extract --views clip,frames (size estimate printed
+    first) → finetune → extract --clip-pretrained RUN/backbone.safetensors, whose identity names the run."""
+    from conftest import run_cli
+
+    rows = ["path,labels,split"]
+    for number in range(12):
+        label = ("red-left", "blue-left")[number % 2]
+        split = ("train", "train", "val", "test")[number % 4]
+        name = f"v/{label}-{number}.mp4"
+        write_video(tmp_path / name, 2, fps=4, width=SIDE_PX, height=SIDE_PX, frame_fn=pair_frame_fn(label, number))
+        rows.append(f"{name},{label},{split}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    tiny = ["--clip-model", "vidcache-tiny", "--num-frames", "2", "--device", "cpu"]
+    first = run_cli("extract", tmp_path / "m.csv", "--cache", tmp_path / "c", "--views", "clip,frames",
+                    "--clip-pretrained", "none", *tiny, check=True)  # fmt: skip
+    mib = 12 * 2 * 3 * 224 * 224 / 2**20
+    assert f"frames view: about 24 frames of 224x224 px for 12 video(s), {mib:.1f} MiB uncompressed" in first.stderr
+    run_cli("finetune", "--cache", tmp_path / "c", "--out", tmp_path / "run", "--epochs", "1", "--max-frames", "2",
+            "--unfreeze", "last:1", "--device", "cpu", "--json", check=True)  # fmt: skip
+    backbone = tmp_path / "run" / "backbone.safetensors"
+    run_cli("extract", tmp_path / "m.csv", "--cache", tmp_path / "c2", "--clip-pretrained", backbone, *tiny, check=True)
+    with Cache(tmp_path / "c2") as cache:
+        identity = cache.view_info("clip")
+        assert len(cache.video_ids("clip")) == 12
+    assert identity["weights_kind"] == "file" and identity["fine_tuned"]["run_dir"] == str((tmp_path / "run").resolve())
 
 
 def test_config_errors_name_the_parameter():
