@@ -17,10 +17,20 @@ from torchvision.transforms.v2 import functional as TF
 from tests.conftest import run_cli, tiny_clip_args
 from vidcache import Cache
 from vidcache.extract.consumers import FlowPairs, S3dWindows
-from vidcache.extract.sampling import clip_windows
 from vidcache.extract.views.flow import FlowConfig
 from vidcache.extract.views.s3d import S3dConfig
 from vidcache.synth import shifting_texture, smooth_texture, write_video
+
+
+def clip_windows(num_frames: int, *, clip_len: int, clip_stride: int) -> list[tuple[int, int]]:
+    """The windows S3D should get, written out independently of the consumer: one every `clip_stride`
+    frames, `clip_len` long; a video shorter than one window gives one window."""
+    if num_frames <= 0:
+        return []
+    if num_frames <= clip_len:
+        return [(0, num_frames)]
+    return [(s, s + clip_len) for s in range(0, num_frames - clip_len + 1, clip_stride)]
+
 
 FPS = 30
 WIDTH, HEIGHT = 160, 96  # flow at short side 128 scales motion by 128/96

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import Dtype, RunConfig, SamplingConfig, StreamConfig
 from ..fields import ParamError, check, check_choice, setting
-from .views import VIEWS, sections
+from .views import VIEWS, default_views, sections
 
 
 def _views_text(views: Any) -> str:
@@ -26,7 +26,9 @@ def _views_text(views: Any) -> str:
 class ExtractConfig:
     """Everything `vidcache extract` was asked to do."""
 
-    views: tuple[str, ...] = setting(("clip",), flag="--views", help="Comma-separated views to extract.")
+    views: tuple[str, ...] = setting(
+        default_factory=default_views, flag="--views", help="Comma-separated views to extract."
+    )
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
     dtype: Dtype = setting("float16", flag="--dtype", help="Compute and storage dtype of model features.")
     views_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -76,12 +78,13 @@ class ExtractConfig:
         return self.views_settings[VIEWS.get(view).section]
 
     @classmethod
-    def create(cls, *, views: tuple[str, ...] | str = ("clip",), **options: Any) -> ExtractConfig:
+    def create(cls, *, views: tuple[str, ...] | str | None = None, **options: Any) -> ExtractConfig:
         """Keyword-only construction where view sections are keywords too:
         `ExtractConfig.create(views=("clip", "flow"), clip=ClipConfig(model="RN50"), run=RunConfig(workers=4))`."""
         fields = {f.name for f in dataclasses.fields(cls)}
         own = {k: v for k, v in options.items() if k in fields}
         section_settings = {k: v for k, v in options.items() if k not in fields}
+        views = default_views() if views is None else views
         return cls(views=views, views_settings={**dict(own.pop("views_settings", {})), **section_settings}, **own)
 
     def replace(self, **changes: Any) -> ExtractConfig:

@@ -107,11 +107,6 @@ def _identity_differences(recorded: dict, wanted: dict, prefix: str = "") -> lis
     return out
 
 
-def _identity_mismatch(recorded: dict, wanted: dict) -> list[str]:
-    """The top-level settings that differ (see `_identity_differences`)."""
-    return sorted({name.split(".", 1)[0] for name, _, _ in _identity_differences(recorded, wanted)})
-
-
 def identity_mismatch_message(cache_dir: object, view: str, recorded: dict, wanted: dict) -> str | None:
     """The refusal for a view made with other settings, each differing one as `name old vs new`."""
     differences = _identity_differences(recorded, json.loads(json.dumps(wanted, default=str)))  # as recorded
@@ -135,7 +130,6 @@ class Extractor:
         self.progress = progress or (lambda summary: None)
         self.views = cache_views(config.views)
         self.encoders: dict[str, object] = {}  # model views, encoded batched in the main thread
-        self.flow_method = None
         self.device: torch.device | None = None
 
     # models --------------------------------------------------------------------------------------
@@ -283,10 +277,10 @@ class Extractor:
                 summary.write_seconds = writer.write_seconds
                 labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
                 text_missing = not (self.cache_dir / TEXT_NAME).exists()
-                clip = next((self.encoders[v] for v in self.encoders if plugin(v).embeds_labels), None)
+                text_tower = next((self.encoders[v] for v in self.encoders if plugin(v).embeds_labels), None)
                 text_stale = stale_text_message(self.cache_dir, labels) is not None  # the manifest's labels changed
-                if labels and clip is not None and (summary.extracted or text_missing or text_stale):
-                    embed_labels(self.cache_dir, clip, labels, list(DEFAULT_TEMPLATES))
+                if labels and text_tower is not None and (summary.extracted or text_missing or text_stale):
+                    embed_labels(self.cache_dir, text_tower, labels, list(DEFAULT_TEMPLATES))
                 summary.seconds = time.perf_counter() - started
                 summary.peak_rss_mib = peak_rss_mib()
                 catalog.finish_run(run_id, summary.as_dict())

@@ -16,7 +16,6 @@ from .base import FrameEncoder
 from .registry import register_backbone
 from .weights import ResolvedWeights, hf_offline, resolve_clip_weights, sha256_file, state_dict_sha256
 
-TINY_MODEL = "vidcache-tiny"
 DEFAULT_TEMPLATES = ("a video of {}.", "This is a video about {}")
 _registered_configs = False
 

@@ -49,6 +49,7 @@ class View:
     counts_frames: ClassVar[bool] = False  # its rows are the run's sampled frames (summary frames/s)
     embeds_labels: ClassVar[bool] = False  # its model has a text tower: the label vocabulary is embedded
     batched_model: ClassVar[bool] = True  # the main process encodes its chunks in batches
+    default: ClassVar[bool] = False  # extracted when --views is not given
 
     @classmethod
     def tiny_settings(cls) -> Any:
@@ -144,6 +145,11 @@ def register_view(name: str):
 def view(name: str) -> View:
     """The registered view `name` (an instance), or a ConfigError listing the registered ones."""
     return VIEWS.get(name)()
+
+
+def default_views() -> tuple[str, ...]:
+    """What `--views` is when not given: the views that say so."""
+    return tuple(name for name in VIEWS.in_order() if VIEWS.get(name).default)
 
 
 def sections() -> dict[str, type]:

@@ -29,6 +29,7 @@ class ClipConfig:
 class ClipView(SampledFramesView):
     settings = ClipConfig
     embeds_labels = True
+    default = True  # --views not given: clip
 
     @classmethod
     def tiny_settings(cls) -> Any:
