@@ -37,13 +37,15 @@ from typing import Any
 
 import torch
 
-from vidcache.config import ClipConfig, ExtractConfig, RunConfig, SamplingConfig
+from vidcache.config import RunConfig, SamplingConfig
 from vidcache.device import resolve_device
 from vidcache.extract.backbones import create_backbone
 from vidcache.extract.backbones.base import FrameEncoder
+from vidcache.extract.config import ExtractConfig
 from vidcache.extract.consumers import ClipFrames
 from vidcache.extract.runner import Extractor, ExtractSummary
 from vidcache.extract.stage import VideoStage
+from vidcache.extract.views.clip import ClipConfig
 from vidcache.manifest import VideoEntry, read_manifest
 from vidcache.synth import write_video
 
@@ -244,7 +246,7 @@ def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -
     started = time.perf_counter()
     entries = build_corpus(workdir, args)
     log(f"corpus: {len(entries)} videos in {workdir / 'videos'} ({time.perf_counter() - started:.1f} s)")
-    config = ExtractConfig(
+    config = ExtractConfig.create(
         views=("clip",),
         sampling=SamplingConfig(fps=args.fps),
         clip=ClipConfig(model=args.clip_model, pretrained=args.clip_pretrained),

@@ -33,7 +33,7 @@ def peak_rss_mib() -> float:
 def one_case(model_name: str, *, checkpointing: bool, videos: int, frames: int, steps: int, device: str) -> dict:
     import torch
 
-    from vidcache.config import ClipConfig
+    from vidcache.extract.views.clip import ClipConfig
     from vidcache.extract.backbones import create_backbone
     from vidcache.finetune.augment import augment_video
     from vidcache.finetune.config import FinetuneConfig

@@ -50,9 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout,
 
 from bench_decode import make_frame_fn
 
-from vidcache.config import ClipConfig, ExtractConfig, FlowConfig, RunConfig, S3dConfig, SamplingConfig
+from vidcache.config import RunConfig, SamplingConfig
 from vidcache.device import resolve_device
 from vidcache.extract.backbones import create_backbone
+from vidcache.extract.config import ExtractConfig
+from vidcache.extract.views.clip import ClipConfig
+from vidcache.extract.views.flow import FlowConfig
+from vidcache.extract.views.s3d import S3dConfig
 from vidcache.manifest import VideoEntry, read_manifest
 from vidcache.synth import write_video
 
@@ -430,7 +434,7 @@ def encode_path_section(device: torch.device, plan: Plan, state: dict[str, Any])
 
 # decode and extract -----------------------------------------------------------------------------
 def _extract_config(plan: Plan, device: torch.device, model_name: str, workers: int) -> ExtractConfig:
-    return ExtractConfig(
+    return ExtractConfig.create(
         views=("clip",),
         sampling=SamplingConfig(fps=plan.sample_fps),
         clip=ClipConfig(model=model_name, pretrained="none"),

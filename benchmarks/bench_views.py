@@ -49,10 +49,10 @@ import numpy as np
 import torch
 
 from vidcache.cache.reader import Cache
-from vidcache.config import FlowConfig
 from vidcache.extract.consumers import resize_short_side
 from vidcache.extract.decode import frame_to_rgb
 from vidcache.extract.flow import motion_descriptor
+from vidcache.extract.views.flow import FlowConfig
 from vidcache.synth import shifting_texture, smooth_texture, write_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -325,9 +325,9 @@ def check_same_pairs(cache: Path, videos: list[Path], pairs: list[list], flows: 
 def gpu_figures(device: torch.device, *, seconds: float = 5.0) -> dict[str, Any]:
     """RAFT-small (random weights, 12 updates) pairs/s at 128x170, and S3D (random weights) clips/s
     on 32x224x224 windows in batches of 2, via the classes extract uses; timed after one warm-up."""
-    from vidcache.config import S3dConfig
     from vidcache.extract.backbones import create_backbone
     from vidcache.extract.flow import FLOW_METHODS
+    from vidcache.extract.views.s3d import S3dConfig
 
     def rate(fn: Callable[[], int]) -> float:
         fn()

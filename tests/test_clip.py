@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vidcache.config import ClipConfig
 from vidcache.errors import ConfigError, MissingWeightsError
 from vidcache.extract.backbones import create_backbone, list_backbones
 from vidcache.extract.backbones.weights import sha256_file
 from vidcache.extract.preprocess import ImagePreprocess
+from vidcache.extract.views.clip import ClipConfig
 
 PIXEL_TOLERANCE = 4 / 255 / 0.26  # at most 4 grey levels, in normalised units (std ~0.26)
 
@@ -82,7 +82,7 @@ def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
 
 def _test_config(name: str, tiny_checkpoint):
     """Tiny options per registered backbone; a new backbone must add itself here."""
-    from vidcache.config import S3dConfig
+    from vidcache.extract.views.s3d import S3dConfig
 
     configs = {
         "clip": (ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)), None),
@@ -109,7 +109,7 @@ def test_every_registered_backbone_encodes_prepared_frames(name, tiny_checkpoint
 
 
 def test_s3d_weights_are_looked_up_offline_and_checked(tmp_path, monkeypatch):
-    from vidcache.config import S3dConfig
+    from vidcache.extract.views.s3d import S3dConfig
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(MissingWeightsError, match=r"s3d-d76dad2f\.pth are not in the torch hub cache.*--s3d-weights"):

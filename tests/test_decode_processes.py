@@ -116,10 +116,12 @@ def test_auto_settings_follow_the_device(tmp_path):
 
     import torch
 
-    from vidcache.config import ExtractConfig, FlowConfig, RunConfig
+    from vidcache.config import RunConfig
     from vidcache.device import default_decode_workers
     from vidcache.errors import ConfigError
+    from vidcache.extract.config import ExtractConfig
     from vidcache.extract.runner import Extractor
+    from vidcache.extract.views.flow import FlowConfig
 
     assert default_decode_workers(torch.device("cpu")) == 2
     assert default_decode_workers(torch.device("cuda")) == max(1, (os.cpu_count() or 1) - 1)
@@ -127,7 +129,7 @@ def test_auto_settings_follow_the_device(tmp_path):
     for device, expected in (("cuda", "processes"), ("cpu", "threads")):
         extractor.device = torch.device(device)
         assert extractor._decode_in() == expected
-    raft = ExtractConfig(views=("clip", "flow"), flow=FlowConfig(method="raft"))
+    raft = ExtractConfig.create(views=("clip", "flow"), flow=FlowConfig(method="raft"))
     extractor = Extractor(tmp_path, raft)
     extractor.device = torch.device("cuda")
     assert extractor._decode_in() == "threads"
@@ -138,5 +140,5 @@ def test_auto_settings_follow_the_device(tmp_path):
     extractor.device = torch.device("cuda")
     with pytest.raises(ConfigError, match=r"--decode-in processes: not possible here .*RAFT"):
         extractor._decode_in()
-    with pytest.raises(ConfigError, match="--decode-in"):
+    with pytest.raises(ConfigError, match=r"decode_in='fibers': choose one of: auto, threads, processes"):
         RunConfig(decode_in="fibers")  # type: ignore[arg-type]

@@ -21,12 +21,13 @@ import torch
 from safetensors.torch import load_file
 
 from vidcache.cache.reader import Cache
-from vidcache.commands.extract import build_config
-from vidcache.extract.runner import Extractor
+from vidcache.config import RunConfig, SamplingConfig
+from vidcache.extract.api import extract as extract_videos
+from vidcache.extract.config import ExtractConfig
+from vidcache.extract.views.clip import ClipConfig
 from vidcache.finetune.config import FinetuneConfig
 from vidcache.finetune.frames import CacheFrames, VideoFrames
 from vidcache.finetune.loop import finetune
-from vidcache.manifest import read_manifest
 from vidcache.synth import write_video
 
 SIDE_PX = 112  # video size; the CLIP preprocessing upscales it to 224
@@ -54,11 +55,14 @@ def pair_frame_fn(label: str, seed: int):
 
 
 def extract(manifest: Path, cache: Path, *, views: str, pretrained: str, dtype: str = "float16") -> None:
-    config = build_config(
-        views=views, clip_model="vidcache-tiny", clip_pretrained=pretrained, num_frames=2, dtype=dtype, device="cpu",
-        workers=2,
-    )  # fmt: skip
-    summary = Extractor(cache, config).run(read_manifest(manifest))
+    config = ExtractConfig.create(
+        views=views,
+        clip=ClipConfig(model="vidcache-tiny", pretrained=pretrained),
+        sampling=SamplingConfig(num_frames=2),
+        dtype=dtype,
+        run=RunConfig(device="cpu", workers=2),
+    )
+    summary = extract_videos(manifest, cache, config)
     assert summary.failed == 0, summary.failures
 
 
@@ -256,7 +260,6 @@ def test_accumulation_and_checkpointing_change_nothing_but_cost(pair_cache, tmp_
 def test_layer_decay_and_backbone_ratio_set_each_depth_lr():
     """Per parameter lr = head lr for the head; lr x ratio x decay^(top - depth) for the tower (the
     tiny tower: embeddings depth 0, blocks 1-2, ln_post/proj 3); no weight decay on 1-D tensors."""
-    from vidcache.config import ClipConfig
     from vidcache.extract.backbones import create_backbone
     from vidcache.finetune.optim import param_groups
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from vidcache.config import FlowConfig
 from vidcache.errors import ConfigError, MissingWeightsError
 from vidcache.extract.flow import (
     FLOW_METHODS,
@@ -23,6 +22,7 @@ from vidcache.extract.flow import (
     motion_descriptor,
     quantize_flow,
 )
+from vidcache.extract.views.flow import FlowConfig
 
 H, W = 64, 80
 CPU = torch.device("cpu")

@@ -8,7 +8,7 @@ import pytest
 from vidcache.config import SamplingConfig
 from vidcache.errors import VideoFailure
 from vidcache.extract.decode import FrameSampler, frame_to_rgb
-from vidcache.extract.sampling import clip_windows, sample_times
+from vidcache.extract.sampling import sample_times
 from vidcache.synth import reference_frames, write_video
 
 
@@ -34,8 +34,6 @@ def video(tmp_path_factory):
 def test_sample_time_formulas():
     np.testing.assert_allclose(sample_times(SamplingConfig(fps=2.0), start_s=1.0, end_s=3.0), [1, 1.5, 2, 2.5])
     np.testing.assert_allclose(sample_times(SamplingConfig(fps=None, num_frames=4), start_s=0, end_s=8), [1, 3, 5, 7])
-    assert clip_windows(10, clip_len=4, clip_stride=3) == [(0, 4), (3, 7), (6, 10)]
-    assert clip_windows(3, clip_len=4, clip_stride=2) == [(0, 3)]
 
 
 @pytest.mark.parametrize("seek", ["never", "auto", "always"])

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.cache.text import DEFAULT_TEMPLATES, prompt_embeddings
 from vidcache.cli import cli
-from vidcache.config import ClipConfig
 from vidcache.errors import ConfigError
 from vidcache.extract.backbones import create_backbone
 from vidcache.extract.runner import embed_labels
+from vidcache.extract.views.clip import ClipConfig
 from vidcache.manifest import VideoEntry
 from vidcache.search import search_text, search_video
 
@@ -92,7 +92,7 @@ def test_errors_name_the_parameter_and_what_is_allowed(known_answer_cache, tmp_p
     write_view_arrays(bare, view="motion", rows=[("a", np.ones((1, 4)), np.zeros(1))], entries=[], identity={})
     with pytest.raises(ConfigError, match=r"--view 'motion' cannot be searched by text.*choose from: none"):
         search_text(bare, "red apple", view="motion", k=3, device="cpu")
-    with pytest.raises(ConfigError, match=r"--query-form='mean' is not allowed; choose one of: best, ensemble, raw"):
+    with pytest.raises(ConfigError, match=r"--query-form='mean': choose one of: best, ensemble, raw"):
         search_text(known_answer_cache, "red apple", view="clip", k=3, device="cpu", query_form="mean")
     with pytest.raises(ConfigError, match=r"--k must be >= 1"):
         search_video(known_answer_cache, "v1/blue_ocean.mp4", view="clip", k=0)

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from tests.test_colour import reference_rgb
-from vidcache.config import FlowConfig, RunConfig, S3dConfig, SamplingConfig
+from vidcache.config import RunConfig, SamplingConfig
 from vidcache.extract.consumers import ClipFrames, FlowPairs, S3dWindows
 from vidcache.extract.preprocess import ImagePreprocess
 from vidcache.extract.stage import VideoStage
+from vidcache.extract.views.flow import FlowConfig
+from vidcache.extract.views.s3d import S3dConfig
 from vidcache.manifest import VideoEntry
 from vidcache.synth import smooth_texture, write_video
 
@@ -67,7 +69,9 @@ def clip_inputs(path, *, with_others: bool) -> tuple[list[np.ndarray], torch.Ten
         s3d = Recording("s3d", side=256)
         consumers.append(S3dWindows(s3d, S3dConfig(weights="none", clip_len=14, stride=14), batch_frames=28))
         consumers.append(FlowPairs(ZeroFlow(), FlowConfig(), sampling, views=("flow", "motion"), batch=2))
-    stage = VideoStage(VideoEntry("hd.mp4", str(path)), consumers, run=RunConfig(), audio=with_others)
+    stage = VideoStage(
+        VideoEntry("hd.mp4", str(path)), consumers, run=RunConfig(), audio_view="audio" if with_others else None
+    )
     chunks = [c for c in stage if c.view == "clip"]
     assert all(status == "done" for status, _ in stage.outcomes.values()), stage.outcomes
     return clip.frames, torch.cat([c.data for c in chunks])

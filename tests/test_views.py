@@ -16,10 +16,21 @@ from torchvision.transforms.v2 import functional as TF
 
 from tests.conftest import run_cli, tiny_clip_args
 from vidcache import Cache
-from vidcache.config import FlowConfig, S3dConfig
 from vidcache.extract.consumers import FlowPairs, S3dWindows
-from vidcache.extract.sampling import clip_windows
+from vidcache.extract.views.flow import FlowConfig
+from vidcache.extract.views.s3d import S3dConfig
 from vidcache.synth import shifting_texture, smooth_texture, write_video
+
+
+def clip_windows(num_frames: int, *, clip_len: int, clip_stride: int) -> list[tuple[int, int]]:
+    """The windows S3D should get, written out independently of the consumer: one every `clip_stride`
+    frames, `clip_len` long; a video shorter than one window gives one window."""
+    if num_frames <= 0:
+        return []
+    if num_frames <= clip_len:
+        return [(0, num_frames)]
+    return [(s, s + clip_len) for s in range(0, num_frames - clip_len + 1, clip_stride)]
+
 
 FPS = 30
 WIDTH, HEIGHT = 160, 96  # flow at short side 128 scales motion by 128/96
@@ -336,7 +347,7 @@ def test_an_unexpected_error_in_the_video_pass_fails_only_the_video_views(views_
             raise RuntimeError("boom\nsecond line")
 
     root, _ = views_corpus
-    stage = VideoStage(VideoEntry("tone.mp4", str(root / "tone.mp4")), [Broken()], run=RunConfig(), audio=True)
+    stage = VideoStage(VideoEntry("tone.mp4", str(root / "tone.mp4")), [Broken()], run=RunConfig(), audio_view="audio")
     chunks = list(stage)
     assert stage.outcomes["clip"] == ("failed", "unexpected RuntimeError: boom")
     assert stage.outcomes["audio"] == ("done", None) and {c.view for c in chunks} == {"audio"}

@@ -1,7 +1,43 @@
-"""vidcache: a resumable cache of frozen video embeddings, with mining and heads on top."""
+"""vidcache: a resumable cache of frozen video embeddings, with mining and heads on top.
+
+The Python API mirrors the CLI (and the CLI is generated from the same dataclasses):
+
+    import vidcache
+    from vidcache.extract.views.clip import ClipConfig
+
+    config = vidcache.ExtractConfig.create(views=("clip", "audio"), clip=ClipConfig(model="ViT-B-32"))
+    summary = vidcache.extract("manifest.csv", "cache/", config)
+    cache = vidcache.Cache("cache/")
+    features, times_s = cache.read(cache.video_ids()[0], "clip")
+
+Names are resolved lazily, so `import vidcache` stays light (no torch until a model is needed).
+"""
 
 __version__ = "0.1.0"
 
 from .cache.reader import Cache
 
-__all__ = ["Cache", "__version__"]
+_LAZY = {
+    "ExtractConfig": ("vidcache.extract.config", "ExtractConfig"),
+    "RunConfig": ("vidcache.config", "RunConfig"),
+    "SamplingConfig": ("vidcache.config", "SamplingConfig"),
+    "StreamConfig": ("vidcache.config", "StreamConfig"),
+    "ExtractSummary": ("vidcache.extract.plan", "ExtractSummary"),
+    "VIEWS": ("vidcache.extract.views", "VIEWS"),
+}
+
+
+def __getattr__(name: str):
+    if name == "extract":  # the package, callable as vidcache.extract(manifest, cache, config)
+        import importlib
+
+        return importlib.import_module("vidcache.extract")
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'vidcache' has no attribute {name!r}")
+
+
+__all__ = ["Cache", "ExtractConfig", "RunConfig", "SamplingConfig", "StreamConfig", "__version__", "extract"]

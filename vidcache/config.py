@@ -1,18 +1,22 @@
-"""Plain, self-validating dataclasses for every option that changes what lands in the cache.
+"""Plain, self-validating dataclasses for the options every extraction shares: sample times, streams,
+and how a run is executed. Each view's own settings live with the view (vidcache/extract/views/), and
+`vidcache.extract.config.ExtractConfig` puts them together.
 
-They are filled by the CLI and saved verbatim (as JSON) into shard attributes and the catalog, so a
-number in the cache can be traced to the options that made it.
+Fields are made with `vidcache.fields.setting` (help text, flag), so the CLI is generated from them;
+they are saved verbatim (as JSON) into shard attributes and the catalog, so a number in the cache can
+be traced to the options that made it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from .errors import ConfigError
+from .fields import check, setting
+from .fields import check_choice as _check_choice
 
 Dtype = Literal["float16", "float32"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -21,9 +25,8 @@ DecodeIn = Literal["auto", "threads", "processes"]
 
 
 def check_choice(name: str, value: Any, allowed: Any) -> None:
-    choices = get_args(allowed)
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, choices))}")
+    """`value` must be one of the `Literal` `allowed`; the error names `name` and lists the choices."""
+    _check_choice("", name, value, allowed)
 
 
 @dataclass(frozen=True)
@@ -31,120 +34,25 @@ class SamplingConfig:
     """Which frames of a video are sampled.
 
     Exactly one of `fps` (a frame every 1/fps seconds from the start) or `num_frames` (N frames at the
-    centres of N equal segments of the duration). Used by the clip view, and by flow unless it has
-    its own `--flow-fps`.
+    centres of N equal segments of the duration). Used by the frame views (clip, timm), and by flow
+    unless it has its own `--flow-fps`.
     """
 
-    fps: float | None = 1.0
-    num_frames: int | None = None
+    fps: float | None = setting(
+        None, flag="--fps", help="Sample a frame every 1/FPS s (default 1.0 unless --num-frames)."
+    )
+    num_frames: int | None = setting(None, flag="--num-frames", help="Sample N frames uniformly instead of --fps.")
 
     def __post_init__(self) -> None:
-        if (self.fps is None) == (self.num_frames is None):
-            raise ConfigError("give exactly one of --fps or --num-frames")
-        if self.fps is not None and not (self.fps > 0):
-            raise ConfigError(f"--fps must be > 0, got {self.fps}")
-        if self.num_frames is not None and self.num_frames < 1:
-            raise ConfigError(f"--num-frames must be >= 1, got {self.num_frames}")
+        if self.fps is None and self.num_frames is None:
+            object.__setattr__(self, "fps", 1.0)  # the default: one frame a second
+        check(self, "fps", (self.fps is None) != (self.num_frames is None), "give exactly one of fps or num_frames")
+        check(self, "fps", self.fps is None or self.fps > 0, "must be > 0")
+        check(self, "num_frames", self.num_frames is None or self.num_frames >= 1, "must be >= 1")
 
 
-@dataclass(frozen=True)
-class ClipConfig:
-    """The open_clip image tower used for the `clip` view."""
-
-    model: str = "ViT-B-32"
-    pretrained: str = "openai"  # tag, local file, hf-hub:org/repo, or "none" (random init, recorded)
-    dtype: Dtype = "float16"
-    seed: int = 0  # only used with pretrained="none", so random weights are reproducible
-
-    def __post_init__(self) -> None:
-        check_choice("--dtype", self.dtype, Dtype)
-        if not self.model:
-            raise ConfigError("--clip-model must not be empty")
-        if not self.pretrained:
-            raise ConfigError("--clip-pretrained must not be empty; use 'none' for random weights")
-
-
-ViewName = Literal["clip", "s3d", "audio", "flow", "motion", "frames"]
-VIDEO_VIEWS = ("clip", "s3d", "flow", "motion", "frames")  # views fed by the one video decode pass
-
-
-@dataclass(frozen=True)
-class S3dConfig:
-    """torchvision's S3D on clip windows: `clip_len` frames at `fps`, a window every `stride` frames.
-
-    Defaults follow torchvision's Kinetics-400 recipe (15 fps; resize 256x256, centre crop 224) with
-    32-frame windows (2.1 s, as CoCLR/CVTCL use), not overlapping."""
-
-    weights: str = "kinetics400"  # torchvision's KINETICS400_V1 in the torch hub cache, a file, or "none"
-    fps: float = 15.0
-    clip_len: int = 32
-    stride: int = 32
-    seed: int = 0  # only used with weights="none"
-
-    def __post_init__(self) -> None:
-        if not (self.fps > 0):
-            raise ConfigError(f"--s3d-fps must be > 0, got {self.fps}")
-        if self.clip_len < S3D_MIN_FRAMES or self.stride < 1:
-            raise ConfigError(
-                f"--s3d-clip-len must be >= {S3D_MIN_FRAMES} (S3D's temporal pooling needs it) and --s3d-stride >= 1"
-            )
-
-
-S3D_MIN_FRAMES = 14  # torchvision's S3D_Weights meta "min_temporal_size"
-AudioEncoderName = Literal["logmel-stats", "vggish"]
-
-
-@dataclass(frozen=True)
-class AudioConfig:
-    """16 kHz mono log-mel examples of 0.96 s (VGGish's front end) and the encoder applied to them."""
-
-    encoder: AudioEncoderName = "logmel-stats"  # weights-free default so audio works offline
-    weights: str | None = None  # --audio-weights PATH (vggish)
-
-    def __post_init__(self) -> None:
-        check_choice("--audio-encoder", self.encoder, AudioEncoderName)
-
-
-FlowMethodName = Literal["tvl1", "raft"]
-RaftModel = Literal["small", "large"]
-
-
-@dataclass(frozen=True)
-class FlowConfig:
-    """Optical flow between the frame on screen at each sample time and the one `step` frames later.
-
-    Fields are computed at `short_side` (aspect kept), stored as the centre `short_side` square,
-    quantised to uint8 within ±`bound_px` (pixels of the stored resolution). The `motion` view is a
-    histogram of flow orientation × magnitude over a `motion_grid` × `motion_grid` grid of each field."""
-
-    method: FlowMethodName = "tvl1"
-    raft_model: RaftModel = "small"
-    weights: str = "default"  # raft: torchvision's C_T_V2 weights in the torch hub cache, a file, or "none"
-    fps: float | None = None  # None: at the clip view's sample times (--fps / --num-frames)
-    step: int = 1
-    short_side: int = 128
-    bound_px: float = 20.0
-    motion_grid: int = 4
-    motion_orientations: int = 8
-    motion_magnitude_edges_px: tuple[float, ...] = (0.25, 1.0, 3.0, 8.0)
-    seed: int = 0  # raft with weights="none"
-
-    def __post_init__(self) -> None:
-        check_choice("--flow-method", self.method, FlowMethodName)
-        check_choice("--flow-raft-model", self.raft_model, RaftModel)
-        if self.fps is not None and not (self.fps > 0):
-            raise ConfigError(f"--flow-fps must be > 0, got {self.fps}")
-        if self.step < 1:
-            raise ConfigError(f"--flow-step must be >= 1, got {self.step}")
-        if self.short_side < 16:
-            raise ConfigError(f"--flow-short-side must be >= 16, got {self.short_side}")
-        if not (self.bound_px > 0):
-            raise ConfigError(f"--flow-bound must be > 0, got {self.bound_px}")
-        if self.motion_grid < 1 or self.motion_orientations < 1:
-            raise ConfigError("--motion-grid and the orientation count must be >= 1")
-        edges = self.motion_magnitude_edges_px
-        if not edges or any(b <= a for a, b in itertools.pairwise(edges)) or edges[0] <= 0:
-            raise ConfigError("motion magnitude edges must be positive and increasing")
+def _stream_ok(value: int | None) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 
 
 @dataclass(frozen=True)
@@ -152,50 +60,78 @@ class StreamConfig:
     """Which stream of each file is read: None is FFmpeg's own choice (av_find_best_stream, as
     ffmpeg and torchcodec take by default), a number that FFmpeg stream index (as ffprobe lists)."""
 
-    video: int | None = None
-    audio: int | None = None
+    video: int | None = setting(
+        None,
+        flag="--video-stream",
+        help="FFmpeg index of the video stream to read (as ffprobe lists; default: FFmpeg's best stream).",
+    )
+    audio: int | None = setting(
+        None,
+        flag="--audio-stream",
+        help="FFmpeg index of the audio stream to read (as ffprobe lists; default: FFmpeg's best stream).",
+    )
 
     def __post_init__(self) -> None:
-        for name, value in (("--video-stream", self.video), ("--audio-stream", self.audio)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ConfigError(f"{name}={value!r} is not allowed; give a stream index >= 0 (as ffprobe lists them)")
+        rule = "give a stream index >= 0 (as ffprobe lists them)"
+        check(self, "video", _stream_ok(self.video), rule)
+        check(self, "audio", _stream_ok(self.audio), rule)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """How a run is executed; it does not change the numbers written, so it may differ between runs."""
 
-    device: Device = "auto"
-    batch_size: int = 64
-    workers: int = 0  # decode workers; 0 = auto: 2 on CPU, every core but one on CUDA
-    decode_threads: int = 0  # FFmpeg codec threads per video, 0 = FFmpeg's choice (processes: cores / workers)
-    # Decode workers as threads or as processes. Threads stop scaling at ~4 workers (the Python work per
-    # frame and torch's resize share one interpreter); processes scale with the cores. auto = processes
-    # when the models run on CUDA (decoding is then the bottleneck) unless RAFT flow needs the GPU model
-    # inside the decode workers; threads on CPU, where the models want the cores anyway.
-    decode_in: DecodeIn = "auto"
-    shard_index: int = 0
-    shard_count: int = 1
-    shard_size_mb: float = 256.0
-    commit_every_s: float = 60.0
-    video_timeout_s: float | None = None  # None: 600 s, or 2 s per second of a longer video
-    seek: SeekMode = "auto"
-    retry_failed: bool = False
-    allow_download: bool = False
+    device: Device = setting("auto", flag="--device", help="Where the models run.")
+    batch_size: int = setting(64, flag="--batch-size", help="Frames per model batch.")
+    workers: int = setting(
+        0, flag="--workers", help="Videos decoded in parallel; 0 = auto: 2 on CPU, every core but one on CUDA."
+    )
+    decode_threads: int = setting(
+        0,
+        flag="--decode-threads",
+        help="FFmpeg codec threads per video; 0 = FFmpeg's choice (with processes: cores / workers).",
+    )
+    # Threads stop scaling at ~4 workers (the Python work per frame and torch's resize share one
+    # interpreter); processes scale with the cores. auto = processes when the models run on CUDA
+    # (decoding is then the bottleneck) unless RAFT flow needs the GPU model inside the decode workers.
+    decode_in: DecodeIn = setting(
+        "auto",
+        flag="--decode-in",
+        help="Decode workers as threads or processes (processes scale with the cores; auto: processes "
+        "when the models run on CUDA, threads on CPU).",
+    )
+    shard_index: int = setting(0, help="K of --shard K/N.", cli=False)
+    shard_count: int = setting(1, help="N of --shard K/N.", cli=False)
+    shard_size_mb: float = setting(256.0, flag="--shard-size-mb", help="Rotate shard files at this size.")
+    commit_every_s: float = setting(
+        60.0,
+        flag="--commit-every-s",
+        help="Commit finished videos at least this often (work lost to a crash is bounded by it).",
+    )
+    video_timeout_s: float | None = setting(
+        None,
+        flag="--video-timeout-s",
+        help="Per-video decode time limit (default: 600 s, or 2 s per second of a longer video); past it the "
+        "video fails, and a decoder stuck inside FFmpeg is abandoned after a grace (10%, 5-60 s) while a "
+        "fresh worker goes on.",
+    )
+    seek: SeekMode = setting("auto", flag="--seek", help="Keyframe seeking across long gaps between samples.")
+    retry_failed: bool = setting(
+        False, flag="--retry-failed", help="Retry videos that failed before even if unchanged."
+    )
+    allow_download: bool = setting(False, flag="--download", help="Allow downloading missing weights.")
 
     def __post_init__(self) -> None:
-        check_choice("--device", self.device, Device)
-        check_choice("--seek", self.seek, SeekMode)
-        check_choice("--decode-in", self.decode_in, DecodeIn)
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise ConfigError(f"--workers must be >= 1 (or 0 for auto), got {self.workers}")
-        if not (0 <= self.shard_index < self.shard_count):
-            raise ConfigError(f"--shard {self.shard_index}/{self.shard_count}: K must be in 0..N-1 (e.g. 0/4 .. 3/4)")
-        timeout_bad = self.video_timeout_s is not None and self.video_timeout_s <= 0
-        if self.shard_size_mb <= 0 or self.commit_every_s <= 0 or timeout_bad:
-            raise ConfigError("--shard-size-mb, --commit-every-s and --video-timeout-s must be > 0")
+        _check_choice(self, "device", self.device, Device)
+        _check_choice(self, "seek", self.seek, SeekMode)
+        _check_choice(self, "decode_in", self.decode_in, DecodeIn)
+        check(self, "batch_size", self.batch_size >= 1, "must be >= 1")
+        check(self, "workers", self.workers >= 0, "must be >= 1 (or 0 for auto)")
+        check(self, "decode_threads", self.decode_threads >= 0, "must be >= 0 (0: FFmpeg's choice)")
+        check(self, "shard_index", 0 <= self.shard_index < self.shard_count, "K of K/N must be in 0..N-1")
+        check(self, "shard_size_mb", self.shard_size_mb > 0, "must be > 0")
+        check(self, "commit_every_s", self.commit_every_s > 0, "must be > 0")
+        check(self, "video_timeout_s", self.video_timeout_s is None or self.video_timeout_s > 0, "must be > 0")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -208,30 +144,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1 or not (0 <= k < n):
         raise ConfigError(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/4")
     return k, n
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Everything `vidcache extract` was asked to do."""
-
-    views: tuple[str, ...] = ("clip",)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    clip: ClipConfig = field(default_factory=ClipConfig)
-    s3d: S3dConfig = field(default_factory=S3dConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    flow: FlowConfig = field(default_factory=FlowConfig)
-    streams: StreamConfig = field(default_factory=StreamConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-
-    def __post_init__(self) -> None:
-        if not self.views:
-            raise ConfigError("--views is empty; choose from: " + ", ".join(get_args(ViewName)))
-        for view in self.views:
-            check_choice("--views", view, ViewName)
-        if len(set(self.views)) != len(self.views):
-            raise ConfigError(f"--views {','.join(self.views)} names a view twice")
-        if "frames" in self.views and "clip" not in self.views:  # the crops are the clip view's, by its model
-            raise ConfigError("--views frames stores the clip view's preprocessed frames: use --views clip,frames")
 
 
 def to_json(obj: Any) -> str:

@@ -30,6 +30,10 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._factories)
 
+    def in_order(self) -> list[str]:
+        """The names in registration order (the import order of their modules)."""
+        return list(self._factories)
+
     def get(self, name: str) -> Callable[..., Any]:
         try:
             return self._factories[name]

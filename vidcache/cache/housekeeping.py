@@ -106,6 +106,12 @@ def compact_cache(cache_dir: str | Path, *, shard_size_mb: float = 256.0, comman
             originals: dict[tuple[str, str], tuple] = {}
             if movers:
                 identities = catalog.views()
+                # a view stays compressed as it was written (the view that wrote it said so: flow fields)
+                compressed = {
+                    item.view
+                    for item in movers
+                    if files.get(item.shard)[item.view]["features"].compression is not None
+                }
                 writer = CacheWriter(
                     cache_dir,
                     catalog,
@@ -114,7 +120,7 @@ def compact_cache(cache_dir: str | Path, *, shard_size_mb: float = 256.0, comman
                     root_attrs={"config_json": "{}", "command": command},
                     view_attrs=identities,
                     dtypes={},
-                    compressed={"flow"},
+                    compressed=compressed,
                     shard_size_mb=shard_size_mb,
                     commit_every_s=float("inf"),
                 )

@@ -268,10 +268,6 @@ class CacheWriter:
         ]
         self.catalog.record_items(items)
 
-    @property
-    def pending_videos(self) -> int:
-        return len({r.video_id for r in self._writer.rows}) if self._writer else 0
-
     def maybe_commit(self) -> bool:
         writer = self._writer
         if writer is None or not writer.rows:

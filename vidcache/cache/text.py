@@ -54,25 +54,6 @@ def write_text_embeddings(
     return final
 
 
-def clip_for_identity(identity: dict, *, device, allow_download: bool = False, cache_dir: str | Path = ""):
-    """The CLIP encoder (text tower included) that made a view, from the view's recorded identity:
-    the same architecture and weights file (or random-init seed); other weights are refused."""
-    from ..config import ClipConfig
-    from ..errors import CacheError
-    from .backbones import create_backbone
-
-    pretrained = identity.get("weights_path") or identity["pretrained"]
-    encoder = create_backbone(
-        "clip",
-        config=ClipConfig(model=identity["model"], pretrained=pretrained, seed=identity.get("random_init_seed") or 0),
-        device=device,
-        allow_download=allow_download,
-    )
-    if identity.get("weights_sha256") and encoder.weights_sha256 != identity["weights_sha256"]:
-        raise CacheError(f"weights {pretrained} differ from those that made cache {cache_dir} (sha256 mismatch)")
-    return encoder
-
-
 def read_labels_file(path: str | Path) -> list[str]:
     """One label per line; blank lines and `#` comments ignored; order kept, duplicates dropped."""
     seen: dict[str, None] = {}

@@ -14,7 +14,10 @@ from .common import command_line, on_interrupt
 def stream_counts(view: str, items: list) -> dict[str, int]:
     """{FFmpeg stream index: videos} of the stream each done video's rows of `view` were read from
     (`video_stream` / `audio_stream` in its info_json; "?" for rows made before it was recorded)."""
-    key = "audio_stream" if view == "audio" else "video_stream"
+    from ..extract.views import VIEWS
+
+    audio = view in VIEWS and VIEWS.get(view).source == "audio"
+    key = "audio_stream" if audio else "video_stream"
     counts: dict[str, int] = {}
     for item in items:
         if item.status != "done":
@@ -30,9 +33,16 @@ def stream_counts(view: str, items: list) -> dict[str, int]:
 def cache_status(cache_dir: str) -> dict:
     from ..cache.catalog import Catalog
     from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, failed_item, failure_text
+    from ..extract.views import VIEWS
 
     def describe(view: str, identity: dict) -> tuple[str, str, str]:
-        """(model, weights, sampling) of a view's identity, in words."""
+        """(model, weights, sampling) of a view's identity, in words: the view's own words when it is
+        registered and made here, generic ones for imported features."""
+        if view in VIEWS and "imported_from" not in identity:
+            try:
+                return VIEWS.get(view)().describe(identity)
+            except (KeyError, TypeError):
+                pass  # an identity from another version: the generic words below
         sampling = identity.get("sampling", {})
         if isinstance(sampling, dict) and sampling:
             every = f"{sampling['fps']} fps" if sampling.get("fps") else f"{sampling.get('num_frames')} frames"
@@ -40,14 +50,6 @@ def cache_status(cache_dir: str) -> dict:
             every = f"{sampling} fps"
         else:
             every = ""
-        if view == "s3d":
-            every = f"{identity['clip_len']} frames at {identity['fps']} fps, stride {identity['stride']}"
-            return "s3d", identity.get("weights", ""), every
-        if view == "audio":
-            return identity.get("encoder", ""), identity.get("weights_path", "") or "-", "0.96 s examples"
-        if view in ("flow", "motion"):
-            flow = identity.get("flow", {})
-            return f"{flow.get('method', '')} @{identity.get('short_side')}px", flow.get("weights", "") or "-", every
         return identity.get("model", ""), identity.get("pretrained", ""), every
 
     catalog = Catalog.open(cache_dir)
@@ -232,8 +234,8 @@ def embed_text(
     for template in templates:
         if "{}" not in template:
             raise ConfigError(f"--template {template!r} has no {{}} where the label goes")
-    from ..cache.text import clip_for_identity
     from ..device import resolve_device
+    from ..extract.backbones.clip import clip_for_identity
     from ..extract.runner import embed_labels
 
     encoder = clip_for_identity(

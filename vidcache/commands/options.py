@@ -62,8 +62,8 @@ def field_options(cls: type, *, prefix: str = "", skip: tuple[str, ...] = ()) ->
         if f.name in skip or not meta.get("cli", True) or "help" not in meta:
             continue
         annotation, optional = _unwrap_optional(hints[f.name])
-        dest = f"{prefix}{f.name}"
-        flag = meta.get("flag") or "--" + dest.replace("_", "-")
+        flag = meta.get("flag") or "--" + f"{prefix}{f.name}".replace("_", "-")
+        dest = flag[2:].replace("-", "_")  # the keyword is the flag's name: --flow-bound → flow_bound
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         kwargs: dict[str, Any] = {"help": meta["help"], "default": default, "show_default": default is not None}
         parse = None

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..config import FlowConfig, S3dConfig, SamplingConfig
+from ..config import SamplingConfig
+
+if TYPE_CHECKING:
+    from .views.flow import FlowConfig
+    from .views.s3d import S3dConfig
+
+
 from .sampling import sample_times
 
 
@@ -77,7 +84,8 @@ class ClipFrames(Consumer):
         self.encoder, self.sampling, self.batch_size = encoder, sampling, batch_size
         self.view_names = (encoder.view,)
         size = getattr(encoder, "preprocess", None)
-        self.max_short_side = min(size.size) if size is not None else None
+        # an encoder that resizes before it crops (timm: size / crop_pct) says how large a frame it needs
+        self.max_short_side = getattr(encoder, "max_short_side", None) or (min(size.size) if size is not None else None)
         self._times: list[float] = []
         self._images: list[torch.Tensor] = []
         self._repeats: list[int] = []
@@ -274,30 +282,41 @@ class FlowPairs(Consumer):
         return self._compute()
 
 
+def video_groups(views: list[str] | tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
+    """(first view, the group's views) per decode-side consumer of the video views among `views`, in
+    the registry's order: views of one group (flow, motion) share one consumer."""
+    from .views import VIEWS
+
+    wanted = [name for name in VIEWS.in_order() if name in views and VIEWS.get(name).source == "video"]
+    groups: dict[str, list[str]] = {}
+    for name in wanted:
+        groups.setdefault(VIEWS.get(name).group or name, []).append(name)
+    return [(members[0], tuple(members)) for members in groups.values()]
+
+
 def make_consumers(
     views: list[str] | tuple[str, ...],
     *,
     config,
-    clip=None,
-    s3d=None,
-    flow_method=None,
+    ctx,
+    models: dict,
+    decode_models: dict,
 ) -> list[Consumer]:
-    """The decode-side work of the requested video views, in the order the stage feeds them. `clip` and
-    `s3d` are the encoders, or their `PrepareOnly` twins in a decode process: only `view`,
-    `prepare` (and `preprocess` / `max_short_side`) are used here."""
-    run = config.run
-    consumers: list[Consumer] = []
-    if "clip" in views:
-        consumers.append(ClipFrames(clip, config.sampling, batch_size=run.batch_size))
-    if "frames" in views:
-        from .frames_view import FramesConsumer
+    """The decode-side work of the requested video views, in the order the stage feeds them. `models`
+    holds each view's encoder, or in a decode process its `PrepareOnly` twin (only `view`, `prepare`,
+    `preprocess` and `max_short_side` are used here); `decode_models` each group's decode-side model."""
+    from .views import VIEWS
 
-        consumers.append(FramesConsumer(clip, config.sampling, batch_size=run.batch_size))
-    if "s3d" in views:
-        consumers.append(S3dWindows(s3d, config.s3d, batch_frames=run.batch_size))
-    flow_views = tuple(v for v in ("flow", "motion") if v in views)
-    if flow_views:
+    consumers: list[Consumer] = []
+    for first, members in video_groups(views):
+        plugin = VIEWS.get(first)()
         consumers.append(
-            FlowPairs(flow_method, config.flow, config.sampling, views=flow_views, batch=max(1, run.batch_size // 8))
+            plugin.consumer(
+                config.settings_of(first),
+                ctx,
+                model=models.get(first),
+                decode_model=decode_models.get(plugin.group or first),
+                views=members,
+            )
         )
     return consumers

@@ -284,11 +284,6 @@ def scan_packets(path: str, *, stream_index: int | None = None) -> tuple[float |
     return end, None
 
 
-def scan_end_s(path: str, *, stream_index: int | None = None) -> float | None:
-    """End time from packet timestamps alone (see `scan_packets`)."""
-    return scan_packets(path, stream_index=stream_index)[0]
-
-
 class FrameSampler:
     """Yields `(frame, time_s, repeats)` for the frames on screen at the sample times, in time order.
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..cache.layout import STATUS_FAILED
-from ..config import ExtractConfig
+from .config import ExtractConfig
 from .consumers import Chunk, make_consumers
 from .decode import Deadline
 from .stage import VideoStage, unexpected_reason
@@ -83,37 +83,39 @@ class PrepareOnly:
 
 @dataclass(frozen=True)
 class DecodeSpec:
-    """Everything a decode process needs, picklable: the run's config, the encoders' twins, and the
-    FFmpeg threads per decoder (cores / workers unless --decode-threads was given)."""
+    """Everything a decode process needs, picklable: the run's config, each model view's twin, and
+    the FFmpeg threads per decoder (cores / workers unless --decode-threads was given)."""
 
     config: ExtractConfig
-    clip: PrepareOnly | None
-    s3d: PrepareOnly | None
+    twins: dict[str, Any]  # view → `PrepareOnly` twin of its encoder
     ffmpeg_threads: int
-
-    @property
-    def needs_flow(self) -> bool:
-        return any(v in self.config.views for v in ("flow", "motion"))
 
 
 def decode_spec(config: ExtractConfig, encoders: dict[str, object]) -> DecodeSpec:
+    from .views import VIEWS
+
     run = config.run
     threads = run.decode_threads or max(1, (os.cpu_count() or 1) // run.workers)
+    twins = {name: VIEWS.get(name)().prepare_twin(encoder) for name, encoder in encoders.items()}
     return DecodeSpec(
         config=dataclasses.replace(config, run=dataclasses.replace(run, decode_threads=threads)),
-        clip=PrepareOnly.of(encoders.get("clip")),
-        s3d=PrepareOnly.of(encoders.get("s3d")),
+        twins={name: twin for name, twin in twins.items() if twin is not None},
         ffmpeg_threads=threads,
     )
 
 
 def processes_unsupported(config: ExtractConfig, encoders: dict[str, object]) -> str | None:
     """None when the views' decode-side work can run in a child process, else why not."""
-    if any(v in config.views for v in ("flow", "motion")) and config.flow.method == "raft":
-        return "RAFT flow runs its GPU model inside the decode workers"
-    for view in ("clip", "s3d"):
-        if view in encoders and not hasattr(encoders[view], "process_prepare"):
-            return f"the {view} encoder has no model-free process_prepare"
+    from .plan import cache_views
+    from .views import VIEWS
+
+    for name in cache_views(config.views):
+        view = VIEWS.get(name)()
+        why = view.process_unsupported(config.settings_of(name))
+        if why:
+            return why
+        if view.source == "video" and name in encoders and not hasattr(encoders[name], "process_prepare"):
+            return f"the {name} encoder has no model-free process_prepare"
     return None
 
 
@@ -167,11 +169,11 @@ def child_main(conn, spec: DecodeSpec) -> None:
         # below the main process, which feeds the GPU: with every core decoding, the model thread ran at
         # 65 % of its own speed inside the extract (ViT-L-14, H200 run 3); decoding loses nothing idle
         os.nice(5)
-    flow_method = None
-    if spec.needs_flow:
-        from .flow import FLOW_METHODS
+    from .plan import cache_views
+    from .viewset import audio_view_of, load_decode_models, view_context
 
-        flow_method = FLOW_METHODS.create(spec.config.flow.method, config=spec.config.flow, device="cpu")
+    ctx = view_context(spec.config, "cpu")
+    decode_models = load_decode_models(cache_views(spec.config.views), spec.config, ctx)
     run = spec.config.run
     try:
         while True:
@@ -185,9 +187,11 @@ def child_main(conn, spec: DecodeSpec) -> None:
             started = time.perf_counter()
             try:
                 consumers = make_consumers(
-                    views, config=spec.config, clip=spec.clip, s3d=spec.s3d, flow_method=flow_method
+                    views, config=spec.config, ctx=ctx, models=spec.twins, decode_models=decode_models
                 )
-                stage = VideoStage(entry, consumers, run=run, audio="audio" in views)
+                stage = VideoStage(
+                    entry, consumers, run=run, streams=spec.config.streams, audio_view=audio_view_of(views)
+                )
                 stage.deadline = deadline = _ReportingDeadline(run.video_timeout_s, conn)
                 chunk_no = 0
                 for chunk in stage:

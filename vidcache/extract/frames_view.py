@@ -1,5 +1,5 @@
-"""The `frames` view: the clip view's sampled frames as pixels, stored once so fine-tuning never
-decodes the videos again.
+"""The `frames` view's decode side: the clip view's sampled frames as pixels, stored once so
+fine-tuning never decodes the videos again (the plugin is `views/frames.py`).
 
 Each row is one sample time of the clip view (same sampler, same times, same row count) holding the
 frame after the CLIP preprocessing's resize and centre crop and before normalisation: a uint8
@@ -51,19 +51,49 @@ class FramesConsumer(ClipFrames):
         return chunk
 
 
-def frames_identity(clip_identity: dict) -> dict:
-    """The frames view's identity: what its pixels are a function of (the clip view's sampling and
-    preprocessing) plus the row layout; `clip_model` names the tower the crops were prepared for."""
-    size = [int(s) for s in clip_identity["preprocess"]["size"]]
+def frames_identity(preprocess: dict, sampling: dict, *, clip_model: str) -> dict:
+    """The frames view's identity: what its pixels are a function of (the clip settings' sampling and
+    preprocessing) plus the row layout; `clip_model` names the tower the crops are prepared for."""
+    size = [int(s) for s in preprocess["size"]]
     return {
         "stored": "resize + centre crop of the CLIP preprocessing, before normalisation; uint8 [3, H, W] flattened",
-        "preprocess": clip_identity["preprocess"],
-        "sampling": clip_identity.get("sampling"),
-        "clip_model": clip_identity.get("model"),
+        "preprocess": preprocess,
+        "sampling": sampling,
+        "clip_model": clip_model,
         "row_shape": [3, *size],
         "dtype": FRAMES_DTYPE,
         "feature_dim": 3 * size[0] * size[1],
     }
+
+
+class CropPreparer:
+    """The frames view's "model": the CLIP tower's preprocessing without the tower, for the decode
+    side (`prepare`, `process_prepare`, `preprocess`); nothing is encoded in the main process (the
+    consumer's chunks are finished rows)."""
+
+    view = FRAMES_VIEW
+    store_dtype = FRAMES_DTYPE
+    random_weights = False
+
+    def __init__(self, preprocess) -> None:
+        self.preprocess = preprocess
+        self.max_short_side = min(preprocess.size)
+
+    @classmethod
+    def for_clip(cls, settings, *, allow_download: bool = False) -> CropPreparer:
+        """The preprocessing the clip view computes for these clip settings (the same `load_clip`, so
+        tag- and file-specific mean/std/resize come out the same; the tower itself is dropped)."""
+        from .backbones.clip import load_clip
+
+        _, _, _, preprocess = load_clip(settings, allow_download=allow_download)
+        return cls(preprocess)
+
+    def prepare(self, rgb: np.ndarray):
+        return self.preprocess.resize_crop(rgb)
+
+    @property
+    def process_prepare(self):
+        return self.preprocess.resize_crop
 
 
 def crop_bytes(size: Iterable[int]) -> int:

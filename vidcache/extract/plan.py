@@ -24,9 +24,11 @@ from ..cache.layout import CATALOG_NAME, STATUS_ABSENT, STATUS_DONE, STATUS_FAIL
 from ..cache.lock import ExtractLock
 from ..cache.store import SourceStat, check_cache_writable
 from ..cache.text import stale_text_message
-from ..config import ExtractConfig, to_json
+from ..config import to_json
 from ..errors import CacheError, cache_write_error
 from ..manifest import VideoEntry
+from .config import ExtractConfig
+from .views import VIEWS
 
 
 @dataclass
@@ -72,12 +74,12 @@ def peak_rss_mib() -> float:
 
 
 def cache_views(views: tuple[str, ...]) -> list[str]:
-    """The cache views a `--views` list writes: `flow` also writes its `motion` descriptor."""
+    """The cache views a `--views` list writes: a view's `writes_with` come along (`flow` writes `motion`)."""
     out: list[str] = []
-    for view in views:
-        for name in ("flow", "motion") if view == "flow" else (view,):
-            if name not in out:
-                out.append(name)
+    for name in views:
+        for written in (name, *VIEWS.get(name).writes_with):
+            if written not in out:
+                out.append(written)
     return out
 
 
@@ -133,10 +135,8 @@ def settings_key(config: ExtractConfig) -> str:
     settings = json.loads(to_json(config))
     settings.pop("run", None)
     weights = {
-        "clip": _file_stamp(config.clip.pretrained),
-        "s3d": _file_stamp(config.s3d.weights),
-        "audio": _file_stamp(config.audio.weights),
-        "flow": _file_stamp(config.flow.weights),
+        name: [_file_stamp(value) for value in VIEWS.get(name)().weights_files(config.settings_of(name))]
+        for name in cache_views(config.views)
     }
     text = json.dumps(
         {"settings": settings, "weights": weights, "version": __version__, "fidelity": FIDELITY_VERSION},
@@ -180,7 +180,7 @@ def nothing_to_do(
             labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
             if (
                 labels
-                and "clip" in views
+                and any(VIEWS.get(view).embeds_labels for view in views)
                 and (not (cache_dir / TEXT_NAME).exists() or stale_text_message(cache_dir, labels) is not None)
             ):
                 return None  # the label texts are missing or older than the manifest's labels: the full run embeds them

@@ -8,6 +8,7 @@ open_clip's own preprocess to within a couple of grey levels (tests/test_clip.py
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,9 @@ class ImagePreprocess:
     interpolation: Interpolation = "bicubic"
     resize_mode: ResizeMode = "shortest"
     fill_color: int = 0
+    # timm's eval transform: resize the short side to size / crop_pct, then centre-crop `size`
+    # (open_clip's: crop_pct 1, the crop is the resize)
+    crop_pct: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("interpolation", self.interpolation, Interpolation)
@@ -66,6 +70,7 @@ class ImagePreprocess:
             "interpolation": self.interpolation,
             "resize_mode": self.resize_mode,
             "fill_color": self.fill_color,
+            **({"crop_pct": self.crop_pct} if self.crop_pct != 1.0 else {}),  # open_clip identities unchanged
         }
 
     def resize_crop(self, rgb: np.ndarray) -> torch.Tensor:
@@ -78,7 +83,8 @@ class ImagePreprocess:
         height, width = image.shape[-2:]
         if self.resize_mode == "shortest":
             if target_h == target_w:
-                image = TF.resize(image, [target_h], interpolation=mode, antialias=True)
+                short = math.floor(target_h / self.crop_pct) if self.crop_pct != 1.0 else target_h
+                image = TF.resize(image, [short], interpolation=mode, antialias=True)
             else:
                 ratio = min(height / target_h, width / target_w)
                 image = TF.resize(

@@ -5,10 +5,10 @@ chain), so two caches with equal identities hold rows computed the same way."""
 from __future__ import annotations
 
 from ..cache.fidelity import FIDELITY_VERSION
-from ..config import ExtractConfig
 from .colour import COLOUR_RULE
+from .config import ExtractConfig
+from .views import VIEWS
 
-VIDEO_VIEWS = ("clip", "s3d", "flow", "motion", "frames")
 BEST_STREAM = "ffmpeg-best"  # av_find_best_stream's choice (a cover picture never)
 PRE_SHRINK = (
     "decoded frame (display rotation applied after); when its short side exceeds 2N, shrunk to short side N "
@@ -20,10 +20,11 @@ PRE_SHRINK = (
 def source_rules(view: str, config: ExtractConfig) -> dict:
     """The identity keys every extracted view records about how its source was read."""
     rules: dict = {"fidelity": FIDELITY_VERSION}
-    if view in VIDEO_VIEWS:
+    source = VIEWS.get(view).source
+    if source == "video":
         video = config.streams.video
         rules.update(video_stream=BEST_STREAM if video is None else video, colour=COLOUR_RULE, pre_shrink=PRE_SHRINK)
-    elif view == "audio":
+    elif source == "audio":
         audio = config.streams.audio
         rules["audio_stream"] = BEST_STREAM if audio is None else audio
     return rules

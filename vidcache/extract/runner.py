@@ -39,19 +39,19 @@ from ..cache.text import (
     write_text_embeddings,
 )
 from ..cache.thumbnails import THUMBNAIL_KEY, write_thumbnail
-from ..config import ExtractConfig, to_json
+from ..config import to_json
 from ..device import default_decode_workers, gather, resolve_device
 from ..errors import ConfigError, cache_write_error
 from ..manifest import VideoEntry
 from ..signals import deferred
-from .backbones import create_backbone
+from .config import ExtractConfig
 from .consumers import Chunk, Consumer, make_consumers
 from .decode import DEFAULT_VIDEO_TIMEOUT_S
 from .decode_process import decode_spec, process_context, process_worker, processes_unsupported, start_server
 from .plan import ExtractSummary, cache_views, peak_rss_mib, plan_videos, settings_key
-from .rules import source_rules
 from .spill import RowSpill, remove_spills
 from .stage import VideoStage, unexpected_reason
+from .viewset import audio_view_of, load_views, plugin
 from .watchdog import DecodeWatch
 
 log = logging.getLogger("vidcache.extract")
@@ -59,7 +59,6 @@ log = logging.getLogger("vidcache.extract")
 # another path, a hard link, another mount point or machine is the same weights)
 _IGNORED_IDENTITY_KEYS = ("weights_path",)
 _WEIGHTS_LOCATION_KEYS = ("pretrained", "weights", "weights_kind", "weights_path")
-SPILLED_VIEWS = ("flow", "frames")  # views whose rows are large enough to wait on disk until the video is complete
 SPILL_DIR = "tmp"
 
 
@@ -108,11 +107,6 @@ def _identity_differences(recorded: dict, wanted: dict, prefix: str = "") -> lis
     return out
 
 
-def _identity_mismatch(recorded: dict, wanted: dict) -> list[str]:
-    """The top-level settings that differ (see `_identity_differences`)."""
-    return sorted({name.split(".", 1)[0] for name, _, _ in _identity_differences(recorded, wanted)})
-
-
 def identity_mismatch_message(cache_dir: object, view: str, recorded: dict, wanted: dict) -> str | None:
     """The refusal for a view made with other settings, each differing one as `name old vs new`."""
     differences = _identity_differences(recorded, json.loads(json.dumps(wanted, default=str)))  # as recorded
@@ -136,84 +130,25 @@ class Extractor:
         self.progress = progress or (lambda summary: None)
         self.views = cache_views(config.views)
         self.encoders: dict[str, object] = {}  # model views, encoded batched in the main thread
-        self.flow_method = None
         self.device: torch.device | None = None
 
     # models --------------------------------------------------------------------------------------
     def _load_models(self, device) -> dict[str, dict]:
-        """Create every requested model; return each cache view's identity."""
-        cfg, download = self.config, self.config.run.allow_download
-        identities: dict[str, dict] = {}
-        if "clip" in self.views:
-            encoder = create_backbone("clip", config=cfg.clip, device=device, allow_download=download)
-            self.encoders["clip"] = encoder
-            identities["clip"] = {**encoder.identity(), "sampling": dataclasses.asdict(cfg.sampling)}
-        if "frames" in self.views:
-            from .frames_view import frames_identity
-
-            identities["frames"] = frames_identity(identities["clip"])
-        if "s3d" in self.views:
-            encoder = create_backbone(
-                "s3d", config=cfg.s3d, device=device, dtype=cfg.clip.dtype, allow_download=download
-            )
-            self.encoders["s3d"] = encoder
-            identities["s3d"] = encoder.identity()
-        if "audio" in self.views:
-            from .audio import AUDIO_ENCODERS
-
-            encoder = AUDIO_ENCODERS.create(cfg.audio.encoder, config=cfg.audio, device=device, dtype=cfg.clip.dtype)
-            self.encoders["audio"] = encoder
-            identities["audio"] = encoder.identity()
-        if "flow" in self.views or "motion" in self.views:
-            from .flow import FLOW_METHODS, descriptor_layout
-
-            self.flow_method = FLOW_METHODS.create(
-                cfg.flow.method, config=cfg.flow, device=device, allow_download=download
-            )
-            flow_cfg = dataclasses.asdict(cfg.flow)
-            sampled_at = flow_cfg["fps"] or dataclasses.asdict(cfg.sampling)
-            common = {"flow": self.flow_method.identity(), "sampling": sampled_at, "step": cfg.flow.step}
-            if "flow" in self.views:
-                side = cfg.flow.short_side
-                identities["flow"] = {
-                    **common,
-                    "short_side": side,
-                    "stored": "centre square, quantised uint8: px = (q - 128) * bound_px / 127",
-                    "bound_px": cfg.flow.bound_px,
-                    "row_shape": [2, side, side],
-                    "dtype": "uint8",
-                    "feature_dim": 2 * side * side,
-                }
-            if "motion" in self.views:
-                layout = descriptor_layout(
-                    cfg.flow.motion_grid, cfg.flow.motion_orientations, len(cfg.flow.motion_magnitude_edges_px)
-                )
-                identities["motion"] = {
-                    **common,
-                    "short_side": cfg.flow.short_side,
-                    "grid": cfg.flow.motion_grid,
-                    "orientations": cfg.flow.motion_orientations,
-                    "magnitude_edges_px": list(cfg.flow.motion_magnitude_edges_px),
-                    "layout": layout,
-                    "dtype": "float16",
-                    "feature_dim": cfg.flow.motion_grid**2
-                    * (1 + cfg.flow.motion_orientations * len(cfg.flow.motion_magnitude_edges_px)),
-                }
-        return {view: {**identity, **source_rules(view, cfg)} for view, identity in identities.items()}
+        """Create every requested view's models; return each cache view's identity."""
+        self.loaded = load_views(self.config, device)
+        self.encoders = self.loaded.models
+        return self.loaded.identities
 
     def _store_dtypes(self) -> dict[str, str]:
-        dtypes = {view: getattr(encoder, "store_dtype", "float16") for view, encoder in self.encoders.items()}
-        # motion: fractions in [0, 1], float16 is plenty; frames: the uint8 crops as prepared
-        dtypes.update({"flow": "uint8", "motion": "float16", "frames": "uint8"})
-        return dtypes
+        return self.loaded.store_dtypes(self.config)
 
     def _consumers(self, views: list[str]) -> list[Consumer]:
         return make_consumers(
             views,
             config=self.config,
-            clip=self.encoders.get("clip"),
-            s3d=self.encoders.get("s3d"),
-            flow_method=self.flow_method,
+            ctx=self.loaded.ctx,
+            models=self.encoders,
+            decode_models=self.loaded.decode_models,
         )
 
     # planning ------------------------------------------------------------------------------------
@@ -250,7 +185,7 @@ class Extractor:
                     self._consumers(views),
                     run=self.config.run,
                     streams=self.config.streams,
-                    audio="audio" in views,
+                    audio_view=audio_view_of(views),
                     stop=stop,
                 )
                 watch.begin(slot, index, stage.deadline)
@@ -290,7 +225,7 @@ class Extractor:
             cfg = self.config = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, workers=workers))
             summary.workers = workers
             identities = self._load_models(device)
-            summary.random_weights = any(getattr(e, "random_weights", False) for e in self.encoders.values())
+            summary.random_weights = self.loaded.random_weights
             summary.models_rss_mib = peak_rss_mib()
             catalog = Catalog.open(self.cache_dir, create=True)
             try:
@@ -312,7 +247,7 @@ class Extractor:
                     root_attrs={"config_json": to_json(cfg), "command": self.command},
                     view_attrs=identities,
                     dtypes=self._store_dtypes(),
-                    compressed={"flow", "frames"},
+                    compressed={name for name in self.views if plugin(name).compressed},
                     shard_size_mb=cfg.run.shard_size_mb,
                     commit_every_s=cfg.run.commit_every_s,
                 )
@@ -342,10 +277,10 @@ class Extractor:
                 summary.write_seconds = writer.write_seconds
                 labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
                 text_missing = not (self.cache_dir / TEXT_NAME).exists()
-                clip = self.encoders.get("clip")
+                text_tower = next((self.encoders[v] for v in self.encoders if plugin(v).embeds_labels), None)
                 text_stale = stale_text_message(self.cache_dir, labels) is not None  # the manifest's labels changed
-                if labels and clip is not None and (summary.extracted or text_missing or text_stale):
-                    embed_labels(self.cache_dir, clip, labels, list(DEFAULT_TEMPLATES))
+                if labels and text_tower is not None and (summary.extracted or text_missing or text_stale):
+                    embed_labels(self.cache_dir, text_tower, labels, list(DEFAULT_TEMPLATES))
                 summary.seconds = time.perf_counter() - started
                 summary.peak_rss_mib = peak_rss_mib()
                 catalog.finish_run(run_id, summary.as_dict())
@@ -406,7 +341,8 @@ class Extractor:
         pending: dict[str, list[tuple[int, int, Chunk]]] = {view: [] for view in self.encoders}
 
         def batch_rows(view: str) -> int:
-            return sum(len(c.data) * (c.data.shape[1] if view == "s3d" else 1) for _, _, c in pending[view])
+            cost = plugin(view).rows_in
+            return sum(cost(c) for _, _, c in pending[view])
 
         def flush(view: str) -> None:
             items = pending[view]
@@ -466,7 +402,7 @@ class Extractor:
                     ends = np.repeat(ends, repeats) if ends is not None else None
                 rows[view] = (features, times, ends)
                 summary.rows[view] = summary.rows.get(view, 0) + len(times)
-                if view == "clip":
+                if plugin(view).counts_frames:
                     summary.frames += len(times)
             if failed:
                 writer.record_failure(video_id, list(failed), failed, source=state.source, info_json=info_json)
@@ -528,7 +464,7 @@ class Extractor:
                     state = states[index]
                     state.chunks[chunk_no] = chunk
                     if chunk.encoded:
-                        if chunk.view in SPILLED_VIEWS:
+                        if plugin(chunk.view).spilled:  # large rows wait on disk until the video is complete
                             if chunk.view not in state.spills:
                                 state.spills[chunk.view] = RowSpill(self.cache_dir / SPILL_DIR, writer.writer_tag)
                             state.spills[chunk.view].append(np.asarray(chunk.data))
@@ -536,7 +472,7 @@ class Extractor:
                         state.encoded.add(chunk_no)
                         continue
                     view = chunk.view
-                    size = len(chunk.data) * (chunk.data.shape[1] if view == "s3d" else 1)
+                    size = plugin(view).rows_in(chunk)
                     if pending[view] and batch_rows(view) + size > run.batch_size:
                         flush(view)
                     pending[view].append((index, chunk_no, chunk))

@@ -25,13 +25,3 @@ def sample_times(config: SamplingConfig, *, start_s: float, end_s: float | None)
         return None
     count = max(1, math.ceil((end_s - start_s) * config.fps - 1e-9))
     return start_s + np.arange(count) / config.fps
-
-
-def clip_windows(num_frames: int, *, clip_len: int, clip_stride: int) -> list[tuple[int, int]]:
-    """[start, stop) frame-index windows: one every `clip_stride` frames, `clip_len` long; a video
-    shorter than one window yields one window (the caller pads it by repeating the last frame)."""
-    if num_frames <= 0:
-        return []
-    if num_frames <= clip_len:
-        return [(0, num_frames)]
-    return [(s, s + clip_len) for s in range(0, num_frames - clip_len + 1, clip_stride)]

@@ -69,10 +69,11 @@ class VideoStage:
         *,
         run: RunConfig,
         streams: StreamConfig | None = None,
-        audio: bool = False,
+        audio_view: str | None = None,
         stop: threading.Event | None = None,
     ):
-        self.entry, self.consumers, self.run, self.audio, self.stop = entry, consumers, run, audio, stop
+        # audio_view: the view fed by the audio pass (log-mel examples), None for no audio pass
+        self.entry, self.consumers, self.run, self.audio_view, self.stop = entry, consumers, run, audio_view, stop
         self.streams = streams or StreamConfig()
         self.outcomes: dict[str, tuple[str, str | None]] = {}
         self.details: dict = {}
@@ -94,7 +95,7 @@ class VideoStage:
                 reason = "file not found (no such object at the URL)"
             else:
                 reason = f"cannot fetch the URL ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})"
-            views = [v for c in self.consumers for v in c.view_names] + (["audio"] if self.audio else [])
+            views = [v for c in self.consumers for v in c.view_names] + ([self.audio_view] if self.audio_view else [])
             self.outcomes.update({view: (STATUS_FAILED, reason) for view in views})
             return
         self.entry = dataclasses.replace(remote, path=local)
@@ -124,16 +125,16 @@ class VideoStage:
                 reason = unexpected_reason(exc)
                 for view in video_views:
                     self.outcomes[view] = (STATUS_FAILED, reason)
-        if self.audio and not self._stopped():
+        if self.audio_view and not self._stopped():
             try:
                 yield from self._audio(deadline)
-                self.outcomes["audio"] = (STATUS_DONE, None)
+                self.outcomes[self.audio_view] = (STATUS_DONE, None)
             except VideoFailure as failure:
-                self.outcomes["audio"] = (STATUS_FAILED, failure.reason)
+                self.outcomes[self.audio_view] = (STATUS_FAILED, failure.reason)
             except ViewAbsent as absent:
-                self.outcomes["audio"] = (STATUS_ABSENT, absent.reason)
+                self.outcomes[self.audio_view] = (STATUS_ABSENT, absent.reason)
             except Exception as exc:
-                self.outcomes["audio"] = (STATUS_FAILED, unexpected_reason(exc))
+                self.outcomes[self.audio_view] = (STATUS_FAILED, unexpected_reason(exc))
 
     # video ---------------------------------------------------------------------------------------
     def _video(self, deadline: Deadline) -> Iterator[Chunk]:
@@ -236,7 +237,7 @@ class VideoStage:
             nonlocal emitted
             starts = start_s + (emitted + np.arange(len(examples))) * EXAMPLE_S  # type: ignore[operator]
             emitted += len(examples)
-            return Chunk("audio", starts, starts + EXAMPLE_S, examples, False)
+            return Chunk(self.audio_view, starts, starts + EXAMPLE_S, examples, False)
 
         facts: dict = {}
         for chunk_start_s, samples in iter_audio(

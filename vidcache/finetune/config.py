@@ -77,13 +77,13 @@ class FinetuneConfig:
         help="Backbone parameters that train: all, none (frozen tower, head on live frames) or last:N "
         "(the last N transformer blocks plus the final norm and projection).",
     )
-    frames_from: FramesFrom = setting(  # noqa: RUF009  (setting() is dataclasses.field with metadata)
+    frames_from: FramesFrom = setting(
         "cache",
         help="cache: the frames view (extract --views clip,frames); videos: decode the sources again "
         "through extract's sampler and preprocessing.",
     )
     head_options: str = setting("", help="Head options as KEY=VALUE,... (fields of HeadOptions, e.g. hidden_dim=256).")
-    head_init: HeadInit = setting(  # noqa: RUF009
+    head_init: HeadInit = setting(
         "probe",
         help="probe: fit the head on the frozen tower's features first (LP-FT), epoch 0 of the run; random: "
         "the head's own initialisation.",
@@ -116,12 +116,12 @@ class FinetuneConfig:
     crop_scale_min: float = setting(0.5, help="Smallest area fraction of the random resized crop.")
     patience: int = setting(5, help="Epochs without a better val metric before stopping.")
     early_stop_metric: str = setting("auto", help="auto: map_macro (multi-label) / top1 (single-label).")
-    task: Task = setting("auto", help="Single- or multi-label (auto: from the train split's labels).")  # noqa: RUF009
+    task: Task = setting("auto", help="Single- or multi-label (auto: from the train split's labels).")
     val_fraction: float = setting(0.1, help="Share of train carved out as val when the manifest has none.")
     memory_budget_gb: float = setting(4.0, help="Frames up to this size are held in memory, else re-read each epoch.")
     seed: int = setting(0, help="Seed of initialisation, shuffling, augmentation and dropout.")
     deterministic: bool = setting(False, help="torch deterministic algorithms (slower on GPU).")
-    device: Device = setting("auto", help="Training device.")  # noqa: RUF009
+    device: Device = setting("auto", help="Training device.")
 
     def __post_init__(self) -> None:
         check_choice(self, "frames_from", self.frames_from, FramesFrom)

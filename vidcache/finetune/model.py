@@ -96,19 +96,9 @@ class VideoModel(nn.Module):
 
 
 def encoder_for_identity(identity: dict, *, cache_dir: object = ""):
-    """The CLIP encoder (open_clip model, weights record, preprocessing) that made a view, rebuilt from
-    the view's identity on the CPU: the same architecture and weights file (or random-init seed);
-    weights whose sha256 differs from the recorded one are refused."""
-    from ..config import ClipConfig
-    from ..errors import CacheError
-    from ..extract.backbones import create_backbone
+    """The CLIP encoder (open_clip model, weights record, preprocessing) that made a view, rebuilt on
+    the CPU from the view's identity (extract's `clip_for_identity`: same architecture and weights
+    file or random-init seed; other weights are refused)."""
+    from ..extract.backbones.clip import clip_for_identity
 
-    pretrained = identity.get("weights_path") or identity["pretrained"]
-    encoder = create_backbone(
-        "clip",
-        config=ClipConfig(model=identity["model"], pretrained=pretrained, seed=identity.get("random_init_seed") or 0),
-        device=torch.device("cpu"),
-    )
-    if identity.get("weights_sha256") and encoder.weights_sha256 != identity["weights_sha256"]:
-        raise CacheError(f"weights {pretrained} differ from those that made cache {cache_dir} (sha256 mismatch)")
-    return encoder
+    return clip_for_identity(identity, device=torch.device("cpu"), cache_dir=cache_dir)

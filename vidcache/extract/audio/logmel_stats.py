@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...config import AudioConfig
+from ..views.audio import AudioConfig
 from .base import AudioEncoder, check_examples
 from .frontend import MEL_BANDS, frontend_identity
 from .registry import register_audio_encoder

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...config import AudioConfig
 from ...device import autocast_dtype, to_device
 from ...errors import ConfigError, MissingWeightsError
 from ..backbones.weights import sha256_file
+from ..views.audio import AudioConfig
 from .base import AudioEncoder, check_examples
 from .frontend import frontend_identity
 from .registry import register_audio_encoder

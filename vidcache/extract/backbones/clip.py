@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from importlib import resources
 
 import numpy as np
 import torch
 
-from ...config import ClipConfig
 from ...device import autocast_dtype, to_device
 from ..preprocess import ImagePreprocess
+from ..views.clip import ClipConfig
 from .base import FrameEncoder
 from .registry import register_backbone
-from .weights import ResolvedWeights, resolve_clip_weights, sha256_file, state_dict_sha256
+from .weights import ResolvedWeights, hf_offline, resolve_clip_weights, sha256_file, state_dict_sha256
 
-TINY_MODEL = "vidcache-tiny"
 DEFAULT_TEMPLATES = ("a video of {}.", "This is a video about {}")
 _registered_configs = False
 
@@ -33,30 +31,13 @@ def register_vidcache_configs() -> None:
     _registered_configs = True
 
 
-@contextlib.contextmanager
-def _hf_offline(enabled: bool):
-    """Keep open_clip/huggingface_hub off the network unless downloading was asked for."""
-    if not enabled:
-        yield
-        return
-    saved = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved
-
-
 def load_clip(config: ClipConfig, *, allow_download: bool = False):
     """Build the open_clip model for `config`; return (model, weights, weights_sha256, preprocess)."""
     import open_clip
 
     register_vidcache_configs()
     weights: ResolvedWeights = resolve_clip_weights(config.model, config.pretrained, allow_download=allow_download)
-    with _hf_offline(not allow_download):
+    with hf_offline(not allow_download):
         if weights.kind == "hf-hub":
             model = open_clip.create_model(config.model, weights_only=True)
         else:
@@ -91,7 +72,9 @@ def load_clip(config: ClipConfig, *, allow_download: bool = False):
 class ClipEncoder(FrameEncoder):
     view = "clip"
 
-    def __init__(self, *, config: ClipConfig, device: torch.device, allow_download: bool = False):
+    def __init__(
+        self, *, config: ClipConfig, device: torch.device, dtype: str = "float16", allow_download: bool = False
+    ):
         self.config = config
         self.device = device
         self.model, self.weights, self.weights_sha256, self.preprocess = load_clip(
@@ -100,7 +83,7 @@ class ClipEncoder(FrameEncoder):
         self.model.to(device)
         self.amp_dtype = autocast_dtype(device)
         self.feature_dim = int(self.model.visual.output_dim)
-        self.store_dtype = config.dtype
+        self.store_dtype = dtype
 
     @property
     def random_weights(self) -> bool:
@@ -148,9 +131,25 @@ class ClipEncoder(FrameEncoder):
             "weights_sha256": self.weights_sha256,
             "random_init_seed": self.config.seed if self.random_weights else None,
             "preprocess": self.preprocess.as_dict(),
-            "dtype": self.config.dtype,
+            "dtype": self.store_dtype,
             "normalized": False,
             "feature_dim": self.feature_dim,
             # only for fine-tuned exports, so the identities of every other view stay as they were
             **({"fine_tuned": self.weights.provenance} if self.weights.provenance else {}),
         }
+
+
+def clip_for_identity(identity: dict, *, device, allow_download: bool = False, cache_dir: object = ""):
+    """The CLIP encoder (text tower included) that made a view, from the view's recorded identity:
+    the same architecture and weights file (or random-init seed); other weights are refused."""
+    from ...errors import CacheError
+
+    pretrained = identity.get("weights_path") or identity["pretrained"]
+    encoder = ClipEncoder(
+        config=ClipConfig(model=identity["model"], pretrained=pretrained, seed=identity.get("random_init_seed") or 0),
+        device=device,
+        allow_download=allow_download,
+    )
+    if identity.get("weights_sha256") and encoder.weights_sha256 != identity["weights_sha256"]:
+        raise CacheError(f"weights {pretrained} differ from those that made cache {cache_dir} (sha256 mismatch)")
+    return encoder

@@ -16,9 +16,9 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ...config import S3dConfig
 from ...device import autocast_dtype, to_device
 from ...errors import ConfigError
+from ..views.s3d import S3dConfig
 from .base import FrameEncoder
 from .registry import register_backbone
 from .weights import load_state_dict_file, resolve_torchvision_weights, sha256_file, state_dict_sha256

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -214,3 +215,20 @@ def resolve_torchvision_weights(
             f"{path} is corrupt (its sha256 does not match its name); delete it and fetch it again with --download"
         )
     return str(path)
+
+
+@contextlib.contextmanager
+def hf_offline(enabled: bool):
+    """Keep open_clip/huggingface_hub off the network unless downloading was asked for."""
+    if not enabled:
+        yield
+        return
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved

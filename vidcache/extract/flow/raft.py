@@ -10,7 +10,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...config import FlowConfig
 from ...device import to_device
 from ...errors import ConfigError, MissingWeightsError
 from ..backbones.weights import (
@@ -19,6 +18,7 @@ from ..backbones.weights import (
     sha256_file,
     state_dict_sha256,
 )
+from ..views.flow import FlowConfig
 from .base import FlowMethod, check_pairs, register_flow_method
 
 NUM_FLOW_UPDATES = 12  # torchvision's default and the number its weights were evaluated with

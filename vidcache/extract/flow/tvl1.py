@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 
-from ...config import FlowConfig
 from ...errors import ConfigError
+from ..views.flow import FlowConfig
 from .base import FlowMethod, check_pairs, register_flow_method
 
 # Getter name → identity key. Read back from a fresh object rather than hard-coded, so the identity

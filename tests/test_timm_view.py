@@ -1,0 +1,52 @@
+"""The `timm` view against timm's own eval pipeline: `timm.data.create_transform` on a PIL image and
+the model's forward, on the same random-initialised model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from vidcache.errors import ConfigError
+from vidcache.extract.views.timm_image import TimmConfig, TimmEncoder
+
+
+@pytest.mark.parametrize(
+    ("model", "image_size"), [("vit_tiny_patch16_224", 64), ("resnet18", None), ("convnext_atto", None)]
+)
+def test_features_match_timms_own_transform_and_forward(model, image_size):
+    config = TimmConfig(model=model, pretrained="none", image_size=image_size, seed=3)
+    encoder = TimmEncoder(config=config, device=torch.device("cpu"), dtype="float32")
+    torch.manual_seed(3)
+    kwargs = {"img_size": image_size} if image_size else {}
+    reference = timm.create_model(model, pretrained=False, num_classes=0, **kwargs).eval()
+    data = timm.data.resolve_model_data_config(reference)
+    if image_size:
+        data["input_size"] = (3, image_size, image_size)
+    transform = timm.data.create_transform(**data, is_training=False)
+    rng = np.random.default_rng(0)
+    frames = [
+        np.kron(rng.integers(0, 255, (h // 8, w // 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+        for h, w in ((120, 160), (240, 136), (96, 400))
+    ]
+    ours = encoder.encode(torch.stack([encoder.prepare(f) for f in frames]))
+    with torch.no_grad():
+        expected = reference(torch.stack([transform(Image.fromarray(f)) for f in frames])).numpy()
+    cosine = (ours * expected).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 0.995, cosine  # PIL vs tensor resize: a couple of grey levels apart
+    identity = encoder.identity()
+    assert identity["feature_dim"] == ours.shape[1] == reference.num_features
+    assert identity["weights_kind"] == "random" and identity["random_init_seed"] == 3
+
+
+def test_unknown_model_and_missing_weights_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="--timm-model 'no_such_net': unknown to timm"):
+        TimmEncoder(config=TimmConfig(model="no_such_net", pretrained="none"), device="cpu", dtype="float32")
+    with pytest.raises(Exception, match="no such file"):
+        TimmEncoder(
+            config=TimmConfig(model="resnet18", pretrained=str(tmp_path / "w.safetensors")),
+            device="cpu",
+            dtype="float32",
+        )

@@ -1,0 +1,168 @@
+"""The `timm` view: any image model of timm (DINOv2, SigLIP, ConvNeXt, ...) on the sampled frames, one
+row per sample time (the model's pooled features, `num_classes=0`), with timm's own eval preprocessing
+(`resolve_model_data_config`: resize to size / crop_pct, centre crop, its mean and std).
+
+Everything about the view is in this file: settings, encoder and registration."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ...fields import check, setting
+from .base import SampledFramesView, ViewContext, register_view
+
+
+@dataclass(frozen=True)
+class TimmConfig:
+    """A timm image model and its weights."""
+
+    model: str = setting("vit_small_patch14_dinov2.lvd142m", help="timm model name (timm.list_models()).")
+    pretrained: str = setting(
+        "default",
+        help="'default' (timm's pretrained weights, from the Hugging Face cache; --download fetches them), "
+        "a local weights file (.safetensors or a PyTorch state dict), or 'none' for random weights.",
+    )
+    image_size: int | None = setting(
+        None, help="Input size (px) for models that take one (ViTs); default: the model's."
+    )
+    seed: int = setting(0, help="Seed of the random weights with --timm-pretrained none (recorded).")
+
+    def __post_init__(self) -> None:
+        check(self, "model", bool(self.model), "must not be empty")
+        check(self, "pretrained", bool(self.pretrained), "must not be empty; use 'none' for random weights")
+        check(self, "image_size", self.image_size is None or self.image_size >= 16, "must be >= 16")
+
+
+class TimmEncoder:
+    """timm model → pooled features of uint8 frames; `prepare` (resize + crop) runs in decode workers."""
+
+    def __init__(self, *, config: TimmConfig, device: Any, dtype: str, allow_download: bool = False) -> None:
+        import timm
+        import torch
+
+        from ...device import autocast_dtype
+        from ...errors import ConfigError, MissingWeightsError
+        from ..backbones.weights import hf_offline, load_state_dict_file, sha256_file, state_dict_sha256
+        from ..preprocess import ImagePreprocess
+
+        self.view, self.config, self.device, self.store_dtype = "timm", config, device, dtype
+        kwargs = {"num_classes": 0}
+        if config.image_size is not None:
+            kwargs["img_size"] = config.image_size
+        kind, path = "random", ""
+        try:
+            if config.pretrained == "none":
+                torch.manual_seed(config.seed)
+                model = timm.create_model(config.model, pretrained=False, **kwargs)
+            elif config.pretrained == "default":
+                kind = "tag"
+                try:
+                    with hf_offline(not allow_download):
+                        model = timm.create_model(config.model, pretrained=True, **kwargs)
+                except Exception as exc:
+                    raise MissingWeightsError(
+                        f"timm weights for {config.model} are not in the local Hugging Face cache "
+                        f"({type(exc).__name__}); run once with --download where the hub is reachable, "
+                        "or pass a weights file as --timm-pretrained"
+                    ) from None
+            else:
+                kind, path = "file", os.path.abspath(config.pretrained)
+                if not os.path.isfile(path):
+                    raise MissingWeightsError(
+                        f"--timm-pretrained {config.pretrained}: no such file; give a weights file"
+                    )
+                model = timm.create_model(config.model, pretrained=False, **kwargs)
+                state = load_state_dict_file(path)
+                state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc.", "classifier."))}
+                missing, _ = model.load_state_dict(state, strict=False)
+                if missing:
+                    raise ConfigError(
+                        f"--timm-pretrained {path}: weights lack {len(missing)} tensors of {config.model}"
+                    )
+        except RuntimeError as exc:
+            if "Unknown model" in str(exc) or "Invalid model" in str(exc):
+                raise ConfigError(f"--timm-model {config.model!r}: unknown to timm; see timm.list_models()") from None
+            raise
+        self.model = model.eval().to(device)
+        self.weights_kind, self.weights_path = kind, path
+        self.weights_sha256 = sha256_file(path) if path else state_dict_sha256(model)
+        data = dict(timm.data.resolve_model_data_config(model))
+        if config.image_size is not None:  # the pretrained config names the size the weights were made at
+            data["input_size"] = (3, config.image_size, config.image_size)
+        side = int(data["input_size"][-1])
+        self.preprocess = ImagePreprocess(
+            size=(int(data["input_size"][-2]), side),
+            mean=tuple(float(x) for x in data["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(x) for x in data["std"]),  # type: ignore[arg-type]
+            interpolation=data.get("interpolation", "bicubic"),
+            crop_pct=float(data.get("crop_pct", 1.0)) if data.get("crop_mode", "center") == "center" else 1.0,
+        )
+        # the resize before the crop: the decode pass may pre-shrink frames down to it, never below
+        self.max_short_side = int(min(self.preprocess.size) / self.preprocess.crop_pct)
+        self.feature_dim = int(model.num_features)
+        self.amp_dtype = autocast_dtype(device)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights_kind == "random"
+
+    def prepare(self, rgb):
+        return self.preprocess.resize_crop(rgb)
+
+    @property
+    def process_prepare(self):
+        """`prepare` without the model, for decode processes (picklable)."""
+        return self.preprocess.resize_crop
+
+    def encode(self, batch):
+        import torch
+
+        from ...device import to_device
+
+        with torch.inference_mode():
+            pixels = self.preprocess.normalize(to_device(batch, self.device))
+            autocast = (
+                torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+                if self.amp_dtype is not None
+                else contextlib.nullcontext()
+            )
+            with autocast:
+                features = self.model(pixels)
+            return features.float().cpu().numpy()
+
+    def identity(self) -> dict:
+        import timm
+
+        return {
+            "backbone": "timm",
+            "timm_version": timm.__version__,
+            "model": self.config.model,
+            "pretrained": self.config.pretrained,
+            "image_size": self.config.image_size,
+            "weights_kind": self.weights_kind,
+            "weights_path": self.weights_path,
+            "weights_sha256": self.weights_sha256,
+            "random_init_seed": self.config.seed if self.random_weights else None,
+            "preprocess": self.preprocess.as_dict(),
+            "dtype": self.store_dtype,
+            "normalized": False,
+            "feature_dim": self.feature_dim,
+        }
+
+
+@register_view("timm")
+class TimmView(SampledFramesView):
+    settings = TimmConfig
+
+    @classmethod
+    def tiny_settings(cls) -> Any:
+        return TimmConfig(model="vit_tiny_patch16_224", pretrained="none", image_size=32)
+
+    def load_model(self, settings: TimmConfig, ctx: ViewContext) -> Any:
+        return TimmEncoder(config=settings, device=ctx.device, dtype=ctx.dtype, allow_download=ctx.allow_download)
+
+    def weights_files(self, settings: TimmConfig) -> tuple[str | None, ...]:
+        return (settings.pretrained,)
