@@ -232,11 +232,13 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
             return made
 
         sources: dict[str, FrameSource] = {split: make_source(ids[split]) for split in ids}
-        if config.frames_from == "cache" and cache.view_info(config.frames_view).get("preprocess") != identity.get(
-            "preprocess"
-        ):
-            raise ConfigError(f"--frames-view {config.frames_view} was prepared with another preprocessing than "
-                              f"view {config.view}; extract both in one run (--views clip,frames)")  # fmt: skip
+        if config.frames_from == "cache":  # the frames must be the pixels the tower saw when it made the view
+            frames_identity = cache.view_info(config.frames_view)
+            differs = [k for k in ("preprocess", "sampling") if frames_identity.get(k) != identity.get(k)]
+            if differs:
+                raise ConfigError(f"--frames-view {config.frames_view} was made with another {' and '.join(differs)} "
+                                  f"than view {config.view}; extract both with the same options (--views clip,frames) "
+                                  "or use --frames-from videos")  # fmt: skip
 
         head_class = HEADS.get(config.head)
         if getattr(head_class, "kind", "classify") != "classify" or head_class.needs_text or head_class.multi_view:
