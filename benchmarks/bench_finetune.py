@@ -33,8 +33,8 @@ def peak_rss_mib() -> float:
 def one_case(model_name: str, *, checkpointing: bool, videos: int, frames: int, steps: int, device: str) -> dict:
     import torch
 
-    from vidcache.extract.views.clip import ClipConfig
     from vidcache.extract.backbones import create_backbone
+    from vidcache.extract.views.clip import ClipConfig
     from vidcache.finetune.augment import augment_video
     from vidcache.finetune.config import FinetuneConfig
     from vidcache.finetune.model import VideoModel, set_trainable
