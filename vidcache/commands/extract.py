@@ -118,6 +118,7 @@ def run_extract(
                 splits=splits,
                 strict=strict,
                 progress=progress,
+                notify=lambda note: click.echo(note, err=True),
                 command=command_line(),
             )
         except ManifestError as error:  # the API says `(strict)`, the command line has a flag

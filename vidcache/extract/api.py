@@ -24,6 +24,7 @@ def extract(
     splits: Sequence[str] = STANDARD_SPLITS,
     strict: bool = False,
     progress: Callable[[ExtractSummary], None] | None = None,
+    notify: Callable[[str], None] | None = None,
     command: str = "",
 ) -> ExtractSummary:
     """Decode each video of `manifest` once and cache the embeddings of `config.views` in `cache`.
@@ -41,6 +42,8 @@ def extract(
         splits: the split names the manifest may use; others are warned about (errors with `strict`).
         strict: manifest warnings are errors (`ManifestError`), nothing is written.
         progress: called with the running summary after each video.
+        notify: called with each view's note before a run with work to do (e.g. the disk a view will
+            take); default: logged as a warning.
         command: recorded in the catalog as what made the run (the CLI records its command line).
 
     Returns the run's `ExtractSummary` (counts, failures with reasons, timings).
@@ -71,12 +74,13 @@ def extract(
         from .runner import Extractor
         from .views import VIEWS
 
-        for name in config.views:  # large views say how large before the run writes them
-            estimate = VIEWS.get(name)().size_estimate(
-                config.settings_of(name), config.sampling, [e.path for e in mine]
+        for name in config.views:
+            note = VIEWS.get(name)().before_run(
+                config.settings_of(name), paths=[e.path for e in mine], sampling=config.sampling
             )
-            if estimate:
-                log.info("%s", estimate)
+            if note:
+                (notify or log.warning)(note)
+
         summary = Extractor(cache, config, command=command, progress=progress).run(mine, vocabulary=vocabulary)
     summary.warnings = warnings
     return summary

@@ -79,15 +79,6 @@ class CropPreparer:
         self.preprocess = preprocess
         self.max_short_side = min(preprocess.size)
 
-    @classmethod
-    def for_clip(cls, settings, *, allow_download: bool = False) -> CropPreparer:
-        """The preprocessing the clip view computes for these clip settings (the same `load_clip`, so
-        tag- and file-specific mean/std/resize come out the same; the tower itself is dropped)."""
-        from .backbones.clip import load_clip
-
-        _, _, _, preprocess = load_clip(settings, allow_download=allow_download)
-        return cls(preprocess)
-
     def prepare(self, rgb: np.ndarray):
         return self.preprocess.resize_crop(rgb)
 

@@ -54,8 +54,11 @@ def video_vectors(
     check_choice("--pooling", pooling, Pooling)
     if view not in cache.views():
         raise ConfigError(f"view {view!r} is not in cache {cache.path}; views: {', '.join(cache.views()) or 'none'}")
-    if view == "flow":
-        raise ConfigError("the flow view holds fields, not embeddings; index the 'motion' descriptor view instead")
+    if cache.view_info(view).get("row_shape"):  # rows are arrays (flow fields), not embeddings
+        raise ConfigError(
+            f"the {view!r} view holds fields (rows of shape {cache.view_info(view)['row_shape']}), not embeddings; "
+            "index an embedding or descriptor view instead (e.g. motion for flow)"
+        )
     ids = sorted(cache.video_ids(view)) if video_ids is None else list(video_ids)
     if not ids:
         raise ConfigError(f"cache {cache.path} has no extracted {view!r} rows to index")

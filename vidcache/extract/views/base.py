@@ -31,6 +31,13 @@ class ViewContext:
     sampling: Any  # SamplingConfig: the run's --fps / --num-frames sample times
     batch_size: int  # --batch-size: frames per model batch
     allow_download: bool = False
+    loaded: dict = dataclasses.field(default_factory=dict, compare=False)  # models shared by views of a run
+
+    def shared(self, key: Any, factory: Any) -> Any:
+        """`factory()` once per run for `key`: views built on one model (clip and frames) load it once."""
+        if key not in self.loaded:
+            self.loaded[key] = factory()
+        return self.loaded[key]
 
 
 class View:
@@ -93,14 +100,14 @@ class View:
         """Options naming weights files: their size and mtime enter the run's settings key."""
         return ()
 
-    def size_estimate(self, settings: Any, sampling: Any, paths: list[str]) -> str | None:
-        """One line on what this view will store for these sources, logged before a run with work to
-        do; None for views whose rows are small (only `frames` says anything)."""
-        return None
-
     def describe(self, identity: dict) -> tuple[str, str, str]:
         """(model, weights, settings) as `vidcache status` shows them."""
         return str(identity.get("model") or identity.get("backbone") or ""), "", ""
+
+    def before_run(self, settings: Any, *, paths: list[str], sampling: Any) -> str | None:
+        """A line said before a run that will extract this view for `paths` (e.g. how much disk a
+        large view will take), or None."""
+        return None
 
 
 class SampledFramesView(View):

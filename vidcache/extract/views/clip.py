@@ -38,8 +38,11 @@ class ClipView(SampledFramesView):
     def load_model(self, settings: ClipConfig, ctx: ViewContext) -> Any:
         from ..backbones import create_backbone
 
-        return create_backbone(
-            "clip", config=settings, device=ctx.device, dtype=ctx.dtype, allow_download=ctx.allow_download
+        return ctx.shared(
+            ("clip", settings),
+            lambda: create_backbone(
+                "clip", config=settings, device=ctx.device, dtype=ctx.dtype, allow_download=ctx.allow_download
+            ),
         )
 
     def weights_files(self, settings: ClipConfig) -> tuple[str | None, ...]:

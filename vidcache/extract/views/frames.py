@@ -28,9 +28,18 @@ class FramesView(SampledFramesView):
         return ClipConfig(model="vidcache-tiny", pretrained="none")
 
     def load_model(self, settings: ClipConfig, ctx: ViewContext) -> Any:
+        from ..backbones import create_backbone
         from ..frames_view import CropPreparer
 
-        return CropPreparer.for_clip(settings, allow_download=ctx.allow_download)
+        # the clip view's own encoder (loaded once per run whichever of the two views asks first): the
+        # crops come from its `preprocess`, so they are the clip rows' input by construction
+        encoder = ctx.shared(
+            ("clip", settings),
+            lambda: create_backbone(
+                "clip", config=settings, device=ctx.device, dtype=ctx.dtype, allow_download=ctx.allow_download
+            ),
+        )
+        return CropPreparer(encoder.preprocess)
 
     def consumer(self, settings: ClipConfig, ctx: ViewContext, *, model: Any, decode_model: Any, views: tuple):
         from ..frames_view import FramesConsumer
@@ -45,7 +54,7 @@ class FramesView(SampledFramesView):
     def weights_files(self, settings: ClipConfig) -> tuple[str | None, ...]:
         return (settings.pretrained,)
 
-    def size_estimate(self, settings: ClipConfig, sampling: Any, paths: list[str]) -> str | None:
+    def before_run(self, settings: ClipConfig, *, paths: list[str], sampling: Any) -> str | None:
         from ..frames_view import clip_input_size, estimate_message
 
         return estimate_message(paths, sampling, size=clip_input_size(settings.model))
