@@ -12,15 +12,27 @@ then solved again at the same C on train+val, as the `linear` head does. `--no-p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
+from ..fields import setting
 from .base import Head
 from .data import SplitSource
-from .solved import selection_score, solve_probe
+from .solved import SolvedProbeOptions, selection_score, solve_probe
 
 BLEND_GRID = tuple(i / 10 for i in range(11))
+
+
+@dataclass(frozen=True)
+class BlendOptions(SolvedProbeOptions):
+    """Options of a head that blends a solved linear branch into its logits (`mlp`, `prototype`)."""
+
+    probe_blend: bool = setting(
+        True, help="Blend with a solved linear probe, its weight chosen on val (0: the head alone)."
+    )
 
 
 def add_probe_branch(head: Head) -> None:

@@ -27,7 +27,7 @@ from ..signals import deferred
 from .base import HEADS, Head, TrainingError
 from .blend import blend_probe
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, resolve_schedule
+from .config import CONFIG_VERSION, TrainConfig, resolve_schedule
 from .context import HeadContext, build_context
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
 from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
@@ -396,11 +396,13 @@ def _train_once(
         config = resolve_schedule(config, train_videos=len(train_source))  # recorded resolved, below
         context = build_context(
             cache,
-            config,
+            head_class.inputs(config.options),
             vocabulary=splits.vocabulary,
+            views=views,
             input_dims=train_source.dims,
             video_ids=splits.ids[TRAIN],
-            needs_text=head_class.needs_text,
+            seed=config.seed,
+            head=config.head,
         )
         model = build_head(
             config,
@@ -411,7 +413,8 @@ def _train_once(
             context=context,
         ).to(device)
         resolved = {
-            "train_config": dataclasses.asdict(config),
+            "train_config": config.saved(),  # the head's own options verbatim under "options"
+            "config_version": CONFIG_VERSION,
             "cache": str(Path(cache_dir).resolve()),
             "view_identity": view_identity,
             "view_identities": view_identities,
@@ -430,8 +433,7 @@ def _train_once(
         config_path = run_dir / "config.json"
         if resume and config_path.exists():
             recorded = json.loads(config_path.read_text())
-            as_saved = json.loads(json.dumps(resolved["train_config"], default=str))  # tuples → lists
-            if recorded["train_config"] != as_saved or recorded["vocabulary"] != splits.vocabulary:
+            if recorded["train_config"] != resolved["train_config"] or recorded["vocabulary"] != splits.vocabulary:
                 raise ConfigError(f"--resume: {run_dir} was trained with other options or classes; use a new --out")
             same_views = recorded.get("view_identities") == json.loads(json.dumps(view_identities, default=str))
             if recorded.get("splits_sha1") != resolved["splits_sha1"] or not same_views:
