@@ -145,9 +145,7 @@ def share(groups: dict[str, list[GeneratedOption]]) -> list[GeneratedOption]:
         if not first.is_flag:
             kwargs["type"] = first.type
         merged[dest] = click.Option([flag, dest], **kwargs)
-    return [
-        dataclasses.replace(o, option=merged[o.dest]) for options in groups.values() for o in options
-    ]
+    return [dataclasses.replace(o, option=merged[o.dest]) for options in groups.values() for o in options]
 
 
 def _shown(value: Any) -> str:

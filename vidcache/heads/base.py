@@ -54,8 +54,10 @@ class HeadRegistry(Registry):
         unknown = sorted(set(values) - known)
         if unknown:
             raise ParamError(
-                cls.__name__, unknown[0], values[unknown[0]], f"not an option of head {name!r}; its options: "
-                + (", ".join(sorted(known)) or "none")
+                cls.__name__,
+                unknown[0],
+                values[unknown[0]],
+                f"not an option of head {name!r}; its options: " + (", ".join(sorted(known)) or "none"),
             )
         return cls(**values)
 

@@ -60,9 +60,7 @@ class TrainConfig:
     device: Device = setting("auto", help="Where to train.")
     task: Task = setting("auto", help="auto: multi-label when any video has several labels.")
     early_stop_metric: str = setting("auto", help="auto: map_macro / top1 (retrieval heads: recall_at_1).")
-    patience: int | None = setting(
-        None, help="Epochs without improvement before stopping (default: epochs/3, >= 10)."
-    )
+    patience: int | None = setting(None, help="Epochs without improvement before stopping (default: epochs/3, >= 10).")
     grad_clip: float = setting(1.0, help="Gradient norm clip.")
     pos_weight: bool = setting(False, help="Weight positives by (negatives/positives) per class.")
     max_frames: int = setting(64, help="Frames per video, sampled uniformly when a video has more.")

@@ -7,9 +7,9 @@ checkpoint. A new kind of input is one more small dataclass with a `load` method
 
 from __future__ import annotations
 
+import json
 import logging
 import zlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol

@@ -71,6 +71,7 @@ class FusionOptions(PrototypeCoreOptions):
         check(self, "layers", self.layers >= 0, "must be >= 0")
         check(self, "attention_heads", self.attention_heads >= 1, "must be >= 1")
 
+
 TIME_OCTAVES = 6  # sin/cos of π·2^k·u, k = 0..5: from the whole video down to ~1/32 of it
 
 

@@ -44,7 +44,9 @@ ProbeRefit = Literal["train", "train+val"]
 class SolvedProbeOptions:
     """Options of a solved linear probe (the `linear` head, and the probe branch of `mlp`/`prototype`)."""
 
-    probe_c: float | None = setting(None, help="Solved probe: a fixed C (scikit-learn's meaning) instead of the val sweep.")
+    probe_c: float | None = setting(
+        None, help="Solved probe: a fixed C (scikit-learn's meaning) instead of the val sweep."
+    )
     probe_refit: ProbeRefit = setting(
         "train",
         help="Solved probe: the final fit at the chosen C on train (as chosen on val) or train+val (CLIP).",

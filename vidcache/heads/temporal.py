@@ -61,14 +61,13 @@ Choices and deviations from the paper:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 from ..errors import ConfigError
 from ..fields import check, check_choice, setting
@@ -90,9 +89,7 @@ class TemporalOptions:
     attention_heads: int = setting(4, help="Attention heads per block.")
     dropout: float = setting(0.1, help="Dropout probability.")
     temperature: float = setting(0.1, help="τ of the similarities.")
-    text_discriminator: bool = setting(
-        False, help="temporal: self-attention over [positive text, its hard negatives]."
-    )
+    text_discriminator: bool = setting(False, help="temporal: self-attention over [positive text, its hard negatives].")
     hard_negatives: int = setting(0, help="temporal: K mined hard-negative labels per video (0 = in-batch only).")
     hard_negatives_from: NegativesFrom = setting(
         "top", help="temporal: which K of each video's mined ranking: hardest, easiest or random."
@@ -116,6 +113,7 @@ class TemporalOptions:
         )
         object.__setattr__(self, "label_corpus", _resolved(self.label_corpus))
         object.__setattr__(self, "text_embeddings", _resolved(self.text_embeddings))
+
 
 MAX_LOGIT_SCALE = 100.0  # as CLIP
 ATTENTION_SCALE_RANGE = (0.01, 100.0)
