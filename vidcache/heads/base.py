@@ -61,6 +61,17 @@ class HeadRegistry(Registry):
             )
         return cls(**values)
 
+    def options_from(self, name: str, values: dict[str, Any]) -> Any:
+        """The head's options with those of `values` it has (the rest ignored): one settings dict
+        applied to every head, as the registry-generated tests and the CLI's shared flags do."""
+        known = {f.name for f in dataclasses.fields(self.options_class(name))}
+        return self.options(name, **{k: v for k, v in values.items() if k in known})
+
+    def needs(self, name: str, kind: type, options: Any = None) -> bool:
+        """Whether the head (with `options`, default its defaults) declares an input of type `kind`."""
+        head = self.get(name)
+        return any(isinstance(i, kind) for i in head.inputs(options if options is not None else head.Options()))
+
 
 HEADS = HeadRegistry("head", option="--head")
 
