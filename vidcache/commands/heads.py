@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .common import command_line, on_interrupt, print_metrics, resume_command
-from .options import GeneratedOption, add_options, build, field_options, given, share
+from .options import GeneratedOption, add_options, build, field_options, given, params_as_flags, share
 
 
 class GeneratedCommand(click.Command):
@@ -90,6 +90,7 @@ def _print_sweep(records: list[dict]) -> None:
     output_console().print(table)
 
 
+@params_as_flags
 @click.command(cls=GeneratedCommand, generate=_all_train_options)
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
@@ -143,6 +144,7 @@ def train(ctx: click.Context, cache_dir: str, run_dir: str, resume: bool, sweep:
     )
 
 
+@params_as_flags
 @click.command("eval")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
@@ -160,6 +162,7 @@ def eval_cmd(run_dir: str, cache_dir: str, split: str, device: str, as_json: boo
         print_metrics(f"eval {run_dir} on {split}", metrics)
 
 
+@params_as_flags
 @click.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))

@@ -10,6 +10,7 @@ never writes an option three times and the library never speaks in flags.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -176,6 +177,29 @@ def translate(error: ParamError, options: list[GeneratedOption]) -> ConfigError:
     value = error.value
     shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
     return ConfigError(f"{flags[error.param]} {shown}: {rule}")
+
+
+def params_as_flags(command: click.Command) -> click.Command:
+    """A `ParamError` raised by the Python API under this command (`mine_neighbours.k=0: must be >= 1`)
+    reported with the command's flag of that name (`--k 0: must be >= 1`); the API's own messages name
+    its parameters, the command line's its flags."""
+    callback = command.callback
+    assert callback is not None
+
+    @functools.wraps(callback)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except ParamError as error:
+            wanted = "--" + error.param.replace("_", "-")
+            flags = {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+            if wanted not in flags:
+                raise
+            value = ",".join(map(str, error.value)) if isinstance(error.value, tuple) else error.value
+            raise ConfigError(f"{wanted} {value}: {error.rule}") from None
+
+    command.callback = wrapped
+    return command
 
 
 def build(cls: type, values: dict[str, Any], options: list[GeneratedOption], **fixed: Any) -> Any:
