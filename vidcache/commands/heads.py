@@ -8,25 +8,7 @@ from pathlib import Path
 import click
 
 from .common import command_line, on_interrupt, print_metrics, resume_command
-from .options import GeneratedOption, add_options, build, field_options, given, params_as_flags, share
-
-
-class GeneratedCommand(click.Command):
-    """A command whose flags are generated from dataclasses the first time they are needed (parsing
-    or --help of this command), so `vidcache` starts without importing torch and every head module;
-    generated again when a head is registered later (a plugin, a test)."""
-
-    def __init__(self, *args, generate, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._generate, self._static, self._key = generate, list(self.params), None
-
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        options, key = self._generate()
-        if key != self._key:
-            self.params = list(self._static)
-            add_options(self, options)
-            self._key = key
-        return super().get_params(ctx)
+from .options import GeneratedCommand, GeneratedOption, build, field_options, given, params_as_flags, share
 
 
 def train_options() -> tuple[list[GeneratedOption], list[GeneratedOption]]:

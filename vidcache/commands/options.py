@@ -168,6 +168,25 @@ def given(ctx: click.Context, values: dict[str, Any], options: list[GeneratedOpt
     }
 
 
+class GeneratedCommand(click.Command):
+    """A command whose flags are generated from dataclasses the first time they are needed (parsing
+    or --help of this command), so `vidcache` starts without importing torch and every head module.
+    `generate()` returns (the options, a key); they are attached again when the key changes (e.g. a
+    head registered later by a plugin or a test)."""
+
+    def __init__(self, *args: Any, generate: Callable[[], tuple[list[GeneratedOption], Any]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._generate, self._static, self._key = generate, list(self.params), None
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        options, key = self._generate()
+        if key != self._key:
+            self.params = list(self._static)
+            add_options(self, options)
+            self._key = key
+        return super().get_params(ctx)
+
+
 def translate(error: ParamError, options: list[GeneratedOption]) -> ConfigError:
     """`SamplingConfig.fps=-1.0: must be > 0` → `--fps -1.0: must be > 0`, field names in the rule as flags."""
     flags = {o.field: o.flag for o in options if o.owner.__name__ == error.owner}

@@ -367,6 +367,7 @@ class TrainData:
     val: SplitSource
     view_identity: dict
     view_identities: dict
+    memo: dict = field(default_factory=dict)  # results every config of a sweep shares (the solved probe branch)
 
 
 def load_data(cache: Cache, config: TrainConfig) -> TrainData:
@@ -530,6 +531,7 @@ def _fit(
                 multi_label=splits.multi_label,
                 metric=metric,
                 select_on_val=check.usable,
+                memo=data.memo,
             )
             save_checkpoint(run_dir, "best", model=model, state=dict(state))
         at_half, val_scores = validate(
