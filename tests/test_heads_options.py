@@ -299,3 +299,33 @@ def test_api_errors_name_the_parameter_and_the_allowed_values(blobs, tmp_path):
         TrainConfig(batch_size=0)
     assert math.isclose(HEADS.options("toy").temperature, 1.0)
     assert torch.is_tensor(ToyHead(input_dim=DIM, num_classes=2, multi_label=False).out.weight)
+
+
+@pytest.mark.parametrize("head", HEADS.names())
+def test_every_heads_options_round_trip_through_the_saved_config(head):
+    config = TrainConfig(head=head, options=HEADS.options(head))
+    again = TrainConfig.from_saved(json.loads(json.dumps(config.saved())))
+    assert again == config and type(again.options) is HEADS.options_class(head)
+
+
+def test_mining_api_matches_numpy_and_the_cli_names_flags(blobs):
+    from vidcache import Cache
+    from vidcache.index import api as mining
+
+    mined = mining.mine_neighbours(blobs, k=3, view="clip", write=False)
+    assert mined.path is None
+    with Cache(blobs) as cache:
+        ids = sorted(cache.video_ids("clip"))
+        vectors = np.stack([cache.read(v, "clip")[0].astype(np.float64).mean(axis=0) for v in ids])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    scores = vectors @ vectors.T
+    np.fill_diagonal(scores, -np.inf)  # never itself
+    expected = {ids[i]: [ids[j] for j in np.argsort(-scores[i], kind="stable")[:3]] for i in range(len(ids))}
+    got = mined.frame.sort_values(["video_id", "rank"]).groupby("video_id")["neighbour_id"].apply(list).to_dict()
+    assert got == expected
+    with pytest.raises(ParamError, match=r"mine_neighbours\.k=0: must be >= 1"):
+        mining.mine_neighbours(blobs, k=0, view="clip")
+    with pytest.raises(ParamError, match=r"mine_neighbours\.index_type='kd': choose one of: auto, flat, hnsw"):
+        mining.mine_neighbours(blobs, k=2, view="clip", index_type="kd")  # type: ignore[arg-type]
+    code, _, err = run_cli_here("mine", "neighbours", "--cache", blobs, "--view", "clip", "--k", "0")
+    assert code == 2 and "--k 0: must be >= 1" in err and "mine_neighbours" not in err, err

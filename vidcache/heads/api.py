@@ -67,7 +67,13 @@ def train(
     from .sweep import run_sweep
     from .train import train as train_run
 
-    check("train", "config", config is None or isinstance(config, TrainConfig), "must be a TrainConfig or None")
+    check(
+        "train",
+        "config",
+        config is None or isinstance(config, TrainConfig),
+        "must be a TrainConfig or None",
+        value=config,
+    )
     base = config or TrainConfig()
     head = head if head is not None else base.head
     check_choice("train", "head", head, HEADS.names())
@@ -81,9 +87,16 @@ def train(
         "options",
         options is None or isinstance(options, options_class),
         f"head {head!r} takes {options_class.__name__} (HEADS.options({head!r}, ...)), not {type(options).__name__}",
+        value=type(options).__name__,
     )
     resolved = dataclasses.replace(base, head=head, view=view if view is not None else base.view, options=options)
-    check("train", "sweep", not (sweep and resume), "a sweep cannot be resumed; start it again with a new out")
+    check(
+        "train",
+        "sweep",
+        not (sweep and resume),
+        "a sweep cannot be resumed; start it again with a new out",
+        value=sweep,
+    )
     run_dir = Path(out)
     if run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
         raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
@@ -138,7 +151,7 @@ def predict(
     if split is not None:
         check_choice("predict", "split", split, Split)
     check_choice("predict", "device", device, Device)
-    check("predict", "top_k", top_k is None or top_k >= 1, "must be >= 1")
+    check("predict", "top_k", top_k is None or top_k >= 1, "must be >= 1", value=top_k)
     if run_kind(run) == "classify":
         frame = predict_run(run, cache, split=split, top_k=top_k, device=device)
     else:

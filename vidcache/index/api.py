@@ -46,15 +46,15 @@ def _finish(cache: str | Path, name: str, frame: pd.DataFrame, summary: MiningSu
 
 
 def _check_common(owner: str, k: int, pooling: str) -> None:
-    check(owner, "k", isinstance(k, int) and k >= 1, "must be >= 1")
+    check(owner, "k", isinstance(k, int) and k >= 1, "must be >= 1", value=k)
     check_choice(owner, "pooling", pooling, Pooling)
 
 
 def _check_search(owner: str, index_type: str, memory_budget_gb: float, min_recall: float, recall_sample: int) -> None:
     check_choice(owner, "index_type", index_type, IndexType)
-    check(owner, "memory_budget_gb", memory_budget_gb > 0, "must be > 0")
-    check(owner, "min_recall", 0 <= min_recall <= 1, "must be in [0, 1]")
-    check(owner, "recall_sample", recall_sample >= 0, "must be >= 0")
+    check(owner, "memory_budget_gb", memory_budget_gb > 0, "must be > 0", value=memory_budget_gb)
+    check(owner, "min_recall", 0 <= min_recall <= 1, "must be in [0, 1]", value=min_recall)
+    check(owner, "recall_sample", recall_sample >= 0, "must be >= 0", value=recall_sample)
 
 
 def mine_hard_negatives(
@@ -85,9 +85,15 @@ def mine_hard_negatives(
     owner = "mine_hard_negatives"
     _check_common(owner, k, pooling)
     check_choice(owner, "sampling", sampling, Sampling)
-    check(owner, "range_min", range_min >= 0, "must be >= 0")
-    check(owner, "range_max", range_max is None or range_max > range_min, "must be > range_min")
-    check(owner, "text_embeddings", not (text_embeddings and not label_corpus), "needs label_corpus")
+    check(owner, "range_min", range_min >= 0, "must be >= 0", value=range_min)
+    check(owner, "range_max", range_max is None or range_max > range_min, "must be > range_min", value=range_max)
+    check(
+        owner,
+        "text_embeddings",
+        not (text_embeddings and not label_corpus),
+        "needs label_corpus",
+        value=text_embeddings,
+    )
     with Cache(cache) as opened:
         frame, summary = hard_negative_labels(
             opened, k=k, view=view, pooling=pooling, label_corpus=label_corpus, text_embeddings=text_embeddings,
@@ -186,7 +192,7 @@ def index_view(
 
     check_choice("index_view", "pooling", pooling, Pooling)
     check_choice("index_view", "index_type", index_type, IndexType)
-    check("index_view", "memory_budget_gb", memory_budget_gb > 0, "must be > 0")
+    check("index_view", "memory_budget_gb", memory_budget_gb > 0, "must be > 0", value=memory_budget_gb)
     started = time.perf_counter()
     with Cache(cache) as opened:
         fingerprint = cache_fingerprint(opened, view)  # before reading: a later change makes it stale, not wrong
