@@ -61,12 +61,12 @@ class ContrastiveOptions:
     hidden_dim: int = setting(512, help="Hidden / projection width (0: the input width, or no projection).")
     dropout: float = setting(0.1, help="Dropout probability.")
     temperature: float = setting(0.1, help="τ of the similarities.")
-    projection_dim: int = setting(128, help="contrastive: output embedding width.")
-    crop_fraction: float = setting(0.5, help="contrastive: a temporal crop keeps at least this share of the frames.")
-    ltcl: bool = setting(True, help="contrastive: local temporal contrastive loss over 4 segments.")
-    ltcl_weight: float = setting(1.0, help="contrastive: β, the weight of the LTCL terms.")
-    cross_view_k: int = setting(0, help="contrastive: K mined neighbours of another view as extra positives (0 = off).")
-    cross_view_from: str = setting("", help="contrastive: the view whose mined neighbours are positives.")
+    projection_dim: int = setting(128, help="Output embedding width.")
+    crop_fraction: float = setting(0.5, help="A temporal crop keeps at least this share of the frames.")
+    ltcl: bool = setting(True, help="Local temporal contrastive loss over 4 segments.")
+    ltcl_weight: float = setting(1.0, help="β, the weight of the LTCL terms.")
+    cross_view_k: int = setting(0, help="K mined neighbours of another view as extra positives (0 = off).")
+    cross_view_from: str = setting("", help="The view whose mined neighbours are positives.")
 
     def __post_init__(self) -> None:
         check(self, "hidden_dim", self.hidden_dim >= 0, "must be >= 0")

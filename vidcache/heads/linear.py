@@ -21,7 +21,7 @@ class LinearOptions(SolvedProbeOptions):
     frame_pooling: FramePooling = setting("mean", help="How frames become one vector.")
     solver: Solver = setting(
         "lbfgs",
-        help="linear: logistic regression solved with L-BFGS, C chosen on val (--lr/--epochs unused), or AdamW.",
+        help="Logistic regression solved with L-BFGS, C chosen on val (--lr/--epochs unused), or AdamW.",
     )
 
     def __post_init__(self) -> None:

@@ -89,14 +89,14 @@ class TemporalOptions:
     attention_heads: int = setting(4, help="Attention heads per block.")
     dropout: float = setting(0.1, help="Dropout probability.")
     temperature: float = setting(0.1, help="τ of the similarities.")
-    text_discriminator: bool = setting(False, help="temporal: self-attention over [positive text, its hard negatives].")
-    hard_negatives: int = setting(0, help="temporal: K mined hard-negative labels per video (0 = in-batch only).")
+    text_discriminator: bool = setting(False, help="Self-attention over [positive text, its hard negatives].")
+    hard_negatives: int = setting(0, help="K mined hard-negative labels per video (0 = in-batch only).")
     hard_negatives_from: NegativesFrom = setting(
-        "top", help="temporal: which K of each video's mined ranking: hardest, easiest or random."
+        "top", help="Which K of each video's mined ranking: hardest, easiest or random."
     )
-    hard_negatives_file: str = setting("hard_negatives", help="temporal: the mined list's name in CACHE/mined/.")
-    label_corpus: str = setting("", help="temporal: label texts, one per line (default: CACHE/text.h5).")
-    text_embeddings: str = setting("", help="temporal: .npy [L, D] aligned with --label-corpus.")
+    hard_negatives_file: str = setting("hard_negatives", help="The mined list's name in CACHE/mined/.")
+    label_corpus: str = setting("", help="Label texts, one per line (default: CACHE/text.h5).")
+    text_embeddings: str = setting("", help=".npy [L, D] aligned with --label-corpus.")
 
     def __post_init__(self) -> None:
         check(self, "layers", self.layers >= 0, "must be >= 0")
