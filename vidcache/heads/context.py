@@ -65,9 +65,18 @@ def _choose(ranked: list[int], k: int, how: str, video_id: str, seed: int) -> li
 
 
 class HeadInput(Protocol):
-    """Something a head reads besides the features; loaded into the context before training."""
+    """Something a head reads besides the features; loaded into the context before training.
+    `precheck` runs before anything is written (the lr search, the sweep): a missing or stale mined
+    list fails at once, with the command that makes it, and leaves the run directory empty."""
+
+    def precheck(self, cache_dir: Path) -> None: ...
 
     def load(self, cache: Cache, context: HeadContext, *, video_ids: list[str], seed: int, head: str) -> None: ...
+
+
+def precheck_inputs(cache_dir: str | Path, inputs: tuple[HeadInput, ...]) -> None:
+    for need in inputs:
+        need.precheck(Path(cache_dir))
 
 
 def build_context(
@@ -98,6 +107,9 @@ class LabelTexts:
     label_corpus: str = ""
     text_embeddings: str = ""
     required: bool = False
+
+    def precheck(self, cache_dir: Path) -> None:
+        """Nothing to check early: `label_embeddings` names a missing file when loading."""
 
     def load(self, cache: Cache, context: HeadContext, *, video_ids: list[str], seed: int, head: str) -> None:
         given = bool(self.label_corpus or self.text_embeddings) or (cache.path / TEXT_NAME).exists()
@@ -155,6 +167,16 @@ class MinedNegatives:
     how: str = "top"
     file: str = "hard_negatives"
 
+    def precheck(self, cache_dir: Path) -> None:
+        from ..index.mining import MINED_DIR
+
+        check_mined_is_current(cache_dir, self.file)
+        if not (cache_dir / MINED_DIR / f"{self.file}.parquet").exists():
+            raise ConfigError(
+                f"--hard-negatives {self.k} needs mined hard negatives: {cache_dir / MINED_DIR / self.file}.parquet "
+                f"does not exist (e.g. `vidcache mine hard-negatives --cache {cache_dir} --k {max(10, self.k)}`)"
+            )
+
     def load(self, cache: Cache, context: HeadContext, *, video_ids: list[str], seed: int, head: str) -> None:
         from ..index.api import load_mined
 
@@ -201,6 +223,16 @@ class MinedNeighbours:
 
     k: int
     view: str
+
+    def precheck(self, cache_dir: Path) -> None:
+        from ..index.mining import MINED_DIR
+
+        if not (cache_dir / MINED_DIR / f"neighbours_{self.view}.parquet").exists():
+            raise ConfigError(
+                f"--cross-view-k needs neighbours mined in view {self.view!r}: "
+                f"{cache_dir / MINED_DIR}/neighbours_{self.view}.parquet does not exist (e.g. `vidcache mine "
+                f"neighbours --cache {cache_dir} --view {self.view} --k {max(5, self.k)}`)"
+            )
 
     def load(self, cache: Cache, context: HeadContext, *, video_ids: list[str], seed: int, head: str) -> None:
         from ..index.api import load_mined

@@ -33,6 +33,7 @@ from ..cache.reader import Cache
 from ..errors import ConfigError
 from .base import HEADS, TrainingError
 from .config import TrainConfig
+from .context import precheck_inputs
 
 log = logging.getLogger("vidcache.heads")
 
@@ -89,6 +90,7 @@ def run_sweep(cache_dir: str | Path, config: TrainConfig, run_dir: str | Path, *
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run directory {run_dir} is not empty; a sweep needs a new --out")
+    precheck_inputs(cache_dir, HEADS.get(config.head).inputs(config.options))
     grid = sweep_grid(config)
     axis = HEADS.get(config.head).sweep_axis
     records: list[dict] = []

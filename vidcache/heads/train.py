@@ -28,7 +28,7 @@ from .base import HEADS, Head, TrainingError
 from .blend import blend_probe
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import CONFIG_VERSION, TrainConfig, resolve_schedule
-from .context import HeadContext, build_context
+from .context import HeadContext, build_context, precheck_inputs
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
 from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
 from .search import SEARCH_DIR, needs_search, search_hyperparameters, with_defaults
@@ -341,6 +341,7 @@ def train(
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
+    precheck_inputs(cache_dir, HEADS.get(config.head).inputs(config.options))  # before the search writes
     search = None
     if HEADS.get(config.head).trains_by_steps(config.options):
         if needs_search(config):
