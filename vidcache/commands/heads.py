@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -35,7 +36,7 @@ def _takes(options_class: type, flag: str, options: list[GeneratedOption]) -> bo
     return any(o.flag == flag and o.owner is options_class for o in options)
 
 
-def parse_train(ctx: click.Context, values: dict):
+def parse_train(ctx: click.Context, values: dict) -> tuple[Any, Any]:
     """(TrainConfig, the chosen head's options) from the parsed `train` flags. Head options not typed
     keep the head's own default; a head option typed for a head that does not have it is an error."""
     from ..heads import HEADS, TrainConfig

@@ -26,6 +26,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from ..errors import ConfigError
 from .base import HEADS, TrainingError
 from .config import TrainConfig
 from .context import precheck_inputs
+
+if TYPE_CHECKING:
+    from .train import TrainSummary
 
 log = logging.getLogger("vidcache.heads")
 
@@ -80,7 +84,9 @@ def _replot(run_dir: Path) -> None:
         _plot(run_dir, history, vocabulary, ap)
 
 
-def run_sweep(cache_dir: str | Path, config: TrainConfig, run_dir: str | Path, *, command: str = "", progress=None):
+def run_sweep(
+    cache_dir: str | Path, config: TrainConfig, run_dir: str | Path, *, command: str = "", progress: Any = None
+) -> tuple[TrainSummary, list[dict]]:
     """Train every config of `sweep_grid(config)` on data read once; keep the best in `run_dir`.
     Returns (the kept run's TrainSummary, one record per config)."""
     from .search import with_defaults
