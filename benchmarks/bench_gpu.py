@@ -738,7 +738,7 @@ def heads_section(device: torch.device, plan: Plan, state: dict[str, Any], workd
     from bench_heads import make_cache
 
     from vidcache.cache.reader import Cache
-    from vidcache.heads import HeadOptions, TrainConfig
+    from vidcache.heads import HEADS, TrainConfig
     from vidcache.heads.train import train
     from vidcache.index.mining import nearest_videos, write_mined
 
@@ -753,15 +753,15 @@ def heads_section(device: torch.device, plan: Plan, state: dict[str, Any], workd
     result["cache_s"] = round(time.perf_counter() - t0, 1)
     text = {"label_corpus": str(cache_dir / "labels.txt"), "text_embeddings": str(cache_dir / "text.npy")}
     overrides: dict[str, dict[str, Any]] = {
-        "temporal": {"head": "temporal", **text},
-        "contrastive": {"head": "contrastive", "cross_view_k": 5, "cross_view_from": "audio"},
-        "contrastive K=0": {"head": "contrastive", "options": HeadOptions(ltcl=False)},
+        "temporal": {"head": "temporal", "options": text},
+        "contrastive": {"head": "contrastive", "options": {"cross_view_k": 5, "cross_view_from": "audio"}},
+        "contrastive K=0": {"head": "contrastive", "options": {"ltcl": False}},
     }
     for head in plan.heads:
         reset_peak(device)
-        config = TrainConfig(
-            **{"head": head, **overrides.get(head, {})}, epochs=2, patience=2, batch_size=256, device=device.type
-        )
+        settings = {"head": head, **overrides.get(head, {})}
+        settings["options"] = HEADS.options(settings["head"], **settings.get("options", {}))
+        config = TrainConfig(**settings, epochs=2, patience=2, batch_size=256, device=device.type)
         run_dir = Path(tempfile.mkdtemp(prefix=f"run-{head}-", dir=workdir))
         summary = train(cache_dir, config, run_dir)
         result["heads"][head] = {

@@ -29,7 +29,7 @@ import torch
 
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.cache.reader import Cache
-from vidcache.heads import HeadOptions, TrainConfig
+from vidcache.heads import HEADS, TrainConfig
 from vidcache.heads.data import SplitSource, make_splits, multi_hot
 from vidcache.heads.train import build_head, train
 from vidcache.index.mining import hard_negative_labels, nearest_videos, write_mined
@@ -145,19 +145,21 @@ def main() -> None:
             write_mined(cache_dir, "neighbours_audio", frame, summary, command="bench_heads")
     text = {"label_corpus": labels_file, "text_embeddings": text_file}
     runs = {
-        "linear": {"options": HeadOptions(solver="adamw")},  # epochs, comparable with the other heads
+        "linear": {"options": {"solver": "adamw"}},  # epochs, comparable with the other heads
         "linear (L-BFGS, solved)": {"head": "linear"},
         **{head: {} for head in ("mlp", "prototype", "pool")},
-        "temporal K=0": {"head": "temporal", **text},
-        "temporal K=7": {"head": "temporal", "hard_negatives": 7, **text},
+        "temporal K=0": {"head": "temporal", "options": text},
+        "temporal K=7": {"head": "temporal", "options": {"hard_negatives": 7, **text}},
         "fusion clip+audio": {"head": "fusion", "views": ("clip", "audio")},
-        "contrastive K=0": {"head": "contrastive", "options": HeadOptions(ltcl=False)},
-        "contrastive K=5 +LTCL": {"head": "contrastive", "cross_view_k": 5, "cross_view_from": "audio"},
+        "contrastive K=0": {"head": "contrastive", "options": {"ltcl": False}},
+        "contrastive K=5 +LTCL": {"head": "contrastive", "options": {"cross_view_k": 5, "cross_view_from": "audio"}},
     }
     throughput = {}
     for name, overrides in runs.items():
+        settings = {"head": name, **overrides}
+        settings["options"] = HEADS.options(settings["head"], **settings.get("options", {}))
         config = TrainConfig(
-            **{"head": name, **overrides},
+            **settings,
             lr=1e-3,  # given: no search on val (throughput of the training itself)
             weight_decay=1e-4,
             epochs=args.train_epochs,

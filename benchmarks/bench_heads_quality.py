@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_tasks import Task, families, lda_ceiling, oracle_score, sklearn_probe
 
 from vidcache.cache.importer import import_features
-from vidcache.heads import TrainConfig
+from vidcache.heads import HEADS, TrainConfig
 from vidcache.heads.predict import evaluate_run
 from vidcache.heads.train import train
 
@@ -80,7 +80,8 @@ def run_task(task: Task, root: Path, heads: set[str] | None = None) -> list[dict
             frame, summary = nearest_videos(opened, k=5, view="motion")
         write_mined(cache, "neighbours_motion", frame, summary, command="bench_heads_quality")
         k0, k0_s, _ = run_head(cache, root / "k0", TrainConfig(head="contrastive"), "recall_at_1")
-        k5_config = TrainConfig(head="contrastive", cross_view_k=5, cross_view_from="motion")
+        k5_options = HEADS.options("contrastive", cross_view_k=5, cross_view_from="motion")
+        k5_config = TrainConfig(head="contrastive", options=k5_options)
         k5, k5_s, _ = run_head(cache, root / "k5", k5_config, "recall_at_1")
         ceiling = lda_ceiling(task, _vocabulary(root / "k0"))
         rows.append(_row(task, "contrastive K=5", k5, k0, ceiling, k5_s))

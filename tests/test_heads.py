@@ -14,7 +14,8 @@ from sklearn.metrics import average_precision_score
 from tests.conftest import run_cli
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.errors import ConfigError
-from vidcache.heads import HEADS, HeadOptions, TrainConfig
+from vidcache.heads import HEADS, TrainConfig
+from vidcache.heads.context import LabelTexts
 from vidcache.heads.data import Batch, SplitError
 from vidcache.heads.predict import evaluate_run, predict_run
 from vidcache.heads.train import TrainingError, build_head, train
@@ -61,7 +62,7 @@ def bag_cache(tmp_path_factory):
 
 
 def fast(head, **overrides):
-    options = HeadOptions(**overrides.pop("options", {}))
+    options = HEADS.options_from(head, overrides.pop("options", {}))  # one settings dict, every head
     epochs, lr = overrides.pop("epochs", 40), overrides.pop("lr", 1e-2)
     return TrainConfig(head=head, epochs=epochs, lr=lr, batch_size=32, options=options, **overrides)
 
@@ -90,13 +91,12 @@ def test_every_head_overfits_a_tiny_set(head, tmp_path):
         videos[f"train/{i}"] = (frames, label, "train")
         videos[f"val/{i}"] = (frames, label, "val")  # val = train: the best checkpoint is the best fit
     cache = write_cache(tmp_path / "cache", videos)
-    options = {"pool_mode": "mean"} if head == "pool" else {}
-    overrides = {}
-    if HEADS.get(head).needs_text:  # label texts: a corpus file and its embeddings
+    options = {"pool_mode": "mean"}  # (only the pool head has it)
+    if HEADS.needs(head, LabelTexts):  # label texts: a corpus file and its embeddings
         (tmp_path / "labels.txt").write_text("x\ny\nz\n")
         np.save(tmp_path / "text.npy", rng.normal(size=(3, DIM)).astype(np.float32))
-        overrides = {"label_corpus": str(tmp_path / "labels.txt"), "text_embeddings": str(tmp_path / "text.npy")}
-    config = fast(head, epochs=60, lr=3e-2, patience=60, options=options, **overrides)
+        options.update(label_corpus=str(tmp_path / "labels.txt"), text_embeddings=str(tmp_path / "text.npy"))
+    config = fast(head, epochs=60, lr=3e-2, patience=60, options=options)
     summary = train(cache, config, tmp_path / "run")
     assert summary.task == "single-label"
     if HEADS.get(head).kind == "embed":  # no classifier: each val copy must retrieve its train twin
@@ -245,14 +245,14 @@ def test_a_video_without_rows_never_makes_nan():
     features, mask = pad([np.zeros((0, 4), np.float32), np.ones((3, 4), np.float32)], 8, 4)
     assert mask[0].tolist() == [True, False, False] and features[0].abs().sum() == 0
     targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    for name in [n for n in HEADS.names() if HEADS.get(n).kind == "classify" and not HEADS.get(n).needs_text]:
+    for name in [n for n in HEADS.names() if HEADS.get(n).kind == "classify" and not HEADS.needs(n, LabelTexts)]:
         for mode in ("learnable", "attention", "max"):
             head = HEADS.create(
                 name,
                 input_dim=4,
                 num_classes=2,
                 multi_label=True,
-                options=HeadOptions(hidden_dim=8, pool_mode=mode, frame_pooling="max"),
+                options=HEADS.options_from(name, {"hidden_dim": 8, "pool_mode": mode, "frame_pooling": "max"}),
             )
             batch = Batch(
                 {"clip": features},

@@ -52,7 +52,8 @@ def test_cli_temporal_fusion_contrastive_and_write_back(tmp_path):
         ).stdout
     )  # fmt: skip
     recorded = json.loads((tmp_path / "temporal" / "config.json").read_text())
-    assert recorded["train_config"]["hard_negatives"] == 2 and recorded["context"]["text_labels"][-1] == "dance"
+    assert recorded["train_config"]["options"]["hard_negatives"] == 2  # the temporal head's own option
+    assert recorded["context"]["text_labels"][-1] == "dance"
     assert temporal["val_metrics"]["top1"] >= 0.9, temporal
 
     fusion = json.loads(

@@ -14,7 +14,8 @@ import torch
 from vidcache import Cache
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.errors import ConfigError
-from vidcache.heads import HEADS, HeadOptions, TrainConfig
+from vidcache.fields import ParamError
+from vidcache.heads import HEADS, TrainConfig
 from vidcache.heads.context import HeadContext, build_context
 from vidcache.heads.contrastive import random_spans
 from vidcache.heads.data import TRAIN, Batch, make_splits
@@ -76,8 +77,16 @@ def mine_neighbours(cache_dir, view, k=10):
 
 def config(k=0, *, ltcl=True, epochs=40, seed=0, **overrides):
     settings = dict(head="contrastive", view="weak", epochs=epochs, lr=3e-3, batch_size=64, patience=epochs, seed=seed)
-    settings.update(cross_view_k=k, cross_view_from="strong" if k else "", **overrides)
-    return TrainConfig(**settings, options=HeadOptions(hidden_dim=64, projection_dim=32, ltcl=ltcl))
+    settings.update(overrides)
+    options = HEADS.options(
+        "contrastive",
+        hidden_dim=64,
+        projection_dim=32,
+        ltcl=ltcl,
+        cross_view_k=k,
+        cross_view_from="strong" if k else "",
+    )
+    return TrainConfig(**settings, options=options)
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +180,7 @@ def make_head(neighbours=None, **options):
         input_dim=6,
         num_classes=2,
         multi_label=False,
-        options=HeadOptions(hidden_dim=8, projection_dim=4, **options),
+        options=HEADS.options("contrastive", hidden_dim=8, projection_dim=4, **options),
         context=context,
     )
 
@@ -251,11 +260,13 @@ def test_neighbours_outside_train_are_never_positives(trained):
         cfg = config(k)
         context = build_context(
             opened,
-            cfg,
+            HEADS.get("contrastive").inputs(cfg.options),
             vocabulary=splits.vocabulary,
+            views=("weak",),
             input_dims={"weak": 32},
             video_ids=splits.ids[TRAIN],
-            needs_text=False,
+            seed=0,
+            head="contrastive",
         )
     train_ids = set(splits.ids[TRAIN])
     leaking = mined[mined.video_id.isin(train_ids) & ~mined.neighbour_id.isin(train_ids) & (mined["rank"] <= k)]
@@ -281,8 +292,8 @@ def test_cross_view_k_without_mined_neighbours_names_the_command(tmp_path):
     cache = write_cache(tmp_path / "cache", two_view_corpus(n=(10, 5, 0)))
     with pytest.raises(ConfigError, match="vidcache mine neighbours"):
         train(cache, config(5, epochs=1), tmp_path / "run")
-    with pytest.raises(ConfigError, match="cross-view-from"):
-        TrainConfig(head="contrastive", cross_view_k=5)
+    with pytest.raises(ParamError, match=r"ContrastiveOptions.cross_view_k=5: needs cross_view_from"):
+        HEADS.options("contrastive", cross_view_k=5)
 
 
 # 4. write-back -----------------------------------------------------------------------------------

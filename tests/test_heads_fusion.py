@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from vidcache import Cache
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.errors import ConfigError
-from vidcache.heads import HEADS, HeadOptions, TrainConfig
+from vidcache.heads import HEADS, TrainConfig
 from vidcache.heads.data import Batch
 from vidcache.heads.predict import evaluate_run, load_run, predict_run
 from vidcache.heads.train import build_head, train
@@ -69,7 +69,7 @@ def two_bit_corpus(seed=0, *, b_fraction=1.0):
 
 
 def fusion_config(**overrides):
-    options = HeadOptions(**{**FUSION, **overrides.pop("options", {})})
+    options = HEADS.options("fusion", **{**FUSION, **overrides.pop("options", {})})
     base = {"head": "fusion", "views": ("a", "b"), "epochs": 12, "lr": 3e-3, "batch_size": 32, "patience": 12}
     return TrainConfig(**{**base, **overrides, "options": options})
 
@@ -102,7 +102,12 @@ def test_fusion_needs_both_views_and_beats_each_single_view(both_views):
     single = {}
     for view in ("a", "b"):
         config = TrainConfig(
-            head="prototype", view=view, epochs=10, lr=3e-3, batch_size=32, options=HeadOptions(hidden_dim=32)
+            head="prototype",
+            view=view,
+            epochs=10,
+            lr=3e-3,
+            batch_size=32,
+            options=HEADS.options("prototype", hidden_dim=32),
         )
         train(cache, config, root / f"prototype_{view}")
         single[view] = evaluate_run(root / f"prototype_{view}", cache, split="test")["top1"]
@@ -224,7 +229,7 @@ def test_predict_matches_an_independent_forward_from_the_checkpoint(missing_b):
     resolved = json.loads((run_dir / "config.json").read_text())
     vocabulary = resolved["vocabulary"]
     frame = predict_run(run_dir, cache, split="test")
-    options = HeadOptions(**resolved["train_config"]["options"])
+    options = HEADS.options("fusion", **resolved["train_config"]["options"])  # saved verbatim
     model = HEADS.create(
         "fusion",
         input_dim=DIM_A,

@@ -14,7 +14,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
 from tests.test_heads import write_cache
-from vidcache.heads import HeadOptions, TrainConfig
+from vidcache.heads import HEADS, TrainConfig
 from vidcache.heads.predict import evaluate_run, predict_run
 from vidcache.heads.train import train
 
@@ -98,7 +98,7 @@ def test_fixed_c_solution_equals_sklearn_probabilities(multi_label, tmp_path):
     task = dict(seed=711 + multi_label, dim=32, frames=6, classes=4, noise=1.0, density=0.4)
     videos = probe_task(multi_label=multi_label, **task)
     cache = write_cache(tmp_path / "cache", videos)
-    options = HeadOptions(probe_c=0.3, probe_refit="train")
+    options = HEADS.options("linear", probe_c=0.3, probe_refit="train")
     train(cache, TrainConfig(head="linear", options=options), tmp_path / "run")
     vocabulary = json.loads((tmp_path / "run" / "vocabulary.json").read_text())
     (xt, yt), _, (xs, _) = (arrays(videos, s, vocabulary) for s, _ in SPLITS)
@@ -145,7 +145,7 @@ def test_lr_and_weight_decay_are_chosen_on_val_and_every_trial_is_recorded(tmp_p
     expected = max(((best_lr, wd) for wd in WD_GRID), key=lambda k: (best_of[k], -k[1]))
     assert (record["chosen"]["lr"], record["chosen"]["weight_decay"]) == expected
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
-    assert (resolved["lr"], resolved["weight_decay"]) == expected and resolved["options"]["hidden_dim"] is None
+    assert (resolved["lr"], resolved["weight_decay"]) == expected and resolved["options"]["hidden_dim"] == 0
 
 
 def test_pool_at_its_defaults_finds_labels_seen_in_few_frames(tmp_path):

@@ -5,7 +5,6 @@ checkpoint carrying the text bank to prediction."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 from vidcache import Cache
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.errors import ConfigError
-from vidcache.heads import HEADS, HeadOptions, TrainConfig
+from vidcache.heads import HEADS, TrainConfig
 from vidcache.heads import temporal as temporal_module
 from vidcache.heads.context import HeadContext
 from vidcache.heads.data import Batch
@@ -83,8 +82,10 @@ def order(tmp_path_factory):
 
 
 def temporal_config(corpus, text, **overrides):
-    options = HeadOptions(**{"layers": 1, "dropout": 0.0, **overrides.pop("options", {})})
-    base = {"epochs": 8, "lr": 1e-2, "batch_size": 32, "label_corpus": corpus, "text_embeddings": text}
+    own = {f: overrides.pop(f) for f in ("hard_negatives", "hard_negatives_from") if f in overrides}
+    settings = {"layers": 1, "dropout": 0.0, "label_corpus": corpus, "text_embeddings": text, **own}
+    options = HEADS.options("temporal", **{**settings, **overrides.pop("options", {})})
+    base = {"epochs": 8, "lr": 1e-2, "batch_size": 32}
     return TrainConfig(head="temporal", options=options, **{**base, **overrides})
 
 
@@ -101,7 +102,7 @@ def test_order_task_needs_the_temporal_head(order, tmp_path):
 
 def test_without_label_texts_the_head_learns_class_queries_and_still_solves_order(order, tmp_path, caplog):
     cache, corpus, text = order
-    config = dataclasses.replace(temporal_config(corpus, text), label_corpus="", text_embeddings="")
+    config = temporal_config(corpus, text, options={"label_corpus": "", "text_embeddings": ""})
     with caplog.at_level("WARNING", logger="vidcache.heads"):
         train(cache, config, tmp_path / "learned")
     assert "learns one query per class" in caplog.text
@@ -243,7 +244,7 @@ def tiny_head(*, multi_label=False, discriminator=False, layers=1, negatives=Non
     context = HeadContext(
         ["x", "y", "z"], ("clip",), {"clip": 8}, ["x", "y", "z", "e"], bank, negatives=dict(negatives or {})
     )
-    options = HeadOptions(layers=layers, attention_heads=2, dropout=0.0, text_discriminator=discriminator)
+    options = HEADS.options("temporal", layers=layers, attention_heads=2, dropout=0.0, text_discriminator=discriminator)
     return HEADS.create(
         "temporal", input_dim=8, num_classes=3, multi_label=multi_label, options=options, context=context
     )
@@ -368,12 +369,12 @@ def test_one_frame_and_empty_videos_never_make_nan(multi_label, discriminator):
 def test_projection_when_the_frame_width_differs_from_the_text():
     context = HeadContext(["x", "y"], text_labels=["x", "y"], text_embeddings=F.normalize(torch.randn(2, 8), dim=1))
     head = HEADS.create(
-        "temporal", input_dim=12, num_classes=2, multi_label=False, options=HeadOptions(attention_heads=2),
-        context=context,
+        "temporal", input_dim=12, num_classes=2, multi_label=False,
+        options=HEADS.options("temporal", attention_heads=2), context=context,
     )  # fmt: skip
     assert head.project is not None and head.project.in_features == 12 and head.project.out_features == 8
     assert tiny_head().project is None
-    learned = HEADS.create("temporal", input_dim=8, num_classes=2, multi_label=False, options=HeadOptions())
+    learned = HEADS.create("temporal", input_dim=8, num_classes=2, multi_label=False, options=None)
     assert learned.learned_queries is not None and learned.project is None  # no texts: queries in frame space
     assert torch.allclose(learned.text_bank.norm(dim=1), torch.ones(2))
 
@@ -382,7 +383,8 @@ def test_default_schedule_solves_the_order_task_on_a_small_training_set(order, t
     """Every option at its default (the CLI's): 160 training videos are 3 steps an epoch at batch 64,
     so 30 epochs gave ~90 steps and 0.81; the auto schedule gives them 600 steps."""
     cache, corpus, text = order
-    summary = train(cache, TrainConfig(head="temporal", label_corpus=corpus, text_embeddings=text), tmp_path / "run")
+    options = HEADS.options("temporal", label_corpus=str(corpus), text_embeddings=str(text))
+    summary = train(cache, TrainConfig(head="temporal", options=options), tmp_path / "run")
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
     assert (recorded["epochs"], recorded["patience"]) == (200, 67)  # ceil(600 / ceil(160 / 64)), a third
     assert evaluate_run(tmp_path / "run", cache, split="test")["top1"] >= 0.95, summary

@@ -50,10 +50,13 @@ def _owner(obj: Any) -> str:
     return obj if isinstance(obj, str) else type(obj).__name__
 
 
-def check(obj: Any, param: str, ok: bool, rule: str) -> None:
-    """Raise `ParamError` for `obj.param` unless `ok`; `rule` says what is allowed (\"must be > 0\")."""
+def check(obj: Any, param: str, ok: bool, rule: str, *, value: Any = _MISSING) -> None:
+    """Raise `ParamError` for `obj.param` unless `ok`; `rule` says what is allowed (\"must be > 0\").
+    `obj` may be a name (a function checking its arguments): then give the argument's `value`."""
     if not ok:
-        raise ParamError(_owner(obj), param, getattr(obj, param, None) if not isinstance(obj, str) else None, rule)
+        if value is _MISSING:
+            value = getattr(obj, param, None) if not isinstance(obj, str) else None
+        raise ParamError(_owner(obj), param, value, rule)
 
 
 def check_choice(obj: Any, param: str, value: Any, allowed: Any) -> None:

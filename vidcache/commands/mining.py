@@ -7,6 +7,7 @@ import json
 import click
 
 from .common import command_line
+from .options import params_as_flags
 
 
 def _mining_options(fn):
@@ -45,18 +46,25 @@ def _search_options(fn):
     return fn
 
 
-def _finish_mining(cache_dir: str, name: str, frame, summary, as_json: bool) -> None:
+def _print_mined(mined, as_json: bool) -> None:
     import dataclasses
 
-    from ..index import write_mined
     from ..report import print_mining_summary
 
-    write_mined(cache_dir, name, frame, summary, command=command_line())
-    info = dataclasses.asdict(summary)
+    info = dataclasses.asdict(mined.summary)
     if as_json:
         click.echo(json.dumps(info, sort_keys=True, default=str))
     else:
         print_mining_summary(info)
+
+
+def _progress(cache_dir: str, view: str, title: str, as_json: bool):
+    from ..cache.reader import Cache
+    from ..report import TaskProgress
+
+    with Cache(cache_dir) as cache:
+        total = len(cache.video_ids(view))
+    return TaskProgress(title, total, enabled=not as_json)
 
 
 @click.group()
@@ -64,6 +72,7 @@ def index() -> None:
     """FAISS indexes over video-level embeddings of a view."""
 
 
+@params_as_flags
 @index.command("build")
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--view", default="clip", show_default=True)
@@ -74,40 +83,21 @@ def index() -> None:
 def index_build(cache_dir: str, view: str, pooling: str, index_type: str, memory_budget_gb: float, as_json: bool):
     """Pool each video's rows, L2-normalise, build and store CACHE/index/VIEW.faiss with provenance."""
     import dataclasses
-    import time
 
-    from ..cache.reader import Cache
-    from ..index import build_index, choose_index, save_index, video_vectors
-    from ..index.build import IndexProvenance, cache_fingerprint, gpu_available
+    from ..index import api
 
-    started = time.perf_counter()
-    with Cache(cache_dir) as cache:
-        fingerprint = cache_fingerprint(cache, view)  # before reading: a later change makes it stale, not wrong
-        vectors = video_vectors(cache, view, pooling=pooling)
-        choice = choose_index(
-            len(vectors), vectors.vectors.shape[1], memory_budget_bytes=memory_budget_gb * 2**30, requested=index_type
-        )
-        built = build_index(vectors.vectors, choice)
-        provenance = IndexProvenance(
-            view=view,
-            pooling=pooling,
-            index_type=choice.kind,
-            factory=choice.factory,
-            reason=choice.reason,
-            n_vectors=len(vectors),
-            dim=int(vectors.vectors.shape[1]),
-            fingerprint=fingerprint,
-            view_identity=cache.view_info(view),
-            parameters={"memory_budget_gb": memory_budget_gb, "gpu": gpu_available()},
-        )
-        path = save_index(cache_dir, built, vectors, provenance)
-    info = {**dataclasses.asdict(provenance), "path": str(path), "seconds": round(time.perf_counter() - started, 3)}
+    built = api.index_view(
+        cache_dir, view=view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb
+    )
+    provenance = built.provenance
+    info = {**dataclasses.asdict(provenance), "path": str(built.path), "seconds": round(built.seconds, 3)}
     info.pop("view_identity")
     if as_json:
         click.echo(json.dumps(info, sort_keys=True))
     else:
-        click.echo(f"{choice.kind} index ({choice.factory}) of {len(vectors)} videos × {info['dim']} → {path}")
-        click.echo(f"  why: {choice.reason}")
+        click.echo(f"{provenance.index_type} index ({provenance.factory}) of {provenance.n_vectors} videos × "
+                   f"{info['dim']} → {built.path}")  # fmt: skip
+        click.echo(f"  why: {provenance.reason}")
 
 
 @click.group()
@@ -115,6 +105,7 @@ def mine() -> None:
     """Mined lists for training: hard-negative labels and videos, cross-view neighbours."""
 
 
+@params_as_flags
 @mine.command("hard-negatives")
 @_mining_options
 @click.option("--view", default="clip", show_default=True)
@@ -133,16 +124,16 @@ def mine() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def mine_hard_negatives(cache_dir: str, k: int, pooling: str, as_json: bool, view: str, **options) -> None:
     """Per video, the K label-corpus entries CLIP ranks highest that are not its labels."""
-    from ..cache.reader import Cache
-    from ..index import hard_negative_labels
-    from ..report import TaskProgress
+    from ..index import api
 
-    with Cache(cache_dir) as cache:
-        with TaskProgress("mine hard negatives", len(cache.video_ids(view)), enabled=not as_json) as progress:
-            frame, summary = hard_negative_labels(cache, k=k, view=view, pooling=pooling, progress=progress, **options)
-    _finish_mining(cache_dir, "hard_negatives", frame, summary, as_json)
+    with _progress(cache_dir, view, "mine hard negatives", as_json) as progress:
+        mined = api.mine_hard_negatives(
+            cache_dir, k=k, view=view, pooling=pooling, progress=progress, command=command_line(), **options
+        )
+    _print_mined(mined, as_json)
 
 
+@params_as_flags
 @mine.command("hard-negative-videos")
 @_mining_options
 @_search_options
@@ -150,30 +141,26 @@ def mine_hard_negatives(cache_dir: str, k: int, pooling: str, as_json: bool, vie
 @click.option("--exclude-same-group", is_flag=True, help="Also skip videos in the query's folder (of video_id).")
 def mine_hard_negative_videos(cache_dir: str, k: int, pooling: str, as_json: bool, view: str, **options) -> None:
     """Per video, the K nearest videos that share no label with it."""
-    from ..cache.reader import Cache
-    from ..index import nearest_videos
-    from ..report import TaskProgress
+    from ..index import api
 
-    with Cache(cache_dir) as cache:
-        with TaskProgress("mine hard-negative videos", len(cache.video_ids(view)), enabled=not as_json) as progress:
-            frame, summary = nearest_videos(
-                cache, k=k, view=view, pooling=pooling, exclude_shared_labels=True, progress=progress, **options
-            )
-    frame = frame.rename(columns={"neighbour_id": "negative_id"})
-    _finish_mining(cache_dir, "hard_negative_videos", frame, summary, as_json)
+    with _progress(cache_dir, view, "mine hard-negative videos", as_json) as progress:
+        mined = api.mine_hard_negative_videos(
+            cache_dir, k=k, view=view, pooling=pooling, progress=progress, command=command_line(), **options
+        )
+    _print_mined(mined, as_json)
 
 
+@params_as_flags
 @mine.command("neighbours")
 @_mining_options
 @_search_options
 @click.option("--view", required=True, help="Whose space the neighbours come from (e.g. motion, audio, clip).")
 def mine_neighbours(cache_dir: str, k: int, pooling: str, as_json: bool, view: str, **options) -> None:
     """Per video, its K nearest videos in VIEW (itself excluded): positives for training on another view."""
-    from ..cache.reader import Cache
-    from ..index import nearest_videos
-    from ..report import TaskProgress
+    from ..index import api
 
-    with Cache(cache_dir) as cache:
-        with TaskProgress(f"mine neighbours ({view})", len(cache.video_ids(view)), enabled=not as_json) as progress:
-            frame, summary = nearest_videos(cache, k=k, view=view, pooling=pooling, progress=progress, **options)
-    _finish_mining(cache_dir, f"neighbours_{view}", frame, summary, as_json)
+    with _progress(cache_dir, view, f"mine neighbours ({view})", as_json) as progress:
+        mined = api.mine_neighbours(
+            cache_dir, k=k, view=view, pooling=pooling, progress=progress, command=command_line(), **options
+        )
+    _print_mined(mined, as_json)

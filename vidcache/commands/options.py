@@ -10,6 +10,7 @@ never writes an option three times and the library never speaks in flags.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -89,15 +90,101 @@ def field_options(cls: type, *, prefix: str = "", skip: tuple[str, ...] = ()) ->
     return out
 
 
+def _unique(options: list[GeneratedOption]) -> list[click.Option]:
+    """Each click option once: a flag shared by several dataclasses (`share`) is one option."""
+    seen: dict[int, click.Option] = {}
+    for o in options:
+        seen.setdefault(id(o.option), o.option)
+    return list(seen.values())
+
+
 def add_options(fn: Callable, options: list[GeneratedOption]) -> Callable:
     """Attach the generated options to a click command (or to its function, below `@click.command`)."""
     if isinstance(fn, click.Command):
-        fn.params.extend(o.option for o in options)
+        fn.params.extend(_unique(options))
         return fn
     params = getattr(fn, "__click_params__", [])
-    params.extend(reversed([o.option for o in options]))
+    params.extend(reversed(_unique(options)))
     fn.__click_params__ = params  # type: ignore[attr-defined]
     return fn
+
+
+def _type_key(option: click.Option) -> tuple:
+    kind = option.type
+    return (type(kind).__name__, tuple(getattr(kind, "choices", ()) or ()), option.is_flag)
+
+
+def share(groups: dict[str, list[GeneratedOption]]) -> list[GeneratedOption]:
+    """One flag per field name across several dataclasses (e.g. every head's options, keyed by head).
+
+    The same field in several dataclasses becomes one click option (it must have the same type and
+    choices in all of them); its default is None, because each dataclass keeps its own default and
+    only values given on the command line are passed on (`given`). The help names each owner's
+    default where they differ. Returns one `GeneratedOption` per (dataclass, field), the shared ones
+    pointing at the same click option, so `build` and `translate` work per dataclass as before."""
+    by_dest: dict[str, list[tuple[str, GeneratedOption]]] = {}
+    for owner_name, options in groups.items():
+        for o in options:
+            by_dest.setdefault(o.dest, []).append((owner_name, o))
+    merged: dict[str, click.Option] = {}
+    for dest, owned in by_dest.items():
+        first = owned[0][1].option
+        if len({_type_key(o.option) for _, o in owned}) != 1 or len({o.flag for _, o in owned}) != 1:
+            names = ", ".join(f"{o.owner.__name__}.{o.field}" for _, o in owned)
+            raise TypeError(f"{names}: one flag, but different types, choices or flag names")
+        defaults = {name: o.option.default for name, o in owned}
+        shown = sorted({repr(v) for v in defaults.values()})
+        if len(shown) == 1:
+            note = f"Default: {_shown(next(iter(defaults.values())))}."
+        else:
+            note = "Default: " + ", ".join(f"{name} {_shown(v)}" for name, v in defaults.items()) + "."
+        used = ", ".join(defaults)
+        help_text = f"{first.help} [{used}] {note}" if len(groups) > 1 else f"{first.help} {note}"
+        decls = [*first.opts, *first.secondary_opts] if first.is_flag and first.secondary_opts else first.opts
+        flag = "/".join(decls) if first.is_flag and first.secondary_opts else decls[0]
+        kwargs: dict[str, Any] = {"help": help_text, "default": None, "show_default": False}
+        if not first.is_flag:
+            kwargs["type"] = first.type
+        merged[dest] = click.Option([flag, dest], **kwargs)
+    return [dataclasses.replace(o, option=merged[o.dest]) for options in groups.values() for o in options]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None or value == "" else str(value)
+
+
+def given(ctx: click.Context, values: dict[str, Any], options: list[GeneratedOption]) -> dict[str, Any]:
+    """The values of `options` typed on the command line (or set in the environment), not defaults:
+    what a shared flag passes on, so every other field keeps its own dataclass's default."""
+    from click.core import ParameterSource
+
+    dests = {o.dest for o in options}
+    return {
+        dest: value
+        for dest, value in values.items()
+        if dest in dests and ctx.get_parameter_source(dest) not in (ParameterSource.DEFAULT, None)
+    }
+
+
+class GeneratedCommand(click.Command):
+    """A command whose flags are generated from dataclasses the first time they are needed (parsing
+    or --help of this command), so `vidcache` starts without importing torch and every head module.
+    `generate()` returns (the options, a key); they are attached again when the key changes (e.g. a
+    head registered later by a plugin or a test)."""
+
+    def __init__(self, *args: Any, generate: Callable[[], tuple[list[GeneratedOption], Any]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._generate, self._static, self._key = generate, list(self.params), None
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        options, key = self._generate()
+        if key != self._key:
+            self.params = list(self._static)
+            add_options(self, options)
+            self._key = key
+        return super().get_params(ctx)
 
 
 def translate(error: ParamError, options: list[GeneratedOption]) -> ConfigError:
@@ -109,6 +196,29 @@ def translate(error: ParamError, options: list[GeneratedOption]) -> ConfigError:
     value = error.value
     shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
     return ConfigError(f"{flags[error.param]} {shown}: {rule}")
+
+
+def params_as_flags(command: click.Command) -> click.Command:
+    """A `ParamError` raised by the Python API under this command (`mine_neighbours.k=0: must be >= 1`)
+    reported with the command's flag of that name (`--k 0: must be >= 1`); the API's own messages name
+    its parameters, the command line's its flags."""
+    callback = command.callback
+    assert callback is not None
+
+    @functools.wraps(callback)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except ParamError as error:
+            wanted = "--" + error.param.replace("_", "-")
+            flags = {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+            if wanted not in flags:
+                raise
+            value = ",".join(map(str, error.value)) if isinstance(error.value, tuple) else error.value
+            raise ConfigError(f"{wanted} {value}: {error.rule}") from None
+
+    command.callback = wrapped
+    return command
 
 
 def build(cls: type, values: dict[str, Any], options: list[GeneratedOption], **fixed: Any) -> Any:

@@ -3,7 +3,7 @@ fusion, contrastive), their training loop, metrics, checkpoints, evaluation and 
 `vidcache.Cache`; one registry line per head."""
 
 from . import contrastive, fusion, linear, pool, prototype, temporal  # noqa: F401  register the heads
-from .base import HEADS, Head, HeadOutput, register_head
-from .config import HeadOptions, TrainConfig
+from .base import HEADS, Head, HeadOutput, NoOptions, register_head
+from .config import TrainConfig
 
-__all__ = ["HEADS", "Head", "HeadOptions", "HeadOutput", "TrainConfig", "register_head"]
+__all__ = ["HEADS", "Head", "HeadOutput", "NoOptions", "TrainConfig", "register_head"]

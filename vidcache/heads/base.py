@@ -2,27 +2,78 @@
 sequences (one or several views), its loss, and an optional embedding (for retrieval and for writing
 back into the cache).
 
+Each head declares, next to its code, what it is configured with and what it reads:
+
+- `Options`: a frozen dataclass of its own options (fields made with `vidcache.fields.setting`,
+  validated in `__post_init__` with `check`); the `train` command's flags are generated from it, and
+  the chosen head's options are saved verbatim in RUN/config.json;
+- `inputs(options)`: what the loop loads for it besides the features (label texts, mined hard
+  negatives, mined neighbours of another view: `heads/context.py`);
+- `sweep_axis`: its key option and the values `vidcache train --sweep` tries.
+
+Adding a head is one new module with `@register_head("name")` on its class plus one import line in
+`heads/__init__.py` (or an import of the module before the registry is read, as a test does).
+
 A single-view head implements `forward(features, mask)`; a head that needs more (several views, the
 videos' ids for mined lists, timestamps) overrides `forward_batch`. `kind = "embed"` heads learn a
 representation without a classifier: the loop validates them by retrieval R@1 instead of class scores."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from ..errors import VidcacheError
+from ..fields import ParamError
 from ..registry import Registry
-from .config import HeadOptions
 
 if TYPE_CHECKING:
-    from .context import HeadContext
+    from .context import HeadContext, HeadInput
     from .data import Batch
 
-HEADS = Registry("head", option="--head")
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a head that has none."""
+
+
+class HeadRegistry(Registry):
+    """`HEADS`: head classes by name, and what each declares (its options dataclass, its sweep axis)."""
+
+    def options_class(self, name: str) -> type:
+        return self.get(name).Options
+
+    def options(self, name: str, **values: Any) -> Any:
+        """The head's options dataclass with `values` set (the others at the head's defaults)."""
+        cls = self.options_class(name)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParamError(
+                cls.__name__,
+                unknown[0],
+                values[unknown[0]],
+                f"not an option of head {name!r}; its options: " + (", ".join(sorted(known)) or "none"),
+            )
+        return cls(**values)
+
+    def options_from(self, name: str, values: dict[str, Any]) -> Any:
+        """The head's options with those of `values` it has (the rest ignored): one settings dict
+        applied to every head, as the registry-generated tests and the CLI's shared flags do."""
+        known = {f.name for f in dataclasses.fields(self.options_class(name))}
+        return self.options(name, **{k: v for k, v in values.items() if k in known})
+
+    def needs(self, name: str, kind: type, options: Any = None) -> bool:
+        """Whether the head (with `options`, default its defaults) declares an input of type `kind`."""
+        head = self.get(name)
+        return any(isinstance(i, kind) for i in head.inputs(options if options is not None else head.Options()))
+
+
+HEADS = HeadRegistry("head", option="--head")
 
 
 class TrainingError(VidcacheError):
@@ -50,8 +101,15 @@ def masked_max(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class Head(nn.Module):
     kind: ClassVar[Literal["classify", "embed"]] = "classify"
-    needs_text: ClassVar[bool] = False  # the loop loads label text embeddings into the context
     multi_view: ClassVar[bool] = False  # accepts several --views
+    Options: ClassVar[type] = NoOptions  # the head's own options dataclass (see the module docstring)
+    # `vidcache train --sweep`: the head's key option and the values tried (None: lr × weight decay only)
+    sweep_axis: ClassVar[tuple[str, tuple] | None] = None
+
+    @classmethod
+    def inputs(cls, options: Any) -> tuple[HeadInput, ...]:
+        """What the loop loads into `HeadContext` for this head besides the features (heads/context.py)."""
+        return ()
 
     def __init__(
         self,
@@ -59,11 +117,17 @@ class Head(nn.Module):
         input_dim: int,
         num_classes: int,
         multi_label: bool,
-        options: HeadOptions,
+        options: Any = None,
         input_dims: dict[str, int] | None = None,
         context: HeadContext | None = None,
     ):
         super().__init__()
+        if options is None:
+            options = type(self).Options()
+        elif not isinstance(options, type(self).Options):
+            raise ParamError(
+                type(self).__name__, "options", type(options).__name__, f"must be a {type(self).Options.__name__}"
+            )
         self.input_dim, self.num_classes, self.multi_label, self.options = input_dim, num_classes, multi_label, options
         self.input_dims = dict(input_dims or {"": input_dim})  # view → width, in --views order
         self.context = context
@@ -75,7 +139,7 @@ class Head(nn.Module):
         return self(batch.feature, batch.mask)
 
     @classmethod
-    def trains_by_steps(cls, options: HeadOptions) -> bool:
+    def trains_by_steps(cls, options: Any) -> bool:
         """False for a head the loop solves instead (the `linear` probe with L-BFGS): no lr search."""
         return True
 

@@ -12,15 +12,27 @@ then solved again at the same C on train+val, as the `linear` head does. `--no-p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
+from ..fields import setting
 from .base import Head
 from .data import SplitSource
-from .solved import selection_score, solve_probe
+from .solved import SolvedProbeOptions, selection_score, solve_probe
 
 BLEND_GRID = tuple(i / 10 for i in range(11))
+
+
+@dataclass(frozen=True)
+class BlendOptions(SolvedProbeOptions):
+    """Options of a head that blends a solved linear branch into its logits (`mlp`, `prototype`)."""
+
+    probe_blend: bool = setting(
+        True, help="Blend with a solved linear probe, its weight chosen on val (0: the head alone)."
+    )
 
 
 def add_probe_branch(head: Head) -> None:
@@ -67,40 +79,59 @@ def blend_probe(
     multi_label: bool,
     metric: str,
     select_on_val: bool,
+    memo: dict | None = None,
 ) -> dict:
-    """Solve `model.probe`, choose β (`model.probe_mix`) on val; returns what goes into the report."""
-    solved = solve_probe(
-        model,
-        train_source,
-        val_source,
-        device=device,
-        multi_label=multi_label,
-        metric=metric,
-        select_on_val=select_on_val,
-        layer=model.probe,  # type: ignore[arg-type]
-        pool=model.probe_pool,  # type: ignore[arg-type]
-        refit="train",
-    )
-    model.probe_mix.fill_(0.0)  # type: ignore[operator]
-    prototype, probe = _branch_logits(model, val_source, device)
-    score = selection_score(metric, multi_label=multi_label)
-    targets = val_source.targets.numpy()
-    values = [score(targets, _scores((1 - b) * prototype + b * probe, multi_label)) for b in BLEND_GRID]
-    beta = BLEND_GRID[int(np.argmax(values))] if select_on_val else 0.5
-    c = solved.report["c"]
-    if beta > 0 and model.options.probe_refit == "train+val":
-        solve_probe(
+    """Solve `model.probe`, choose β (`model.probe_mix`) on val; returns what goes into the report.
+
+    The probe depends on the data and the probe's own options only, not on the head's training, so a
+    sweep passes one `memo` for all its configs and the probe is solved once per distinct setting
+    (16 lr × weight-decay configs of `mlp` share one solve instead of repeating it 16 times)."""
+
+    def solve(refit: str, c: float | None = None) -> dict:
+        key = (
+            type(model).__name__,
+            getattr(model.options, "frame_pooling", "mean"),
+            model.options.probe_c,
+            metric,
+            select_on_val,
+            multi_label,
+            refit,
+            c,
+        )
+        layer: nn.Linear = model.probe  # type: ignore[assignment]
+        if memo is not None and key in memo:
+            weight, bias, report = memo[key]
+            with torch.no_grad():
+                layer.weight.copy_(weight)
+                layer.bias.copy_(bias)
+            return report
+        solved = solve_probe(
             model,
             train_source,
             val_source,
             device=device,
             multi_label=multi_label,
             metric=metric,
-            layer=model.probe,  # type: ignore[arg-type]
+            select_on_val=select_on_val,
+            layer=layer,
             pool=model.probe_pool,  # type: ignore[arg-type]
-            refit="train+val",
+            refit=refit,
             c=c,
         )
+        if memo is not None:
+            memo[key] = (layer.weight.detach().clone(), layer.bias.detach().clone(), solved.report)
+        return solved.report
+
+    solved_report = solve("train")
+    model.probe_mix.fill_(0.0)  # type: ignore[operator]
+    prototype, probe = _branch_logits(model, val_source, device)
+    score = selection_score(metric, multi_label=multi_label)
+    targets = val_source.targets.numpy()
+    values = [score(targets, _scores((1 - b) * prototype + b * probe, multi_label)) for b in BLEND_GRID]
+    beta = BLEND_GRID[int(np.argmax(values))] if select_on_val else 0.5
+    c = solved_report["c"]
+    if beta > 0 and model.options.probe_refit == "train+val":
+        solve("train+val", c)
     model.probe_mix.fill_(beta)  # type: ignore[operator]
     return {
         "probe_mix": beta,

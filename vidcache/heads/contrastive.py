@@ -43,13 +43,45 @@ not push them apart. Total: L = L_NCE + β (L_local + L_LT) (α = 1)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fields import check, setting
 from .base import Head, HeadOutput, register_head
+from .context import MinedNeighbours
 
 SEGMENTS = 4
+
+
+@dataclass(frozen=True)
+class ContrastiveOptions:
+    hidden_dim: int = setting(512, help="Hidden / projection width (0: the input width, or no projection).")
+    dropout: float = setting(0.1, help="Dropout probability.")
+    temperature: float = setting(0.1, help="τ of the similarities.")
+    projection_dim: int = setting(128, help="Output embedding width.")
+    crop_fraction: float = setting(0.5, help="A temporal crop keeps at least this share of the frames.")
+    ltcl: bool = setting(True, help="Local temporal contrastive loss over 4 segments.")
+    ltcl_weight: float = setting(1.0, help="β, the weight of the LTCL terms.")
+    cross_view_k: int = setting(0, help="K mined neighbours of another view as extra positives (0 = off).")
+    cross_view_from: str = setting("", help="The view whose mined neighbours are positives.")
+
+    def __post_init__(self) -> None:
+        check(self, "hidden_dim", self.hidden_dim >= 0, "must be >= 0")
+        check(self, "dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
+        check(self, "temperature", self.temperature > 0, "must be > 0")
+        check(self, "projection_dim", self.projection_dim >= 1, "must be >= 1")
+        check(self, "crop_fraction", 0 < self.crop_fraction <= 1, "must be in (0, 1]")
+        check(self, "ltcl_weight", self.ltcl_weight >= 0, "must be >= 0")
+        check(self, "cross_view_k", self.cross_view_k >= 0, "must be >= 0")
+        check(
+            self,
+            "cross_view_k",
+            not (self.cross_view_k and not self.cross_view_from),
+            "needs cross_view_from VIEW (mine it: vidcache mine neighbours --view VIEW)",
+        )
 
 
 def full(x: torch.Tensor) -> torch.Tensor:
@@ -124,11 +156,17 @@ def span_mask(start: torch.Tensor, length: torch.Tensor, steps: int) -> torch.Te
 @register_head("contrastive")
 class ContrastiveHead(Head):
     kind = "embed"
+    Options = ContrastiveOptions
+    sweep_axis = ("temperature", (0.07, 0.2))
+
+    @classmethod
+    def inputs(cls, options: ContrastiveOptions) -> tuple:
+        return (MinedNeighbours(options.cross_view_k, options.cross_view_from),) if options.cross_view_k else ()
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         options = self.options
-        hidden = options.width(512)
+        hidden = options.hidden_dim
         width = hidden or self.input_dim
         self.frame = nn.Linear(self.input_dim, width) if hidden else nn.Identity()
         self.projection = (

@@ -47,13 +47,30 @@ Choices:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..fields import check, setting
 from .base import masked_mean, register_head
-from .prototype import PrototypeHead
+from .prototype import PrototypeCoreOptions, PrototypeHead
+
+
+@dataclass(frozen=True)
+class FusionOptions(PrototypeCoreOptions):
+    """The prototypes' options plus the transformer over every view's tokens (no linear branch:
+    several views have no single pooled vector)."""
+
+    layers: int = setting(2, help="Transformer blocks.")
+    attention_heads: int = setting(4, help="Attention heads per block.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self, "layers", self.layers >= 0, "must be >= 0")
+        check(self, "attention_heads", self.attention_heads >= 1, "must be >= 1")
+
 
 TIME_OCTAVES = 6  # sin/cos of π·2^k·u, k = 0..5: from the whole video down to ~1/32 of it
 
@@ -136,6 +153,8 @@ class FusionHead(PrototypeHead):
     blends_probe = False  # its input is several views: no single pooled vector for a linear branch
 
     multi_view = True
+    Options = FusionOptions
+    sweep_axis = ("layers", (1, 2))
 
     def build_encoder(self, width: int) -> nn.Module:
         options = self.options

@@ -6,22 +6,44 @@ Trained with the bag + instance loss. `mean`, `max` and `attention` pooling are 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fields import check, check_choice, setting
 from .base import Head, HeadOutput, register_head
 from .losses import LOSSES
 
 EPS = 1e-6
+PoolMode = Literal["learnable", "mean", "max", "attention"]
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    # 0: a linear instance classifier on the raw frames (what the oracle is: class directions)
+    hidden_dim: int = setting(0, help="Hidden / projection width (0: the input width, or no projection).")
+    dropout: float = setting(0.1, help="Dropout probability.")
+    pool_mode: PoolMode = setting("learnable", help="How frame probabilities become the video's.")
+    instance_lambda: float = setting(0.5, help="λ of the bag + instance loss.")
+
+    def __post_init__(self) -> None:
+        check(self, "hidden_dim", self.hidden_dim >= 0, "must be >= 0")
+        check(self, "dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
+        check_choice(self, "pool_mode", self.pool_mode, PoolMode)
+        check(self, "instance_lambda", self.instance_lambda >= 0, "must be >= 0")
 
 
 @register_head("pool")
 class PoolHead(Head):
+    Options = PoolOptions
+    sweep_axis = ("pool_mode", ("learnable", "attention"))
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        width = self.options.width(0)
+        width = self.options.hidden_dim
         self.frame_encoder = (
             nn.Sequential(nn.Linear(self.input_dim, width), nn.GELU(), nn.Dropout(self.options.dropout))
             if width

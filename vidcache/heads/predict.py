@@ -16,7 +16,7 @@ from ..cache.reader import Cache
 from ..device import resolve_device
 from ..errors import ConfigError
 from .checkpoint import load_checkpoint
-from .config import HeadOptions, TrainConfig
+from .config import TrainConfig
 from .context import HeadContext
 from .data import TEST, TRAIN, SplitSource, make_splits, multi_hot
 from .metrics import evaluate, retrieval_recall_at_k
@@ -41,10 +41,8 @@ def load_run(run_dir: str | Path, *, device: torch.device) -> LoadedRun:
     if not (run_dir / "config.json").exists() or not (run_dir / "best.safetensors").exists():
         raise ConfigError(f"{run_dir} is not a finished training run (no config.json / best.safetensors)")
     resolved = json.loads((run_dir / "config.json").read_text())
-    raw = dict(resolved["train_config"])
-    # runs saved before the prototype head's probe branch existed have no "probe_blend": they had none
-    options = {"probe_blend": False, **raw["options"]}
-    config = TrainConfig(**{**raw, "options": HeadOptions(**options)})
+    # version 1 runs (one option bag for every head) load through the compatibility path
+    config = TrainConfig.from_saved(resolved["train_config"], version=resolved.get("config_version", 1))
     vocabulary = resolved["vocabulary"]
     multi_label = resolved["task"] == "multi-label"
     input_dims = resolved.get("input_dims") or {config.view: resolved["input_dim"]}

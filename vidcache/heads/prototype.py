@@ -6,15 +6,56 @@ unit embedding of the batch's videos with label c)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fields import check, check_choice, setting
 from .base import Head, HeadOutput, masked_mean, register_head
-from .blend import add_probe_branch, mix_logits
+from .blend import BlendOptions, add_probe_branch, mix_logits
 from .losses import LOSSES
+
+PrototypeUpdate = Literal["learned", "ema"]
+ContrastiveForm = Literal["infonce", "margin"]
+
+
+def _parent_checks(obj: object, cls: type) -> None:
+    """Run the next `__post_init__` in the MRO, if any: option dataclasses are combined by inheritance."""
+    parent = getattr(super(cls, obj), "__post_init__", None)
+    if parent is not None:
+        parent()
+
+
+@dataclass(frozen=True)
+class PrototypeCoreOptions:
+    """The prototypes' options, shared by `prototype` and `fusion`."""
+
+    hidden_dim: int = setting(512, help="Hidden / projection width (0: the input width, or no projection).")
+    dropout: float = setting(0.1, help="Dropout probability.")
+    prototype_update: PrototypeUpdate = setting("learned", help="Prototypes learned by gradient, or an EMA.")
+    ema_momentum: float = setting(0.99, help="α in p_c ← α·p_c + (1−α)·e_v (--prototype-update ema).")
+    temperature: float = setting(0.1, help="τ of the similarities.")
+    contrastive: ContrastiveForm = setting("infonce", help="The prototype contrastive loss.")
+    margin: float = setting(0.5, help="m of the margin form (cosine distance).")
+    lambda_con: float = setting(1.0, help="λ1, weight of the contrastive loss.")
+    lambda_cls: float = setting(1.0, help="λ2, weight of the classifier loss.")
+
+    def __post_init__(self) -> None:
+        check(self, "hidden_dim", self.hidden_dim >= 0, "must be >= 0")
+        check(self, "dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
+        check_choice(self, "prototype_update", self.prototype_update, PrototypeUpdate)
+        check_choice(self, "contrastive", self.contrastive, ContrastiveForm)
+        check(self, "ema_momentum", 0 < self.ema_momentum < 1, "must be in (0, 1)")
+        check(self, "temperature", self.temperature > 0, "must be > 0")
+        _parent_checks(self, PrototypeCoreOptions)
+
+
+@dataclass(frozen=True)
+class PrototypeOptions(PrototypeCoreOptions, BlendOptions):
+    """`prototype`: the prototypes and the solved linear branch blended in."""
 
 
 @register_head("prototype")
@@ -25,13 +66,15 @@ class PrototypeHead(Head):
     after the epochs and blended with the prototype scores by a weight chosen on val (`heads/blend.py`)."""
 
     blends_probe: ClassVar[bool] = True
+    Options = PrototypeOptions
+    sweep_axis = ("temperature", (0.05, 0.1))
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.probe: nn.Linear | None = None
         if type(self).blends_probe and self.options.probe_blend:
             add_probe_branch(self)
-        width = self.options.width(512) or self.input_dim
+        width = self.options.hidden_dim or self.input_dim
         self.encoder = self.build_encoder(width)
         prototypes = F.normalize(torch.randn(self.num_classes, width), dim=1)
         if self.options.prototype_update == "learned":

@@ -22,11 +22,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..fields import check, check_choice, setting
 from .base import Head, TrainingError
 from .data import SplitSource
 from .metrics import evaluate, map_macro
@@ -35,6 +37,24 @@ from .probe import DEFAULT_C_GRID, Solution, Standardiser, linear_logits, solve_
 SWEEP_MAX_VIDEOS = 25_000
 SWEEP_TOLERANCE = 1e-4  # scikit-learn's lbfgs tolerance; the chosen C is then solved to 1e-5
 DEFAULT_C = 1.0
+ProbeRefit = Literal["train", "train+val"]
+
+
+@dataclass(frozen=True)
+class SolvedProbeOptions:
+    """Options of a solved linear probe (the `linear` head, and the probe branch of `mlp`/`prototype`)."""
+
+    probe_c: float | None = setting(
+        None, help="Solved probe: a fixed C (scikit-learn's meaning) instead of the val sweep."
+    )
+    probe_refit: ProbeRefit = setting(
+        "train",
+        help="Solved probe: the final fit at the chosen C on train (as chosen on val) or train+val (CLIP).",
+    )
+
+    def __post_init__(self) -> None:
+        check(self, "probe_c", self.probe_c is None or self.probe_c > 0, "must be > 0")
+        check_choice(self, "probe_refit", self.probe_refit, ProbeRefit)
 
 
 @dataclass
@@ -92,7 +112,7 @@ def _scores(solution: Solution, x: torch.Tensor, *, multi_label: bool) -> np.nda
 
 
 def _grid(model: Head, select_on_val: bool) -> tuple[float, ...]:
-    if model.options.probe_c is not None:
+    if model.options.probe_c is not None:  # every head with a solved probe has SolvedProbeOptions
         return (float(model.options.probe_c),)
     return DEFAULT_C_GRID if select_on_val else (DEFAULT_C,)
 

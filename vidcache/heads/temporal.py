@@ -61,14 +61,59 @@ Choices and deviations from the paper:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..fields import check, check_choice, setting
 from .base import Head, HeadOutput, register_head
+from .context import LabelTexts, MinedNegatives
 from .losses import LOSSES
+
+NegativesFrom = Literal["top", "bottom", "random"]
+
+
+def _resolved(path: str) -> str:
+    """Recorded resolved, so a run still finds its files from another working directory."""
+    return str(Path(path).resolve()) if path else ""
+
+
+@dataclass(frozen=True)
+class TemporalOptions:
+    layers: int = setting(2, help="Transformer blocks.")
+    attention_heads: int = setting(4, help="Attention heads per block.")
+    dropout: float = setting(0.1, help="Dropout probability.")
+    temperature: float = setting(0.1, help="τ of the similarities.")
+    text_discriminator: bool = setting(False, help="Self-attention over [positive text, its hard negatives].")
+    hard_negatives: int = setting(0, help="K mined hard-negative labels per video (0 = in-batch only).")
+    hard_negatives_from: NegativesFrom = setting(
+        "top", help="Which K of each video's mined ranking: hardest, easiest or random."
+    )
+    hard_negatives_file: str = setting("hard_negatives", help="The mined list's name in CACHE/mined/.")
+    label_corpus: str = setting("", help="Label texts, one per line (default: CACHE/text.h5).")
+    text_embeddings: str = setting("", help=".npy [L, D] aligned with --label-corpus.")
+
+    def __post_init__(self) -> None:
+        check(self, "layers", self.layers >= 0, "must be >= 0")
+        check(self, "attention_heads", self.attention_heads >= 1, "must be >= 1")
+        check(self, "dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
+        check(self, "temperature", self.temperature > 0, "must be > 0")
+        check(self, "hard_negatives", self.hard_negatives >= 0, "must be >= 0")
+        check_choice(self, "hard_negatives_from", self.hard_negatives_from, NegativesFrom)
+        check(
+            self,
+            "text_embeddings",
+            not (self.text_embeddings and not self.label_corpus),
+            "needs label_corpus FILE (one label per line, in the .npy's order)",
+        )
+        object.__setattr__(self, "label_corpus", _resolved(self.label_corpus))
+        object.__setattr__(self, "text_embeddings", _resolved(self.text_embeddings))
+
 
 MAX_LOGIT_SCALE = 100.0  # as CLIP
 ATTENTION_SCALE_RANGE = (0.01, 100.0)
@@ -118,7 +163,15 @@ def _block(dim: int, heads: int, dropout: float) -> nn.TransformerEncoderLayer:
 
 @register_head("temporal")
 class TemporalHead(Head):
-    needs_text = True
+    Options = TemporalOptions
+    sweep_axis = ("layers", (1, 2))
+
+    @classmethod
+    def inputs(cls, options: TemporalOptions) -> tuple:
+        texts = LabelTexts(options.label_corpus, options.text_embeddings, required=options.hard_negatives > 0)
+        if not options.hard_negatives:
+            return (texts,)
+        return (texts, MinedNegatives(options.hard_negatives, options.hard_negatives_from, options.hard_negatives_file))
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

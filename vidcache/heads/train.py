@@ -27,8 +27,8 @@ from ..signals import deferred
 from .base import HEADS, Head, TrainingError
 from .blend import blend_probe
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, resolve_schedule
-from .context import HeadContext, build_context
+from .config import CONFIG_VERSION, TrainConfig, resolve_schedule
+from .context import HeadContext, build_context, precheck_inputs
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
 from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
 from .search import SEARCH_DIR, needs_search, search_hyperparameters, with_defaults
@@ -61,6 +61,7 @@ class TrainSummary:
     report: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. a val split too small to choose anything
     search: dict | None = None  # the lr / weight-decay search, when one ran (also RUN/search/search.json)
+    sweep: dict | None = None  # `--sweep`: the chosen config and every config's val score (also RUN/sweep.csv)
 
 
 def seed_everything(seed: int, *, deterministic: bool) -> torch.Generator:
@@ -315,9 +316,7 @@ def _run_epochs(
                 save_checkpoint(run_dir, "best", model=model, state=dict(state))
             else:
                 state["bad_epochs"] += 1
-            save_checkpoint(
-                run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler, state=dict(state)
-            )
+            save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler, state=dict(state))
             write_history(run_dir, history)
         if progress is not None:
             progress(epoch, row)
@@ -342,6 +341,7 @@ def train(
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
+    precheck_inputs(cache_dir, HEADS.get(config.head).inputs(config.options))  # before the search writes
     search = None
     if HEADS.get(config.head).trains_by_steps(config.options):
         if needs_search(config):
@@ -358,6 +358,40 @@ def train(
     return summary
 
 
+@dataclass
+class TrainData:
+    """The splits and their features, read once: a sweep trains every config on the same `TrainData`."""
+
+    cache: Cache
+    splits: Splits
+    train: SplitSource
+    val: SplitSource
+    view_identity: dict
+    view_identities: dict
+    memo: dict = field(default_factory=dict)  # results every config of a sweep shares (the solved probe branch)
+
+
+def load_data(cache: Cache, config: TrainConfig) -> TrainData:
+    """What `_train_once` reads from the cache; depends only on the config's views, task, split and
+    memory settings, not on the head or its optimisation."""
+    views = config.all_views
+    splits: Splits = make_splits(cache, views, task=config.task, val_fraction=config.val_fraction)
+    budget = config.memory_budget_gb * 2**30
+    sources = {
+        split: SplitSource(
+            cache,
+            views,
+            splits.ids[split],
+            multi_hot(splits.ids[split], splits.labels, splits.vocabulary),
+            max_frames=config.max_frames,
+            memory_budget_bytes=budget / 2,
+        )
+        for split in (TRAIN, VAL)
+    }
+    identities = {view: cache.view_info(view) for view in views}
+    return TrainData(cache, splits, sources[TRAIN], sources[VAL], cache.view_info(config.view), identities)
+
+
 def _train_once(
     cache_dir: str | Path,
     config: TrainConfig,
@@ -366,6 +400,26 @@ def _train_once(
     resume: bool = False,
     command: str = "",
     progress=None,
+    data: TrainData | None = None,
+    plots: bool = True,
+) -> TrainSummary:
+    if data is not None:
+        return _fit(cache_dir, config, run_dir, data, resume=resume, command=command, progress=progress, plots=plots)
+    with Cache(cache_dir) as cache:
+        data = load_data(cache, config)
+        return _fit(cache_dir, config, run_dir, data, resume=resume, command=command, progress=progress, plots=plots)
+
+
+def _fit(
+    cache_dir: str | Path,
+    config: TrainConfig,
+    run_dir: str | Path,
+    data: TrainData,
+    *,
+    resume: bool,
+    command: str,
+    progress,
+    plots: bool,
 ) -> TrainSummary:
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -374,81 +428,103 @@ def _train_once(
     run_dir.mkdir(parents=True, exist_ok=True)
     generator = seed_everything(config.seed, deterministic=config.deterministic)
     device = resolve_device(config.device)
-    with Cache(cache_dir) as cache:
-        views = config.all_views
-        head_class = HEADS.get(config.head)
-        splits: Splits = make_splits(cache, views, task=config.task, val_fraction=config.val_fraction)
-        budget = config.memory_budget_gb * 2**30
-        sources = {
-            split: SplitSource(
-                cache,
-                views,
-                splits.ids[split],
-                multi_hot(splits.ids[split], splits.labels, splits.vocabulary),
-                max_frames=config.max_frames,
-                memory_budget_bytes=budget / 2,
-            )
-            for split in (TRAIN, VAL)
-        }
-        view_identity = cache.view_info(config.view)
-        view_identities = {view: cache.view_info(view) for view in views}
-        train_source, val_source = sources[TRAIN], sources[VAL]
-        config = resolve_schedule(config, train_videos=len(train_source))  # recorded resolved, below
-        context = build_context(
-            cache,
-            config,
-            vocabulary=splits.vocabulary,
-            input_dims=train_source.dims,
-            video_ids=splits.ids[TRAIN],
-            needs_text=head_class.needs_text,
-        )
-        model = build_head(
-            config,
-            input_dim=train_source.dim,
-            num_classes=len(splits.vocabulary),
-            multi_label=splits.multi_label,
-            input_dims=train_source.dims,
-            context=context,
-        ).to(device)
-        resolved = {
-            "train_config": dataclasses.asdict(config),
-            "cache": str(Path(cache_dir).resolve()),
-            "view_identity": view_identity,
-            "view_identities": view_identities,
-            "input_dim": train_source.dim,
-            "input_dims": train_source.dims,
-            "head_kind": model.kind,
-            "context": context.describe(),
-            "vocabulary": splits.vocabulary,
-            "task": "multi-label" if splits.multi_label else "single-label",
-            "splits": {k: len(v) for k, v in splits.ids.items()},
-            "splits_sha1": hashlib.sha1(json.dumps(splits.ids, sort_keys=True).encode()).hexdigest(),
-            "val_from_train": splits.val_from_train,
-            "command": command,
-            "vidcache_version": __version__,
-        }
-        config_path = run_dir / "config.json"
-        if resume and config_path.exists():
-            recorded = json.loads(config_path.read_text())
-            as_saved = json.loads(json.dumps(resolved["train_config"], default=str))  # tuples → lists
-            if recorded["train_config"] != as_saved or recorded["vocabulary"] != splits.vocabulary:
-                raise ConfigError(f"--resume: {run_dir} was trained with other options or classes; use a new --out")
-            same_views = recorded.get("view_identities") == json.loads(json.dumps(view_identities, default=str))
-            if recorded.get("splits_sha1") != resolved["splits_sha1"] or not same_views:
-                raise ConfigError(
-                    f"--resume: the cache's videos or view changed since {run_dir} started; use a new --out"
-                )
-        config_path.write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
+    cache, splits, views = data.cache, data.splits, config.all_views
+    head_class = HEADS.get(config.head)
+    train_source, val_source = data.train, data.val
+    view_identity, view_identities = data.view_identity, data.view_identities
+    config = resolve_schedule(config, train_videos=len(train_source))  # recorded resolved, below
+    context = build_context(
+        cache,
+        head_class.inputs(config.options),
+        vocabulary=splits.vocabulary,
+        views=views,
+        input_dims=train_source.dims,
+        video_ids=splits.ids[TRAIN],
+        seed=config.seed,
+        head=config.head,
+    )
+    model = build_head(
+        config,
+        input_dim=train_source.dim,
+        num_classes=len(splits.vocabulary),
+        multi_label=splits.multi_label,
+        input_dims=train_source.dims,
+        context=context,
+    ).to(device)
+    resolved = {
+        "train_config": config.saved(),  # the head's own options verbatim under "options"
+        "config_version": CONFIG_VERSION,
+        "cache": str(Path(cache_dir).resolve()),
+        "view_identity": view_identity,
+        "view_identities": view_identities,
+        "input_dim": train_source.dim,
+        "input_dims": train_source.dims,
+        "head_kind": model.kind,
+        "context": context.describe(),
+        "vocabulary": splits.vocabulary,
+        "task": "multi-label" if splits.multi_label else "single-label",
+        "splits": {k: len(v) for k, v in splits.ids.items()},
+        "splits_sha1": hashlib.sha1(json.dumps(splits.ids, sort_keys=True).encode()).hexdigest(),
+        "val_from_train": splits.val_from_train,
+        "command": command,
+        "vidcache_version": __version__,
+    }
+    config_path = run_dir / "config.json"
+    if resume and config_path.exists():
+        recorded = json.loads(config_path.read_text())
+        if recorded["train_config"] != resolved["train_config"] or recorded["vocabulary"] != splits.vocabulary:
+            raise ConfigError(f"--resume: {run_dir} was trained with other options or classes; use a new --out")
+        same_views = recorded.get("view_identities") == json.loads(json.dumps(view_identities, default=str))
+        if recorded.get("splits_sha1") != resolved["splits_sha1"] or not same_views:
+            raise ConfigError(f"--resume: the cache's videos or view changed since {run_dir} started; use a new --out")
+    config_path.write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
 
-        metric = _metric_key(config, splits.multi_label, model.kind)
-        check = check_val_split(
-            val_source.targets, multi_label=splits.multi_label, kind=model.kind, vocabulary=splits.vocabulary
+    metric = _metric_key(config, splits.multi_label, model.kind)
+    check = check_val_split(
+        val_source.targets, multi_label=splits.multi_label, kind=model.kind, vocabulary=splits.vocabulary
+    )
+    for warning in check.warnings:
+        log.warning("%s", warning)
+    use_amp = config.amp and device.type == "cuda"
+    if getattr(model, "solves", False):
+        solved = solve_probe(
+            model,
+            train_source,
+            val_source,
+            device=device,
+            multi_label=splits.multi_label,
+            metric=metric,
+            select_on_val=check.usable,
         )
-        for warning in check.warnings:
-            log.warning("%s", warning)
-        use_amp = config.amp and device.type == "cuda"
-        if getattr(model, "solves", False):
-            solved = solve_probe(
+        history, state, report_extra = solved.history, solved.state, solved.report
+        samples, train_seconds = solved.samples, solved.seconds
+        # held-out numbers: the train-only fit at the chosen C (the saved model may be refitted on train+val)
+        at_half, val_scores = solved.val_metrics, solved.val_scores
+        with deferred():
+            save_checkpoint(run_dir, "best", model=model, state=dict(state))
+            save_checkpoint(run_dir, "last", model=model, state=dict(state))
+            write_history(run_dir, history)
+        if progress is not None:
+            for row in history:
+                progress(row["epoch"], row)
+    else:
+        history, state, samples, train_seconds = _run_epochs(
+            model,
+            config,
+            train_source,
+            val_source,
+            run_dir,
+            device=device,
+            multi_label=splits.multi_label,
+            metric=metric,
+            generator=generator,
+            resume=resume,
+            progress=progress,
+            select_on_val=check.usable,
+        )
+        report_extra = {}
+        if getattr(model, "probe", None) is not None and hasattr(model, "probe_mix"):
+            report_extra = blend_probe(
                 model,
                 train_source,
                 val_source,
@@ -456,100 +532,65 @@ def _train_once(
                 multi_label=splits.multi_label,
                 metric=metric,
                 select_on_val=check.usable,
+                memo=data.memo,
             )
-            history, state, report_extra = solved.history, solved.state, solved.report
-            samples, train_seconds = solved.samples, solved.seconds
-            # held-out numbers: the train-only fit at the chosen C (the saved model may be refitted on train+val)
-            at_half, val_scores = solved.val_metrics, solved.val_scores
-            with deferred():
-                save_checkpoint(run_dir, "best", model=model, state=dict(state))
-                save_checkpoint(run_dir, "last", model=model, state=dict(state))
-                write_history(run_dir, history)
-            if progress is not None:
-                for row in history:
-                    progress(row["epoch"], row)
-        else:
-            history, state, samples, train_seconds = _run_epochs(
-                model,
-                config,
-                train_source,
-                val_source,
-                run_dir,
-                device=device,
-                multi_label=splits.multi_label,
-                metric=metric,
-                generator=generator,
-                resume=resume,
-                progress=progress,
-                select_on_val=check.usable,
-            )
-            report_extra = {}
-            if getattr(model, "probe", None) is not None and hasattr(model, "probe_mix"):
-                report_extra = blend_probe(
-                    model,
-                    train_source,
-                    val_source,
-                    device=device,
-                    multi_label=splits.multi_label,
-                    metric=metric,
-                    select_on_val=check.usable,
-                )
-                save_checkpoint(run_dir, "best", model=model, state=dict(state))
-            at_half, val_scores = validate(
-                model, train_source, val_source, device, multi_label=splits.multi_label, amp=use_amp
-            )
-        val_targets = val_source.targets.numpy()
-        classify = model.kind == "classify"
-        thresholds = (
-            tune_thresholds(val_targets, val_scores)
-            if splits.multi_label and classify
-            else np.full(len(splits.vocabulary), 0.5)
+            save_checkpoint(run_dir, "best", model=model, state=dict(state))
+        at_half, val_scores = validate(
+            model, train_source, val_source, device, multi_label=splits.multi_label, amp=use_amp
         )
-        tuned = (
-            evaluate(val_targets, val_scores, multi_label=True, thresholds=thresholds)
-            if splits.multi_label and classify
-            else {}
-        )
-        (run_dir / "thresholds.json").write_text(
-            json.dumps(dict(zip(splits.vocabulary, map(float, thresholds), strict=True)), indent=2)
-        )
-        (run_dir / "vocabulary.json").write_text(json.dumps(splits.vocabulary))
-        report = {**model.report(), **report_extra}
-        if report:
-            (run_dir / "learned.json").write_text(json.dumps(report, indent=2))
-        ap = per_class_ap(val_targets, val_scores) if classify else None
+    val_targets = val_source.targets.numpy()
+    classify = model.kind == "classify"
+    thresholds = (
+        tune_thresholds(val_targets, val_scores)
+        if splits.multi_label and classify
+        else np.full(len(splits.vocabulary), 0.5)
+    )
+    tuned = (
+        evaluate(val_targets, val_scores, multi_label=True, thresholds=thresholds)
+        if splits.multi_label and classify
+        else {}
+    )
+    (run_dir / "thresholds.json").write_text(
+        json.dumps(dict(zip(splits.vocabulary, map(float, thresholds), strict=True)), indent=2)
+    )
+    (run_dir / "vocabulary.json").write_text(json.dumps(splits.vocabulary))
+    report = {**model.report(), **report_extra}
+    if report:
+        (run_dir / "learned.json").write_text(json.dumps(report, indent=2))
+    ap = per_class_ap(val_targets, val_scores) if classify else None
+    if plots:  # a sweep plots only the run it keeps
         _plot(run_dir, history, splits.vocabulary, ap)
-        if ap is not None:  # what `vidcache report` shows: per-class AP and the most confused pairs on val
-            per_class = {c: (None if np.isnan(v) else float(v)) for c, v in zip(splits.vocabulary, ap, strict=True)}
-            (run_dir / "per_class_ap.json").write_text(json.dumps(per_class, indent=2))
-            pairs = confused_pairs(
-                val_targets,
-                val_scores,
-                multi_label=splits.multi_label,
-                thresholds=thresholds if splits.multi_label else None,
-                vocabulary=splits.vocabulary,
-            )
-            (run_dir / "confusions.json").write_text(json.dumps(pairs, indent=2))
-        summary = TrainSummary(
-            run_dir=str(run_dir),
-            head=config.head,
-            view=config.view,
-            task=resolved["task"],
-            classes=len(splits.vocabulary),
-            train_videos=len(train_source),
-            val_videos=len(val_source),
-            epochs_run=state["epoch"],
-            best_epoch=state["best_epoch"],
-            best_metric=metric,
-            best_value=float(state["best_value"]),
-            val_metrics=at_half,
-            val_metrics_tuned={k: v for k, v in tuned.items() if k.endswith("_tuned")},
-            seconds=time.perf_counter() - started,
-            samples_per_s=samples / train_seconds if train_seconds > 0 else 0.0,
-            skipped_steps=state["skipped_steps"],
-            streamed=not train_source.in_memory,
-            report=report,
-            warnings=check.warnings,
+    if ap is not None:  # what `vidcache report` shows: per-class AP and the most confused pairs on val
+        per_class = {c: (None if np.isnan(v) else float(v)) for c, v in zip(splits.vocabulary, ap, strict=True)}
+        (run_dir / "per_class_ap.json").write_text(json.dumps(per_class, indent=2))
+        pairs = confused_pairs(
+            val_targets,
+            val_scores,
+            multi_label=splits.multi_label,
+            thresholds=thresholds if splits.multi_label else None,
+            vocabulary=splits.vocabulary,
         )
-        (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
-        return summary
+        (run_dir / "confusions.json").write_text(json.dumps(pairs, indent=2))
+    summary = TrainSummary(
+        run_dir=str(run_dir),
+        head=config.head,
+        view=config.view,
+        task=resolved["task"],
+        classes=len(splits.vocabulary),
+        train_videos=len(train_source),
+        val_videos=len(val_source),
+        epochs_run=state["epoch"],
+        best_epoch=state["best_epoch"],
+        best_metric=metric,
+        best_value=float(state["best_value"]),
+        val_metrics=at_half,
+        val_metrics_tuned={k: v for k, v in tuned.items() if k.endswith("_tuned")},
+        seconds=time.perf_counter() - started,
+        samples_per_s=samples / train_seconds if train_seconds > 0 else 0.0,
+        skipped_steps=state["skipped_steps"],
+        streamed=not train_source.in_memory,
+        report=report,
+        warnings=check.warnings,
+    )
+    (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
+    return summary
