@@ -18,6 +18,7 @@ Dtype = Literal["float16", "float32"]
 Device = Literal["auto", "cpu", "cuda"]
 SeekMode = Literal["auto", "never", "always"]
 DecodeIn = Literal["auto", "threads", "processes"]
+EngineName = Literal["local", "ray"]
 
 
 def check_choice(name: str, value: Any, allowed: Any) -> None:
@@ -182,9 +183,19 @@ class RunConfig:
     seek: SeekMode = "auto"
     retry_failed: bool = False
     allow_download: bool = False
+    # Where the stages run: local = decode threads/processes on this machine (today's loop); ray = decode
+    # tasks and model actors on a Ray cluster, shards written by workers, the catalog by this process.
+    engine: EngineName = "local"
+    ray_address: str | None = None  # None: start Ray on this machine; "auto" / "host:6379" / "ray://host:10001": join
+    gpus_per_model: float | None = None  # GPUs per model actor (fractions share one); None: 1 if the cluster has GPUs
 
     def __post_init__(self) -> None:
         check_choice("--device", self.device, Device)
+        check_choice("--engine", self.engine, EngineName)
+        if self.gpus_per_model is not None and not (self.gpus_per_model >= 0):
+            raise ConfigError(f"--gpus-per-model must be >= 0 (0.5 shares a GPU), got {self.gpus_per_model}")
+        if self.engine != "ray" and (self.ray_address is not None or self.gpus_per_model is not None):
+            raise ConfigError("--ray-address and --gpus-per-model need --engine ray")
         check_choice("--seek", self.seek, SeekMode)
         check_choice("--decode-in", self.decode_in, DecodeIn)
         if self.batch_size < 1:
