@@ -77,6 +77,12 @@ class AssembleStage:
         state.chunks[message.chunk_no] = chunk
         if chunk.encoded:
             if is_spilled(chunk.view):
+                # a spill file is appended to, so its rows must come in chunk order: they do, as one decode
+                # worker makes them in order (only model rows, batched elsewhere, may come out of order)
+                number = message.chunk_no
+                last = max((c for c in state.chunks if c != number and state.chunks[c].view == chunk.view), default=-1)
+                if number < last:
+                    raise ValueError(f"{chunk.view} chunk {number} of video {message.index} after chunk {last}")
                 if chunk.view not in state.spills:
                     state.spills[chunk.view] = RowSpill(self.spill_dir, self.spill_prefix)
                 state.spills[chunk.view].append(np.asarray(chunk.data))
