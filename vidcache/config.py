@@ -168,7 +168,7 @@ class RunConfig:
 
     device: Device = "auto"
     batch_size: int = 64
-    workers: int = 0  # decode workers; 0 = auto: 2 on CPU, every core but one on CUDA
+    workers: int = 0  # decode workers; 0 = auto: 2 on CPU, every core but one on CUDA, the cluster's CPUs on Ray
     decode_threads: int = 0  # FFmpeg codec threads per video, 0 = FFmpeg's choice (processes: cores / workers)
     # Decode workers as threads or as processes. Threads stop scaling at ~4 workers (the Python work per
     # frame and torch's resize share one interpreter); processes scale with the cores. auto = processes

@@ -114,7 +114,8 @@ def _extract_options(fn):
             type=int,
             default=0,
             show_default=True,
-            help="Videos decoded in parallel; 0 = auto: 2 on CPU, every core but one on CUDA.",
+            help="Videos decoded in parallel; 0 = auto: 2 on CPU, every core but one on CUDA, every CPU of the "
+            "cluster with --engine ray.",
         ),
         click.option(
             "--decode-in",
@@ -123,6 +124,27 @@ def _extract_options(fn):
             show_default=True,
             help="Decode workers as threads or processes (processes scale with the cores; auto: processes "
             "when the models run on CUDA, threads on CPU).",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="Where the work runs: local = decode threads/processes and models on this machine; ray = decode "
+            "tasks and model actors on a Ray cluster (pip install 'vidcache[ray]'; the cache on a shared filesystem).",
+        ),
+        click.option(
+            "--ray-address",
+            default=None,
+            help="--engine ray: the cluster to join ('auto' on a cluster node, host:6379, ray://host:10001); "
+            "default: start Ray on this machine.",
+        ),
+        click.option(
+            "--gpus-per-model",
+            type=float,
+            default=None,
+            help="--engine ray: GPUs each model actor asks for (0.5 puts two on one GPU); default 1 when the "
+            "cluster has GPUs, else 0.",
         ),
         click.option(
             "--shard",
@@ -205,6 +227,9 @@ def build_config(
     batch_size: int = 64,
     workers: int = 0,
     decode_in: str = "auto",
+    engine: str = "local",
+    ray_address: str | None = None,
+    gpus_per_model: float | None = None,
     shard_spec: str = "0/1",
     seek: str = "auto",
     shard_size_mb: float = 256.0,
@@ -238,6 +263,9 @@ def build_config(
             batch_size=batch_size,
             workers=workers,
             decode_in=decode_in,  # type: ignore[arg-type]
+            engine=engine,  # type: ignore[arg-type]
+            ray_address=ray_address,
+            gpus_per_model=gpus_per_model,
             shard_index=shard_index,
             shard_count=shard_count,
             seek=seek,  # type: ignore[arg-type]

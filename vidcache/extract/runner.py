@@ -39,7 +39,7 @@ from ..signals import deferred
 from .backbones import create_backbone
 from .consumers import Consumer, make_consumers
 from .decode_process import processes_unsupported
-from .engines import ExtractJob, create_engine
+from .engines import Engine, ExtractJob, create_engine
 from .engines.base import SPILL_DIR
 from .plan import ExtractSummary, cache_views, peak_rss_mib, plan_videos, settings_key
 from .rules import source_rules
@@ -110,6 +110,7 @@ class Extractor:
         self.encoders: dict[str, object] = {}  # model views, encoded batched in the main thread
         self.flow_method = None
         self.device: torch.device | None = None
+        self.engine: Engine | None = None  # the engine of the last run (the ray engine records nodes)
 
     # models --------------------------------------------------------------------------------------
     def _load_models(self, device) -> dict[str, dict]:
@@ -246,7 +247,8 @@ class Extractor:
             device = self.device = resolve_device(cfg.run.device)
             summary.device = str(device)
             # --workers 0 (the default) resolved for this device, and recorded so in the run's config
-            workers = cfg.run.workers or default_decode_workers(device)
+            # (the ray engine resolves 0 itself: one decode task per CPU of the cluster)
+            workers = cfg.run.workers or (0 if cfg.run.engine == "ray" else default_decode_workers(device))
             cfg = self.config = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, workers=workers))
             summary.workers = workers
             identities = self._load_models(device)
