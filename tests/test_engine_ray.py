@@ -30,17 +30,25 @@ pytestmark = pytest.mark.slow
 VIEWS = "clip,audio,flow"  # a model view, a second model, and decode-side rows that spill to disk (flow)
 # the catalog's columns that say what a (video, view) holds; where it lies (shard, row_start) and when
 # (updated_at) differ between any two runs
+NO_AUTH = ("RAY_AUTH_MODE", "disabled")  # test clusters on this machine only
 ITEM_COLUMNS = "video_id, view, status, row_count, checksum, reason, source_size, source_mtime_ns, info_json"
 
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> str:
     """One local Ray cluster for the whole test session (2 CPUs); its address for subprocess drivers."""
+    # no token: the token file Ray would write is shared by every Ray user of this home directory
+    previous = os.environ.get(NO_AUTH[0])
+    os.environ[NO_AUTH[0]] = NO_AUTH[1]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        if previous is None:
+            os.environ.pop(NO_AUTH[0], None)
+        else:
+            os.environ[NO_AUTH[0]] = previous
 
 
 def options(checkpoint: Path, **extra) -> dict:
@@ -168,21 +176,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_ray_nodes_share_the_videos(ray_cluster, corpus, tiny_checkpoint, reference, tmp_path):
+def wait_for_port(port: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"the Ray head did not open port {port} within {timeout_s} s")
+
+
+def test_two_ray_nodes_share_the_videos(corpus, tiny_checkpoint, reference, tmp_path):
     """A head and a second node (`ray start`, 1 CPU each) on this machine: decode tasks run on both."""
     port = free_port()
     temp = Path(f"/tmp/rvc{os.getpid()}")  # short: Ray's socket paths must stay under 107 characters
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        NO_AUTH[0]: NO_AUTH[1],
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     common = ["--num-cpus", "1", "--block", "--disable-usage-stats"]
+    ray_cli = str(Path(sys.executable).with_name("ray"))  # the venv's, whatever PATH says
     head = subprocess.Popen(
-        ["ray", "start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(temp),
+        [ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(temp),
          *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     nodes = [head]
     try:
-        time.sleep(6)
+        wait_for_port(port)
         second = subprocess.Popen(
-            ["ray", "start", "--address", f"127.0.0.1:{port}", "--resources", '{"second_node": 1}', *common],
+            [ray_cli, "start", "--address", f"127.0.0.1:{port}", "--resources", '{"second_node": 1}', *common],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         nodes.append(second)
