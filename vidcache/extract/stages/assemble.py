@@ -29,6 +29,7 @@ class _VideoState:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     spills: dict[str, RowSpill] = field(default_factory=dict)  # large finished rows, kept on disk
+    spilled_upto: dict[str, int] = field(default_factory=dict)  # per spilled view: its last chunk number
 
     def close(self) -> None:
         for spill in self.spills.values():
@@ -79,10 +80,10 @@ class AssembleStage:
             if is_spilled(chunk.view):
                 # a spill file is appended to, so its rows must come in chunk order: they do, as one decode
                 # worker makes them in order (only model rows, batched elsewhere, may come out of order)
-                number = message.chunk_no
-                last = max((c for c in state.chunks if c != number and state.chunks[c].view == chunk.view), default=-1)
+                number, last = message.chunk_no, state.spilled_upto.get(chunk.view, -1)
                 if number < last:
                     raise ValueError(f"{chunk.view} chunk {number} of video {message.index} after chunk {last}")
+                state.spilled_upto[chunk.view] = number
                 if chunk.view not in state.spills:
                     state.spills[chunk.view] = RowSpill(self.spill_dir, self.spill_prefix)
                 state.spills[chunk.view].append(np.asarray(chunk.data))
@@ -104,6 +105,7 @@ class AssembleStage:
     def _reset(self, state: _VideoState, n_chunks: int) -> None:
         state.close()
         state.chunks, state.encoded, state.n_chunks = {}, set(), n_chunks
+        state.spilled_upto = {}
 
     def ready(self) -> list[VideoRows]:
         done = [index for index, state in self.states.items() if state.complete]
