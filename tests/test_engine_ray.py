@@ -23,6 +23,7 @@ from vidcache.cache.verify import verify_cache
 from vidcache.commands.extract import build_config
 from vidcache.errors import FAULT_ENV, FAULT_MATCH_ENV
 from vidcache.manifest import read_manifest
+from vidcache.synth import moving_square_frame, write_video
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -65,6 +66,24 @@ def extract(manifest: Path, cache: Path, checkpoint: Path, **extra):
 
 
 @pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Eight short clips with a tone each (so every view has rows), in two folders, and their manifest."""
+    root = tmp_path_factory.mktemp("ray-corpus")
+    rows = ["path,labels"]
+    for i in range(8):
+        name, direction = f"{'ab'[i // 4]}/v{i}.mp4", "left" if i % 2 else "right"
+        write_video(
+            root / name, 18 + 6 * (i % 4), fps=12, width=80, height=60, gop=6, tone_hz=330.0 + 40 * i,
+            frame_fn=lambda _, t, i=i, d=direction: moving_square_frame(
+                t, colour=("red", "green", "blue")[i % 3], direction=d, width=80, height=60
+            ),
+        )  # fmt: skip
+        rows.append(f"{name},{direction}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
 def reference(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
     """The local engine's cache of the corpus: what every Ray run must equal."""
     cache = tmp_path_factory.mktemp("local") / "cache"
@@ -81,7 +100,7 @@ def catalog_rows(cache: Path, table: str, columns: str = "*") -> list[tuple]:
 def assert_same_cache(a: Path, b: Path, *, skip: set[str] = frozenset()) -> None:
     """Bit-identical rows and times for every (video, view), and the same catalog records."""
     with Cache(a) as ca, Cache(b) as cb:
-        for view in ("clip", "flow", "motion"):  # (the corpus has no audio: that view is recorded absent)
+        for view in ("clip", "audio", "flow", "motion"):
             ids = [v for v in ca.video_ids(view) if v not in skip]
             assert ids == [v for v in cb.video_ids(view) if v not in skip] and ids
             for video_id in ids:
@@ -126,10 +145,10 @@ def test_ray_writes_the_local_engines_cache_and_a_rerun_skips_everything(ray_clu
 
 def test_a_killed_ray_worker_loses_and_duplicates_nothing(ray_cluster, corpus, tiny_checkpoint, reference, tmp_path,
                                                            monkeypatch):  # fmt: skip
-    victim = "green-right-1"  # its decode task's worker process is SIGKILLed on every try
+    victim = "v5"  # its decode task's worker process is SIGKILLed on every try
     cache = tmp_path / "ray"
     monkeypatch.setenv(FAULT_ENV, "decode-open:kill")
-    monkeypatch.setenv(FAULT_MATCH_ENV, f"/a/{victim}.mp4")  # (b/ holds a file of the same name)
+    monkeypatch.setenv(FAULT_MATCH_ENV, f"/b/{victim}.mp4")
     summary, _ = extract(corpus / "manifest.csv", cache, tiny_checkpoint, engine="ray")
     victims = [v for v in summary.failures if victim in v]
     assert summary.failed == 1 and len(victims) == 1 and summary.extracted == 7

@@ -224,8 +224,10 @@ class RayEngine:
         started_ray = False
         if not ray.is_initialized():
             address = job.config.run.ray_address
+            # a Ray started here needs no dashboard; one joined keeps its own settings
+            started_here = {"include_dashboard": False} if address is None else {}
             try:
-                ray.init(address=address, log_to_driver=False, include_dashboard=False)
+                ray.init(address=address, log_to_driver=False, **started_here)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise ConfigError(
                     f"--ray-address {address}: cannot join that Ray cluster ({str(exc).splitlines()[0]}); "
@@ -233,7 +235,12 @@ class RayEngine:
                 ) from None
             started_ray = True
         try:
-            _Driver(ray, job, self.nodes).run()
+            driver = _Driver(ray, job, self.nodes)
+            try:
+                driver.start_actors()
+                driver.run()
+            finally:
+                driver.close()
         finally:
             if started_ray:
                 ray.shutdown()
@@ -250,17 +257,24 @@ class _Driver:
         job.summary.decode_in = "ray"
         threads = run.decode_threads or 1  # one CPU per decode task
         config = dataclasses.replace(job.config, run=dataclasses.replace(run, decode_threads=threads))
-        self.spec = decode_spec(config, job.encoders)
+        self.spec = ray.put(decode_spec(config, job.encoders))  # stored once, not pickled into every task
         self.writer_spec = job.writer.spec()
         self.decode = ray.remote(decode_video).options(
             **_options(num_cpus=1, num_returns=3, max_retries=DECODE_RETRIES, scheduling_strategy="SPREAD")
         )
         self.write = ray.remote(write_group).options(**_options(num_cpus=0, max_retries=0))
-        self.actors = self._start_actors(resources)
-        self.turn = dict.fromkeys(self.actors, 0)
+        self.resources = resources
+        self.actors: dict[str, list] = {}
 
-    def _start_actors(self, resources: dict) -> dict[str, list]:
-        job, run = self.job, self.job.config.run
+    def close(self) -> None:
+        """End the model actors now (a joined cluster keeps running; their models would hold its memory)."""
+        for pool in self.actors.values():
+            for actor in pool:
+                self.ray.kill(actor)
+
+    def start_actors(self) -> None:
+        """One actor pool per model view, each actor checked to load the model the cache records."""
+        job, run, resources = self.job, self.job.config.run, self.resources
         views = list(job.encoders)
         gpus = resources.get("GPU", 0)
         per_model = run.gpus_per_model if run.gpus_per_model is not None else (1.0 if gpus else 0.0)
@@ -268,9 +282,9 @@ class _Driver:
             raise ConfigError(
                 f"--gpus-per-model {per_model}: the Ray cluster has {gpus:g} GPU(s); give at most that, or 0 for CPU"
             )
-        count = max(1, math.floor(gpus / (per_model * len(views)))) if per_model else 1
+        count = max(1, math.floor(gpus / (per_model * max(1, len(views))))) if per_model else 1
         actor_class = self.ray.remote(ModelWorker)
-        actors = {
+        self.actors = actors = {
             view: [
                 actor_class.options(
                     **_options(
@@ -295,7 +309,7 @@ class _Driver:
                         f"--engine ray: the model actor of view '{view}' loaded other settings than this driver "
                         f"({found} vs {wanted}); give the same --device and weights files on every node"
                     )
-        return actors
+        self.turn = dict.fromkeys(actors, 0)
 
     # the loop ------------------------------------------------------------------------------------
     def run(self) -> None:
