@@ -189,6 +189,33 @@ def test_a_driver_killed_with_sigkill_is_resumed_by_the_next_run(ray_cluster, co
     assert_nothing_twice(cache)
 
 
+def test_sigterm_keeps_the_shards_being_written_and_the_next_run_finishes(ray_cluster, corpus, tiny_checkpoint,
+                                                                          reference, tmp_path):  # fmt: skip
+    """Slurm's SIGTERM (= Ctrl-C) on a Ray driver: exit 143, every recorded video whole, the same command resumes."""
+    cache = tmp_path / "ray"
+    args = ["extract", corpus / "manifest.csv", "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--views", VIEWS,
+            "--fps", "2", "--device", "cpu", "--engine", "ray", "--ray-address", ray_cluster, "--json",
+            "--workers", "1", "--commit-every-s", "0.2"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen([sys.executable, "-m", "vidcache.cli", *map(str, args)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(shard_dir(cache).glob(f"*{SHARD_SUFFIX}")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the first group of finished videos is written: stop in the middle of the run
+    driver.send_signal(15)
+    _, stderr = driver.communicate(timeout=180)
+    assert driver.returncode == 143, stderr[-2000:]
+    kept = {v for v, status in catalog_rows(cache, "items", "video_id, status") if status == "done"}
+    assert kept and len(kept) < 8  # the finished videos were kept, the rest was not started or dropped whole
+    assert_nothing_twice(cache)
+
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout)["skipped"] == len(kept)
+    assert_same_cache(reference, cache)
+    assert_nothing_twice(cache)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,6 +27,8 @@ import logging
 import math
 import os
 import secrets
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ from ...cache.layout import SHARD_SUFFIX, shard_dir
 from ...cache.shard import read_shard_index
 from ...cache.store import CacheWriter, done_items
 from ...errors import FAULT_ENV, FAULT_MATCH_ENV, ConfigError
-from ...signals import deferred
+from ...signals import STOP_SIGNALS, deferred
 from ..consumers import make_consumers
 from ..decode_process import DecodeSpec, decode_spec, processes_unsupported
 from ..plan import ExtractSummary
@@ -226,6 +228,9 @@ class RayEngine:
             address = job.config.run.ray_address
             # a Ray started here needs no dashboard; one joined keeps its own settings
             started_here = {"include_dashboard": False} if address is None else {}
+            # ray.init installs its own SIGTERM handler (its C++ logger aborts the process): put back this
+            # process's, so Slurm's SIGTERM still stops the run like Ctrl-C, keeping the finished videos
+            handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
             try:
                 ray.init(address=address, log_to_driver=False, **started_here)
             except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -234,6 +239,10 @@ class RayEngine:
                     "give 'auto' on a cluster node, host:6379, ray://host:10001, or leave it out to start Ray here"
                 ) from None
             started_ray = True
+            if threading.current_thread() is threading.main_thread():
+                for signum, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(signum, handler)
         try:
             driver = _Driver(ray, job, self.nodes)
             try:
