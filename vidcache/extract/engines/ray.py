@@ -47,7 +47,17 @@ from ...signals import STOP_SIGNALS, deferred
 from ..consumers import make_consumers
 from ..decode_process import DecodeSpec, decode_spec, processes_unsupported
 from ..plan import ExtractSummary
-from ..stages import AssembleStage, ChunkMessage, DecodeStage, ModelStage, VideoCounts, VideoTask, WriteStage, account
+from ..stages import (
+    AssembleStage,
+    ChunkMessage,
+    DecodeStage,
+    ModelStage,
+    VideoCounts,
+    VideoTask,
+    WriteStage,
+    account,
+    rows_in,
+)
 from .base import SPILL_DIR, ExtractJob
 
 log = logging.getLogger("vidcache.extract")
@@ -112,7 +122,8 @@ def decode_video(spec: DecodeSpec, task: VideoTask) -> tuple[dict, dict[str, lis
     decoded = rest[-1]
     if decoded.n_chunks is None:  # an unexpected error: every view failed, nothing it sent counts
         inputs, rest = {}, [decoded]
-    facts = {"node": ray.get_runtime_context().get_node_id(), "views": sorted(inputs), "decode_s": decoded.decode_s}
+    rows = {view: sum(rows_in(view, m.chunk) for m in found) for view, found in inputs.items()}
+    facts = {"node": ray.get_runtime_context().get_node_id(), "rows": rows, "decode_s": decoded.decode_s}
     return facts, inputs, rest
 
 
@@ -134,16 +145,19 @@ class ModelWorker:
     def identity_json(self) -> str:
         return json.dumps(self.identity, sort_keys=True, default=str)
 
-    def encode(self, inputs: dict[str, list[ChunkMessage]]) -> tuple[list[ChunkMessage], float]:
-        """One video's inputs of this view, batched as the local engine batches them; (rows, model s)."""
+    def encode(self, *videos: dict[str, list[ChunkMessage]]) -> tuple:
+        """The inputs of this view of one or more videos, batched across them as the local engine batches
+        (whole chunks, up to --batch-size rows); (each video's encoded chunks..., model seconds)."""
         out: list[ChunkMessage] = []
-        for message in inputs.get(self.view, []):
-            data = message.chunk.data  # read-only in Ray's object store: torch wants its own copy
-            message.chunk = dataclasses.replace(message.chunk, data=torch.from_numpy(np.array(data)))
-            out += self.stage.process(message)
+        for inputs in videos:
+            for message in inputs.get(self.view, []):
+                data = message.chunk.data  # read-only in Ray's object store: torch wants its own copy
+                message.chunk = dataclasses.replace(message.chunk, data=torch.from_numpy(np.array(data)))
+                out += self.stage.process(message)
         out += self.stage.flush()
         model_s, self.stage.model_s = self.stage.model_s, 0.0
-        return out, model_s
+        order = [next(iter(inputs[self.view])).index for inputs in videos]
+        return (*([m for m in out if m.index == index] for index in order), model_s)
 
 
 class RecordingCatalog:
@@ -198,9 +212,19 @@ class _Video:
     inputs: Any = None  # ObjectRef of the model inputs per view
     rest: Any = None  # ObjectRef of the finished chunks and VideoDecoded
     failed: bool = False  # a model actor died on it (recorded failed)
+    rows_in: dict[str, int] = field(default_factory=dict)  # model-input rows per view
     encoded: dict[Any, str] = field(default_factory=dict)  # model_s ObjectRef → view, until done
     rows: list[Any] = field(default_factory=list)  # ObjectRefs of the encoded chunks
     ready_at: float = 0.0
+
+
+@dataclass
+class _Call:
+    """One `ModelWorker.encode` call: its view, the actor's place in the pool, and the videos it holds."""
+
+    view: str
+    actor: int
+    videos: list[_Video]
 
 
 @dataclass
@@ -318,23 +342,28 @@ class _Driver:
                         f"--engine ray: the model actor of view '{view}' loaded other settings than this driver "
                         f"({found} vs {wanted}); give the same --device and weights files on every node"
                     )
-        self.turn = dict.fromkeys(actors, 0)
 
     # the loop ------------------------------------------------------------------------------------
     def run(self) -> None:
         job, ray = self.job, self.ray
         todo: deque[VideoTask] = deque(job.tasks)
         decoding: dict[Any, _Video] = {}  # facts ObjectRef → video
-        encoding: dict[Any, _Video] = {}  # model_s ObjectRef → video
+        encoding: dict[Any, _Call] = {}  # model_s ObjectRef → the call
+        self.queued: dict[str, list[_Video]] = {view: [] for view in self.actors}  # decoded, waiting for a model
+        self.busy: dict[str, list[bool]] = {view: [False] * len(pool) for view, pool in self.actors.items()}
+        self.in_models: set[int] = set()  # videos some model has still to encode
         ready: list[_Video] = []
         writing: dict[Any, _Write] = {}
         try:
             while todo or decoding or encoding or ready or writing:
-                while todo and len(decoding) < self.workers:
+                # decoded videos wait for the models in Ray's object store: at most `workers` more than decode,
+                # so a model-bound run does not decode the whole corpus ahead into memory
+                in_models = len(self.in_models)
+                while todo and len(decoding) < self.workers and len(decoding) + in_models < 2 * self.workers:
                     task = todo.popleft()
                     facts, inputs, rest = self.decode.remote(self.spec, task)
                     decoding[facts] = _Video(task, inputs, rest)
-                drained = not todo and not decoding and not encoding
+                drained = not todo and not decoding and not self.in_models
                 oldest = min((v.ready_at for v in ready), default=math.inf)
                 if ready and (
                     len(ready) >= VIDEOS_PER_SHARD
@@ -350,7 +379,7 @@ class _Driver:
                     if ref in decoding:
                         self._decoded(ref, decoding.pop(ref), encoding, ready)
                     elif ref in encoding:
-                        self._encoded(ref, encoding.pop(ref), ready)
+                        self._encoded(ref, encoding.pop(ref), ready, encoding)
                     else:
                         self._written(ref, writing.pop(ref), writing)
                 job.summary.seconds = time.perf_counter() - job.started
@@ -384,35 +413,65 @@ class _Driver:
     def _decoded(self, ref: Any, video: _Video, encoding: dict, ready: list) -> None:
         try:
             facts = self.ray.get(ref)
-        except Exception as exc:  # the worker process died on every try (or Ray lost the node)
-            self._fail(video.task, f"decode worker died {DECODE_RETRIES + 1} times on this file ({_first_line(exc)})")
+        except Exception as exc:
+            lost = (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError)
+            if isinstance(exc, lost):  # the worker process (or its node) died on every try
+                reason = f"decode worker died {DECODE_RETRIES + 1} times on this file ({_first_line(exc)})"
+            else:  # DecodeStage reports a file's own errors as outcomes: this is Ray's or a bug's
+                reason = f"decode task failed ({_first_line(exc)})"
+            self._fail(video.task, reason)
             return
         self.nodes[video.task.entry.video_id] = facts["node"]
         self.job.summary.decode_seconds += facts["decode_s"]
-        for view in facts["views"]:
-            pool = self.actors[view]
-            actor = pool[self.turn[view] % len(pool)]
-            self.turn[view] += 1
-            rows, model_s = actor.encode.options(num_returns=2).remote(video.inputs)
-            video.encoded[model_s] = view
-            video.rows.append(rows)
-            encoding[model_s] = video
-        video.inputs = None  # the actors hold their own reference until they are done with it
-        if not video.encoded:
+        video.rows_in = facts["rows"]
+        for view in video.rows_in:
+            self.queued[view].append(video)
+            self.in_models.add(video.task.index)
+            self._dispatch(view, encoding)
+        if not video.rows_in:
             video.ready_at = time.monotonic()
             ready.append(video)
 
-    def _encoded(self, ref: Any, video: _Video, ready: list) -> None:
-        view = video.encoded.pop(ref)
+    def _dispatch(self, view: str, encoding: dict) -> None:
+        """Hand the videos waiting for `view` to its idle actors, about --batch-size rows per call: while an
+        actor is busy, decoded videos queue up and go together, so a model-bound run gets full batches
+        across videos (as the local engine's) and a decode-bound one sends each video at once."""
+        queue, pool = self.queued[view], self.actors[view]
+        for number, busy in enumerate(self.busy[view]):
+            if busy or not queue:
+                continue
+            group, rows = [], 0
+            while queue and (not group or rows + queue[0].rows_in[view] <= self.job.config.run.batch_size):
+                group.append(queue.pop(0))
+                rows += group[-1].rows_in[view]
+            *rows_refs, model_s = (
+                pool[number].encode.options(num_returns=len(group) + 1).remote(*(v.inputs for v in group))
+            )
+            for video, rows_ref in zip(group, rows_refs, strict=True):
+                video.encoded[model_s] = view
+                video.rows.append(rows_ref)
+            encoding[model_s] = _Call(view, number, group)
+            self.busy[view][number] = True
+
+    def _encoded(self, ref: Any, call: _Call, ready: list, encoding: dict) -> None:
+        self.busy[call.view][call.actor] = False
         try:
             self.job.summary.model_seconds += self.ray.get(ref)
+            error = None
         except Exception as exc:  # the actor died more often than it may restart
-            if not video.failed:
-                self._fail(video.task, f"model actor of view '{view}' died ({_first_line(exc)})")
-            video.failed = True
-        if not video.encoded and not video.failed:
-            video.ready_at = time.monotonic()
-            ready.append(video)
+            error = f"model actor of view '{call.view}' died ({_first_line(exc)})"
+        for video in call.videos:
+            video.encoded.pop(ref)
+            if error and not video.failed:
+                self._fail(video.task, error)
+                video.failed = True
+            if not video.encoded and not any(video in q for q in self.queued.values()):
+                video.inputs = None  # every model has its rows: the inputs can leave the object store
+                self.in_models.discard(video.task.index)
+                if not video.failed:
+                    video.ready_at = time.monotonic()
+                    ready.append(video)
+        self._dispatch(call.view, encoding)
 
     def _written(self, ref: Any, write: _Write, writing: dict, *, resubmit: bool = True) -> None:
         job = self.job
