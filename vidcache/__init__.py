@@ -7,6 +7,8 @@ The Python API mirrors the CLI (and the CLI is generated from the same dataclass
 
     config = vidcache.ExtractConfig.create(views=("clip", "audio"), clip=ClipConfig(model="ViT-B-32"))
     summary = vidcache.extract("manifest.csv", "cache/", config)
+    result = vidcache.train("cache/", "runs/linear", head="linear", view="clip")
+    mined = vidcache.mine_hard_negatives("cache/", k=16)
     cache = vidcache.Cache("cache/")
     features, times_s = cache.read(cache.video_ids()[0], "clip")
 
@@ -24,6 +26,14 @@ _LAZY = {
     "StreamConfig": ("vidcache.config", "StreamConfig"),
     "ExtractSummary": ("vidcache.extract.plan", "ExtractSummary"),
     "VIEWS": ("vidcache.extract.views", "VIEWS"),
+    "train": ("vidcache.heads.api", "train"),
+    "evaluate": ("vidcache.heads.api", "evaluate"),
+    "predict": ("vidcache.heads.api", "predict"),
+    "write_view": ("vidcache.heads.api", "write_view"),
+    "mine_hard_negatives": ("vidcache.index.api", "mine_hard_negatives"),
+    "mine_hard_negative_videos": ("vidcache.index.api", "mine_hard_negative_videos"),
+    "mine_neighbours": ("vidcache.index.api", "mine_neighbours"),
+    "index_view": ("vidcache.index.api", "index_view"),
 }
 
 
@@ -40,4 +50,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'vidcache' has no attribute {name!r}")
 
 
-__all__ = ["Cache", "ExtractConfig", "RunConfig", "SamplingConfig", "StreamConfig", "__version__", "extract"]
+__all__ = ["Cache", "__version__", "extract", *_LAZY]

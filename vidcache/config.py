@@ -22,6 +22,7 @@ Dtype = Literal["float16", "float32"]
 Device = Literal["auto", "cpu", "cuda"]
 SeekMode = Literal["auto", "never", "always"]
 DecodeIn = Literal["auto", "threads", "processes"]
+EngineName = Literal["local", "ray"]
 
 
 def check_choice(name: str, value: Any, allowed: Any) -> None:
@@ -84,7 +85,9 @@ class RunConfig:
     device: Device = setting("auto", flag="--device", help="Where the models run.")
     batch_size: int = setting(64, flag="--batch-size", help="Frames per model batch.")
     workers: int = setting(
-        0, flag="--workers", help="Videos decoded in parallel; 0 = auto: 2 on CPU, every core but one on CUDA."
+        0,
+        flag="--workers",
+        help="Videos decoded in parallel; 0 = auto: 2 on CPU, every core but one on CUDA, the cluster's CPUs on Ray.",
     )
     decode_threads: int = setting(
         0,
@@ -120,11 +123,31 @@ class RunConfig:
         False, flag="--retry-failed", help="Retry videos that failed before even if unchanged."
     )
     allow_download: bool = setting(False, flag="--download", help="Allow downloading missing weights.")
+    # Where the stages run: local = decode threads/processes on this machine; ray = decode tasks and model
+    # actors on a Ray cluster, shards written by workers, the catalog by this process (docs/cluster.md).
+    engine: EngineName = setting(
+        "local", flag="--engine", help="local: this machine's threads/processes; ray: a Ray cluster (docs/cluster.md)."
+    )
+    ray_address: str | None = setting(
+        None,
+        flag="--ray-address",
+        help="With --engine ray: auto, host:6379 or ray://host:10001 to join a cluster (default: start one here).",
+    )
+    gpus_per_model: float | None = setting(
+        None,
+        flag="--gpus-per-model",
+        help="With --engine ray: GPUs per model actor (0.5 shares one); default 1 when the cluster has GPUs.",
+    )
 
     def __post_init__(self) -> None:
         _check_choice(self, "device", self.device, Device)
         _check_choice(self, "seek", self.seek, SeekMode)
         _check_choice(self, "decode_in", self.decode_in, DecodeIn)
+        _check_choice(self, "engine", self.engine, EngineName)
+        check(self, "gpus_per_model", self.gpus_per_model is None or self.gpus_per_model >= 0, "must be >= 0")
+        ray_only = self.ray_address is None and self.gpus_per_model is None
+        check(self, "ray_address" if self.ray_address is not None else "gpus_per_model",
+              self.engine == "ray" or ray_only, "needs engine ray")  # fmt: skip
         check(self, "batch_size", self.batch_size >= 1, "must be >= 1")
         check(self, "workers", self.workers >= 0, "must be >= 1 (or 0 for auto)")
         check(self, "decode_threads", self.decode_threads >= 0, "must be >= 0 (0: FFmpeg's choice)")

@@ -141,6 +141,21 @@ class CacheWriter:
         self.write_seconds = 0.0
         self.directory.mkdir(parents=True, exist_ok=True)
 
+    def spec(self) -> dict[str, Any]:
+        """The keyword arguments that make another writer of the same shards (attributes, dtypes, size,
+        writer tag) over another catalog: a Ray worker's, whose records the driver replays."""
+        return {
+            "run_id": self.run_id,
+            "writer_tag": self.writer_tag,
+            "root_attrs": {k: v for k, v in self._root_attrs.items() if k != "run_id"},
+            "exclusive": self.exclusive,
+            "view_attrs": self._view_attrs,
+            "dtypes": self._dtypes,
+            "compressed": set(self._compressed),
+            "shard_size_mb": self.shard_size_bytes / (1 << 20),
+            "commit_every_s": self.commit_every_s,
+        }
+
     # recovery ------------------------------------------------------------------------------------
     def remove_own_partials(self) -> int:
         """Partial shards of this writer tag are leftovers of a killed run (we hold its lock)."""

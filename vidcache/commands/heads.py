@@ -174,6 +174,13 @@ def predict(
     embeddings in the cache as a view."""
     if out_path is None and write_view is None:  # before torch loads: a usage error is instant
         raise click.UsageError("give --out FILE.parquet, --write-view NAME, or both")
+    from ..extract.views import VIEWS
+
+    if write_view in VIEWS:  # a later `extract --views NAME` would meet a head's rows under its name
+        raise click.BadParameter(
+            f"{write_view!r} is an extractor's view name ({', '.join(VIEWS.names())}); choose another, e.g. clip_cvtcl",
+            param_hint="--write-view",
+        )
     from ..heads import api
 
     info: dict = {"run": run_dir, "cache": cache_dir}

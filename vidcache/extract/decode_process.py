@@ -40,6 +40,7 @@ from .config import ExtractConfig
 from .consumers import Chunk, make_consumers
 from .decode import Deadline
 from .stage import VideoStage, unexpected_reason
+from .stages.messages import ChunkMessage, VideoDecoded
 from .watchdog import DecodeWatch
 
 POLL_S = 0.1  # how often a waiting parent thread looks at the stop flag and the watchdog
@@ -302,15 +303,16 @@ def process_worker(
     spec: DecodeSpec,
     ctx: multiprocessing.context.BaseContext,
 ) -> None:
-    """The body of one decode worker thread in process mode: the same messages on `out` as a decode
-    thread sends, produced by a child process."""
+    """The body of one decode worker thread in process mode: the same `VideoTask`s in and the same
+    messages on `out` as a decode thread (`ChunkMessage`, `VideoDecoded`), produced by a child process."""
     child: DecodeChild | None = None
     try:
         while not stop.is_set() and not watch.abandoned(slot):
             try:
-                index, entry, views = tasks.get_nowait()
+                task = tasks.get_nowait()
             except queue.Empty:
                 return
+            index, entry, views = task.index, task.entry, list(task.views)
             if child is None:
                 child = DecodeChild(ctx, spec)
             started = time.perf_counter()
@@ -330,7 +332,7 @@ def process_worker(
                     child = None
                     watch.end(slot)
                     outcomes = {view: (STATUS_FAILED, reason) for view in views}
-                    out.put(("done", index, None, outcomes, {}, time.perf_counter() - started))
+                    out.put(VideoDecoded(index, None, outcomes, {}, time.perf_counter() - started))
                     break
                 if message is None:
                     continue
@@ -341,13 +343,13 @@ def process_worker(
                     _, chunk_no, chunk, limit_s, remaining_s = message
                     deadline.restart(seconds=limit_s, remaining_s=remaining_s)
                     with deadline.held():
-                        out.put(("chunk", index, chunk_no, _from_wire(chunk)))
+                        out.put(ChunkMessage(index, chunk_no, _from_wire(chunk)))
                 else:  # done
                     _, n_chunks, outcomes, details, decode_s = message
                     watch.end(slot)
                     if stop.is_set() or watch.abandoned(slot):
                         return
-                    out.put(("done", index, n_chunks, outcomes, details, decode_s))
+                    out.put(VideoDecoded(index, n_chunks, outcomes, details, decode_s))
                     break
     finally:
         if child is not None:

@@ -30,7 +30,7 @@ def plugin(name: str) -> View:
 
 def audio_view_of(views: Iterable[str]) -> str | None:
     """The view the audio pass feeds, if any is among `views`."""
-    return next((v for v in views if VIEWS.get(v).source == "audio"), None)
+    return next((v for v in views if v in VIEWS and VIEWS.get(v).source == "audio"), None)
 
 
 def load_decode_models(views: Iterable[str], config: ExtractConfig, ctx: ViewContext) -> dict[str, Any]:

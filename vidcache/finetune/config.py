@@ -38,15 +38,17 @@ def parse_unfreeze(value: str) -> int | None:
     return int(match.group(1))
 
 
-def parse_head_options(text: str) -> dict:
-    """`hidden_dim=256,dropout=0.2` → {"hidden_dim": 256, "dropout": 0.2}; values typed by HeadOptions' fields."""
+def parse_head_options(text: str, head: str) -> dict:
+    """`hidden_dim=256,dropout=0.2` → {"hidden_dim": 256, "dropout": 0.2}; values typed by the fields of
+    `head`'s own options dataclass (the head declares them, see heads/base.py)."""
     import dataclasses
     import typing
 
-    from ..heads import HeadOptions
+    from ..heads import HEADS
 
-    hints = typing.get_type_hints(HeadOptions)
-    names = [f.name for f in dataclasses.fields(HeadOptions)]
+    options_class = HEADS.options_class(head)
+    hints = typing.get_type_hints(options_class)
+    names = [f.name for f in dataclasses.fields(options_class)]
     out: dict = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
         key, sep, raw = part.partition("=")
@@ -82,7 +84,9 @@ class FinetuneConfig:
         help="cache: the frames view (extract --views clip,frames); videos: decode the sources again "
         "through extract's sampler and preprocessing.",
     )
-    head_options: str = setting("", help="Head options as KEY=VALUE,... (fields of HeadOptions, e.g. hidden_dim=256).")
+    head_options: str = setting(
+        "", help="Head options as KEY=VALUE,... (the --head's own options, e.g. hidden_dim=256)."
+    )
     head_init: HeadInit = setting(
         "probe",
         help="probe: fit the head on the frozen tower's features first (LP-FT), epoch 0 of the run; random: "
@@ -129,7 +133,7 @@ class FinetuneConfig:
         check_choice(self, "task", self.task, Task)
         check_choice(self, "head_init", self.head_init, HeadInit)
         parse_unfreeze(self.unfreeze)
-        parse_head_options(self.head_options)
+        parse_head_options(self.head_options, self.head)
         for name in ("epochs", "batch_size", "accumulate", "max_frames", "patience"):
             check(self, name, getattr(self, name) >= 1, "must be >= 1")
         check(self, "lr", self.lr > 0, "must be > 0")

@@ -28,7 +28,7 @@ import torch
 from .. import __version__
 from ..cache.reader import Cache
 from ..errors import ConfigError, fault_point
-from ..heads import HEADS, HeadOptions, HeadOutput
+from ..heads import HEADS, HeadOutput
 from ..heads.base import TrainingError
 from ..heads.checkpoint import load_checkpoint, save_checkpoint
 from ..heads.data import TEST, TRAIN, VAL, Batch, make_splits, multi_hot
@@ -85,13 +85,15 @@ def _restore_rng(state: dict, generator: torch.Generator) -> None:
         generator.set_state(unpack(state["generator"]))
 
 
-def _head_options(config: FinetuneConfig) -> HeadOptions:
-    """The head's options; a probe is trained by steps with the tower (an L-BFGS solve or a blend
+def _head_options(config: FinetuneConfig):
+    """The head's own options; a probe is trained by steps with the tower (an L-BFGS solve or a blend
     solved on frozen features has no meaning while the features move)."""
-    options = {"solver": "adamw", "probe_blend": False, **parse_head_options(config.head_options)}
-    if options["solver"] != "adamw" or options["probe_blend"]:
+    known = {f.name for f in dataclasses.fields(HEADS.options_class(config.head))}
+    by_steps = {k: v for k, v in {"solver": "adamw", "probe_blend": False}.items() if k in known}
+    options = {**by_steps, **parse_head_options(config.head_options, config.head)}
+    if options.get("solver", "adamw") != "adamw" or options.get("probe_blend", False):
         raise ConfigError("--head-options: fine-tuning trains the head by steps: solver=adamw, probe_blend=false only")
-    return HeadOptions(**options)
+    return HEADS.options(config.head, **options)
 
 
 def _metric_key(config: FinetuneConfig, multi_label: bool) -> str:
@@ -241,7 +243,8 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
                                   "or use --frames-from videos")  # fmt: skip
 
         head_class = HEADS.get(config.head)
-        if getattr(head_class, "kind", "classify") != "classify" or head_class.needs_text or head_class.multi_view:
+        needs_inputs = bool(head_class.inputs(HEADS.options_class(config.head)()))  # label texts, mined lists
+        if getattr(head_class, "kind", "classify") != "classify" or needs_inputs or head_class.multi_view:
             raise ConfigError(f"--head {config.head}: fine-tuning trains single-view classification heads without "
                               "label texts; choose linear, mlp, prototype or pool")  # fmt: skip
         torch.manual_seed(config.seed)  # the head's initialisation depends on the seed only

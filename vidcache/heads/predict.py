@@ -226,8 +226,6 @@ def write_embeddings(
     from ..cache.arrays import write_view_arrays
     from ..manifest import VideoEntry
 
-    if view_name in ("clip", "s3d", "audio", "flow", "motion"):
-        raise ConfigError(f"--write-view {view_name!r} is an extractor's view name; choose another (e.g. clip_cvtcl)")
     video_ids, embeddings, run = predict_embeddings(run_dir, cache_dir, split=split, device=device)
     checkpoint = Path(run_dir) / "best.safetensors"
     identity = {
