@@ -556,7 +556,7 @@ def _read_everything(directory: Path, videos: dict) -> dict:
     import json
 
     from vidcache import Cache
-    from vidcache.cache.reader import RowDecoder
+    from vidcache.cache.reader import _RowDecoder as RowDecoder
     from vidcache.cli import main
 
     result: dict = {"open": None, "reads": []}

@@ -32,7 +32,7 @@ _MERGE_GAP_ROWS = 4096  # read two videos' rows in one call when fewer rows than
 
 
 @dataclass(frozen=True)
-class Location:
+class _Location:
     video_id: str
     shard: str
     row_start: int
@@ -68,7 +68,7 @@ class ShardFiles:
         self.max_open = max_open
         self._files: OrderedDict[str, h5py.File] = OrderedDict()
         self._pid = os.getpid()
-        self._decoders_checked: set[tuple[str, str, RowDecoder]] = set()
+        self._decoders_checked: set[tuple[str, str, _RowDecoder]] = set()
 
     def get(self, shard: str) -> h5py.File:
         if self._pid != os.getpid():  # forked: the parent's handles must not be used here
@@ -122,7 +122,7 @@ class ShardFiles:
             raise self._damaged(shard, view, start, stop, f"it holds {len(ends)} end times")
         return ends
 
-    def check_decoder(self, shard: str, view: str, decode: RowDecoder) -> None:
+    def check_decoder(self, shard: str, view: str, decode: _RowDecoder) -> None:
         """Refuse to decode rows (flow: uint8 codes to pixels) with a `bound_px`/`row_shape` that differ
         from the shard's own copy of the view identity (its group attributes, which HDF5 checksums).
         The catalog's copy is the one used, and SQLite has no checksums: one damaged byte there
@@ -164,7 +164,7 @@ class ShardFiles:
 
 
 @dataclass(frozen=True)
-class RowDecoder:
+class _RowDecoder:
     """Turns stored rows into values in their units: flow fields back to pixels in their
     [2, H, W] shape (`raw=True` keeps the stored uint8 rows); other views as stored or as `dtype`."""
 
@@ -173,7 +173,7 @@ class RowDecoder:
     raw: bool = False
 
     @classmethod
-    def for_view(cls, identity: dict, *, raw: bool = False) -> RowDecoder:
+    def for_view(cls, identity: dict, *, raw: bool = False) -> _RowDecoder:
         shape = identity.get("row_shape")
         return cls(tuple(shape) if shape else None, identity.get("bound_px"), raw)
 
@@ -189,11 +189,11 @@ class RowDecoder:
         return rows
 
 
-_AS_STORED = RowDecoder(raw=False)
+_AS_STORED = _RowDecoder(raw=False)
 
 
 def _read_locations(
-    files: ShardFiles, view: str, locations: Sequence[Location], dtype, decode: RowDecoder = _AS_STORED
+    files: ShardFiles, view: str, locations: Sequence[_Location], dtype, decode: _RowDecoder = _AS_STORED
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Read many videos' rows, merging neighbouring row ranges of a shard into single reads."""
     out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(locations)
@@ -232,7 +232,7 @@ class CacheDataset:
     """
 
     def __init__(
-        self, cache_dir: Path, view: str, locations: list[Location], dtype=np.float32, decode: RowDecoder = _AS_STORED
+        self, cache_dir: Path, view: str, locations: list[_Location], dtype=np.float32, decode: _RowDecoder = _AS_STORED
     ):
         self.view = view
         self.locations = locations
@@ -302,7 +302,7 @@ def _damaged_catalog(path: Path, exc: BaseException | str) -> CacheError:
     )
 
 
-def _checked_location(catalog_path: Path, item, video_id: str, view: str) -> Location:
+def _checked_location(catalog_path: Path, item, video_id: str, view: str) -> _Location:
     """A `done` item's location, refusing a record a damaged catalog garbled: a wrong row (a damaged
     index b-tree can return another video's row for a lookup), or a wrong type where a number is."""
     if item.video_id != video_id or item.view != view:
@@ -314,7 +314,7 @@ def _checked_location(catalog_path: Path, item, video_id: str, view: str) -> Loc
         raise _damaged_catalog(
             catalog_path, f"{video_id!r} [{view}]: shard {item.shard!r} rows {item.row_start!r}+{item.row_count!r}"
         )
-    return Location(video_id, item.shard, item.row_start, item.row_count)
+    return _Location(video_id, item.shard, item.row_start, item.row_count)
 
 
 class Cache:
@@ -335,6 +335,7 @@ class Cache:
 
     # catalog views -------------------------------------------------------------------------------
     def views(self) -> list[str]:
+        """The cache's views (extracted, imported or written by a head), sorted."""
         return sorted(self._catalog.views())
 
     def view_info(self, view: str) -> dict:
@@ -363,16 +364,17 @@ class Cache:
         return {item.view: item.status for item in self._catalog.items() if item.video_id == video_id}
 
     def failed(self, view: str | None = None) -> dict[str, str]:
+        """{video_id: reason} of the videos whose `view` (any view when None) failed."""
         return {item.video_id: item.reason or "" for item in self._catalog.items(view, status=STATUS_FAILED)}
 
     def absent(self, view: str | None = None) -> dict[str, str]:
         """Videos with no stream for `view` (e.g. no audio track), with the reason."""
         return {item.video_id: item.reason or "" for item in self._catalog.items(view, status=STATUS_ABSENT)}
 
-    def decoder(self, view: str, raw: bool = False) -> RowDecoder:
+    def _decoder(self, view: str, raw: bool = False) -> _RowDecoder:
         identity = self._catalog.view_identity(view)
         try:
-            decode = RowDecoder.for_view(identity or {}, raw=raw)
+            decode = _RowDecoder.for_view(identity or {}, raw=raw)
             hash(decode)  # row_shape must be a tuple of numbers
             return decode
         except (AttributeError, TypeError, ValueError) as exc:  # a damaged identity_json
@@ -397,7 +399,7 @@ class Cache:
         except (ValueError, TypeError) as exc:  # a damaged record
             raise _damaged_catalog(self._catalog.path, f"info_json of {video_id!r} [{view}]: {exc}") from None
 
-    def locations(self, view: str, video_ids: Iterable[str] | None = None) -> list[Location]:
+    def _locations(self, view: str, video_ids: Iterable[str] | None = None) -> list[_Location]:
         done = {i.video_id: i for i in self._catalog.items(view, status=STATUS_DONE)}
         if video_ids is None:
             every = [_checked_location(self._catalog.path, i, i.video_id, view) for i in done.values()]
@@ -410,7 +412,7 @@ class Cache:
         return chosen
 
     # reads ---------------------------------------------------------------------------------------
-    def _location(self, video_id: str, view: str) -> Location:
+    def _location(self, video_id: str, view: str) -> _Location:
         item = self._catalog.item(video_id, view)
         if item is None or item.status != STATUS_DONE:
             state = "not in the cache" if item is None else f"{item.status}: {item.reason}"
@@ -424,7 +426,7 @@ class Cache:
         given; flow rows are fields [T, 2, H, W] in pixels (`raw=True`: the stored uint8 rows).
         A row's timestamp is when its span starts (the frame shown, a window's or example's start)."""
         loc = self._location(video_id, view)
-        return _read_locations(self._files, view, [loc], dtype, self.decoder(view, raw))[0]
+        return _read_locations(self._files, view, [loc], dtype, self._decoder(view, raw))[0]
 
     def spans(self, video_id: str, view: str) -> np.ndarray:
         """[T, 2] start and end seconds of each row (S3D windows, flow pairs, audio examples); for
@@ -438,12 +440,12 @@ class Cache:
         self, video_ids: Sequence[str], view: str = "clip", *, dtype=None, raw: bool = False
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Like `read` for many ids (same order), with neighbouring rows read in one call."""
-        return _read_locations(self._files, view, self.locations(view, video_ids), dtype, self.decoder(view, raw))
+        return _read_locations(self._files, view, self._locations(view, video_ids), dtype, self._decoder(view, raw))
 
-    def read_locations(
-        self, view: str, locations: Sequence[Location], *, dtype=None, decode: RowDecoder | None = None
+    def _read_located(
+        self, view: str, locations: Sequence[_Location], *, dtype=None, decode: _RowDecoder | None = None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """`read_many` for locations fetched earlier with `locations()`: no catalog query, so it may
+        """`read_many` for locations fetched earlier with `_locations()`: no catalog query, so it may
         run in a background (prefetch) thread while the catalog is used elsewhere."""
         return _read_locations(self._files, view, locations, dtype, decode or _AS_STORED)
 
@@ -457,8 +459,8 @@ class Cache:
         raw: bool = False,
     ) -> Iterator[Batch]:
         """Videos in storage order (or the given order), `batch_size` videos at a time."""
-        locations = self.locations(view, video_ids)
-        decode = self.decoder(view, raw)
+        locations = self._locations(view, video_ids)
+        decode = self._decoder(view, raw)
         for start in range(0, len(locations), batch_size):
             chunk = locations[start : start + batch_size]
             rows = _read_locations(self._files, view, chunk, dtype, decode)
@@ -467,9 +469,11 @@ class Cache:
     def dataset(
         self, view: str = "clip", *, video_ids: Iterable[str] | None = None, dtype=np.float32, raw: bool = False
     ) -> CacheDataset:
-        return CacheDataset(self.path, view, self.locations(view, video_ids), dtype, self.decoder(view, raw))
+        """A map-style torch Dataset of (video_id, rows, timestamps_s) for a DataLoader (worker-safe)."""
+        return CacheDataset(self.path, view, self._locations(view, video_ids), dtype, self._decoder(view, raw))
 
     def text_embeddings(self) -> TextEmbeddings:
+        """The label vocabulary's text embeddings (text.h5): labels, templates, per-template and ensembled."""
         path = self.path / TEXT_NAME
         if not path.exists():
             raise KeyError(f"no text embeddings in {self.path}; run `vidcache embed-text --cache {self.path}`")
@@ -489,6 +493,7 @@ class Cache:
             ) from None
 
     def close(self) -> None:
+        """Close the shard files and the catalog (also on leaving a `with` block)."""
         self._files.close()
         self._catalog.close()
 

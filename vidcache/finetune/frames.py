@@ -95,11 +95,11 @@ class CacheFrames(FrameSource):
         )
         self.cache, self.view, self.row_shape = cache, view, tuple(shape)
         # resolved here, in the catalog's thread: reads may then run in preload threads (SQLite may not)
-        self._locations = {loc.video_id: loc for loc in cache.locations(view, video_ids)}
-        self._decoder = cache.decoder(view, raw=True)
+        self._locations = {loc.video_id: loc for loc in cache._locations(view, video_ids)}
+        self._decoder = cache._decoder(view, raw=True)
 
     def _load(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
-        rows, times = self.cache.read_locations(self.view, [self._locations[video_id]], decode=self._decoder)[0]
+        rows, times = self.cache._read_located(self.view, [self._locations[video_id]], decode=self._decoder)[0]
         return np.asarray(rows).reshape(len(rows), *self.row_shape), times
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..cache.reader import Cache, Location
+from ..cache.reader import Cache
+from ..cache.reader import _Location as Location  # the cache's located reads: internal, not Cache's surface
 from ..errors import ConfigError
 
 TRAIN, VAL, TEST = "train", "val", "test"
@@ -264,13 +265,13 @@ class SplitSource:
         self.dims: dict[str, int] = {}
         padded_bytes = 0
         for view in self.views:
-            done = {loc.video_id: loc for loc in cache.locations(view)}
+            done = {loc.video_id: loc for loc in cache._locations(view)}
             locations = [done.get(video_id) for video_id in video_ids]
             if len(self.views) == 1 and any(loc is None for loc in locations):
                 missing = next(v for v, loc in zip(video_ids, locations, strict=True) if loc is None)
                 raise KeyError(f"{missing!r} has no extracted {view!r} rows in {cache.path}")
             self._locations[view] = locations
-            self._decoders[view] = cache.decoder(view)  # resolved here, in the catalog's thread
+            self._decoders[view] = cache._decoder(view)  # resolved here, in the catalog's thread
             self.dims[view] = self._dim(view, locations)
             longest = min(max((loc.row_count for loc in locations if loc), default=1), max_frames)
             # padded tensors are [N, longest, D] float32, plus the gather's transient copy
@@ -292,7 +293,7 @@ class SplitSource:
         some = next((loc for loc in locations if loc is not None), None)
         if some is None:
             raise ConfigError(f"none of the split's videos has rows of view {view!r} in {self.cache.path}")
-        rows = self.cache.read_locations(view, [some], decode=self._decoders[view])[0][0]
+        rows = self.cache._read_located(view, [some], decode=self._decoders[view])[0][0]
         return int(np.prod(rows.shape[1:]))
 
     def __len__(self) -> int:
@@ -304,7 +305,7 @@ class SplitSource:
         for view in self.views:
             locations = [self._locations[view][i] for i in rows]
             have = [loc for loc in locations if loc is not None]
-            read = iter(self.cache.read_locations(view, have, decode=self._decoders[view]))  # as stored
+            read = iter(self.cache._read_located(view, have, decode=self._decoders[view]))  # as stored
             empty = (np.zeros((0, self.dims[view]), np.float32), np.zeros(0))
             got = [next(read) if loc is not None else empty for loc in locations]
             features[view], masks[view], times[view] = pad(
