@@ -164,6 +164,11 @@ def test_exported_backbone_reextracts_to_the_finetuned_embeddings(pair_cache, pa
     assert made["run_dir"] == str(run_dir.resolve()) and made["epoch"] == summary.best_epoch
     assert made["from"]["weights_kind"] == "random" and made["from"]["model"] == "vidcache-tiny"
     assert "fine-tuned from vidcache-tiny/none" in made["description"]
+    from vidcache.errors import ConfigError
+    from vidcache.heads.predict import evaluate_run
+
+    with pytest.raises(ConfigError, match=r"is a `vidcache finetune` run: .*summary.json.*--clip-pretrained"):
+        evaluate_run(run_dir, cache, split="test", device="cpu")  # its head needs the fine-tuned tower
 
 
 def test_unfreeze_last_block_leaves_frozen_layers_bit_identical(pair_cache, tmp_path):

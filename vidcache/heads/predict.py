@@ -41,6 +41,12 @@ def load_run(run_dir: str | Path, *, device: torch.device) -> LoadedRun:
     if not (run_dir / "config.json").exists() or not (run_dir / "best.safetensors").exists():
         raise ConfigError(f"{run_dir} is not a finished training run (no config.json / best.safetensors)")
     resolved = json.loads((run_dir / "config.json").read_text())
+    if "finetune_config" in resolved:  # its head scores the fine-tuned tower's features, not the cached view's
+        backbone = run_dir / "backbone.safetensors"
+        raise ConfigError(
+            f"{run_dir} is a `vidcache finetune` run: its held-out metrics are in {run_dir / 'summary.json'}; to score "
+            f"videos, extract with --clip-pretrained {backbone} into a new cache and train a head there"
+        )
     # version 1 runs (one option bag for every head) load through the compatibility path
     config = TrainConfig.from_saved(resolved["train_config"], version=resolved.get("config_version", 1))
     vocabulary = resolved["vocabulary"]
