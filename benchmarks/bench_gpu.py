@@ -450,11 +450,12 @@ def decode_only_processes(entries: list[VideoEntry], config: ExtractConfig, enco
     import threading
 
     from vidcache.extract.decode_process import decode_spec, process_context, process_worker
+    from vidcache.extract.stages import ChunkMessage, VideoTask
     from vidcache.extract.watchdog import DecodeWatch
 
     tasks: queue.Queue = queue.Queue()
     for index, entry in enumerate(entries):
-        tasks.put((index, entry, list(config.views)))
+        tasks.put(VideoTask(index, entry, None, tuple(config.views)))
     out: queue.Queue = queue.Queue(maxsize=max(4, 2 * config.run.workers))
     stop, watch = threading.Event(), DecodeWatch(limit_s=600.0)
     spec, ctx = decode_spec(config, encoders), process_context()
@@ -467,12 +468,12 @@ def decode_only_processes(entries: list[VideoEntry], config: ExtractConfig, enco
     frames, done = 0, 0
     while done < len(entries):
         message = out.get()
-        if message[0] == "chunk":
-            frames += len(message[3].data)
-        else:
+        if isinstance(message, ChunkMessage):
+            frames += len(message.chunk.data)
+        else:  # VideoDecoded
             done += 1
-            if message[2] is None:
-                raise RuntimeError(f"decode failed: {message[3]}")
+            if message.n_chunks is None:
+                raise RuntimeError(f"decode failed: {message.outcomes}")
     for thread in threads:
         thread.join()
     return frames
