@@ -27,7 +27,7 @@ $(CHROMIUM_STAMP): $(STAMP)
 
 test: $(STAMP) $(FFMPEG_STAMP) $(CHROMIUM_STAMP)
 	$(VENV)/bin/ruff check vidcache tests benchmarks
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15
 
 # The inner loop: everything but the tests marked slow (subprocesses, SIGKILL, long media, benchmarks).
 test-fast: $(STAMP) $(FFMPEG_STAMP)

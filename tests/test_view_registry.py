@@ -15,7 +15,6 @@ import typing
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
 from vidcache import Cache
 from vidcache.commands.extract import build_config, extract_options
 from vidcache.config import RunConfig, SamplingConfig, StreamConfig, to_json
@@ -24,6 +23,7 @@ from vidcache.extract.views import VIEWS, sections
 from vidcache.synth import write_video
 
 NOT_FLAGS = {"sampling", "views_settings", "streams", "run", "shard_index", "shard_count"}  # containers, --shard
+COMPANIONS = {"ray_address": {"engine": "ray"}, "gpus_per_model": {"engine": "ray"}}  # flags that need another
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
@@ -68,14 +68,16 @@ def test_every_config_field_has_one_flag_and_every_flag_lands_in_the_saved_confi
     base = _flatten(json.loads(to_json(build_config())))
     for option in options:
         value = _other_value(option)
-        config = build_config(**{option.dest: value})
+        companions = COMPANIONS.get(option.field, {})
+        config = build_config(**{option.dest: value, **companions})
         saved = _flatten(json.loads(to_json(config)))
         changed = {key for key, v in saved.items() if base.get(key) != v}
         own = [key for key in changed if key.rsplit(".", 1)[-1] == option.field]
         assert len(own) == 1, (option.flag, changed)
         expected = option.parse(value) if option.parse else value
         assert saved[own[0]] == (list(expected) if isinstance(expected, tuple) else expected), option.flag
-        assert changed - set(own) <= {"sampling.fps"}, (option.flag, changed)  # --num-frames replaces fps
+        allowed = {"sampling.fps"} | {f"run.{name}" for name in companions}  # --num-frames replaces fps
+        assert changed - set(own) <= allowed, (option.flag, changed)
 
 
 def test_library_errors_name_the_parameter_and_the_cli_the_flag():
@@ -128,6 +130,17 @@ def _rows(cache_dir, view: str) -> dict[str, np.ndarray]:
     return {video: cache.read(video, view, raw=True)[0] for video in cache.video_ids(view)}
 
 
+def _cli(*args) -> dict:
+    """`vidcache ARGS --json` through the click CLI in this process (no interpreter start-up per call)."""
+    from click.testing import CliRunner
+
+    from vidcache.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", VIEWS.names())
 def test_view_extracts_through_the_cli_and_its_rows_ignore_other_views(name, small_corpus, tmp_path):
@@ -135,10 +148,9 @@ def test_view_extracts_through_the_cli_and_its_rows_ignore_other_views(name, sma
     args = [*_tiny_args(name), *_tiny_args(other), "--fps", "2", "--device", "cpu", "--json"]
     alone, together = tmp_path / "alone", tmp_path / "together"
     manifest = small_corpus / "m.csv"
-    first = run_cli("extract", manifest, "--cache", alone, "--views", name, *args, check=True)
-    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    summary = _cli("extract", manifest, "--cache", alone, "--views", name, *args)
     assert summary["failed"] == 0 and summary["extracted"] == 2, summary
-    run_cli("extract", manifest, "--cache", together, "--views", f"{name},{other}", *args, check=True)
+    _cli("extract", manifest, "--cache", together, "--views", f"{name},{other}", *args)
     with sqlite3.connect(alone / "catalog.sqlite") as db:
         identities = dict(db.execute("SELECT view, identity_json FROM views"))
     written = [name, *VIEWS.get(name).writes_with]
@@ -152,10 +164,8 @@ def test_view_extracts_through_the_cli_and_its_rows_ignore_other_views(name, sma
             assert features.ndim == 2 and features.shape[1] == identity["feature_dim"] and len(features) >= 1
             assert np.isfinite(features.astype(np.float64)).all()
             np.testing.assert_array_equal(features, rows_together[video])  # bit-identical
-    again = run_cli("extract", manifest, "--cache", alone, "--views", name, *args, check=True)
-    assert json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 2
-    status = run_cli("status", "--cache", alone, "--json", check=True)
-    assert json.loads(status.stdout)["views"][name]["done"] == 2
+    assert _cli("extract", manifest, "--cache", alone, "--views", name, *args)["skipped"] == 2
+    assert _cli("status", "--cache", alone, "--json")["views"][name]["done"] == 2
 
 
 TOY_VIEW = '''

@@ -126,17 +126,22 @@ class RunConfig:
     # Where the stages run: local = decode threads/processes on this machine; ray = decode tasks and model
     # actors on a Ray cluster, shards written by workers, the catalog by this process (docs/cluster.md).
     engine: EngineName = setting(
-        "local", flag="--engine", help="local: this machine's threads/processes; ray: a Ray cluster (docs/cluster.md)."
+        "local",
+        flag="--engine",
+        help="Where the work runs: local = decode threads/processes and models on this machine; ray = decode tasks "
+        "and model actors on a Ray cluster (pip install 'vidcache[ray]'; the cache on a shared filesystem).",
     )
     ray_address: str | None = setting(
         None,
         flag="--ray-address",
-        help="With --engine ray: auto, host:6379 or ray://host:10001 to join a cluster (default: start one here).",
+        help="--engine ray: the cluster to join ('auto' on a cluster node, host:6379, ray://host:10001); default: "
+        "start Ray on this machine.",
     )
     gpus_per_model: float | None = setting(
         None,
         flag="--gpus-per-model",
-        help="With --engine ray: GPUs per model actor (0.5 shares one); default 1 when the cluster has GPUs.",
+        help="--engine ray: GPUs each model actor asks for (0.5 puts two on one GPU); default 1 when the cluster "
+        "has GPUs, else 0.",
     )
 
     def __post_init__(self) -> None:

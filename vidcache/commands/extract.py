@@ -42,27 +42,6 @@ def _command_options(fn):
             "Default: the manifest's folder (not enforced).",
         ),
         click.option(
-            "--engine",
-            type=click.Choice(["local", "ray"]),
-            default="local",
-            show_default=True,
-            help="Where the work runs: local = decode threads/processes and models on this machine; ray = decode "
-            "tasks and model actors on a Ray cluster (pip install 'vidcache[ray]'; the cache on a shared filesystem).",
-        ),
-        click.option(
-            "--ray-address",
-            default=None,
-            help="--engine ray: the cluster to join ('auto' on a cluster node, host:6379, ray://host:10001); "
-            "default: start Ray on this machine.",
-        ),
-        click.option(
-            "--gpus-per-model",
-            type=float,
-            default=None,
-            help="--engine ray: GPUs each model actor asks for (0.5 puts two on one GPU); default 1 when the "
-            "cluster has GPUs, else 0.",
-        ),
-        click.option(
             "--shard",
             "shard_spec",
             default="0/1",
