@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from .base import SampledFramesView, ViewContext, register_view
-from .clip import ClipConfig
+from .clip import ClipConfig, ClipView
 
 
 @register_view("frames")
@@ -28,18 +28,11 @@ class FramesView(SampledFramesView):
         return ClipConfig(model="vidcache-tiny", pretrained="none")
 
     def load_model(self, settings: ClipConfig, ctx: ViewContext) -> Any:
-        from ..backbones import create_backbone
         from ..frames_view import CropPreparer
 
-        # the clip view's own encoder (loaded once per run whichever of the two views asks first): the
-        # crops come from its `preprocess`, so they are the clip rows' input by construction
-        encoder = ctx.shared(
-            ("clip", settings),
-            lambda: create_backbone(
-                "clip", config=settings, device=ctx.device, dtype=ctx.dtype, allow_download=ctx.allow_download
-            ),
-        )
-        return CropPreparer(encoder.preprocess)
+        # the clip view's own encoder (shared through ctx: loaded once per run whichever view asks first):
+        # the crops come from its `preprocess`, so they are the clip rows' input by construction
+        return CropPreparer(ClipView().load_model(settings, ctx).preprocess)
 
     def consumer(self, settings: ClipConfig, ctx: ViewContext, *, model: Any, decode_model: Any, views: tuple):
         from ..frames_view import FramesConsumer
