@@ -15,9 +15,8 @@ The Python API mirrors the CLI (and the CLI is generated from the same dataclass
 Names are resolved lazily, so `import vidcache` stays light (no torch until a model is needed).
 """
 
-__version__ = "0.1.0"
-
 from .cache.reader import Cache
+from .version import __version__
 
 _LAZY = {
     "ExtractConfig": ("vidcache.extract.config", "ExtractConfig"),

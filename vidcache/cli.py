@@ -8,9 +8,9 @@ import sys
 
 import click
 
-from . import __version__
 from .commands.common import interrupt_hint
 from .errors import EXIT_OK, VidcacheError
+from .version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

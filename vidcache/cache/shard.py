@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from .layout import PARTIAL_SUFFIX, SCHEMA_VERSION, SHARD_SUFFIX, rows_per_chunk
 
 _BROKEN_FILES: list = []  # h5py files a failed HDF5 write left behind: kept referenced, never closed

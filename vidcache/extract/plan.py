@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
 from ..cache.catalog import Catalog
 from ..cache.fidelity import FIDELITY_VERSION
 from ..cache.layout import CATALOG_NAME, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME, failed_item, failure_text
@@ -27,6 +26,7 @@ from ..cache.text import stale_text_message
 from ..config import to_json
 from ..errors import CacheError, cache_write_error
 from ..manifest import VideoEntry
+from ..version import __version__
 from .config import ExtractConfig
 from .views import VIEWS
 

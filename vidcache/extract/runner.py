@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..cache.catalog import Catalog
 from ..cache.fidelity import stale_view_message
 from ..cache.layout import TEXT_NAME
@@ -36,6 +35,7 @@ from ..device import default_decode_workers, resolve_device
 from ..errors import ConfigError, cache_write_error
 from ..manifest import VideoEntry
 from ..signals import deferred
+from ..version import __version__
 from .config import ExtractConfig
 from .consumers import Consumer, make_consumers
 from .decode_process import processes_unsupported

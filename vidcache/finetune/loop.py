@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
 from ..cache.reader import Cache
 from ..errors import ConfigError, fault_point
 from ..heads import HEADS, HeadOutput
@@ -34,6 +33,7 @@ from ..heads.checkpoint import load_checkpoint, save_checkpoint
 from ..heads.data import TEST, TRAIN, VAL, Batch, make_splits, multi_hot
 from ..heads.metrics import evaluate, tune_thresholds
 from ..signals import deferred
+from ..version import __version__
 from . import distributed
 from .augment import augment_video
 from .config import FinetuneConfig, parse_head_options

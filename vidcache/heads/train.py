@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
 from ..cache.reader import Cache
 from ..device import autocast_dtype, resolve_device
 from ..errors import ConfigError, fault_point
 from ..signals import deferred
+from ..version import __version__
 from .base import HEADS, Head, TrainingError
 from .blend import blend_probe
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
 from ..cache.reader import Cache
 from ..cache.thumbnails import read_thumbnail
+from ..version import __version__
 from . import charts
 from .collect import CacheFacts, MiningFacts, RunFacts, cache_facts, mining_facts, run_facts
 

@@ -20,10 +20,10 @@ from typing import Literal
 
 import numpy as np
 
-from .. import __version__
 from ..cache.reader import Cache
 from ..config import check_choice
 from ..errors import ConfigError
+from ..version import __version__
 
 IndexType = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
 INDEX_DIR = "index"

@@ -20,10 +20,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .. import __version__
 from ..cache.reader import Cache
 from ..config import check_choice
 from ..errors import ConfigError
+from ..version import __version__
 from . import knn
 from .build import build_index, cache_fingerprint, choose_index, load_index
 from .vectors import VideoVectors, normalise, video_vectors
