@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from vidcache.extract.backbones.clip import register_vidcache_configs
+    from vidcache.extract.views.clip.model import register_vidcache_configs
 
     register_vidcache_configs()  # vidcache-tiny
     log = (lambda *_: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))

@@ -39,13 +39,13 @@ import torch
 
 from vidcache.config import RunConfig, SamplingConfig
 from vidcache.device import resolve_device
-from vidcache.extract.backbones import create_backbone
-from vidcache.extract.backbones.base import FrameEncoder
 from vidcache.extract.config import ExtractConfig
 from vidcache.extract.consumers import ClipFrames
+from vidcache.extract.encoder import FrameEncoder
 from vidcache.extract.runner import Extractor, ExtractSummary
 from vidcache.extract.stage import VideoStage
 from vidcache.extract.views.clip import ClipConfig
+from vidcache.extract.views.clip.model import ClipEncoder
 from vidcache.manifest import VideoEntry, read_manifest
 from vidcache.synth import write_video
 
@@ -260,7 +260,7 @@ def bench(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -
     )
     device = resolve_device(args.device)
     started = time.perf_counter()
-    encoder = create_backbone("clip", config=config.clip, device=device, allow_download=False)
+    encoder = ClipEncoder(config=config.clip, device=device, allow_download=False)
     load_s = time.perf_counter() - started
     log(f"model {args.clip_model} ({args.clip_pretrained}) on {device}: loaded in {load_s:.1f} s")
 

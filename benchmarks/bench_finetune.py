@@ -33,8 +33,8 @@ def peak_rss_mib() -> float:
 def one_case(model_name: str, *, checkpointing: bool, videos: int, frames: int, steps: int, device: str) -> dict:
     import torch
 
-    from vidcache.extract.backbones import create_backbone
     from vidcache.extract.views.clip import ClipConfig
+    from vidcache.extract.views.clip.model import ClipEncoder
     from vidcache.finetune.augment import augment_video
     from vidcache.finetune.config import FinetuneConfig
     from vidcache.finetune.model import VideoModel, set_trainable
@@ -45,7 +45,7 @@ def one_case(model_name: str, *, checkpointing: bool, videos: int, frames: int, 
     torch.manual_seed(0)
     dev = torch.device(device)
     clip_config = ClipConfig(model=model_name, pretrained="none")
-    encoder = create_backbone("clip", config=clip_config, device=torch.device("cpu"))
+    encoder = ClipEncoder(config=clip_config, device=torch.device("cpu"))
     visual = encoder.model.visual
     set_trainable(visual, None)
     visual.set_grad_checkpointing(checkpointing)

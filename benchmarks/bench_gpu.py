@@ -52,11 +52,12 @@ from bench_decode import make_frame_fn
 
 from vidcache.config import RunConfig, SamplingConfig
 from vidcache.device import resolve_device
-from vidcache.extract.backbones import create_backbone
 from vidcache.extract.config import ExtractConfig
 from vidcache.extract.views.clip import ClipConfig
+from vidcache.extract.views.clip.model import ClipEncoder
 from vidcache.extract.views.flow import FlowConfig
 from vidcache.extract.views.s3d import S3dConfig
+from vidcache.extract.views.s3d.model import S3dEncoder
 from vidcache.manifest import VideoEntry, read_manifest
 from vidcache.synth import write_video
 
@@ -364,7 +365,7 @@ def _tower_rate(
 
 
 def _open_clip_tower(model_name: str) -> torch.nn.Module:
-    from vidcache.extract.backbones.clip import load_clip
+    from vidcache.extract.views.clip.model import load_clip
 
     model, *_ = load_clip(ClipConfig(model=model_name, pretrained="none"))
     return model.visual.eval()
@@ -411,8 +412,8 @@ def encode_path_section(device: torch.device, plan: Plan, state: dict[str, Any])
     host): the model capacity the extract pipeline can reach, per model, at its batch size."""
     result: dict[str, Any] = {"batch": plan.extract_batch}
     for model_name in plan.extract_models:
-        encoder = create_backbone(
-            "clip", config=ClipConfig(model=model_name, pretrained="none"), device=device, allow_download=False
+        encoder = ClipEncoder(
+            config=ClipConfig(model=model_name, pretrained="none"), device=device, allow_download=False
         )
         frames = torch.randint(0, 256, (plan.extract_batch * 4, 3, 224, 224), dtype=torch.uint8)
         batches = [frames[i : i + plan.extract_batch] for i in range(0, len(frames), plan.extract_batch)]
@@ -614,7 +615,7 @@ def extract_section(device: torch.device, plan: Plan, state: dict[str, Any], wor
 
 # s3d, raft --------------------------------------------------------------------------------------
 def s3d_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> dict[str, Any]:
-    encoder = create_backbone("s3d", config=S3dConfig(weights="none"), device=device, allow_download=False)
+    encoder = S3dEncoder(config=S3dConfig(weights="none"), device=device, allow_download=False)
     clips = torch.randint(0, 256, (plan.s3d_clips, plan.s3d_frames, 3, 224, 224), dtype=torch.uint8)
     reset_peak(device)
     per_call, calls = time_calls(lambda: encoder.encode(clips), device, min_s=plan.min_timed_s, warmup=1)
@@ -629,7 +630,7 @@ def s3d_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> dict
 
 
 def raft_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> dict[str, Any]:
-    from vidcache.extract.flow.raft import RaftFlow
+    from vidcache.extract.views.flow.raft import RaftFlow
 
     short = FlowConfig().short_side
     h, w = short, round(short * 16 / 9)  # a 16:9 source at the flow view's default short side

@@ -51,8 +51,8 @@ import torch
 from vidcache.cache.reader import Cache
 from vidcache.extract.consumers import resize_short_side
 from vidcache.extract.decode import frame_to_rgb
-from vidcache.extract.flow import motion_descriptor
 from vidcache.extract.views.flow import FlowConfig
+from vidcache.extract.views.flow.methods import motion_descriptor
 from vidcache.synth import shifting_texture, smooth_texture, write_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -325,9 +325,9 @@ def check_same_pairs(cache: Path, videos: list[Path], pairs: list[list], flows: 
 def gpu_figures(device: torch.device, *, seconds: float = 5.0) -> dict[str, Any]:
     """RAFT-small (random weights, 12 updates) pairs/s at 128x170, and S3D (random weights) clips/s
     on 32x224x224 windows in batches of 2, via the classes extract uses; timed after one warm-up."""
-    from vidcache.extract.backbones import create_backbone
-    from vidcache.extract.flow import FLOW_METHODS
+    from vidcache.extract.views.flow.methods import FLOW_METHODS
     from vidcache.extract.views.s3d import S3dConfig
+    from vidcache.extract.views.s3d.model import S3dEncoder
 
     def rate(fn: Callable[[], int]) -> float:
         fn()
@@ -340,7 +340,7 @@ def gpu_figures(device: torch.device, *, seconds: float = 5.0) -> dict[str, Any]
     raft = FLOW_METHODS.create("raft", config=FlowConfig(method="raft", weights="none"), device=device)
     first = rng.integers(0, 256, (8, 128, 170, 3), dtype=np.uint8)
     second = np.roll(first, 2, axis=2)
-    s3d = create_backbone("s3d", config=S3dConfig(weights="none"), device=device, dtype="float16")
+    s3d = S3dEncoder(config=S3dConfig(weights="none"), device=device, dtype="float16")
     clips = torch.from_numpy(rng.integers(0, 256, (2, 32, 3, 224, 224), dtype=np.uint8))
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),

@@ -21,7 +21,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     vidcache and the independent reference load."""
     import open_clip
 
-    from vidcache.extract.backbones.clip import register_vidcache_configs
+    from vidcache.extract.views.clip.model import register_vidcache_configs
 
     register_vidcache_configs()
     torch.manual_seed(123)

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 
 import vidcache.extract.audio.decode as audio_decode
 from vidcache.errors import ConfigError, MissingWeightsError, VideoFailure, ViewAbsent
-from vidcache.extract.audio import AUDIO_ENCODERS, AudioEncoder, LogMelExamples, iter_audio
+from vidcache.extract.audio import LogMelExamples, iter_audio
 from vidcache.extract.audio import frontend as fe
 from vidcache.extract.views.audio import AudioConfig
+from vidcache.extract.views.audio.encoders import AUDIO_ENCODERS, AudioEncoder
 from vidcache.synth import write_video
 
 SR = 16000

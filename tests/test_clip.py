@@ -9,10 +9,11 @@ import torch
 from PIL import Image
 
 from vidcache.errors import ConfigError, MissingWeightsError
-from vidcache.extract.backbones import create_backbone, list_backbones
-from vidcache.extract.backbones.weights import sha256_file
 from vidcache.extract.preprocess import ImagePreprocess
 from vidcache.extract.views.clip import ClipConfig
+from vidcache.extract.views.clip.model import ClipEncoder
+from vidcache.extract.views.s3d.model import S3dEncoder
+from vidcache.extract.weights import sha256_file
 
 PIXEL_TOLERANCE = 4 / 255 / 0.26  # at most 4 grey levels, in normalised units (std ~0.26)
 
@@ -41,8 +42,8 @@ def test_tensor_preprocess_matches_open_clip_pil(resize_mode):
 
 
 def test_embeddings_match_open_clip_encode(tiny_checkpoint):
-    encoder = create_backbone(
-        "clip", config=ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)), device=torch.device("cpu")
+    encoder = ClipEncoder(
+        config=ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)), device=torch.device("cpu")
     )
     model, _, preprocess = open_clip.create_model_and_transforms("vidcache-tiny", pretrained=str(tiny_checkpoint))
     model.eval()
@@ -61,8 +62,8 @@ def test_embeddings_match_open_clip_encode(tiny_checkpoint):
 
 
 def test_random_init_is_explicit_and_reproducible():
-    a = create_backbone("clip", config=ClipConfig(model="vidcache-tiny", pretrained="none"), device=torch.device("cpu"))
-    b = create_backbone("clip", config=ClipConfig(model="vidcache-tiny", pretrained="none"), device=torch.device("cpu"))
+    a = ClipEncoder(config=ClipConfig(model="vidcache-tiny", pretrained="none"), device=torch.device("cpu"))
+    b = ClipEncoder(config=ClipConfig(model="vidcache-tiny", pretrained="none"), device=torch.device("cpu"))
     assert a.random_weights and a.identity()["weights_kind"] == "random"
     assert a.identity()["weights_sha256"] == b.identity()["weights_sha256"]
 
@@ -71,13 +72,12 @@ def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(MissingWeightsError, match=r"ViT-B-32/openai are not cached locally.*--clip-pretrained"):
-        create_backbone("clip", config=ClipConfig(model="ViT-B-32", pretrained="openai"), device=torch.device("cpu"))
+        ClipEncoder(config=ClipConfig(model="ViT-B-32", pretrained="openai"), device=torch.device("cpu"))
     with pytest.raises(MissingWeightsError, match="does not exist"):
-        create_backbone(
-            "clip", config=ClipConfig(model="ViT-B-32", pretrained=str(tmp_path / "w.pt")), device=torch.device("cpu")
+        ClipEncoder(config=ClipConfig(model="ViT-B-32", pretrained=str(tmp_path / "w.pt")), device=torch.device("cpu")
         )
     with pytest.raises(ConfigError, match="neither a file nor a tag"):
-        create_backbone("clip", config=ClipConfig(model="ViT-B-32", pretrained="nosuchtag"), device=torch.device("cpu"))
+        ClipEncoder(config=ClipConfig(model="ViT-B-32", pretrained="nosuchtag"), device=torch.device("cpu"))
 
 
 def _test_config(name: str, tiny_checkpoint):
@@ -92,10 +92,13 @@ def _test_config(name: str, tiny_checkpoint):
     return configs[name]
 
 
-@pytest.mark.parametrize("name", list_backbones())
+ENCODERS = {"clip": ClipEncoder, "s3d": S3dEncoder}  # the views whose model is a FrameEncoder
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
 def test_every_registered_backbone_encodes_prepared_frames(name, tiny_checkpoint):
     config, window = _test_config(name, tiny_checkpoint)
-    encoder = create_backbone(name, config=config, device=torch.device("cpu"))
+    encoder = ENCODERS[name](config=config, device=torch.device("cpu"))
     if window is None:
         batch = torch.stack([encoder.prepare(rgb) for rgb in frames(2)])
     else:  # clip models take [N, T, 3, H, W] windows of prepared frames
@@ -113,11 +116,11 @@ def test_s3d_weights_are_looked_up_offline_and_checked(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(MissingWeightsError, match=r"s3d-d76dad2f\.pth are not in the torch hub cache.*--s3d-weights"):
-        create_backbone("s3d", config=S3dConfig(), device=torch.device("cpu"))
+        S3dEncoder(config=S3dConfig(), device=torch.device("cpu"))
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "s3d-d76dad2f.pth").write_bytes(b"not the weights")
     with pytest.raises(MissingWeightsError, match="corrupt"):
-        create_backbone("s3d", config=S3dConfig(), device=torch.device("cpu"))
+        S3dEncoder(config=S3dConfig(), device=torch.device("cpu"))
     with pytest.raises(MissingWeightsError, match="does not exist"):
-        create_backbone("s3d", config=S3dConfig(weights=str(tmp_path / "nope.pt")), device=torch.device("cpu"))
+        S3dEncoder(config=S3dConfig(weights=str(tmp_path / "nope.pt")), device=torch.device("cpu"))

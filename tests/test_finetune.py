@@ -265,10 +265,10 @@ def test_accumulation_and_checkpointing_change_nothing_but_cost(pair_cache, tmp_
 def test_layer_decay_and_backbone_ratio_set_each_depth_lr():
     """Per parameter lr = head lr for the head; lr x ratio x decay^(top - depth) for the tower (the
     tiny tower: embeddings depth 0, blocks 1-2, ln_post/proj 3); no weight decay on 1-D tensors."""
-    from vidcache.extract.backbones import create_backbone
+    from vidcache.extract.views.clip.model import ClipEncoder
     from vidcache.finetune.optim import param_groups
 
-    visual = create_backbone("clip", config=ClipConfig(model="vidcache-tiny", pretrained="none"),
+    visual = ClipEncoder(config=ClipConfig(model="vidcache-tiny", pretrained="none"),
                              device=torch.device("cpu")).model.visual  # fmt: skip
     head = torch.nn.Linear(64, 3)
     config = FinetuneConfig(lr=1e-3, backbone_lr_ratio=0.1, layer_decay=0.5, weight_decay=0.05)

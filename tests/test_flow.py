@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from vidcache.errors import ConfigError, MissingWeightsError
-from vidcache.extract.flow import (
+from vidcache.extract.views.flow import FlowConfig
+from vidcache.extract.views.flow.methods import (
     FLOW_METHODS,
     FlowMethod,
     dequantize_flow,
@@ -22,7 +23,6 @@ from vidcache.extract.flow import (
     motion_descriptor,
     quantize_flow,
 )
-from vidcache.extract.views.flow import FlowConfig
 
 H, W = 64, 80
 CPU = torch.device("cpu")
@@ -321,7 +321,7 @@ def test_raft_matches_torchvision_called_directly(raft_random):
 def test_raft_loads_a_weights_file(raft_random, tmp_path, suffix):
     from safetensors.torch import save_file
 
-    from vidcache.extract.backbones.weights import sha256_file
+    from vidcache.extract.weights import sha256_file
 
     path = tmp_path / f"raft_small{suffix}"
     state = {k: v.contiguous() for k, v in raft_random.model.state_dict().items()}

@@ -14,9 +14,9 @@ from vidcache.cache.arrays import write_view_arrays
 from vidcache.cache.text import DEFAULT_TEMPLATES, prompt_embeddings
 from vidcache.cli import cli
 from vidcache.errors import ConfigError
-from vidcache.extract.backbones import create_backbone
 from vidcache.extract.runner import embed_labels
 from vidcache.extract.views.clip import ClipConfig
+from vidcache.extract.views.clip.model import ClipEncoder
 from vidcache.manifest import VideoEntry
 from vidcache.search import search_text, search_video
 
@@ -25,8 +25,8 @@ LABELS = ["red apple", "blue ocean", "green forest", "yellow sun", "black cat", 
 
 @pytest.fixture(scope="module")
 def encoder(tiny_checkpoint):
-    return create_backbone(
-        "clip", config=ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)), device=torch.device("cpu")
+    return ClipEncoder(
+        config=ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)), device=torch.device("cpu")
     )
 
 

@@ -11,11 +11,13 @@ import torch
 
 from tests.test_colour import reference_rgb
 from vidcache.config import RunConfig, SamplingConfig
-from vidcache.extract.consumers import ClipFrames, FlowPairs, S3dWindows
+from vidcache.extract.consumers import ClipFrames
 from vidcache.extract.preprocess import ImagePreprocess
 from vidcache.extract.stage import VideoStage
 from vidcache.extract.views.flow import FlowConfig
+from vidcache.extract.views.flow.consumer import FlowPairs
 from vidcache.extract.views.s3d import S3dConfig
+from vidcache.extract.views.s3d.consumer import S3dWindows
 from vidcache.manifest import VideoEntry
 from vidcache.synth import smooth_texture, write_video
 

@@ -16,9 +16,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from tests.conftest import run_cli, tiny_clip_args
 from vidcache import Cache
-from vidcache.extract.consumers import FlowPairs, S3dWindows
 from vidcache.extract.views.flow import FlowConfig
+from vidcache.extract.views.flow.consumer import FlowPairs
 from vidcache.extract.views.s3d import S3dConfig
+from vidcache.extract.views.s3d.consumer import S3dWindows
 from vidcache.synth import shifting_texture, smooth_texture, write_video
 
 

@@ -53,7 +53,7 @@ def make_demo_corpus(out_dir: str | Path, *, seconds: float = DEMO_SECONDS, fps:
 
 def pick_demo_model() -> tuple[str, str, bool]:
     """ViT-B-32/openai when its weights are cached locally, else the tiny random model."""
-    from .extract.backbones.weights import resolve_clip_weights
+    from .extract.weights import resolve_clip_weights
 
     try:
         resolve_clip_weights("ViT-B-32", "openai")

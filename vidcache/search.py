@@ -101,7 +101,7 @@ def _text_encoder(identity_json: str, device: str, allow_download: bool, cache_d
     """The view's CLIP model, kept for the next query of the same view (loading it dominates a query)."""
     import torch
 
-    from .extract.backbones.clip import clip_for_identity
+    from .extract.views.clip.model import clip_for_identity
 
     return clip_for_identity(
         json.loads(identity_json), device=torch.device(device), allow_download=allow_download, cache_dir=cache_dir

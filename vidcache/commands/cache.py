@@ -235,8 +235,8 @@ def embed_text(
         if "{}" not in template:
             raise ConfigError(f"--template {template!r} has no {{}} where the label goes")
     from ..device import resolve_device
-    from ..extract.backbones.clip import clip_for_identity
     from ..extract.runner import embed_labels
+    from ..extract.views.clip.model import clip_for_identity
 
     encoder = clip_for_identity(
         identity, device=resolve_device(device), allow_download=allow_download, cache_dir=cache_dir

@@ -28,7 +28,6 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +36,9 @@ import torch
 
 from ..cache.layout import STATUS_FAILED
 from .config import ExtractConfig
-from .consumers import Chunk, make_consumers
+from .consumers import Chunk
 from .decode import Deadline
+from .encoder import PrepareOnly  # noqa: F401  (re-exported: its old home)
 from .stage import VideoStage, unexpected_reason
 from .stages.messages import ChunkMessage, VideoDecoded
 from .watchdog import DecodeWatch
@@ -50,36 +50,11 @@ POLL_S = 0.1  # how often a waiting parent thread looks at the stop flag and the
 PRELOAD = (
     __name__,
     "vidcache.extract.preprocess",
-    "vidcache.extract.backbones.s3d",
+    "vidcache.extract.views.s3d.model",
     "vidcache.extract.audio",
-    "vidcache.extract.flow.tvl1",
+    "vidcache.extract.views.flow.tvl1",
     "cv2",
 )
-
-
-@dataclass(frozen=True)
-class PrepareOnly:
-    """What the decode side uses of an encoder (its view name and per-frame `prepare`), without the
-    model: sent to decode processes in its place."""
-
-    view: str
-    prepare: Callable[[np.ndarray], torch.Tensor]
-    preprocess: Any = None
-    max_short_side: int | None = None
-
-    @classmethod
-    def of(cls, encoder) -> PrepareOnly | None:
-        """The twin of `encoder`; its `process_prepare` is `prepare` without a reference to the model
-        (a bound `prepare` would pickle the whole model into every process)."""
-        if encoder is None:
-            return None
-        prepare = encoder.process_prepare
-        return cls(
-            view=encoder.view,
-            prepare=prepare,
-            preprocess=getattr(encoder, "preprocess", None),
-            max_short_side=getattr(encoder, "max_short_side", None),
-        )
 
 
 @dataclass(frozen=True)
@@ -171,7 +146,7 @@ def child_main(conn, spec: DecodeSpec) -> None:
         # 65 % of its own speed inside the extract (ViT-L-14, H200 run 3); decoding loses nothing idle
         os.nice(5)
     from .plan import cache_views
-    from .viewset import audio_view_of, load_decode_models, view_context
+    from .viewset import audio_view_of, load_decode_models, make_consumers, view_context
 
     ctx = view_context(spec.config, "cpu")
     decode_models = load_decode_models(cache_views(spec.config.views), spec.config, ctx)

@@ -37,14 +37,14 @@ from ..manifest import VideoEntry
 from ..signals import deferred
 from ..version import __version__
 from .config import ExtractConfig
-from .consumers import Consumer, make_consumers
+from .consumers import Consumer
 from .decode_process import processes_unsupported
 from .engines import Engine, ExtractJob, create_engine
 from .engines.base import SPILL_DIR
 from .plan import ExtractSummary, cache_views, peak_rss_mib, plan_videos, settings_key
 from .spill import remove_spills
 from .stages import VideoTask
-from .viewset import load_views, plugin
+from .viewset import load_views, make_consumers, plugin
 
 log = logging.getLogger("vidcache.extract")
 # where the weights were read from: information only, identity rests on their sha256 (the same file under

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ExtractConfig
+from .consumers import Consumer
 from .plan import cache_views
 from .rules import source_rules
 from .views import VIEWS, View, ViewContext
@@ -88,3 +89,41 @@ def load_views(config: ExtractConfig, device: Any) -> LoadedViews:
         )
         loaded.identities[name] = {**identity, **source_rules(name, config)}
     return loaded
+
+
+def video_groups(views: list[str] | tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
+    """(first view, the group's views) per decode-side consumer of the video views among `views`, in
+    the registry's order: views of one group (flow, motion) share one consumer."""
+
+    wanted = [name for name in VIEWS.in_order() if name in views and VIEWS.get(name).source == "video"]
+    groups: dict[str, list[str]] = {}
+    for name in wanted:
+        groups.setdefault(VIEWS.get(name).group or name, []).append(name)
+    return [(members[0], tuple(members)) for members in groups.values()]
+
+
+def make_consumers(
+    views: list[str] | tuple[str, ...],
+    *,
+    config,
+    ctx,
+    models: dict,
+    decode_models: dict,
+) -> list[Consumer]:
+    """The decode-side work of the requested video views, in the order the stage feeds them. `models`
+    holds each view's encoder, or in a decode process its `PrepareOnly` twin (only `view`, `prepare`,
+    `preprocess` and `max_short_side` are used here); `decode_models` each group's decode-side model."""
+
+    consumers: list[Consumer] = []
+    for first, members in video_groups(views):
+        plugin = VIEWS.get(first)()
+        consumers.append(
+            plugin.consumer(
+                config.settings_of(first),
+                ctx,
+                model=models.get(first),
+                decode_model=decode_models.get(plugin.group or first),
+                views=members,
+            )
+        )
+    return consumers

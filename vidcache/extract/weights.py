@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ...errors import ConfigError, MissingWeightsError
+from ..errors import ConfigError, MissingWeightsError
 
 HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 WeightsKind = Literal["random", "file", "tag", "hf-hub"]

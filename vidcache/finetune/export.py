@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..extract.backbones.weights import EXPORT_CFG_KEY, EXPORT_PROVENANCE_KEY
+from ..extract.weights import EXPORT_CFG_KEY, EXPORT_PROVENANCE_KEY
 
 BACKBONE_FILE = "backbone.safetensors"
 _CFG_KEYS = ("quick_gelu", "mean", "std", "interpolation", "resize_mode")

@@ -18,8 +18,8 @@ import torch
 
 from ..cache.reader import Cache
 from ..errors import ConfigError
-from ..extract.frames_view import FramesConsumer
 from ..extract.preprocess import ImagePreprocess
+from ..extract.views.frames.model import FramesConsumer
 
 
 def even_picks(count: int, max_frames: int) -> np.ndarray:

@@ -99,6 +99,6 @@ def encoder_for_identity(identity: dict, *, cache_dir: object = ""):
     """The CLIP encoder (open_clip model, weights record, preprocessing) that made a view, rebuilt on
     the CPU from the view's identity (extract's `clip_for_identity`: same architecture and weights
     file or random-init seed; other weights are refused)."""
-    from ..extract.backbones.clip import clip_for_identity
+    from ..extract.views.clip.model import clip_for_identity
 
     return clip_for_identity(identity, device=torch.device("cpu"), cache_dir=cache_dir)

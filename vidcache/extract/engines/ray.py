@@ -44,7 +44,6 @@ from ...cache.shard import read_shard_index
 from ...cache.store import CacheWriter, done_items
 from ...errors import FAULT_ENV, FAULT_MATCH_ENV, ConfigError
 from ...signals import STOP_SIGNALS, deferred
-from ..consumers import make_consumers
 from ..decode_process import DecodeSpec, decode_spec, processes_unsupported
 from ..plan import ExtractSummary
 from ..stages import (
@@ -58,6 +57,7 @@ from ..stages import (
     account,
     rows_in,
 )
+from ..viewset import make_consumers
 from .base import SPILL_DIR, ExtractJob
 
 log = logging.getLogger("vidcache.extract")
@@ -128,19 +128,20 @@ def decode_video(spec: DecodeSpec, task: VideoTask) -> tuple[dict, dict[str, lis
 
 
 class ModelWorker:
-    """One model view's encoder in an actor, loaded as the driver loads it (`Extractor._load_models`)."""
+    """One model view's encoder in an actor, loaded as the driver loads it (`viewset.load_views`, the
+    public function the local engine's runner calls too)."""
 
     def __init__(self, cache_dir: str, config: Any, view: str) -> None:
         from ...device import resolve_device
-        from ..runner import Extractor
+        from ..viewset import load_views
 
         device = resolve_device(config.run.device)
         if device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)  # a CPU model wants the node's cores (Ray sets 1)
-        loader = Extractor(cache_dir, dataclasses.replace(config, views=(view,)))
-        self.identity = loader._load_models(device)[view]
+        loaded = load_views(dataclasses.replace(config, views=(view,)), device)
+        self.identity = loaded.identities[view]
         self.view = view
-        self.stage = ModelStage(view, loader.encoders[view], device=device, batch_rows=config.run.batch_size)
+        self.stage = ModelStage(view, loaded.models[view], device=device, batch_rows=config.run.batch_size)
 
     def identity_json(self) -> str:
         return json.dumps(self.identity, sort_keys=True, default=str)

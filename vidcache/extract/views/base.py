@@ -118,7 +118,7 @@ class SampledFramesView(View):
     counts_frames = True
 
     def prepare_twin(self, model: Any) -> Any:
-        from ..decode_process import PrepareOnly
+        from ..encoder import PrepareOnly
 
         return PrepareOnly.of(model)
 

@@ -3,28 +3,12 @@ pass of the decode stage) embedded by an `--audio-encoder`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from ...fields import check_choice, setting
-from .base import View, ViewContext, register_view
+from ..base import View, ViewContext, register_view
+from .settings import AudioConfig, AudioEncoderName
 
-AudioEncoderName = Literal["logmel-stats", "vggish"]
-
-
-@dataclass(frozen=True)
-class AudioConfig:
-    """16 kHz mono log-mel examples of 0.96 s (VGGish's front end) and the encoder applied to them."""
-
-    encoder: AudioEncoderName = setting(
-        "logmel-stats", help="logmel-stats needs no weights (the offline default); vggish needs --audio-weights."
-    )
-    weights: str | None = setting(
-        None, help="PyTorch VGGish state dict (vggish-10086976.pth) for --audio-encoder vggish."
-    )
-
-    def __post_init__(self) -> None:
-        check_choice(self, "encoder", self.encoder, AudioEncoderName)
+__all__ = ["AudioConfig", "AudioEncoderName", "AudioView"]
 
 
 @register_view("audio")
@@ -33,7 +17,7 @@ class AudioView(View):
     source = "audio"
 
     def load_model(self, settings: AudioConfig, ctx: ViewContext) -> Any:
-        from ..audio import AUDIO_ENCODERS
+        from .encoders import AUDIO_ENCODERS
 
         return AUDIO_ENCODERS.create(settings.encoder, config=settings, device=ctx.device, dtype=ctx.dtype)
 

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
-from .frontend import EXAMPLE_FRAMES, MEL_BANDS
+from ...audio.frontend import EXAMPLE_FRAMES, MEL_BANDS
 
 
 class AudioEncoder(ABC):

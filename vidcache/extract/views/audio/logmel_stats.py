@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..views.audio import AudioConfig
+from ...audio.frontend import MEL_BANDS, frontend_identity
 from .base import AudioEncoder, check_examples
-from .frontend import MEL_BANDS, frontend_identity
 from .registry import register_audio_encoder
+from .settings import AudioConfig
 
 
 @register_audio_encoder("logmel-stats")

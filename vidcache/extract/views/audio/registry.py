@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ...registry import Registry
+from ....registry import Registry
 
 AUDIO_ENCODERS = Registry("audio encoder", option="--audio-encoder")
 register_audio_encoder = AUDIO_ENCODERS.register

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...device import autocast_dtype, to_device
-from ...errors import ConfigError, MissingWeightsError
-from ..backbones.weights import sha256_file
-from ..views.audio import AudioConfig
+from ....device import autocast_dtype, to_device
+from ....errors import ConfigError, MissingWeightsError
+from ...audio.frontend import frontend_identity
+from ...weights import sha256_file
 from .base import AudioEncoder, check_examples
-from .frontend import frontend_identity
 from .registry import register_audio_encoder
+from .settings import AudioConfig
 
 EMBEDDING_DIM = 128
 BATCH_EXAMPLES = 128  # examples per forward pass: bounds activation memory (~0.2 GB of fp32 at the first conv)

@@ -3,26 +3,12 @@ per sample time; its text tower embeds the label vocabulary (text.h5)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ...fields import check, setting
-from .base import SampledFramesView, ViewContext, register_view
+from ..base import SampledFramesView, ViewContext, register_view
+from .settings import ClipConfig
 
-
-@dataclass(frozen=True)
-class ClipConfig:
-    """The open_clip image tower used for the `clip` view."""
-
-    model: str = setting("ViT-B-32", help="open_clip architecture or hf-hub:org/repo.")
-    pretrained: str = setting(
-        "openai", help="open_clip tag, local weights file (e.g. a fine-tuned backbone), or 'none' for random weights."
-    )
-    seed: int = setting(0, help="Seed of the random weights with --clip-pretrained none (recorded).")
-
-    def __post_init__(self) -> None:
-        check(self, "model", bool(self.model), "must not be empty")
-        check(self, "pretrained", bool(self.pretrained), "must not be empty; use 'none' for random weights")
+__all__ = ["ClipConfig", "ClipView"]
 
 
 @register_view("clip")
@@ -36,13 +22,11 @@ class ClipView(SampledFramesView):
         return ClipConfig(model="vidcache-tiny", pretrained="none")
 
     def load_model(self, settings: ClipConfig, ctx: ViewContext) -> Any:
-        from ..backbones import create_backbone
+        from .model import ClipEncoder
 
         return ctx.shared(
             ("clip", settings),
-            lambda: create_backbone(
-                "clip", config=settings, device=ctx.device, dtype=ctx.dtype, allow_download=ctx.allow_download
-            ),
+            lambda: ClipEncoder(config=settings, device=ctx.device, dtype=ctx.dtype, allow_download=ctx.allow_download),
         )
 
     def weights_files(self, settings: ClipConfig) -> tuple[str | None, ...]:

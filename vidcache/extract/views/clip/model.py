@@ -9,12 +9,11 @@ from importlib import resources
 import numpy as np
 import torch
 
-from ...device import autocast_dtype, to_device
-from ..preprocess import ImagePreprocess
-from ..views.clip import ClipConfig
-from .base import FrameEncoder
-from .registry import register_backbone
-from .weights import ResolvedWeights, hf_offline, resolve_clip_weights, sha256_file, state_dict_sha256
+from ....device import autocast_dtype, to_device
+from ...encoder import FrameEncoder
+from ...preprocess import ImagePreprocess
+from ...weights import ResolvedWeights, hf_offline, resolve_clip_weights, sha256_file, state_dict_sha256
+from .settings import ClipConfig
 
 DEFAULT_TEMPLATES = ("a video of {}.", "This is a video about {}")
 _registered_configs = False
@@ -68,7 +67,6 @@ def load_clip(config: ClipConfig, *, allow_download: bool = False):
     return model, weights, weights_sha256, preprocess
 
 
-@register_backbone("clip")
 class ClipEncoder(FrameEncoder):
     view = "clip"
 
@@ -142,7 +140,7 @@ class ClipEncoder(FrameEncoder):
 def clip_for_identity(identity: dict, *, device, allow_download: bool = False, cache_dir: object = ""):
     """The CLIP encoder (text tower included) that made a view, from the view's recorded identity:
     the same architecture and weights file (or random-init seed); other weights are refused."""
-    from ...errors import CacheError
+    from ....errors import CacheError
 
     pretrained = identity.get("weights_path") or identity["pretrained"]
     encoder = ClipEncoder(

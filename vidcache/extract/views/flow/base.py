@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from ...registry import Registry
+from ....registry import Registry
 
 FLOW_METHODS = Registry("flow method", option="--flow-method")
 register_flow_method = FLOW_METHODS.register

@@ -10,16 +10,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...device import to_device
-from ...errors import ConfigError, MissingWeightsError
-from ..backbones.weights import (
+from ....device import to_device
+from ....errors import ConfigError, MissingWeightsError
+from ...weights import (
     load_state_dict_file,
     resolve_torchvision_weights,
     sha256_file,
     state_dict_sha256,
 )
-from ..views.flow import FlowConfig
 from .base import FlowMethod, check_pairs, register_flow_method
+from .settings import FlowConfig
 
 NUM_FLOW_UPDATES = 12  # torchvision's default and the number its weights were evaluated with
 # torchvision's correlation pyramid needs feature maps of at least 16 × 16, i.e. inputs of 128 × 128;

@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 
-from ...errors import ConfigError
-from ..views.flow import FlowConfig
+from ....errors import ConfigError
 from .base import FlowMethod, check_pairs, register_flow_method
+from .settings import FlowConfig
 
 # Getter name → identity key. Read back from a fresh object rather than hard-coded, so the identity
 # says what OpenCV actually ran with if its defaults ever change.

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .base import SampledFramesView, ViewContext, register_view
-from .clip import ClipConfig, ClipView
+from ..base import SampledFramesView, ViewContext, register_view
+from ..clip import ClipConfig, ClipView
 
 
 @register_view("frames")
@@ -28,19 +28,19 @@ class FramesView(SampledFramesView):
         return ClipConfig(model="vidcache-tiny", pretrained="none")
 
     def load_model(self, settings: ClipConfig, ctx: ViewContext) -> Any:
-        from ..frames_view import CropPreparer
+        from .model import CropPreparer
 
         # the clip view's own encoder (shared through ctx: loaded once per run whichever view asks first):
         # the crops come from its `preprocess`, so they are the clip rows' input by construction
         return CropPreparer(ClipView().load_model(settings, ctx).preprocess)
 
     def consumer(self, settings: ClipConfig, ctx: ViewContext, *, model: Any, decode_model: Any, views: tuple):
-        from ..frames_view import FramesConsumer
+        from .model import FramesConsumer
 
         return FramesConsumer(model, ctx.sampling, batch_size=ctx.batch_size)
 
     def identity(self, settings: ClipConfig, ctx: ViewContext, *, model: Any, decode_model: Any) -> dict:
-        from ..frames_view import frames_identity
+        from .model import frames_identity
 
         return frames_identity(model.preprocess.as_dict(), dataclasses.asdict(ctx.sampling), clip_model=settings.model)
 
@@ -48,7 +48,7 @@ class FramesView(SampledFramesView):
         return (settings.pretrained,)
 
     def before_run(self, settings: ClipConfig, *, paths: list[str], sampling: Any) -> str | None:
-        from ..frames_view import clip_input_size, estimate_message
+        from .model import clip_input_size, estimate_message
 
         return estimate_message(paths, sampling, size=clip_input_size(settings.model))
 

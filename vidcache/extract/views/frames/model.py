@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..config import SamplingConfig
-from .consumers import Chunk, ClipFrames
+from ....config import SamplingConfig
+from ...consumers import Chunk, ClipFrames
 
 FRAMES_VIEW = "frames"
 FRAMES_DTYPE = "uint8"
@@ -113,7 +113,7 @@ def estimate_frames_bytes(
 def probe_durations_s(paths: list[str], *, limit: int = 64) -> list[float | None]:
     """Durations from the container headers (no decoding) of at most `limit` files, evenly picked;
     the rest count as unknown (the estimate extrapolates from the probed ones)."""
-    from .decode import open_video
+    from ...decode import open_video
 
     picked = (
         set(np.linspace(0, len(paths) - 1, min(limit, len(paths))).round().astype(int).tolist()) if paths else set()
@@ -147,7 +147,7 @@ def clip_input_size(model: str) -> tuple[int, int]:
     the config is not known locally (hf-hub models)."""
     import open_clip
 
-    from .backbones.clip import register_vidcache_configs
+    from ..clip.model import register_vidcache_configs
 
     register_vidcache_configs()
     config = open_clip.get_model_config(model) or {}

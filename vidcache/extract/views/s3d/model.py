@@ -16,12 +16,11 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ...device import autocast_dtype, to_device
-from ...errors import ConfigError
-from ..views.s3d import S3dConfig
-from .base import FrameEncoder
-from .registry import register_backbone
-from .weights import load_state_dict_file, resolve_torchvision_weights, sha256_file, state_dict_sha256
+from ....device import autocast_dtype, to_device
+from ....errors import ConfigError
+from ...encoder import FrameEncoder
+from ...weights import load_state_dict_file, resolve_torchvision_weights, sha256_file, state_dict_sha256
+from .settings import S3dConfig
 
 RESIZE_HW = (256, 256)
 CROP_HW = (224, 224)
@@ -61,7 +60,7 @@ def load_s3d(config: S3dConfig, *, allow_download: bool = False) -> tuple[torch.
         import os
 
         if not os.path.isfile(path):
-            from ...errors import MissingWeightsError
+            from ....errors import MissingWeightsError
 
             raise MissingWeightsError(
                 f"--s3d-weights {path} does not exist; give a local S3D state dict, 'kinetics400' "
@@ -80,7 +79,6 @@ def load_s3d(config: S3dConfig, *, allow_download: bool = False) -> tuple[torch.
     return model.eval(), kind, path, sha256_file(path)
 
 
-@register_backbone("s3d")
 class S3dEncoder(FrameEncoder):
     view = "s3d"
     feature_dim = 1024

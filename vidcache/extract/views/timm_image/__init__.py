@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ...fields import check, setting
-from .base import SampledFramesView, ViewContext, register_view
+from ....fields import check, setting
+from ..base import SampledFramesView, ViewContext, register_view
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,10 @@ class TimmEncoder:
         import timm
         import torch
 
-        from ...device import autocast_dtype
-        from ...errors import ConfigError, MissingWeightsError
-        from ..backbones.weights import hf_offline, load_state_dict_file, sha256_file, state_dict_sha256
-        from ..preprocess import ImagePreprocess
+        from ....device import autocast_dtype
+        from ....errors import ConfigError, MissingWeightsError
+        from ...preprocess import ImagePreprocess
+        from ...weights import hf_offline, load_state_dict_file, sha256_file, state_dict_sha256
 
         self.view, self.config, self.device, self.store_dtype = "timm", config, device, dtype
         kwargs = {"num_classes": 0}
@@ -120,7 +120,7 @@ class TimmEncoder:
     def encode(self, batch):
         import torch
 
-        from ...device import to_device
+        from ....device import to_device
 
         with torch.inference_mode():
             pixels = self.preprocess.normalize(to_device(batch, self.device))

@@ -1,0 +1,25 @@
+"""The `audio` view's settings (the `--audio-*` flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ....fields import check_choice, setting
+
+AudioEncoderName = Literal["logmel-stats", "vggish"]
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """16 kHz mono log-mel examples of 0.96 s (VGGish's front end) and the encoder applied to them."""
+
+    encoder: AudioEncoderName = setting(
+        "logmel-stats", help="logmel-stats needs no weights (the offline default); vggish needs --audio-weights."
+    )
+    weights: str | None = setting(
+        None, help="PyTorch VGGish state dict (vggish-10086976.pth) for --audio-encoder vggish."
+    )
+
+    def __post_init__(self) -> None:
+        check_choice(self, "encoder", self.encoder, AudioEncoderName)
