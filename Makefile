@@ -27,15 +27,19 @@ $(CHROMIUM_STAMP): $(STAMP)
 
 test: $(STAMP) $(FFMPEG_STAMP) $(CHROMIUM_STAMP)
 	$(VENV)/bin/ruff check vidcache tests benchmarks
+	$(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15
 
 # The inner loop: everything but the tests marked slow (subprocesses, SIGKILL, long media, benchmarks).
 test-fast: $(STAMP) $(FFMPEG_STAMP)
 	$(VENV)/bin/ruff check vidcache tests benchmarks
+	$(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
 
+# ruff, and the import contracts in pyproject.toml ([tool.importlinter]: layers, no view below the machinery)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vidcache tests benchmarks
+	$(VENV)/bin/lint-imports --no-logo
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_decode.py

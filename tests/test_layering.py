@@ -1,71 +1,108 @@
-"""The import contract: data flows one way, manifest → extract → cache → index → heads → CLI, so no
-module imports from a layer downstream of it (function-level imports count too). Checked on the
-source with `ast`, as import-linter's "forbidden" contracts would."""
+"""The import contracts, checked by import-linter (pyproject.toml's [tool.importlinter], also run by
+`make test` as `lint-imports`) and grimp, the import graph it is built on: data flows one way (core →
+cache → extract | index → heads | search → apps → commands → cli), the extract machinery imports no
+view, and the package has no import cycle at all (function-level imports count)."""
 
 from __future__ import annotations
 
-import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "vidcache"
-APPS = {"cli", "commands", "search", "htmlreport", "report", "demo", "finetune"}  # the top: may use everything
-# layer → the layers it must never import (whatever is downstream of it, and its siblings' internals)
-FORBIDDEN = {
-    "shared": {"manifest", "cache", "extract", "index", "heads", *APPS},
-    "manifest": {"cache", "extract", "index", "heads", *APPS},
-    "cache": {"extract", "index", "heads", *APPS},
-    "extract": {"index", "heads", *APPS},
-    "index": {"extract", "heads", *APPS},
-    "heads": {"extract", *APPS},
-}
-SHARED = {"errors", "fields", "registry", "config", "device", "signals", "remote", "synth", "__init__", "__main__"}
+import grimp
+from importlinter.cli import lint_imports
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-def layer_of(module: str) -> str:
-    """vidcache.<first part>: its layer name (shared helpers are one layer)."""
-    top = module.split(".")[1] if module.count(".") else "__init__"
-    return "shared" if top in SHARED else top
+def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    for start in sorted(graph.modules):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph.find_modules_directly_imported_by(start))))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        cycles.append(sorted(component))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child)))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return cycles
 
 
-def imports_of(path: Path) -> list[tuple[int, str]]:
-    module = "vidcache." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    out = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
-            names = [target] + [f"{target}.{alias.name}" for alias in node.names] if node.module is None else [target]
-            out += [(node.lineno, name) for name in names if name.startswith("vidcache.")]
-        elif isinstance(node, ast.Import):
-            out += [(node.lineno, alias.name) for alias in node.names if alias.name.startswith("vidcache.")]
-    return out
+def test_import_contracts_hold():
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True) == 0
 
 
-def test_no_module_imports_downstream():
-    problems = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        module = "vidcache." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
-        own = layer_of(module)
-        for line, target in imports_of(path):
-            if target == "vidcache":
-                continue
-            theirs = layer_of(target)
-            if theirs != own and theirs in FORBIDDEN.get(own, set()):
-                problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({own}) imports {target} ({theirs})")
-    assert not problems, "imports against the data flow:\n" + "\n".join(problems)
+def test_no_import_cycles():
+    graph = grimp.build_graph("vidcache", cache_dir=None)
+    assert len(graph.modules) > 100  # the whole package was read
+    assert import_cycles(graph) == []
 
 
-def test_the_contract_sees_relative_and_function_level_imports(tmp_path):
-    """The checker itself, on a known violation (a function-level relative import)."""
-    fake = PACKAGE / "cache" / "_layering_probe.py"
-    fake.write_text("def f():\n    from ..extract.views import VIEWS\n    return VIEWS\n")
+def test_cycle_finder_on_a_known_cycle(tmp_path):
+    """The cycle finder itself, on a three-module package with one circle and one module outside it."""
+    package = tmp_path / "circle"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from . import b\n")
+    (package / "b.py").write_text("def f():\n    from .c import x\n    return x\n")
+    (package / "c.py").write_text("from .a import b\nx = 1\n")
+    (package / "d.py").write_text("from . import a\n")
+    sys.path.insert(0, str(tmp_path))
     try:
-        assert ("vidcache.extract.views" in [t for _, t in imports_of(fake)])
-        assert layer_of("vidcache.extract.views") == "extract" and "extract" in FORBIDDEN["cache"]
+        graph = grimp.build_graph("circle", cache_dir=None)
     finally:
-        fake.unlink()
+        sys.path.remove(str(tmp_path))
+    assert import_cycles(graph) == [["circle.a", "circle.b", "circle.c"]]
+
+
+def test_the_contracts_catch_an_upstream_import_in_an_init(tmp_path):
+    """The hand-written checker this replaces misread relative imports in `__init__.py` files: a
+    function-level `from ..extract.views import VIEWS` in cache/__init__.py, in a copy of the package,
+    breaks the layers and the cache ↛ extract contracts, and naming the line."""
+    shutil.copytree(ROOT / "vidcache", tmp_path / "vidcache", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    init = tmp_path / "vidcache" / "cache" / "__init__.py"
+    init.write_text(init.read_text() + "\n\ndef _probe():\n    from ..extract.views import VIEWS\n\n    return VIEWS\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # the copy, not the package under test
+    run = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Contracts: 3 kept, 2 broken." in run.stdout
+    assert "vidcache.cache -> vidcache.extract.views" in run.stdout
