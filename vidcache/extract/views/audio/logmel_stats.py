@@ -11,11 +11,9 @@ import torch
 
 from ...audio.frontend import MEL_BANDS, frontend_identity
 from .base import AudioEncoder, check_examples
-from .registry import register_audio_encoder
 from .settings import AudioConfig
 
 
-@register_audio_encoder("logmel-stats")
 class LogMelStatsEncoder(AudioEncoder):
     feature_dim = 2 * MEL_BANDS
 

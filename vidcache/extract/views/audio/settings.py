@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from ....fields import check_choice, setting
+from .registry import AUDIO_ENCODERS
 
-AudioEncoderName = Literal["logmel-stats", "vggish"]
+AudioEncoderName = AUDIO_ENCODERS.choices()  # logmel-stats, vggish: the registry's names
 
 
 @dataclass(frozen=True)

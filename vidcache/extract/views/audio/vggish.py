@@ -21,7 +21,6 @@ from ....errors import ConfigError, MissingWeightsError
 from ...audio.frontend import frontend_identity
 from ...weights import sha256_file
 from .base import AudioEncoder, check_examples
-from .registry import register_audio_encoder
 from .settings import AudioConfig
 
 EMBEDDING_DIM = 128
@@ -102,7 +101,6 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: str
         )
 
 
-@register_audio_encoder("vggish")
 class VGGishEncoder(AudioEncoder):
     feature_dim = EMBEDDING_DIM
 

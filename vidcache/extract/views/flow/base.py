@@ -10,6 +10,9 @@ from ....registry import Registry
 
 FLOW_METHODS = Registry("flow method", option="--flow-method")
 register_flow_method = FLOW_METHODS.register
+# One line per method (its file is imported when the method is first used; --flow-method's choices)
+FLOW_METHODS.register_lazy("tvl1", "vidcache.extract.views.flow.tvl1:TVL1Flow")
+FLOW_METHODS.register_lazy("raft", "vidcache.extract.views.flow.raft:RaftFlow")
 
 
 class FlowMethod(ABC):

@@ -18,7 +18,7 @@ from ...weights import (
     sha256_file,
     state_dict_sha256,
 )
-from .base import FlowMethod, check_pairs, register_flow_method
+from .base import FlowMethod, check_pairs
 from .settings import FlowConfig
 
 NUM_FLOW_UPDATES = 12  # torchvision's default and the number its weights were evaluated with
@@ -88,7 +88,6 @@ def load_raft(config: FlowConfig, *, allow_download: bool = False):
     return model, weights, weights_sha256
 
 
-@register_flow_method("raft")
 class RaftFlow(FlowMethod):
     """RAFT on uint8 RGB pairs, normalised as the weights' transforms do ([0, 255] → [-1, 1]).
 

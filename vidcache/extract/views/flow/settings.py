@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ....fields import check, check_choice, setting
+from .base import FLOW_METHODS
 
-FlowMethodName = Literal["tvl1", "raft"]
+FlowMethodName = FLOW_METHODS.choices()  # tvl1, raft: the registry's names
 RaftModel = Literal["small", "large"]
 
 

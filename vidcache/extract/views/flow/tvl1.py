@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from ....errors import ConfigError
-from .base import FlowMethod, check_pairs, register_flow_method
+from .base import FlowMethod, check_pairs
 from .settings import FlowConfig
 
 # Getter name → identity key. Read back from a fresh object rather than hard-coded, so the identity
@@ -41,7 +41,6 @@ def _optflow():
     return cv2
 
 
-@register_flow_method("tvl1")
 class TVL1Flow(FlowMethod):
     """Dual TV-L1 with OpenCV's default parameters on grayscale frames, one pair at a time.
 
