@@ -384,6 +384,41 @@ class FrameSampler:
             self.stats.seconds += time.perf_counter() - started
 
     def _select(self) -> Iterator[tuple[av.VideoFrame, float, int]]:
+        """Each frame that is on screen at one or more sample times, with its time and how many."""
+        start, end, explicit, n_mode = self._sampling_span()
+        grid = self._grid(start, end, explicit=explicit, n_mode=n_mode)
+        walk = self._start_walk(start, grid)
+        while walk.k < grid.count:
+            frame = next(walk.frames, None)
+            if frame is None:
+                walk.exhausted = True
+                break
+            t = self._frame_time(walk, frame, grid.nominal_dt)
+            if walk.just_sought and self._seek_went_back(walk, grid, t):
+                continue
+            if t <= walk.last_t + 1e-9:
+                continue  # already seen (decoding again from a keyframe after a seek)
+            if walk.prev is None:
+                self._first_frame(frame, t)
+            if grid.origin is None:  # no stream start in the header: sample times start at the first frame
+                grid.start_at(start if start is not None else t)
+            self._pass_sample_times(walk, grid, t)
+            if end is not None and not n_mode and t >= end - 1e-9:
+                break
+            if walk.prev is not None and walk.prev_count:
+                yield walk.prev, walk.prev_t, walk.prev_count
+            if self.segment_end_s is not None and t >= self.segment_end_s and walk.prev is not None:
+                walk.prev = None
+                break
+            walk.prev, walk.prev_t, walk.prev_count, walk.before_first = frame, t, walk.before_first, 0
+            walk.last_t = t
+            self._seek_ahead(walk, grid, t)
+        yield from self._last_frame(walk, grid, start=start, end=end, n_mode=n_mode)
+
+    # the steps of `_select` -----------------------------------------------------------------------
+    def _sampling_span(self) -> tuple[float | None, float | None, bool, bool]:
+        """(segment start, end of the sampled span, explicit targets?, N-frame sampling?). An end the
+        header does not give is found from the packets when the sample times need it."""
         info = self.info
         start = self.segment_start_s
         end = self.segment_end_s if self.segment_end_s is not None else info.end_s
@@ -398,135 +433,192 @@ class FrameSampler:
                 # carry the coded frame duration; use that, or the estimated frame times (and the
                 # flow pairs' frame grid) would run at the wrong speed and disagree with `end`.
                 info.avg_fps = 1.0 / untimed_frame_s
+        return start, end, explicit, n_mode
 
+    def _grid(self, start: float | None, end: float | None, *, explicit: bool, n_mode: bool) -> _SampleGrid:
         def make_targets(origin_s: float) -> np.ndarray:
             if explicit:
                 return np.asarray(self.targets_fn(origin_s, end), dtype=np.float64)  # type: ignore[misc]
             return sample_times(self.sampling, start_s=origin_s, end_s=end)  # type: ignore[arg-type]
 
+        info = self.info
+        grid = _SampleGrid(
+            make_targets=make_targets,
+            lazy=not explicit and not n_mode and end is None,  # fps grid without a known end: open-ended
+            fps=None if explicit else self.sampling.fps,  # type: ignore[union-attr]
+            nominal_dt=1.0 / info.avg_fps if info.avg_fps else 1 / 30,
+        )
         origin = start if start is not None else info.stream_start_s
-        lazy = not explicit and not n_mode and end is None  # fps grid without a known end: open-ended
-        targets = make_targets(origin) if origin is not None and not lazy else None
-        fps = None if explicit else self.sampling.fps  # type: ignore[union-attr]
+        if origin is not None:
+            grid.start_at(origin)
+        return grid
 
-        def target(k: int) -> float:
-            if targets is not None:
-                return float(targets[k])
-            return origin + k / fps  # type: ignore[operator]
+    def _frames_for(self, grid: _SampleGrid) -> Iterator[av.VideoFrame]:
+        return self._frames(grid.keep if self.sparse_decode else None)
 
-        count = len(targets) if targets is not None else math.inf
-        nominal_dt = 1.0 / info.avg_fps if info.avg_fps else 1 / 30
-
-        def keep(pts_s: float) -> bool:
-            """Could a frame presented at pts_s be on screen at some sample time?"""
-            if origin is None:
-                return True
-            if targets is not None:
-                i = int(np.searchsorted(targets, pts_s - 1e-9))
-                return i < len(targets) and targets[i] <= pts_s + KEEP_WINDOW_S + nominal_dt
-            k = math.ceil((pts_s - origin) * fps - 1e-9)  # type: ignore[operator]
-            return origin + max(k, 0) / fps <= pts_s + KEEP_WINDOW_S + nominal_dt  # type: ignore[operator]
-
+    def _start_walk(self, start: float | None, grid: _SampleGrid) -> _Walk:
+        info = self.info
         seek_enabled = self.seek_mode != "never"
-        seek_gap = SEEK_GAP_S if self.seek_mode == "auto" else nominal_dt * 2
+        seek_gap = SEEK_GAP_S if self.seek_mode == "auto" else grid.nominal_dt * 2
         # no start time in the header may mean no timestamps at all (raw .h264), where a seek by time
         # cannot be trusted: reach the segment by decoding in order
         timed = info.stream_start_s is not None
         if start is not None and seek_enabled and timed and start - info.stream_start_s > seek_gap:
             seek_enabled = self._seek(start)
-        frames = self._frames(keep if self.sparse_decode else None)
-        k, prev, prev_t, prev_count, before_first, last_t = 0, None, 0.0, 0, 0, -math.inf
-        just_sought = False
-        last_key_t, no_seek_before_k = -math.inf, 0
-        untimed_dt = nominal_dt  # duration of the last decoded frame of a stream without timestamps
-        exhausted = False
-        while k < count:
-            frame = next(frames, None)
-            if frame is None:
-                exhausted = True
-                break
-            t = frame.time
-            if t is None:  # no timestamps (raw elementary streams): add up frame durations from 0 s
-                if not self.stats.estimated_times:
-                    # a seek lands by byte position in such a stream, which the estimated clock
-                    # cannot follow: decode in order
-                    self.stats.estimated_times, seek_enabled = True, False
-                t = 0.0 if last_t == -math.inf else last_t + untimed_dt
-                untimed_dt = float(frame.duration * self._tb) if frame.duration else nominal_dt
-            if frame.key_frame and t > last_key_t:
-                if last_key_t > -math.inf and not just_sought and self.seek_mode == "auto":
-                    # seek when the gap exceeds the keyframe interval seen while decoding in order
-                    seek_gap = max(t - last_key_t, 2 * nominal_dt)
-                last_key_t = t
-            if just_sought:
-                just_sought = False
-                if t > target(k) + 1e-9:  # seek overshot: go back to where we were, stop seeking
-                    seek_enabled = False
-                    self.stats.notes.append("seek overshot; decoded sequentially")
-                    if not self._seek(max(last_t, 0.0)):
-                        raise VideoFailure("cannot seek back after a seek overshot; try --seek never")
-                    frames = self._frames(keep if self.sparse_decode else None)
-                    continue
-                if t <= last_t:  # landed behind us: no keyframe in the gap, so don't seek again for it
-                    self.stats.useless_seeks += 1
-                    no_seek_before_k = k + 1
-                    if self.stats.useless_seeks >= 2 and self.seek_mode == "auto":
-                        seek_enabled = False
-            if t <= last_t + 1e-9:
-                continue  # already seen (decoding again from a keyframe after a seek)
-            if prev is None:
-                self.info.rotation_deg = frame_rotation(frame)
-                if self.segment_end_s is not None and t >= self.segment_end_s - 1e-9:
-                    raise VideoFailure(f"segment ends at {self.segment_end_s} s, before the first frame at {t:.3f} s")
-            if origin is None:  # no stream start in the header: sample times start at the first frame
-                origin = start if start is not None else t
-                if not lazy:
-                    targets = make_targets(origin)
-                    count = len(targets)
-            while k < count and target(k) < t - 1e-9:
-                if prev is None:
-                    before_first += 1
+        return _Walk(
+            frames=self._frames_for(grid), seek_enabled=seek_enabled, seek_gap=seek_gap, untimed_dt=grid.nominal_dt
+        )
+
+    def _frame_time(self, walk: _Walk, frame: av.VideoFrame, nominal_dt: float) -> float:
+        """The frame's presentation time (estimated for a stream without timestamps); notes keyframes."""
+        t = frame.time
+        if t is None:  # no timestamps (raw elementary streams): add up frame durations from 0 s
+            if not self.stats.estimated_times:
+                # a seek lands by byte position in such a stream, which the estimated clock
+                # cannot follow: decode in order
+                self.stats.estimated_times, walk.seek_enabled = True, False
+            t = 0.0 if walk.last_t == -math.inf else walk.last_t + walk.untimed_dt
+            walk.untimed_dt = float(frame.duration * self._tb) if frame.duration else nominal_dt
+        if frame.key_frame and t > walk.last_key_t:
+            if walk.last_key_t > -math.inf and not walk.just_sought and self.seek_mode == "auto":
+                # seek when the gap exceeds the keyframe interval seen while decoding in order
+                walk.seek_gap = max(t - walk.last_key_t, 2 * nominal_dt)
+            walk.last_key_t = t
+        return t
+
+    def _seek_went_back(self, walk: _Walk, grid: _SampleGrid, t: float) -> bool:
+        """After a seek: True when it overshot and decoding went back to where it was (skip this
+        frame); a seek that landed behind us is counted, and seeking stops after two of them."""
+        walk.just_sought = False
+        if t > grid.target(walk.k) + 1e-9:  # seek overshot: go back to where we were, stop seeking
+            walk.seek_enabled = False
+            self.stats.notes.append("seek overshot; decoded sequentially")
+            if not self._seek(max(walk.last_t, 0.0)):
+                raise VideoFailure("cannot seek back after a seek overshot; try --seek never")
+            walk.frames = self._frames_for(grid)
+            return True
+        if t <= walk.last_t:  # landed behind us: no keyframe in the gap, so don't seek again for it
+            self.stats.useless_seeks += 1
+            walk.no_seek_before_k = walk.k + 1
+            if self.stats.useless_seeks >= 2 and self.seek_mode == "auto":
+                walk.seek_enabled = False
+        return False
+
+    def _first_frame(self, frame: av.VideoFrame, t: float) -> None:
+        self.info.rotation_deg = frame_rotation(frame)
+        if self.segment_end_s is not None and t >= self.segment_end_s - 1e-9:
+            raise VideoFailure(f"segment ends at {self.segment_end_s} s, before the first frame at {t:.3f} s")
+
+    @staticmethod
+    def _pass_sample_times(walk: _Walk, grid: _SampleGrid, t: float) -> None:
+        """Sample times before `t` belong to the frame on screen before it (or to the first frame)."""
+        while walk.k < grid.count and grid.target(walk.k) < t - 1e-9:
+            if walk.prev is None:
+                walk.before_first += 1
+            else:
+                walk.prev_count += 1
+            walk.k += 1
+
+    def _seek_ahead(self, walk: _Walk, grid: _SampleGrid, t: float) -> None:
+        """Seek when the next sample time is further ahead than the keyframe gap."""
+        k = walk.k
+        if walk.prev_count == 0 and walk.seek_enabled and walk.no_seek_before_k <= k < grid.count:
+            if grid.target(k) - t > walk.seek_gap:
+                if self._seek(grid.target(k)):
+                    walk.frames = self._frames_for(grid)
+                    walk.just_sought = True
                 else:
-                    prev_count += 1
-                k += 1
-            if end is not None and not n_mode and t >= end - 1e-9:
-                break
-            if prev is not None and prev_count:
-                yield prev, prev_t, prev_count
-            if self.segment_end_s is not None and t >= self.segment_end_s and prev is not None:
-                prev = None
-                break
-            prev, prev_t, prev_count, before_first = frame, t, before_first, 0
-            last_t = t
-            if prev_count == 0 and seek_enabled and no_seek_before_k <= k < count and target(k) - t > seek_gap:
-                if self._seek(target(k)):
-                    frames = self._frames(keep if self.sparse_decode else None)
-                    just_sought = True
-                else:
-                    seek_enabled = False  # keep decoding in order from where we are
-        if prev is not None:
-            self.last_frame = (prev, prev_t)
-            frame_dt = float(prev.duration * self._tb) if prev.duration else nominal_dt
-            if start is not None and prev_t + frame_dt <= start + 1e-9 and k == 0:
-                raise VideoFailure(f"segment starts at {start} s, after the video ends at {prev_t + frame_dt:.3f} s")
-            header_end = info.end_s
-            if exhausted and header_end is not None and prev_t + frame_dt < header_end - TRUNCATED_GAP_S:
-                # fps sampling stops at the last frame, N-frame sampling repeats it: say why there are
-                # fewer rows (or repeated ones) than the header's duration promises
-                self.stats.notes.append(
-                    f"video frames end at {prev_t + frame_dt:.3f} s, before the header's end at "
-                    f"{header_end:.3f} s (truncated file?)"
-                )
-            if n_mode:
-                prev_count += count - k  # N-frame sampling keeps N rows even past the last frame
-            else:  # fps: only sample times while the last frame is still on screen
-                while k < count and target(k) < prev_t + frame_dt - 1e-9 and (end is None or target(k) < end):
-                    prev_count += 1
-                    k += 1
-            if prev_count:
-                yield prev, prev_t, prev_count
-        elif self.stats.decoded_frames == 0:
-            raise VideoFailure("no decodable video frames")
+                    walk.seek_enabled = False  # keep decoding in order from where we are
+
+    def _last_frame(
+        self, walk: _Walk, grid: _SampleGrid, *, start: float | None, end: float | None, n_mode: bool
+    ) -> Iterator[tuple[av.VideoFrame, float, int]]:
+        """The last frame kept, with the sample times it stays on screen for."""
+        prev, prev_t = walk.prev, walk.prev_t
+        if prev is None:
+            if self.stats.decoded_frames == 0:
+                raise VideoFailure("no decodable video frames")
+            return
+        self.last_frame = (prev, prev_t)
+        frame_dt = float(prev.duration * self._tb) if prev.duration else grid.nominal_dt
+        if start is not None and prev_t + frame_dt <= start + 1e-9 and walk.k == 0:
+            raise VideoFailure(f"segment starts at {start} s, after the video ends at {prev_t + frame_dt:.3f} s")
+        header_end = self.info.end_s
+        if walk.exhausted and header_end is not None and prev_t + frame_dt < header_end - TRUNCATED_GAP_S:
+            # fps sampling stops at the last frame, N-frame sampling repeats it: say why there are
+            # fewer rows (or repeated ones) than the header's duration promises
+            self.stats.notes.append(
+                f"video frames end at {prev_t + frame_dt:.3f} s, before the header's end at "
+                f"{header_end:.3f} s (truncated file?)"
+            )
+        if n_mode:
+            walk.prev_count += grid.count - walk.k  # N-frame sampling keeps N rows even past the last frame
+        else:  # fps: only sample times while the last frame is still on screen
+            while (
+                walk.k < grid.count
+                and grid.target(walk.k) < prev_t + frame_dt - 1e-9
+                and (end is None or grid.target(walk.k) < end)
+            ):
+                walk.prev_count += 1
+                walk.k += 1
+        if walk.prev_count:
+            yield prev, prev_t, walk.prev_count
+
+
+@dataclass
+class _SampleGrid:
+    """The sample times of one pass: a consumer's explicit targets, the N-frame grid, or the fps grid
+    (open-ended when the end is unknown). `origin` is None until known (from the header or the first
+    frame)."""
+
+    make_targets: Callable[[float], np.ndarray]
+    lazy: bool  # an fps grid without a known end: target k is origin + k / fps
+    fps: float | None
+    nominal_dt: float  # the stream's nominal frame interval
+    origin: float | None = None
+    targets: np.ndarray | None = None
+    count: float = math.inf
+
+    def start_at(self, origin: float) -> None:
+        self.origin = origin
+        if not self.lazy:
+            self.targets = self.make_targets(origin)
+            self.count = len(self.targets)
+
+    def target(self, k: int) -> float:
+        if self.targets is not None:
+            return float(self.targets[k])
+        return self.origin + k / self.fps  # type: ignore[operator]
+
+    def keep(self, pts_s: float) -> bool:
+        """Could a frame presented at pts_s be on screen at some sample time?"""
+        if self.origin is None:
+            return True
+        if self.targets is not None:
+            i = int(np.searchsorted(self.targets, pts_s - 1e-9))
+            return i < len(self.targets) and self.targets[i] <= pts_s + KEEP_WINDOW_S + self.nominal_dt
+        k = math.ceil((pts_s - self.origin) * self.fps - 1e-9)  # type: ignore[operator]
+        return self.origin + max(k, 0) / self.fps <= pts_s + KEEP_WINDOW_S + self.nominal_dt  # type: ignore[operator]
+
+
+@dataclass
+class _Walk:
+    """What `FrameSampler._select` carries from one decoded frame to the next."""
+
+    frames: Iterator[av.VideoFrame]
+    seek_enabled: bool
+    seek_gap: float  # seek when the next sample time is further ahead than this
+    untimed_dt: float  # duration of the last decoded frame of a stream without timestamps
+    k: int = 0  # the next sample time not yet given to a frame
+    prev: av.VideoFrame | None = None  # the frame on screen, not yet yielded
+    prev_t: float = 0.0
+    prev_count: int = 0  # sample times `prev` is on screen at
+    before_first: int = 0  # sample times before the first frame (they go to it)
+    last_t: float = -math.inf
+    just_sought: bool = False
+    last_key_t: float = -math.inf
+    no_seek_before_k: int = 0  # a seek for a sample time before this one landed behind us
+    exhausted: bool = False  # the stream ended (not a stop at the end of the span)
 
 
 def frame_rotation(frame: av.VideoFrame) -> int:
