@@ -15,6 +15,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -232,6 +233,65 @@ def _run_epochs(
 ) -> tuple[list[dict], dict, int, float]:
     """The epochs of a gradient-trained head: (history, state, videos trained on, seconds of training).
     `select_on_val` False (a val split too small to judge): no early stopping, the last epoch is kept."""
+    optimizer, scheduler = _optimizer(model, config, train_source)
+    pos_weight = _pos_weight(config, train_source, multi_label=multi_label, device=device)
+    use_amp = config.amp and device.type == "cuda"
+    # fp16 (GPUs without bf16) needs loss scaling; bf16 does not
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and autocast_dtype(device) == torch.float16)
+    history, state = _resumed(run_dir, model, optimizer, scheduler, resume=resume)
+    steps = _Steps(optimizer=optimizer, scheduler=scheduler, scaler=scaler, pos_weight=pos_weight)
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        if state["bad_epochs"] >= config.patience and select_on_val:
+            break
+        fault_point("train-epoch", run_dir)
+        model.train()
+        # per-epoch seeds (shuffling and dropout): a resumed run continues exactly as an unbroken one
+        generator.manual_seed(config.seed * 1_000_003 + epoch)
+        torch.manual_seed(config.seed * 1_000_003 + epoch)
+        epoch_started = time.perf_counter()
+        losses = _train_epoch(
+            model, config, train_source, steps, state, epoch=epoch, device=device, generator=generator, use_amp=use_amp
+        )
+        steps.train_seconds += time.perf_counter() - epoch_started
+        row = _end_epoch(
+            model,
+            config,
+            train_source,
+            val_source,
+            run_dir,
+            steps,
+            state,
+            history,
+            epoch=epoch,
+            losses=losses,
+            device=device,
+            multi_label=multi_label,
+            metric=metric,
+            use_amp=use_amp,
+            select_on_val=select_on_val,
+        )
+        if progress is not None:
+            progress(epoch, row)
+    if not (run_dir / "best.safetensors").exists():
+        raise TrainingError(f"no epoch finished in {run_dir}")
+    load_checkpoint(run_dir, "best", model=model)
+    return history, state, steps.samples, steps.train_seconds
+
+
+@dataclass
+class _Steps:
+    """What the optimisation steps carry across epochs."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    pos_weight: torch.Tensor | None
+    samples: int = 0  # videos trained on (throughput)
+    train_seconds: float = 0.0
+    consecutive_bad: int = 0  # steps in a row with a non-finite loss or gradient
+
+
+def _optimizer(model: Head, config: TrainConfig, train_source: SplitSource) -> tuple[torch.optim.Optimizer, Any]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_source) / config.batch_size)
     scheduler = warmup_cosine(
@@ -239,13 +299,20 @@ def _run_epochs(
         warmup_steps=round(config.warmup_epochs * steps_per_epoch),
         total_steps=config.epochs * steps_per_epoch,
     )
-    pos_weight = None
-    if config.pos_weight and multi_label:
-        positives = train_source.targets.sum(dim=0)
-        pos_weight = ((len(train_source) - positives) / positives.clamp(min=1)).clamp(1.0, 100.0).to(device)
-    use_amp = config.amp and device.type == "cuda"
-    # fp16 (GPUs without bf16) needs loss scaling; bf16 does not
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and autocast_dtype(device) == torch.float16)
+    return optimizer, scheduler
+
+
+def _pos_weight(
+    config: TrainConfig, train_source: SplitSource, *, multi_label: bool, device: torch.device
+) -> torch.Tensor | None:
+    if not (config.pos_weight and multi_label):
+        return None
+    positives = train_source.targets.sum(dim=0)
+    return ((len(train_source) - positives) / positives.clamp(min=1)).clamp(1.0, 100.0).to(device)
+
+
+def _resumed(run_dir: Path, model: Head, optimizer, scheduler, *, resume: bool) -> tuple[list[dict], dict]:
+    """(history, state): a fresh start, or where `--resume` finds the last epoch."""
     history: list[dict] = []
     state = {"epoch": 0, "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0, "skipped_steps": 0}
     if resume and (run_dir / "last.safetensors").exists():
@@ -256,74 +323,97 @@ def _run_epochs(
                     {k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)
                 ]
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
-    samples = 0
-    train_seconds = 0.0
-    consecutive_bad = 0
-    for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        if state["bad_epochs"] >= config.patience and select_on_val:
-            break
-        fault_point("train-epoch", run_dir)
-        model.train()
-        # per-epoch seeds (shuffling and dropout): a resumed run continues exactly as an unbroken one
-        generator.manual_seed(config.seed * 1_000_003 + epoch)
-        torch.manual_seed(config.seed * 1_000_003 + epoch)
-        epoch_started = time.perf_counter()
-        losses = []
-        for batch in train_source.batches(config.batch_size, shuffle=True, generator=generator):
-            sampled = len(batch)  # throughput counts the split's videos, not the companions added to them
-            batch = with_companions(model, batch, train_source, generator).to(device, non_blocking=True)
-            with autocast(device, use_amp):
-                output = model.forward_batch(batch)
-                loss, _parts = model.loss(output, batch, pos_weight=pos_weight)
-            loss = loss.float()
+    return history, state
+
+
+def _train_epoch(
+    model: Head,
+    config: TrainConfig,
+    train_source: SplitSource,
+    steps: _Steps,
+    state: dict,
+    *,
+    epoch: int,
+    device: torch.device,
+    generator: torch.Generator,
+    use_amp: bool,
+) -> list[float]:
+    """One pass over the train split; the losses of the steps taken."""
+    optimizer, scaler = steps.optimizer, steps.scaler
+    losses = []
+    for batch in train_source.batches(config.batch_size, shuffle=True, generator=generator):
+        sampled = len(batch)  # throughput counts the split's videos, not the companions added to them
+        batch = with_companions(model, batch, train_source, generator).to(device, non_blocking=True)
+        with autocast(device, use_amp):
+            output = model.forward_batch(batch)
+            loss, _parts = model.loss(output, batch, pos_weight=steps.pos_weight)
+        loss = loss.float()
+        optimizer.zero_grad(set_to_none=True)
+        bad = "the loss was" if not torch.isfinite(loss) else None
+        if bad is None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            bad = None if torch.isfinite(grad_norm) else "the gradients were"  # finite loss, NaN gradient
+        if bad is not None:  # skip the step; stop when it keeps happening
+            state["skipped_steps"] += 1
+            steps.consecutive_bad += 1
             optimizer.zero_grad(set_to_none=True)
-            bad = "the loss was" if not torch.isfinite(loss) else None
-            if bad is None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                bad = None if torch.isfinite(grad_norm) else "the gradients were"  # finite loss, NaN gradient
-            if bad is not None:  # skip the step; stop when it keeps happening
-                state["skipped_steps"] += 1
-                consecutive_bad += 1
-                optimizer.zero_grad(set_to_none=True)
-                if consecutive_bad >= config.max_bad_steps:
-                    raise TrainingError(
-                        f"{bad} not finite for {consecutive_bad} steps in a row (epoch {epoch}); "
-                        "lower --lr or check the features for NaN (vidcache verify)"
-                    )
-                continue
-            consecutive_bad = 0
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            model.after_step(output, batch)
-            losses.append(float(loss.detach()))
-            samples += sampled
-        train_seconds += time.perf_counter() - epoch_started
-        val, _ = validate(model, train_source, val_source, device, multi_label=multi_label, amp=use_amp)
-        if metric not in val:
-            raise ConfigError(f"--early-stop-metric {metric!r} is not computed here; choose from {sorted(val)}")
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
-        row.update({f"val_{k}": v for k, v in val.items()})
-        row["lr"] = scheduler.get_last_lr()[0]
-        history.append(row)
-        value = val[metric]
-        with deferred():  # SIGTERM/Ctrl-C waits until best, last and history agree on this epoch
-            state["epoch"] = epoch
-            if value > state["best_value"] or not select_on_val:  # val too small to choose: keep the latest
-                state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-                save_checkpoint(run_dir, "best", model=model, state=dict(state))
-            else:
-                state["bad_epochs"] += 1
-            save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler, state=dict(state))
-            write_history(run_dir, history)
-        if progress is not None:
-            progress(epoch, row)
-    if not (run_dir / "best.safetensors").exists():
-        raise TrainingError(f"no epoch finished in {run_dir}")
-    load_checkpoint(run_dir, "best", model=model)
-    return history, state, samples, train_seconds
+            if steps.consecutive_bad >= config.max_bad_steps:
+                raise TrainingError(
+                    f"{bad} not finite for {steps.consecutive_bad} steps in a row (epoch {epoch}); "
+                    "lower --lr or check the features for NaN (vidcache verify)"
+                )
+            continue
+        steps.consecutive_bad = 0
+        scaler.step(optimizer)
+        scaler.update()
+        steps.scheduler.step()
+        model.after_step(output, batch)
+        losses.append(float(loss.detach()))
+        steps.samples += sampled
+    return losses
+
+
+def _end_epoch(
+    model: Head,
+    config: TrainConfig,
+    train_source: SplitSource,
+    val_source: SplitSource,
+    run_dir: Path,
+    steps: _Steps,
+    state: dict,
+    history: list[dict],
+    *,
+    epoch: int,
+    losses: list[float],
+    device: torch.device,
+    multi_label: bool,
+    metric: str,
+    use_amp: bool,
+    select_on_val: bool,
+) -> dict:
+    """Validate, keep the best epoch, checkpoint and write the history; the epoch's history row."""
+    val, _ = validate(model, train_source, val_source, device, multi_label=multi_label, amp=use_amp)
+    if metric not in val:
+        raise ConfigError(f"--early-stop-metric {metric!r} is not computed here; choose from {sorted(val)}")
+    row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
+    row.update({f"val_{k}": v for k, v in val.items()})
+    row["lr"] = steps.scheduler.get_last_lr()[0]
+    history.append(row)
+    value = val[metric]
+    with deferred():  # SIGTERM/Ctrl-C waits until best, last and history agree on this epoch
+        state["epoch"] = epoch
+        if value > state["best_value"] or not select_on_val:  # val too small to choose: keep the latest
+            state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
+            save_checkpoint(run_dir, "best", model=model, state=dict(state))
+        else:
+            state["bad_epochs"] += 1
+        save_checkpoint(
+            run_dir, "last", model=model, optimizer=steps.optimizer, scheduler=steps.scheduler, state=dict(state)
+        )
+        write_history(run_dir, history)
+    return row
 
 
 def train(
@@ -428,11 +518,64 @@ def _fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     generator = seed_everything(config.seed, deterministic=config.deterministic)
     device = resolve_device(config.device)
+    splits, train_source, val_source = data.splits, data.train, data.val
+    config = resolve_schedule(config, train_videos=len(train_source))  # recorded resolved, below
+    model, context = _build_model(config, data, device)
+    resolved = _record_config(cache_dir, config, run_dir, data, model, context, resume=resume, command=command)
+    metric = _metric_key(config, splits.multi_label, model.kind)
+    check = check_val_split(
+        val_source.targets, multi_label=splits.multi_label, kind=model.kind, vocabulary=splits.vocabulary
+    )
+    for warning in check.warnings:
+        log.warning("%s", warning)
+    use_amp = config.amp and device.type == "cuda"
+    fitted = _fit_model(
+        model,
+        config,
+        run_dir,
+        data,
+        device=device,
+        metric=metric,
+        generator=generator,
+        resume=resume,
+        progress=progress,
+        select_on_val=check.usable,
+        use_amp=use_amp,
+    )
+    history, state, report_extra, samples, train_seconds, at_half, val_scores = fitted
+    tuned, report = _write_val_outputs(
+        model, run_dir, splits, val_source, history, val_scores, report_extra=report_extra, plots=plots
+    )
+    summary = TrainSummary(
+        run_dir=str(run_dir),
+        head=config.head,
+        view=config.view,
+        task=resolved["task"],
+        classes=len(splits.vocabulary),
+        train_videos=len(train_source),
+        val_videos=len(val_source),
+        epochs_run=state["epoch"],
+        best_epoch=state["best_epoch"],
+        best_metric=metric,
+        best_value=float(state["best_value"]),
+        val_metrics=at_half,
+        val_metrics_tuned={k: v for k, v in tuned.items() if k.endswith("_tuned")},
+        seconds=time.perf_counter() - started,
+        samples_per_s=samples / train_seconds if train_seconds > 0 else 0.0,
+        skipped_steps=state["skipped_steps"],
+        streamed=not train_source.in_memory,
+        report=report,
+        warnings=check.warnings,
+    )
+    (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
+    return summary
+
+
+def _build_model(config: TrainConfig, data: TrainData, device: torch.device) -> tuple[Head, HeadContext]:
+    """The head, on `device`, with the context its inputs declare (label texts, mined lists)."""
     cache, splits, views = data.cache, data.splits, config.all_views
     head_class = HEADS.get(config.head)
-    train_source, val_source = data.train, data.val
-    view_identity, view_identities = data.view_identity, data.view_identities
-    config = resolve_schedule(config, train_videos=len(train_source))  # recorded resolved, below
+    train_source = data.train
     context = build_context(
         cache,
         head_class.inputs(config.options),
@@ -451,6 +594,24 @@ def _fit(
         input_dims=train_source.dims,
         context=context,
     ).to(device)
+    return model, context
+
+
+def _record_config(
+    cache_dir: str | Path,
+    config: TrainConfig,
+    run_dir: Path,
+    data: TrainData,
+    model: Head,
+    context: HeadContext,
+    *,
+    resume: bool,
+    command: str,
+) -> dict:
+    """Write RUN/config.json (what `eval`/`predict` rebuild the head from); `--resume` must find the
+    same options, classes, videos and views."""
+    splits, train_source = data.splits, data.train
+    view_identity, view_identities = data.view_identity, data.view_identities
     resolved = {
         "train_config": config.saved(),  # the head's own options verbatim under "options"
         "config_version": CONFIG_VERSION,
@@ -478,14 +639,26 @@ def _fit(
         if recorded.get("splits_sha1") != resolved["splits_sha1"] or not same_views:
             raise ConfigError(f"--resume: the cache's videos or view changed since {run_dir} started; use a new --out")
     config_path.write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
+    return resolved
 
-    metric = _metric_key(config, splits.multi_label, model.kind)
-    check = check_val_split(
-        val_source.targets, multi_label=splits.multi_label, kind=model.kind, vocabulary=splits.vocabulary
-    )
-    for warning in check.warnings:
-        log.warning("%s", warning)
-    use_amp = config.amp and device.type == "cuda"
+
+def _fit_model(
+    model: Head,
+    config: TrainConfig,
+    run_dir: Path,
+    data: TrainData,
+    *,
+    device: torch.device,
+    metric: str,
+    generator: torch.Generator,
+    resume: bool,
+    progress,
+    select_on_val: bool,
+    use_amp: bool,
+) -> tuple[list[dict], dict, dict, int, float, dict, np.ndarray]:
+    """Solve (a probe) or train by epochs: (history, state, report extras, videos trained on, seconds
+    of training, val metrics at 0.5, val scores)."""
+    splits, train_source, val_source = data.splits, data.train, data.val
     if getattr(model, "solves", False):
         solved = solve_probe(
             model,
@@ -494,7 +667,7 @@ def _fit(
             device=device,
             multi_label=splits.multi_label,
             metric=metric,
-            select_on_val=check.usable,
+            select_on_val=select_on_val,
         )
         history, state, report_extra = solved.history, solved.state, solved.report
         samples, train_seconds = solved.samples, solved.seconds
@@ -520,7 +693,7 @@ def _fit(
             generator=generator,
             resume=resume,
             progress=progress,
-            select_on_val=check.usable,
+            select_on_val=select_on_val,
         )
         report_extra = {}
         if getattr(model, "probe", None) is not None and hasattr(model, "probe_mix"):
@@ -531,13 +704,29 @@ def _fit(
                 device=device,
                 multi_label=splits.multi_label,
                 metric=metric,
-                select_on_val=check.usable,
+                select_on_val=select_on_val,
                 memo=data.memo,
             )
             save_checkpoint(run_dir, "best", model=model, state=dict(state))
         at_half, val_scores = validate(
             model, train_source, val_source, device, multi_label=splits.multi_label, amp=use_amp
         )
+    return history, state, report_extra, samples, train_seconds, at_half, val_scores
+
+
+def _write_val_outputs(
+    model: Head,
+    run_dir: Path,
+    splits: Splits,
+    val_source: SplitSource,
+    history: list[dict],
+    val_scores: np.ndarray,
+    *,
+    report_extra: dict,
+    plots: bool,
+) -> tuple[dict, dict]:
+    """Thresholds tuned on val, the vocabulary, what the head learned, per-class AP and confusions:
+    (the metrics at the tuned thresholds, what the head learned)."""
     val_targets = val_source.targets.numpy()
     classify = model.kind == "classify"
     thresholds = (
@@ -571,26 +760,4 @@ def _fit(
             vocabulary=splits.vocabulary,
         )
         (run_dir / "confusions.json").write_text(json.dumps(pairs, indent=2))
-    summary = TrainSummary(
-        run_dir=str(run_dir),
-        head=config.head,
-        view=config.view,
-        task=resolved["task"],
-        classes=len(splits.vocabulary),
-        train_videos=len(train_source),
-        val_videos=len(val_source),
-        epochs_run=state["epoch"],
-        best_epoch=state["best_epoch"],
-        best_metric=metric,
-        best_value=float(state["best_value"]),
-        val_metrics=at_half,
-        val_metrics_tuned={k: v for k, v in tuned.items() if k.endswith("_tuned")},
-        seconds=time.perf_counter() - started,
-        samples_per_s=samples / train_seconds if train_seconds > 0 else 0.0,
-        skipped_steps=state["skipped_steps"],
-        streamed=not train_source.in_memory,
-        report=report,
-        warnings=check.warnings,
-    )
-    (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
-    return summary
+    return tuned, report
