@@ -21,6 +21,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -208,260 +209,362 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    device = world.device
     with Cache(cache_dir) as cache:
-        if config.view not in cache.views():
-            raise ConfigError(f"--view {config.view!r} is not in cache {cache_dir}; it has: {', '.join(cache.views())}")
-        identity = cache.view_info(config.view)
-        if identity.get("backbone") != "open_clip":
-            raise ConfigError(f"--view {config.view}: only open_clip views can be fine-tuned (this one: "
-                              f"{identity.get('backbone') or 'no model'})")  # fmt: skip
-        splits = make_splits(cache, config.view, task=config.task, val_fraction=config.val_fraction)
-        ids = {split: splits.ids[split] for split in (TRAIN, VAL)}
-        targets = {split: multi_hot(ids[split], splits.labels, splits.vocabulary) for split in ids}
-        encoder = encoder_for_identity(identity, cache_dir=cache_dir)
-        preprocess = preprocess_of(identity)
-        budget = config.memory_budget_gb * 2**30 / 2
-
-        def make_source(video_ids: list[str]) -> FrameSource:
-            if config.frames_from == "cache":
-                made: FrameSource = CacheFrames(cache, config.frames_view, video_ids, max_frames=config.max_frames,
-                                                memory_budget_bytes=budget)  # fmt: skip
-            else:
-                made = VideoFrames(cache, identity, video_ids, max_frames=config.max_frames,
-                                   memory_budget_bytes=budget)  # fmt: skip
-            made.preload(workers=2)
-            return made
-
-        sources: dict[str, FrameSource] = {split: make_source(ids[split]) for split in ids}
-        if config.frames_from == "cache":  # the frames must be the pixels the tower saw when it made the view
-            frames_identity = cache.view_info(config.frames_view)
-            differs = [k for k in ("preprocess", "sampling") if frames_identity.get(k) != identity.get(k)]
-            if differs:
-                raise ConfigError(f"--frames-view {config.frames_view} was made with another {' and '.join(differs)} "
-                                  f"than view {config.view}; extract both with the same options (--views clip,frames) "
-                                  "or use --frames-from videos")  # fmt: skip
-
-        head_class = HEADS.get(config.head)
-        needs_inputs = bool(head_class.inputs(HEADS.options_class(config.head)()))  # label texts, mined lists
-        if getattr(head_class, "kind", "classify") != "classify" or needs_inputs or head_class.multi_view:
-            raise ConfigError(f"--head {config.head}: fine-tuning trains single-view classification heads without "
-                              "label texts; choose linear, mlp, prototype or pool")  # fmt: skip
-        torch.manual_seed(config.seed)  # the head's initialisation depends on the seed only
-        head = HEADS.create(
-            config.head,
-            input_dim=encoder.feature_dim,
-            num_classes=len(splits.vocabulary),
-            multi_label=splits.multi_label,
-            options=_head_options(config),
-            input_dims={config.view: encoder.feature_dim},
-            context=None,
-        )
-        clip_model = encoder.model
-        visual = clip_model.visual
-        trainable = set_trainable(visual, config.unfrozen_blocks)
-        for param in clip_model.parameters():  # the text tower never trains here
-            if not any(param is p for p in visual.parameters()):
-                param.requires_grad_(False)
-        if config.grad_checkpointing and hasattr(visual, "set_grad_checkpointing"):
-            visual.set_grad_checkpointing(True)
-        model = VideoModel(visual, preprocess, head, view=config.view).to(device)
-        frozen_names = [n for n, _ in visual.named_parameters() if n not in set(trainable)]
-
-        my_videos = math.ceil(len(ids[TRAIN]) / world.size)
-        micro_per_epoch = math.ceil(my_videos / config.batch_size)
-        steps_per_epoch = math.ceil(micro_per_epoch / config.accumulate)
-        optimizer = make_optimizer(param_groups(visual, head, config), config)
-        scheduler = warmup_cosine(optimizer, warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-                                  total_steps=config.epochs * steps_per_epoch)  # fmt: skip
-        pos_weight = None
-        metric = _metric_key(config, splits.multi_label)
-        resolved = {
-            "finetune_config": dataclasses.asdict(config),
-            "cache": str(Path(cache_dir).resolve()),
-            "view_identity": identity,
-            "input_dim": encoder.feature_dim,
-            "head_kind": head.kind,
-            "vocabulary": splits.vocabulary,
-            "task": "multi-label" if splits.multi_label else "single-label",
-            "splits": {k: len(v) for k, v in splits.ids.items()},
-            "splits_sha1": hashlib.sha1(json.dumps(splits.ids, sort_keys=True).encode()).hexdigest(),
-            "val_from_train": splits.val_from_train,
-            "trainable_backbone": trainable,
-            "world_size": world.size,
-            "command": command,
-            "vidcache_version": __version__,
-        }
-        config_path = run_dir / "config.json"
-        state = {"epoch": 0, "step": 0, "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0,
-                 "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)}  # fmt: skip
-        history: list[dict] = []
-        if resume and (run_dir / "last.safetensors").exists():
-            recorded = json.loads(config_path.read_text())
-            same = recorded["finetune_config"] == json.loads(json.dumps(resolved["finetune_config"]))
-            if (
-                not same
-                or recorded["vocabulary"] != splits.vocabulary
-                or recorded["splits_sha1"] != resolved["splits_sha1"]
-            ):
-                raise ConfigError(f"--resume: {run_dir} was fine-tuned with other options, classes or videos; "
-                                  "use a new --out")  # fmt: skip
-            state = load_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler)
-            _restore_rng(state.pop("rng", {}), generator)
-            history = [row for row in _read_history(run_dir) if row["epoch"] <= state["epoch"]]
-            log.info("resuming %s after epoch %d", run_dir, state["epoch"])
-        elif world.main:
-            config_path.write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
-
-        def end_epoch(epoch: int, losses: list[float]) -> None:
-            """Validate, keep best/last and the history (rank 0), report."""
-            val_logits = predict_logits(model, sources[VAL], ids[VAL], targets[VAL], view=config.view, device=device,
-                                        batch_size=config.batch_size, amp=config.amp)  # fmt: skip
-            val_scores = head.scores(torch.from_numpy(val_logits)).numpy()
-            val = evaluate(targets[VAL].numpy(), val_scores, multi_label=splits.multi_label)
-            if metric not in val:
-                raise ConfigError(f"--early-stop-metric {metric!r} is not computed here; choose from {sorted(val)}")
-            value = world.broadcast_float(float(val[metric]))
-            # ties on the metric (a saturated val split) go to the lower val loss, not to the earliest epoch
-            val_loss = world.broadcast_float(
-                float(head.classification_loss(torch.from_numpy(val_logits), targets[VAL].to(torch.float32)))
-            )
-            row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
-            row["val_loss"] = val_loss
-            row.update({f"val_{k}": float(v) for k, v in val.items()})
-            row["lr"] = scheduler.get_last_lr()[0]
-            history.append(row)
-            with deferred():  # SIGTERM/Ctrl-C waits until best, last and history agree on this epoch
-                state["epoch"] = epoch
-                improved = (value, -val_loss) > (state["best_value"], -state.get("best_loss", math.inf))
-                if improved:
-                    state.update(best_value=value, best_loss=val_loss, best_epoch=epoch, bad_epochs=0)
-                elif epoch > 0:
-                    state["bad_epochs"] += 1
-                if world.main:
-                    # `last` goes last: a SIGKILL before it leaves the previous epoch's `last`, from which a
-                    # resume redoes this epoch and rewrites history (rows past `last`'s epoch are dropped) and best
-                    _write_history(run_dir, history)
-                    if improved:
-                        save_checkpoint(run_dir, "best", model=model, state=dict(state))
-                    save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler,
-                                    state={**state, "rng": _rng_state(generator)})  # fmt: skip
-            world.barrier()
-            if progress is not None and world.main:
-                progress(epoch, row)
-
+        data = _open_data(cache, cache_dir, config)
+        run = _build_run(config, data, run_dir, world, generator=generator, progress=progress)
+        _start_or_resume(run, cache_dir, resume=resume, command=command)
         fresh = not (resume and (run_dir / "last.safetensors").exists())
         if fresh and config.head_init == "probe":  # LP-FT: epoch 0 is the head fitted on frozen features
-            features, mask = frozen_features(model, sources[TRAIN], ids[TRAIN], batch_size=config.batch_size,
-                                             device=device)  # fmt: skip
-            rows = list(range(len(ids[TRAIN])))
-            batch = Batch({}, {config.view: mask}, {config.view: torch.zeros(mask.shape)},
-                          {config.view: torch.ones(len(rows), dtype=torch.bool)}, targets[TRAIN], torch.tensor(rows),
-                          list(ids[TRAIN]))  # fmt: skip
-            fit_head(model, features.to(device), _to(batch, device))
-            end_epoch(0, [])
-        train_model = distributed.wrap(model, world)  # after the head fit: DDP broadcasts rank 0's weights
-        frames_seen, train_seconds = 0, 0.0
-        for epoch in range(state["epoch"] + 1, config.epochs + 1):
-            if state["bad_epochs"] >= config.patience:
+            _probe_epoch(run)
+        train_model = distributed.wrap(run.model, world)  # after the head fit: DDP broadcasts rank 0's weights
+        for epoch in range(run.state["epoch"] + 1, config.epochs + 1):
+            if run.state["bad_epochs"] >= config.patience:
                 break
             fault_point("train-epoch", run_dir)
-            train_model.train()
-            # per-epoch seeds (shuffle, augmentation, dropout): a resumed run repeats this epoch exactly
-            generator.manual_seed(config.seed * 1_000_003 + epoch)
-            torch.manual_seed(config.seed * 1_000_003 + epoch * 7919 + world.rank)
-            shuffled = torch.randperm(len(ids[TRAIN]), generator=generator).tolist()
-            # every process takes the same number of videos (DDP's collectives must pair up): the
-            # shuffled order is padded with its own start, as torch's DistributedSampler does
-            shuffled += shuffled[: my_videos * world.size - len(shuffled)]
-            order = shuffled[world.rank :: world.size]
-            augment_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 104_729 + world.rank)
             epoch_started = time.perf_counter()
-            losses: list[float] = []
-            micro = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
-            for first in range(0, len(micro), config.accumulate):
-                group = micro[first : first + config.accumulate]
-                optimizer.zero_grad(set_to_none=True)
-                step_loss = 0.0
-                for number, rows in enumerate(group):
-                    frames, mask, batch = collate(sources[TRAIN], [ids[TRAIN][r] for r in rows], rows, targets[TRAIN],
-                                                  view=config.view, augment=config, generator=augment_gen)  # fmt: skip
-                    last = number == len(group) - 1
-                    sync = nullcontext() if last or not world.distributed else train_model.no_sync()
-                    with sync, _autocast(device, config.amp):
-                        on_device = _to(batch, device)
-                        loss, logits, embedding = train_model(frames.to(device), mask.to(device), on_device,
-                                                              pos_weight=pos_weight)  # fmt: skip
-                        # every micro-batch weighs by its videos, so accumulation equals one large batch
-                        share = len(rows) / sum(len(g) for g in group)
-                        (loss.float() * share).backward()
-                    head.after_step(
-                        HeadOutput(logits.detach(), None if embedding is None else embedding.detach()), on_device
-                    )  # fmt: skip  (EMA prototypes: updates outside the gradient)
-                    step_loss += float(loss.detach()) * share
-                    frames_seen += int(mask.sum())
-                if not math.isfinite(step_loss):
-                    raise TrainingError(f"the loss was not finite at epoch {epoch}; lower --lr")
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                state["step"] += 1
-                losses.append(step_loss)
-            train_seconds += time.perf_counter() - epoch_started
-            end_epoch(epoch, losses)
+            losses = _train_epoch(run, train_model, epoch)
+            run.train_seconds += time.perf_counter() - epoch_started
+            _end_epoch(run, epoch, losses)
         if not (run_dir / "best.safetensors").exists():
             raise TrainingError(f"no epoch finished in {run_dir}")
-        load_checkpoint(run_dir, "best", model=model)
-        val_logits = predict_logits(model, sources[VAL], ids[VAL], targets[VAL], view=config.view, device=device,
-                                    batch_size=config.batch_size, amp=config.amp)  # fmt: skip
-        val_scores = head.scores(torch.from_numpy(val_logits)).numpy()
-        at_best = evaluate(targets[VAL].numpy(), val_scores, multi_label=splits.multi_label)
-        test_metrics: dict = {}
-        if splits.ids[TEST]:  # the held-out split, never looked at while training or choosing the epoch
-            test_ids = splits.ids[TEST]
-            test_targets = multi_hot(test_ids, splits.labels, splits.vocabulary)
-            test_source = make_source(test_ids)
-            logits = predict_logits(model, test_source, test_ids, test_targets, view=config.view, device=device,
-                                    batch_size=config.batch_size, amp=config.amp)  # fmt: skip
-            scores = head.scores(torch.from_numpy(logits)).numpy()
-            test_metrics = {k: float(v) for k, v in evaluate(test_targets.numpy(), scores,
-                                                               multi_label=splits.multi_label).items()}  # fmt: skip
-        summary = FinetuneSummary(
-            run_dir=str(run_dir),
-            head=config.head,
-            view=config.view,
-            task=resolved["task"],
-            classes=len(splits.vocabulary),
-            train_videos=len(ids[TRAIN]),
-            val_videos=len(ids[VAL]),
-            epochs_run=state["epoch"],
-            best_epoch=state["best_epoch"],
-            best_metric=metric,
-            best_value=float(state["best_value"]),
-            val_metrics={k: float(v) for k, v in at_best.items()},
-            test_metrics=test_metrics,
-            unfreeze=config.unfreeze,
-            trainable_backbone_params=sum(p.numel() for n, p in visual.named_parameters() if n in set(trainable)),
-            frozen_backbone_params=sum(p.numel() for n, p in visual.named_parameters() if n in set(frozen_names)),
-            frames_from=config.frames_from,
-            steps=state["step"],
-            train_frames_per_s=frames_seen / train_seconds if train_seconds > 0 else 0.0,
-            world_size=world.size,
-        )
+        load_checkpoint(run_dir, "best", model=run.model)
+        val_scores, at_best, test_metrics = _final_metrics(run)
+        summary = _summary(run, at_best, test_metrics)
         if world.main:
-            thresholds = (
-                tune_thresholds(targets[VAL].numpy(), val_scores)
-                if splits.multi_label
-                else np.full(len(splits.vocabulary), 0.5)
-            )
-            (run_dir / "thresholds.json").write_text(
-                json.dumps(dict(zip(splits.vocabulary, map(float, thresholds), strict=True)), indent=2)
-            )
-            (run_dir / "vocabulary.json").write_text(json.dumps(splits.vocabulary))
-            record = provenance(identity, run_dir.resolve(), run_id=state["run_id"], best_epoch=state["best_epoch"])
-            path = export_backbone(clip_model, run_dir / BACKBONE_FILE, tag_cfg=encoder.weights.tag_cfg, record=record)
-            summary.backbone = str(path)
-            summary.seconds = time.perf_counter() - started
-            (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
+            _write_outputs(run, summary, val_scores, started=started)
         world.barrier()
         return summary
+
+
+@dataclass
+class _Data:
+    """The cached view being fine-tuned: its identity, splits, targets, encoder and frame sources."""
+
+    cache: Cache
+    config: FinetuneConfig
+    identity: dict
+    splits: Any
+    ids: dict[str, list[str]]
+    targets: dict[str, torch.Tensor]
+    encoder: Any
+    preprocess: Any
+    budget: float  # bytes of frames held in memory per source
+    sources: dict[str, FrameSource] = field(default_factory=dict)
+
+    def source(self, video_ids: list[str]) -> FrameSource:
+        config = self.config
+        if config.frames_from == "cache":
+            made: FrameSource = CacheFrames(self.cache, config.frames_view, video_ids, max_frames=config.max_frames,
+                                            memory_budget_bytes=self.budget)  # fmt: skip
+        else:
+            made = VideoFrames(self.cache, self.identity, video_ids, max_frames=config.max_frames,
+                               memory_budget_bytes=self.budget)  # fmt: skip
+        made.preload(workers=2)
+        return made
+
+
+@dataclass
+class _Run:
+    """What the steps of one fine-tuning run share."""
+
+    config: FinetuneConfig
+    data: _Data
+    run_dir: Path
+    world: Any
+    device: torch.device
+    generator: torch.Generator
+    progress: Any
+    head: Any
+    model: VideoModel
+    clip_model: Any
+    visual: Any
+    trainable: list[str]
+    frozen_names: list[str]
+    my_videos: int  # train videos per process (the shuffled order is padded to a multiple of the world size)
+    optimizer: Any
+    scheduler: Any
+    metric: str
+    pos_weight: torch.Tensor | None = None
+    resolved: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    frames_seen: int = 0
+    train_seconds: float = 0.0
+
+
+def _open_data(cache: Cache, cache_dir, config: FinetuneConfig) -> _Data:
+    if config.view not in cache.views():
+        raise ConfigError(f"--view {config.view!r} is not in cache {cache_dir}; it has: {', '.join(cache.views())}")
+    identity = cache.view_info(config.view)
+    if identity.get("backbone") != "open_clip":
+        raise ConfigError(f"--view {config.view}: only open_clip views can be fine-tuned (this one: "
+                          f"{identity.get('backbone') or 'no model'})")  # fmt: skip
+    splits = make_splits(cache, config.view, task=config.task, val_fraction=config.val_fraction)
+    ids = {split: splits.ids[split] for split in (TRAIN, VAL)}
+    targets = {split: multi_hot(ids[split], splits.labels, splits.vocabulary) for split in ids}
+    encoder = encoder_for_identity(identity, cache_dir=cache_dir)
+    preprocess = preprocess_of(identity)
+    budget = config.memory_budget_gb * 2**30 / 2
+    data = _Data(cache, config, identity, splits, ids, targets, encoder, preprocess, budget)
+    data.sources = {split: data.source(ids[split]) for split in ids}
+    if config.frames_from == "cache":  # the frames must be the pixels the tower saw when it made the view
+        frames_identity = cache.view_info(config.frames_view)
+        differs = [k for k in ("preprocess", "sampling") if frames_identity.get(k) != identity.get(k)]
+        if differs:
+            raise ConfigError(f"--frames-view {config.frames_view} was made with another {' and '.join(differs)} "
+                              f"than view {config.view}; extract both with the same options (--views clip,frames) "
+                              "or use --frames-from videos")  # fmt: skip
+    return data
+
+
+def _build_run(config: FinetuneConfig, data: _Data, run_dir: Path, world, *, generator, progress) -> _Run:
+    """The head, the tower with its trainable blocks, the optimiser and schedule."""
+    splits, encoder, device = data.splits, data.encoder, world.device
+    head_class = HEADS.get(config.head)
+    needs_inputs = bool(head_class.inputs(HEADS.options_class(config.head)()))  # label texts, mined lists
+    if getattr(head_class, "kind", "classify") != "classify" or needs_inputs or head_class.multi_view:
+        raise ConfigError(f"--head {config.head}: fine-tuning trains single-view classification heads without "
+                          "label texts; choose linear, mlp, prototype or pool")  # fmt: skip
+    torch.manual_seed(config.seed)  # the head's initialisation depends on the seed only
+    head = HEADS.create(
+        config.head,
+        input_dim=encoder.feature_dim,
+        num_classes=len(splits.vocabulary),
+        multi_label=splits.multi_label,
+        options=_head_options(config),
+        input_dims={config.view: encoder.feature_dim},
+        context=None,
+    )
+    clip_model = encoder.model
+    visual = clip_model.visual
+    trainable = set_trainable(visual, config.unfrozen_blocks)
+    for param in clip_model.parameters():  # the text tower never trains here
+        if not any(param is p for p in visual.parameters()):
+            param.requires_grad_(False)
+    if config.grad_checkpointing and hasattr(visual, "set_grad_checkpointing"):
+        visual.set_grad_checkpointing(True)
+    model = VideoModel(visual, data.preprocess, head, view=config.view).to(device)
+    frozen_names = [n for n, _ in visual.named_parameters() if n not in set(trainable)]
+
+    my_videos = math.ceil(len(data.ids[TRAIN]) / world.size)
+    micro_per_epoch = math.ceil(my_videos / config.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.accumulate)
+    optimizer = make_optimizer(param_groups(visual, head, config), config)
+    scheduler = warmup_cosine(optimizer, warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+                              total_steps=config.epochs * steps_per_epoch)  # fmt: skip
+    return _Run(
+        config=config, data=data, run_dir=run_dir, world=world, device=device, generator=generator, progress=progress,
+        head=head, model=model, clip_model=clip_model, visual=visual, trainable=trainable, frozen_names=frozen_names,
+        my_videos=my_videos, optimizer=optimizer, scheduler=scheduler,
+        metric=_metric_key(config, splits.multi_label),
+    )  # fmt: skip
+
+
+def _start_or_resume(run: _Run, cache_dir, *, resume: bool, command: str) -> None:
+    """Record RUN/config.json, or (--resume) check it and load the last epoch's model, optimiser and RNG."""
+    config, splits, run_dir = run.config, run.data.splits, run.run_dir
+    resolved = {
+        "finetune_config": dataclasses.asdict(config),
+        "cache": str(Path(cache_dir).resolve()),
+        "view_identity": run.data.identity,
+        "input_dim": run.data.encoder.feature_dim,
+        "head_kind": run.head.kind,
+        "vocabulary": splits.vocabulary,
+        "task": "multi-label" if splits.multi_label else "single-label",
+        "splits": {k: len(v) for k, v in splits.ids.items()},
+        "splits_sha1": hashlib.sha1(json.dumps(splits.ids, sort_keys=True).encode()).hexdigest(),
+        "val_from_train": splits.val_from_train,
+        "trainable_backbone": run.trainable,
+        "world_size": run.world.size,
+        "command": command,
+        "vidcache_version": __version__,
+    }
+    config_path = run_dir / "config.json"
+    state = {"epoch": 0, "step": 0, "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0,
+             "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)}  # fmt: skip
+    history: list[dict] = []
+    if resume and (run_dir / "last.safetensors").exists():
+        recorded = json.loads(config_path.read_text())
+        same = recorded["finetune_config"] == json.loads(json.dumps(resolved["finetune_config"]))
+        if (
+            not same
+            or recorded["vocabulary"] != splits.vocabulary
+            or recorded["splits_sha1"] != resolved["splits_sha1"]
+        ):
+            raise ConfigError(f"--resume: {run_dir} was fine-tuned with other options, classes or videos; "
+                              "use a new --out")  # fmt: skip
+        state = load_checkpoint(run_dir, "last", model=run.model, optimizer=run.optimizer, scheduler=run.scheduler)
+        _restore_rng(state.pop("rng", {}), run.generator)
+        history = [row for row in _read_history(run_dir) if row["epoch"] <= state["epoch"]]
+        log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+    elif run.world.main:
+        config_path.write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
+    run.resolved, run.state, run.history = resolved, state, history
+
+
+def _end_epoch(run: _Run, epoch: int, losses: list[float]) -> None:
+    """Validate, keep best/last and the history (rank 0), report."""
+    config, data, head, state, world = run.config, run.data, run.head, run.state, run.world
+    ids, targets = data.ids, data.targets
+    val_logits = predict_logits(run.model, data.sources[VAL], ids[VAL], targets[VAL], view=config.view,
+                                device=run.device, batch_size=config.batch_size, amp=config.amp)  # fmt: skip
+    val_scores = head.scores(torch.from_numpy(val_logits)).numpy()
+    val = evaluate(targets[VAL].numpy(), val_scores, multi_label=data.splits.multi_label)
+    if run.metric not in val:
+        raise ConfigError(f"--early-stop-metric {run.metric!r} is not computed here; choose from {sorted(val)}")
+    value = world.broadcast_float(float(val[run.metric]))
+    # ties on the metric (a saturated val split) go to the lower val loss, not to the earliest epoch
+    val_loss = world.broadcast_float(
+        float(head.classification_loss(torch.from_numpy(val_logits), targets[VAL].to(torch.float32)))
+    )
+    row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
+    row["val_loss"] = val_loss
+    row.update({f"val_{k}": float(v) for k, v in val.items()})
+    row["lr"] = run.scheduler.get_last_lr()[0]
+    run.history.append(row)
+    with deferred():  # SIGTERM/Ctrl-C waits until best, last and history agree on this epoch
+        state["epoch"] = epoch
+        improved = (value, -val_loss) > (state["best_value"], -state.get("best_loss", math.inf))
+        if improved:
+            state.update(best_value=value, best_loss=val_loss, best_epoch=epoch, bad_epochs=0)
+        elif epoch > 0:
+            state["bad_epochs"] += 1
+        if world.main:
+            # `last` goes last: a SIGKILL before it leaves the previous epoch's `last`, from which a
+            # resume redoes this epoch and rewrites history (rows past `last`'s epoch are dropped) and best
+            _write_history(run.run_dir, run.history)
+            if improved:
+                save_checkpoint(run.run_dir, "best", model=run.model, state=dict(state))
+            save_checkpoint(run.run_dir, "last", model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
+                            state={**state, "rng": _rng_state(run.generator)})  # fmt: skip
+    world.barrier()
+    if run.progress is not None and world.main:
+        run.progress(epoch, row)
+
+
+def _probe_epoch(run: _Run) -> None:
+    """LP-FT's epoch 0: the head fitted on the frozen tower's features."""
+    config, data, device = run.config, run.data, run.device
+    ids, targets = data.ids, data.targets
+    features, mask = frozen_features(run.model, data.sources[TRAIN], ids[TRAIN], batch_size=config.batch_size,
+                                     device=device)  # fmt: skip
+    rows = list(range(len(ids[TRAIN])))
+    batch = Batch({}, {config.view: mask}, {config.view: torch.zeros(mask.shape)},
+                  {config.view: torch.ones(len(rows), dtype=torch.bool)}, targets[TRAIN], torch.tensor(rows),
+                  list(ids[TRAIN]))  # fmt: skip
+    fit_head(run.model, features.to(device), _to(batch, device))
+    _end_epoch(run, 0, [])
+
+
+def _train_epoch(run: _Run, train_model, epoch: int) -> list[float]:
+    """One epoch of optimiser steps (micro-batches accumulated); the loss of each step."""
+    config, data, world, device, generator = run.config, run.data, run.world, run.device, run.generator
+    ids, targets, optimizer = data.ids, data.targets, run.optimizer
+    train_model.train()
+    # per-epoch seeds (shuffle, augmentation, dropout): a resumed run repeats this epoch exactly
+    generator.manual_seed(config.seed * 1_000_003 + epoch)
+    torch.manual_seed(config.seed * 1_000_003 + epoch * 7919 + world.rank)
+    shuffled = torch.randperm(len(ids[TRAIN]), generator=generator).tolist()
+    # every process takes the same number of videos (DDP's collectives must pair up): the
+    # shuffled order is padded with its own start, as torch's DistributedSampler does
+    shuffled += shuffled[: run.my_videos * world.size - len(shuffled)]
+    order = shuffled[world.rank :: world.size]
+    augment_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 104_729 + world.rank)
+    losses: list[float] = []
+    micro = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+    for first in range(0, len(micro), config.accumulate):
+        group = micro[first : first + config.accumulate]
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for number, rows in enumerate(group):
+            frames, mask, batch = collate(data.sources[TRAIN], [ids[TRAIN][r] for r in rows], rows, targets[TRAIN],
+                                          view=config.view, augment=config, generator=augment_gen)  # fmt: skip
+            last = number == len(group) - 1
+            sync = nullcontext() if last or not world.distributed else train_model.no_sync()
+            with sync, _autocast(device, config.amp):
+                on_device = _to(batch, device)
+                loss, logits, embedding = train_model(frames.to(device), mask.to(device), on_device,
+                                                      pos_weight=run.pos_weight)  # fmt: skip
+                # every micro-batch weighs by its videos, so accumulation equals one large batch
+                share = len(rows) / sum(len(g) for g in group)
+                (loss.float() * share).backward()
+            run.head.after_step(
+                HeadOutput(logits.detach(), None if embedding is None else embedding.detach()), on_device
+            )  # fmt: skip  (EMA prototypes: updates outside the gradient)
+            step_loss += float(loss.detach()) * share
+            run.frames_seen += int(mask.sum())
+        if not math.isfinite(step_loss):
+            raise TrainingError(f"the loss was not finite at epoch {epoch}; lower --lr")
+        torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], config.grad_clip)
+        optimizer.step()
+        run.scheduler.step()
+        run.state["step"] += 1
+        losses.append(step_loss)
+    return losses
+
+
+def _final_metrics(run: _Run) -> tuple[np.ndarray, dict, dict]:
+    """(val scores, val metrics, test metrics) of the best epoch."""
+    config, data, device, head = run.config, run.data, run.device, run.head
+    ids, targets, splits = data.ids, data.targets, data.splits
+    val_logits = predict_logits(run.model, data.sources[VAL], ids[VAL], targets[VAL], view=config.view, device=device,
+                                batch_size=config.batch_size, amp=config.amp)  # fmt: skip
+    val_scores = head.scores(torch.from_numpy(val_logits)).numpy()
+    at_best = evaluate(targets[VAL].numpy(), val_scores, multi_label=splits.multi_label)
+    test_metrics: dict = {}
+    if splits.ids[TEST]:  # the held-out split, never looked at while training or choosing the epoch
+        test_ids = splits.ids[TEST]
+        test_targets = multi_hot(test_ids, splits.labels, splits.vocabulary)
+        test_source = data.source(test_ids)
+        logits = predict_logits(run.model, test_source, test_ids, test_targets, view=config.view, device=device,
+                                batch_size=config.batch_size, amp=config.amp)  # fmt: skip
+        scores = head.scores(torch.from_numpy(logits)).numpy()
+        test_metrics = {k: float(v) for k, v in evaluate(test_targets.numpy(), scores,
+                                                           multi_label=splits.multi_label).items()}  # fmt: skip
+    return val_scores, at_best, test_metrics
+
+
+def _summary(run: _Run, at_best: dict, test_metrics: dict) -> FinetuneSummary:
+    config, data, state, visual = run.config, run.data, run.state, run.visual
+    return FinetuneSummary(
+        run_dir=str(run.run_dir),
+        head=config.head,
+        view=config.view,
+        task=run.resolved["task"],
+        classes=len(data.splits.vocabulary),
+        train_videos=len(data.ids[TRAIN]),
+        val_videos=len(data.ids[VAL]),
+        epochs_run=state["epoch"],
+        best_epoch=state["best_epoch"],
+        best_metric=run.metric,
+        best_value=float(state["best_value"]),
+        val_metrics={k: float(v) for k, v in at_best.items()},
+        test_metrics=test_metrics,
+        unfreeze=config.unfreeze,
+        trainable_backbone_params=sum(p.numel() for n, p in visual.named_parameters() if n in set(run.trainable)),
+        frozen_backbone_params=sum(p.numel() for n, p in visual.named_parameters() if n in set(run.frozen_names)),
+        frames_from=config.frames_from,
+        steps=state["step"],
+        train_frames_per_s=run.frames_seen / run.train_seconds if run.train_seconds > 0 else 0.0,
+        world_size=run.world.size,
+    )
+
+
+def _write_outputs(run: _Run, summary: FinetuneSummary, val_scores: np.ndarray, *, started: float) -> None:
+    """Rank 0: thresholds, vocabulary, the exported backbone and summary.json."""
+    splits, targets, run_dir, state = run.data.splits, run.data.targets, run.run_dir, run.state
+    thresholds = (
+        tune_thresholds(targets[VAL].numpy(), val_scores)
+        if splits.multi_label
+        else np.full(len(splits.vocabulary), 0.5)
+    )
+    (run_dir / "thresholds.json").write_text(
+        json.dumps(dict(zip(splits.vocabulary, map(float, thresholds), strict=True)), indent=2)
+    )
+    (run_dir / "vocabulary.json").write_text(json.dumps(splits.vocabulary))
+    record = provenance(run.data.identity, run_dir.resolve(), run_id=state["run_id"], best_epoch=state["best_epoch"])
+    path = export_backbone(run.clip_model, run_dir / BACKBONE_FILE, tag_cfg=run.data.encoder.weights.tag_cfg,
+                           record=record)  # fmt: skip
+    summary.backbone = str(path)
+    summary.seconds = time.perf_counter() - started
+    (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
