@@ -6,6 +6,7 @@ view, and the package has no import cycle at all (function-level imports count).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,5 +105,5 @@ def test_the_contracts_catch_an_upstream_import_in_an_init(tmp_path):
         timeout=120,
     )
     assert run.returncode == 1, run.stdout + run.stderr
-    assert "Contracts: 3 kept, 2 broken." in run.stdout
+    assert re.search(r"Contracts: \d+ kept, 2 broken\.", run.stdout), run.stdout  # the layers and cache ↛ extract
     assert "vidcache.cache -> vidcache.extract.views" in run.stdout
