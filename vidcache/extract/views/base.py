@@ -6,9 +6,12 @@ the audio pass), the model the main process runs on batches (if any) and the dec
 the identity recorded in the catalog, how its rows are stored, and how `status` describes it. The
 runner, the CLI, the config and the tests only ask the registry (`VIEWS`), never a view by name.
 
-Adding a view: one new module in this package with a `@register_view("name")` class, plus its import
-line in `views/__init__.py`. Modules here must stay light at import time (no torch, no models): the CLI
-imports them to build its flags and answers a no-op run before torch loads.
+Adding a view: one new folder in this package (`<name>/__init__.py` with the `@register_view("name")`
+class, `settings.py`, its model and consumer modules), plus its import line in `views/__init__.py`
+(docs/views.md has the recipe). A view's `__init__` and settings must stay light at import time (no
+torch, no models: import the model inside `load_model`): the CLI imports them to build its flags and
+answers a no-op run before torch loads. This module is the public view API (View, ViewContext,
+SampledFramesView, VIEWS, register_view); it imports nothing from the views or the run above them.
 """
 
 from __future__ import annotations
