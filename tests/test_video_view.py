@@ -1,0 +1,167 @@
+"""The `video` view against each family's own transformers pipeline: a tiny random model built from the
+config class and saved with save_pretrained (its processor too), extracted through vidcache once per
+family, and every row compared with the family's processor + model applied to PyAV's frames at the
+row's timestamps. Then the rows used like any view's: a linear probe (scikit-learn), neighbours
+(NumPy brute force) and `search --text` through X-CLIP's text tower (transformers)."""
+
+from __future__ import annotations
+
+import math
+
+import av
+import numpy as np
+import pytest
+import torch
+import transformers as T
+
+from vidcache import Cache
+from vidcache.config import RunConfig
+from vidcache.extract.api import extract
+from vidcache.extract.config import ExtractConfig
+from vidcache.extract.views.clip import ClipConfig
+from vidcache.extract.views.video import VideoConfig
+from vidcache.extract.views.video.model import HfVideoEncoder, tiny_tokenizer
+from vidcache.manifest import read_manifest
+
+SMALL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+SIZES = {"size": {"shortest_edge": 40}, "crop_size": {"height": 32, "width": 32}}
+
+
+def _videomae():
+    config = T.VideoMAEConfig(
+        image_size=32, patch_size=8, num_frames=4, tubelet_size=2, use_mean_pooling=True, num_labels=3, **SMALL
+    )
+    return T.VideoMAEForVideoClassification(config), T.VideoMAEVideoProcessor(**SIZES)
+
+
+def _vjepa2():
+    config = T.VJEPA2Config(
+        crop_size=32, patch_size=8, frames_per_clip=4, tubelet_size=2, hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=2, mlp_ratio=2.0, pred_hidden_size=32, pred_num_hidden_layers=1,
+        pred_num_attention_heads=2, pred_num_mask_tokens=2,
+    )  # fmt: skip
+    return T.VJEPA2Model(config), T.VJEPA2VideoProcessor(crop_size=32)
+
+
+def _xclip():
+    config = T.XCLIPConfig(
+        text_config={**SMALL, "vocab_size": 514, "max_position_embeddings": 32},
+        vision_config={**SMALL, "image_size": 32, "patch_size": 8, "num_frames": 4, "mit_hidden_size": 32,
+                       "mit_intermediate_size": 64, "mit_num_attention_heads": 2},
+        projection_dim=32, prompt_num_attention_heads=2,
+    )  # fmt: skip
+    processor = T.XCLIPProcessor(image_processor=T.CLIPImageProcessor(**SIZES), tokenizer=tiny_tokenizer())
+    return T.XCLIPModel(config), processor
+
+
+def _timesformer():
+    config = T.TimesformerConfig(image_size=32, patch_size=8, num_frames=4, num_labels=3, **SMALL)
+    return T.TimesformerForVideoClassification(config), T.TimesformerVideoProcessor(**SIZES)
+
+
+def _vivit():
+    config = T.VivitConfig(image_size=32, num_frames=4, tubelet_size=[2, 8, 8], num_labels=3, **SMALL)
+    return T.VivitForVideoClassification(config), T.VivitVideoProcessor(**SIZES)
+
+
+# family → (builder, its own pooled output from the reference model, --video-fps, --video-stride)
+FAMILIES = {
+    "videomae": (_videomae, lambda m, px: m.videomae(px).last_hidden_state.mean(1), 4.0, None),
+    "vjepa2": (_vjepa2, lambda m, px: m.get_vision_features(px).mean(1), 4.0, None),
+    "xclip": (_xclip, lambda m, px: m.get_video_features(pixel_values=px).pooler_output, None, None),  # 0.8 fps
+    "timesformer": (_timesformer, lambda m, px: m.timesformer(px).last_hidden_state[:, 0], 4.0, None),
+    "vivit": (_vivit, lambda m, px: m.vivit(px).last_hidden_state[:, 0], 4.0, 2),
+}
+
+
+@pytest.fixture(scope="module")
+def extracted(corpus, tiny_checkpoint, tmp_path_factory):
+    """Per family: its saved folder and a cache of the corpus extracted through vidcache (X-CLIP's
+    with the clip view too); the clips the model was given, as recorded at `encode`."""
+    root = tmp_path_factory.mktemp("video")
+    given: list[torch.Tensor] = []
+    original = HfVideoEncoder.encode
+
+    def recording(self, batch):
+        given.append(self.normalize(batch))  # the pixels the model gets
+        return original(self, batch)
+
+    entries = read_manifest(corpus / "manifest.csv")
+    out = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HfVideoEncoder, "encode", recording)
+        for name, (build, _, fps, stride) in FAMILIES.items():
+            torch.manual_seed(5)
+            model, processor = build()
+            folder = root / name
+            model.save_pretrained(folder)
+            processor.save_pretrained(folder)
+            views = ("clip", "video") if name == "xclip" else ("video",)
+            config = ExtractConfig.create(
+                views=views,
+                dtype="float32",
+                video=VideoConfig(model=str(folder), fps=fps, stride=stride),
+                clip=ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)),
+                run=RunConfig(device="cpu", workers=1),
+            )
+            given.clear()
+            few = entries if name == "xclip" else entries[:3]  # X-CLIP: all eight, for the heads and search
+            summary = extract(few, root / f"cache-{name}", config)
+            assert summary.failed == 0 and summary.extracted == (8 if name == "xclip" else 3), summary
+            out[name] = (folder, root / f"cache-{name}", torch.cat(given))
+    return out
+
+
+def decode_all(path):
+    with av.open(str(path)) as container:
+        frames = [(f.time, f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    return np.array([t for t, _ in frames]), [f for _, f in frames]
+
+
+def shown_at(stamps, frames, times_s):
+    """PyAV's frame on screen at each time (the last with pts <= t)."""
+    return [frames[max(0, int(np.searchsorted(stamps, t + 1e-9, side="right")) - 1)] for t in times_s]
+
+
+def cosine(a, b):
+    return float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_rows_equal_the_familys_processor_and_model_on_pyavs_frames(name, extracted, corpus):
+    folder, cache_dir, given = extracted[name]
+    _, pooled, fps, stride = FAMILIES[name]
+    reference_class = getattr(T, T.AutoConfig.from_pretrained(folder).architectures[0])
+    reference = reference_class.from_pretrained(folder).eval()
+    processor = T.AutoProcessor.from_pretrained(folder)
+    with Cache(cache_dir) as cache:
+        identity = cache.view_info("video")
+        fps = fps or 0.8  # X-CLIP's default: 8 frames over a 10 s Kinetics clip
+        assert identity["family"] == name and identity["fps"] == pytest.approx(fps)
+        assert identity["frames_per_clip"] == 4 and len(identity["weights_sha256"]) == 64
+        stride = stride or 4
+        for video_id in cache.video_ids("video"):
+            rows, _ = cache.read(video_id, "video", dtype=np.float32)
+            spans = cache.spans(video_id, "video")
+            stamps, frames = decode_all(corpus / video_id)
+            grid = math.ceil(len(frames) / 12 * fps - 1e-9)  # the corpus is 12 fps, frames at k / fps
+            starts = list(range(0, grid - 4 + 1, stride)) if grid >= 4 else [0]
+            assert len(rows) == len(starts), (video_id, len(rows), starts)
+            for row, start in enumerate(starts):
+                count = min(4, grid - start)
+                np.testing.assert_allclose(spans[row], [start / fps, (start + count) / fps], atol=1e-6)
+                clip = shown_at(stamps, frames, [(start + i) / fps for i in range(count)])
+                clip += [clip[-1]] * (4 - count)  # shorter than a clip: the last frame repeated
+                if name == "xclip":  # X-CLIP's processor takes the frames as images
+                    pixels = processor(videos=clip, return_tensors="pt")["pixel_values"][None]
+                else:
+                    pixels = next(iter(processor(videos=[np.stack(clip)], return_tensors="pt").values()))
+                # the pixels vidcache gave the model are the processor's on PyAV's frames, exactly
+                assert (given - pixels).abs().flatten(1).amax(1).min() < 1e-5
+                with torch.inference_mode():
+                    expected = pooled(reference, pixels)[0].numpy()
+                    if hasattr(reference, "classifier"):  # the row is what the family's classifier reads
+                        norm = getattr(reference, "fc_norm", None) or torch.nn.Identity()
+                        logits = reference(pixels).logits[0]
+                        torch.testing.assert_close(reference.classifier(norm(torch.from_numpy(rows[row]))), logits)
+                assert cosine(rows[row], expected) >= 0.9999, (video_id, row)
