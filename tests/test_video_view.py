@@ -6,6 +6,7 @@ row's timestamps. Then the rows used like any view's: a linear probe (scikit-lea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import av
@@ -86,7 +87,11 @@ def extracted(corpus, tiny_checkpoint, tmp_path_factory):
         given.append(self.normalize(batch))  # the pixels the model gets
         return original(self, batch)
 
-    entries = read_manifest(corpus / "manifest.csv")
+    entries = read_manifest(corpus / "manifest.csv")  # a/ is train, b/ test: two of b/ become val (heads)
+    entries = [
+        dataclasses.replace(e, split="val") if e.video_id.startswith("b/") and i % 2 else e
+        for i, e in enumerate(entries)
+    ]
     out = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(HfVideoEncoder, "encode", recording)
@@ -165,3 +170,75 @@ def test_rows_equal_the_familys_processor_and_model_on_pyavs_frames(name, extrac
                         logits = reference(pixels).logits[0]
                         torch.testing.assert_close(reference.classifier(norm(torch.from_numpy(rows[row]))), logits)
                 assert cosine(rows[row], expected) >= 0.9999, (video_id, row)
+
+
+def pooled_rows(cache: Cache, view: str) -> tuple[list[str], np.ndarray]:
+    """Independent: each video's rows (Cache.read) averaged in float64 and L2-normalised."""
+    ids = sorted(cache.video_ids(view))
+    pooled = np.stack([cache.read(v, view, dtype=np.float32)[0].astype(np.float64).mean(axis=0) for v in ids])
+    return ids, pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+def test_search_text_over_xclip_rows_uses_xclips_text_tower(extracted):
+    from vidcache.search import search_text
+
+    folder, cache_dir, _ = extracted["xclip"]
+    hits = search_text(cache_dir, "red left", view="video", k=5, query_form="raw", device="cpu")
+    model, processor = T.XCLIPModel.from_pretrained(folder).eval(), T.AutoProcessor.from_pretrained(folder)
+    with torch.inference_mode():
+        text = model.get_text_features(**processor.tokenizer(["red left"], return_tensors="pt")).pooler_output[0]
+    text = text.numpy() / np.linalg.norm(text.numpy())
+    with Cache(cache_dir) as cache:
+        ids, vectors = pooled_rows(cache, "video")
+        assert cache.view_info("video")["text_tower"] is True
+    scores = vectors @ text
+    order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:5]
+    assert [h.video_id for h in hits] == [ids[i] for i in order]
+    np.testing.assert_allclose([h.score for h in hits], scores[order], atol=1e-5)
+
+
+def test_neighbours_of_video_and_clip_rows_equal_numpy_brute_force(extracted):
+    from vidcache.index import nearest_videos
+
+    _, cache_dir, _ = extracted["xclip"]
+    with Cache(cache_dir) as cache:
+        for view in ("video", "clip"):  # the same videos' neighbours in either view, for cross-view positives
+            frame, _ = nearest_videos(cache, k=3, view=view)
+            ids, vectors = pooled_rows(cache, view)
+            scores = vectors @ vectors.T
+            np.fill_diagonal(scores, -np.inf)
+            for i, video in enumerate(ids):
+                mine = frame[frame.video_id == video].sort_values("rank")
+                expected = sorted(range(len(ids)), key=lambda j: (-scores[i, j], ids[j]))[:3]
+                assert list(mine.neighbour_id) == [ids[j] for j in expected], (view, video)
+                np.testing.assert_allclose(mine.score, scores[i, expected], atol=1e-5)
+
+
+def test_linear_probe_on_video_rows_equals_scikit_learn(extracted, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from vidcache.heads import HEADS, TrainConfig
+    from vidcache.heads.predict import predict_run
+    from vidcache.heads.train import train
+
+    _, cache_dir, _ = extracted["xclip"]
+    options = HEADS.options("linear", probe_c=0.3, probe_refit="train")
+    train(cache_dir, TrainConfig(head="linear", view="video", options=options, device="cpu"), tmp_path / "run")
+    frame = predict_run(tmp_path / "run", cache_dir, split="test")
+    with Cache(cache_dir) as cache:
+        entries = cache.entries()
+        split = dict(zip(entries.video_id, entries.split, strict=True))
+        labels = {row.video_id: set(row.labels) for row in entries.itertuples()}
+        ids = sorted(cache.video_ids("video"))
+        x = {v: cache.read(v, "video", dtype=np.float32)[0].astype(np.float64).mean(axis=0) for v in ids}
+    vocabulary = sorted(set().union(*labels.values()))
+    train_ids, test_ids = [v for v in ids if split[v] == "train"], [v for v in ids if split[v] == "test"]
+    y = np.array([[name in labels[v] for name in vocabulary] for v in train_ids], dtype=int)
+    scaler = StandardScaler().fit(np.stack([x[v] for v in train_ids]))
+    reference = OneVsRestClassifier(LogisticRegression(C=0.3, max_iter=10000, tol=1e-8))
+    reference.fit(scaler.transform(np.stack([x[v] for v in train_ids])), y)
+    expected = reference.predict_proba(scaler.transform(np.stack([x[v] for v in test_ids])))
+    got = frame.pivot(index="video_id", columns="label", values="score").loc[test_ids, vocabulary].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=2e-3)
