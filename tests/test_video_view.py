@@ -7,6 +7,7 @@ row's timestamps. Then the rows used like any view's: a linear probe (scikit-lea
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import av
@@ -242,3 +243,28 @@ def test_linear_probe_on_video_rows_equals_scikit_learn(extracted, tmp_path):
     expected = reference.predict_proba(scaler.transform(np.stack([x[v] for v in test_ids])))
     got = frame.pivot(index="video_id", columns="label", values="score").loc[test_ids, vocabulary].to_numpy()
     np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+def test_a_model_missing_offline_is_one_line_naming_download_and_the_folder(corpus, tmp_path):
+    import contextlib
+    import io
+
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    from vidcache.cli import main
+
+    args = ["extract", corpus / "manifest.csv", "--cache", tmp_path / "c", "--views", "video", "--json"]
+    for model, message in (
+        (
+            "nobody/no-such-video-model",
+            f"not in the offline Hugging Face cache ({HF_HUB_CACHE}); run once with --download",
+        ),
+        (str(tmp_path), "not a transformers model folder"),
+    ):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
+            main([str(a) for a in [*args, "--video-model", model, "--device", "cpu"]])
+        assert stop.value.code == 2, out.getvalue()
+        error = json.loads(out.getvalue().strip().splitlines()[-1])["error"]
+        assert message in error and "\n" not in error, error
+        assert not (tmp_path / "c" / "shards").exists() or not any((tmp_path / "c" / "shards").iterdir())
