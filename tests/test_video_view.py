@@ -253,6 +253,8 @@ def test_a_model_missing_offline_is_one_line_naming_download_and_the_folder(corp
 
     from vidcache.cli import main
 
+    bert = tmp_path / "bert"
+    T.BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2).save_pretrained(bert)
     args = ["extract", corpus / "manifest.csv", "--cache", tmp_path / "c", "--views", "video", "--json"]
     for model, message in (
         (
@@ -260,6 +262,7 @@ def test_a_model_missing_offline_is_one_line_naming_download_and_the_folder(corp
             f"not in the offline Hugging Face cache ({HF_HUB_CACHE}); run once with --download",
         ),
         (str(tmp_path), "not a transformers model folder"),
+        (str(bert), "model_type 'bert' is not a video family vidcache runs; choose a model of: videomae, vjepa2"),
     ):
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
