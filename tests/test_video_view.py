@@ -271,3 +271,38 @@ def test_a_model_missing_offline_is_one_line_naming_download_and_the_folder(corp
         error = json.loads(out.getvalue().strip().splitlines()[-1])["error"]
         assert message in error and "\n" not in error, error
         assert not (tmp_path / "c" / "shards").exists() or not any((tmp_path / "c" / "shards").iterdir())
+
+
+def test_xclip_text_tower_embeds_the_labels_into_text_h5(extracted, corpus, tmp_path):
+    """Without a clip view, extract and `embed-text` embed the labels with X-CLIP's text tower: the
+    usual prompt ensemble of transformers' get_text_features."""
+    import contextlib
+    import io
+
+    from vidcache.cli import main
+
+    folder, _, _ = extracted["xclip"]
+    entries = read_manifest(corpus / "manifest.csv")[:2]
+    config = ExtractConfig.create(
+        views=("video",), dtype="float32", video=VideoConfig(model=str(folder)), run=RunConfig(device="cpu")
+    )
+    assert extract(entries, tmp_path / "c", config).extracted == 2
+    with Cache(tmp_path / "c") as cache:
+        made = cache.text_embeddings()
+    assert made.labels == ["green", "left", "red", "right"] and made.attrs["backbone"] == "transformers"
+    (tmp_path / "labels.txt").write_text("a dog\nred\n")
+    with contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as stop:
+        main(["embed-text", "--cache", str(tmp_path / "c"), "--labels-file", str(tmp_path / "labels.txt"), "--json"])
+    assert stop.value.code == 0
+    with Cache(tmp_path / "c") as cache:
+        text = cache.text_embeddings()
+    model, processor = T.XCLIPModel.from_pretrained(folder).eval(), T.AutoProcessor.from_pretrained(folder)
+    prompts = [template.format(label) for label in text.labels for template in text.templates]
+    with torch.inference_mode():
+        tokens = processor.tokenizer(prompts, padding=True, return_tensors="pt")
+        flat = model.get_text_features(**tokens).pooler_output.numpy()
+    per_template = flat.reshape(2, len(text.templates), -1)
+    unit = per_template / np.linalg.norm(per_template, axis=-1, keepdims=True)
+    mean = unit.mean(axis=1)
+    np.testing.assert_allclose(text.per_template, per_template, atol=1e-5)
+    np.testing.assert_allclose(text.embeddings, mean / np.linalg.norm(mean, axis=-1, keepdims=True), atol=1e-5)
