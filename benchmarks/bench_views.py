@@ -6,7 +6,9 @@ each into a fresh cache, with random weights (`--clip-model vidcache-tiny --clip
 `--s3d-weights none`; TV-L1 and the log-mel statistics need none):
 
 1. cost per video-second of each view: one run per view (`clip`, `s3d`, `audio`, `flow` = flow +
-   motion, `motion`) and one with `clip,s3d,audio,flow`; wall time of the child, the extract run's
+   motion, `motion`, and `video` once per transformers family with its tiny random model
+   `--video-model vidcache-tiny-FAMILY` at the family's default sampling) and one with
+   `clip,s3d,audio,flow`; wall time of the child, the extract run's
    own `seconds` and its per-stage `decode_seconds` / `model_seconds` / `write_seconds`;
 2. bytes stored per video-second per view, from the shard files of the all-views cache
    (`dataset.id.get_storage_size()` of every dataset in each view's group);
@@ -18,7 +20,8 @@ each into a fresh cache, with random weights (`--clip-model vidcache-tiny --clip
 4. bounded memory: peak RSS of the child (`os.wait4` rusage) for `--views clip,s3d,audio,flow` on a
    long vs a short video of the same resolution (`--mem-minutes`, default 1,10), and the RSS sampled
    from /proc during the longest run (second half vs first half);
-5. on a CUDA machine only: RAFT pairs/s and S3D clips/s on the GPU.
+5. on a CUDA machine only: RAFT pairs/s, S3D clips/s and each video family's clips/s at its real
+   size (the config class's defaults, random weights) on the GPU.
 
     .venv/bin/python benchmarks/bench_views.py            # table on stdout, progress on stderr
     .venv/bin/python benchmarks/bench_views.py --json     # one JSON document on stdout
@@ -74,6 +77,7 @@ OVERHEAD_CONFIGS = (  # (name, --workers, OpenCV threads on both sides; None = O
     ("w2-cvdefault", 2, None),  # as shipped (default --workers 2) vs 2 calling threads
 )
 RANDOM_WEIGHTS = ["--clip-model", "vidcache-tiny", "--clip-pretrained", "none", "--s3d-weights", "none"]
+VIDEO_FAMILIES = "videomae,vjepa2,xclip,timesformer,vivit"
 FLOW_DEFAULTS = FlowConfig()
 
 
@@ -346,7 +350,38 @@ def gpu_figures(device: torch.device, *, seconds: float = 5.0) -> dict[str, Any]
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "raft_small_pairs_per_s": round(rate(lambda: len(raft.compute(first, second))), 1),
         "s3d_clips_per_s": round(rate(lambda: len(s3d.encode(clips))), 2),
+        "video_clips_per_s": video_clip_rates(device, rate, families=VIDEO_FAMILIES.split(",")),
     }
+
+
+def video_clip_rates(device: torch.device, rate: Callable[[Callable[[], int]], float], *, families: list[str]) -> dict:
+    """Clips/s of each transformers video family at its real size (the config class's defaults: ViT-B
+    class encoders, their default frames per clip and input size) with random weights, batches of 2,
+    through the encoder extract uses (fp16 autocast on CUDA)."""
+    import transformers
+
+    from vidcache.extract.views.video.families import FAMILIES
+    from vidcache.extract.views.video.model import HfVideoEncoder
+    from vidcache.extract.views.video.settings import VideoConfig
+
+    out = {}
+    for family in families:
+        config = transformers.AutoConfig.for_model(family)
+        torch.manual_seed(0)
+        encoder = HfVideoEncoder(config=VideoConfig(model=f"vidcache-tiny-{family}"), device=device, dtype="float16")
+        model = getattr(transformers, FAMILIES[family].model_class)(config, **FAMILIES[family].model_kwargs)
+        encoder.model = model.eval().to(device)  # the real-size architecture in place of the tiny one
+        side = int(getattr(config, "image_size", None) or getattr(config, "crop_size", None) or 224)
+        side = int(getattr(getattr(config, "vision_config", None), "image_size", side))
+        frames = int(getattr(config, "num_frames", None) or getattr(config, "frames_per_clip", None) or 8)
+        frames = int(getattr(getattr(config, "vision_config", None), "num_frames", frames))
+        clips = torch.randint(0, 256, (2, frames, 3, side, side), dtype=torch.uint8)
+        out[family] = {
+            "frames": frames,
+            "side": side,
+            "clips_per_s": round(rate(lambda e=encoder, c=clips: len(e.encode(c))), 2),
+        }
+    return out
 
 
 # driver -----------------------------------------------------------------------------------------
@@ -380,15 +415,19 @@ def view_costs(args: argparse.Namespace, workdir: Path, log: Callable[[str], Non
     }
     runs: dict[str, Any] = {}
     others = OtherLoad().start()
-    for name, views in VIEW_RUNS:
+    runs_asked = [(name, views, {}) for name, views in VIEW_RUNS]
+    runs_asked[-1:-1] = [
+        (f"video-{family}", "video", {"video_model": f"vidcache-tiny-{family}"}) for family in args.video_families
+    ]  # before "all"
+    for name, views, extra in runs_asked:
         cache = workdir / "caches" / name
-        run = extract(manifest, cache, views, options, workdir, f"view-{name}")
+        run = extract(manifest, cache, views, {**options, **extra}, workdir, f"view-{name}")
         run.pop("rss_samples")
         s = run["summary"]
         run["per_video_s"] = {"wall": run["wall_s"] / video_s, "run": s["seconds"] / video_s}
         runs[name] = run
         log(
-            f"  {name:<7} wall {run['wall_s']:6.1f} s  run {s['seconds']:6.1f} s  decode {s['decode_seconds']:6.1f} s"
+            f"  {name:<17} wall {run['wall_s']:6.1f} s  run {s['seconds']:6.1f} s  decode {s['decode_seconds']:6.1f} s"
             f"  model {s['model_seconds']:6.1f} s  write {s['write_seconds']:5.2f} s  rows {s['rows']}"
             f"  peak {run['peak_rss_mib']:.0f} MiB"
         )
@@ -567,20 +606,20 @@ def print_views(v: dict[str, Any], a: dict[str, Any]) -> None:
     print(
         f"\n1. cost per view: {v['videos']} videos x {a['seconds']:g} s = {v['video_seconds']:g} video-s, "
         f"{a['width']}x{a['height']} {a['src_fps']:g} fps + AAC tone; --device cpu --workers {a['workers']}; "
-        f"random weights (vidcache-tiny CLIP, S3D)"
+        f"random weights (vidcache-tiny CLIP, S3D, vidcache-tiny-FAMILY video models: 32 px, 4 frames per clip)"
     )
     print(
         f"   --fps {a['fps']:g} (clip frames, flow pairs); S3D {a['s3d_fps']:g} fps, {a['s3d_clip_len']}-frame "
         f"windows, stride {a['s3d_stride']}; audio logmel-stats (0.96 s examples); flow tvl1 at short side "
         f"{a['flow_short_side']}; other processes: {v['other_processes_cores']} cores"
     )
-    head = f"   {'views':<8} {'rows':>28} {'wall s':>7} {'run s':>6} {'run s/vid-s':>11} {'decode s':>8}"
+    head = f"   {'views':<17} {'rows':>28} {'wall s':>7} {'run s':>6} {'run s/vid-s':>11} {'decode s':>8}"
     print(head + f" {'model s':>7} {'write s':>7} {'peak RSS MiB':>12} {'CPU':>5}")
     for name, run in v["runs"].items():
         s = run["summary"]
         rows = ",".join(f"{k}={n}" for k, n in s["rows"].items())
         print(
-            f"   {name:<8} {rows:>28} {run['wall_s']:7.1f} {s['seconds']:6.1f} {run['per_video_s']['run']:11.3f}"
+            f"   {name:<17} {rows:>28} {run['wall_s']:7.1f} {s['seconds']:6.1f} {run['per_video_s']['run']:11.3f}"
             f" {s['decode_seconds']:8.1f} {s['model_seconds']:7.1f} {s['write_seconds']:7.2f}"
             f" {run['peak_rss_mib']:12.0f} {run['cpu_util']:5.0%}"
         )
@@ -687,6 +726,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--s3d-clip-len", type=int, default=32)
     parser.add_argument("--s3d-stride", type=int, default=32)
     parser.add_argument("--flow-short-side", type=int, default=FLOW_DEFAULTS.short_side)
+    parser.add_argument(
+        "--video-families",
+        type=lambda text: [f for f in text.split(",") if f],
+        default=VIDEO_FAMILIES.split(","),
+        help=f"video view runs in 1, one per family (default {VIDEO_FAMILIES}; empty: none)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="--workers for the per-view runs (default 2)")
     parser.add_argument("--overhead-repeats", type=int, default=2, help="rounds for 3, median reported (default 2)")
     parser.add_argument(

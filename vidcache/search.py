@@ -42,16 +42,20 @@ class SearchHit:
         return asdict(self)
 
 
+def has_text_tower(identity: dict) -> bool:
+    """Whether the model an identity (a view's, or text.h5's attributes) records has a text tower:
+    open_clip's, or a transformers video model's (X-CLIP) that says so."""
+    if identity.get("backbone") == "open_clip":
+        return True
+    if identity.get("backbone") == "transformers":
+        return bool(identity.get("text_tower")) and bool(identity.get("model"))
+    return bool(identity.get("backbone") is None and identity.get("model") and identity.get("weights_sha256"))
+
+
 def clip_views(cache: Cache) -> list[str]:
-    """Views made by an open_clip model (their identity names the model and its weights): the ones a
-    text query can search."""
-
-    def is_clip(identity: dict) -> bool:
-        if identity.get("backbone") == "open_clip":
-            return True
-        return bool(identity.get("backbone") is None and identity.get("model") and identity.get("weights_sha256"))
-
-    return [view for view in cache.views() if is_clip(cache.view_info(view))]
+    """Views made by a model with a text tower (an open_clip model, or X-CLIP in the `video` view; their
+    identity names the model and its weights): the ones a text query can search."""
+    return [view for view in cache.views() if has_text_tower(cache.view_info(view))]
 
 
 def _open(cache: Cache | str | os.PathLike) -> tuple[Cache, bool]:
@@ -88,7 +92,7 @@ def _text_identity(cache: Cache, view: str, stored) -> dict:
         raise ConfigError(f"--view {view!r} is not in cache {cache.path}; choose from: {', '.join(cache.views())}")
     recorded = stored.attrs if stored is not None else {}
     attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in recorded.items()}
-    if attrs.get("backbone") == "open_clip" and attrs.get("model"):
+    if attrs.get("backbone") in ("open_clip", "transformers") and attrs.get("model") and has_text_tower(attrs):
         return attrs
     raise ConfigError(
         f"--view {view!r} cannot be searched by text: it is not a CLIP view of {cache.path} and the cache's "
@@ -98,14 +102,19 @@ def _text_identity(cache: Cache, view: str, stored) -> dict:
 
 @functools.lru_cache(maxsize=2)
 def _text_encoder(identity_json: str, device: str, allow_download: bool, cache_dir: str):
-    """The view's CLIP model, kept for the next query of the same view (loading it dominates a query)."""
+    """The view's text tower, kept for the next query of the same view (loading it dominates a query)."""
     import torch
 
+    identity = json.loads(identity_json)
+    if identity.get("backbone") == "transformers":  # X-CLIP of the video view
+        from .extract.views.video.model import video_for_identity
+
+        return video_for_identity(
+            identity, device=torch.device(device), allow_download=allow_download, cache_dir=cache_dir
+        )
     from .extract.views.clip.model import clip_for_identity
 
-    return clip_for_identity(
-        json.loads(identity_json), device=torch.device(device), allow_download=allow_download, cache_dir=cache_dir
-    )
+    return clip_for_identity(identity, device=torch.device(device), allow_download=allow_download, cache_dir=cache_dir)
 
 
 def text_query_vectors(

@@ -212,16 +212,21 @@ def embed_text(
     allow_download: bool,
     as_json: bool,
 ) -> None:
-    """Embed the label vocabulary with the cache's CLIP model into CACHE/text.h5."""
+    """Embed the label vocabulary with the cache's CLIP model (or the video view's X-CLIP) into CACHE/text.h5."""
     from ..cache.catalog import Catalog
     from ..cache.text import DEFAULT_TEMPLATES, MADE_FROM_FILE, MADE_FROM_MANIFEST, read_labels_file
     from ..errors import CacheError, ConfigError
 
     catalog = Catalog.open(cache_dir)  # every check before torch and the model load
     identity, entries = catalog.view_identity("clip"), catalog.entries()
+    if identity is None:  # no clip view: the video view's text tower (X-CLIP), if it has one
+        video = catalog.view_identity("video")
+        identity = video if video and video.get("backbone") == "transformers" and video.get("text_tower") else None
     catalog.close()
     if identity is None:
-        raise CacheError(f"cache {cache_dir} has no clip view; run `vidcache extract` first")
+        raise CacheError(
+            f"cache {cache_dir} has no clip view (nor a video view made by X-CLIP); run `vidcache extract` first"
+        )
     if not identity.get("weights_sha256") and identity.get("pretrained") != "none":
         raise CacheError(
             f"view 'clip' of cache {cache_dir} was not made by `vidcache extract` (imported features?): "
@@ -238,9 +243,16 @@ def embed_text(
     from ..extract.runner import embed_labels
     from ..extract.views.clip.model import clip_for_identity
 
-    encoder = clip_for_identity(
-        identity, device=resolve_device(device), allow_download=allow_download, cache_dir=cache_dir
-    )
+    if identity.get("backbone") == "transformers":
+        from ..extract.views.video.model import video_for_identity
+
+        encoder = video_for_identity(
+            identity, device=resolve_device(device), allow_download=allow_download, cache_dir=cache_dir
+        )
+    else:
+        encoder = clip_for_identity(
+            identity, device=resolve_device(device), allow_download=allow_download, cache_dir=cache_dir
+        )
     used = list(templates or DEFAULT_TEMPLATES)
     path = embed_labels(
         cache_dir, encoder, labels, used, made_from=MADE_FROM_FILE if labels_file else MADE_FROM_MANIFEST

@@ -180,7 +180,7 @@ def nothing_to_do(
             labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
             if (
                 labels
-                and any(VIEWS.get(view).embeds_labels for view in views)
+                and any(VIEWS.get(view)().has_text_tower(config.settings_of(view)) for view in views)
                 and (not (cache_dir / TEXT_NAME).exists() or stale_text_message(cache_dir, labels) is not None)
             ):
                 return None  # the label texts are missing or older than the manifest's labels: the full run embeds them

@@ -244,7 +244,9 @@ class Extractor:
                 summary.write_seconds = writer.write_seconds
                 labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
                 text_missing = not (self.cache_dir / TEXT_NAME).exists()
-                text_tower = next((self.encoders[v] for v in self.encoders if plugin(v).embeds_labels), None)
+                text_tower = next(
+                    (enc for v, enc in self.encoders.items() if plugin(v).has_text_tower(cfg.settings_of(v))), None
+                )
                 text_stale = stale_text_message(self.cache_dir, labels) is not None  # the manifest's labels changed
                 if labels and text_tower is not None and (summary.extracted or text_missing or text_stale):
                     embed_labels(self.cache_dir, text_tower, labels, list(DEFAULT_TEMPLATES))

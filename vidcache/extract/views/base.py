@@ -99,6 +99,11 @@ class View:
         """How many model rows a chunk costs in a batch (a clip window counts its frames)."""
         return len(chunk.data)
 
+    def has_text_tower(self, settings: Any) -> bool:
+        """Whether this view's model, with these settings, embeds the label vocabulary (text.h5); a view
+        whose models differ (the video view: only X-CLIP has one) answers per settings."""
+        return self.embeds_labels
+
     def weights_files(self, settings: Any) -> tuple[str | None, ...]:
         """Options naming weights files: their size and mtime enter the run's settings key."""
         return ()
