@@ -1,0 +1,163 @@
+"""Credentials in source URLs never leave the process (issue 25; docs/security.md).
+
+A manifest may name `http://user:password@host/v.mp4` or a presigned URL whose query carries a
+signature, an access-key id or a token. The list of such query keys is here and nowhere else.
+Three functions use it, each keyed on the URL's structure (parsed with urllib, keys compared
+case-insensitively), not on a pattern over free text:
+
+  redact_url        what vidcache stores and shows for a URL: user-info and secret values -> `***`
+  url_video_id      the default video_id: no user-info, no secret or signing parameter, so the same
+                    object under a freshly signed URL is the same video
+  split_basic_auth  the URL to request and the (user, password) to send as an Authorization header
+
+Text that is not a URL vidcache parsed itself (a library's error message, a traceback, a log line)
+goes through `redact_text`: every URL remembered this run (`remember_url`, called for each manifest
+row) and its secret values are replaced, then a generic pattern catches any other URL credential.
+The CLI writes stdout and stderr through `RedactingStream`, so nothing it prints escapes that.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import TextIO
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
+
+REDACTED = "***"
+
+# Query parameters whose value is a credential: redacted wherever a URL is stored or shown.
+SECRET_QUERY_KEYS: frozenset[str] = frozenset(
+    key.lower()
+    for key in (
+        # AWS SigV4 and SigV2 presigned URLs
+        "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId",
+        # Google Cloud Storage V4 signed URLs
+        "X-Goog-Signature", "X-Goog-Credential",
+        # Azure shared access signatures (SAS): the signature and the fields it signs
+        "sig", "se", "st", "sp", "sv", "sr", "ss", "srt", "spr", "si", "sdd", "ses",
+        "skoid", "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid",
+        # CloudFront signed URLs
+        "Policy", "Key-Pair-Id",
+        # common API tokens
+        "token", "access_token", "id_token", "refresh_token", "api_key", "apikey", "key", "auth",
+        "password", "secret", "client_secret",
+    )
+)  # fmt: skip
+
+# Not secret, but rewritten each time a URL is signed again: left out of the default video_id only.
+SIGNING_QUERY_KEYS: frozenset[str] = frozenset(
+    key.lower()
+    for key in (
+        "X-Amz-Algorithm", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders",
+        "X-Goog-Algorithm", "X-Goog-Date", "X-Goog-Expires", "X-Goog-SignedHeaders", "Expires",
+    )
+)  # fmt: skip
+
+# A value this short is not worth replacing in free text (it would garble ordinary words); such a
+# value is still redacted wherever it sits in a URL.
+MIN_REMEMBERED_CHARS = 8
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#'\"<>]+@")
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:" + "|".join(re.escape(k) for k in sorted(SECRET_QUERY_KEYS, key=len, reverse=True)) + r")=)"
+    r"[^&\s'\"<>#]+"
+)
+_remembered: dict[str, str] = {}  # a secret text seen this run -> what it reads as in anything shown
+_lock = threading.Lock()
+
+
+def _query_key(part: str) -> str:
+    return unquote_plus(part.split("=", 1)[0]).strip().lower()
+
+
+def _netloc_without_userinfo(netloc: str) -> str:
+    return netloc.rsplit("@", 1)[1] if "@" in netloc else netloc
+
+
+def redact_url(url: str) -> str:
+    """`url` with its user-info and the values of SECRET_QUERY_KEYS replaced by `***`; everything else
+    (scheme, host, port, path, other parameters, their order and spelling) as given."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{_netloc_without_userinfo(netloc)}"
+    query = "&".join(
+        f"{part.split('=', 1)[0]}={REDACTED}" if _query_key(part) in SECRET_QUERY_KEYS else part
+        for part in parts.query.split("&")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_video_id(url: str) -> str:
+    """The default video_id of a URL: scheme, host, path and the parameters that are neither secret
+    nor part of a signature, so re-signing the URL (a new signature, date, expiry) keeps the id."""
+    parts = urlsplit(url)
+    kept = [
+        part
+        for part in parts.query.split("&")
+        if part and _query_key(part) not in SECRET_QUERY_KEYS | SIGNING_QUERY_KEYS
+    ]
+    return urlunsplit((parts.scheme, _netloc_without_userinfo(parts.netloc), parts.path, "&".join(kept), ""))
+
+
+def split_basic_auth(url: str) -> tuple[str, tuple[str, str] | None]:
+    """(the URL without user-info, (user, password) percent-decoded) or (url, None) without user-info."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo = parts.netloc.rsplit("@", 1)[0]
+    user, _, password = userinfo.partition(":")
+    bare = urlunsplit((parts.scheme, _netloc_without_userinfo(parts.netloc), parts.path, parts.query, parts.fragment))
+    return bare, (unquote(user), unquote(password))
+
+
+def remember_url(url: str) -> None:
+    """Let `redact_text` replace this URL, and each of its secret values, wherever it shows up."""
+    parts = urlsplit(url)
+    found: dict[str, str] = {}
+    if redact_url(url) != url:
+        found[url] = redact_url(url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+    secrets = [userinfo, *userinfo.split(":", 1)[1:]] if userinfo else []
+    secrets += [p.split("=", 1)[1] for p in parts.query.split("&") if "=" in p and _query_key(p) in SECRET_QUERY_KEYS]
+    for secret in secrets:
+        for spelling in {secret, unquote(secret), unquote_plus(secret)}:
+            if len(spelling) >= MIN_REMEMBERED_CHARS:
+                found[spelling] = REDACTED
+    with _lock:
+        _remembered.update(found)
+
+
+def redact_text(text: str) -> str:
+    """Free text with every remembered URL and secret replaced, then any other URL user-info or
+    secret query value (the backstop for URLs this run never parsed)."""
+    if not text:
+        return text
+    with _lock:
+        known = sorted(_remembered.items(), key=lambda kv: len(kv[0]), reverse=True)
+    for secret, shown in known:  # longest first: a whole URL before the signature inside it
+        if secret in text:
+            text = text.replace(secret, shown)
+    text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    return _SECRET_PARAM.sub(rf"\1{REDACTED}", text)
+
+
+class RedactingStream:
+    """A text stream (stdout, stderr) that passes every write through `redact_text`; the rest (isatty,
+    fileno, encoding, flush) is the wrapped stream's, so rich and logging treat it as the original."""
+
+    buffer = None  # no way around the redaction: click writes to `.buffer` when it can find one
+
+    def __init__(self, stream: TextIO):
+        self.wrapped = stream
+
+    def write(self, text: str) -> int:
+        self.wrapped.write(redact_text(text))
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str):
+        return getattr(self.wrapped, name)
