@@ -57,8 +57,8 @@ class CredentialsRefused(PermissionError):
 def _refused(url: str, code: int, reason: str) -> CredentialsRefused:
     _, auth = split_basic_auth(url)
     sent = "the user:password of the URL" if auth else "the URL's signature or token, if any"
-    return CredentialsRefused(
-        f"{redact_url(url)}: the server refused the credentials (HTTP {code} {reason}; it was sent {sent}): "
+    return CredentialsRefused(  # the URL is followed by a space: a redacted value ends there
+        f"the server refused the credentials for {redact_url(url)} (HTTP {code} {reason}; it was sent {sent}): "
         "fix them, or sign the URL again if it expired"
     )
 
