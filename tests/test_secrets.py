@@ -217,7 +217,7 @@ def test_no_planted_secret_reaches_any_file_or_output_and_a_resigned_url_is_skip
             f"{signed}&X-Amz-Date=20261207T000000Z,green,train",
             f"http://{host}/blue-left-2.mp4?token=T0KENLEAK0001&size=small,red,val",
             f"http://{USER}:WrongPassw0rd1@{host}/secure/red-right-3.mp4,red,train",
-            f"http://{host}/missing.mp4?token=T0KENLEAK0002,red,train",
+            f"http://{host}/missing.mp4?token=T0KENLEAK0002&note=<b>x</b>,red,train",  # markup in the id
             f"http://{host}/signed/red-right-3.mp4?X-Amz-Signature=EXPIREDSIG0003,red,train",
         ]
         manifest = tmp_path / "urls.csv"
@@ -255,7 +255,7 @@ def test_no_planted_secret_reaches_any_file_or_output_and_a_resigned_url_is_skip
     status = json.loads(printed[f"status --cache {cache} --json"].splitlines()[-1])
     failures = status["failures"]
     assert sorted(failures) == [  # the default video_id: the URL without its credentials
-        f"http://{host}/missing.mp4",
+        f"http://{host}/missing.mp4?note=<b>x</b>",
         f"http://{host}/secure/red-right-3.mp4",
         f"http://{host}/signed/red-right-3.mp4",
     ]
@@ -269,6 +269,8 @@ def test_no_planted_secret_reaches_any_file_or_output_and_a_resigned_url_is_skip
     assert failures[f"http://{host}/signed/red-right-3.mp4"].startswith(
         f"the server refused the credentials for http://{host}/signed/red-right-3.mp4?X-Amz-Signature=*** (HTTP 403 "
     )
+    page = report.read_text(encoding="utf-8")
+    assert "missing.mp4?note=&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page  # escaped, not markup
     predictions = pd.read_parquet(run / "predictions.parquet")
     assert sorted(set(predictions["video_id"])) == [
         f"http://{host}/blue-left-2.mp4?size=small",
@@ -289,3 +291,32 @@ def test_no_planted_secret_reaches_any_file_or_output_and_a_resigned_url_is_skip
             texts[f"{path} (pandas)"] = pd.read_parquet(path).to_string()
     leaks = [(where, secret) for where, text in texts.items() for secret in planted if secret in text]
     assert not leaks, leaks
+
+
+class _Payload:
+    """Unpickling this creates a file: the proof that a pickle ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_inside_imported_features_is_refused_never_run(tmp_path):
+    from vidcache.cache.importer import import_features
+
+    marker = tmp_path / "pickle-ran"
+    (tmp_path / "videos").mkdir()
+    manifest = tmp_path / "videos" / "manifest.csv"
+    manifest.write_text("path,labels,split\none.mp4,cat,train\ntwo.mp4,dog,train\n")
+    (tmp_path / "feats").mkdir()
+    np.save(tmp_path / "feats" / "one.npy", np.ones((2, 4), "f4"))
+    np.save(tmp_path / "feats" / "two.npy", np.array([[_Payload(marker)]], dtype=object), allow_pickle=True)
+    np.load(tmp_path / "feats" / "two.npy", allow_pickle=True)  # the payload is real: loading it runs it
+    assert marker.exists()
+    marker.unlink()
+    summary = import_features(tmp_path / "feats", manifest=manifest, cache_dir=tmp_path / "cache", view="ext",
+                              command="vidcache import")  # fmt: skip
+    assert (summary.imported, summary.failed) == (1, 1) and "two.npy" in summary.failures["two.mp4"]
+    assert not marker.exists()

@@ -72,25 +72,14 @@ def _finish_error(message: str, code: int, *, as_json: bool) -> None:
     sys.exit(code)
 
 
-def _redact_output() -> None:
-    """Everything printed (tables, --json, logs, progress, errors, tracebacks) passes through
-    `redact_text`: no credential of a URL leaves the process (docs/security.md)."""
-    from .redact import RedactingStream
-
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if stream is not None and not isinstance(stream, RedactingStream):
-            setattr(sys, name, RedactingStream(stream))
-
-
 def main(argv: list[str] | None = None) -> None:
     from . import signals
-    from .redact import redact_text
+    from .redact import redact_standard_streams, redact_text
 
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
     signals.install()  # SIGTERM (Slurm, timeout, systemd, Kubernetes) stops a command exactly as Ctrl-C
-    _redact_output()
+    redact_standard_streams()  # no credential of a URL leaves the process (docs/security.md)
     try:
         cli.main(args=args, prog_name="vidcache", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):

@@ -161,3 +161,14 @@ class RedactingStream:
 
     def __getattr__(self, name: str):
         return getattr(self.wrapped, name)
+
+
+def redact_standard_streams() -> None:
+    """From now on, everything this process prints (tables, --json, logs, progress, errors, tracebacks)
+    passes through `redact_text`: the CLI and each decode process call it first."""
+    import sys
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, RedactingStream):
+            setattr(sys, name, RedactingStream(stream))

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..cache.layout import STATUS_FAILED
+from ..redact import redact_standard_streams, remember_url
 from .config import ExtractConfig
 from .consumers import Chunk, make_consumers
 from .decode import Deadline
@@ -165,6 +166,7 @@ def child_main(conn, spec: DecodeSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
+    redact_standard_streams()  # what this process prints (a traceback) never shows a URL's credentials
     torch.set_num_threads(1)  # parallelism is across processes; one resize per frame needs no pool
     with contextlib.suppress(OSError):
         # below the main process, which feeds the GPU: with every core decoding, the model thread ran at
@@ -185,6 +187,7 @@ def child_main(conn, spec: DecodeSpec) -> None:
             if job is None:
                 return
             entry, views = job
+            remember_url(entry.path)  # a library's message quoting it is scrubbed whole
             started = time.perf_counter()
             try:
                 consumers = make_consumers(
