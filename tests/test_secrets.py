@@ -79,6 +79,18 @@ def test_user_info_is_redacted_and_remembered_secrets_are_scrubbed_from_any_text
     assert redact_text("a plain line, nothing secret: 12 videos") == "a plain line, nothing secret: 12 videos"
 
 
+def test_remembered_tokens_that_share_a_prefix_are_each_found_and_only_they():
+    import secrets
+
+    header = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."  # every JWT of one issuer starts so
+    tokens = [header + secrets.token_urlsafe(24) for _ in range(500)]
+    for number, token in enumerate(tokens):
+        remember_url(f"https://cdn.example/v{number}.mp4?access_token={token}")
+    stranger = header + "not-remembered-0123456789"
+    text = f"refused {tokens[0]}, then {tokens[250]}{tokens[499]} (and {stranger})"
+    assert redact_text(text) == f"refused {REDACTED}, then {REDACTED} (and {stranger})"
+
+
 # a server that wants credentials -----------------------------------------------------------------
 class Guarded(SimpleHTTPRequestHandler):
     """/secure/...: basic auth alice:S3cr3tPassw0rd, else 401; /signed/...: a GET whose

@@ -11,8 +11,8 @@ case-insensitively), not on a pattern over free text:
   split_basic_auth  the URL to request and the (user, password) to send as an Authorization header
 
 Text that is not a URL vidcache parsed itself (a library's error message, a traceback, a log line)
-goes through `redact_text`: every URL remembered this run (`remember_url`, called for each manifest
-row) and its secret values are replaced, then a generic pattern catches any other URL credential.
+goes through `redact_text`: the secret values of every URL remembered this run (`remember_url`,
+called for each manifest row) are replaced, then a generic pattern catches any other URL credential.
 The CLI writes stdout and stderr through `RedactingStream`, so nothing it prints escapes that.
 """
 
@@ -62,7 +62,8 @@ _SECRET_PARAM = re.compile(
     r"(?i)([?&;](?:" + "|".join(re.escape(k) for k in sorted(SECRET_QUERY_KEYS, key=len, reverse=True)) + r")=)"
     r"[^&\s'\"<>#]+"
 )
-_remembered: dict[str, str] = {}  # a secret text seen this run -> what it reads as in anything shown
+_remembered: set[str] = set()  # the secret values seen this run
+_anchors: dict[str, list[tuple[str, int]]] = {}  # a window of MIN_REMEMBERED_CHARS -> (secret, where)
 _lock = threading.Lock()
 
 
@@ -112,32 +113,58 @@ def split_basic_auth(url: str) -> tuple[str, tuple[str, str] | None]:
 
 
 def remember_url(url: str) -> None:
-    """Let `redact_text` replace this URL, and each of its secret values, wherever it shows up."""
+    """Let `redact_text` replace each secret value of this URL (its user-info, its password, each
+    listed parameter's value; raw and percent-decoded) wherever it shows up."""
     parts = urlsplit(url)
-    found: dict[str, str] = {}
-    if redact_url(url) != url:
-        found[url] = redact_url(url)
     userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
     secrets = [userinfo, *userinfo.split(":", 1)[1:]] if userinfo else []
     secrets += [p.split("=", 1)[1] for p in parts.query.split("&") if "=" in p and _query_key(p) in SECRET_QUERY_KEYS]
-    for secret in secrets:
-        for spelling in {secret, unquote(secret), unquote_plus(secret)}:
-            if len(spelling) >= MIN_REMEMBERED_CHARS:
-                found[spelling] = REDACTED
-    with _lock:
-        _remembered.update(found)
+    found = {
+        spelling
+        for secret in secrets
+        for spelling in (secret, unquote(secret), unquote_plus(secret))
+        if len(spelling) >= MIN_REMEMBERED_CHARS
+    }
+    width = MIN_REMEMBERED_CHARS
+    with _lock:  # appended in place: a reader in another thread sees a secret or not yet, never half
+        for secret in found - _remembered:
+            # its window least shared so far: tokens of one issuer share a prefix (a JWT's header)
+            offset = min({0, (len(secret) - width) // 2, len(secret) - width},
+                         key=lambda k: len(_anchors.get(secret[k : k + width], ())))  # fmt: skip
+            anchor = secret[offset : offset + width]
+            _anchors.setdefault(anchor, []).append((secret, offset))
+            _remembered.add(secret)
+
+
+def _remembered_spans(text: str) -> list[tuple[int, int]]:
+    """Where remembered secrets sit in `text`, overlaps merged. One dictionary lookup per position (its
+    next MIN_REMEMBERED_CHARS characters, as an anchor): the same cost with 10 or 200,000 remembered."""
+    width, spans = MIN_REMEMBERED_CHARS, []
+    for at in range(len(text) - width + 1):
+        for secret, offset in _anchors.get(text[at : at + width], ()):
+            start = at - offset
+            if start >= 0 and text.startswith(secret, start):
+                spans.append((start, start + len(secret)))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def redact_text(text: str) -> str:
-    """Free text with every remembered URL and secret replaced, then any other URL user-info or
-    secret query value (the backstop for URLs this run never parsed)."""
+    """Free text with every remembered secret replaced, then any URL user-info or listed query
+    value (the backstop for URLs this run never parsed)."""
     if not text:
         return text
-    with _lock:
-        known = sorted(_remembered.items(), key=lambda kv: len(kv[0]), reverse=True)
-    for secret, shown in known:  # longest first: a whole URL before the signature inside it
-        if secret in text:
-            text = text.replace(secret, shown)
+    if _anchors:
+        kept, cursor = [], 0
+        for start, end in _remembered_spans(text):
+            kept += [text[cursor:start], REDACTED]
+            cursor = end
+        text = "".join(kept) + text[cursor:]
     text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
     return _SECRET_PARAM.sub(rf"\1{REDACTED}", text)
 
