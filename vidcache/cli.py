@@ -63,6 +63,9 @@ def _wants_json(args: list[str]) -> bool:
 def _finish_error(message: str, code: int, *, as_json: bool) -> None:
     """Every failure ends here: one line on stderr and, with --json, one JSON object on stdout
     (`{"error": message, "exit_code": code}`, the same for every command)."""
+    from .redact import redact_text
+
+    message = redact_text(message)
     click.echo(f"vidcache: error: {message}", err=True)
     if as_json:
         click.echo(json.dumps({"error": message, "exit_code": code}, sort_keys=True))
@@ -71,10 +74,12 @@ def _finish_error(message: str, code: int, *, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from . import signals
+    from .redact import redact_standard_streams, redact_text
 
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
     signals.install()  # SIGTERM (Slurm, timeout, systemd, Kubernetes) stops a command exactly as Ctrl-C
+    redact_standard_streams()  # no credential of a URL leaves the process (docs/security.md)
     try:
         cli.main(args=args, prog_name="vidcache", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
@@ -89,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: the traceback goes to stderr, --json still gets its one object
         import traceback
 
-        traceback.print_exc()
-        first = (str(exc).strip().splitlines() or [""])[0]
+        sys.stderr.write(redact_text(traceback.format_exc()))  # a frame's text may quote a URL
+        first = redact_text((str(exc).strip().splitlines() or [""])[0])
         _finish_error(
             f"unexpected {type(exc).__name__}: {first} (a bug; please report it)", EXIT_INTERNAL, as_json=as_json
         )

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import ManifestError
+from .redact import remember_url, url_video_id
 from .remote import is_url
 
 KNOWN_COLUMNS = ("path", "video_id", "labels", "split", "start_s", "end_s")
@@ -165,7 +166,8 @@ def read_manifest(
     have no `path` when it has a `video_id`; its entry's path is then "".
 
     Relative paths resolve against `root` (default: the manifest's folder). The default `video_id`
-    is the path relative to that folder, so two `clip.mp4` in different folders never collide. With
+    is the path relative to that folder, so two `clip.mp4` in different folders never collide; for
+    a URL it is the URL without its credentials (`vidcache.redact.url_video_id`). With
     an explicit `root`, every path must stay inside it (after resolving symlinks).
 
     Cells are stripped of surrounding whitespace. Every problem is raised at once as a
@@ -226,8 +228,9 @@ def read_manifest(
             absolute = os.path.normpath(raw_path if os.path.isabs(raw_path) else os.path.join(base, raw_path))
             if is_url(raw_path):  # object storage or a web server, read through fsspec (vidcache.remote)
                 absolute = raw_path
-                if "video_id" not in unusable:
-                    video_id = video_id or raw_path
+                remember_url(raw_path)  # its credentials are scrubbed from anything printed (vidcache.redact)
+                if "video_id" not in unusable:  # without credentials: a re-signed URL is the same video
+                    video_id = video_id or url_video_id(raw_path)
             elif confine and not _is_within(absolute, base):
                 row_problems.append(f"{where}: path {raw_path!r} is outside --root {base}")
                 absolute = None

@@ -7,6 +7,10 @@ temporary file (streamed, never held in memory) and decodes that: FFmpeg seeks f
 (also one without HTTP range requests), and the file is deleted as soon as the video is done.
 http(s) is read with the standard library; other schemes through fsspec, which needs the protocol's
 package: s3fs for s3, gcsfs for gs (`pip install 'vidcache[remote]'`).
+
+`http://user:password@host/...` is sent as HTTP basic auth (an Authorization header that is not
+passed on to another host when the server redirects); a refusal (401/403) is a `CredentialsRefused`
+naming the URL with its credentials redacted (vidcache.redact).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import re
 import tempfile
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
+
+from .redact import redact_url, split_basic_auth
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 PACKAGE_OF = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
@@ -44,6 +50,34 @@ def _is_http(url: str) -> bool:
     return urlsplit(url).scheme.lower() in ("http", "https")
 
 
+class CredentialsRefused(PermissionError):
+    """The server answered 401/403: the message is one line naming the redacted URL."""
+
+
+def _refused(url: str, code: int, reason: str) -> CredentialsRefused:
+    _, auth = split_basic_auth(url)
+    sent = "the user:password of the URL" if auth else "the URL's signature or token, if any"
+    return CredentialsRefused(  # the URL is followed by a space: a redacted value ends there
+        f"the server refused the credentials for {redact_url(url)} (HTTP {code} {reason}; it was sent {sent}): "
+        "fix them, or sign the URL again if it expired"
+    )
+
+
+def _http_request(url: str, method: str = "GET", headers: dict[str, str] | None = None):
+    """A urllib Request for `url` with its user-info moved into a basic-auth header: urllib would
+    take `user:password@host` for the host name. The header is "unredirected": a redirect to another
+    host does not carry the credentials along."""
+    import base64
+    import urllib.request
+
+    bare, auth = split_basic_auth(url)
+    request = urllib.request.Request(bare, method=method, headers=headers or {})
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+        request.add_unredirected_header("Authorization", f"Basic {token}")
+    return request
+
+
 def _http_info(url: str) -> dict:
     """What a web server says about a URL (HEAD; a GET of its first byte where HEAD is refused), with
     the standard library: http(s) needs no extra package."""
@@ -51,7 +85,7 @@ def _http_info(url: str) -> dict:
     import urllib.request
 
     def ask(method: str, headers: dict[str, str]) -> dict:
-        request = urllib.request.Request(url, method=method, headers=headers)
+        request = _http_request(url, method, headers)
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
             info = {k: v for k, v in response.headers.items()}
             size = response.headers.get("Content-Length")
@@ -65,10 +99,17 @@ def _http_info(url: str) -> dict:
         return ask("HEAD", {})
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            raise FileNotFoundError(url) from None
-        if exc.code not in (403, 405, 501):
+            raise FileNotFoundError(redact_url(url)) from None
+        if exc.code == 401:
+            raise _refused(url, exc.code, exc.reason) from None
+        if exc.code not in (403, 405, 501):  # a URL presigned for GET only answers HEAD with 403
             raise
-    return ask("GET", {"Range": "bytes=0-0"})
+    try:
+        return ask("GET", {"Range": "bytes=0-0"})
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise _refused(url, exc.code, exc.reason) from None
+        raise
 
 
 def url_identity(url: str) -> tuple[int, int] | None:
@@ -113,9 +154,12 @@ def _http_get(url: str, local: str) -> None:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response, open(local, "wb") as out:
+        request = _http_request(url)
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response, open(local, "wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            raise FileNotFoundError(url) from None
+            raise FileNotFoundError(redact_url(url)) from None
+        if exc.code in (401, 403):
+            raise _refused(url, exc.code, exc.reason) from None
         raise OSError(f"HTTP {exc.code} {exc.reason}") from None

@@ -17,7 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CacheError, cache_write_error, fault_point, write_problem
+from ..redact import redact_text, redact_url
+from ..remote import is_url
 from .layout import SCHEMA_VERSION, STATUS_DONE, catalog_path
+
+
+def _shown_path(path: str) -> str:
+    """A URL's credentials are never written to the catalog (docs/security.md)."""
+    return redact_url(path) if is_url(path) else path
+
+
+def _stored(item: Item) -> tuple:
+    """An item's row, its reason scrubbed of credentials: a library's error message may quote a URL."""
+    values = dict(item.__dict__)
+    values["reason"] = redact_text(values["reason"]) if values["reason"] else values["reason"]
+    return tuple(values.values())
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -138,7 +153,9 @@ class Catalog:
 
     # entries -------------------------------------------------------------------------------------
     def upsert_entries(self, entries: Iterable) -> None:
-        rows = [(e.video_id, e.path, json.dumps(list(e.labels)), e.split, e.start_s, e.end_s) for e in entries]
+        rows = [
+            (e.video_id, _shown_path(e.path), json.dumps(list(e.labels)), e.split, e.start_s, e.end_s) for e in entries
+        ]
         with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO entries VALUES(?, ?, ?, ?, ?, ?)", rows)
 
@@ -176,7 +193,7 @@ class Catalog:
             )
             db.executemany(
                 f"INSERT OR REPLACE INTO items({_ITEM_COLUMNS}) VALUES({', '.join('?' * 12)})",
-                [tuple(i.__dict__.values()) for i in items],
+                [_stored(i) for i in items],
             )
             fault_point("catalog-commit", self.path)
 
@@ -184,7 +201,7 @@ class Catalog:
         with self.transaction() as db:
             db.executemany(
                 f"INSERT OR REPLACE INTO items({_ITEM_COLUMNS}) VALUES({', '.join('?' * 12)})",
-                [tuple(i.__dict__.values()) for i in items],
+                [_stored(i) for i in items],
             )
 
     def shard_names(self) -> set[str]:

@@ -7,8 +7,10 @@ import sys
 
 
 def command_line() -> str:
-    """The command as typed, recorded in every artifact it makes."""
-    return shlex.join(["vidcache", *sys.argv[1:]])
+    """The command as typed, recorded in every artifact it makes (any URL credential redacted)."""
+    from ..redact import redact_text
+
+    return redact_text(shlex.join(["vidcache", *sys.argv[1:]]))
 
 
 def resume_command() -> str:

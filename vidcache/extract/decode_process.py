@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..cache.layout import STATUS_FAILED
+from ..redact import redact_standard_streams, remember_url
 from .config import ExtractConfig
 from .consumers import Chunk
 from .decode import Deadline
@@ -140,6 +141,7 @@ def child_main(conn, spec: DecodeSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
+    redact_standard_streams()  # what this process prints (a traceback) never shows a URL's credentials
     torch.set_num_threads(1)  # parallelism is across processes; one resize per frame needs no pool
     with contextlib.suppress(OSError):
         # below the main process, which feeds the GPU: with every core decoding, the model thread ran at
@@ -160,6 +162,7 @@ def child_main(conn, spec: DecodeSpec) -> None:
             if job is None:
                 return
             entry, views = job
+            remember_url(entry.path)  # a library's message quoting it is scrubbed whole
             started = time.perf_counter()
             try:
                 consumers = make_consumers(

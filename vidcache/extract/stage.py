@@ -23,7 +23,8 @@ from ..cache.thumbnails import THUMBNAIL_KEY, encode_thumbnail
 from ..config import RunConfig, StreamConfig
 from ..errors import VideoFailure, ViewAbsent
 from ..manifest import VideoEntry
-from ..remote import fetch_to_temp, is_url
+from ..redact import redact_text
+from ..remote import CredentialsRefused, fetch_to_temp, is_url
 from .colour import exact_rgb, needs_exact
 from .consumers import Chunk, Consumer
 from .decode import Deadline, FrameSampler, frame_to_rgb
@@ -93,8 +94,11 @@ class VideoStage:
         except Exception as exc:
             if isinstance(exc, FileNotFoundError):
                 reason = "file not found (no such object at the URL)"
-            else:
-                reason = f"cannot fetch the URL ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})"
+            elif isinstance(exc, CredentialsRefused):  # already one line naming the redacted URL
+                reason = str(exc)
+            else:  # a library's message may quote the URL, credentials and all
+                first = (str(exc).strip().splitlines() or [""])[0]
+                reason = redact_text(f"cannot fetch the URL ({type(exc).__name__}: {first})")
             views = [v for c in self.consumers for v in c.view_names] + ([self.audio_view] if self.audio_view else [])
             self.outcomes.update({view: (STATUS_FAILED, reason) for view in views})
             return
