@@ -28,6 +28,7 @@ import torch
 from .. import __version__
 from ..cache.reader import Cache
 from ..errors import ConfigError, fault_point
+from ..extract.backbones.weights import state_dict_sha256
 from ..heads import HEADS, HeadOutput
 from ..heads.base import TrainingError
 from ..heads.checkpoint import load_checkpoint, save_checkpoint
@@ -69,8 +70,26 @@ class FinetuneSummary:
     seconds: float = 0.0
     train_frames_per_s: float = 0.0
     world_size: int = 1
-    backbone: str = ""
+    backbone: str = ""  # RUN/backbone.safetensors; "" when fine-tuning did not improve on the base weights
+    backbone_improved: bool = True
+    base_weights: str = ""  # not improved: the extract flags of the weights to use instead
     warnings: list[str] = field(default_factory=list)
+
+
+def _not_improved(summary: FinetuneSummary, identity: dict, run_dir: Path, cache_dir, *, best_epoch: int) -> None:
+    """The best epoch's tower is the base tower bit for bit: exporting it would give the same weights a
+    new sha256 and a cache would recompute identical features as new. Export nothing, say why."""
+    (run_dir / BACKBONE_FILE).unlink(missing_ok=True)  # a resumed run's earlier export is not the best
+    pretrained = identity.get("weights_path") or identity.get("pretrained")
+    summary.backbone_improved = False
+    summary.base_weights = f"--clip-model {identity.get('model')} --clip-pretrained {pretrained}"
+    why = ("epoch 0, the head fitted on the untouched tower, scored best on val" if best_epoch == 0
+           else f"the best epoch ({best_epoch}) left the tower as it was (frozen by --unfreeze or the lr)")  # fmt: skip
+    summary.warnings.append(
+        f"fine-tuning did not improve on the base weights: {why}, so no {BACKBONE_FILE} was written; "
+        f"cache {cache_dir} already holds those features (the run's head was fitted on them); to make them "
+        f"again extract with {summary.base_weights}"
+    )
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -220,6 +239,7 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
         ids = {split: splits.ids[split] for split in (TRAIN, VAL)}
         targets = {split: multi_hot(ids[split], splits.labels, splits.vocabulary) for split in ids}
         encoder = encoder_for_identity(identity, cache_dir=cache_dir)
+        base_sha256 = state_dict_sha256(encoder.model.visual)  # to tell, at the end, whether the tower changed
         preprocess = preprocess_of(identity)
         budget = config.memory_budget_gb * 2**30 / 2
 
@@ -458,9 +478,13 @@ def _finetune(cache_dir, config: FinetuneConfig, run_dir: Path, world, *, resume
                 json.dumps(dict(zip(splits.vocabulary, map(float, thresholds), strict=True)), indent=2)
             )
             (run_dir / "vocabulary.json").write_text(json.dumps(splits.vocabulary))
-            record = provenance(identity, run_dir.resolve(), run_id=state["run_id"], best_epoch=state["best_epoch"])
-            path = export_backbone(clip_model, run_dir / BACKBONE_FILE, tag_cfg=encoder.weights.tag_cfg, record=record)
-            summary.backbone = str(path)
+            if state_dict_sha256(visual) == base_sha256:  # the untouched tower won: nothing new to export
+                _not_improved(summary, identity, run_dir, cache_dir, best_epoch=state["best_epoch"])
+            else:
+                record = provenance(identity, run_dir.resolve(), run_id=state["run_id"], best_epoch=state["best_epoch"])
+                path = export_backbone(clip_model, run_dir / BACKBONE_FILE, tag_cfg=encoder.weights.tag_cfg,
+                                       record=record)  # fmt: skip
+                summary.backbone = str(path)
             summary.seconds = time.perf_counter() - started
             (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
         world.barrier()

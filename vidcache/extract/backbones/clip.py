@@ -10,9 +10,11 @@ import numpy as np
 import torch
 
 from ...device import autocast_dtype, to_device
+from ...errors import ConfigError
 from ..preprocess import ImagePreprocess
 from ..views.clip import ClipConfig
 from .base import FrameEncoder
+from .clip_files import check_clip_file
 from .registry import register_backbone
 from .weights import ResolvedWeights, hf_offline, resolve_clip_weights, sha256_file, state_dict_sha256
 
@@ -37,6 +39,8 @@ def load_clip(config: ClipConfig, *, allow_download: bool = False):
 
     register_vidcache_configs()
     weights: ResolvedWeights = resolve_clip_weights(config.model, config.pretrained, allow_download=allow_download)
+    if weights.kind == "file":  # another architecture's file (or a head's) fails here in one line, not in open_clip
+        check_clip_file(weights.path or "", config.model)
     with hf_offline(not allow_download):
         if weights.kind == "hf-hub":
             model = open_clip.create_model(config.model, weights_only=True)
@@ -60,6 +64,14 @@ def load_clip(config: ClipConfig, *, allow_download: bool = False):
                     force_quick_gelu=bool(weights.tag_cfg.get("quick_gelu", False)),
                     force_preprocess_cfg=force_pp or None,
                 )
+            except (RuntimeError, AssertionError, KeyError, ValueError) as exc:
+                if weights.kind != "file":
+                    raise
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise ConfigError(
+                    f"--clip-pretrained {weights.path} does not load into --clip-model {config.model} "
+                    f"({type(exc).__name__}: {first}); give the --clip-model it was made for"
+                ) from None
             finally:
                 quiet.setLevel(level)
     model.eval()

@@ -134,7 +134,7 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
     if not tag_cfg:
         if os.sep in pretrained or Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors"):
             raise MissingWeightsError(
-                f"--clip-pretrained file {pretrained} does not exist; give the path of a local checkpoint"
+                f"--clip-pretrained file {pretrained} does not exist; {_unexported_hint(pretrained)}"
             )
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none known"
         raise ConfigError(
@@ -166,6 +166,22 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
         source = f"https://huggingface.co/{hf_hub.rstrip('/')}" if hf_hub else url
         path = download(source, f"CLIP weights {model}/{pretrained}", download_pretrained, tag_cfg)
     return ResolvedWeights("tag", path, tag_cfg)
+
+
+def _unexported_hint(path: str) -> str:
+    """The fix for a missing weights file: a fine-tune that did not improve exports none (its
+    summary.json names the base weights), anything else needs the path of a local checkpoint."""
+    summary = Path(path).parent / "summary.json"
+    try:
+        made = json.loads(summary.read_text()) if summary.is_file() else {}
+    except (OSError, ValueError):
+        made = {}
+    if made.get("backbone_improved") is False:
+        return (
+            f"fine-tuning run {summary.parent} did not improve on its base weights (best epoch 0) and exported "
+            f"none; extract with those instead: {made.get('base_weights', '')}"
+        )
+    return "give the path of a local checkpoint"
 
 
 def load_state_dict_file(path: str) -> dict:
