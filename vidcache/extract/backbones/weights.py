@@ -178,7 +178,8 @@ def _unexported_hint(path: str) -> str:
         made = {}
     if made.get("backbone_improved") is False:
         return (
-            f"fine-tuning run {summary.parent} did not improve on its base weights (best epoch 0) and exported "
+            f"fine-tuning run {summary.parent} did not improve on its base weights (best epoch "
+            f"{made.get('best_epoch')}) and exported "
             f"none; extract with those instead: {made.get('base_weights', '')}"
         )
     return "give the path of a local checkpoint"
