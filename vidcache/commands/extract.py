@@ -72,7 +72,7 @@ def build_config(*, shard_spec: str = "0/1", **values) -> ExtractConfig:
     `flow_bound`, ...); flags not given take their defaults, unknown keywords are an error. Without
     `clip_model`, a `clip_pretrained` file that names its architecture (a fine-tuned export) sets it."""
     options = extract_options()
-    if "clip_model" not in values and values.get("clip_pretrained"):
+    if "clip_model" not in values and str(values.get("clip_pretrained", "")).endswith(".safetensors"):
         from ..extract.backbones.clip_files import architecture_of
 
         recorded = architecture_of(values["clip_pretrained"])

@@ -89,6 +89,7 @@ class ClipEncoder(FrameEncoder):
     ):
         self.config = config
         self.device = device
+        self.allow_download = allow_download
         self.model, self.weights, self.weights_sha256, self.preprocess = load_clip(
             config, allow_download=allow_download
         )
@@ -125,7 +126,8 @@ class ClipEncoder(FrameEncoder):
     def encode_text(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
         import open_clip
 
-        tokenizer = open_clip.get_tokenizer(self.config.model)
+        with hf_offline(not self.allow_download):  # an hf-hub model's tokenizer is in the hub cache too
+            tokenizer = open_clip.get_tokenizer(self.config.model)
         out = []
         for start in range(0, len(texts), batch_size):
             tokens = to_device(tokenizer(texts[start : start + batch_size]), self.device)

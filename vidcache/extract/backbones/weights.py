@@ -50,11 +50,23 @@ def sha256_file(path: str | os.PathLike, *, block_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _hf_cached(repo_id: str, filenames: tuple[str, ...]) -> str | None:
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache as the environment names it now (huggingface_hub reads HF_HOME once,
+    at import): HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def hf_cached(repo_id: str, filenames: tuple[str, ...]) -> str | None:
+    """The first of `filenames` of hub repo `repo_id` in the local cache (a local lookup, never the network)."""
     from huggingface_hub import try_to_load_from_cache
 
+    repo_id, _, revision = repo_id.partition("@")
     for filename in filenames:
-        found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+        found = try_to_load_from_cache(repo_id=repo_id, filename=filename, cache_dir=hf_cache_dir(),
+                                       revision=revision or None)  # fmt: skip
         if isinstance(found, str) and os.path.isfile(found):
             return found
     return None
@@ -104,12 +116,12 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
 
     if model.startswith("hf-hub:"):
         repo_id = model[len("hf-hub:") :]
-        path = _hf_cached(repo_id, HF_WEIGHT_FILES)
+        path = hf_cached(repo_id, HF_WEIGHT_FILES)
         if path is None:
             if not allow_download:
                 raise MissingWeightsError(
                     f"CLIP weights for {model} are not in the local Hugging Face cache "
-                    f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}); fetch them with "
+                    f"({hf_cache_dir()}); fetch them with "
                     f"`hf download {repo_id}` where there is internet, or add --download"
                 )
             from open_clip.pretrained import download_pretrained_from_hf
@@ -147,7 +159,7 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
     path = None
     if hf_hub:
         repo_id, filename = os.path.split(hf_hub.rstrip("/")) if not hf_hub.endswith("/") else (hf_hub[:-1], "")
-        path = _hf_cached(repo_id, _safe_alternatives(filename) if filename else HF_WEIGHT_FILES)
+        path = hf_cached(repo_id, _safe_alternatives(filename) if filename else HF_WEIGHT_FILES)
     if path is None and url:
         candidate = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
         path = str(candidate) if candidate.is_file() else None
@@ -158,7 +170,7 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
             where = f"`hf download {hf_hub.rstrip('/')}`" if hf_hub else f"downloading {url} to ~/.cache/clip/"
             raise MissingWeightsError(
                 f"CLIP weights {model}/{pretrained} are not cached locally; get them with {where} where there "
-                f"is internet (HF cache: {os.environ.get('HF_HOME', '~/.cache/huggingface')}), pass "
+                f"is internet (HF cache: {hf_cache_dir()}), pass "
                 "--clip-pretrained /path/to/weights.safetensors, or add --download"
             )
         from open_clip.pretrained import download_pretrained
@@ -240,11 +252,17 @@ def hf_offline(enabled: bool):
     if not enabled:
         yield
         return
-    saved = os.environ.get("HF_HUB_OFFLINE")
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: the variable alone, set now, changes nothing
+    # (timm then retried huggingface.co for a minute); its constant is what every request checks
+    saved, saved_constant = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
     os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
+        constants.HF_HUB_OFFLINE = saved_constant
         if saved is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
