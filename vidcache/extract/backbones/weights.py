@@ -110,6 +110,22 @@ def _safe_alternatives(filename: str) -> tuple[str, ...]:
     return (filename,)
 
 
+def cached_tag_file(tag_cfg: dict) -> str | None:
+    """The local file of an open_clip pretrained tag (its cfg): the HF cache, ~/.cache/clip or its own
+    `file`; None when none is on disk. A local lookup only."""
+    hf_hub, url = tag_cfg.get("hf_hub", ""), tag_cfg.get("url", "")
+    path = None
+    if hf_hub:
+        repo_id, filename = os.path.split(hf_hub.rstrip("/")) if not hf_hub.endswith("/") else (hf_hub[:-1], "")
+        path = hf_cached(repo_id, _safe_alternatives(filename) if filename else HF_WEIGHT_FILES)
+    if path is None and url:
+        candidate = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        path = str(candidate) if candidate.is_file() else None
+    if path is None and tag_cfg.get("file"):
+        path = tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
+    return path
+
+
 def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = False) -> ResolvedWeights:
     """Resolve `--clip-pretrained` to a local file without touching the network unless allowed."""
     import open_clip
@@ -154,17 +170,8 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
             "use 'none' for random weights"
         )
 
-    hf_hub = tag_cfg.get("hf_hub", "")
-    url = tag_cfg.get("url", "")
-    path = None
-    if hf_hub:
-        repo_id, filename = os.path.split(hf_hub.rstrip("/")) if not hf_hub.endswith("/") else (hf_hub[:-1], "")
-        path = hf_cached(repo_id, _safe_alternatives(filename) if filename else HF_WEIGHT_FILES)
-    if path is None and url:
-        candidate = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
-        path = str(candidate) if candidate.is_file() else None
-    if path is None and tag_cfg.get("file"):
-        path = tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
+    hf_hub, url = tag_cfg.get("hf_hub", ""), tag_cfg.get("url", "")
+    path = cached_tag_file(tag_cfg)
     if path is None:
         if not allow_download:
             where = f"`hf download {hf_hub.rstrip('/')}`" if hf_hub else f"downloading {url} to ~/.cache/clip/"

@@ -50,6 +50,11 @@ class S3dView(View):
             "s3d", config=settings, device=ctx.device, dtype=ctx.dtype, allow_download=ctx.allow_download
         )
 
+    def local_weights(self, *, every_tag: bool = False) -> list | None:
+        from ..local_weights import s3d_weights
+
+        return s3d_weights()
+
     def prepare_twin(self, model: Any) -> Any:
         from ..decode_process import PrepareOnly
 

@@ -202,3 +202,8 @@ class TimmView(SampledFramesView):
 
     def weights_files(self, settings: TimmConfig) -> tuple[str | None, ...]:
         return (settings.pretrained,)
+
+    def local_weights(self, *, every_tag: bool = False) -> list | None:
+        from ..local_weights import timm_weights
+
+        return timm_weights()
