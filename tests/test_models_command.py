@@ -4,6 +4,7 @@ TORCH_HOME; every weights file `huggingface_hub.scan_cache_dir` finds is listed 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,7 +14,9 @@ import pytest
 from conftest import run_cli_in_process
 from huggingface_hub import scan_cache_dir
 
+from vidcache.commands.extract import build_config
 from vidcache.commands.models import local_models
+from vidcache.extract.views import VIEWS
 
 LAION = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # open_clip's ViT-B-32 / laion2b_s34b_b79k tag
 
@@ -97,3 +100,19 @@ def test_models_command_json_and_table(caches):
     code, out, err = run_cli_in_process("models")
     assert code == 0, err
     assert "resnet18.a1_in1k" in out and "needs --download" in out and str(caches) in out
+
+
+@pytest.mark.parametrize("view", VIEWS.names())
+def test_every_listed_weight_is_selected_by_flags_extract_accepts(view, caches):
+    """Generated from the view registry: each entry's `flags` build an ExtractConfig that names it."""
+    entries = VIEWS.get(view)().local_weights(every_tag=False)
+    if entries is None:
+        return  # a view without managed weights
+    assert entries, view
+    for entry in entries:
+        words = entry.flags.split()
+        values = {flag[2:].replace("-", "_"): value for flag, value in zip(words[::2], words[1::2], strict=True)}
+        config = build_config(**values)
+        settings = config.views_settings[VIEWS.get(view).section]
+        chosen = set(json.dumps(dataclasses.asdict(settings)).split('"'))
+        assert {entry.model.removeprefix("raft-"), entry.weights} & chosen, (entry, settings)
