@@ -113,7 +113,14 @@ class TimmEncoder:
                 model = timm.create_model(config.model, pretrained=False, **kwargs)
                 state = load_state_dict_file(path)
                 state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc.", "classifier."))}
-                missing, _ = model.load_state_dict(state, strict=False)
+                try:
+                    missing, _ = model.load_state_dict(state, strict=False)
+                except RuntimeError as error:  # same names, other shapes: another model's weights
+                    first = (str(error).strip().splitlines() or [""])[-1].strip()[:200]
+                    raise ConfigError(
+                        f"--timm-pretrained {path}: not weights of {config.model} ({first}); give --timm-model "
+                        "the model they were made for"
+                    ) from None
                 if missing:
                     raise ConfigError(
                         f"--timm-pretrained {path}: weights lack {len(missing)} tensors of {config.model}"
