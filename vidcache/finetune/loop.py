@@ -80,7 +80,9 @@ def _not_improved(summary: FinetuneSummary, identity: dict, run_dir: Path, cache
     """The best epoch's tower is the base tower bit for bit: exporting it would give the same weights a
     new sha256 and a cache would recompute identical features as new. Export nothing, say why."""
     (run_dir / BACKBONE_FILE).unlink(missing_ok=True)  # a resumed run's earlier export is not the best
-    pretrained = identity.get("weights_path") or identity.get("pretrained")
+    # a tag stays a tag (its file is wherever the HF cache put it); a weights file is named by its path
+    kind = identity.get("weights_kind")
+    pretrained = identity.get("weights_path") if kind == "file" else identity.get("pretrained")
     summary.backbone_improved = False
     summary.base_weights = f"--clip-model {identity.get('model')} --clip-pretrained {pretrained}"
     why = ("epoch 0, the head fitted on the untouched tower, scored best on val" if best_epoch == 0
