@@ -379,6 +379,8 @@ def test_cli_extract_frames_finetune_reextract(tmp_path):
                                       "--clip-pretrained", tmp_path / "same" / "backbone.safetensors")  # fmt: skip
     assert code == 2 and "did not improve on its base weights" in err and "--clip-pretrained none" in err
     assert len(err.strip().splitlines()) == 1
+    code, _, err = run_cli_in_process("eval", "--run", tmp_path / "same", "--cache", tmp_path / "c")
+    assert code == 2 and "did not improve on its base weights (no backbone exported" in err
 
     # 2. a run that moves the tower (no probe epoch 0) → extract with only --clip-pretrained (item 1)
     code, out, err = run_cli_in_process(*finetune_args, "--out", tmp_path / "run", "--head-init", "random",
