@@ -80,6 +80,12 @@ def test_an_export_names_its_architecture_and_a_contradicting_clip_model_is_refu
     export_backbone(open_clip.create_model("vidcache-tiny"), export, tag_cfg={}, record=record)
     code, _, err = _extract(one_video, tmp_path / "c", "--clip-model", "ViT-B-32", "--clip-pretrained", export)
     _one_line_error(code, err, str(export), "fine-tuned from vidcache-tiny", "leave --clip-model out")
+    hub_export = tmp_path / "hub" / "backbone.safetensors"  # fine-tuned from an hf-hub: model
+    hub_export.parent.mkdir()
+    export_backbone(open_clip.create_model("vidcache-tiny"), hub_export, tag_cfg={},
+                    record={"from": {"model": "hf-hub:org/some-clip"}})  # fmt: skip
+    code, _, err = _extract(one_video, tmp_path / "c3", "--clip-pretrained", hub_export)
+    _one_line_error(code, err, str(hub_export), "hf-hub:org/some-clip", "would silently use the repo's weights")
     code, out, err = _extract(one_video, tmp_path / "c2", "--clip-pretrained", export, "--json")
     assert code == 0, err
     assert json.loads(out)["extracted"] == 1

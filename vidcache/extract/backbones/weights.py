@@ -132,6 +132,12 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
 
     if model.startswith("hf-hub:"):
         repo_id = model[len("hf-hub:") :]
+        if os.path.isfile(pretrained):  # would be ignored: the hub repo's own weights would load instead
+            raise ConfigError(
+                f"--clip-pretrained {pretrained}: extract cannot load a weights file into an hf-hub: architecture "
+                f"({model}; it reads the hub cache), and would silently use the repo's weights; use a named open_clip "
+                "architecture (see docs/finetune.md)"
+            )
         path = hf_cached(repo_id, HF_WEIGHT_FILES)
         if path is None:
             if not allow_download:
