@@ -77,3 +77,21 @@ def run_cli(
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+def run_cli_in_process(*args: object) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `vidcache ARGS` run in this process, through `main`'s error
+    mapping (one-line errors, exit codes) without a subprocess's seconds of start-up."""
+    import contextlib
+    import io
+
+    from vidcache.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()

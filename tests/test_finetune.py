@@ -177,7 +177,9 @@ def test_unfreeze_last_block_leaves_frozen_layers_bit_identical(pair_cache, tmp_
     from vidcache.finetune.model import encoder_for_identity
 
     _, cache = pair_cache
-    summary = finetune(cache, tiny_config(unfreeze="last:1", epochs=1, max_frames=1), tmp_path / "run")
+    # no probe epoch 0: one epoch of training is the best (an unchanged tower exports nothing)
+    summary = finetune(cache, tiny_config(unfreeze="last:1", epochs=1, max_frames=1, head_init="random"),
+                       tmp_path / "run")  # fmt: skip
     with Cache(cache) as c:
         before = encoder_for_identity(c.view_info("clip")).model.visual.state_dict()
     last = load_file(str(tmp_path / "run" / "last.safetensors"))  # after the epoch of training
@@ -323,11 +325,24 @@ def test_frames_view_crops_are_the_clip_preprocessing(pair_cache):
     np.testing.assert_allclose(encoder.encode(torch.from_numpy(crops)), rows, rtol=1e-5, atol=1e-5)
 
 
+def _tower_of_run(run_dir: Path, identity: dict) -> torch.nn.Module:
+    """The base tower of a cached view with a run's best.safetensors tower loaded: the reference."""
+    from vidcache.finetune.model import encoder_for_identity
+
+    tower = encoder_for_identity(identity).model.visual
+    best = load_file(str(run_dir / "best.safetensors"))
+    tower.load_state_dict({k[len("model.visual.") :]: v for k, v in best.items() if k.startswith("model.visual.")})
+    return tower.eval()
+
+
 @pytest.mark.slow
 def test_cli_extract_frames_finetune_reextract(tmp_path):
     """The judged path through the real CLI: extract --views clip,frames (size estimate printed
-    first) → finetune → extract --clip-pretrained RUN/backbone.safetensors, whose identity names the run."""
-    from conftest import run_cli
+    first) → finetune → extract with only --clip-pretrained RUN/backbone.safetensors (the file names its
+    architecture), whose rows equal the fine-tuned tower applied directly and whose identity names the
+    run. First the issue's run (`--epochs 1 --unfreeze last:1`: best epoch 0, the untouched tower): it
+    exports nothing and says so, and extract pointed at its missing export names the base weights."""
+    from conftest import run_cli, run_cli_in_process
 
     rows = ["path,labels,split"]
     for number in range(12):
@@ -337,19 +352,59 @@ def test_cli_extract_frames_finetune_reextract(tmp_path):
         write_video(tmp_path / name, 2, fps=4, width=SIDE_PX, height=SIDE_PX, frame_fn=pair_frame_fn(label, number))
         rows.append(f"{name},{label},{split}")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-    tiny = ["--clip-model", "vidcache-tiny", "--num-frames", "2", "--device", "cpu"]
+    tiny = ["--num-frames", "2", "--device", "cpu"]
     first = run_cli("extract", tmp_path / "m.csv", "--cache", tmp_path / "c", "--views", "clip,frames",
-                    "--clip-pretrained", "none", *tiny, check=True)  # fmt: skip
+                    "--clip-model", "vidcache-tiny", "--clip-pretrained", "none", *tiny, check=True)  # fmt: skip
     mib = 12 * 2 * 3 * 224 * 224 / 2**20
     assert f"frames view: about 24 frames of 224x224 px for 12 video(s), {mib:.1f} MiB uncompressed" in first.stderr
-    run_cli("finetune", "--cache", tmp_path / "c", "--out", tmp_path / "run", "--epochs", "1", "--max-frames", "2",
-            "--unfreeze", "last:1", "--device", "cpu", "--json", check=True)  # fmt: skip
+    with Cache(tmp_path / "c") as cache:
+        base_identity = cache.view_info("clip")
+    finetune_args = ["finetune", "--cache", tmp_path / "c", "--epochs", "1", "--max-frames", "2", "--unfreeze",
+                     "last:1", "--device", "cpu", "--json"]  # fmt: skip
+
+    # 1. no improvement: best epoch 0 is the probe on the untouched tower (issue 23 item 2)
+    same = run_cli(*finetune_args, "--out", tmp_path / "same", check=True)
+    reported = json.loads(same.stdout)
+    assert reported["best_epoch"] == 0 and reported["backbone_improved"] is False and reported["backbone"] == ""
+    assert reported["base_weights"] == "--clip-model vidcache-tiny --clip-pretrained none"
+    assert "WARNING: fine-tuning did not improve on the base weights" in same.stderr
+    assert json.loads((tmp_path / "same" / "summary.json").read_text())["backbone_improved"] is False
+    assert not (tmp_path / "same" / "backbone.safetensors").exists()
+    base_tower = _tower_of_run(tmp_path / "same", base_identity)  # the best tower is the base, bit for bit
+    from vidcache.finetune.model import encoder_for_identity
+
+    for key, value in encoder_for_identity(base_identity).model.visual.state_dict().items():
+        assert torch.equal(base_tower.state_dict()[key], value), key
+    code, _, err = run_cli_in_process("extract", tmp_path / "m.csv", "--cache", tmp_path / "c3", *tiny,
+                                      "--clip-pretrained", tmp_path / "same" / "backbone.safetensors")  # fmt: skip
+    assert code == 2 and "did not improve on its base weights" in err and "--clip-pretrained none" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run_cli_in_process("eval", "--run", tmp_path / "same", "--cache", tmp_path / "c")
+    assert code == 2 and "did not improve on its base weights (no backbone exported" in err
+
+    # 2. a run that moves the tower (no probe epoch 0) → extract with only --clip-pretrained (item 1)
+    code, out, err = run_cli_in_process(*finetune_args, "--out", tmp_path / "run", "--head-init", "random",
+                                        "--lr", "1e-3")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["backbone_improved"] is True
     backbone = tmp_path / "run" / "backbone.safetensors"
-    run_cli("extract", tmp_path / "m.csv", "--cache", tmp_path / "c2", "--clip-pretrained", backbone, *tiny, check=True)
-    with Cache(tmp_path / "c2") as cache:
+    run_cli("extract", tmp_path / "m.csv", "--cache", tmp_path / "c2", "--clip-pretrained", backbone, *tiny,
+            "--dtype", "float32", check=True)  # fmt: skip
+    tower = _tower_of_run(tmp_path / "run", base_identity)
+    mean = torch.tensor(base_identity["preprocess"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(base_identity["preprocess"]["std"]).view(1, 3, 1, 1)
+    with Cache(tmp_path / "c2") as cache, Cache(tmp_path / "c") as original:
         identity = cache.view_info("clip")
         assert len(cache.video_ids("clip")) == 12
-    assert identity["weights_kind"] == "file" and identity["fine_tuned"]["run_dir"] == str((tmp_path / "run").resolve())
+        for video_id in sorted(original.video_ids("frames")):
+            crops, _ = original.read(video_id, "frames")
+            with torch.no_grad():
+                direct = tower((torch.from_numpy(crops).float() / 255 - mean) / std).numpy()
+                before = base_tower((torch.from_numpy(crops).float() / 255 - mean) / std).numpy()
+            np.testing.assert_allclose(cache.read(video_id, "clip")[0], direct, rtol=1e-5, atol=1e-5)
+            assert np.abs(direct - before).max() > 1e-3  # the fine-tuned tower computes other features
+    assert identity["model"] == "vidcache-tiny" and identity["weights_kind"] == "file"
+    assert identity["fine_tuned"]["run_dir"] == str((tmp_path / "run").resolve())
 
 
 def test_config_errors_name_the_parameter():

@@ -50,3 +50,19 @@ def test_unknown_model_and_missing_weights_are_one_line_errors(tmp_path):
             device="cpu",
             dtype="float32",
         )
+
+
+def test_weights_of_another_shape_are_a_one_line_error(tmp_path):
+    """A state dict with the model's names but other shapes (another size of the network) is a
+    ConfigError naming the file, not torch's multi-line RuntimeError (exit 70)."""
+    from safetensors.torch import save_file
+
+    state = timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict()
+    with pytest.raises(RuntimeError, match="size mismatch"):  # what torch says about it, the reference
+        timm.create_model("resnet18", pretrained=False, num_classes=0).load_state_dict(
+            {**state, "conv1.weight": torch.zeros(32, 3, 7, 7)}, strict=False
+        )
+    path = tmp_path / "other.safetensors"
+    save_file({**{k: v.contiguous() for k, v in state.items()}, "conv1.weight": torch.zeros(32, 3, 7, 7)}, str(path))
+    with pytest.raises(ConfigError, match=r"--timm-pretrained .*other.safetensors: not weights of resnet18 .*size"):
+        TimmEncoder(config=TimmConfig(model="resnet18", pretrained=str(path)), device="cpu", dtype="float32")

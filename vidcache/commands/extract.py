@@ -69,8 +69,15 @@ def _command_options(fn):
 
 def build_config(*, shard_spec: str = "0/1", **values) -> ExtractConfig:
     """The `ExtractConfig` of parsed `extract` flags (keywords named as the flags: `clip_model`,
-    `flow_bound`, ...); flags not given take their defaults, unknown keywords are an error."""
+    `flow_bound`, ...); flags not given take their defaults, unknown keywords are an error. Without
+    `clip_model`, a `clip_pretrained` file that names its architecture (a fine-tuned export) sets it."""
     options = extract_options()
+    if "clip_model" not in values and str(values.get("clip_pretrained", "")).endswith(".safetensors"):
+        from ..extract.views.clip.files import architecture_of
+
+        recorded = architecture_of(values["clip_pretrained"])
+        if recorded:
+            values["clip_model"] = recorded
     for option in options:
         values.setdefault(option.dest, option.option.default)
     known = {o.dest for o in options}
@@ -141,6 +148,8 @@ def extract(manifest: str, cache_dir: str, root: str | None, as_json: bool, **op
     MANIFEST is a CSV or parquet with a `path` column and optional `video_id`, `labels` (;-separated),
     `split`, `start_s`, `end_s`.
     """
+    if click.get_current_context().get_parameter_source("clip_model") == click.core.ParameterSource.DEFAULT:
+        options.pop("clip_model")  # not given: the --clip-pretrained file may name it (build_config)
     sys.exit(run_extract(manifest, cache_dir=cache_dir, root=root, as_json=as_json, **options))
 
 

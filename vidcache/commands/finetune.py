@@ -43,13 +43,19 @@ def finetune(cache_dir: str, run_dir: str, resume: bool, as_json: bool, **values
     summary = run(cache_dir, config, run_dir, resume=resume, command=command_line(), progress=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
+    for warning in summary.warnings:  # with --json too: stdout holds the JSON, stderr says it in words
+        click.echo(f"WARNING: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(summary), sort_keys=True, default=str))
     else:
         print_metrics(
             f"fine-tuned {config.view} + {config.head}: best {summary.best_metric} {summary.best_value:.4f} at epoch "
             f"{summary.best_epoch} → {run_dir}",
-            {**summary.val_metrics, "train frames/s": summary.train_frames_per_s, "backbone": summary.backbone},
+            {
+                **summary.val_metrics,
+                "train frames/s": summary.train_frames_per_s,
+                "backbone": summary.backbone or f"none exported (not improved): use {summary.base_weights}",
+            },
         )
 
 

@@ -50,11 +50,23 @@ def sha256_file(path: str | os.PathLike, *, block_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _hf_cached(repo_id: str, filenames: tuple[str, ...]) -> str | None:
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache as the environment names it now (huggingface_hub reads HF_HOME once,
+    at import): HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def hf_cached(repo_id: str, filenames: tuple[str, ...]) -> str | None:
+    """The first of `filenames` of hub repo `repo_id` in the local cache (a local lookup, never the network)."""
     from huggingface_hub import try_to_load_from_cache
 
+    repo_id, _, revision = repo_id.partition("@")
     for filename in filenames:
-        found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+        found = try_to_load_from_cache(repo_id=repo_id, filename=filename, cache_dir=hf_cache_dir(),
+                                       revision=revision or None)  # fmt: skip
         if isinstance(found, str) and os.path.isfile(found):
             return found
     return None
@@ -98,18 +110,40 @@ def _safe_alternatives(filename: str) -> tuple[str, ...]:
     return (filename,)
 
 
+def cached_tag_file(tag_cfg: dict) -> str | None:
+    """The local file of an open_clip pretrained tag (its cfg): the HF cache, ~/.cache/clip or its own
+    `file`; None when none is on disk. A local lookup only."""
+    hf_hub, url = tag_cfg.get("hf_hub", ""), tag_cfg.get("url", "")
+    path = None
+    if hf_hub:
+        repo_id, filename = os.path.split(hf_hub.rstrip("/")) if not hf_hub.endswith("/") else (hf_hub[:-1], "")
+        path = hf_cached(repo_id, _safe_alternatives(filename) if filename else HF_WEIGHT_FILES)
+    if path is None and url:
+        candidate = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        path = str(candidate) if candidate.is_file() else None
+    if path is None and tag_cfg.get("file"):
+        path = tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
+    return path
+
+
 def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = False) -> ResolvedWeights:
     """Resolve `--clip-pretrained` to a local file without touching the network unless allowed."""
     import open_clip
 
     if model.startswith("hf-hub:"):
         repo_id = model[len("hf-hub:") :]
-        path = _hf_cached(repo_id, HF_WEIGHT_FILES)
+        if os.path.isfile(pretrained):  # would be ignored: the hub repo's own weights would load instead
+            raise ConfigError(
+                f"--clip-pretrained {pretrained}: extract cannot load a weights file into an hf-hub: architecture "
+                f"({model}; it reads the hub cache), and would silently use the repo's weights; use a named open_clip "
+                "architecture (see docs/finetune.md)"
+            )
+        path = hf_cached(repo_id, HF_WEIGHT_FILES)
         if path is None:
             if not allow_download:
                 raise MissingWeightsError(
                     f"CLIP weights for {model} are not in the local Hugging Face cache "
-                    f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}); fetch them with "
+                    f"({hf_cache_dir()}); fetch them with "
                     f"`hf download {repo_id}` where there is internet, or add --download"
                 )
             from open_clip.pretrained import download_pretrained_from_hf
@@ -134,7 +168,7 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
     if not tag_cfg:
         if os.sep in pretrained or Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors"):
             raise MissingWeightsError(
-                f"--clip-pretrained file {pretrained} does not exist; give the path of a local checkpoint"
+                f"--clip-pretrained file {pretrained} does not exist; {_unexported_hint(pretrained)}"
             )
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none known"
         raise ConfigError(
@@ -142,23 +176,14 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
             "use 'none' for random weights"
         )
 
-    hf_hub = tag_cfg.get("hf_hub", "")
-    url = tag_cfg.get("url", "")
-    path = None
-    if hf_hub:
-        repo_id, filename = os.path.split(hf_hub.rstrip("/")) if not hf_hub.endswith("/") else (hf_hub[:-1], "")
-        path = _hf_cached(repo_id, _safe_alternatives(filename) if filename else HF_WEIGHT_FILES)
-    if path is None and url:
-        candidate = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
-        path = str(candidate) if candidate.is_file() else None
-    if path is None and tag_cfg.get("file"):
-        path = tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
+    hf_hub, url = tag_cfg.get("hf_hub", ""), tag_cfg.get("url", "")
+    path = cached_tag_file(tag_cfg)
     if path is None:
         if not allow_download:
             where = f"`hf download {hf_hub.rstrip('/')}`" if hf_hub else f"downloading {url} to ~/.cache/clip/"
             raise MissingWeightsError(
                 f"CLIP weights {model}/{pretrained} are not cached locally; get them with {where} where there "
-                f"is internet (HF cache: {os.environ.get('HF_HOME', '~/.cache/huggingface')}), pass "
+                f"is internet (HF cache: {hf_cache_dir()}), pass "
                 "--clip-pretrained /path/to/weights.safetensors, or add --download"
             )
         from open_clip.pretrained import download_pretrained
@@ -166,6 +191,23 @@ def resolve_clip_weights(model: str, pretrained: str, *, allow_download: bool = 
         source = f"https://huggingface.co/{hf_hub.rstrip('/')}" if hf_hub else url
         path = download(source, f"CLIP weights {model}/{pretrained}", download_pretrained, tag_cfg)
     return ResolvedWeights("tag", path, tag_cfg)
+
+
+def _unexported_hint(path: str) -> str:
+    """The fix for a missing weights file: a fine-tune that did not improve exports none (its
+    summary.json names the base weights), anything else needs the path of a local checkpoint."""
+    summary = Path(path).parent / "summary.json"
+    try:
+        made = json.loads(summary.read_text()) if summary.is_file() else {}
+    except (OSError, ValueError):
+        made = {}
+    if made.get("backbone_improved") is False:
+        return (
+            f"fine-tuning run {summary.parent} did not improve on its base weights (best epoch "
+            f"{made.get('best_epoch')}) and exported "
+            f"none; extract with those instead: {made.get('base_weights', '')}"
+        )
+    return "give the path of a local checkpoint"
 
 
 def load_state_dict_file(path: str) -> dict:
@@ -223,11 +265,17 @@ def hf_offline(enabled: bool):
     if not enabled:
         yield
         return
-    saved = os.environ.get("HF_HUB_OFFLINE")
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: the variable alone, set now, changes nothing
+    # (timm then retried huggingface.co for a minute); its constant is what every request checks
+    saved, saved_constant = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
     os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
+        constants.HF_HUB_OFFLINE = saved_constant
         if saved is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:

@@ -1,5 +1,6 @@
 """RUN/backbone.safetensors: the whole fine-tuned open_clip model (image tower as trained, text tower
-as it came), loadable by `vidcache extract --clip-model M --clip-pretrained RUN/backbone.safetensors`.
+as it came), loadable by `vidcache extract --clip-pretrained RUN/backbone.safetensors` (the architecture
+is read from the metadata; `--clip-model` may be left out). Not written when the tower did not change.
 
 The file's metadata carries what a bare path would lose: the pretrained cfg of the weights it was
 fine-tuned from (quick_gelu, mean/std: openai ViT-B-32 needs quick_gelu to compute the same

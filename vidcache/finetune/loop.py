@@ -28,6 +28,7 @@ import torch
 
 from ..cache.reader import Cache
 from ..errors import ConfigError, fault_point
+from ..extract.weights import state_dict_sha256
 from ..heads import HEADS, HeadOutput
 from ..heads.base import TrainingError
 from ..heads.checkpoint import load_checkpoint, save_checkpoint
@@ -70,8 +71,28 @@ class FinetuneSummary:
     seconds: float = 0.0
     train_frames_per_s: float = 0.0
     world_size: int = 1
-    backbone: str = ""
+    backbone: str = ""  # RUN/backbone.safetensors; "" when fine-tuning did not improve on the base weights
+    backbone_improved: bool = True
+    base_weights: str = ""  # not improved: the extract flags of the weights to use instead
     warnings: list[str] = field(default_factory=list)
+
+
+def _not_improved(summary: FinetuneSummary, identity: dict, run_dir: Path, cache_dir, *, best_epoch: int) -> None:
+    """The best epoch's tower is the base tower bit for bit: exporting it would give the same weights a
+    new sha256 and a cache would recompute identical features as new. Export nothing, say why."""
+    (run_dir / BACKBONE_FILE).unlink(missing_ok=True)  # a resumed run's earlier export is not the best
+    # a tag stays a tag (its file is wherever the HF cache put it); a weights file is named by its path
+    kind = identity.get("weights_kind")
+    pretrained = identity.get("weights_path") if kind == "file" else identity.get("pretrained")
+    summary.backbone_improved = False
+    summary.base_weights = f"--clip-model {identity.get('model')} --clip-pretrained {pretrained}"
+    why = ("epoch 0, the head fitted on the untouched tower, scored best on val" if best_epoch == 0
+           else f"the best epoch ({best_epoch}) left the tower as it was (frozen by --unfreeze or the lr)")  # fmt: skip
+    summary.warnings.append(
+        f"fine-tuning did not improve on the base weights: {why}, so no {BACKBONE_FILE} was written; "
+        f"cache {cache_dir} already holds those features (the run's head was fitted on them); to make them "
+        f"again extract with {summary.base_weights}"
+    )
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -249,6 +270,7 @@ class _Data:
     encoder: Any
     preprocess: Any
     budget: float  # bytes of frames held in memory per source
+    base_sha256: str = ""  # the tower before training: tells, at the end, whether it changed
     sources: dict[str, FrameSource] = field(default_factory=dict)
 
     def source(self, video_ids: list[str]) -> FrameSource:
@@ -305,7 +327,8 @@ def _open_data(cache: Cache, cache_dir, config: FinetuneConfig) -> _Data:
     encoder = encoder_for_identity(identity, cache_dir=cache_dir)
     preprocess = preprocess_of(identity)
     budget = config.memory_budget_gb * 2**30 / 2
-    data = _Data(cache, config, identity, splits, ids, targets, encoder, preprocess, budget)
+    data = _Data(cache, config, identity, splits, ids, targets, encoder, preprocess, budget,
+                 base_sha256=state_dict_sha256(encoder.model.visual))  # fmt: skip
     data.sources = {split: data.source(ids[split]) for split in ids}
     if config.frames_from == "cache":  # the frames must be the pixels the tower saw when it made the view
         frames_identity = cache.view_info(config.frames_view)
@@ -562,9 +585,14 @@ def _write_outputs(run: _Run, summary: FinetuneSummary, val_scores: np.ndarray, 
         json.dumps(dict(zip(splits.vocabulary, map(float, thresholds), strict=True)), indent=2)
     )
     (run_dir / "vocabulary.json").write_text(json.dumps(splits.vocabulary))
-    record = provenance(run.data.identity, run_dir.resolve(), run_id=state["run_id"], best_epoch=state["best_epoch"])
-    path = export_backbone(run.clip_model, run_dir / BACKBONE_FILE, tag_cfg=run.data.encoder.weights.tag_cfg,
-                           record=record)  # fmt: skip
-    summary.backbone = str(path)
+    if state_dict_sha256(run.visual) == run.data.base_sha256:  # the untouched tower won: nothing new to export
+        _not_improved(summary, run.data.identity, run_dir, run.data.cache.path, best_epoch=state["best_epoch"])
+    else:
+        record = provenance(
+            run.data.identity, run_dir.resolve(), run_id=state["run_id"], best_epoch=state["best_epoch"]
+        )
+        path = export_backbone(run.clip_model, run_dir / BACKBONE_FILE, tag_cfg=run.data.encoder.weights.tag_cfg,
+                               record=record)  # fmt: skip
+        summary.backbone = str(path)
     summary.seconds = time.perf_counter() - started
     (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))

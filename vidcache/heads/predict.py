@@ -43,6 +43,11 @@ def load_run(run_dir: str | Path, *, device: torch.device) -> LoadedRun:
     resolved = json.loads((run_dir / "config.json").read_text())
     if "finetune_config" in resolved:  # its head scores the fine-tuned tower's features, not the cached view's
         backbone = run_dir / "backbone.safetensors"
+        if not backbone.exists():  # fine-tuning did not improve on the base weights: nothing was exported
+            raise ConfigError(
+                f"{run_dir} is a `vidcache finetune` run that did not improve on its base weights (no backbone "
+                f"exported; {run_dir / 'summary.json'}); train a head on the original cache with `vidcache train`"
+            )
         raise ConfigError(
             f"{run_dir} is a `vidcache finetune` run: its held-out metrics are in {run_dir / 'summary.json'}; to score "
             f"videos, extract with --clip-pretrained {backbone} into a new cache and train a head there"

@@ -108,6 +108,11 @@ class View:
         """Options naming weights files: their size and mtime enter the run's settings key."""
         return ()
 
+    def local_weights(self, *, every_tag: bool = False) -> list | None:
+        """`vidcache models`: the weights this view can use and whether each is in a local cache
+        (`vidcache.extract.local_weights.WeightsEntry`); None for a view that takes no managed weights."""
+        return None
+
     def describe(self, identity: dict) -> tuple[str, str, str]:
         """(model, weights, settings) as `vidcache status` shows them."""
         return str(identity.get("model") or identity.get("backbone") or ""), "", ""

@@ -10,9 +10,11 @@ import numpy as np
 import torch
 
 from ....device import autocast_dtype, to_device
+from ....errors import ConfigError
 from ...encoder import FrameEncoder
 from ...preprocess import ImagePreprocess
 from ...weights import ResolvedWeights, hf_offline, resolve_clip_weights, sha256_file, state_dict_sha256
+from .files import check_clip_file
 from .settings import ClipConfig
 
 DEFAULT_TEMPLATES = ("a video of {}.", "This is a video about {}")
@@ -36,6 +38,8 @@ def load_clip(config: ClipConfig, *, allow_download: bool = False):
 
     register_vidcache_configs()
     weights: ResolvedWeights = resolve_clip_weights(config.model, config.pretrained, allow_download=allow_download)
+    if weights.kind == "file":  # another architecture's file (or a head's) fails here in one line, not in open_clip
+        check_clip_file(weights.path or "", config.model)
     with hf_offline(not allow_download):
         if weights.kind == "hf-hub":
             model = open_clip.create_model(config.model, weights_only=True)
@@ -59,6 +63,14 @@ def load_clip(config: ClipConfig, *, allow_download: bool = False):
                     force_quick_gelu=bool(weights.tag_cfg.get("quick_gelu", False)),
                     force_preprocess_cfg=force_pp or None,
                 )
+            except (RuntimeError, AssertionError, KeyError, ValueError) as exc:
+                if weights.kind != "file":
+                    raise
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise ConfigError(
+                    f"--clip-pretrained {weights.path} does not load into --clip-model {config.model} "
+                    f"({type(exc).__name__}: {first}); give the --clip-model it was made for"
+                ) from None
             finally:
                 quiet.setLevel(level)
     model.eval()
@@ -75,6 +87,7 @@ class ClipEncoder(FrameEncoder):
     ):
         self.config = config
         self.device = device
+        self.allow_download = allow_download
         self.model, self.weights, self.weights_sha256, self.preprocess = load_clip(
             config, allow_download=allow_download
         )
@@ -111,7 +124,8 @@ class ClipEncoder(FrameEncoder):
     def encode_text(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
         import open_clip
 
-        tokenizer = open_clip.get_tokenizer(self.config.model)
+        with hf_offline(not self.allow_download):  # an hf-hub model's tokenizer is in the hub cache too
+            tokenizer = open_clip.get_tokenizer(self.config.model)
         out = []
         for start in range(0, len(texts), batch_size):
             tokens = to_device(tokenizer(texts[start : start + batch_size]), self.device)

@@ -67,6 +67,11 @@ class FlowView(_FlowGroup):
     compressed = True
     spilled = True
 
+    def local_weights(self, *, every_tag: bool = False) -> list | None:
+        from .local import flow_weights
+
+        return flow_weights()  # motion is computed from the same flow: listed once, here
+
     def identity(self, settings: FlowConfig, ctx: ViewContext, *, model: Any, decode_model: Any) -> dict:
         side = settings.short_side
         return {

@@ -70,7 +70,11 @@ def load_s3d(config: S3dConfig, *, allow_download: bool = False) -> tuple[torch.
     state = load_state_dict_file(path)
     num_classes = state["classifier.1.weight"].shape[0] if "classifier.1.weight" in state else 400
     model = module.s3d(weights=None, num_classes=num_classes)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # same names, other shapes: another network's weights
+        first = (str(error).strip().splitlines() or [""])[-1].strip()[:200]
+        raise ConfigError(f"--s3d-weights {path} is not an S3D state dict ({first})") from None
     if missing or unexpected:
         raise ConfigError(
             f"--s3d-weights {path} is not an S3D state dict (missing {list(missing)[:3]}, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ....fields import check, setting
@@ -36,6 +37,39 @@ class TimmConfig:
         check(self, "image_size", self.image_size is None or self.image_size >= 16, "must be >= 16")
 
 
+def check_timm_weights_cached(model: str) -> None:
+    """Raise MissingWeightsError (one line, at once) unless timm's pretrained weights for `model` are
+    on local disk where timm will look: the Hugging Face cache (hub weights) or the torch hub cache."""
+    import timm
+    import torch
+
+    from ....errors import ConfigError, MissingWeightsError
+    from ...weights import hf_cache_dir, hf_cached
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(model)
+    except RuntimeError:
+        cfg = None
+    if cfg is None:  # an architecture without pretrained weights, or no model of that name at all
+        if model.split(".")[0] not in timm.list_models():
+            raise ConfigError(f"--timm-model {model!r}: unknown to timm; see timm.list_models()")
+        raise MissingWeightsError(f"timm has no pretrained weights for {model}; use --timm-pretrained none or FILE")
+    if cfg.hf_hub_id:
+        name = cfg.hf_hub_filename or "pytorch_model.bin"  # timm tries the .safetensors twin first, as here
+        names = (name.rsplit(".", 1)[0] + ".safetensors", name) if name.endswith((".bin", ".pth")) else (name,)
+        if hf_cached(cfg.hf_hub_id, names) is None:
+            raise MissingWeightsError(
+                f"timm weights for {model} are not in the local Hugging Face cache ({hf_cache_dir()}); fetch them "
+                f"with `hf download {cfg.hf_hub_id.partition('@')[0]}` where there is internet, add --download, "
+                "or pass a weights file as --timm-pretrained"
+            )
+    elif cfg.url and not (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)).is_file():
+        raise MissingWeightsError(
+            f"timm weights for {model} are not in the torch hub cache ({torch.hub.get_dir()}/checkpoints); download "
+            f"{cfg.url} there where there is internet, add --download, or pass a weights file as --timm-pretrained"
+        )
+
+
 class TimmEncoder:
     """timm model → pooled features of uint8 frames; `prepare` (resize + crop) runs in decode workers."""
 
@@ -59,14 +93,16 @@ class TimmEncoder:
                 model = timm.create_model(config.model, pretrained=False, **kwargs)
             elif config.pretrained == "default":
                 kind = "tag"
+                if not allow_download:  # a local lookup first: the load below must not need the network
+                    check_timm_weights_cached(config.model)
                 try:
                     with hf_offline(not allow_download):
                         model = timm.create_model(config.model, pretrained=True, **kwargs)
                 except Exception as exc:
                     raise MissingWeightsError(
-                        f"timm weights for {config.model} are not in the local Hugging Face cache "
-                        f"({type(exc).__name__}); run once with --download where the hub is reachable, "
-                        "or pass a weights file as --timm-pretrained"
+                        f"timm weights for {config.model} could not be loaded ({type(exc).__name__}: "
+                        f"{(str(exc).strip().splitlines() or [''])[0][:200]}); run once with --download where the "
+                        "hub is reachable, or pass a weights file as --timm-pretrained"
                     ) from None
             else:
                 kind, path = "file", os.path.abspath(config.pretrained)
@@ -77,7 +113,14 @@ class TimmEncoder:
                 model = timm.create_model(config.model, pretrained=False, **kwargs)
                 state = load_state_dict_file(path)
                 state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc.", "classifier."))}
-                missing, _ = model.load_state_dict(state, strict=False)
+                try:
+                    missing, _ = model.load_state_dict(state, strict=False)
+                except RuntimeError as error:  # same names, other shapes: another model's weights
+                    first = (str(error).strip().splitlines() or [""])[-1].strip()[:200]
+                    raise ConfigError(
+                        f"--timm-pretrained {path}: not weights of {config.model} ({first}); give --timm-model "
+                        "the model they were made for"
+                    ) from None
                 if missing:
                     raise ConfigError(
                         f"--timm-pretrained {path}: weights lack {len(missing)} tensors of {config.model}"
@@ -166,3 +209,8 @@ class TimmView(SampledFramesView):
 
     def weights_files(self, settings: TimmConfig) -> tuple[str | None, ...]:
         return (settings.pretrained,)
+
+    def local_weights(self, *, every_tag: bool = False) -> list | None:
+        from .local import timm_weights
+
+        return timm_weights(TimmConfig().model)
