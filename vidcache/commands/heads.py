@@ -192,6 +192,10 @@ def predict(
     if out_path is not None:
         frame = api.predict(run_dir, cache_dir, split=split, top_k=top_k, device=device, out=out_path)
         if "label" in frame:
+            fallback, warnings = api.threshold_fallback(run_dir)
+            info.update(threshold_fallback=fallback, warnings=warnings)
+            for warning in warnings:
+                click.echo(f"vidcache: warning: {warning}", err=True)
             info.update(videos=int(frame["video_id"].nunique()), labels=int(frame["label"].nunique()))
             what = f"{info['videos']} videos × {info['labels']} labels"
         else:

@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import CONFIG_VERSION, TrainConfig, resolve_schedule
 from .context import HeadContext, build_context, precheck_inputs
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
-from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
+from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds_with_evidence
 from .search import SEARCH_DIR, needs_search, search_hyperparameters, with_defaults
 from .solved import solve_probe
 from .validation import check_val_split
@@ -60,6 +60,8 @@ class TrainSummary:
     streamed: bool = False
     report: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. a val split too small to choose anything
+    # classes whose threshold is the default 0.5: too few val positives / negatives to tune one on
+    threshold_fallback: list[str] = field(default_factory=list)
     search: dict | None = None  # the lr / weight-decay search, when one ran (also RUN/search/search.json)
     sweep: dict | None = None  # `--sweep`: the chosen config and every config's val score (also RUN/sweep.csv)
 
@@ -206,6 +208,17 @@ def _plot(run_dir: Path, history: list[dict], vocabulary: list[str], ap: np.ndar
     fig.tight_layout()
     fig.savefig(run_dir / "per_class_ap.png", dpi=120)
     plt.close(fig)
+
+
+def threshold_warning(fallback: list[str], classes: int) -> list[str]:
+    """The one line `train` and `predict` print when some classes kept the default threshold."""
+    if not fallback:
+        return []
+    named = ", ".join(repr(c) for c in fallback[:3]) + (", …" if len(fallback) > 3 else "")
+    return [
+        f"{len(fallback)} of {classes} classes ({named}) have too few val positives/negatives to tune a threshold "
+        f"on: they predict at the default 0.5 (add val videos to tune them)"
+    ]
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
@@ -540,11 +553,11 @@ def _fit(
         )
     val_targets = val_source.targets.numpy()
     classify = model.kind == "classify"
-    thresholds = (
-        tune_thresholds(val_targets, val_scores)
-        if splits.multi_label and classify
-        else np.full(len(splits.vocabulary), 0.5)
-    )
+    fallback: list[str] = []
+    thresholds = np.full(len(splits.vocabulary), 0.5)  # single-label predicts the argmax: no threshold
+    if splits.multi_label and classify:
+        thresholds, fell_back = tune_thresholds_with_evidence(val_targets, val_scores)
+        fallback = [label for label, flag in zip(splits.vocabulary, fell_back, strict=True) if flag]
     tuned = (
         evaluate(val_targets, val_scores, multi_label=True, thresholds=thresholds)
         if splits.multi_label and classify
@@ -590,7 +603,8 @@ def _fit(
         skipped_steps=state["skipped_steps"],
         streamed=not train_source.in_memory,
         report=report,
-        warnings=check.warnings,
+        warnings=[*check.warnings, *threshold_warning(fallback, len(splits.vocabulary))],
+        threshold_fallback=fallback,
     )
     (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
     return summary
