@@ -399,7 +399,10 @@ def test_resolve_schedule_known_answers():
 
     assert resolved(160) == (200, 67)  # 3 steps an epoch
     assert resolved(20_000) == (30, 10)  # 313 steps an epoch: the plain 30 epochs
-    assert resolved(1) == (500, 167)  # one step an epoch: capped
+    assert resolved(1) == (30, 10)  # one step an epoch, 5 steps' budget: the plain 30 epochs
+    assert resolved(8) == (40, 13)  # issue 23's 8 training videos: 40 steps, not 500 epochs
+    assert resolved(100) == (250, 83)  # 2 steps an epoch, 500 steps' budget
+    assert resolved(60) == (300, 100) and resolved(119, batch_size=256) == (500, 167)  # capped at 500 epochs
     assert resolved(160, batch_size=8) == (30, 10)  # 20 steps an epoch
     assert resolved(160, epochs=8) == (8, 10) and resolved(160, epochs=60) == (60, 20)  # given: kept
     assert resolved(160, patience=3) == (200, 3)

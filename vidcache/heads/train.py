@@ -221,6 +221,15 @@ def threshold_warning(fallback: list[str], classes: int) -> list[str]:
     ]
 
 
+def log_epoch(run_dir: Path, row: dict, *, epochs: int, best_epoch: int) -> None:
+    """One line per epoch in RUN/train.log (what stderr showed before it became one progress line):
+    the epoch of the total, every number of history.csv with its split named, the best epoch so far."""
+    numbers = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch")
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} epoch {row['epoch']}/{epochs} {numbers} best_epoch={best_epoch}\n"
+    with open(run_dir / "train.log", "a") as handle:
+        handle.write(line)
+
+
 def write_history(run_dir: Path, history: list[dict]) -> None:
     with open(run_dir / "history.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
@@ -331,8 +340,9 @@ def _run_epochs(
                 state["bad_epochs"] += 1
             save_checkpoint(run_dir, "last", model=model, optimizer=optimizer, scheduler=scheduler, state=dict(state))
             write_history(run_dir, history)
+        log_epoch(run_dir, row, epochs=config.epochs, best_epoch=state["best_epoch"])
         if progress is not None:
-            progress(epoch, row)
+            progress(epoch, {**row, "epochs": config.epochs, "best_epoch": state["best_epoch"]})
     if not (run_dir / "best.safetensors").exists():
         raise TrainingError(f"no epoch finished in {run_dir}")
     load_checkpoint(run_dir, "best", model=model)
@@ -517,9 +527,10 @@ def _fit(
             save_checkpoint(run_dir, "best", model=model, state=dict(state))
             save_checkpoint(run_dir, "last", model=model, state=dict(state))
             write_history(run_dir, history)
-        if progress is not None:
-            for row in history:
-                progress(row["epoch"], row)
+        for row in history:
+            log_epoch(run_dir, row, epochs=len(history), best_epoch=state["best_epoch"])
+            if progress is not None:
+                progress(row["epoch"], {**row, "epochs": len(history), "best_epoch": state["best_epoch"]})
     else:
         history, state, samples, train_seconds = _run_epochs(
             model,
