@@ -399,7 +399,29 @@ def test_resolve_schedule_known_answers():
 
     assert resolved(160) == (200, 67)  # 3 steps an epoch
     assert resolved(20_000) == (30, 10)  # 313 steps an epoch: the plain 30 epochs
-    assert resolved(1) == (500, 167)  # one step an epoch: capped
+    assert resolved(1) == (30, 10)  # one step an epoch, 5 steps' budget: the plain 30 epochs
+    assert resolved(8) == (40, 13)  # issue 23's 8 training videos: 40 steps, not 500 epochs
+    assert resolved(100) == (250, 83)  # 2 steps an epoch, 500 steps' budget
+    assert resolved(60) == (300, 100) and resolved(119, batch_size=256) == (500, 167)  # capped at 500 epochs
     assert resolved(160, batch_size=8) == (30, 10)  # 20 steps an epoch
     assert resolved(160, epochs=8) == (8, 10) and resolved(160, epochs=60) == (60, 20)  # given: kept
     assert resolved(160, patience=3) == (200, 3)
+
+
+def test_auto_epochs_are_unchanged_from_120_training_videos_up():
+    """Issue 23 shrank the step budget only for tiny data: from 120 training videos (the quality
+    families train on 600) the schedule is the former fixed 600-step one, so their quality cannot move."""
+    import math
+
+    from vidcache.heads.config import resolve_schedule
+
+    def former(train_videos: int, batch_size: int) -> int:  # the schedule before issue 23
+        return min(500, max(30, math.ceil(600 / max(1, math.ceil(train_videos / batch_size)))))
+
+    for batch_size in (8, 64, 256):
+        base = TrainConfig(batch_size=batch_size)
+        for train_videos in (120, 121, 127, 128, 129, 191, 192, 193, 300, 600, 1000, 20_000):
+            config = resolve_schedule(base, train_videos=train_videos)
+            assert config.epochs == former(train_videos, batch_size), (train_videos, batch_size)
+        for train_videos in (1, 2, 8, 30, 60, 64, 65, 100, 119):  # tiny data: never more than before
+            assert resolve_schedule(base, train_videos=train_videos).epochs <= former(train_videos, batch_size)

@@ -18,7 +18,7 @@ from vidcache.extract.runner import embed_labels
 from vidcache.extract.views.clip import ClipConfig
 from vidcache.extract.views.clip.model import ClipEncoder
 from vidcache.manifest import VideoEntry
-from vidcache.search import search_text, search_video
+from vidcache.search import SPAN_NOISE_COSINE, search_text, search_video
 
 LABELS = ["red apple", "blue ocean", "green forest", "yellow sun", "black cat", "jump", "run", "swim"]
 
@@ -112,3 +112,83 @@ def test_cli_search_text_json_and_usage_error(known_answer_cache):
     assert table.exit_code == 0 and table.stdout.splitlines()[0].split()[2] == "v9/blue_ocean_2.mp4", table.output
     both = CliRunner().invoke(cli, [*args, "--text", "x", "--video", "y"])
     assert isinstance(both.exception, ConfigError) and "exactly one of --text" in str(both.exception)
+
+
+@pytest.fixture(scope="module")
+def moments_cache(encoder, tmp_path_factory):
+    """Known answer for "where": red_middle.mp4 is 'blue ocean' except rows 4-6 (2.0-3.5 s), which are
+    'red apple'; red_all.mp4 is 'red apple' throughout; rows are half-second windows [start, end]."""
+    _, text = prompt_embeddings(encoder.encode_text, LABELS, list(DEFAULT_TEMPLATES))
+    red, blue, green = text[0], text[1], text[2]
+    rng = np.random.default_rng(1)
+    layouts = {
+        "m/red_middle.mp4": [blue] * 4 + [red] * 3 + [blue] * 3,
+        "m/red_all.mp4": [red] * 4,
+        "m/green.mp4": [green] * 6,
+        "m/blue.mp4": [blue] * 5,
+    }
+    rows, entries = [], []
+    for video_id, vectors in layouts.items():
+        starts = 0.5 * np.arange(len(vectors))
+        features = (np.stack(vectors) + 0.01 * rng.standard_normal((len(vectors), len(red)))).astype(np.float32)
+        rows.append((video_id, features, np.stack([starts, starts + 0.5], axis=1)))
+        entries.append(VideoEntry(video_id, f"/data/{video_id}", ("x",), "train"))
+    cache_dir = tmp_path_factory.mktemp("moments") / "cache"
+    write_view_arrays(cache_dir, view="clip", rows=rows, entries=entries, identity=encoder.identity(), dtype="float32")
+    embed_labels(cache_dir, encoder, LABELS, list(DEFAULT_TEMPLATES))
+    return cache_dir
+
+
+def _numpy_row_scores(cache_dir, text):
+    """Reference: every row of every video, L2-normalised in NumPy, its best cosine over the query forms."""
+    from vidcache.cache.reader import Cache
+    from vidcache.search import text_query_vectors
+
+    with Cache(cache_dir) as cache:
+        queries = text_query_vectors(cache, text, view="clip", device="cpu").astype(np.float64)
+        out = {}
+        for video_id in cache.video_ids("clip"):
+            rows, _ = cache.read(video_id, "clip", dtype=np.float64)
+            unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+            out[video_id] = ((unit @ queries.T).max(axis=1), cache.spans(video_id, "clip"))
+    return out
+
+
+def test_text_search_says_where_the_matching_rows_are(moments_cache):
+    hits = search_text(moments_cache, "red apple", view="clip", k=4, device="cpu")
+    assert [h.video_id for h in hits[:2]] == ["m/red_all.mp4", "m/red_middle.mp4"]
+    assert (hits[0].start_s, hits[0].end_s) == (0.0, 2.0)  # matches throughout: the whole video
+    assert (hits[1].start_s, hits[1].end_s) == (2.0, 3.5)  # rows 4-6 only
+    reference = _numpy_row_scores(moments_cache, "red apple")
+    for hit in hits:  # reference span: the connected run of rows >= halfway (or near the best), around the best row
+        scores, spans = reference[hit.video_id]
+        above = scores >= min((scores.min() + scores.max()) / 2, scores.max() - SPAN_NOISE_COSINE)
+        run_id = np.cumsum(np.r_[True, above[1:] != above[:-1]])
+        members = np.flatnonzero(run_id == run_id[np.argmax(scores)])
+        assert (hit.start_s, hit.end_s) == (spans[members[0], 0], spans[members[-1], 1]), hit
+
+
+def test_by_rows_ranks_moments_as_a_numpy_brute_force_does(moments_cache):
+    reference = _numpy_row_scores(moments_cache, "red apple")
+    flat = [(s, v, r, spans[r]) for v, (scores, spans) in reference.items() for r, s in enumerate(scores)]
+    flat.sort(key=lambda item: (-item[0], item[1], item[2]))
+    hits = search_text(moments_cache, "red apple", view="clip", k=9, device="cpu", by="rows")
+    assert [(h.video_id, h.row) for h in hits] == [(v, r) for _, v, r, _ in flat[:9]]
+    np.testing.assert_allclose([h.score for h in hits], [s for s, *_ in flat[:9]], rtol=0, atol=1e-6)
+    assert [(h.start_s, h.end_s) for h in hits] == [tuple(span) for *_, span in flat[:9]]
+    red_rows = {("m/red_all.mp4", r) for r in range(4)} | {("m/red_middle.mp4", r) for r in (4, 5, 6)}
+    assert {(h.video_id, h.row) for h in hits[:7]} == red_rows  # the known answer: every red moment first
+    assert [h.rank for h in hits] == list(range(1, 10))
+
+
+def test_cli_by_rows_json_and_its_usage_error(moments_cache):
+    args = ["search", "--cache", str(moments_cache), "--view", "clip", "--k", "3", "--device", "cpu"]
+    result = CliRunner().invoke(cli, [*args, "--text", "red apple", "--by", "rows", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["by"] == "rows" and {h["video_id"] for h in out["hits"]} <= {"m/red_all.mp4", "m/red_middle.mp4"}
+    assert all(h["end_s"] - h["start_s"] == 0.5 and h["row"] is not None for h in out["hits"])
+    table = CliRunner().invoke(cli, [*args, "--text", "red apple"])
+    assert table.exit_code == 0 and "2.00-3.50s" in table.stdout.splitlines()[1], table.output
+    wrong = CliRunner().invoke(cli, [*args, "--video", "m/blue.mp4", "--by", "rows"])
+    assert isinstance(wrong.exception, ConfigError) and "--by rows" in str(wrong.exception)

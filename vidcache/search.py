@@ -4,6 +4,10 @@ through the view's index (the stored one when it still matches the cache, else o
 Both rank by cosine between unit vectors (the view's rows pooled as the miners pool them), score
 descending then video id ascending, exactly as `vidcache.index` ranks.
 
+A text search also says where: each video hit carries the time span (`start_s`, `end_s`) of its
+best-matching rows (see `best_span`), and `by="rows"` ranks moments, the view's single rows, instead
+of videos (score descending, then video id, then row).
+
 A text query has several usual forms: the text as typed (as clip-retrieval embeds it), the text in
 each prompt template of the cache's text.h5, and those templates' ensemble (how text.h5 embeds
 labels). `query_form="best"` (the default) scores a video by its best cosine over all of them, so a
@@ -12,6 +16,7 @@ use one form only.
 
 >>> hits = search_text("features/", "a dog catching a frisbee", view="clip", k=5)
 >>> hits = search_video("features/", "a/clip.mp4", view="clip", k=5)
+>>> moments = search_text("features/", "a goal is scored", view="clip", k=5, by="rows")
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import numpy as np
 from .cache.reader import Cache
 from .errors import ConfigError
 
-__all__ = ["SearchHit", "clip_views", "search_text", "search_video", "text_query_vectors"]
+__all__ = ["SearchHit", "best_span", "clip_views", "search_text", "search_video", "text_query_vectors"]
 QueryForm = Literal["best", "ensemble", "raw"]
+By = Literal["videos", "rows"]
+SPAN_NOISE_COSINE = 0.02  # rows this close to a video's best row match as well as it (frame jitter)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class SearchHit:
     video_id: str
     score: float  # cosine similarity
     labels: list[str] = field(default_factory=list)
+    start_s: float | None = None  # text search: where the best-matching rows start (a row hit: its span)
+    end_s: float | None = None  # ... and end (single-frame rows: the last frame's time)
+    row: int | None = None  # by="rows": the row's index within its video
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +83,72 @@ def _hits(cache: Cache, ids: list[str], scores: np.ndarray, rows: np.ndarray) ->
         SearchHit(rank=rank, video_id=ids[row], score=float(score), labels=labels.get(ids[row], []))
         for rank, (score, row) in enumerate(((s, r) for s, r in zip(scores, rows, strict=True) if r >= 0), start=1)
     ]
+
+
+def best_span(scores: np.ndarray, spans: np.ndarray) -> tuple[float, float]:
+    """(start_s, end_s) of the best-matching stretch of one video: the consecutive rows around its
+    best row whose scores are at least halfway from the video's lowest row score to its best, or
+    within `SPAN_NOISE_COSINE` of the best. Halfway is relative to the video itself, so a segment
+    that stands out is found whatever the model's cosine scale; the noise floor keeps a video that
+    matches evenly throughout (frame-to-frame jitter only) in one piece, its whole span."""
+    best = int(np.argmax(scores))
+    top = float(scores[best])
+    cut = min((float(scores.min()) + top) / 2, top - SPAN_NOISE_COSINE)
+    first = last = best
+    while first > 0 and scores[first - 1] >= cut:
+        first -= 1
+    while last < len(scores) - 1 and scores[last + 1] >= cut:
+        last += 1
+    return float(spans[first, 0]), float(spans[last, 1])
+
+
+def _row_scores(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """[T] cosine of each row with the query, its best over the query's forms (rows normalised in
+    float64 as the pooled vectors are)."""
+    if not len(rows):
+        return np.zeros(0)
+    unit = rows.astype(np.float64)
+    norms = np.linalg.norm(unit, axis=1, keepdims=True)
+    unit /= np.where(norms > 0, norms, 1.0)
+    return (unit @ queries.astype(np.float64).T).max(axis=1)
+
+
+def _with_spans(cache: Cache, view: str, hits: list[SearchHit], queries: np.ndarray) -> list[SearchHit]:
+    """Each video hit with the span of its best-matching rows."""
+    import dataclasses
+
+    read = cache.read_many([h.video_id for h in hits], view, dtype=np.float32)
+    out = []
+    for hit, (rows, _) in zip(hits, read, strict=True):
+        if not len(rows):
+            out.append(hit)
+            continue
+        start_s, end_s = best_span(_row_scores(rows, queries), cache.spans(hit.video_id, view))
+        out.append(dataclasses.replace(hit, start_s=start_s, end_s=end_s))
+    return out
+
+
+def _search_rows(cache: Cache, view: str, queries: np.ndarray, k: int) -> list[SearchHit]:
+    """The `k` single rows closest to the query over every video of `view`, by brute force (exact),
+    streamed a batch of videos at a time; ties: video id, then row."""
+    if cache.view_info(view).get("row_shape"):
+        raise ConfigError(f"--view {view!r} holds fields, not embeddings; search an embedding view")
+    ids = sorted(cache.video_ids(view))
+    best: list[tuple[float, str, int]] = []
+    for batch in cache.iter_batches(view, video_ids=ids, dtype=np.float32, batch_size=256):
+        for video_id, rows in zip(batch.video_ids, batch.features, strict=True):
+            if len(rows) and rows.shape[1] != queries.shape[1]:
+                raise ConfigError(f"--view {view!r} has dimension {rows.shape[1]}, its text tower {queries.shape[1]}")
+            scores = _row_scores(rows, queries)
+            keep = np.argsort(-scores, kind="stable")[:k]  # a video's rows beyond its own top k cannot rank
+            best.extend((float(scores[r]), video_id, int(r)) for r in keep)
+        best = sorted(best, key=lambda item: (-item[0], item[1], item[2]))[:k]
+    labels = {row.video_id: list(row.labels) for row in cache.entries().itertuples()}
+    hits = []
+    for rank, (score, video_id, row) in enumerate(best, start=1):
+        start_s, end_s = cache.spans(video_id, view)[row]
+        hits.append(SearchHit(rank, video_id, score, labels.get(video_id, []), float(start_s), float(end_s), row))
+    return hits
 
 
 def _stored_text(cache: Cache):
@@ -169,13 +245,17 @@ def search_text(
     allow_download: bool = False,
     index_type: str = "auto",
     memory_budget_gb: float = 4.0,
+    by: str = "videos",
 ) -> list[SearchHit]:
     """The `k` videos of `view` closest to `text`: each video scored by its best cosine over the
-    query's forms (see `text_query_vectors`)."""
+    query's forms (see `text_query_vectors`), with the span of its best-matching rows; `by="rows"`:
+    the `k` closest single rows (moments), each with its own span."""
+    from .config import check_choice
     from .index import knn
     from .index.mining import video_searcher
 
     _check_k(k)
+    check_choice("--by", by, By)
     cache, opened = _open(cache)
     try:
         queries = text_query_vectors(
@@ -187,6 +267,8 @@ def search_text(
             device=device,
             allow_download=allow_download,
         )
+        if by == "rows":
+            return _search_rows(cache, view, queries, k)
         searcher = video_searcher(
             cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb
         )
@@ -201,7 +283,7 @@ def search_text(
                 best[int(row)] = float(score)
         ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
         scores, rows = np.array([s for _, s in ranked]), np.array([r for r, _ in ranked], np.int64)
-        return _hits(cache, searcher.vectors.video_ids, scores, rows)
+        return _with_spans(cache, view, _hits(cache, searcher.vectors.video_ids, scores, rows), queries)
     finally:
         if opened:
             cache.close()

@@ -99,16 +99,13 @@ def train(ctx: click.Context, cache_dir: str, run_dir: str, resume: bool, sweep:
 
     config, options = parse_train(ctx, values)
     on_interrupt(f"finished epochs are kept in {run_dir}; resume with: {resume_command()}")
+    from ..report import TrainProgress
 
-    def progress(epoch: int, row: dict) -> None:
-        if not as_json:
-            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k not in ("epoch", "lr")}
-            click.echo(f"epoch {epoch} {shown}", err=True)
-
-    result = api.train(
-        cache_dir, run_dir, options=options, config=config, sweep=sweep, resume=resume,
-        progress=progress, command=command_line(),
-    )  # fmt: skip
+    with TrainProgress(f"train {config.head}", enabled=not as_json) as progress:
+        result = api.train(
+            cache_dir, run_dir, options=options, config=config, sweep=sweep, resume=resume,
+            progress=progress, command=command_line(),
+        )  # fmt: skip
     summary = result.summary
     info = dataclasses.asdict(summary)
     info["warnings"] = list(result.warnings)
@@ -121,9 +118,12 @@ def train(ctx: click.Context, cache_dir: str, run_dir: str, resume: bool, sweep:
         _print_sweep(result.sweep)
         click.echo(f"kept {summary.sweep['chosen']} (best val {summary.best_metric}) → {run_dir}")
     print_metrics(
-        f"{config.head} on {','.join(config.all_views)}: best {summary.best_metric} {summary.best_value:.4f} "
-        f"at epoch {summary.best_epoch} → {run_dir}",
+        f"val metrics of epoch {summary.best_epoch}",
         {**summary.val_metrics, **summary.val_metrics_tuned, "samples/s": summary.samples_per_s},
+        split="val",
+        header=f"{config.head} on {','.join(config.all_views)}: best val {summary.best_metric} "
+        f"{summary.best_value:.4f} at epoch {summary.best_epoch} of {summary.epochs_run} → {run_dir} "
+        f"(every epoch: {Path(run_dir) / 'train.log'})",
     )
 
 
@@ -142,7 +142,7 @@ def eval_cmd(run_dir: str, cache_dir: str, split: str, device: str, as_json: boo
     if as_json:
         click.echo(json.dumps(metrics, sort_keys=True))
     else:
-        print_metrics(f"eval {run_dir} on {split}", metrics)
+        print_metrics(f"{split} metrics", metrics, split=split, header=f"eval {run_dir} on the {split} split")
 
 
 @params_as_flags
@@ -192,6 +192,10 @@ def predict(
     if out_path is not None:
         frame = api.predict(run_dir, cache_dir, split=split, top_k=top_k, device=device, out=out_path)
         if "label" in frame:
+            fallback, warnings = api.threshold_fallback(run_dir)
+            info.update(threshold_fallback=fallback, warnings=warnings)
+            for warning in warnings:
+                click.echo(f"vidcache: warning: {warning}", err=True)
             info.update(videos=int(frame["video_id"].nunique()), labels=int(frame["label"].nunique()))
             what = f"{info['videos']} videos × {info['labels']} labels"
         else:

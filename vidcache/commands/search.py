@@ -1,4 +1,4 @@
-"""`vidcache search`: videos by text or by video."""
+"""`vidcache search`: videos (or moments) by text, videos by video."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import click
 @click.option("--text", default=None, help="Find videos matching this text (through the view's CLIP text tower).")
 @click.option("--video", "video_id", default=None, help="Find videos nearest this video_id.")
 @click.option("--view", default="clip", show_default=True)
-@click.option("--k", "k", type=int, default=10, show_default=True, help="How many videos.")
+@click.option("--k", "k", type=int, default=10, show_default=True, help="How many videos (or rows with --by rows).")
+@click.option(
+    "--by",
+    type=click.Choice(["videos", "rows"]),
+    default="videos",
+    show_default=True,
+    help="--text ranks videos (each with the span of its best-matching rows) or single rows (moments).",
+)
 @click.option("--pooling", type=click.Choice(["mean", "max", "first", "middle"]), default="mean", show_default=True)
 @click.option(
     "--query-form",
@@ -37,6 +44,7 @@ def search(
     video_id: str | None,
     view: str,
     k: int,
+    by: str,
     pooling: str,
     query_form: str,
     templates: tuple[str, ...],
@@ -50,6 +58,8 @@ def search(
 
     if (text is None) == (video_id is None):
         raise ConfigError("give exactly one of --text TEXT or --video VIDEO_ID")
+    if by == "rows" and text is None:
+        raise ConfigError("--by rows ranks moments for a --text query; --video ranks videos only")
     if text is not None:
         hits = search_text(
             cache_dir,
@@ -61,12 +71,16 @@ def search(
             templates=list(templates) or None,
             device=device,
             allow_download=allow_download,
+            by=by,
         )
     else:
         hits = search_video(cache_dir, video_id, view=view, k=k, pooling=pooling)  # type: ignore[arg-type]
     query = {"text": text} if text is not None else {"video": video_id}
     if as_json:
-        click.echo(json.dumps({**query, "view": view, "k": k, "hits": [h.as_dict() for h in hits]}, sort_keys=True))
+        out = {**query, "view": view, "k": k, "by": by, "hits": [h.as_dict() for h in hits]}
+        click.echo(json.dumps(out, sort_keys=True))
         return
     for hit in hits:
-        click.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.video_id}  [{';'.join(hit.labels)}]")
+        where = "" if hit.start_s is None else f"  {hit.start_s:.2f}-{hit.end_s:.2f}s"
+        row = "" if hit.row is None else f"  row {hit.row}"
+        click.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.video_id}{where}{row}  [{';'.join(hit.labels)}]")

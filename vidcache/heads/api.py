@@ -109,10 +109,23 @@ def train(
     if summary.val_videos < MIN_VAL_VIDEOS:  # the best epoch and the thresholds are picked on val
         warnings.append(
             f"val holds only {summary.val_videos} video(s): the best epoch ({summary.best_epoch}) and the "
-            "thresholds were chosen on too few to mean much; add split=val rows or raise --val-fraction"
+            "val metrics rest on too few to mean much; add split=val rows or raise --val-fraction"
         )
     warnings += list(summary.warnings)
     return TrainResult(run_dir, summary, warnings, records)
+
+
+def threshold_fallback(run: str | Path) -> tuple[list[str], list[str]]:
+    """(classes predicting at the default 0.5 because val had too few positives/negatives to tune
+    their threshold, the one-line warning saying so; empty when none) of a trained run."""
+    import json
+
+    from .train import threshold_warning
+
+    summary_path = Path(run) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    fallback = list(summary.get("threshold_fallback") or [])
+    return fallback, threshold_warning(fallback, int(summary.get("classes") or len(fallback)))
 
 
 def run_kind(run: str | Path) -> RunKind:

@@ -47,7 +47,8 @@ class TrainConfig:
         (), help="Several views for a multi-view head (fusion), e.g. clip,audio,motion.", flag="--views"
     )
     epochs: int | None = setting(
-        None, help="Default: auto, 30 or more so a small training set still gets 600 optimizer steps (at most 500)."
+        None,
+        help="Default: auto, 30 or more for 600 optimizer steps (5 per training video below 120 videos; at most 500).",
     )
     batch_size: int = setting(64, help="Videos per optimizer step.")
     lr: float | None = setting(None, help="Default: chosen on val from 1e-3, 3e-3, 1e-2, 3e-2 by short runs.")
@@ -129,20 +130,29 @@ class TrainConfig:
 
 
 AUTO_MIN_EPOCHS = 30
-AUTO_MIN_STEPS = 600  # small training sets: enough optimizer steps for a transformer head to converge
+AUTO_MAX_STEPS = 600  # the optimizer steps a large enough training set gets (a transformer head converges)
+AUTO_STEPS_PER_VIDEO = 5  # below 120 training videos the step budget shrinks with the data
 AUTO_MAX_EPOCHS = 500
+
+
+def auto_step_budget(train_videos: int) -> int:
+    """Optimizer steps auto epochs aim at: 5 per training video, at most 600. 8 videos are one step
+    an epoch; 600 steps of the same 8 videos (500 epochs, issue 23) only overfit them for minutes."""
+    return min(AUTO_MAX_STEPS, AUTO_STEPS_PER_VIDEO * max(1, train_videos))
 
 
 def resolve_schedule(config: TrainConfig, *, train_videos: int) -> TrainConfig:
     """The config with `epochs` and `patience` filled in when left to auto.
 
-    Auto epochs: 30, or more on a small training set, so the head gets at least 600 optimizer steps
-    (at most 500 epochs). Counting epochs alone starved small sets: 300 videos at batch 64 are 5 steps
-    an epoch, 150 steps in 30 epochs, and the temporal head stopped at 0.5-0.8 on order tasks it
-    solves (>= 0.99) with enough steps. Auto patience: a third of the epochs, at least 10."""
+    Auto epochs: 30, or more so the head gets `auto_step_budget` optimizer steps (at most 500 epochs):
+    600 steps from 120 training videos up, 5 per video below. Counting epochs alone starved mid-sized
+    sets: 300 videos at batch 64 are 5 steps an epoch, 150 steps in 30 epochs, and the temporal head
+    stopped at 0.5-0.8 on order tasks it solves (>= 0.99) with enough steps; a fixed 600 steps made
+    8 videos train for 500 epochs. Auto patience: a third of the epochs, at least 10."""
     epochs = config.epochs
     if epochs is None:
         steps_per_epoch = max(1, math.ceil(train_videos / config.batch_size))
-        epochs = min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch)))
+        wanted = math.ceil(auto_step_budget(train_videos) / steps_per_epoch)
+        epochs = min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, wanted))
     patience = config.patience if config.patience is not None else max(10, round(epochs / 3))
     return dataclasses.replace(config, epochs=epochs, patience=patience)

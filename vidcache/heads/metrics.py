@@ -31,11 +31,16 @@ __all__ = [
     "retrieval_recall_at_k",
     "topk_accuracy",
     "tune_thresholds",
+    "tune_thresholds_with_evidence",
 ]
 
 _BLOCK_ELEMENTS = 1 << 22  # elements per working block for the column/row-blocked computations
 _RETRIEVAL_BLOCK_ELEMENTS = 1 << 24  # query x gallery similarities held at once (64 MiB at float32)
 DEFAULT_THRESHOLD = 0.5
+# a class's threshold is tuned on val only with this many val positives and negatives; below it, one or
+# two videos decide the threshold (an F1 peak at one positive's score) and predictions are nonsense
+MIN_TUNING_POSITIVES = 3
+MIN_TUNING_NEGATIVES = 3
 
 
 # ----------------------------------------------------------------------------------------------- input checks
@@ -275,6 +280,23 @@ def tune_thresholds(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
         thresholds = ss[np.arange(ss.shape[0]), best].astype(np.float64)
         out[cols] = np.where(n_pos > 0, thresholds, DEFAULT_THRESHOLD)
     return out
+
+
+def tune_thresholds_with_evidence(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    *,
+    min_positives: int = MIN_TUNING_POSITIVES,
+    min_negatives: int = MIN_TUNING_NEGATIVES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds [C], fell_back [C] bool): :func:`tune_thresholds` for the classes with at least
+    `min_positives` positives and `min_negatives` negatives in the given (validation) data; the others
+    keep :data:`DEFAULT_THRESHOLD`, the decision point of a sigmoid probability, and are flagged."""
+    y, s = _pair_2d(y_true, scores)
+    positives = y.sum(axis=0)
+    enough = (positives >= min_positives) & (len(y) - positives >= min_negatives)
+    thresholds = np.where(enough, tune_thresholds(y, s), DEFAULT_THRESHOLD)
+    return thresholds.astype(np.float64), ~enough
 
 
 # ---------------------------------------------------------------------------------------------- single-label

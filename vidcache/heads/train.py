@@ -31,7 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import CONFIG_VERSION, TrainConfig, resolve_schedule
 from .context import HeadContext, build_context, precheck_inputs
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
-from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds
+from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds_with_evidence
 from .search import SEARCH_DIR, needs_search, search_hyperparameters, with_defaults
 from .solved import solve_probe
 from .validation import check_val_split
@@ -61,6 +61,8 @@ class TrainSummary:
     streamed: bool = False
     report: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. a val split too small to choose anything
+    # classes whose threshold is the default 0.5: too few val positives / negatives to tune one on
+    threshold_fallback: list[str] = field(default_factory=list)
     search: dict | None = None  # the lr / weight-decay search, when one ran (also RUN/search/search.json)
     sweep: dict | None = None  # `--sweep`: the chosen config and every config's val score (also RUN/sweep.csv)
 
@@ -209,6 +211,26 @@ def _plot(run_dir: Path, history: list[dict], vocabulary: list[str], ap: np.ndar
     plt.close(fig)
 
 
+def threshold_warning(fallback: list[str], classes: int) -> list[str]:
+    """The one line `train` and `predict` print when some classes kept the default threshold."""
+    if not fallback:
+        return []
+    named = ", ".join(repr(c) for c in fallback[:3]) + (", …" if len(fallback) > 3 else "")
+    return [
+        f"{len(fallback)} of {classes} classes ({named}) have too few val positives/negatives to tune a threshold "
+        f"on: they predict at the default 0.5 (add val videos to tune them)"
+    ]
+
+
+def log_epoch(run_dir: Path, row: dict, *, epochs: int, best_epoch: int) -> None:
+    """One line per epoch in RUN/train.log (what stderr showed before it became one progress line):
+    the epoch of the total, every number of history.csv with its split named, the best epoch so far."""
+    numbers = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch")
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} epoch {row['epoch']}/{epochs} {numbers} best_epoch={best_epoch}\n"
+    with open(run_dir / "train.log", "a") as handle:
+        handle.write(line)
+
+
 def write_history(run_dir: Path, history: list[dict]) -> None:
     with open(run_dir / "history.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
@@ -270,8 +292,9 @@ def _run_epochs(
             use_amp=use_amp,
             select_on_val=select_on_val,
         )
+        log_epoch(run_dir, row, epochs=config.epochs, best_epoch=state["best_epoch"])
         if progress is not None:
-            progress(epoch, row)
+            progress(epoch, {**row, "epochs": config.epochs, "best_epoch": state["best_epoch"]})
     if not (run_dir / "best.safetensors").exists():
         raise TrainingError(f"no epoch finished in {run_dir}")
     load_checkpoint(run_dir, "best", model=model)
@@ -677,9 +700,10 @@ def _fit_model(
             save_checkpoint(run_dir, "best", model=model, state=dict(state))
             save_checkpoint(run_dir, "last", model=model, state=dict(state))
             write_history(run_dir, history)
-        if progress is not None:
-            for row in history:
-                progress(row["epoch"], row)
+        for row in history:
+            log_epoch(run_dir, row, epochs=len(history), best_epoch=state["best_epoch"])
+            if progress is not None:
+                progress(row["epoch"], {**row, "epochs": len(history), "best_epoch": state["best_epoch"]})
     else:
         history, state, samples, train_seconds = _run_epochs(
             model,
@@ -729,11 +753,11 @@ def _write_val_outputs(
     (the metrics at the tuned thresholds, what the head learned)."""
     val_targets = val_source.targets.numpy()
     classify = model.kind == "classify"
-    thresholds = (
-        tune_thresholds(val_targets, val_scores)
-        if splits.multi_label and classify
-        else np.full(len(splits.vocabulary), 0.5)
-    )
+    fallback: list[str] = []
+    thresholds = np.full(len(splits.vocabulary), 0.5)  # single-label predicts the argmax: no threshold
+    if splits.multi_label and classify:
+        thresholds, fell_back = tune_thresholds_with_evidence(val_targets, val_scores)
+        fallback = [label for label, flag in zip(splits.vocabulary, fell_back, strict=True) if flag]
     tuned = (
         evaluate(val_targets, val_scores, multi_label=True, thresholds=thresholds)
         if splits.multi_label and classify

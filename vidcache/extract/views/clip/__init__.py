@@ -31,3 +31,8 @@ class ClipView(SampledFramesView):
 
     def weights_files(self, settings: ClipConfig) -> tuple[str | None, ...]:
         return (settings.pretrained,)
+
+    def local_weights(self, *, every_tag: bool = False) -> list | None:
+        from .local import clip_weights
+
+        return clip_weights(every_tag=every_tag)

@@ -42,6 +42,11 @@ class S3dView(View):
     def weights_files(self, settings: S3dConfig) -> tuple[str | None, ...]:
         return (settings.weights,)
 
+    def local_weights(self, *, every_tag: bool = False) -> list | None:
+        from .local import s3d_weights
+
+        return s3d_weights()
+
     def describe(self, identity: dict) -> tuple[str, str, str]:
         every = f"{identity['clip_len']} frames at {identity['fps']} fps, stride {identity['stride']}"
         return "s3d", identity.get("weights", ""), every
