@@ -566,7 +566,7 @@ def _fit(
         use_amp=use_amp,
     )
     history, state, report_extra, samples, train_seconds, at_half, val_scores = fitted
-    tuned, report = _write_val_outputs(
+    tuned, report, fallback = _write_val_outputs(
         model, run_dir, splits, val_source, history, val_scores, report_extra=report_extra, plots=plots
     )
     summary = TrainSummary(
@@ -588,7 +588,8 @@ def _fit(
         skipped_steps=state["skipped_steps"],
         streamed=not train_source.in_memory,
         report=report,
-        warnings=check.warnings,
+        warnings=[*check.warnings, *threshold_warning(fallback, len(splits.vocabulary))],
+        threshold_fallback=fallback,
     )
     (run_dir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
     return summary
@@ -748,9 +749,9 @@ def _write_val_outputs(
     *,
     report_extra: dict,
     plots: bool,
-) -> tuple[dict, dict]:
+) -> tuple[dict, dict, list[str]]:
     """Thresholds tuned on val, the vocabulary, what the head learned, per-class AP and confusions:
-    (the metrics at the tuned thresholds, what the head learned)."""
+    (the metrics at the tuned thresholds, what the head learned, the classes left at the default threshold)."""
     val_targets = val_source.targets.numpy()
     classify = model.kind == "classify"
     fallback: list[str] = []
@@ -784,4 +785,4 @@ def _write_val_outputs(
             vocabulary=splits.vocabulary,
         )
         (run_dir / "confusions.json").write_text(json.dumps(pairs, indent=2))
-    return tuned, report
+    return tuned, report, fallback
