@@ -30,7 +30,7 @@ EXIT_INTERNAL = 70  # an unexpected error: a bug (traceback on stderr); 1 stays 
 
 def _add_commands() -> None:
     """Every command lives in its own module of `vidcache.commands`; this is the whole list."""
-    from .commands import cache, demo, extract, finetune, heads, importing, mining, report, search
+    from .commands import cache, demo, extract, finetune, heads, importing, mining, report, search, shots
 
     for command in (
         extract.extract,
@@ -49,6 +49,7 @@ def _add_commands() -> None:
         finetune.finetune,
         search.search,
         report.report,
+        shots.shots,
     ):
         cli.add_command(command)
 
