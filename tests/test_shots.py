@@ -3,7 +3,7 @@
 tests/data/make_shots_reference.py on the test video bundled in its wheel), PySceneDetect's
 ContentDetector, OpenCV's HSV conversion, the ffmpeg CLI's 48x27 frames, and generated videos with
 known cuts. TransNetV2 on CPU costs ~0.1-0.5 s per 100-frame window here, so the bundled video is
-checked on its first 12 s (the whole video: benchmarks/bench_shots.py --check, docs/benchmarks.md)."""
+checked on its first 8 s (the whole video: benchmarks/bench_shots.py --check, docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from vidcache.fields import ParamError
 from vidcache.synth import shots_video
 
 REFERENCE = Path(__file__).parent / "data" / "transnetv2_reference.npz"
-SEGMENT_S = 12.0  # of the bundled video (25 fps): 300 frames, 6 windows
-EXACT_FRAMES = 225  # frames whose windows lie wholly inside the segment (the rest see its end padding)
+SEGMENT_S = 8.0  # of the bundled video (25 fps): 200 frames, 4 windows
+EXACT_FRAMES = 125  # frames whose windows lie wholly inside the segment (the rest see its end padding)
 
 
 def bundled_video() -> Path:
@@ -106,7 +106,7 @@ def test_windows_are_the_references_predict_frames():
     one window (padded with its first and last frame as the reference pads it)."""
     detector = TransNetV2Detector("cpu", batch_windows=4)
     rng = np.random.default_rng(2)
-    for n in (7, 60):
+    for n in (30,):  # shorter than a window (stitching windows: the bundled video's test)
         frames = rng.integers(0, 256, (n, 27, 48, 3), dtype=np.uint8)
         frames[n // 2 :] //= 3  # a cut in the middle
         stream = detector.stream()
@@ -119,16 +119,11 @@ def test_windows_are_the_references_predict_frames():
         np.testing.assert_allclose(ours, expected.numpy(), atol=1e-4)
 
 
-def test_weights_and_rules_are_in_the_identity(tmp_path):
-    cache = run_shots(tmp_path, [f"{bundled_video()},,0,1"], ShotsConfig(method="transnetv2", min_s=0.2))
-    with cache:
-        identity = cache.view_info("shots")
-        probs_identity = cache.view_info("shot_probs")
-    assert identity["detector"]["weights_sha256"] == hashlib.sha256(weights_path().read_bytes()).hexdigest()
-    assert (identity["method"], identity["threshold"], identity["min_s"]) == ("transnetv2", 0.5, 0.2)
-    assert probs_identity["feature_dim"] == 1
+def test_bad_settings_are_named():
     with pytest.raises(ParamError, match="threshold"):
         ShotsConfig(threshold=1.5)
+    with pytest.raises(ParamError, match="min_s"):
+        ShotsConfig(min_s=-1.0)
 
 
 # the whole view against the references on real and generated videos -------------------------------
@@ -138,12 +133,15 @@ def test_transnetv2_agrees_with_predict_video(tmp_path, reference):
         video_id = cache.video_ids("shots")[0]
         probs, times = cache.read(video_id, "shot_probs", dtype=np.float32)
         shots = cache.read_shots(video_id)
+        identity = cache.view_info("shots")
+    assert identity["detector"]["weights_sha256"] == hashlib.sha256(weights_path().read_bytes()).hexdigest()
+    assert (identity["method"], identity["threshold"], identity["min_s"]) == ("transnetv2", 0.5, 0.0)
     n = round(SEGMENT_S * 25)
     assert len(probs) == n and np.allclose(np.diff(times), 0.04, atol=1e-3)
     ref = reference["single"].astype(np.float32)[:n]
     cuts = shots.columns["first_frame"][1:].astype(int)
     ref_cuts = starts_of(scenes_from_probabilities(ref[:EXACT_FRAMES], 0.5))
-    assert len(ref_cuts) >= 5
+    assert len(ref_cuts) >= 3
     assert f1_at(cuts[cuts < EXACT_FRAMES - 1], ref_cuts[ref_cuts < EXACT_FRAMES - 1]) >= 0.98
     # the ffmpeg CLI's 48x27 frames (the reference's decode) vs vidcache's: probabilities agree
     # within 0.05 where every frame of a window's middle agrees to within 1 level on average
@@ -164,7 +162,7 @@ def test_transnetv2_agrees_with_predict_video(tmp_path, reference):
 def test_content_agrees_with_pyscenedetect(tmp_path):
     from scenedetect import ContentDetector, SceneManager, open_video
 
-    end_s = 40.0
+    end_s = 24.0
     cache = run_shots(tmp_path, [f"{bundled_video()},,0,{end_s}"], ShotsConfig(method="content", min_s=0.6))
     with cache:
         shots = cache.read_shots(cache.video_ids("shots")[0])
@@ -174,7 +172,7 @@ def test_content_agrees_with_pyscenedetect(tmp_path):
     manager.detect_scenes(video, end_time=int(end_s * 25))
     theirs = np.array([scene[0].get_frames() for scene in manager.get_scene_list()][1:])
     ours = shots.columns["first_frame"][1:].astype(int)
-    assert len(theirs) >= 20
+    assert len(theirs) >= 10
     assert f1_at(ours, theirs) >= 0.95
 
 
@@ -188,7 +186,7 @@ def test_hard_cuts_are_found(tmp_path, synthetic, method):
     recall = np.mean([np.any(np.abs(found - cut) <= 1) for cut in cuts])
     assert recall >= 0.99, (found, cuts)
     # spans tile the video in time order and the last ends with the last frame
-    assert np.all(np.diff(shots.start_s) > 0) and shots.end_s[-1] == pytest.approx(235 / 25, abs=1e-3)
+    assert np.all(np.diff(shots.start_s) > 0) and shots.end_s[-1] == pytest.approx(165 / 25, abs=1e-3)
 
 
 # per-shot embeddings, the shots command, status ----------------------------------------------------

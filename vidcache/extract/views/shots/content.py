@@ -16,8 +16,8 @@ _ROUND = 1 << (_SHIFT - 1)
 _index = np.arange(256, dtype=np.float64)
 with np.errstate(divide="ignore"):
     # OpenCV's RGB2HSV_b tables: round((255 << 12) / v) and round((180 << 12) / (6 * diff))
-    _SDIV = np.where(_index > 0, np.round((255 << _SHIFT) / _index), 0).astype(np.int64)
-    _HDIV = np.where(_index > 0, np.round((180 << _SHIFT) / (6 * _index)), 0).astype(np.int64)
+    _SDIV = np.where(_index > 0, np.round((255 << _SHIFT) / _index), 0).astype(np.int32)
+    _HDIV = np.where(_index > 0, np.round((180 << _SHIFT) / (6 * _index)), 0).astype(np.int32)
 
 
 def work_size(width: int, height: int) -> tuple[int, int]:
@@ -29,7 +29,7 @@ def work_size(width: int, height: int) -> tuple[int, int]:
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """uint8 HxWx3 RGB → uint8 HxWx3 HSV exactly as `cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)`."""
-    r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
+    r, g, b = (rgb[..., i].astype(np.int32) for i in range(3))
     v = np.maximum(np.maximum(r, g), b)
     diff = v - np.minimum(np.minimum(r, g), b)
     s = (diff * _SDIV[v] + _ROUND) >> _SHIFT

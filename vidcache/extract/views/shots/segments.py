@@ -62,3 +62,19 @@ def shot_rows(scenes: np.ndarray, probs: np.ndarray, times_s: np.ndarray, frame_
         span = probs[a : b + 1]
         rows[k, 2], rows[k, 3] = float(span.mean()), float(span.max())
     return times_s[first].astype(np.float64), ends_next[last].astype(np.float64), rows
+
+
+def cut_f1(ours: np.ndarray | list[int], reference: np.ndarray | list[int], *, tolerance: int = 1) -> dict:
+    """Precision, recall and F1 of cut frames against `reference`, a cut matching one reference cut
+    at most `tolerance` frames away (each reference cut matched once)."""
+    free, hits = sorted(int(x) for x in reference), 0
+    found = sorted(int(x) for x in ours)
+    for cut in found:
+        near = [r for r in free if abs(r - cut) <= tolerance]
+        if near:
+            free.remove(min(near, key=lambda r: abs(r - cut)))
+            hits += 1
+    precision = hits / len(found) if found else 1.0
+    recall = hits / len(reference) if len(reference) else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "cuts": len(found), "reference_cuts": len(reference)}
