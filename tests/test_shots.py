@@ -228,3 +228,35 @@ def test_read_shots_pools_frame_rows_and_the_command_writes_a_manifest(tmp_path,
     assert cache_status(str(tmp_path / "cache"))["views"]["shots"]["per_video"] == {video_id: len(shots)}
     missing = CliRunner().invoke(cli, ["shots", "--cache", str(tmp_path), "--out", str(out)])
     assert missing.exit_code != 0
+
+
+def test_undecodable_frames_fail_the_shots_views_only(tmp_path, tiny_checkpoint):
+    from vidcache.extract.views.clip import ClipConfig
+    from vidcache.synth import write_video
+
+    path = write_video(tmp_path / "corrupt.mp4", 48, fps=12, gop=6, width=64, height=48)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 1024] = np.random.default_rng(0).integers(0, 256, 1024, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    bad = 0
+    with av.open(str(path)) as container:  # PyAV's own loop: some packets do not decode
+        for packet in container.demux(video=0):
+            try:
+                packet.decode()
+            except av.error.FFmpegError:
+                bad += 1
+    assert bad > 0
+    (tmp_path / "m.csv").write_text(f"path\n{path}\n")
+    config = ExtractConfig.create(
+        views=("clip", "shots"),
+        clip=ClipConfig(model="vidcache-tiny", pretrained=str(tiny_checkpoint)),
+        shots=ShotsConfig(method="content"),
+    )
+    summary = extract(str(tmp_path / "m.csv"), str(tmp_path / "cache"), config)
+    assert summary.failed == 1
+    with Cache(tmp_path / "cache") as cache:
+        status = cache.status("corrupt.mp4")
+        failed = cache.failed("shots")
+    assert status == {"clip": "done", "shots": "failed", "shot_probs": "failed"}
+    assert "could not be decoded" in failed["corrupt.mp4"]
