@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -135,9 +136,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         out["extract"] = extract_costs(work, args.seconds, args.clip_model)
+        print(json.dumps({"extract": out["extract"]}), file=sys.stderr, flush=True)  # partial results
         out["transnetv2"] = transnetv2_speed(args.frames, args.batch_windows)
+        print(json.dumps({"transnetv2": out["transnetv2"]}), file=sys.stderr, flush=True)
         if args.check:
             out["check"] = check_reference(work)
+    out["load_1min_after"] = os.getloadavg()[0]
     print(json.dumps(out, indent=None if args.json else 2, sort_keys=True))
 
 
