@@ -226,6 +226,8 @@ def test_read_shots_pools_frame_rows_and_the_command_writes_a_manifest(tmp_path,
     assert [e.start_s for e in entries] == pytest.approx(list(shots.start_s))
     assert all(e.labels == ("cat", "dog") and e.path == str(path) for e in entries)
     assert cache_status(str(tmp_path / "cache"))["views"]["shots"]["per_video"] == {video_id: len(shots)}
+    text = CliRunner().invoke(cli, ["status", "--cache", str(tmp_path / "cache")]).output
+    assert f"shots per video: median {len(shots)}, min {len(shots)}, max {len(shots)}" in text
     missing = CliRunner().invoke(cli, ["shots", "--cache", str(tmp_path), "--out", str(out)])
     assert missing.exit_code != 0
 
