@@ -7,7 +7,7 @@ STAMP := $(VENV)/.vidcache-installed
 
 $(STAMP): constraints.txt setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ray,hf]'
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ray,hf,shots]'
 	touch $(STAMP)
 
 demo: $(STAMP)

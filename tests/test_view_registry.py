@@ -54,6 +54,8 @@ def _other_value(option) -> object:
     if kind is int:
         return 32 if default is None else default + 17
     if kind is float:
+        if default is not None and 0 < default < 1:  # a probability or a fraction: stay inside (0, 1)
+            return default / 2
         return 2.5 if default is None else default + 1.5
     return f"{default or 'x'}-changed"
 

@@ -30,7 +30,7 @@ EXIT_INTERNAL = 70  # an unexpected error: a bug (traceback on stderr); 1 stays 
 
 def _add_commands() -> None:
     """Every command lives in its own module of `vidcache.commands`; this is the whole list."""
-    from .commands import cache, demo, extract, finetune, heads, importing, mining, models, report, search
+    from .commands import cache, demo, extract, finetune, heads, importing, mining, models, report, search, shots
 
     for command in (
         extract.extract,
@@ -50,6 +50,7 @@ def _add_commands() -> None:
         search.search,
         report.report,
         models.models,
+        shots.shots,
     ):
         cli.add_command(command)
 

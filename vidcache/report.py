@@ -344,6 +344,13 @@ def print_status(status: dict, *, console: Console | None = None) -> None:
     console.print(
         f"{status['shards']} shard(s), {status['bytes'] / 2**20:.1f} MiB, {status['entries']} manifest entries"
     )
+    per_video = status["views"].get("shots", {}).get("per_video", {})
+    if per_video:  # shots per video: median and range (the JSON has every video)
+        counts = sorted(per_video.values())
+        console.print(
+            f"shots per video: median {counts[len(counts) // 2]}, min {counts[0]}, max {counts[-1]} "
+            f"over {len(counts)} video(s)"
+        )
     for video_id, reason in sorted(status["failures"].items()):
         console.print(f"  failed {video_id}: {reason}")
 

@@ -148,3 +148,42 @@ def shifting_texture(texture: np.ndarray, *, dx_px_per_frame: int, dy_px_per_fra
         return np.roll(texture, (dy_px_per_frame * index, dx_px_per_frame * index), axis=(0, 1))
 
     return frame_fn
+
+
+def shots_video(path: str | Path, *, fps: float = 25.0, width: int = 96, height: int = 54, shot_frames: int = 20):
+    """A video with known shot boundaries: seven sources (tinted smooth textures moving different
+    ways, a moving square) joined by hard cuts, one 1 s dissolve and one 2-frame white flash inside
+    a shot (not a cut). Returns (path, hard cut frames: the first frame of each new shot,
+    (first, last + 1) frame of the dissolve)."""
+    tints = [(1.0, 0.3, 0.2), (0.2, 0.9, 0.3), (0.9, 0.9, 0.9), None, (0.3, 0.3, 1.0), (1.0, 0.8, 0.1), (0.5, 0.1, 0.6)]
+    moves = [(1, 0), (0, 1), (-1, 0), None, (0, -1), (1, 1), (-1, 1)]  # slow: content scores stay low
+    sources: list[Callable[[int, float], np.ndarray]] = []
+    for seed, (tint, move) in enumerate(zip(tints, moves, strict=True)):
+        if tint is None:
+            sources.append(
+                lambda i, t: moving_square_frame(t, colour="red", direction="right", width=width, height=height)
+            )
+            continue
+        texture = (smooth_texture(height, width, seed=seed, blur=60.0) * np.array(tint)).astype(np.uint8)
+        sources.append(shifting_texture(texture, dx_px_per_frame=move[0], dy_px_per_frame=move[1]))
+    dissolve = round(fps)  # from source 4 into source 5
+    plan, cuts, start = [], [], 0
+    for k in range(len(sources)):
+        if k and k != 5:
+            cuts.append(start)
+        plan.append(start)
+        start += shot_frames + (dissolve if k == 4 else 0)
+    flash = (plan[1] + shot_frames // 2, plan[1] + shot_frames // 2 + 1)
+
+    def frame_fn(index: int, t_s: float) -> np.ndarray:
+        k = max(i for i, s in enumerate(plan) if s <= index)
+        frame = sources[k](index - plan[k], t_s).astype(np.float32)
+        if k == 4 and index - plan[4] >= shot_frames:  # the dissolve into source 5
+            alpha = (index - plan[4] - shot_frames + 1) / (dissolve + 1)
+            frame = (1 - alpha) * frame + alpha * sources[5](0, t_s).astype(np.float32)
+        if index in flash:
+            frame = np.full_like(frame, 255.0)
+        return frame.astype(np.uint8)
+
+    write_video(path, start, fps=fps, width=width, height=height, frame_fn=frame_fn)
+    return Path(path), cuts, (plan[4] + shot_frames, plan[5])

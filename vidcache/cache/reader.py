@@ -436,6 +436,27 @@ class Cache:
         ends = self._files.read_end_times(loc.shard, view, loc.row_start, loc.row_start + loc.row_count)
         return np.stack([starts, starts if ends is None else ends], axis=1)
 
+    def read_shots(self, video_id: str, view: str | None = None, *, pooling: str = "mean", shots_view: str = "shots"):
+        """The shots of `video_id` (`vidcache.cache.shots.Shots`): spans and the shots view's columns;
+        with `view` (a frame-level view: clip, timm, audio, motion) each shot's rows of that view pooled
+        (`pooling`: mean or max) over the rows whose timestamps fall in the shot."""
+        from .shots import Shots, pool_rows
+
+        rows, _ = self.read(video_id, shots_view, dtype=np.float64)
+        spans = self.spans(video_id, shots_view)
+        names = self.view_info(shots_view).get("columns") or [f"c{i}" for i in range(rows.shape[1])]
+        shots = Shots(video_id, spans[:, 0], spans[:, 1], {n: rows[:, i] for i, n in enumerate(names)}, view=view)
+        if view is not None:
+            features, times = self.read(video_id, view, dtype=np.float32)
+            shots.embeddings, shots.rows_per_shot = pool_rows(
+                shots.start_s,
+                shots.end_s,
+                features,
+                times,
+                pooling=pooling,  # type: ignore[arg-type]
+            )
+        return shots
+
     def read_many(
         self, video_ids: Sequence[str], view: str = "clip", *, dtype=None, raw: bool = False
     ) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -70,6 +70,10 @@ def cache_status(cache_dir: str) -> dict:
                 "rows": sum(i.row_count or 0 for i in items if i.status == STATUS_DONE),
                 "streams": stream_counts(view, items),
             }
+        if "shots" in views:  # how many shots each video has (its rows of the shots view)
+            views["shots"]["per_video"] = {
+                i.video_id: i.row_count or 0 for i in catalog.items("shots") if i.status == STATUS_DONE
+            }
         shards = catalog.shards()
         failed_items = catalog.items(status=STATUS_FAILED)
         failed: dict[str, dict[str, str]] = {}

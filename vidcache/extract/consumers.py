@@ -64,6 +64,16 @@ class Consumer:
     def finish(self) -> list[Chunk]:
         return []
 
+    def frame_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The exact (width, height) this consumer wants each frame shrunk to, given the displayed
+        size, made by the decoder's own reformat (shots: 48x27); None: `max_short_side` applies."""
+        return None
+
+    def failure(self, *, bad_packets: int) -> str | None:
+        """Why this consumer's views fail for the video just decoded although frames came (shots
+        need every frame), or None; the other consumers' views are kept."""
+        return None
+
     def tail_indices(self) -> np.ndarray | None:
         """After the last frame: own target indices still to be given the last decoded frame, when
         this consumer was fed nothing at all but must still have rows (None: no such need)."""

@@ -629,12 +629,18 @@ def frame_rotation(frame: av.VideoFrame) -> int:
 
 
 def frame_to_rgb(
-    frame: av.VideoFrame, *, max_short_side: int | None = None, exact: np.ndarray | None = None
+    frame: av.VideoFrame,
+    *,
+    max_short_side: int | None = None,
+    exact: np.ndarray | None = None,
+    size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """RGB uint8 HxWx3 as displayed (rotation applied). Frames more than twice `max_short_side` on
     their short side are first shrunk to it with swscale's area filter: for 8-bit frames in the
     same pass as swscale's colour conversion, for deeper ones after the exact conversion of
     `colour.exact_rgb` (`exact`: that conversion, when the caller already made it)."""
+    if size is not None:
+        return _frame_at_size(frame, size, exact)
     width, height = frame.width, frame.height
     shrink = bool(max_short_side and min(width, height) > 2 * max_short_side)
     if shrink:
@@ -650,6 +656,22 @@ def frame_to_rgb(
     else:
         rgb = frame.to_ndarray(format="rgb24")
     quarter_turns = frame_rotation(frame) // 90
+    if quarter_turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=quarter_turns))
+    return rgb
+
+
+def _frame_at_size(frame: av.VideoFrame, size: tuple[int, int], exact: np.ndarray | None) -> np.ndarray:
+    """RGB at exactly `size` (width, height) as displayed, scaled and converted by one swscale call
+    with bicubic interpolation, the `ffmpeg` CLI's default (the shots view's TransNetV2 reference
+    decodes with `ffmpeg -s 48x27`); deep frames go through the exact conversion first."""
+    quarter_turns = frame_rotation(frame) // 90
+    width, height = (size[1], size[0]) if quarter_turns % 2 else size  # before the rotation
+    if exact is not None or needs_exact(frame):
+        source = av.VideoFrame.from_ndarray(exact if exact is not None else exact_rgb(frame), format="rgb24")
+        rgb = source.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
+    else:
+        rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
     if quarter_turns:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=quarter_turns))
     return rgb

@@ -27,7 +27,7 @@ from ..redact import redact_text
 from ..remote import CredentialsRefused, fetch_to_temp, is_url
 from .colour import exact_rgb, needs_exact
 from .consumers import Chunk, Consumer
-from .decode import Deadline, FrameSampler, frame_to_rgb
+from .decode import Deadline, FrameSampler, frame_rotation, frame_to_rgb
 
 log = logging.getLogger("vidcache.extract")
 AUDIO_CHUNK_EXAMPLES = 64  # log-mel examples per chunk sent to the audio encoder
@@ -47,6 +47,7 @@ class RgbPerView:
     def __init__(self, frame: av.VideoFrame) -> None:
         self.frame = frame
         self._by_side: dict[int | None, np.ndarray] = {}
+        self._by_size: dict[tuple[int, int], np.ndarray] = {}
         self._exact: np.ndarray | None = None  # the exact conversion of a deep frame, made once
 
     def for_side(self, max_short_side: int | None) -> np.ndarray:
@@ -56,6 +57,21 @@ class RgbPerView:
                 self._exact = exact_rgb(self.frame)
             rgb = frame_to_rgb(self.frame, max_short_side=max_short_side, exact=self._exact)
             self._by_side[max_short_side] = rgb
+        return rgb
+
+    def for_consumer(self, consumer: Consumer) -> np.ndarray:
+        """The frame as `consumer` wants it: at its exact `frame_size`, else by its short side."""
+        turned = frame_rotation(self.frame) in (90, 270)
+        width, height = (self.frame.height, self.frame.width) if turned else (self.frame.width, self.frame.height)
+        size = consumer.frame_size(width, height)
+        if size is None:
+            return self.for_side(consumer.max_short_side)
+        rgb = self._by_size.get(size)
+        if rgb is None:
+            if self._exact is None and needs_exact(self.frame):
+                self._exact = exact_rgb(self.frame)
+            rgb = frame_to_rgb(self.frame, size=size, exact=self._exact)
+            self._by_size[size] = rgb
         return rgb
 
 
@@ -169,7 +185,7 @@ class VideoStage:
                     for number in np.unique(covered[0]):
                         own = covered[1][covered[0] == number]
                         consumer = consumers[number]
-                        yield from consumer.feed(rgb.for_side(consumer.max_short_side), time_s, own)
+                        yield from consumer.feed(rgb.for_consumer(consumer), time_s, own)
                 rows += count
             if sampler.last_frame is not None and not self._stopped():
                 tail = [(c, c.tail_indices()) for c in consumers]
@@ -181,12 +197,16 @@ class VideoStage:
                         self._keep_thumbnail(rgb)
                     with deadline.held():
                         for consumer, own in tail:
-                            yield from consumer.feed(rgb.for_side(consumer.max_short_side), last_s, own)
+                            yield from consumer.feed(rgb.for_consumer(consumer), last_s, own)
                             rows += len(own)
+            stats, info = sampler.stats, sampler.info
             with deadline.held():
                 for consumer in consumers:
+                    reason = consumer.failure(bad_packets=stats.bad_packets)
+                    if reason:  # only this consumer's views fail; the others keep their rows
+                        self.outcomes.update({view: (STATUS_FAILED, reason) for view in consumer.view_names})
+                        continue
                     yield from consumer.finish()
-            stats, info = sampler.stats, sampler.info
         if rows == 0:
             end = info.end_s
             raise VideoFailure(

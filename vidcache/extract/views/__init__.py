@@ -1,6 +1,6 @@
 """View plugins: one module per view, one import line each here (the registration)."""
 
-from . import audio, clip, flow, frames, s3d, timm_image, video  # noqa: F401  registers every view
+from . import audio, clip, flow, frames, s3d, shots, timm_image, video  # noqa: F401  registers every view
 from .base import VIEWS, SampledFramesView, View, ViewContext, default_views, register_view, sections, view
 
 __all__ = [
