@@ -30,7 +30,7 @@ EXIT_INTERNAL = 70  # an unexpected error: a bug (traceback on stderr); 1 stays 
 
 def _add_commands() -> None:
     """Every command lives in its own module of `vidcache.commands`; this is the whole list."""
-    from .commands import cache, demo, extract, finetune, heads, importing, mining, report, search
+    from .commands import cache, demo, export, extract, finetune, heads, importing, mining, report, search
 
     for command in (
         extract.extract,
@@ -39,6 +39,7 @@ def _add_commands() -> None:
         cache.remove,
         cache.compact,
         cache.embed_text,
+        export.export,
         demo.demo,
         mining.index,
         mining.mine,
