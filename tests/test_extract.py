@@ -248,26 +248,66 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path, tiny_checkpoint):
     assert not list((killed_cache / "shards").glob("*.partial"))
 
 
-def test_verify_quarantines_a_corrupted_shard_and_extract_redoes_it(tmp_path, corpus, tiny_checkpoint):
+def damage_rows(path, view, first_row, nbytes):
+    """Overwrite `nbytes` of an uncompressed view's stored feature bytes from `first_row` on, in the
+    file itself (bit rot, not an HDF5 write); return the rows hit."""
+    with h5py.File(path, "r") as h5:
+        features = h5[view]["features"]
+        assert features.compression is None
+        row_bytes = features.shape[1] * features.dtype.itemsize
+        chunk_rows = features.chunks[0]
+        chunk = features.id.get_chunk_info_by_coord((first_row // chunk_rows * chunk_rows, 0))
+        offset = chunk.byte_offset + (first_row % chunk_rows) * row_bytes
+        assert (first_row % chunk_rows) * row_bytes + nbytes <= chunk.size  # stays inside one chunk
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = bytearray(f.read(nbytes))
+        f.seek(offset)
+        f.write(bytes(b ^ 0x5A for b in data))
+    return range(first_row, first_row + -(-nbytes // row_bytes))
+
+
+def test_verify_quarantines_only_the_damaged_rows_and_extract_redoes_them(tmp_path, corpus, tiny_checkpoint):
+    """After `compact` (several shards → one), 4 KiB of damage in the clip rows sets aside the
+    (video, clip) pairs whose rows it hits, nothing else (not their frames rows, not the other
+    videos); the next extract redoes exactly those, and the rest stays bit for bit."""
     cache_dir = tmp_path / "cache"
-    args = ("--commit-every-s", "0.001", "--workers", "1")
+    args = ("--views", "clip,frames", "--fps", "4", "--commit-every-s", "0.001", "--workers", "1")
     result, _ = extract(corpus / "manifest.csv", cache_dir, tiny_checkpoint, *args)
-    assert result.returncode == 0
-    assert json.loads(run_cli("verify", "--cache", cache_dir, "--json", check=True).stdout)["broken"] == {}
-    shards = sorted((cache_dir / "shards").glob("*.h5"))
-    victim = shards[0]
+    assert result.returncode == 0, result.stderr
+    assert len(list((cache_dir / "shards").glob("*.h5"))) > 1
+    run_cli("compact", "--cache", cache_dir, check=True)
+    (shard,) = (cache_dir / "shards").glob("*.h5")
     cache = Cache(cache_dir)
-    bad_ids = [v for v in cache.video_ids() if cache._catalog.item(v, "clip").shard == victim.stem]
-    good_before = {v: cache.read(v)[0] for v in cache.video_ids() if v not in bad_ids}
+    views = ("clip", "frames")
+    before = {(v, view): cache.read(v, view)[0] for v in cache.video_ids() for view in views}
+    where = {v: cache._catalog.item(v, "clip") for v in cache.video_ids()}
     cache.close()
-    with h5py.File(victim, "r+") as h5:  # silent bit rot in the features
-        h5["clip/features"][0] = h5["clip/features"][0] + 1
+    middle = sorted(where.values(), key=lambda i: i.row_start)[3].row_start + 2
+    hit = damage_rows(shard, "clip", middle, 4096)
+    expected = sorted(v for v, i in where.items() if set(hit) & set(range(i.row_start, i.row_start + i.row_count)))
+    assert 0 < len(expected) < len(where)
     checked = run_cli("verify", "--cache", cache_dir, "--json")
-    assert checked.returncode == 1 and "checksum mismatch" in json.loads(checked.stdout)["broken"][victim.stem]
-    run_cli("verify", "--cache", cache_dir, "--quarantine", check=True)
-    assert (cache_dir / "quarantine" / victim.name).exists()
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 1 and sorted(d["video_id"] for d in report["damaged"]) == expected
+    assert {(d["view"], d["problem"]) for d in report["damaged"]} == {("clip", "checksum mismatch")}
+    report = json.loads(run_cli("verify", "--cache", cache_dir, "--quarantine", "--json", check=True).stdout)
+    assert sorted((d["video_id"], d["view"]) for d in report["quarantined_items"]) == [(v, "clip") for v in expected]
+    assert report["quarantined"] == [] and shard.exists()  # the shard stays: its other rows are good
+    with Cache(cache_dir) as cache:
+        assert sorted(cache.video_ids("clip")) == sorted(set(where) - set(expected))
+        assert sorted(cache.video_ids("frames")) == sorted(where)
+    logged = [json.loads(line) for line in (cache_dir / "quarantine" / "items.jsonl").read_text().splitlines()]
+    assert sorted(r["video_id"] for r in logged) == expected
     result, summary = extract(corpus / "manifest.csv", cache_dir, tiny_checkpoint, *args)
-    assert result.returncode == 0 and summary["extracted"] == len(bad_ids) and summary["skipped"] == 8 - len(bad_ids)
-    cache = Cache(cache_dir)
-    for video_id, features in good_before.items():
-        np.testing.assert_array_equal(cache.read(video_id)[0], features)  # good shards untouched
+    assert result.returncode == 0, result.stderr
+    assert (summary["extracted"], summary["skipped"]) == (len(expected), 8 - len(expected))  # nothing else decoded
+    assert json.loads(run_cli("verify", "--cache", cache_dir, "--json", check=True).stdout)["damaged"] == []
+    with Cache(cache_dir) as cache:
+        for (video_id, view), features in before.items():
+            if video_id in expected and view == "clip":
+                assert cache._catalog.item(video_id, view).shard != shard.stem  # rewritten in a new shard
+                np.testing.assert_allclose(cache.read(video_id, view)[0], features, atol=2e-3)
+            else:
+                np.testing.assert_array_equal(cache.read(video_id, view)[0], features)
+                assert cache._catalog.item(video_id, view).shard == shard.stem  # never rewritten

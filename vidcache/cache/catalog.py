@@ -203,6 +203,15 @@ class Catalog:
             db.execute("DELETE FROM shards WHERE name=?", (name,))
         return affected
 
+    def forget_items(self, pairs: list[tuple[str, str, str | None]]) -> None:
+        """Drop the done records of these (video_id, view, shard): the next extract redoes exactly them
+        (their rows stay in the shard, unreachable, until `compact`)."""
+        with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM items WHERE video_id=? AND view=? AND shard IS ? AND status=?",
+                [(video_id, view, shard, STATUS_DONE) for video_id, view, shard in pairs],
+            )
+
     # runs ----------------------------------------------------------------------------------------
     def start_run(self, run_id: str, *, command: str, config_json: str) -> None:
         with self.transaction() as db:
