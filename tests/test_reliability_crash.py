@@ -33,6 +33,7 @@ from tests.conftest import REPO, tiny_clip_args
 from vidcache import Cache
 from vidcache.cache.catalog import Catalog, Item, now_iso
 from vidcache.cache.shard import read_shard_index
+from vidcache.cache.store import SPACE_RESERVE_BYTES
 from vidcache.cache.verify import verify_cache
 from vidcache.errors import FAULT_ENV, cache_write_error
 from vidcache.synth import index_frame, write_video
@@ -266,6 +267,11 @@ def tiny_tmpfs(tmp_path):
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
     try:
+        # a ballast leaves the writer's reserve plus room for a few of these small shards (each view's
+        # chunk is sized to its rows, so 20 videos would otherwise fit): the disk fills mid-run
+        st = os.statvfs(mount_point)
+        room = st.f_bavail * st.f_frsize - SPACE_RESERVE_BYTES - (192 << 10)
+        (mount_point / "ballast").write_bytes(b"\0" * max(0, room))
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
@@ -294,6 +300,7 @@ def test_a_disk_filled_inside_the_margin_fails_in_hdf5_without_crashing(corpus_a
     committed shard consistent with the catalog. The child runs the real CLI with the check disabled."""
     manifest, args = corpus_args
     cache = tiny_tmpfs / "cache"
+    (tiny_tmpfs / "reserve-ballast").write_bytes(b"\0" * SPACE_RESERVE_BYTES)  # the check is off: fill its reserve
     unchecked = (
         "import sys; import vidcache.cache.store as store; store._ensure_space = lambda *a, **k: None; "
         "from vidcache.cli import main; sys.argv[0] = 'vidcache'; main()"
