@@ -311,3 +311,59 @@ def test_verify_quarantines_only_the_damaged_rows_and_extract_redoes_them(tmp_pa
             else:
                 np.testing.assert_array_equal(cache.read(video_id, view)[0], features)
                 assert cache._catalog.item(video_id, view).shard == shard.stem  # never rewritten
+
+
+def _stop_during_start_up(args, *, marker: str, env: dict[str, str] | None = None, python_flags=()):
+    """Start `vidcache ARGS`, send SIGTERM once stderr shows `marker`, and return (exit code,
+    seconds from the signal to the exit, stderr, stdout)."""
+    process = subprocess.Popen(
+        [sys.executable, *python_flags, "-m", "vidcache.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    seen = []
+    for line in process.stderr:  # type: ignore[union-attr]
+        seen.append(line)
+        if marker in line:
+            break
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    return process.returncode, time.monotonic() - signalled, "".join(seen) + err, out
+
+
+def test_sigterm_while_models_load_exits_143_at_once_and_keeps_finished_work(tmp_path, corpus, tiny_checkpoint):
+    """Model loading stuck in a call that holds off signals (the `stall` fault: 120 s with SIGTERM
+    masked in the loading thread, as a CUDA initialisation or a cold import would) must not delay a
+    SIGTERM: exit 143 long before the stall ends, one line, the first run's videos intact and
+    nothing half-written. A SIGTERM before the command even starts (the imports) is exit 143 too."""
+    cache_dir = tmp_path / "cache"
+    lines = (corpus / "manifest.csv").read_text().splitlines()
+    (corpus / "half.csv").write_text("\n".join(lines[:5]) + "\n")
+    result, summary = extract(corpus / "half.csv", cache_dir, tiny_checkpoint)
+    assert result.returncode == 0 and summary["extracted"] == 4, result.stderr
+    with Cache(cache_dir) as cache:
+        before = {v: cache.read(v)[0] for v in cache.video_ids()}
+    shards = shard_state(cache_dir)
+    args = ["extract", corpus / "manifest.csv", "--cache", cache_dir, *tiny_clip_args(tiny_checkpoint), "--fps", "2"]
+    code, waited_s, stderr, out = _stop_during_start_up(
+        [*args, "--json"], marker="load-models stalls here", env={"VIDCACHE_FAULT": "load-models:stall"}
+    )
+    assert code == 143, stderr
+    assert waited_s < 60, waited_s  # the stall lasts 120 s; before the fix the signal waited for all of it
+    assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+    assert json.loads(out.strip().splitlines()[-1])["exit_code"] == 143
+    assert shard_state(cache_dir) == shards and not list(cache_dir.rglob("*.partial"))
+    with Cache(cache_dir) as cache:
+        assert sorted(cache.video_ids()) == sorted(before)
+        for video_id, features in before.items():
+            np.testing.assert_array_equal(cache.read(video_id)[0], features)
+    assert json.loads(run_cli("verify", "--cache", cache_dir, "--json", check=True).stdout)["damaged"] == []
+    # during the imports (-X importtime names each module as it is imported; click comes right after
+    # the handler is installed): no longer the default action's death by signal (-15)
+    code, waited_s, stderr, _ = _stop_during_start_up(args, marker="| click", python_flags=("-X", "importtime"))
+    assert code == 143 and waited_s < 60 and "Traceback" not in stderr, stderr[-2000:]
+    assert "interrupted by SIGTERM" in stderr

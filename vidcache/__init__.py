@@ -17,9 +17,8 @@ Names are resolved lazily, so `import vidcache` stays light (no torch until a mo
 
 __version__ = "0.1.0"
 
-from .cache.reader import Cache
-
 _LAZY = {
+    "Cache": ("vidcache.cache.reader", "Cache"),  # lazy too: `vidcache` starts without h5py (see signals)
     "ExtractConfig": ("vidcache.extract.config", "ExtractConfig"),
     "RunConfig": ("vidcache.config", "RunConfig"),
     "SamplingConfig": ("vidcache.config", "SamplingConfig"),
@@ -50,4 +49,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'vidcache' has no attribute {name!r}")
 
 
-__all__ = ["Cache", "__version__", "extract", *_LAZY]
+__all__ = ["__version__", "extract", *_LAZY]

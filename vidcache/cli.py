@@ -3,14 +3,18 @@ error, 3 the cache is locked by another running extract."""
 
 from __future__ import annotations
 
-import json
-import sys
+from . import signals
 
-import click
+signals.install(early=True)  # first thing: a SIGTERM during the imports below ends vidcache at once (exit 143)
 
-from . import __version__
-from .commands.common import interrupt_hint
-from .errors import EXIT_OK, VidcacheError
+import json  # noqa: E402
+import sys  # noqa: E402
+
+import click  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .commands.common import interrupt_hint  # noqa: E402
+from .errors import EXIT_OK, VidcacheError  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -71,15 +75,19 @@ def _finish_error(message: str, code: int, *, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from . import signals
-
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
     signals.install()  # SIGTERM (Slurm, timeout, systemd, Kubernetes) stops a command exactly as Ctrl-C
     try:
         cli.main(args=args, prog_name="vidcache", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        _finish_error(f"interrupted by {signals.name()}; {interrupt_hint()}", signals.exit_code(), as_json=as_json)
+        message = f"interrupted by {signals.name()}; {interrupt_hint()}"
+        if signals.stopped_by_signal():  # every cleanup ran while the exception unwound: exit now
+            click.echo(f"vidcache: error: {message}", err=True)
+            if as_json:
+                click.echo(json.dumps({"error": message, "exit_code": signals.exit_code()}, sort_keys=True))
+            signals.exit_now(signals.exit_code())
+        _finish_error(message, signals.exit_code(), as_json=as_json)
     except click.ClickException as exc:
         if as_json:
             _finish_error(exc.format_message(), exc.exit_code, as_json=True)

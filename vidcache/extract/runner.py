@@ -33,9 +33,9 @@ from ..cache.text import (
 )
 from ..config import to_json
 from ..device import default_decode_workers, resolve_device
-from ..errors import ConfigError, cache_write_error
+from ..errors import ConfigError, cache_write_error, fault_point
 from ..manifest import VideoEntry
-from ..signals import deferred
+from ..signals import deferred, interruptible
 from .config import ExtractConfig
 from .consumers import Consumer, make_consumers
 from .decode_process import processes_unsupported
@@ -109,6 +109,7 @@ class Extractor:
     # models --------------------------------------------------------------------------------------
     def _load_models(self, device) -> dict[str, dict]:
         """Create every requested view's models; return each cache view's identity."""
+        fault_point("load-models", self.cache_dir)
         self.loaded = load_views(self.config, device)
         self.encoders = self.loaded.models
         return self.loaded.identities
@@ -184,14 +185,16 @@ class Extractor:
         summary.run_id = run_id
         check_cache_writable(self.cache_dir)
         with ExtractLock(self.cache_dir, shard_index=cfg.run.shard_index, shard_count=cfg.run.shard_count):
-            device = self.device = resolve_device(cfg.run.device)
+            # CUDA initialisation and model loading may sit in one long C call: run them where a stop
+            # signal does not have to wait for it (see signals.interruptible); they write nothing
+            device = self.device = interruptible(lambda: resolve_device(cfg.run.device))
             summary.device = str(device)
             # --workers 0 (the default) resolved for this device, and recorded so in the run's config
             # (the ray engine resolves 0 itself: one decode task per CPU of the cluster)
             workers = cfg.run.workers or (0 if cfg.run.engine == "ray" else default_decode_workers(device))
             cfg = self.config = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, workers=workers))
             summary.workers = workers
-            identities = self._load_models(device)
+            identities = interruptible(lambda: self._load_models(device))
             summary.random_weights = self.loaded.random_weights
             summary.models_rss_mib = peak_rss_mib()
             catalog = Catalog.open(self.cache_dir, create=True)
