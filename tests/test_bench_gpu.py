@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import HANG_GUARD_S
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,7 +25,7 @@ def test_bench_gpu_quick_runs_every_section(tmp_path):
     done = subprocess.run(
         [sys.executable, "benchmarks/bench_gpu.py", "--quick", "--device", "cpu", "--out", str(out),
          "--workdir", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
+        cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S, env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads((out / "bench_gpu.json").read_text())

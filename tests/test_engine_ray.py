@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_cli, tiny_clip_args
+from tests.conftest import HANG_GUARD_S, REPO, run_cli, tiny_clip_args
 from vidcache import Cache
 from vidcache.cache.layout import PARTIAL_SUFFIX, SHARD_SUFFIX, catalog_path, shard_dir
 from vidcache.cache.verify import verify_cache
@@ -199,11 +199,11 @@ def test_sigterm_keeps_the_shards_being_written_and_the_next_run_finishes(ray_cl
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen([sys.executable, "-m", "vidcache.cli", *map(str, args)], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_GUARD_S
     while not list(shard_dir(cache).glob(f"*{SHARD_SUFFIX}")) and time.monotonic() < deadline:
         time.sleep(0.2)  # the first group of finished videos is written: stop in the middle of the run
     driver.send_signal(15)
-    _, stderr = driver.communicate(timeout=180)
+    _, stderr = driver.communicate(timeout=HANG_GUARD_S)
     assert driver.returncode == 143, stderr[-2000:]
     kept = {v for v, status in catalog_rows(cache, "items", "video_id, status") if status == "done"}
     assert kept and len(kept) < 8  # the finished videos were kept, the rest was not started or dropped whole
@@ -270,7 +270,7 @@ print(json.dumps({{"nodes": extractor.engine.nodes, "extracted": summary.extract
         cache = tmp_path / "two"
         done = subprocess.run(
             [sys.executable, "-c", driver, corpus / "manifest.csv", cache, tiny_checkpoint],
-            capture_output=True, text=True, timeout=240, env=env, cwd=REPO,
+            capture_output=True, text=True, timeout=HANG_GUARD_S, env=env, cwd=REPO,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from tests.conftest import run_cli, tiny_clip_args
+from tests.conftest import HANG_GUARD_S, run_cli, tiny_clip_args
 from vidcache import Cache
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.cli import cli
@@ -128,6 +128,7 @@ def test_report_in_headless_chromium(report_html, tmp_path):
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(HANG_GUARD_S * 1000)  # playwright's 30 s default is a clock, not a hang guard
             page.on("request", lambda r: requests.append(r.url))
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -135,7 +136,7 @@ def test_report_in_headless_chromium(report_html, tmp_path):
             page.wait_for_function(
                 "document.querySelectorAll('.plotly-graph-div').length > 0 && [...document.querySelectorAll("
                 "'.plotly-graph-div')].every(d => d.querySelector('svg.main-svg'))",
-                timeout=30_000,
+                timeout=HANG_GUARD_S * 1000,  # ms; plotly draws slowly on a loaded machine
             )
             state = page.evaluate(
                 """() => ({

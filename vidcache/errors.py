@@ -125,7 +125,7 @@ def fault_point(step: str, path: object = None) -> None:
     (`ENOSPC`, `EROFS`, `EACCES`, ...) raises that OSError for `path`, as the OS would (and keeps
     raising it: a full disk stays full); `hang` blocks the calling thread forever, only on the N-th
     visit, as a decoder stuck inside one FFmpeg call would (nothing Python can interrupt); `stall`
-    blocks the calling thread for 120 s with SIGINT and SIGTERM masked in it, as one long C call
+    blocks the calling thread for 600 s with SIGINT and SIGTERM masked in it, as one long C call
     (CUDA initialisation, a cold import) holds off a signal handler in the thread it runs in. Steps:
       decode-open     decode: before a worker opens a video file (video or audio pass)
       cache-write     runner: the write test in the cache directory, before models load
@@ -155,7 +155,7 @@ def fault_point(step: str, path: object = None) -> None:
         print(f"vidcache fault: {step} stalls here ({FAULT_ENV})", file=sys.stderr, flush=True)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
-            time.sleep(120)
+            time.sleep(600)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return
