@@ -23,6 +23,7 @@ from ..cache.catalog import Catalog
 from ..cache.fidelity import stale_view_message
 from ..cache.layout import TEXT_NAME
 from ..cache.lock import ExtractLock
+from ..cache.sources import SourceCheck
 from ..cache.store import CacheWriter, SourceStat, check_cache_writable
 from ..cache.text import (
     DEFAULT_TEMPLATES,
@@ -130,8 +131,16 @@ class Extractor:
     def _plan(
         self, catalog: Catalog, entries: list[VideoEntry], summary: ExtractSummary
     ) -> list[tuple[VideoEntry, SourceStat | None, list[str]]]:
-        """Per video, the views that still need work (see `plan.plan_videos`)."""
-        return plan_videos(catalog, entries, self.views, summary, retry_failed=self.config.run.retry_failed)
+        """Per video, the views that still need work (see `plan.plan_videos`). Sources only touched
+        since (same size and content hash) are restamped, not redone; the content hash of each source
+        about to be extracted is recorded (cache/sources.py)."""
+        check = SourceCheck(catalog.source_digests())
+        retry = self.config.run.retry_failed
+        todo = plan_videos(catalog, entries, self.views, summary, retry_failed=retry, check=check)
+        catalog.restamp_sources(check.restamp)
+        planned = [(e.video_id, e.path, s.size, s.mtime_ns) for e, s, _ in todo if s is not None]
+        catalog.record_sources(check.to_record(planned))
+        return todo
 
     # decode workers ------------------------------------------------------------------------------
     def _decode_in(self) -> str:
