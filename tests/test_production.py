@@ -82,13 +82,15 @@ def test_sigterm_mid_extract_keeps_finished_videos_and_the_rerun_does_only_the_r
     args = ["extract", stuck_manifest, "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--fps", "2"]
     # one worker, nothing committed by time: the 8 finished videos wait in the open .partial shard
     process = start_cli(
-        *args, "--workers", "1", "--commit-every-s", "3600", "--video-timeout-s", "30", "--json",
+        "-v", *args, "--workers", "1", "--commit-every-s", "3600", "--video-timeout-s", "30", "--json",
         "--decode-in", decode_in,
         env={"VIDCACHE_FAULT": "decode-open:hang", "VIDCACHE_FAULT_MATCH": "stuck-9"},
         new_session=decode_in == "processes",
     )  # fmt: skip
-    wait_for_line(process, "decode-open hangs here")
-    time.sleep(1.0)  # the main thread writes the 8th video the worker handed over before it hung
+    seen = wait_for_line(process, "decode-open hangs here")
+    written = sum("video written:" in line for line in seen)
+    while written < 8:  # the main thread writes the videos the worker handed over before it hung
+        written += "video written:" in wait_for_line(process, "video written:")[-1]
     if decode_in == "processes":  # Slurm signals every process of the step: the decode children too
         os.killpg(process.pid, signal.SIGTERM)
     else:  # `timeout`, systemd, Kubernetes: the main process
