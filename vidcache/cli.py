@@ -3,18 +3,21 @@ error, 3 the cache is locked by another running extract."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 from . import signals
 
-signals.install(early=True)  # first thing: a SIGTERM during the imports below ends vidcache at once (exit 143)
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "vidcache":  # the program, not an import
+    signals.install(early=True)  # first thing: a SIGTERM during the imports below ends vidcache (exit 143)
 
-import json  # noqa: E402
-import sys  # noqa: E402
+import json
 
-import click  # noqa: E402
+import click
 
-from . import __version__  # noqa: E402
-from .commands.common import interrupt_hint  # noqa: E402
-from .errors import EXIT_OK, VidcacheError  # noqa: E402
+from . import __version__
+from .commands.common import interrupt_hint
+from .errors import EXIT_OK, VidcacheError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
