@@ -46,8 +46,8 @@ def _pooled(rows: VideoRows) -> VideoRows:
     return VideoRows(rows.video_id, mean.astype(np.float32), start, end, rows.count)
 
 
-def _digest(config: ExportConfig, identity: dict, videos: list[tuple[str, int]]) -> str:
-    """What a unit's bytes are made from: the options, the view's identity and each video's row CRC32."""
+def _digest(config: ExportConfig, identity: dict, videos: list[tuple[str, int, int]]) -> str:
+    """What a unit's bytes are made from: the options, the view's identity, each video's row count and CRC32."""
     text = json.dumps([EXPORT_VERSION, dataclasses.asdict(config), identity, videos], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
