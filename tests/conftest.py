@@ -13,6 +13,10 @@ import torch
 from vidcache.synth import moving_square_frame, write_video
 
 REPO = Path(__file__).resolve().parents[1]
+# How long a child process may take before a test calls it hung. Never a performance bound: `make test`
+# runs on loaded 2-core machines where a 20 s extract can take minutes. A test that must prove something
+# ends "at once" proves it against a hang that would never end, or by what was (not) done, not by a clock.
+HANG_GUARD_S = 1200
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +66,7 @@ def tiny_clip_args(checkpoint: object) -> list[str]:
 
 
 def run_cli(
-    *args: str, timeout: float = 180, check: bool = False, env: dict[str, str] | None = None
+    *args: str, timeout: float = HANG_GUARD_S, check: bool = False, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Run `vidcache` as a separate process, as cron or Slurm would; `env` adds variables."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -139,3 +139,46 @@ def test_text_embeddings_are_the_normalised_template_mean(tmp_path):
     text = Cache(tmp_path).text_embeddings()
     assert text.labels == labels and text.templates == templates
     np.testing.assert_array_equal(text.embeddings, embeddings)
+
+
+@pytest.mark.parametrize("rows_per_video", [[100], [0, 3], [100, 5000, 7], [9000]])
+def test_chunks_allocate_about_the_rows_written(tmp_path, rows_per_video):
+    """A view smaller than one chunk (13 KB of clip rows) gets a chunk of exactly its rows, not 1 MiB;
+    a larger one full chunks, at most one partly filled. HDF5's own allocated size (h5py
+    `get_storage_size`) against the bytes of the rows, which read back intact."""
+    rng = np.random.default_rng(1)
+    catalog = Catalog.open(tmp_path, create=True)
+    catalog.claim_view("clip", {"model": "test"})
+    writer = CacheWriter(
+        tmp_path, catalog, run_id="r", writer_tag="k0of1", root_attrs={}, view_attrs={"clip": {}, "audio": {}},
+        dtypes={"clip": "float16", "audio": "float32"},
+    )  # fmt: skip
+    written = {}
+    for i, n in enumerate(rows_per_video):
+        times = np.arange(n, dtype=np.float64)
+        written[f"v{i}"] = (rng.standard_normal((n, 64)).astype(np.float16), rng.standard_normal((n, 8)), times)
+        clip, audio, _ = written[f"v{i}"]
+        views = {"clip": (clip, times), "audio": (audio.astype(np.float32), times, times + 1)}
+        writer.add(f"v{i}", views, source=SourceStat(1, 2))
+    writer.commit()
+    catalog.close()
+    (shard,) = (tmp_path / "shards").glob("*.h5")
+    total = sum(rows_per_video)
+    with h5py.File(shard, "r") as h5:
+        for view, row_bytes in (("clip", 64 * 2), ("audio", 8 * 4)):
+            features = h5[view]["features"]
+            data = total * row_bytes
+            allocated = features.id.get_storage_size()
+            chunk_bytes = features.chunks[0] * row_bytes
+            if data < TARGET_CHUNK_BYTES:
+                assert allocated == data or (total == 0 and allocated <= row_bytes), (view, allocated, data)
+                assert h5[view]["timestamps_s"].id.get_storage_size() == 8 * total
+            else:
+                assert chunk_bytes <= TARGET_CHUNK_BYTES and data <= allocated < data + chunk_bytes
+    if total * 64 * 2 < TARGET_CHUNK_BYTES:
+        assert shard.stat().st_size < 64 * 1024 + total * (64 * 2 + 8 * 4 + 8 * 3)  # was > 2 MiB: two 1 MiB chunks
+    with Cache(tmp_path) as cache:
+        for video_id, (clip, audio, times) in written.items():
+            np.testing.assert_array_equal(cache.read(video_id, "clip")[0], clip)
+            np.testing.assert_array_equal(cache.read(video_id, "audio")[0], audio.astype(np.float32))
+            np.testing.assert_array_equal(cache.spans(video_id, "audio")[:, 1], times + 1)

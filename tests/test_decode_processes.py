@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli, tiny_clip_args
+from tests.conftest import HANG_GUARD_S, run_cli, tiny_clip_args
 from vidcache import Cache
 from vidcache.cache.verify import verify_cache
 from vidcache.synth import moving_square_frame, write_video
@@ -46,7 +46,7 @@ def make_corpus(root: Path, names: list[str]) -> Path:
 def extract(manifest: Path, cache: Path, checkpoint: Path, *extra: str, env: dict | None = None):
     result = run_cli(
         "extract", manifest, "--cache", cache, *tiny_clip_args(checkpoint), "--fps", "4", "--json",
-        "--device", "cpu", *extra, timeout=240, env=env,
+        "--device", "cpu", *extra, timeout=HANG_GUARD_S, env=env,
     )  # fmt: skip
     return result, json.loads(result.stdout) if result.stdout.strip() else {}
 
@@ -80,15 +80,14 @@ def decode_children() -> list[str]:
 def test_a_stuck_decode_process_is_killed_and_a_dead_one_fails_only_its_video(tmp_path, tiny_checkpoint):
     manifest = make_corpus(tmp_path, ["a.mp4", "stuck.mp4", "b.mp4", "c.mp4"])
     cache = tmp_path / "c"
-    started = time.monotonic()
     result, summary = extract(
-        manifest, cache, tiny_checkpoint, "--decode-in", "processes", "--workers", "2", "--video-timeout-s", "1",
+        manifest, cache, tiny_checkpoint, "--decode-in", "processes", "--workers", "2", "--video-timeout-s", "5",
         env={"VIDCACHE_FAULT": "decode-open:hang:1", "VIDCACHE_FAULT_MATCH": "stuck.mp4"},
     )  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert summary["failed"] == 1 and summary["extracted"] == 3, summary
     assert "decode stuck" in summary["failures"]["stuck"]
-    assert time.monotonic() - started < 90
+    # not a hang: the stuck decoder never returns, so finishing at all (within the hang guard) shows it was given up
     assert not verify_cache(cache).broken
     # a decoder that crashes its process (SIGKILL at open, as a segfault would end it)
     cache2 = tmp_path / "c2"

@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import HANG_GUARD_S
 from vidcache.cache.reader import Cache
 from vidcache.config import RunConfig, SamplingConfig
 from vidcache.extract.api import extract as extract_videos
@@ -236,7 +237,7 @@ def test_ddp_under_torchrun_equals_one_process_with_the_global_batch(pair_cache,
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "vidcache.cli", "finetune",
          "--cache", str(cache), "--out", str(tmp_path / "two"), *flags],
-        capture_output=True, text=True, env=env, timeout=240,
+        capture_output=True, text=True, env=env, timeout=HANG_GUARD_S,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["world_size"] == 2  # rank 0 alone reports

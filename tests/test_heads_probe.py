@@ -90,7 +90,6 @@ def test_solved_probe_is_within_001_of_sklearn_with_c_chosen_on_val(task, tmp_pa
     reference = sklearn_probe(videos, vocabulary, multi_label=multi)
     assert ours >= reference - 0.01, (ours, reference, summary.report)
     assert summary.report["solver"] == "lbfgs" and summary.report["converged"]
-    assert summary.seconds < 30
 
 
 @pytest.mark.parametrize("multi_label", [True, False])

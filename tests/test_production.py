@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_cli, tiny_clip_args
+from tests.conftest import HANG_GUARD_S, REPO, run_cli, tiny_clip_args
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.cache.catalog import Catalog
 from vidcache.manifest import VideoEntry
@@ -37,7 +37,7 @@ def start_cli(*args: object, env: dict[str, str] | None = None, new_session: boo
     )
 
 
-def wait_for_line(process: subprocess.Popen, text: str, *, timeout: float = 120) -> list[str]:
+def wait_for_line(process: subprocess.Popen, text: str, *, timeout: float = HANG_GUARD_S) -> list[str]:
     """Read the process's stderr until a line containing `text`; return the lines read."""
     lines: list[str] = []
     deadline = time.monotonic() + timeout
@@ -82,21 +82,22 @@ def test_sigterm_mid_extract_keeps_finished_videos_and_the_rerun_does_only_the_r
     args = ["extract", stuck_manifest, "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--fps", "2"]
     # one worker, nothing committed by time: the 8 finished videos wait in the open .partial shard
     process = start_cli(
-        *args, "--workers", "1", "--commit-every-s", "3600", "--video-timeout-s", "30", "--json",
+        "-v", *args, "--workers", "1", "--commit-every-s", "3600", "--video-timeout-s", "30", "--json",
         "--decode-in", decode_in,
         env={"VIDCACHE_FAULT": "decode-open:hang", "VIDCACHE_FAULT_MATCH": "stuck-9"},
         new_session=decode_in == "processes",
     )  # fmt: skip
-    wait_for_line(process, "decode-open hangs here")
-    time.sleep(1.0)  # the main thread writes the 8th video the worker handed over before it hung
-    sent = time.monotonic()
+    seen = wait_for_line(process, "decode-open hangs here")
+    written = sum("video written:" in line for line in seen)
+    while written < 8:  # the main thread writes the videos the worker handed over before it hung
+        written += "video written:" in wait_for_line(process, "video written:")[-1]
     if decode_in == "processes":  # Slurm signals every process of the step: the decode children too
         os.killpg(process.pid, signal.SIGTERM)
     else:  # `timeout`, systemd, Kubernetes: the main process
         process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
+    # the stuck decoder never returns: ending at all (within the hang guard) shows it was left after the grace
+    stdout, stderr = process.communicate(timeout=HANG_GUARD_S)
     assert process.returncode == 143, stderr
-    assert time.monotonic() - sent < 15  # the stuck decoder is left after the grace (5 s here)
     error = json.loads(stdout)
     assert error == {"error": error["error"], "exit_code": 143}
     assert "SIGTERM" in error["error"] and "finished videos are kept" in error["error"]
@@ -133,7 +134,7 @@ def test_sigterm_in_train_names_the_resume_command_and_it_finishes_the_run(signu
     process = start_cli(*args, env={"VIDCACHE_FAULT": "train-epoch:hang:3"})  # epochs 1, 2 done, then waits
     wait_for_line(process, "train-epoch hangs here")
     process.send_signal(signum)  # SIGINT: Ctrl-C
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=HANG_GUARD_S)
     assert process.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     message = [line for line in stderr.splitlines() if line.startswith("vidcache: error:")]
@@ -275,34 +276,32 @@ def test_download_without_network_is_one_line_and_exit_2(small_cache, tmp_path):
     assert result.stderr.count("\n") == 1, result.stderr  # one line, no retry chatter, no traceback
 
 
-def imports_of_cli(*args: object) -> tuple[subprocess.CompletedProcess, float, set[str]]:
-    """`vidcache ARGS`, its wall time (s) and the top-level modules it imported (-X importtime)."""
-    started = time.monotonic()
+def imports_of_cli(*args: object) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """`vidcache ARGS` and the top-level modules it imported (-X importtime): what shows it ended "at
+    once" (no model loaded), on any machine load, where its wall time would not."""
     result = run_cli(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
-    wall = time.monotonic() - started
     lines = result.stderr.splitlines()
     modules = {line.split("|")[-1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
     stderr = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
-    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout, stderr), wall, modules
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout, stderr), modules
 
 
 def test_no_op_rerun_and_locked_cache_end_at_once_without_loading_a_model(small_cache, tiny_checkpoint):
     manifest, cache = small_cache
     args = ["extract", manifest, "--cache", cache, *tiny_clip_args(tiny_checkpoint), "--fps", "2", "--json"]
-    result, wall, modules = imports_of_cli(*args, "--workers", "1")  # run-only options do not change rows
+    result, modules = imports_of_cli(*args, "--workers", "1")  # run-only options do not change rows
     assert result.returncode == 0, result.stderr
     summary = one_json(result)
     assert (summary["skipped"], summary["extracted"], summary["models_rss_mib"]) == (2, 0, 0.0)
-    assert wall < 3.0, wall
-    assert not modules & {"torch", "open_clip", "av"}, sorted(modules)
+    assert not modules & {"torch", "open_clip", "av"}, sorted(modules)  # "at once": no model, not a clock
 
     from vidcache.cache.lock import ExtractLock
 
     with ExtractLock(cache):  # another extract is running
-        result, wall, modules = imports_of_cli(*args)
+        result, modules = imports_of_cli(*args)
     error = one_json(result)
     assert result.returncode == 3 and error["exit_code"] == 3 and "locked by another running extract" in error["error"]
-    assert wall < 3.0 and not modules & {"torch", "open_clip", "av"}, (wall, sorted(modules))
+    assert not modules & {"torch", "open_clip", "av"}, sorted(modules)
 
 
 def test_fusion_with_views_in_any_order_trains_then_evaluates_and_predicts(tmp_path):

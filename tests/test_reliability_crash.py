@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, tiny_clip_args
+from tests.conftest import HANG_GUARD_S, REPO, tiny_clip_args
 from vidcache import Cache
 from vidcache.cache.catalog import Catalog, Item, now_iso
 from vidcache.cache.shard import read_shard_index
+from vidcache.cache.store import SPACE_RESERVE_BYTES
 from vidcache.cache.verify import verify_cache
 from vidcache.errors import FAULT_ENV, cache_write_error
 from vidcache.synth import index_frame, write_video
@@ -58,7 +59,7 @@ def _extract(manifest: Path, cache: Path, args: list[str], *extra: str, fault: s
         _command(manifest, cache, args, *extra),
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=HANG_GUARD_S,
         env=_env(fault),
         cwd=REPO,
     )
@@ -197,7 +198,7 @@ def test_repeated_sigkill_then_resume_equals_uninterrupted_run(corpus_args, refe
                 if moment == "start-up":
                     time.sleep(rng.uniform(0.2, 2.5))
                 elif moment == "rows":
-                    deadline = time.monotonic() + 120
+                    deadline = time.monotonic() + HANG_GUARD_S
                     while proc.poll() is None and time.monotonic() < deadline:
                         if shards.exists() and set(shards.glob("*")) - before:
                             break
@@ -205,7 +206,7 @@ def test_repeated_sigkill_then_resume_equals_uninterrupted_run(corpus_args, refe
                     time.sleep(rng.uniform(0.0, 0.4))
                 if moment != "step":
                     proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=120)
+                proc.wait(timeout=HANG_GUARD_S)
             finally:
                 if proc.poll() is None:
                     proc.kill()
@@ -266,6 +267,11 @@ def tiny_tmpfs(tmp_path):
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
     try:
+        # a ballast leaves the writer's reserve plus room for a few of these small shards (each view's
+        # chunk is sized to its rows, so 20 videos would otherwise fit): the disk fills mid-run
+        st = os.statvfs(mount_point)
+        room = st.f_bavail * st.f_frsize - SPACE_RESERVE_BYTES - (192 << 10)
+        (mount_point / "ballast").write_bytes(b"\0" * max(0, room))
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
@@ -294,12 +300,13 @@ def test_a_disk_filled_inside_the_margin_fails_in_hdf5_without_crashing(corpus_a
     committed shard consistent with the catalog. The child runs the real CLI with the check disabled."""
     manifest, args = corpus_args
     cache = tiny_tmpfs / "cache"
+    (tiny_tmpfs / "reserve-ballast").write_bytes(b"\0" * SPACE_RESERVE_BYTES)  # the check is off: fill its reserve
     unchecked = (
         "import sys; import vidcache.cache.store as store; store._ensure_space = lambda *a, **k: None; "
         "from vidcache.cli import main; sys.argv[0] = 'vidcache'; main()"
     )
     command = [sys.executable, "-c", unchecked, *_command(manifest, cache, args)[3:]]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=_env(), cwd=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S, env=_env(), cwd=REPO)
     line = _one_line_error(result)
     assert str(cache) in line and "no space left" in line
     assert not [p for p in cache.rglob("*") if p.name.endswith((".partial", ".rows"))]
@@ -358,7 +365,7 @@ def test_two_shard_parts_started_together_equal_one_process(corpus_args, referen
         )
         for k in range(2)
     ]
-    outputs = [p.communicate(timeout=180) for p in procs]
+    outputs = [p.communicate(timeout=HANG_GUARD_S) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     totals = [json.loads(out.strip().splitlines()[-1])["total"] for out, _ in outputs]
     assert sum(totals) == N_VIDEOS and min(totals) > 0

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from tests.conftest import run_cli, tiny_clip_args
+from tests.conftest import HANG_GUARD_S, run_cli, tiny_clip_args
 from vidcache import Cache
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.cli import cli
@@ -113,6 +113,27 @@ def test_report_is_one_self_contained_bounded_file(report_html, report_inputs):
     assert (run / "per_class_ap.json").exists() and (run / "confusions.json").exists()
 
 
+# a gallery card with the labels of a real corpus (the corpus here has short ones), in the page's own CSS
+LONG_LABELS_CARD = """() => document.querySelector('.gallery').insertAdjacentHTML('beforeend',
+    '<div class="neg"><b>bikes.mp4</b><br><span class="small">cellular automaton, animal, playing guitar, '
+    + 'riding a bicycle, skateboarding</span><br><span class="small">12.5 s, 1920×1080, 59.94 fps</span></div>')"""
+
+# the gallery's words of up to 12 characters (labels, "fps", "done": each fits a card's line) that the
+# browser broke across two lines: each word's Range rectangles, by line
+SPLIT_WORDS = """() => [...document.querySelectorAll('.gallery .small')].flatMap(span => {
+    const node = span.firstChild, out = [], re = /\\S+/g;
+    let m;
+    while (node && (m = re.exec(node.textContent))) {
+        if (m[0].length > 12) continue;
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        if (new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1) out.push(m[0]);
+    }
+    return out;
+})"""
+
+
 def test_report_in_headless_chromium(report_html, tmp_path):
     """Every section rendered, each chart drawn, each thumbnail decoded, no request left the page,
     no console error; the screenshot is kept next to the test's files (and in $VIDCACHE_TEST_ARTIFACTS)."""
@@ -128,6 +149,7 @@ def test_report_in_headless_chromium(report_html, tmp_path):
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(HANG_GUARD_S * 1000)  # playwright's 30 s default is a clock, not a hang guard
             page.on("request", lambda r: requests.append(r.url))
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -135,7 +157,7 @@ def test_report_in_headless_chromium(report_html, tmp_path):
             page.wait_for_function(
                 "document.querySelectorAll('.plotly-graph-div').length > 0 && [...document.querySelectorAll("
                 "'.plotly-graph-div')].every(d => d.querySelector('svg.main-svg'))",
-                timeout=30_000,
+                timeout=HANG_GUARD_S * 1000,  # ms; plotly draws slowly on a loaded machine
             )
             state = page.evaluate(
                 """() => ({
@@ -148,6 +170,11 @@ def test_report_in_headless_chromium(report_html, tmp_path):
                 runs: document.querySelectorAll('[data-run]').length,
             })"""
             )
+            page.evaluate(LONG_LABELS_CARD)
+            split_now = page.evaluate(SPLIT_WORDS)
+            page.add_style_tag(content=".neg{word-break:break-all}")  # the old rule, to show the check sees it
+            split_before = page.evaluate(SPLIT_WORDS)
+            page.add_style_tag(content=".neg{word-break:normal}")
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
@@ -160,6 +187,7 @@ def test_report_in_headless_chromium(report_html, tmp_path):
     assert state["charts"] >= 8 and state["drawn"] == state["charts"], state
     assert len(state["thumbs"]) >= 5 and all(done and width > 0 for done, width in state["thumbs"])
     assert state["runs"] == 2
+    assert split_now == [] and split_before, (split_now, split_before)  # gallery text wraps between words
     image = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("RGB"))
     assert image.shape[0] > 900 and image.std() > 20 and len(np.unique(image.reshape(-1, 3), axis=0)) > 100
     artifacts = os.environ.get("VIDCACHE_TEST_ARTIFACTS")
@@ -230,3 +258,28 @@ def test_report_size_is_bounded_whatever_the_corpus(tmp_path):
     from vidcache.htmlreport.charts import plotly_js
 
     assert summary.bytes - len(plotly_js()) < 2.7 * 2**20, summary.bytes
+
+
+def test_segments_are_reported_with_their_own_duration(tmp_path):
+    """A segment's record carries its file's facts (duration_s of the whole file); the report shows
+    the segment's span, cut at the file's end, and the whole duration only for a plain entry."""
+    from vidcache.cache.catalog import Catalog
+    from vidcache.cache.store import CacheWriter, SourceStat
+    from vidcache.htmlreport.collect import cache_facts
+
+    facts = json.dumps({"duration_s": 10.0, "width": 80, "height": 60, "avg_fps": 12.0})
+    spans = {"whole": (None, None), "first": (0.0, 4.0), "middle": (4.0, 7.5), "tail": (7.5, None), "past": (8.0, 30.0)}
+    catalog = Catalog.open(tmp_path, create=True)
+    catalog.claim_view("clip", {"model": "x"})
+    catalog.upsert_entries([VideoEntry(v, "/src/bikes.mp4", ("bike",), "train", a, b) for v, (a, b) in spans.items()])
+    writer = CacheWriter(tmp_path, catalog, run_id="r", writer_tag="k0of1", root_attrs={}, view_attrs={"clip": {}},
+                         dtypes={"clip": "float16"})  # fmt: skip
+    for video_id in spans:
+        rows = (np.zeros((2, 4), np.float32), np.array([0.0, 1.0]))
+        writer.add(video_id, {"clip": rows}, source=SourceStat(1, 2), info_json=facts)
+    writer.commit()
+    catalog.close()
+    with Cache(tmp_path) as cache:
+        shown = cache_facts(cache, max_failures=5, gallery=10)
+    durations = {video["video_id"]: video["duration_s"] for video in shown.gallery}
+    assert durations == {"whole": 10.0, "first": 4.0, "middle": 3.5, "tail": 2.5, "past": 2.0}

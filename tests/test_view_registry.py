@@ -15,6 +15,7 @@ import typing
 import numpy as np
 import pytest
 
+from tests.conftest import HANG_GUARD_S
 from vidcache import Cache
 from vidcache.commands.extract import build_config, extract_options
 from vidcache.config import RunConfig, SamplingConfig, StreamConfig, to_json
@@ -258,7 +259,7 @@ def test_a_view_added_in_one_file_runs_through_the_cli(small_corpus, tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=HANG_GUARD_S,
     )
     assert result.returncode == 0, result.stderr
     rows = _rows(cache, "meancolour")

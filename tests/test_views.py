@@ -74,7 +74,7 @@ def extract(root, cache, checkpoint, s3d_weights, views, *extra):
         "--json",
         *extra,
     ]
-    result = run_cli(*map(str, args), timeout=600)
+    result = run_cli(*map(str, args))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

@@ -15,10 +15,10 @@ The Python API mirrors the CLI (and the CLI is generated from the same dataclass
 Names are resolved lazily, so `import vidcache` stays light (no torch until a model is needed).
 """
 
-from .cache.reader import Cache
 from .version import __version__
 
 _LAZY = {
+    "Cache": ("vidcache.cache.reader", "Cache"),  # lazy too: `vidcache` starts without h5py (see signals)
     "ExtractConfig": ("vidcache.extract.config", "ExtractConfig"),
     "RunConfig": ("vidcache.config", "RunConfig"),
     "SamplingConfig": ("vidcache.config", "SamplingConfig"),
@@ -49,4 +49,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'vidcache' has no attribute {name!r}")
 
 
-__all__ = ["Cache", "__version__", "extract", *_LAZY]
+__all__ = ["__version__", "extract", *_LAZY]

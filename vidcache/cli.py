@@ -3,8 +3,15 @@ error, 3 the cache is locked by another running extract."""
 
 from __future__ import annotations
 
-import json
+import os
 import sys
+
+from . import signals
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "vidcache":  # the program, not an import
+    signals.install(early=True)  # first thing: a SIGTERM during the imports below ends vidcache (exit 143)
+
+import json
 
 import click
 
@@ -30,7 +37,20 @@ EXIT_INTERNAL = 70  # an unexpected error: a bug (traceback on stderr); 1 stays 
 
 def _add_commands() -> None:
     """Every command lives in its own module of `vidcache.commands`; this is the whole list."""
-    from .commands import cache, demo, extract, finetune, heads, importing, mining, models, report, search, shots
+    from .commands import (
+        cache,
+        demo,
+        export,
+        extract,
+        finetune,
+        heads,
+        importing,
+        mining,
+        models,
+        report,
+        search,
+        shots,
+    )
 
     for command in (
         extract.extract,
@@ -39,6 +59,7 @@ def _add_commands() -> None:
         cache.remove,
         cache.compact,
         cache.embed_text,
+        export.export,
         demo.demo,
         mining.index,
         mining.mine,
@@ -75,7 +96,6 @@ def _finish_error(message: str, code: int, *, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from . import signals
     from .redact import redact_standard_streams, redact_text
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -85,7 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="vidcache", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        _finish_error(f"interrupted by {signals.name()}; {interrupt_hint()}", signals.exit_code(), as_json=as_json)
+        message = f"interrupted by {signals.name()}; {interrupt_hint()}"
+        if signals.stopped_by_signal():  # every cleanup ran while the exception unwound: exit now
+            click.echo(f"vidcache: error: {message}", err=True)
+            if as_json:
+                click.echo(json.dumps({"error": message, "exit_code": signals.exit_code()}, sort_keys=True))
+            signals.exit_now(signals.exit_code())
+        _finish_error(message, signals.exit_code(), as_json=as_json)
     except click.ClickException as exc:
         if as_json:
             _finish_error(exc.format_message(), exc.exit_code, as_json=True)

@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 import threading
+import time
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -123,9 +124,12 @@ def fault_point(step: str, path: object = None) -> None:
     ACTION happens: `kill` sends SIGKILL to this process (a crash exactly there); an errno name
     (`ENOSPC`, `EROFS`, `EACCES`, ...) raises that OSError for `path`, as the OS would (and keeps
     raising it: a full disk stays full); `hang` blocks the calling thread forever, only on the N-th
-    visit, as a decoder stuck inside one FFmpeg call would (nothing Python can interrupt). Steps:
+    visit, as a decoder stuck inside one FFmpeg call would (nothing Python can interrupt); `stall`
+    blocks the calling thread for 600 s with SIGINT and SIGTERM masked in it, as one long C call
+    (CUDA initialisation, a cold import) holds off a signal handler in the thread it runs in. Steps:
       decode-open     decode: before a worker opens a video file (video or audio pass)
       cache-write     runner: the write test in the cache directory, before models load
+      load-models     runner: before the views' models are created and loaded
       shard-add       store: before a finished video's rows go into the open .partial shard
       shard-commit    store: before the shard's index is written, fsynced and renamed
       shard-renamed   store: after the rename and directory fsync, before the catalog transaction
@@ -146,6 +150,14 @@ def fault_point(step: str, path: object = None) -> None:
         if hits == int(nth[0] if nth else 1):
             print(f"vidcache fault: {step} hangs here ({FAULT_ENV})", file=sys.stderr, flush=True)
             threading.Event().wait()  # a signal still interrupts the main thread here
+        return
+    if action == "stall":
+        print(f"vidcache fault: {step} stalls here ({FAULT_ENV})", file=sys.stderr, flush=True)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            time.sleep(600)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)

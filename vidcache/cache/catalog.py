@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS items(
     source_size INTEGER, source_mtime_ns INTEGER, info_json TEXT, updated_at TEXT NOT NULL,
     PRIMARY KEY(video_id, view));
 CREATE INDEX IF NOT EXISTS items_by_shard ON items(shard, row_start);
+CREATE TABLE IF NOT EXISTS sources(
+    video_id TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs(
     run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, command TEXT,
     config_json TEXT, summary_json TEXT);
@@ -219,6 +221,43 @@ class Catalog:
             db.execute("DELETE FROM items WHERE shard=? AND status=?", (name, STATUS_DONE))
             db.execute("DELETE FROM shards WHERE name=?", (name,))
         return affected
+
+    def forget_items(self, pairs: list[tuple[str, str, str | None]]) -> None:
+        """Drop the done records of these (video_id, view, shard): the next extract redoes exactly them
+        (their rows stay in the shard, unreachable, until `compact`)."""
+        with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM items WHERE video_id=? AND view=? AND shard IS ? AND status=?",
+                [(video_id, view, shard, STATUS_DONE) for video_id, view, shard in pairs],
+            )
+
+    # sources: the content hash of each video's file when it was extracted (see cache/sources.py) ----
+    def source_digests(self) -> dict[str, tuple[int, int, str]]:
+        """{video_id: (size, mtime_ns, digest)}; empty for a catalog made before they were recorded."""
+        try:
+            rows = self._db.execute("SELECT video_id, size, mtime_ns, digest FROM sources").fetchall()
+        except sqlite3.OperationalError:  # no such table: an older catalog opened read-only
+            return {}
+        return {v: (int(z), int(m), str(d)) for v, z, m, d in rows}
+
+    def record_sources(self, rows: list[tuple[str, int, int, str]]) -> None:
+        """Record (video_id, size, mtime_ns, digest) of sources about to be extracted."""
+        if rows:
+            with self.transaction() as db:
+                db.executemany("INSERT OR REPLACE INTO sources VALUES(?, ?, ?, ?)", rows)
+
+    def restamp_sources(self, restamp: dict[str, tuple[int, int, int, str]]) -> None:
+        """Sources only `touch`ed, {video_id: (size, old mtime_ns, new mtime_ns, digest)}: the records made
+        from the old stamp take the new one, so the next run matches them by size and mtime alone."""
+        if not restamp:
+            return
+        with self.transaction() as db:
+            for video_id, (size, old_ns, mtime_ns, digest) in restamp.items():
+                db.execute(
+                    "UPDATE items SET source_mtime_ns=? WHERE video_id=? AND source_size=? AND source_mtime_ns=?",
+                    (mtime_ns, video_id, size, old_ns),
+                )
+                db.execute("INSERT OR REPLACE INTO sources VALUES(?, ?, ?, ?)", (video_id, size, mtime_ns, digest))
 
     # runs ----------------------------------------------------------------------------------------
     def start_run(self, run_id: str, *, command: str, config_json: str) -> None:

@@ -359,6 +359,14 @@ class Cache:
                 bad.add(item.video_id)
         return sorted(ids - bad)
 
+    def row_checksums(self, view: str) -> dict[str, tuple[int, int]]:
+        """{video_id: (row count, CRC32 of its stored rows)} of the videos extracted for `view`: the
+        CRC changes whenever the rows do (what `vidcache export` keys its resumable files on)."""
+        return {
+            item.video_id: (int(item.row_count or 0), int(item.checksum or 0))
+            for item in self._catalog.items(view, status=STATUS_DONE)
+        }
+
     def status(self, video_id: str) -> dict[str, str]:
         """Per view: "done", "absent" (no stream for it) or "failed" for one video."""
         return {item.view: item.status for item in self._catalog.items() if item.video_id == video_id}

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from ..version import __version__
-from .layout import PARTIAL_SUFFIX, SCHEMA_VERSION, SHARD_SUFFIX, rows_per_chunk
+from .layout import PARTIAL_SUFFIX, SCHEMA_VERSION, SHARD_SUFFIX, TARGET_CHUNK_BYTES, rows_per_chunk
 
 _BROKEN_FILES: list = []  # h5py files a failed HDF5 write left behind: kept referenced, never closed
 
@@ -65,6 +65,18 @@ class ShardRows:
     info_json: str = "{}"
 
 
+@dataclass
+class _Pending:
+    """A view's first rows, held until they fill a chunk or the shard commits: HDF5 allocates whole
+    chunks, so a view smaller than one chunk gets a chunk of exactly its rows instead of 1 MiB."""
+
+    features: list[np.ndarray]
+    stamps: list[np.ndarray]
+    ends: list[np.ndarray] | None
+    rows: int = 0
+    nbytes: int = 0
+
+
 def _fsync_path(path: Path, *, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
@@ -98,6 +110,7 @@ class ShardWriter:
         # every dataset handle stays open until the file closes: closing one flushes its chunk cache,
         # and a flush that fails on a full disk inside a handle's dealloc is only printed, not raised
         self._datasets: dict[str, tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset | None]] = {}
+        self._pending: dict[str, _Pending] = {}
         directory.mkdir(parents=True, exist_ok=True)
         self._h5 = h5py.File(self.partial_path, "w", libver="latest")
         self._h5.attrs.update(
@@ -135,7 +148,7 @@ class ShardWriter:
             pass
         _BROKEN_FILES.append(self._h5)
 
-    def _group(self, view: str, feature_dim: int, *, with_end: bool) -> h5py.Group:
+    def _group(self, view: str, feature_dim: int, *, with_end: bool, chunk_rows: int) -> h5py.Group:
         if view in self._h5:
             group = self._h5[view]
             if ("end_timestamps_s" in group) != with_end:
@@ -144,7 +157,6 @@ class ShardWriter:
         group = self._h5.create_group(view)
         group.attrs.update(plain_attrs(self._view_attrs.get(view, {})))
         dtype = np.dtype(self._dtype.get(view, "float16"))
-        chunk_rows = rows_per_chunk(feature_dim, dtype.itemsize)
         compression = {"compression": "gzip", "compression_opts": 4} if view in self._compressed else {}
         group.create_dataset(
             "features",
@@ -154,7 +166,8 @@ class ShardWriter:
             chunks=(chunk_rows, feature_dim),
             **compression,
         )
-        time_chunks = (max(1024, chunk_rows),)
+        whole = chunk_rows >= rows_per_chunk(feature_dim, dtype.itemsize)  # else: a small view, exactly its rows
+        time_chunks = (max(1024, chunk_rows) if whole else chunk_rows,)
         group.create_dataset("timestamps_s", shape=(0,), maxshape=(None,), dtype="<f8", chunks=time_chunks)
         if with_end:
             group.create_dataset("end_timestamps_s", shape=(0,), maxshape=(None,), dtype="<f8", chunks=time_chunks)
@@ -176,16 +189,40 @@ class ShardWriter:
             raise ValueError(f"{video_id}/{view}: features {features.shape} and timestamps {timestamps_s.shape} differ")
         if end_timestamps_s is not None and len(end_timestamps_s) != len(timestamps_s):
             raise ValueError(f"{video_id}/{view}: {len(end_timestamps_s)} end times for {len(timestamps_s)} rows")
+        stamps_le = np.asarray(timestamps_s, dtype="<f8")
+        ends_le = None if end_timestamps_s is None else np.asarray(end_timestamps_s, dtype="<f8")
+        dtype = np.dtype(self._dtype.get(view, "float16")).newbyteorder("<")
         if view not in self._datasets:
-            group = self._group(view, features.shape[1], with_end=end_timestamps_s is not None)
-            ends = group["end_timestamps_s"] if "end_timestamps_s" in group else None
-            self._datasets[view] = (group["features"], group["timestamps_s"], ends)
+            pending = self._pending.setdefault(view, _Pending([], [], None if ends_le is None else []))
+            if (pending.ends is None) != (ends_le is None):
+                raise ValueError(f"view {view}: every video must give end timestamps, or none")
+            size = len(features) * features.shape[1] * dtype.itemsize
+            if pending.nbytes + size < TARGET_CHUNK_BYTES:  # still less than a chunk: hold it (small)
+                part = np.array(features, dtype=dtype)  # a copy: the caller may reuse its buffer
+                pending.features.append(part)
+                pending.stamps.append(stamps_le.copy())
+                if pending.ends is not None and ends_le is not None:
+                    pending.ends.append(ends_le.copy())
+                start, crc = pending.rows, zlib.crc32(part.view(np.uint8).tobytes())
+                pending.rows, pending.nbytes = pending.rows + len(features), pending.nbytes + size
+                return self._record(
+                    video_id,
+                    view,
+                    start,
+                    len(features),
+                    crc,
+                    stamps_le,
+                    ends_le,
+                    source_size,
+                    source_mtime_ns,
+                    info_json,
+                    features.shape[1] * dtype.itemsize,
+                )
+            self._create(view, features.shape[1], chunk_rows=rows_per_chunk(features.shape[1], dtype.itemsize))
         feats, stamps, ends = self._datasets[view]
         if (ends is None) != (end_timestamps_s is None):
             raise ValueError(f"view {view}: every video must give end timestamps, or none")
         start, count = feats.shape[0], len(features)
-        stamps_le = np.asarray(timestamps_s, dtype="<f8")
-        ends_le = None if end_timestamps_s is None else np.asarray(end_timestamps_s, dtype="<f8")
         for dataset in (feats, stamps, *(() if ends is None else (ends,))):
             dataset.resize(start + count, axis=0)
         # features go in blocks, so a memory-mapped spill of a long video's flow is never loaded whole;
@@ -200,22 +237,57 @@ class ShardWriter:
             stamps[start:] = stamps_le
             if ends is not None:
                 ends[start:] = ends_le
-        crc = zlib.crc32(stamps_le.view(np.uint8).tobytes(), crc)
-        if ends_le is not None:
-            crc = zlib.crc32(ends_le.view(np.uint8).tobytes(), crc)
-        rows = ShardRows(
+        return self._record(
             video_id,
             view,
             start,
             count,
             crc,
+            stamps_le,
+            ends_le,
             source_size,
             source_mtime_ns,
             info_json,
+            features.shape[1] * feats.dtype.itemsize,
         )
+
+    def _create(self, view: str, feature_dim: int, *, chunk_rows: int) -> None:
+        """Create the view's datasets with `chunk_rows` rows per chunk and write its held rows."""
+        pending = self._pending.pop(view, None)
+        with_end = pending is not None and pending.ends is not None
+        group = self._group(view, feature_dim, with_end=with_end, chunk_rows=max(1, chunk_rows))
+        ends = group["end_timestamps_s"] if "end_timestamps_s" in group else None
+        self._datasets[view] = (group["features"], group["timestamps_s"], ends)
+        if pending is None or not pending.rows:
+            return
+        datasets = [(group["features"], pending.features), (group["timestamps_s"], pending.stamps)]
+        if ends is not None and pending.ends is not None:
+            datasets.append((ends, pending.ends))
+        for dataset, parts in datasets:
+            dataset.resize(pending.rows, axis=0)
+            dataset[:] = np.concatenate(parts)
+
+    def _record(
+        self,
+        video_id: str,
+        view: str,
+        start: int,
+        count: int,
+        crc: int,
+        stamps_le: np.ndarray,
+        ends_le: np.ndarray | None,
+        source_size: int,
+        source_mtime_ns: int,
+        info_json: str,
+        row_bytes: int,
+    ) -> ShardRows:
+        crc = zlib.crc32(stamps_le.view(np.uint8).tobytes(), crc)
+        if ends_le is not None:
+            crc = zlib.crc32(ends_le.view(np.uint8).tobytes(), crc)
+        rows = ShardRows(video_id, view, start, count, crc, source_size, source_mtime_ns, info_json)
         self.rows.append(rows)
         self._index.setdefault(view, []).append(rows)
-        self.nbytes += count * features.shape[1] * feats.dtype.itemsize + 8 * count
+        self.nbytes += count * row_bytes + 8 * count
         return rows
 
     @property
@@ -224,6 +296,10 @@ class ShardWriter:
 
     def commit(self) -> Path:
         """Write each view's video index, then flush, fsync and rename into place."""
+        for view in list(self._pending):  # views smaller than a chunk: one chunk of exactly their rows
+            pending = self._pending[view]
+            width = pending.features[0].shape[1] if pending.features else 0
+            self._create(view, width, chunk_rows=pending.rows)
         for view, rows in self._index.items():
             group = self._h5[view]
             group.create_dataset("video_ids", data=np.array([r.video_id for r in rows], dtype=object), dtype=STR_DTYPE)

@@ -109,10 +109,15 @@ def status(cache_dir: str, as_json: bool) -> None:
 
 @click.command()
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--quarantine", is_flag=True, help="Move broken shards to CACHE/quarantine/ so extract redoes them.")
+@click.option(
+    "--quarantine",
+    is_flag=True,
+    help="Drop the damaged (video, view) pairs from the catalog (an unreadable shard moves to CACHE/quarantine/) "
+    "so the next extract redoes exactly them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
-    """Check every shard against the catalog (rows, checksums). Exit 1 if any shard is broken."""
+    """Check every (video, view) against the catalog (row ranges, CRC32). Exit 1 if any is damaged."""
     import dataclasses
 
     from ..cache.verify import verify_cache
@@ -121,14 +126,18 @@ def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(report), sort_keys=True))
     else:
-        click.echo(f"{report.shards_checked} shard(s), {report.videos_checked} video rows checked")
+        click.echo(f"{report.shards_checked} shard(s), {report.videos_checked} (video, view) rows checked")
         for name, problem in report.broken.items():
-            state = "quarantined" if name in report.quarantined else "broken"
-            click.echo(f"  {state}: {name}: {problem}")
+            if name in report.quarantined:
+                click.echo(f"  quarantined whole (moved to quarantine/): {name}: {problem}")
+        state = "quarantined" if quarantine else "damaged"
+        for pair in report.damaged:
+            if pair["shard"] not in report.quarantined:
+                click.echo(f"  {state}: {pair['video_id']} [{pair['view']}] in {pair['shard']}: {pair['problem']}")
         for name in report.unrecorded:
             click.echo(f"  complete but unrecorded (the next extract adopts it): {name}")
         if report.broken and not quarantine:
-            click.echo("run again with --quarantine to set broken shards aside; the next extract redoes their videos")
+            click.echo("run again with --quarantine to set the damaged rows aside; the next extract redoes them")
     sys.exit(EXIT_SOME_FAILED if report.broken and not quarantine else EXIT_OK)
 
 

@@ -71,8 +71,13 @@ def extract(
     # to do ends in a fraction of a second
     summary = nothing_to_do(Path(cache), config, mine, vocabulary=vocabulary, command=command)
     if summary is None:
-        from .runner import Extractor
+        import importlib
+
+        from ..signals import interruptible
         from .views import VIEWS
+
+        # the runner imports torch: a cold import can take seconds in one C call (see signals.interruptible)
+        Extractor = interruptible(lambda: importlib.import_module("vidcache.extract.runner")).Extractor
 
         for name in config.views:
             note = VIEWS.get(name)().before_run(

@@ -21,6 +21,7 @@ from ..cache.catalog import Catalog
 from ..cache.fidelity import FIDELITY_VERSION
 from ..cache.layout import CATALOG_NAME, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME, failed_item, failure_text
 from ..cache.lock import ExtractLock
+from ..cache.sources import SourceCheck
 from ..cache.store import SourceStat, check_cache_writable
 from ..cache.text import stale_text_message
 from ..config import to_json
@@ -84,21 +85,33 @@ def cache_views(views: tuple[str, ...]) -> list[str]:
 
 
 def plan_videos(
-    catalog: Catalog, entries: list[VideoEntry], views: list[str], summary: ExtractSummary, *, retry_failed: bool
+    catalog: Catalog,
+    entries: list[VideoEntry],
+    views: list[str],
+    summary: ExtractSummary,
+    *,
+    retry_failed: bool,
+    check: SourceCheck | None = None,
 ) -> list[tuple[VideoEntry, SourceStat | None, list[str]]]:
     """Per video, the views that still need work: missing, made from an older version of the source,
-    or failed before (with --retry-failed). Videos with nothing to do are counted in `summary`."""
+    or failed before (with --retry-failed). Videos with nothing to do are counted in `summary`. With
+    `check`, a source whose mtime changed but whose size and content hash did not is the same source
+    (`check.restamp` then lists the records to give the new mtime)."""
     todo = []
     for entry in entries:
         source = SourceStat.of(entry.path)
         items = {view: catalog.item(entry.video_id, view) for view in views}
 
-        def same_source(item, source=source) -> bool:
+        def same_source(item, source=source, entry=entry) -> bool:
             if item is None:
                 return False
             if source is None:  # unreadable now (e.g. unmounted): keep what is cached or known absent
                 return item.status in (STATUS_DONE, STATUS_ABSENT) or item.source_size is None
-            return (item.source_size, item.source_mtime_ns) == (source.size, source.mtime_ns)
+            if (item.source_size, item.source_mtime_ns) == (source.size, source.mtime_ns):
+                return True
+            return check is not None and check.same_content(
+                entry.video_id, entry.path, item.source_size, item.source_mtime_ns, source.size, source.mtime_ns
+            )
 
         needed = [
             view
@@ -175,7 +188,8 @@ def nothing_to_do(
                 return None
             views = cache_views(config.views)
             summary = ExtractSummary(total=len(entries), cache=str(cache_dir), settings_key=key)
-            if plan_videos(catalog, entries, views, summary, retry_failed=config.run.retry_failed):
+            check = SourceCheck(catalog.source_digests())
+            if plan_videos(catalog, entries, views, summary, retry_failed=config.run.retry_failed, check=check):
                 return None
             labels = vocabulary if vocabulary is not None else sorted({lab for e in entries for lab in e.labels})
             if (
@@ -187,6 +201,7 @@ def nothing_to_do(
             catalog.close()
             catalog = Catalog.open(cache_dir, create=True)
             catalog.upsert_entries(all_entries if all_entries is not None else entries)
+            catalog.restamp_sources(check.restamp)  # touched, not changed: matched by size and mtime next time
             summary.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
             summary.decode_in = "none (nothing to do)"
             catalog.start_run(summary.run_id, command=command, config_json=to_json(config))

@@ -22,6 +22,7 @@ from ..cache.catalog import Catalog
 from ..cache.fidelity import stale_view_message
 from ..cache.layout import TEXT_NAME
 from ..cache.lock import ExtractLock
+from ..cache.sources import SourceCheck
 from ..cache.store import CacheWriter, SourceStat, check_cache_writable
 from ..cache.text import (
     DEFAULT_TEMPLATES,
@@ -32,9 +33,9 @@ from ..cache.text import (
 )
 from ..config import to_json
 from ..device import default_decode_workers, resolve_device
-from ..errors import ConfigError, cache_write_error
+from ..errors import ConfigError, cache_write_error, fault_point
 from ..manifest import VideoEntry
-from ..signals import deferred
+from ..signals import deferred, interruptible
 from ..version import __version__
 from .config import ExtractConfig
 from .consumers import Consumer
@@ -109,6 +110,7 @@ class Extractor:
     # models --------------------------------------------------------------------------------------
     def _load_models(self, device) -> dict[str, dict]:
         """Create every requested view's models; return each cache view's identity."""
+        fault_point("load-models", self.cache_dir)
         self.loaded = load_views(self.config, device)
         self.encoders = self.loaded.models
         return self.loaded.identities
@@ -129,8 +131,16 @@ class Extractor:
     def _plan(
         self, catalog: Catalog, entries: list[VideoEntry], summary: ExtractSummary
     ) -> list[tuple[VideoEntry, SourceStat | None, list[str]]]:
-        """Per video, the views that still need work (see `plan.plan_videos`)."""
-        return plan_videos(catalog, entries, self.views, summary, retry_failed=self.config.run.retry_failed)
+        """Per video, the views that still need work (see `plan.plan_videos`). Sources only touched
+        since (same size and content hash) are restamped, not redone; the content hash of each source
+        about to be extracted is recorded (cache/sources.py)."""
+        check = SourceCheck(catalog.source_digests())
+        retry = self.config.run.retry_failed
+        todo = plan_videos(catalog, entries, self.views, summary, retry_failed=retry, check=check)
+        catalog.restamp_sources(check.restamp)
+        planned = [(e.video_id, e.path, s.size, s.mtime_ns) for e, s, _ in todo if s is not None]
+        catalog.record_sources(check.to_record(planned))
+        return todo
 
     # decode workers ------------------------------------------------------------------------------
     def _decode_in(self) -> str:
@@ -184,14 +194,16 @@ class Extractor:
         summary.run_id = run_id
         check_cache_writable(self.cache_dir)
         with ExtractLock(self.cache_dir, shard_index=cfg.run.shard_index, shard_count=cfg.run.shard_count):
-            device = self.device = resolve_device(cfg.run.device)
+            # CUDA initialisation and model loading may sit in one long C call: run them where a stop
+            # signal does not have to wait for it (see signals.interruptible); they write nothing
+            device = self.device = interruptible(lambda: resolve_device(cfg.run.device))
             summary.device = str(device)
             # --workers 0 (the default) resolved for this device, and recorded so in the run's config
             # (the ray engine resolves 0 itself: one decode task per CPU of the cluster)
             workers = cfg.run.workers or (0 if cfg.run.engine == "ray" else default_decode_workers(device))
             cfg = self.config = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, workers=workers))
             summary.workers = workers
-            identities = self._load_models(device)
+            identities = interruptible(lambda: self._load_models(device))
             summary.random_weights = self.loaded.random_weights
             summary.models_rss_mib = peak_rss_mib()
             catalog = Catalog.open(self.cache_dir, create=True)

@@ -122,6 +122,17 @@ def _seeded_sample(ids, *, size: int, seed: int) -> list[str]:
     return sorted(sorted(ids, key=lambda v: (zlib.crc32(f"{seed}\0{v}".encode()), v))[:size])
 
 
+def video_duration_s(info: dict, entry: dict) -> float | None:
+    """How long a manifest entry is: a segment's own span (`start_s`…`end_s`, cut at the file's end),
+    not the file's duration that its `info_json` records; the whole file's for a plain entry."""
+    whole = info.get("duration_s")
+    start, end = entry.get("start_s"), entry.get("end_s")
+    if start is None and end is None:
+        return whole
+    end = whole if end is None else (end if whole is None else min(end, whole))
+    return None if end is None else max(0.0, end - (start or 0.0))
+
+
 def cache_facts(cache: Cache, *, max_failures: int, gallery: int = 0, seed: int = 0) -> CacheFacts:
     catalog = cache._catalog
     views = catalog.views()
@@ -151,6 +162,7 @@ def cache_facts(cache: Cache, *, max_failures: int, gallery: int = 0, seed: int 
             except ValueError:
                 continue
             if info.get("width"):  # a video view's facts (audio-only records have none of these)
+                info["duration_s"] = video_duration_s(info, entries.get(item.video_id, {}))
                 info_by_video[item.video_id] = info
     infos = list(info_by_video.values())
     histograms = [

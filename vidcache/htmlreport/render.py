@@ -47,7 +47,7 @@ pre{background:#f6f8f9;padding:8px;overflow:auto;max-height:260px}
 align-items:center;justify-content:center}
 .small{font-size:12px;color:#555}
 .mined{display:flex;gap:14px;align-items:flex-start;border-top:1px solid #eee;padding:10px 0}
-.negs{display:flex;gap:8px;flex-wrap:wrap}.neg{font-size:11px;width:124px;word-break:break-all}
+.negs{display:flex;gap:8px;flex-wrap:wrap}.neg{font-size:11px;width:124px;overflow-wrap:anywhere}
 .note{background:#fff8e1;border-left:4px solid #e9c46a;padding:6px 10px;font-size:13px}
 """
 

@@ -3,6 +3,7 @@ views into the catalog, and its counts into the run's summary."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from ...cache.thumbnails import write_thumbnail
 from ..plan import ExtractSummary
 from .messages import VideoRows
 from .view_facts import counts_frames
+
+log = logging.getLogger("vidcache.extract")
 
 
 @dataclass
@@ -71,6 +74,7 @@ class WriteStage:
         finally:
             video.close()
         account(self.summary, counts)
+        log.debug("video written: %s", video.video_id)  # `vidcache -v`: what a test waits for, not a clock
         writer.maybe_commit()
         return counts
 
