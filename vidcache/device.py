@@ -36,6 +36,8 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Pinned, non-blocking host-to-GPU copy; a no-op on CPU."""
     if device.type == "cuda":
+        if batch.is_cuda:  # decoded on the GPU (NVDEC): already there
+            return batch.to(device, non_blocking=True)
         pinned = batch if batch.is_pinned() else batch.pin_memory()
         return pinned.to(device, non_blocking=True)
     return batch
