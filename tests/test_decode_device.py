@@ -13,6 +13,7 @@ import pytest
 
 import vidcache
 from vidcache.cache.catalog import Catalog
+from vidcache.commands.cache import cache_status
 from vidcache.config import RunConfig, SamplingConfig
 from vidcache.errors import ConfigError
 from vidcache.extract import runner
@@ -175,6 +176,7 @@ def test_auto_resolves_to_cpu_is_recorded_and_a_cuda_run_is_refused(one_video, t
     finally:
         catalog.close()
     assert recorded["run"]["decode_device"] == "cpu" and "decode" not in identity
+    assert cache_status(str(cache))["views"]["clip"]["decode_devices"] == {"cpu": 1}  # per video, in status
     # a machine with NVDEC: the rows would come from other pixels, so the cache refuses them
     monkeypatch.setattr(runner, "nvdec_missing", lambda: None)
     with pytest.raises(ConfigError, match=r"decode\.device cpu vs cuda"):
