@@ -153,7 +153,12 @@ def clip_for_identity(identity: dict, *, device, allow_download: bool = False, c
 
     pretrained = identity.get("weights_path") or identity["pretrained"]
     encoder = ClipEncoder(
-        config=ClipConfig(model=identity["model"], pretrained=pretrained, seed=identity.get("random_init_seed") or 0),
+        config=ClipConfig(
+            model=identity["model"],
+            pretrained=pretrained,
+            seed=identity.get("random_init_seed") or 0,
+            precision=identity.get("precision", "autocast"),  # the text tower in the arithmetic of the rows
+        ),
         device=device,
         allow_download=allow_download,
     )
