@@ -193,3 +193,42 @@ def test_decode_device_is_in_the_key_of_video_views_only():
     assert decode_identity("clip", cpu) == {}
     assert settings_key(cuda) != settings_key(cpu)
     assert "PyNvVideoCodec" not in sys.modules  # nothing imported the extra on the way
+
+
+def _stage_run(path, *, decode_device: str, start_s=None):
+    """One video through the extractor's decode stage with a clip consumer: (times, prepared frames, details)."""
+    from vidcache.extract.consumers import ClipFrames
+    from vidcache.extract.preprocess import ImagePreprocess
+    from vidcache.extract.stage import VideoStage
+    from vidcache.manifest import VideoEntry
+
+    class Prepare:  # the clip view's prepare (open_clip's eval resize and crop), no model needed
+        view, preprocess = "clip", ImagePreprocess(size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        max_short_side = None
+
+        def prepare(self, rgb):
+            return self.preprocess.resize_crop(rgb)
+
+    entry = VideoEntry(video_id="v", path=str(path), start_s=start_s)
+    stage = VideoStage(entry, [ClipFrames(Prepare(), SamplingConfig(fps=2.0), batch_size=64)],
+                       run=RunConfig(decode_device=decode_device))  # fmt: skip
+    chunks = list(stage)
+    assert stage.outcomes["clip"][0] == "done", stage.outcomes
+    return np.concatenate([c.times_s for c in chunks]), np.concatenate([c.data.numpy() for c in chunks]), stage.details
+
+
+@pytest.mark.parametrize(
+    ("codec", "start_s", "reason"),
+    [("mpeg4", None, "codec mpeg4 is not decoded by NVDEC"), ("libx264", 0.5, "segments decode on the CPU")],
+)
+def test_a_video_nvdec_cannot_take_is_decoded_on_the_cpu_and_recorded(tmp_path, codec, start_s, reason):
+    """In a cuda run such a video goes to the CPU path: the same sampled frames as a cpu run, byte for byte,
+    and the device and the reason in its details (the catalog's info)."""
+    path = tmp_path / f"{codec}.mp4"
+    write_video(path, 18, fps=6, width=64, height=48, codec=codec)
+    cpu_times, cpu_frames, cpu_details = _stage_run(path, decode_device="cpu", start_s=start_s)
+    times, frames, details = _stage_run(path, decode_device="cuda", start_s=start_s)
+    np.testing.assert_array_equal(times, cpu_times)
+    np.testing.assert_array_equal(frames, cpu_frames)
+    assert (details["decode_device"], details["decode_fallback"]) == ("cpu", reason)
+    assert "decode_device" not in cpu_details  # a cpu run records nothing (rows and info as before)
