@@ -49,6 +49,8 @@ def gather(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     if device.type != "cuda" or not parts:
         return torch.cat(parts)
     first = parts[0]
+    if first.is_cuda:  # frames decoded and prepared on the GPU (NVDEC): they stay there
+        return torch.cat(parts)
     shape = (sum(len(p) for p in parts), *first.shape[1:])
     out = torch.empty(shape, dtype=first.dtype, pin_memory=True)
     return torch.cat(parts, out=out)
