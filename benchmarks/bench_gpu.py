@@ -15,7 +15,11 @@ the JSON document rewritten after every section so a run cut short still leaves 
   mining      exact top-k on the GPU (torch, blocked matmul) vs vidcache's FAISS path on the CPU cores,
               ids checked against a float64 NumPy brute force
   heads       training throughput (videos/s) of the heads through `vidcache.heads.train` (AMP on CUDA)
-  compile     torch.compile on/off for the image towers (last: the slowest to set up)
+  compile     torch.compile on/off for the image towers
+  nvdec       --decode-device cuda: NVDEC vs CPU decode processes (sampled frames/s at 360p, 720p,
+              1080p), NVDEC's frames vs FFmpeg's (mean abs diff), end to end per model with NVDEC
+              (720p) against min(decode, model) and the CPU-decode extract; "skipped: reason" without
+              NVDEC (the gpu-decode extra, a GPU, the driver's decoder)
 
     make bench-gpu                                   # on a GPU machine (wheels from benchmarks/gpu_wheels.sh)
     .venv/bin/python benchmarks/bench_gpu.py --quick  # CPU, about a minute (the test suite runs this)
@@ -53,6 +57,7 @@ from bench_decode import make_frame_fn
 from vidcache.config import RunConfig, SamplingConfig
 from vidcache.device import resolve_device
 from vidcache.extract.config import ExtractConfig
+from vidcache.extract.nvdec import nvdec_missing
 from vidcache.extract.views.clip import ClipConfig
 from vidcache.extract.views.clip.model import ClipEncoder
 from vidcache.extract.views.flow import FlowConfig
@@ -803,6 +808,105 @@ def compile_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> 
     return result
 
 
+# decode on the GPU (NVDEC) ------------------------------------------------------------------------
+NVDEC_RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
+NVDEC_MAD_BOUND = 2.0  # mean absolute difference (8-bit RGB levels) of NVDEC's sampled frames vs FFmpeg's
+NVDEC_SPEEDUP_TARGET = 3.0  # ViT-B-32 end to end at 720p: NVDEC >= 3x the CPU-decode extract
+
+
+def _nvdec_corpus(workdir: Path, plan: Plan, name: str, size: tuple[int, int]) -> list[VideoEntry]:
+    """`plan.videos // 3` (at least 2) copies of one encode at `size`, as the main corpus is built."""
+    folder = workdir / f"nvdec-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "src.mp4"
+    if not source.exists():
+        _encode_one((str(source), 7, plan.seconds, plan.src_fps, size[0], size[1]))
+    lines = ["path,video_id"]
+    for i in range(max(2, plan.videos // 3)):
+        target = folder / f"v{i:03d}.mp4"
+        if not target.exists():
+            shutil.copyfile(source, target)
+        lines.append(f"{target.name},{name}-{i:03d}")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return read_manifest(folder / "manifest.csv")
+
+
+def _frames_agree(path: str, sampling: SamplingConfig) -> dict[str, Any]:
+    """NVDEC's sampled frames against FFmpeg's (PyAV, the CPU path) at the same timestamps."""
+    from vidcache.extract.decode import FrameSampler, frame_to_rgb
+    from vidcache.extract.nvdec import NvdecSampler
+
+    with FrameSampler(path, sampling=sampling) as sampler:
+        cpu = [(frame_to_rgb(frame), t) for frame, t, _ in sampler]
+    gpu, times = NvdecSampler(path, sampling=sampling).frames()
+    mad = [float((gpu[i].cpu().float() - torch.from_numpy(rgb).float()).abs().mean()) for i, (rgb, _) in enumerate(cpu)]
+    return {
+        "frames": len(cpu),
+        "times_equal": bool(np.allclose(times, [t for _, t in cpu])),
+        "max_mean_abs_diff": round(max(mad), 3),
+        "bound": NVDEC_MAD_BOUND,
+    }
+
+
+def nvdec_section(device: torch.device, plan: Plan, state: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """--decode-device cuda: sampled frames/s of NVDEC against the CPU decode processes at 360p, 720p and
+    1080p; NVDEC's frames against FFmpeg's; end to end per model with NVDEC against min(decode, model) and
+    against the CPU-decode extract (720p)."""
+    import dataclasses
+
+    from bench_extract import decode_only, extract, model_only
+
+    workers = max(1, (os.cpu_count() or 1) - 1)
+    result: dict[str, Any] = {"workers_cpu": workers, "by_resolution": {}, "extract_720p": {}}
+    first = plan.extract_models[0]
+    encoder = state["encoders"][first]
+    for name, size in NVDEC_RESOLUTIONS.items():
+        entries = _nvdec_corpus(workdir, plan, name, size)
+        cpu_config = _extract_config(plan, device, first, workers)
+        gpu_config = dataclasses.replace(cpu_config, run=dataclasses.replace(cpu_config.run, decode_device="cuda"))
+        decode_only(entries[:1], gpu_config, encoder)  # warm: decoder sessions, CUDA kernels
+        rates: dict[str, Any] = {}
+        for key, run in (
+            ("cpu_processes", lambda e=entries, c=cpu_config: decode_only_processes(e, c, {"clip": encoder})),
+            ("nvdec", lambda e=entries, c=gpu_config: sum(len(b) for b in decode_only(e, c, encoder))),
+        ):
+            t0 = time.perf_counter()
+            frames = run()
+            rates[key] = {"frames": frames, "frames_per_s": round(frames / (time.perf_counter() - t0), 1)}
+        rates["nvdec_over_cpu"] = round(rates["nvdec"]["frames_per_s"] / rates["cpu_processes"]["frames_per_s"], 2)
+        rates["agreement"] = _frames_agree(str(entries[0].path), cpu_config.sampling)
+        result["by_resolution"][name] = rates
+        if name == "720p":
+            state["nvdec_720p"] = (entries, rates)
+    entries, rates = state.pop("nvdec_720p")
+    for model_name in plan.extract_models:
+        enc = state["encoders"][model_name]
+        cpu_config = _extract_config(plan, device, model_name, workers)
+        gpu_config = dataclasses.replace(cpu_config, run=dataclasses.replace(cpu_config.run, decode_device="cuda"))
+        frames = torch.cat(decode_only(entries[:1], cpu_config, enc))
+        model_only(frames[: plan.extract_batch], enc, plan.extract_batch)  # warm
+        t0 = time.perf_counter()
+        model_only(frames, enc, plan.extract_batch)
+        model_fps = len(frames) / (time.perf_counter() - t0)
+        row: dict[str, Any] = {"model_frames_per_s": round(model_fps, 1)}
+        for key, config in (("cpu_decode", cpu_config), ("nvdec", gpu_config)):
+            cache = workdir / f"cache-nvdec-{model_name}-{key}-{time.time_ns()}"
+            summary, _, pipeline_s = extract(entries, config, cache)
+            shutil.rmtree(cache, ignore_errors=True)
+            if summary.failed:
+                raise RuntimeError(f"extract ({key}) failed for some videos: {summary.failures}")
+            row[f"{key}_extract_frames_per_s"] = round(summary.frames / pipeline_s, 1)
+        decode_fps = rates["nvdec"]["frames_per_s"]
+        row["nvdec_ratio_extract_over_min"] = round(row["nvdec_extract_frames_per_s"] / min(decode_fps, model_fps), 3)
+        row["nvdec_over_cpu_decode_extract"] = round(
+            row["nvdec_extract_frames_per_s"] / row["cpu_decode_extract_frames_per_s"], 2
+        )
+        row["targets"] = {"ratio": E2E_TARGET, "speedup_vit_b_32": NVDEC_SPEEDUP_TARGET}
+        result["extract_720p"][model_name] = row
+        del frames
+    return result
+
+
 # table ------------------------------------------------------------------------------------------
 def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """(figure, value) pairs for the printed table, from whatever sections finished."""
@@ -860,6 +964,16 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(row, dict):
             rows.append((f"torch.compile {name}", f"{row['images_per_s']:.0f} img/s (compile {row['compile_s']} s, "
                                                   f"x{row['speedup_vs_eager']} vs eager)"))
+    for name, row in s.get("nvdec", {}).get("by_resolution", {}).items():
+        agree = row["agreement"]
+        rows.append((f"NVDEC vs CPU processes {name} (sampled frames/s)",
+                     f"{row['nvdec']['frames_per_s']:.0f} vs {row['cpu_processes']['frames_per_s']:.0f} "
+                     f"(x{row['nvdec_over_cpu']}), frames MAD {agree['max_mean_abs_diff']} (bound {agree['bound']})"))
+    for name, row in s.get("nvdec", {}).get("extract_720p", {}).items():
+        rows.append((f"extract {name} 720p NVDEC (frames/s)",
+                     f"{row['nvdec_extract_frames_per_s']:.0f} vs CPU decode "
+                     f"{row['cpu_decode_extract_frames_per_s']:.0f}"
+                     f" (x{row['nvdec_over_cpu_decode_extract']}), ratio {row['nvdec_ratio_extract_over_min']}"))
     for name, error in doc["errors"].items():
         rows.append((f"ERROR {name}", error[:150]))
     for name, why in doc["skipped"].items():
@@ -891,7 +1005,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 ALL_SECTIONS = (
     "corpus", "model", "encode_path", "decode", "extract", "decode_variants", "s3d", "raft", "mining", "heads",
-    "compile",
+    "compile", "nvdec",
 )
 
 
@@ -930,11 +1044,15 @@ def main(argv: list[str] | None = None) -> int:
             ("mining", lambda: mining_section(device, plan, state), 15),
             ("heads", lambda: heads_section(device, plan, state, workdir), 30),
             ("compile", lambda: compile_section(device, plan, state), 90),
+            ("nvdec", lambda: nvdec_section(device, plan, state, workdir), 60),
         ]
         for name, fn, needs_s in steps:
             if name not in wanted:
                 continue
-            if name in ("decode", "extract", "decode_variants") and "encoders" not in state:
+            if name == "nvdec" and (device.type != "cuda" or nvdec_missing()):
+                report.doc["skipped"]["nvdec"] = f"no NVDEC here (needs {nvdec_missing() or 'a CUDA device'})"
+                continue
+            if name in ("decode", "extract", "decode_variants", "nvdec") and "encoders" not in state:
                 report.section("encode_path", lambda: encode_path_section(device, plan, state))
             if name in ("decode", "extract", "decode_variants") and "entries" not in state:
                 report.section("corpus", lambda: corpus_section(workdir, plan, state))

@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if ! "$PY" -c "import av, open_clip, ftfy, faiss" 2>/dev/null; then
+# the wheels are installed whenever one that this Python cannot import is there (pynvvideocodec from
+# `gpu_wheels.sh nvdec` on a machine that has the rest)
+if ! "$PY" -c "import av, open_clip, ftfy, faiss" 2>/dev/null \
+  || { ls .whl/pynvvideocodec-*.whl >/dev/null 2>&1 && ! "$PY" -c "import PyNvVideoCodec" 2>/dev/null; }; then
   if ls .whl/*.whl >/dev/null 2>&1; then
     site=${VIDCACHE_WHEEL_SITE:-/tmp/vidcache-site}
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl

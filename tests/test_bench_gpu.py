@@ -36,7 +36,9 @@ def test_bench_gpu_quick_runs_every_section(tmp_path):
     for name in ("machine", "corpus", "model", "encode_path", "decode", "extract", "decode_variants", "s3d", "raft",
                  "mining", "heads"):
         assert name in s, name
-    assert doc["skipped"] == {"compile": "no GPU (compile is measured on CUDA only)"}
+    assert doc["skipped"]["compile"] == "no GPU (compile is measured on CUDA only)"
+    assert set(doc["skipped"]) == {"compile", "nvdec"} and doc["skipped"]["nvdec"].startswith("no NVDEC here")
+    assert "skipped nvdec" in done.stdout
     assert s["model"]["vidcache-tiny"]["fp32"]["images_per_s"] > 0
     extract = s["extract"]["vidcache-tiny"]
     # every sampled frame became a row: 4 videos x 2 s x 4 fps
@@ -57,6 +59,6 @@ def test_gpu_wheels_are_the_pinned_versions():
         for line in (ROOT / "constraints.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
-    assert {"av", "open_clip_torch", "ftfy", "faiss-cpu"} <= set(packages)
+    assert {"av", "open_clip_torch", "ftfy", "faiss-cpu", "pynvvideocodec"} <= set(packages)
     for name in packages:
         assert name.lower() in pins, f"{name} is not pinned in constraints.txt"

@@ -22,6 +22,7 @@ Dtype = Literal["float16", "float32"]
 Device = Literal["auto", "cpu", "cuda"]
 SeekMode = Literal["auto", "never", "always"]
 DecodeIn = Literal["auto", "threads", "processes"]
+DecodeDevice = Literal["auto", "cpu", "cuda"]
 EngineName = Literal["local", "ray"]
 
 
@@ -103,6 +104,15 @@ class RunConfig:
         help="Decode workers as threads or processes (processes scale with the cores; auto: processes "
         "when the models run on CUDA, threads on CPU).",
     )
+    # Unlike the other run settings this one changes the pixels (NVDEC's YUV→RGB and resize are not
+    # FFmpeg's), so the resolved device enters the identity of every view fed by decoded frames.
+    decode_device: DecodeDevice = setting(
+        "cpu",
+        flag="--decode-device",
+        help="Where video is decoded: cpu (FFmpeg via PyAV), cuda (NVDEC via PyNvVideoCodec: pip install "
+        "'vidcache[gpu-decode]' and an NVIDIA driver), auto = cuda when both and a GPU are present. Part of "
+        "the views' identity; audio and codecs NVDEC cannot decode fall back to cpu per video.",
+    )
     shard_index: int = setting(0, help="K of --shard K/N.", cli=False)
     shard_count: int = setting(1, help="N of --shard K/N.", cli=False)
     shard_size_mb: float = setting(256.0, flag="--shard-size-mb", help="Rotate shard files at this size.")
@@ -148,11 +158,13 @@ class RunConfig:
         _check_choice(self, "device", self.device, Device)
         _check_choice(self, "seek", self.seek, SeekMode)
         _check_choice(self, "decode_in", self.decode_in, DecodeIn)
+        _check_choice(self, "decode_device", self.decode_device, DecodeDevice)
         _check_choice(self, "engine", self.engine, EngineName)
         check(self, "gpus_per_model", self.gpus_per_model is None or self.gpus_per_model >= 0, "must be >= 0")
         ray_only = self.ray_address is None and self.gpus_per_model is None
         check(self, "ray_address" if self.ray_address is not None else "gpus_per_model",
               self.engine == "ray" or ray_only, "needs engine ray")  # fmt: skip
+        check(self, "decode_device", self.decode_device != "cuda" or self.engine == "local", "needs engine local")
         check(self, "batch_size", self.batch_size >= 1, "must be >= 1")
         check(self, "workers", self.workers >= 0, "must be >= 1 (or 0 for auto)")
         check(self, "decode_threads", self.decode_threads >= 0, "must be >= 0 (0: FFmpeg's choice)")

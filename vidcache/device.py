@@ -36,6 +36,8 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Pinned, non-blocking host-to-GPU copy; a no-op on CPU."""
     if device.type == "cuda":
+        if batch.is_cuda:  # decoded on the GPU (NVDEC): already there
+            return batch.to(device, non_blocking=True)
         pinned = batch if batch.is_pinned() else batch.pin_memory()
         return pinned.to(device, non_blocking=True)
     return batch
@@ -47,6 +49,8 @@ def gather(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     if device.type != "cuda" or not parts:
         return torch.cat(parts)
     first = parts[0]
+    if first.is_cuda:  # frames decoded and prepared on the GPU (NVDEC): they stay there
+        return torch.cat(parts)
     shape = (sum(len(p) for p in parts), *first.shape[1:])
     out = torch.empty(shape, dtype=first.dtype, pin_memory=True)
     return torch.cat(parts, out=out)

@@ -30,6 +30,23 @@ def stream_counts(view: str, items: list) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def decode_device_counts(view: str, items: list) -> dict[str, int]:
+    """{decode device: videos} for a video view's done videos (`decode_device` in their info_json, written
+    by a --decode-device cuda run; CPU before), with `cpu (fallback)` for videos NVDEC left to the CPU."""
+    from ..extract.views import VIEWS
+
+    if view not in VIEWS or VIEWS.get(view).source != "video":
+        return {}
+    counts: dict[str, int] = {}
+    for item in items:
+        info = json.loads(item.info_json or "{}")
+        if item.status != "done" or "imported_from" in info or "feature_file" in info:
+            continue
+        device = info.get("decode_device", "cpu") + (" (fallback)" if info.get("decode_fallback") else "")
+        counts[device] = counts.get(device, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def cache_status(cache_dir: str) -> dict:
     from ..cache.catalog import Catalog
     from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, failed_item, failure_text
@@ -69,6 +86,7 @@ def cache_status(cache_dir: str) -> dict:
                 "failed": sum(i.status == STATUS_FAILED for i in items),
                 "rows": sum(i.row_count or 0 for i in items if i.status == STATUS_DONE),
                 "streams": stream_counts(view, items),
+                **({"decode_devices": devices} if (devices := decode_device_counts(view, items)) else {}),
             }
         if "shots" in views:  # how many shots each video has (its rows of the shots view)
             views["shots"]["per_video"] = {

@@ -11,7 +11,8 @@ Three layers, checked by import-linter (pyproject.toml's `extract-layers`):
   rules, config;
 * views/: one folder per view (settings, model, consumer) and base.py, the view API;
 * the machinery, which imports no view: stage.py (`VideoStage`: one video's video pass + audio pass),
-  decode.py (PyAV: open a video, `FrameSampler` picks the frames on screen at the sample times),
+  nvdec.py (`--decode-device cuda`: NVDEC's pass over a video, the decisions when it falls back to
+  the CPU), decode.py (PyAV: open a video, `FrameSampler` picks the frames on screen at the sample times),
   consumers.py, encoder.py (the encoder protocol), weights.py, preprocess, audio/ (audio decode and
   log-mel front end), sampling, streams, colour, spill, watchdog.
 

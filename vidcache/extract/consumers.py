@@ -51,6 +51,7 @@ def resize_short_side(rgb: np.ndarray, short_side: int) -> np.ndarray:
 class Consumer:
     view_names: tuple[str, ...]  # cache views this consumer produces
     max_short_side: int | None = None  # how large a frame it needs (RGB conversion pre-shrinks to it)
+    device_frames: bool = False  # `feed` also takes an HxWx3 uint8 torch tensor on the GPU (NVDEC)
 
     def targets_s(
         self, origin_s: float, end_s: float, nominal_dt_s: float, *, frame_origin_s: float | None = None
@@ -83,6 +84,8 @@ class Consumer:
 class ClipFrames(Consumer):
     """One row per sample time (`--fps` / `--num-frames`); a frame shown at several sample times is
     encoded once and repeated."""
+
+    device_frames = True  # the encoder's prepare (torch resize/crop) runs where the frame is
 
     def __init__(self, encoder, sampling: SamplingConfig, *, batch_size: int):
         self.encoder, self.sampling, self.batch_size = encoder, sampling, batch_size

@@ -52,6 +52,7 @@ class ExtractSummary:
     device: str = ""
     decode_in: str = ""  # threads or processes (RunConfig.decode_in resolved)
     workers: int = 0  # decode workers (RunConfig.workers resolved)
+    decode_device: str = "cpu"  # RunConfig.decode_device resolved (auto → cpu or cuda)
     random_weights: bool = False
     models_rss_mib: float = 0.0  # this process's peak RSS once the models are loaded: the fixed part
     peak_rss_mib: float = 0.0  # its peak over the whole run; the difference is what the videos cost
@@ -146,7 +147,9 @@ def settings_key(config: ExtractConfig) -> str:
     with the same key write the same rows; a run that finished with it proves the settings match the
     cache, so a re-run with the same key and nothing to do needs no model to check them."""
     settings = json.loads(to_json(config))
-    settings.pop("run", None)
+    run = settings.pop("run", None) or {}
+    if run.get("decode_device", "cpu") != "cpu":  # it changes the pixels (see viewset.decode_identity)
+        settings["decode_device"] = run["decode_device"]
     weights = {
         name: [_file_stamp(value) for value in VIEWS.get(name)().weights_files(config.settings_of(name))]
         for name in cache_views(config.views)

@@ -74,8 +74,9 @@ class ImagePreprocess:
         }
 
     def resize_crop(self, rgb: np.ndarray) -> torch.Tensor:
-        """HxWx3 uint8 frame -> 3xHxW uint8 tensor at the model's input size."""
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        """HxWx3 uint8 frame (numpy, or a tensor on any device: NVDEC's stay on the GPU) -> 3xHxW uint8
+        tensor at the model's input size, on the frame's device."""
+        image = (rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(rgb))).permute(2, 0, 1)
         mode = _INTERPOLATION[self.interpolation]
         target_h, target_w = self.size
         if self.resize_mode == "squash":

@@ -42,6 +42,7 @@ from .consumers import Consumer
 from .decode_process import processes_unsupported
 from .engines import Engine, ExtractJob, create_engine
 from .engines.base import SPILL_DIR
+from .nvdec import nvdec_missing, resolve_decode_device
 from .plan import ExtractSummary, cache_views, peak_rss_mib, plan_videos, settings_key
 from .spill import remove_spills
 from .stages import VideoTask
@@ -81,9 +82,19 @@ def _identity_differences(recorded: dict, wanted: dict, prefix: str = "") -> lis
     return out
 
 
+def _decode_default(identity: dict, other: dict) -> dict:
+    """An identity without `decode` was decoded on the CPU (only a GPU decode is recorded, so the identities
+    of CPU-decoded caches stay as they were): say so when the other side records it."""
+    if "decode" in other and "decode" not in identity:
+        return {**identity, "decode": {"device": "cpu"}}
+    return identity
+
+
 def identity_mismatch_message(cache_dir: object, view: str, recorded: dict, wanted: dict) -> str | None:
     """The refusal for a view made with other settings, each differing one as `name old vs new`."""
-    differences = _identity_differences(recorded, json.loads(json.dumps(wanted, default=str)))  # as recorded
+    wanted = json.loads(json.dumps(wanted, default=str))  # as recorded
+    recorded, wanted = _decode_default(recorded, wanted), _decode_default(wanted, recorded)
+    differences = _identity_differences(recorded, wanted)
     if not differences:
         return None
     names = sorted({name.split(".", 1)[0] for name, _, _ in differences})
@@ -147,6 +158,8 @@ class Extractor:
         """threads or processes for this run (see RunConfig.decode_in)."""
         wanted = self.config.run.decode_in
         why_not = processes_unsupported(self.config, self.encoders)
+        if self.config.run.decode_device == "cuda":  # NVDEC frames live in this process's CUDA context
+            why_not = why_not or "--decode-device cuda decodes in threads"
         if wanted == "processes" and why_not:
             raise ConfigError(f"--decode-in processes: not possible here ({why_not}); use --decode-in threads")
         if wanted == "auto":
@@ -192,6 +205,14 @@ class Extractor:
         summary = ExtractSummary(total=len(entries), cache=str(self.cache_dir), settings_key=settings_key(cfg))
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         summary.run_id = run_id
+        # --decode-device auto resolved here and recorded so (cuda without NVDEC: a one-line error, exit 2)
+        wanted_decode = cfg.run.decode_device
+        decode_device = resolve_decode_device(
+            wanted_decode if cfg.run.engine == "local" else "cpu",
+            missing=None if wanted_decode == "cpu" else nvdec_missing(),
+        )
+        cfg = self.config = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, decode_device=decode_device))
+        summary.decode_device = decode_device
         check_cache_writable(self.cache_dir)
         with ExtractLock(self.cache_dir, shard_index=cfg.run.shard_index, shard_count=cfg.run.shard_count):
             # CUDA initialisation and model loading may sit in one long C call: run them where a stop

@@ -159,6 +159,11 @@ class VideoStage:
     # video ---------------------------------------------------------------------------------------
     def _video(self, deadline: Deadline) -> Iterator[Chunk]:
         entry, run, consumers = self.entry, self.run, self.consumers
+        if run.decode_device == "cuda":  # NVDEC, or this video falls back to the CPU pass below (recorded)
+            from .nvdec import nvdec_video
+
+            if (yield from nvdec_video(self, deadline)):
+                return
         owners: list[np.ndarray] = []  # union position → (consumer number, own target index)
 
         with FrameSampler(

@@ -87,8 +87,17 @@ def load_views(config: ExtractConfig, device: Any) -> LoadedViews:
             model=loaded.models.get(name),
             decode_model=loaded.decode_models.get(view.group or name),
         )
-        loaded.identities[name] = {**identity, **source_rules(name, config)}
+        loaded.identities[name] = {**identity, **source_rules(name, config), **decode_identity(name, config)}
     return loaded
+
+
+def decode_identity(name: str, config: ExtractConfig) -> dict:
+    """What the decode device adds to a view's identity: NVDEC's pixels differ from FFmpeg's (YUV→RGB
+    and resize), so a view fed by decoded frames records `decode.device cuda`; a CPU decode records
+    nothing (the identities of caches made before the option stay as they were)."""
+    if plugin(name).source == "video" and config.run.decode_device == "cuda":
+        return {"decode": {"device": "cuda"}}
+    return {}
 
 
 def video_groups(views: list[str] | tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:

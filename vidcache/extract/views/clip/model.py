@@ -92,7 +92,13 @@ class ClipEncoder(FrameEncoder):
             config, allow_download=allow_download
         )
         self.model.to(device)
-        self.amp_dtype = autocast_dtype(device)
+        # --clip-precision: autocast (the default: bf16/fp16 autocast on CUDA, fp32 on CPU), the whole tower
+        # in bf16 (bf16-weights), or fp32 everywhere
+        self.amp_dtype = autocast_dtype(device) if config.precision == "autocast" else None
+        self.input_dtype = torch.bfloat16 if config.precision == "bf16-weights" else torch.float32
+        if config.precision == "bf16-weights":
+            self.model.to(torch.bfloat16)
+        self.image_tower = torch.compile(self.model.encode_image) if config.compile else self.model.encode_image
         self.feature_dim = int(self.model.visual.output_dim)
         self.store_dtype = dtype
 
@@ -115,9 +121,9 @@ class ClipEncoder(FrameEncoder):
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> np.ndarray:
-        pixels = self.preprocess.normalize(to_device(batch, self.device))
+        pixels = self.preprocess.normalize(to_device(batch, self.device)).to(self.input_dtype)
         with self._autocast():
-            features = self.model.encode_image(pixels)
+            features = self.image_tower(pixels)
         return features.float().cpu().numpy()
 
     @torch.inference_mode()
@@ -146,6 +152,9 @@ class ClipEncoder(FrameEncoder):
             "dtype": self.store_dtype,
             "normalized": False,
             "feature_dim": self.feature_dim,
+            # recorded when not the default, so the identities of caches made before the options stay as they were
+            **({"precision": self.config.precision} if self.config.precision != "autocast" else {}),
+            **({"compile": True} if self.config.compile else {}),
             # only for fine-tuned exports, so the identities of every other view stay as they were
             **({"fine_tuned": self.weights.provenance} if self.weights.provenance else {}),
         }
@@ -158,7 +167,12 @@ def clip_for_identity(identity: dict, *, device, allow_download: bool = False, c
 
     pretrained = identity.get("weights_path") or identity["pretrained"]
     encoder = ClipEncoder(
-        config=ClipConfig(model=identity["model"], pretrained=pretrained, seed=identity.get("random_init_seed") or 0),
+        config=ClipConfig(
+            model=identity["model"],
+            pretrained=pretrained,
+            seed=identity.get("random_init_seed") or 0,
+            precision=identity.get("precision", "autocast"),  # the text tower in the arithmetic of the rows
+        ),
         device=device,
         allow_download=allow_download,
     )

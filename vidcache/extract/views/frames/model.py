@@ -28,10 +28,14 @@ GZIP_KEPT_RANGE = (0.35, 0.7)
 class FramesConsumer(ClipFrames):
     """The clip view's sample times and `prepare` (resize + centre crop), rows stored as uint8.
 
+    Its rows are written from host memory, so it takes no NVDEC frames (`device_frames`).
+
     Subclassing `ClipFrames` keeps the two views' row-for-row agreement by construction: the same
     targets, the same "frame on screen at t", the same N-frame padding. A frame shown at several
     sample times is repeated here (one row per sample time) rather than in the writer, so the rows
     can be spilled to disk as they come."""
+
+    device_frames = False
 
     def __init__(self, encoder, sampling: SamplingConfig, *, batch_size: int):
         super().__init__(encoder, sampling, batch_size=batch_size)
