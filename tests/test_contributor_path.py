@@ -12,11 +12,14 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 
-from tests import test_heads_options as generated_head_tests
-from tests import test_view_registry as generated_view_tests
-from tests.test_view_registry import small_corpus  # noqa: F401  (a fixture: two one-colour videos)
+# imported under the names pytest gives them (tests/ is on sys.path, no package): importing
+# `tests.test_heads_options` would run that module a second time and register its toy head twice
+import test_heads_options as generated_head_tests
+import test_view_registry as generated_view_tests
+import torch
+from test_view_registry import small_corpus  # noqa: F401  (a fixture: two one-colour videos)
+
 from vidcache.extract.views import VIEWS
 from vidcache.heads import HEADS
 
