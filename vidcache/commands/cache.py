@@ -138,16 +138,34 @@ def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
     default=None,
     help="Remove every video that is not in this manifest (its complement) instead of VIDEO_IDS.",
 )
+@click.option(
+    "--duplicates",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Remove near-duplicates: every video of this `vidcache mine duplicates` table but each group's representative.",
+)
 @click.option("--root", type=click.Path(file_okay=False, exists=True), default=None, help="As for extract.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def remove(cache_dir: str, video_ids: tuple[str, ...], manifest: str | None, root: str | None, as_json: bool) -> None:
-    """Drop VIDEO_IDS (or the videos not in --not-in MANIFEST) from the cache, every view; `vidcache
-    compact` then reclaims their rows' space. A later extract of the same videos redoes them."""
+def remove(
+    cache_dir: str,
+    video_ids: tuple[str, ...],
+    manifest: str | None,
+    duplicates: str | None,
+    root: str | None,
+    as_json: bool,
+) -> None:
+    """Drop VIDEO_IDS (or the videos not in --not-in MANIFEST, or the duplicates of --duplicates FILE)
+    from the cache, every view; `vidcache compact` then reclaims their rows' space. A later extract of
+    the same videos redoes them."""
     from ..cache.housekeeping import as_dict, remove_videos
 
-    if bool(video_ids) == bool(manifest):
-        raise click.UsageError("give VIDEO_ID... or --not-in MANIFEST (one of the two)")
-    if manifest:
+    if sum(map(bool, (video_ids, manifest, duplicates))) != 1:
+        raise click.UsageError("give VIDEO_ID..., --not-in MANIFEST or --duplicates FILE (one of the three)")
+    if duplicates:
+        from ..index.duplicates import read_duplicates, videos_to_drop
+
+        summary = remove_videos(cache_dir, video_ids=videos_to_drop(read_duplicates(duplicates)))
+    elif manifest:
         from ..manifest import read_manifest
 
         keep = [entry.video_id for entry in read_manifest(manifest, root=root, require_path=False)]
