@@ -31,6 +31,7 @@ machine's load matters (other processes share the CPUs): the JSON records `os.ge
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -239,13 +240,40 @@ def command_lines(size_dir: Path, model: str, threshold: float, *, quick: bool =
         "mine_hard_negatives": ["mine", "hard-negatives", "--cache", cache, "--k", str(K), "--json"],
         "mine_hard_negative_videos": ["mine", "hard-negative-videos", "--cache", cache, "--k", str(K), "--json"],
         "mine_neighbours": ["mine", "neighbours", "--cache", cache, "--view", "clip", "--k", str(K), "--json"],
-        "mine_duplicates": ["mine", "duplicates", "--cache", cache, "--view", "clip", "--threshold", str(threshold),
-                            "--json"],  # fmt: skip
+        "mine_duplicates": [
+            "mine",
+            "duplicates",
+            "--cache",
+            cache,
+            "--view",
+            "clip",
+            "--threshold",
+            str(threshold),
+            "--json",
+        ],
         "train_linear": ["train", "--cache", cache, "--out", run, "--head", "linear", *train, "--json"],
-        "train_prototype": ["train", "--cache", cache, "--out", str(size_dir / "run_proto"), "--head", "prototype",
-                            *train, "--json"],  # fmt: skip
-        "train_pool": ["train", "--cache", cache, "--out", str(size_dir / "run_pool"), "--head", "pool", *train,
-                       "--json"],  # fmt: skip
+        "train_prototype": [
+            "train",
+            "--cache",
+            cache,
+            "--out",
+            str(size_dir / "run_proto"),
+            "--head",
+            "prototype",
+            *train,
+            "--json",
+        ],
+        "train_pool": [
+            "train",
+            "--cache",
+            cache,
+            "--out",
+            str(size_dir / "run_pool"),
+            "--head",
+            "pool",
+            *train,
+            "--json",
+        ],
         "eval": ["eval", "--run", run, "--cache", cache, "--json"],
         "predict": ["predict", "--run", run, "--cache", cache, "--out", str(size_dir / "pred.parquet"), "--json"],
         "report": ["report", "--cache", cache, "--out", str(size_dir / "report.html"), "--json"],
@@ -261,8 +289,10 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
         shutil.rmtree(size_dir)
     size_dir.mkdir(parents=True)
     _log(f"N={n}: building the cache")
-    result: dict = {"videos": n, "build": build_cache(size_dir, n, model=args.model, dim=args.dim,
-                                                      dup_every=args.dup_every, seed=args.seed)}  # fmt: skip
+    result: dict = {
+        "videos": n,
+        "build": build_cache(size_dir, n, model=args.model, dim=args.dim, dup_every=args.dup_every, seed=args.seed),
+    }
     commands: dict[str, dict] = {}
     wanted = set(args.commands.split(",")) if args.commands else set(COMMANDS)
     for name, line in command_lines(size_dir, args.model, args.dup_threshold, quick=args.quick).items():
@@ -278,13 +308,26 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
             commands[name]["shard_mb_per_s"] = round(
                 result["build"]["cache_bytes"] / 1e6 / max(commands[name]["seconds"], 1e-9), 1
             )
-        _log(f"N={n}: {name}: {commands[name]['seconds']} s, {commands[name]['peak_rss_mib']} MiB, "
-             f"exit {commands[name]['exit_code']}")  # fmt: skip
+        _log(
+            f"N={n}: {name}: {commands[name]['seconds']} s, {commands[name]['peak_rss_mib']} MiB, "
+            f"exit {commands[name]['exit_code']}"
+        )
     if "import" in wanted:
         n_import = min(n, args.import_max)
         features, manifest = import_files(size_dir, n_import, args.dim, args.seed)
-        line = ["import", str(features), "--manifest", str(manifest), "--cache", str(size_dir / "imported"),
-                "--view", "clip", "--layout", "plain", "--json"]  # fmt: skip
+        line = [
+            "import",
+            str(features),
+            "--manifest",
+            str(manifest),
+            "--cache",
+            str(size_dir / "imported"),
+            "--view",
+            "clip",
+            "--layout",
+            "plain",
+            "--json",
+        ]
         _log(f"N={n}: import of {n_import} files")
         commands["import"] = {**run_timed(line, cwd=size_dir, timeout_s=args.timeout_s), "videos": n_import}
         commands["import"]["videos_per_s"] = round(n_import / max(commands["import"]["seconds"], 1e-9), 1)
@@ -298,7 +341,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
 def growth(results: list[dict]) -> dict[str, list[float | None]]:
     """Per command, log(t2/t1)/log(N2/N1) between consecutive sizes (import: per imported video)."""
     out: dict[str, list[float | None]] = {}
-    for a, b in zip(results, results[1:], strict=False):
+    for a, b in itertools.pairwise(results):
         for name, cb in b["commands"].items():
             ca = a["commands"].get(name)
             na, nb = (ca or {}).get("videos", a["videos"]), cb.get("videos", b["videos"])

@@ -80,7 +80,9 @@ def pairs_of(frame: pd.DataFrame) -> set[tuple[str, str]]:
 def test_groups_match_the_brute_force_twin(cache_dir, index_type):
     with Cache(cache_dir) as cache:
         ids, expected = brute_force_pairs(cache, THRESHOLD)
-        unit = {v: r.astype(np.float64).mean(axis=0) for v, (r, _) in zip(ids, cache.read_many(ids, "clip"), strict=True)}
+        unit = {
+            v: r.astype(np.float64).mean(axis=0) for v, (r, _) in zip(ids, cache.read_many(ids, "clip"), strict=True)
+        }
     mined = mine_duplicates(cache_dir, view="clip", threshold=THRESHOLD, index_type=index_type, write=False)
     frame = mined.frame
     found = pairs_of(frame)
@@ -107,8 +109,20 @@ def test_cli_writes_the_table_and_remove_keeps_one_per_group(cache_dir, tmp_path
     table = tmp_path / "dups.csv"
     runner = CliRunner()
     result = runner.invoke(
-        cli, ["mine", "duplicates", "--cache", str(cache), "--view", "clip", "--threshold", str(THRESHOLD),
-              "--out", str(table), "--json"],  # fmt: skip
+        cli,
+        [
+            "mine",
+            "duplicates",
+            "--cache",
+            str(cache),
+            "--view",
+            "clip",
+            "--threshold",
+            str(THRESHOLD),
+            "--out",
+            str(table),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])

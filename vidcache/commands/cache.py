@@ -142,7 +142,7 @@ def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
     "--duplicates",
     type=click.Path(dir_okay=False, exists=True),
     default=None,
-    help="Remove near-duplicates: every video of this `vidcache mine duplicates` table but each group's representative.",
+    help="Remove near-duplicates: every video of this `mine duplicates` table but each group's representative.",
 )
 @click.option("--root", type=click.Path(file_okay=False, exists=True), default=None, help="As for extract.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

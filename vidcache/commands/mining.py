@@ -192,7 +192,7 @@ def mine_neighbours(cache_dir: str, k: int, pooling: str, as_json: bool, view: s
     help="auto: a stored up-to-date index (vidcache index build), else Flat up to 50k videos.",
 )
 @click.option("--memory-budget-gb", type=float, default=4.0, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the table here (.parquet or .csv).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write it here (.csv, .parquet).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary instead of a table.")
 def mine_duplicates(cache_dir: str, view: str, as_json: bool, **options) -> None:
     """Groups of near-duplicate videos (group_id, video_id, similarity to the group's representative,

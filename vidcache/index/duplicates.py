@@ -127,7 +127,7 @@ def near_duplicates(
             "pooling": pooling,
             "threshold": threshold,
             "max_neighbours": max_neighbours,
-            "groups": int(len(representatives)),
+            "groups": len(representatives),
             "duplicates": int(len(frame) - len(representatives)),
             "saturated": saturated,
             "fingerprint": fingerprint,
