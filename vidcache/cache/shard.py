@@ -23,6 +23,7 @@ from .layout import PARTIAL_SUFFIX, SCHEMA_VERSION, SHARD_SUFFIX, rows_per_chunk
 _BROKEN_FILES: list = []  # h5py files a failed HDF5 write left behind: kept referenced, never closed
 
 STR_DTYPE = h5py.string_dtype("utf-8")
+POOLED_DATASET = "pooled_mean"  # /<view>/pooled_mean [videos, D] float32, aligned with /<view>/video_ids
 
 
 def rows_checksum(features: np.ndarray, timestamps_s: np.ndarray, end_timestamps_s: np.ndarray | None = None) -> int:
@@ -95,6 +96,9 @@ class ShardWriter:
         self.nbytes = 0
         self.rows: list[ShardRows] = []
         self._index: dict[str, list[ShardRows]] = {}
+        # per view, each video's mean row (float64 sum of the stored values, then float32): what indexes,
+        # search, mining and the linear probe read instead of every row (see cache-format.md)
+        self._pooled: dict[str, list[np.ndarray]] = {}
         # every dataset handle stays open until the file closes: closing one flushes its chunk cache,
         # and a flush that fails on a full disk inside a handle's dealloc is only printed, not raised
         self._datasets: dict[str, tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset | None]] = {}
@@ -192,10 +196,16 @@ class ShardWriter:
         # the CRC32 runs over the same bytes in the same order as rows_checksum
         crc = 0
         block = max(1, (64 << 20) // max(1, features.shape[1] * feats.dtype.itemsize))
+        pooled = feats.dtype.kind == "f"  # embeddings; integer rows (flow fields) have no meaningful mean
+        total = np.zeros(features.shape[1], np.float64)
         for lo in range(0, count, block):
             part = np.ascontiguousarray(features[lo : lo + block], dtype=feats.dtype.newbyteorder("<"))
             feats[start + lo : start + lo + len(part)] = part
             crc = zlib.crc32(part.view(np.uint8).tobytes(), crc)
+            if pooled:
+                total += part.sum(axis=0, dtype=np.float64)
+        if pooled:
+            self._pooled.setdefault(view, []).append((total / max(count, 1)).astype(np.float32))
         if count:
             stamps[start:] = stamps_le
             if ends is not None:
@@ -233,6 +243,8 @@ class ShardWriter:
             group.create_dataset("source_size", data=np.array([r.source_size for r in rows], dtype="<i8"))
             group.create_dataset("source_mtime_ns", data=np.array([r.source_mtime_ns for r in rows], dtype="<i8"))
             group.create_dataset("info_json", data=np.array([r.info_json for r in rows], dtype=object), dtype=STR_DTYPE)
+            if view in self._pooled:
+                group.create_dataset(POOLED_DATASET, data=np.stack(self._pooled[view]).astype("<f4"))
         self._h5.attrs["n_videos"] = len({r.video_id for r in self.rows})
         self._h5.flush()  # a failed write raises here with every handle still open, so `discard` can close them
         self._h5.close()

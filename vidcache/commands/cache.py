@@ -11,23 +11,13 @@ from ..errors import EXIT_OK, EXIT_SOME_FAILED
 from .common import command_line, on_interrupt
 
 
-def stream_counts(view: str, items: list) -> dict[str, int]:
+def stream_counts(catalog, view: str) -> dict[str, int]:
     """{FFmpeg stream index: videos} of the stream each done video's rows of `view` were read from
     (`video_stream` / `audio_stream` in its info_json; "?" for rows made before it was recorded)."""
     from ..extract.views import VIEWS
 
     audio = view in VIEWS and VIEWS.get(view).source == "audio"
-    key = "audio_stream" if audio else "video_stream"
-    counts: dict[str, int] = {}
-    for item in items:
-        if item.status != "done":
-            continue
-        info = json.loads(item.info_json or "{}")
-        if "imported_from" in info or "feature_file" in info:
-            continue  # imported rows: no stream was read
-        index = str(info.get(key, "?"))
-        counts[index] = counts.get(index, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(catalog.stream_counts(view, "audio_stream" if audio else "video_stream").items()))
 
 
 def cache_status(cache_dir: str) -> dict:
@@ -56,7 +46,7 @@ def cache_status(cache_dir: str) -> dict:
     try:
         views = {}
         for view, identity in catalog.views().items():
-            items = catalog.items(view)
+            counts = catalog.status_counts(view)  # aggregate SQL: a status of 1M videos stays under a second
             model, weights, every = describe(view, identity)
             views[view] = {
                 "model": model,
@@ -64,13 +54,12 @@ def cache_status(cache_dir: str) -> dict:
                 "weights_sha256": identity.get("weights_sha256", ""),
                 "dtype": identity.get("dtype", ""),
                 "sampling": every,
-                "done": sum(i.status == STATUS_DONE for i in items),
-                "absent": sum(i.status == STATUS_ABSENT for i in items),
-                "failed": sum(i.status == STATUS_FAILED for i in items),
-                "rows": sum(i.row_count or 0 for i in items if i.status == STATUS_DONE),
-                "streams": stream_counts(view, items),
+                "done": counts.get(STATUS_DONE, (0, 0))[0],
+                "absent": counts.get(STATUS_ABSENT, (0, 0))[0],
+                "failed": counts.get(STATUS_FAILED, (0, 0))[0],
+                "rows": counts.get(STATUS_DONE, (0, 0))[1],
+                "streams": stream_counts(catalog, view),
             }
-        shards = catalog.shards()
         failed_items = catalog.items(status=STATUS_FAILED)
         failed: dict[str, dict[str, str]] = {}
         for item in failed_items:
@@ -78,12 +67,12 @@ def cache_status(cache_dir: str) -> dict:
         return {
             "cache": str(cache_dir),
             "views": views,
-            "shards": len(shards),
-            "bytes": sum(s["bytes"] for s in shards),
-            "entries": len(catalog.entries()),
+            "shards": catalog.count("shards"),
+            "bytes": catalog.shard_bytes(),
+            "entries": catalog.count("entries"),
             "failures": {video: failure_text(why, several_views=len(views) > 1) for video, why in failed.items()},
             "failed_items": [failed_item(i.video_id, i.view, i.reason or "failed") for i in failed_items],
-            "runs": len(catalog.runs()),
+            "runs": catalog.count("runs"),
         }
     finally:
         catalog.close()
