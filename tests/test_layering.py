@@ -18,7 +18,10 @@ FORBIDDEN = {
     "index": {"extract", "heads", *APPS},
     "heads": {"extract", *APPS},
 }
-SHARED = {"errors", "fields", "registry", "config", "device", "signals", "remote", "synth", "__init__", "__main__"}
+SHARED = {
+    *("errors", "fields", "registry", "config", "device", "signals", "remote", "synth", "threads"),
+    *("__init__", "__main__"),
+}
 
 
 def layer_of(module: str) -> str:
