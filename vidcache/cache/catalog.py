@@ -194,6 +194,13 @@ class Catalog:
             (view, STATUS_DONE),
         )
 
+    def fingerprint_rows(self, view: str) -> Iterator[tuple[str, str, int, int]]:
+        """(video_id, shard, row_start, checksum) of the view's done videos by video_id, streamed."""
+        yield from self._db.execute(
+            "SELECT video_id, shard, row_start, checksum FROM items WHERE view=? AND status=? ORDER BY video_id",
+            (view, STATUS_DONE),
+        )
+
     def count(self, table: str) -> int:
         """Rows of `entries`, `runs` or `shards`."""
         if table not in ("entries", "runs", "shards"):
