@@ -283,17 +283,20 @@ def command_lines(size_dir: Path, model: str, threshold: float, *, quick: bool =
     }
 
 
-def bench_size(n: int, args: argparse.Namespace) -> dict:
+def bench_size(n: int, args: argparse.Namespace, result: dict | None = None, save=lambda: None) -> dict:
+    """Build the cache of N videos and time every command on it; `save()` runs after each command
+    (the result dict is filled in place), so a run that is stopped keeps what it measured."""
     size_dir = Path(args.workdir) / str(n)
     if size_dir.exists():
         shutil.rmtree(size_dir)
     size_dir.mkdir(parents=True)
     _log(f"N={n}: building the cache")
-    result: dict = {
-        "videos": n,
-        "build": build_cache(size_dir, n, model=args.model, dim=args.dim, dup_every=args.dup_every, seed=args.seed),
-    }
+    result = {} if result is None else result
+    result["videos"] = n
+    result["build"] = build_cache(size_dir, n, model=args.model, dim=args.dim, dup_every=args.dup_every, seed=args.seed)
     commands: dict[str, dict] = {}
+    result["commands"] = commands
+    save()
     wanted = set(args.commands.split(",")) if args.commands else set(COMMANDS)
     for name, line in command_lines(size_dir, args.model, args.dup_threshold, quick=args.quick).items():
         if name not in wanted:
@@ -312,6 +315,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
             f"N={n}: {name}: {commands[name]['seconds']} s, {commands[name]['peak_rss_mib']} MiB, "
             f"exit {commands[name]['exit_code']}"
         )
+        save()
     if "import" in wanted:
         n_import = min(n, args.import_max)
         features, manifest = import_files(size_dir, n_import, args.dim, args.seed)
@@ -332,7 +336,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
         commands["import"] = {**run_timed(line, cwd=size_dir, timeout_s=args.timeout_s), "videos": n_import}
         commands["import"]["videos_per_s"] = round(n_import / max(commands["import"]["seconds"], 1e-9), 1)
         shutil.rmtree(features)
-    result["commands"] = commands
+    save()
     if not args.keep:
         shutil.rmtree(size_dir, ignore_errors=True)
     return result
@@ -371,11 +375,17 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results = []
     document: dict = {"load_avg_start": os.getloadavg(), "cpus": os.cpu_count(), "args": vars(args), "sizes": results}
-    for n in sizes:
-        results.append(bench_size(n, args))
-        document["growth_exponents"] = growth(results)
-        if args.json_out:  # after each size, so a long run that is stopped keeps what it measured
+
+    def save() -> None:
+        document["growth_exponents"] = growth([r for r in results if "commands" in r])
+        if args.json_out:  # after each command, so a long run that is stopped keeps what it measured
             Path(args.json_out).write_text(json.dumps(document, indent=2))
+
+    for n in sizes:
+        partial: dict = {"videos": n}
+        results.append(partial)
+        bench_size(n, args, partial, save)
+        save()
     document["load_avg_end"] = os.getloadavg()
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(document, indent=2))
