@@ -85,3 +85,27 @@ def test_remove_and_compact_keep_the_pooled_vectors_right(cache_dir, tmp_path):
         status = cache_status(str(cache))["views"]["clip"]
         assert status["done"] == len(ids) == 118
         assert status["rows"] == sum(len(opened.read(v, "clip")[0]) for v in ids)
+
+
+def test_the_linear_probe_reads_the_stored_means(cache_dir):
+    """The solved probe's pooled features from the stored means equal the frames' masked mean
+    (what it computed before), and a video subsampled to max_frames falls back to the frames."""
+    import torch
+
+    from vidcache.heads.base import masked_mean
+    from vidcache.heads.data import SplitSource
+    from vidcache.heads.solved import pooled_features
+
+    with Cache(cache_dir) as cache:
+        ids = sorted(cache.video_ids("clip"))[:50]
+        targets = torch.zeros(len(ids), 1)
+        source = SplitSource(cache, "clip", ids, targets, max_frames=64, memory_budget_bytes=1e9)
+        stored = source.stored_means()
+        assert stored is not None
+        fast = pooled_features(masked_mean, source, torch.device("cpu"), mean=True)
+        frames = pooled_features(masked_mean, source, torch.device("cpu"))
+        torch.testing.assert_close(fast, frames, atol=1e-5, rtol=1e-5)
+        expected = np.stack([cache.read(v, "clip")[0].astype(np.float64).mean(axis=0) for v in ids])
+        np.testing.assert_allclose(fast.numpy(), expected, atol=1e-5)
+        short = SplitSource(cache, "clip", ids, targets, max_frames=2, memory_budget_bytes=1e9)
+        assert short.stored_means() is None  # means of 2 sampled frames are not the stored means
