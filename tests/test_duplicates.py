@@ -159,3 +159,26 @@ def test_bad_input_is_one_clear_line(cache_dir, tmp_path, capsys):
     assert code == 2 and "--threshold" in json.loads(out)["error"]
     code, out, _ = run_main(["remove", "--cache", str(cache_dir), "v00001", "--duplicates", str(bad), "--json"], capsys)
     assert code == 2 and "one of the three" in json.loads(out)["error"]
+
+
+def test_report_shows_the_groups(cache_dir, tmp_path):
+    from vidcache.htmlreport.collect import duplicate_facts
+
+    cache = tmp_path / "cache"
+    (cache / "mined").mkdir(parents=True)
+    mined = mine_duplicates(cache_dir, view="clip", threshold=THRESHOLD, write=False)
+    frame = mined.frame
+    frame.to_parquet(cache / "mined" / "duplicates_clip.parquet", index=False)
+    (cache / "mined" / "duplicates_clip.json").write_text(
+        json.dumps({"view": "clip", "parameters": {"threshold": 0.97}})
+    )
+    (table,) = duplicate_facts(cache)
+    sizes = frame.groupby("group_id").size()
+    assert table["groups"] == len(sizes) and table["drop"] == int((~frame["representative"]).sum())
+    largest = table["largest"][0]
+    assert largest["size"] == sizes.max() and largest["members"][0][2]  # the representative comes first
+    from vidcache.htmlreport.collect import MiningFacts
+    from vidcache.htmlreport.render import _duplicates_part
+
+    html = _duplicates_part(MiningFacts(sources={}, videos=[], population=0, duplicates=[table]))
+    assert f"{table['groups']} group(s)" in html and largest["members"][0][0] in html
