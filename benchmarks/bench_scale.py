@@ -287,20 +287,30 @@ def bench_size(n: int, args: argparse.Namespace, result: dict | None = None, sav
     """Build the cache of N videos and time every command on it; `save()` runs after each command
     (the result dict is filled in place), so a run that is stopped keeps what it measured."""
     size_dir = Path(args.workdir) / str(n)
-    if size_dir.exists():
-        shutil.rmtree(size_dir)
-    size_dir.mkdir(parents=True)
-    _log(f"N={n}: building the cache")
     result = {} if result is None else result
     result["videos"] = n
-    result["build"] = build_cache(size_dir, n, model=args.model, dim=args.dim, dup_every=args.dup_every, seed=args.seed)
+    build_json = size_dir / "build.json"
+    if args.reuse and build_json.exists():  # a cache an earlier run of the same size built (--keep)
+        _log(f"N={n}: reusing {size_dir / 'cache'}")
+        result["build"] = {**json.loads(build_json.read_text()), "reused": True}
+    else:
+        if size_dir.exists():
+            shutil.rmtree(size_dir)
+        size_dir.mkdir(parents=True)
+        _log(f"N={n}: building the cache")
+        result["build"] = build_cache(
+            size_dir, n, model=args.model, dim=args.dim, dup_every=args.dup_every, seed=args.seed
+        )
+        build_json.write_text(json.dumps(result["build"]))
     commands: dict[str, dict] = {}
     result["commands"] = commands
     save()
-    wanted = set(args.commands.split(",")) if args.commands else set(COMMANDS)
-    for name, line in command_lines(size_dir, args.model, args.dup_threshold, quick=args.quick).items():
-        if name not in wanted:
+    wanted = args.commands.split(",") if args.commands else list(COMMANDS)
+    lines = command_lines(size_dir, args.model, args.dup_threshold, quick=args.quick)
+    for name in wanted:  # in the order asked: at 1M a run may be stopped before the last ones
+        if name not in lines:
             continue
+        line = lines[name]
         _log(f"N={n}: {name}")
         commands[name] = run_timed(line, cwd=size_dir, timeout_s=args.timeout_s)
         commands[name]["load_avg_1m"] = round(os.getloadavg()[0], 2)
@@ -369,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="train: 1 epoch at a fixed lr, not the defaults (tests).")
     parser.add_argument("--keep", action="store_true", help="Keep the caches in --workdir.")
+    parser.add_argument("--reuse", action="store_true", help="Time the commands on a cache kept by an earlier run.")
     parser.add_argument("--json", action="store_true", help="Print the JSON result on stdout.")
     parser.add_argument("--json-out", default=None, help="Also write the JSON result to this file.")
     args = parser.parse_args(argv)
