@@ -97,7 +97,9 @@ def _finish_error(message: str, code: int, *, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from .redact import redact_standard_streams, redact_text
+    from .threads import configure_threads
 
+    configure_threads()  # before torch or FAISS is imported: they size their pools when loaded
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
     signals.install()  # SIGTERM (Slurm, timeout, systemd, Kubernetes) stops a command exactly as Ctrl-C

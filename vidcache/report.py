@@ -251,6 +251,14 @@ def print_mining_summary(summary: dict, *, console: Console | None = None) -> No
         ("videos with < k results", summary["short_lists"]),
         ("seconds", f"{summary['seconds']:.2f}"),
     ]
+    parameters = summary.get("parameters") or {}
+    if "groups" in parameters:  # mine duplicates: its own counts instead of per-video list lengths
+        rows[6:8] = [
+            ("threshold (cosine)", parameters["threshold"]),
+            ("duplicate groups", parameters["groups"]),
+            ("videos to drop (one kept per group)", parameters["duplicates"]),
+            ("videos whose every candidate was a duplicate", parameters["saturated"]),
+        ]
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS items(
 CREATE INDEX IF NOT EXISTS items_by_shard ON items(shard, row_start);
 CREATE TABLE IF NOT EXISTS sources(
     video_id TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS items_by_view ON items(view, status, video_id);
 CREATE TABLE IF NOT EXISTS runs(
     run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, command TEXT,
     config_json TEXT, summary_json TEXT);
@@ -178,6 +179,67 @@ class Catalog:
             query += " AND status=?"
             args.append(status)
         return [Item(*row) for row in self._db.execute(query + " ORDER BY video_id", args)]
+
+    def status_counts(self, view: str) -> dict[str, tuple[int, int]]:
+        """{status: (items, rows)} of one view, counted by SQLite (an index scan, no Python loop)."""
+        cursor = self._db.execute(
+            "SELECT status, count(*), coalesce(sum(row_count), 0) FROM items WHERE view=? GROUP BY status", (view,)
+        )
+        return {status: (int(n), int(rows)) for status, n, rows in cursor}
+
+    def stream_counts(self, view: str, key: str) -> dict[str, int]:
+        """{stream index as text, "?" when not recorded: done items of `view`} from info_json's `key`
+        (video_stream / audio_stream), imported items (no stream read) left out; SQLite's JSON1."""
+        cursor = self._db.execute(
+            "SELECT coalesce(CAST(json_extract(info_json, ?) AS TEXT), '?'), count(*) FROM items "
+            "WHERE view=? AND status=? AND json_extract(info_json, '$.imported_from') IS NULL "
+            "AND json_extract(info_json, '$.feature_file') IS NULL GROUP BY 1",
+            (f"$.{key}", view, STATUS_DONE),
+        )
+        return {str(index): int(n) for index, n in cursor}
+
+    def decode_device_counts(self, view: str) -> dict[str, int]:
+        """{decode device ("cpu", "cuda", "cpu (fallback)"): done items of `view`} from info_json's
+        `decode_device` / `decode_fallback` (absent: cpu), imported items left out; SQLite's JSON1."""
+        cursor = self._db.execute(
+            "SELECT coalesce(json_extract(info_json, '$.decode_device'), 'cpu') || "
+            "CASE WHEN json_extract(info_json, '$.decode_fallback') THEN ' (fallback)' ELSE '' END, count(*) "
+            "FROM items WHERE view=? AND status=? AND json_extract(info_json, '$.imported_from') IS NULL "
+            "AND json_extract(info_json, '$.feature_file') IS NULL GROUP BY 1",
+            (view, STATUS_DONE),
+        )
+        return dict(sorted((str(device), int(n)) for device, n in cursor))
+
+    def done_ids(self, view: str) -> list[str]:
+        """Ids of the videos whose `view` is done, sorted (read from the items_by_view index)."""
+        cursor = self._db.execute(
+            "SELECT video_id FROM items WHERE view=? AND status=? ORDER BY video_id", (view, STATUS_DONE)
+        )
+        return [video_id for (video_id,) in cursor]
+
+    def done_locations(self, view: str) -> Iterator[tuple[str, str, int, int]]:
+        """(shard, video_id, row_start, row_count) of the view's done videos in storage order, streamed."""
+        yield from self._db.execute(
+            "SELECT shard, video_id, row_start, row_count FROM items WHERE view=? AND status=? "
+            "ORDER BY shard, row_start",
+            (view, STATUS_DONE),
+        )
+
+    def fingerprint_rows(self, view: str) -> Iterator[tuple[str, str, int, int]]:
+        """(video_id, shard, row_start, checksum) of the view's done videos by video_id, streamed."""
+        yield from self._db.execute(
+            "SELECT video_id, shard, row_start, checksum FROM items WHERE view=? AND status=? ORDER BY video_id",
+            (view, STATUS_DONE),
+        )
+
+    def count(self, table: str) -> int:
+        """Rows of `entries`, `runs` or `shards`."""
+        if table not in ("entries", "runs", "shards"):
+            raise ValueError(f"no table {table!r} to count")
+        return int(self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def shard_bytes(self) -> int:
+        return int(self._db.execute("SELECT coalesce(sum(bytes), 0) FROM shards").fetchone()[0])
 
     def item(self, video_id: str, view: str) -> Item | None:
         row = self._db.execute(

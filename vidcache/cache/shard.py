@@ -23,6 +23,7 @@ from .layout import PARTIAL_SUFFIX, SCHEMA_VERSION, SHARD_SUFFIX, TARGET_CHUNK_B
 _BROKEN_FILES: list = []  # h5py files a failed HDF5 write left behind: kept referenced, never closed
 
 STR_DTYPE = h5py.string_dtype("utf-8")
+POOLED_DATASET = "pooled_mean"  # /<view>/pooled_mean [videos, D] float32, aligned with /<view>/video_ids
 
 
 def rows_checksum(features: np.ndarray, timestamps_s: np.ndarray, end_timestamps_s: np.ndarray | None = None) -> int:
@@ -107,6 +108,9 @@ class ShardWriter:
         self.nbytes = 0
         self.rows: list[ShardRows] = []
         self._index: dict[str, list[ShardRows]] = {}
+        # per view, each video's mean row (float64 sum of the stored values, then float32): what indexes,
+        # search, mining and the linear probe read instead of every row (see cache-format.md)
+        self._pooled: dict[str, list[np.ndarray]] = {}
         # every dataset handle stays open until the file closes: closing one flushes its chunk cache,
         # and a flush that fails on a full disk inside a handle's dealloc is only printed, not raised
         self._datasets: dict[str, tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset | None]] = {}
@@ -229,10 +233,16 @@ class ShardWriter:
         # the CRC32 runs over the same bytes in the same order as rows_checksum
         crc = 0
         block = max(1, (64 << 20) // max(1, features.shape[1] * feats.dtype.itemsize))
+        pooled = feats.dtype.kind == "f"  # embeddings; integer rows (flow fields) have no meaningful mean
+        total = np.zeros(features.shape[1], np.float64)
         for lo in range(0, count, block):
             part = np.ascontiguousarray(features[lo : lo + block], dtype=feats.dtype.newbyteorder("<"))
             feats[start + lo : start + lo + len(part)] = part
             crc = zlib.crc32(part.view(np.uint8).tobytes(), crc)
+            if pooled:
+                total += part.sum(axis=0, dtype=np.float64)
+        if pooled:
+            self._pooled.setdefault(view, []).append((total / max(count, 1)).astype(np.float32))
         if count:
             stamps[start:] = stamps_le
             if ends is not None:
@@ -290,6 +300,61 @@ class ShardWriter:
         self.nbytes += count * row_bytes + 8 * count
         return rows
 
+    def add_many(
+        self,
+        view: str,
+        video_ids: list[str],
+        features: np.ndarray,
+        counts: np.ndarray,
+        timestamps_s: np.ndarray,
+        *,
+        info_json: list[str],
+        end_timestamps_s: np.ndarray | None = None,
+    ) -> list[ShardRows]:
+        """`add` for many videos of one view at once (import, arrays): their rows concatenated in
+        `features` [sum(counts), D], written with one resize and one write per dataset instead of
+        one per video; checksums and pooled means are the same as `add`'s, video by video."""
+        counts = np.asarray(counts, np.int64)
+        total = int(counts.sum())
+        if features.ndim != 2 or len(features) != total or len(timestamps_s) != total:
+            raise ValueError(f"{view}: {len(features)} rows and {len(timestamps_s)} times for {total} counted rows")
+        if end_timestamps_s is not None and len(end_timestamps_s) != total:
+            raise ValueError(f"{view}: {len(end_timestamps_s)} end times for {total} rows")
+        if view not in self._datasets:
+            group = self._group(view, features.shape[1], with_end=end_timestamps_s is not None)
+            ends = group["end_timestamps_s"] if "end_timestamps_s" in group else None
+            self._datasets[view] = (group["features"], group["timestamps_s"], ends)
+        feats, stamps, ends = self._datasets[view]
+        if (ends is None) != (end_timestamps_s is None):
+            raise ValueError(f"view {view}: every video must give end timestamps, or none")
+        start = feats.shape[0]
+        stored = np.ascontiguousarray(features, dtype=feats.dtype.newbyteorder("<"))
+        stamps_le = np.ascontiguousarray(timestamps_s, dtype="<f8")
+        ends_le = None if end_timestamps_s is None else np.ascontiguousarray(end_timestamps_s, dtype="<f8")
+        for dataset, values in ((feats, stored), (stamps, stamps_le), (ends, ends_le)):
+            if dataset is not None:
+                dataset.resize(start + total, axis=0)
+                dataset[start:] = values
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        if feats.dtype.kind == "f":
+            sums = np.zeros((len(counts), features.shape[1]), np.float64)
+            filled = counts > 0
+            if filled.any():
+                sums[filled] = np.add.reduceat(stored.astype(np.float64), offsets[:-1][filled], axis=0)
+            self._pooled.setdefault(view, []).extend((sums / np.maximum(counts, 1)[:, None]).astype(np.float32))
+        added = []
+        for i, video_id in enumerate(video_ids):
+            lo, hi = int(offsets[i]), int(offsets[i + 1])
+            crc = zlib.crc32(stored[lo:hi].view(np.uint8).tobytes())
+            crc = zlib.crc32(stamps_le[lo:hi].view(np.uint8).tobytes(), crc)
+            if ends_le is not None:
+                crc = zlib.crc32(ends_le[lo:hi].view(np.uint8).tobytes(), crc)
+            added.append(ShardRows(video_id, view, start + lo, hi - lo, crc, info_json=info_json[i]))
+        self.rows.extend(added)
+        self._index.setdefault(view, []).extend(added)
+        self.nbytes += stored.nbytes + 8 * total
+        return added
+
     @property
     def age_s(self) -> float:
         return time.monotonic() - self.opened_at
@@ -309,6 +374,8 @@ class ShardWriter:
             group.create_dataset("source_size", data=np.array([r.source_size for r in rows], dtype="<i8"))
             group.create_dataset("source_mtime_ns", data=np.array([r.source_mtime_ns for r in rows], dtype="<i8"))
             group.create_dataset("info_json", data=np.array([r.info_json for r in rows], dtype=object), dtype=STR_DTYPE)
+            if view in self._pooled:
+                group.create_dataset(POOLED_DATASET, data=np.stack(self._pooled[view]).astype("<f4"))
         self._h5.attrs["n_videos"] = len({r.video_id for r in self.rows})
         self._h5.flush()  # a failed write raises here with every handle still open, so `discard` can close them
         self._h5.close()

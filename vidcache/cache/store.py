@@ -249,6 +249,43 @@ class CacheWriter:
             self._record(video_id, STATUS_ABSENT, absent, source=source, info_json=info_json)
         self.write_seconds += time.perf_counter() - started
 
+    def add_many(
+        self,
+        view: str,
+        videos: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None, str]],
+    ) -> None:
+        """Add many finished videos of one view (video_id, features, timestamps_s, end_timestamps_s or
+        None, info_json) to the open shard in one write (`vidcache import`, arrays): as `add` for each,
+        without source files."""
+        if not videos:
+            return
+        started = time.perf_counter()
+        features = np.concatenate([v[1] for v in videos])
+        _ensure_space(self.directory, features.nbytes, SPACE_RESERVE_BYTES)
+        for _ in videos:  # the test hook counts videos, as with `add`
+            fault_point("shard-add", self._writer.partial_path if self._writer else self.directory)
+        if self._writer is None:
+            self._writer = self._new_writer()
+        has_ends = [v[3] is not None for v in videos]
+        try:
+            if any(has_ends) and not all(has_ends):
+                raise ValueError(f"view {view}: every video must give end timestamps, or none")
+            self._writer.add_many(
+                view,
+                [v[0] for v in videos],
+                features,
+                np.array([len(v[1]) for v in videos]),
+                np.concatenate([np.asarray(v[2], np.float64) for v in videos]),
+                info_json=[v[4] for v in videos],
+                end_timestamps_s=np.concatenate([v[3] for v in videos]) if all(has_ends) else None,  # type: ignore[misc]
+            )
+        except Exception as exc:  # as in `add`: this shard cannot be committed; its videos are redone
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.discard(hdf5_failed=True)
+            raise as_os_error(exc) from None
+        self.write_seconds += time.perf_counter() - started
+
     def record_failure(
         self,
         video_id: str,

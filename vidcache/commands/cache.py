@@ -11,40 +11,24 @@ from ..errors import EXIT_OK, EXIT_SOME_FAILED
 from .common import command_line, on_interrupt
 
 
-def stream_counts(view: str, items: list) -> dict[str, int]:
+def stream_counts(catalog, view: str) -> dict[str, int]:
     """{FFmpeg stream index: videos} of the stream each done video's rows of `view` were read from
     (`video_stream` / `audio_stream` in its info_json; "?" for rows made before it was recorded)."""
     from ..extract.views import VIEWS
 
     audio = view in VIEWS and VIEWS.get(view).source == "audio"
-    key = "audio_stream" if audio else "video_stream"
-    counts: dict[str, int] = {}
-    for item in items:
-        if item.status != "done":
-            continue
-        info = json.loads(item.info_json or "{}")
-        if "imported_from" in info or "feature_file" in info:
-            continue  # imported rows: no stream was read
-        index = str(info.get(key, "?"))
-        counts[index] = counts.get(index, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(catalog.stream_counts(view, "audio_stream" if audio else "video_stream").items()))
 
 
-def decode_device_counts(view: str, items: list) -> dict[str, int]:
+def decode_device_counts(catalog, view: str) -> dict[str, int]:
     """{decode device: videos} for a video view's done videos (`decode_device` in their info_json, written
-    by a --decode-device cuda run; CPU before), with `cpu (fallback)` for videos NVDEC left to the CPU."""
+    by a --decode-device cuda run; CPU before), with `cpu (fallback)` for videos NVDEC left to the CPU;
+    counted by SQLite, as the stream counts."""
     from ..extract.views import VIEWS
 
     if view not in VIEWS or VIEWS.get(view).source != "video":
         return {}
-    counts: dict[str, int] = {}
-    for item in items:
-        info = json.loads(item.info_json or "{}")
-        if item.status != "done" or "imported_from" in info or "feature_file" in info:
-            continue
-        device = info.get("decode_device", "cpu") + (" (fallback)" if info.get("decode_fallback") else "")
-        counts[device] = counts.get(device, 0) + 1
-    return dict(sorted(counts.items()))
+    return catalog.decode_device_counts(view)
 
 
 def cache_status(cache_dir: str) -> dict:
@@ -73,7 +57,7 @@ def cache_status(cache_dir: str) -> dict:
     try:
         views = {}
         for view, identity in catalog.views().items():
-            items = catalog.items(view)
+            counts = catalog.status_counts(view)  # aggregate SQL: a status of 1M videos stays under a second
             model, weights, every = describe(view, identity)
             views[view] = {
                 "model": model,
@@ -81,18 +65,17 @@ def cache_status(cache_dir: str) -> dict:
                 "weights_sha256": identity.get("weights_sha256", ""),
                 "dtype": identity.get("dtype", ""),
                 "sampling": every,
-                "done": sum(i.status == STATUS_DONE for i in items),
-                "absent": sum(i.status == STATUS_ABSENT for i in items),
-                "failed": sum(i.status == STATUS_FAILED for i in items),
-                "rows": sum(i.row_count or 0 for i in items if i.status == STATUS_DONE),
-                "streams": stream_counts(view, items),
-                **({"decode_devices": devices} if (devices := decode_device_counts(view, items)) else {}),
+                "done": counts.get(STATUS_DONE, (0, 0))[0],
+                "absent": counts.get(STATUS_ABSENT, (0, 0))[0],
+                "failed": counts.get(STATUS_FAILED, (0, 0))[0],
+                "rows": counts.get(STATUS_DONE, (0, 0))[1],
+                "streams": stream_counts(catalog, view),
+                **({"decode_devices": devices} if (devices := decode_device_counts(catalog, view)) else {}),
             }
         if "shots" in views:  # how many shots each video has (its rows of the shots view)
             views["shots"]["per_video"] = {
                 i.video_id: i.row_count or 0 for i in catalog.items("shots") if i.status == STATUS_DONE
             }
-        shards = catalog.shards()
         failed_items = catalog.items(status=STATUS_FAILED)
         failed: dict[str, dict[str, str]] = {}
         for item in failed_items:
@@ -100,12 +83,12 @@ def cache_status(cache_dir: str) -> dict:
         return {
             "cache": str(cache_dir),
             "views": views,
-            "shards": len(shards),
-            "bytes": sum(s["bytes"] for s in shards),
-            "entries": len(catalog.entries()),
+            "shards": catalog.count("shards"),
+            "bytes": catalog.shard_bytes(),
+            "entries": catalog.count("entries"),
             "failures": {video: failure_text(why, several_views=len(views) > 1) for video, why in failed.items()},
             "failed_items": [failed_item(i.video_id, i.view, i.reason or "failed") for i in failed_items],
-            "runs": len(catalog.runs()),
+            "runs": catalog.count("runs"),
         }
     finally:
         catalog.close()
@@ -169,16 +152,34 @@ def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
     default=None,
     help="Remove every video that is not in this manifest (its complement) instead of VIDEO_IDS.",
 )
+@click.option(
+    "--duplicates",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Remove near-duplicates: every video of this `mine duplicates` table but each group's representative.",
+)
 @click.option("--root", type=click.Path(file_okay=False, exists=True), default=None, help="As for extract.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def remove(cache_dir: str, video_ids: tuple[str, ...], manifest: str | None, root: str | None, as_json: bool) -> None:
-    """Drop VIDEO_IDS (or the videos not in --not-in MANIFEST) from the cache, every view; `vidcache
-    compact` then reclaims their rows' space. A later extract of the same videos redoes them."""
+def remove(
+    cache_dir: str,
+    video_ids: tuple[str, ...],
+    manifest: str | None,
+    duplicates: str | None,
+    root: str | None,
+    as_json: bool,
+) -> None:
+    """Drop VIDEO_IDS (or the videos not in --not-in MANIFEST, or the duplicates of --duplicates FILE)
+    from the cache, every view; `vidcache compact` then reclaims their rows' space. A later extract of
+    the same videos redoes them."""
     from ..cache.housekeeping import as_dict, remove_videos
 
-    if bool(video_ids) == bool(manifest):
-        raise click.UsageError("give VIDEO_ID... or --not-in MANIFEST (one of the two)")
-    if manifest:
+    if sum(map(bool, (video_ids, manifest, duplicates))) != 1:
+        raise click.UsageError("give VIDEO_ID..., --not-in MANIFEST or --duplicates FILE (one of the three)")
+    if duplicates:
+        from ..index.duplicates import read_duplicates, videos_to_drop
+
+        summary = remove_videos(cache_dir, video_ids=videos_to_drop(read_duplicates(duplicates)))
+    elif manifest:
         from ..manifest import read_manifest
 
         keep = [entry.video_id for entry in read_manifest(manifest, root=root, require_path=False)]

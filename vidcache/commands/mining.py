@@ -164,3 +164,41 @@ def mine_neighbours(cache_dir: str, k: int, pooling: str, as_json: bool, view: s
             cache_dir, k=k, view=view, pooling=pooling, progress=progress, command=command_line(), **options
         )
     _print_mined(mined, as_json)
+
+
+@params_as_flags
+@mine.command("duplicates")
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--view", default="clip", show_default=True)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1.0, 1.0),
+    required=True,
+    help="Cosine similarity of pooled unit vectors at or above which two videos are duplicates (e.g. 0.95).",
+)
+@click.option("--pooling", type=click.Choice(["mean", "max", "first", "middle"]), default="mean", show_default=True)
+@click.option(
+    "--max-neighbours",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Candidates looked at per video (a group larger than this + 1 may be found in parts).",
+)
+@click.option(
+    "--index-type",
+    type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]),
+    default="auto",
+    show_default=True,
+    help="auto: a stored up-to-date index (vidcache index build), else Flat up to 50k videos.",
+)
+@click.option("--memory-budget-gb", type=float, default=4.0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write it here (.csv, .parquet).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary instead of a table.")
+def mine_duplicates(cache_dir: str, view: str, as_json: bool, **options) -> None:
+    """Groups of near-duplicate videos (group_id, video_id, similarity to the group's representative,
+    representative): CACHE/mined/duplicates_VIEW.parquet; `vidcache remove --duplicates FILE` keeps one per group."""
+    from ..index import api
+
+    with _progress(cache_dir, view, f"mine duplicates ({view})", as_json) as progress:
+        mined = api.mine_duplicates(cache_dir, view=view, progress=progress, command=command_line(), **options)
+    _print_mined(mined, as_json)

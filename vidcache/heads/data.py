@@ -286,6 +286,22 @@ class SplitSource:
         self.blocks = [order[s : s + block_videos] for s in range(0, len(order), block_videos)]
         self._all: Batch | None = self._read(list(range(len(video_ids)))) if self.in_memory else None
 
+    def stored_means(self) -> np.ndarray | None:
+        """[N, D] float32: each video's mean row as the cache stores it beside the rows (one read per
+        shard instead of every row), when that is what a mean over its frames gives: one view of
+        embeddings and no video subsampled to `max_frames`; None otherwise."""
+        locations = self._locations[self.view]
+        if len(self.views) != 1 or np.dtype(self.cache.view_info(self.view).get("dtype", "float16")).kind != "f":
+            return None
+        if self.cache.view_info(self.view).get("row_shape") or any(
+            loc.row_count > self.max_frames for loc in locations if loc is not None
+        ):
+            return None
+        from ..cache.pooled import pooled_means
+
+        means, found = pooled_means(self.cache, self.view, self.video_ids)
+        return means if found.all() else None
+
     def _dim(self, view: str, locations: list[Location | None]) -> int:
         recorded = self.cache.view_info(view).get("feature_dim")
         if recorded:

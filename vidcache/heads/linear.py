@@ -44,6 +44,11 @@ class MlpOptions(BlendOptions):
 
 
 class _Probe(Head):
+    @property
+    def mean_pooled(self) -> bool:
+        """Frames pooled by their mean: the cache's stored mean rows are the pooled features."""
+        return self.options.frame_pooling == "mean"
+
     def pool(self, features, mask):
         return masked_max(features, mask) if self.options.frame_pooling == "max" else masked_mean(features, mask)
 

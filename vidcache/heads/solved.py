@@ -74,13 +74,18 @@ Pooling = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @torch.no_grad()
 def pooled_features(
-    pool: Pooling, source: SplitSource, device: torch.device, *, batch_size: int = 2048
+    pool: Pooling, source: SplitSource, device: torch.device, *, batch_size: int = 2048, mean: bool = False
 ) -> torch.Tensor:
     """[N, D] float32 on `device`, one pooled vector per video in the source's order; non-finite
-    features fail with the first video that has them."""
-    out = torch.empty(len(source), source.dim, dtype=torch.float32, device=device)
-    for batch in source.batches(batch_size, shuffle=False):
-        out[batch.rows.to(device)] = pool(batch.feature.to(device), batch.mask.to(device)).float()
+    features fail with the first video that has them. `mean` (the pool is a mean over frames): the
+    cache's stored mean rows where they are the same thing (`SplitSource.stored_means`)."""
+    stored = source.stored_means() if mean else None
+    if stored is not None:
+        out = torch.from_numpy(stored).to(device)
+    else:
+        out = torch.empty(len(source), source.dim, dtype=torch.float32, device=device)
+        for batch in source.batches(batch_size, shuffle=False):
+            out[batch.rows.to(device)] = pool(batch.feature.to(device), batch.mask.to(device)).float()
     bad = ~torch.isfinite(out).all(dim=1)
     if bad.any():
         first = source.video_ids[int(bad.nonzero()[0, 0])]
@@ -146,8 +151,10 @@ def solve_probe(
     layer = layer if layer is not None else model.classifier  # type: ignore[assignment]
     pool = pool if pool is not None else model.pool  # type: ignore[assignment]
     assert layer is not None and pool is not None
-    x_train = pooled_features(pool, train_source, device)
-    x_val = pooled_features(pool, val_source, device)
+    # a probe pooling frames by their mean reads the cache's stored means (issue 29: 1M videos)
+    mean = getattr(model, "mean_pooled", False) and pool in (model.pool, getattr(model, "probe_pool", None))
+    x_train = pooled_features(pool, train_source, device, mean=mean)
+    x_val = pooled_features(pool, val_source, device, mean=mean)
     y_train = train_source.targets.to(device=device, dtype=torch.float32)
     y_val = val_source.targets.to(device=device, dtype=torch.float32)
     standardiser = Standardiser.fit(x_train)

@@ -79,6 +79,7 @@ class MiningFacts:
     sources: dict[str, dict]  # mined list name -> what made it (NAME.json), for the lists shown
     videos: list[MinedVideo]
     population: int  # videos with a mined list; `videos` is a seeded sample of them
+    duplicates: list[dict] = field(default_factory=list)  # per `mine duplicates` table: counts, largest groups
 
 
 @dataclass
@@ -270,7 +271,43 @@ def mining_facts(cache: Cache, *, sample: int, labels_per_video: int, videos_per
                 (str(n), float(s), own.get(str(n), [])) for n, s in zip(rows[column], rows["score"], strict=True)
             ]
         out.append(video)
-    return MiningFacts(sources=sources, videos=out, population=len(ids))
+    return MiningFacts(sources=sources, videos=out, population=len(ids), duplicates=duplicate_facts(cache.path))
+
+
+def duplicate_facts(cache_dir: Path, *, groups_shown: int = 10, members_shown: int = 6) -> list[dict]:
+    """Per `mined/duplicates_<view>.parquet`: view, threshold, groups, videos to drop, and the largest
+    groups (representative first, then members by similarity, at most `members_shown`)."""
+    out = []
+    for path in sorted((cache_dir / "mined").glob("duplicates_*.parquet")):
+        frame, meta = _read_mined(cache_dir, path.stem)
+        sizes = frame.groupby("group_id").size().sort_values(ascending=False, kind="stable")
+        shown = []
+        for group_id, size in sizes.head(groups_shown).items():
+            members = frame[frame["group_id"] == group_id].sort_values(
+                ["representative", "similarity"], ascending=False, kind="stable"
+            )
+            rows = members.head(members_shown)
+            shown.append(
+                {
+                    "group_id": int(group_id),
+                    "size": int(size),
+                    "members": [
+                        (str(v), float(s), bool(r))
+                        for v, s, r in zip(rows["video_id"], rows["similarity"], rows["representative"], strict=True)
+                    ],
+                }
+            )
+        out.append(
+            {
+                "name": path.stem,
+                "view": meta.get("view", path.stem.removeprefix("duplicates_")),
+                "threshold": meta.get("parameters", {}).get("threshold"),
+                "groups": len(sizes),
+                "drop": int((~frame["representative"]).sum()),
+                "largest": shown,
+            }
+        )
+    return out
 
 
 def _read_json(path: Path):

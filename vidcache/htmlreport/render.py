@@ -195,8 +195,27 @@ def _cache_section(facts: CacheFacts, thumbs: _Thumbs, *, thumbs_rows: int) -> s
     return "".join(parts) + "</section>"
 
 
+def _duplicates_part(facts: MiningFacts) -> str:
+    """Near-duplicate groups (`mine duplicates`): counts and the largest groups, as a table."""
+    parts = []
+    for table in facts.duplicates:
+        parts.append(
+            f'<div data-section="duplicates"><h3>Near-duplicates of view {_e(table["view"])}</h3>'
+            f"<p>{table['groups']} group(s) at cosine ≥ {_e(table['threshold'])}; {table['drop']} video(s) to drop "
+            f"(<code>vidcache remove --duplicates</code> keeps each group's representative).</p>"
+            "<table><tr><th>group</th><th>videos</th><th>members (cosine to the representative)</th></tr>"
+        )
+        for group in table["largest"]:
+            members = ", ".join(
+                f"<b>{_e(v)}</b>" if rep else f"{_e(v)} ({s:.3f})" for v, s, rep in group["members"]
+            )
+            parts.append(f"<tr><td>{group['group_id']}</td><td>{group['size']}</td><td>{members}</td></tr>")
+        parts.append("</table></div>")
+    return "".join(parts)
+
+
 def _mining_section(facts: MiningFacts, thumbs: _Thumbs, cache_dir: str) -> str:
-    parts = ['<section id="section-mining" data-section="mining"><h2>Mining</h2>']
+    parts = ['<section id="section-mining" data-section="mining"><h2>Mining</h2>', _duplicates_part(facts)]
     if not facts.sources:
         parts.append(
             f'<p class="note">No mined lists in this cache: run <code>vidcache mine hard-negatives --cache '

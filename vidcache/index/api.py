@@ -167,6 +167,50 @@ def mine_neighbours(
     return _finish(cache, f"neighbours_{view}", frame, summary, write, command)
 
 
+def mine_duplicates(
+    cache: str | Path,
+    *,
+    view: str,
+    threshold: float,
+    pooling: Pooling = "mean",
+    max_neighbours: int = 32,
+    index_type: IndexType = "auto",
+    memory_budget_gb: float = 4.0,
+    out: str | Path | None = None,
+    write: bool = True,
+    command: str = "",
+    progress: Any = None,
+) -> Mined:
+    """Groups of near-duplicate videos of `view` (cosine of pooled unit vectors >= `threshold`):
+    CACHE/mined/duplicates_VIEW.parquet with group_id, video_id, similarity (to the group's
+    representative) and representative (the one to keep); `out` (.parquet or .csv) also writes it
+    there. `vidcache remove --duplicates FILE` keeps one video per group."""
+    from ..cache.reader import Cache
+    from .duplicates import near_duplicates
+
+    owner = "mine_duplicates"
+    check_choice(owner, "pooling", pooling, Pooling)
+    check(owner, "threshold", -1.0 <= threshold <= 1.0, "must be a cosine similarity in [-1, 1]", value=threshold)
+    check(owner, "max_neighbours", isinstance(max_neighbours, int) and max_neighbours >= 1, "must be >= 1",
+          value=max_neighbours)  # fmt: skip
+    check_choice(owner, "index_type", index_type, IndexType)
+    check(owner, "memory_budget_gb", memory_budget_gb > 0, "must be > 0", value=memory_budget_gb)
+    check(owner, "out", out is None or str(out).lower().endswith((".parquet", ".csv")), "must end in .parquet or .csv",
+          value=out)  # fmt: skip
+    with Cache(cache) as opened:
+        frame, summary = near_duplicates(
+            opened, view=view, threshold=threshold, pooling=pooling, max_neighbours=max_neighbours,
+            index_type=index_type, memory_budget_gb=memory_budget_gb, progress=progress,
+        )  # fmt: skip
+    mined = _finish(cache, f"duplicates_{view}", frame, summary, write, command)
+    if out is not None:
+        target = Path(out)
+        tmp = target.with_name(target.name + ".tmp")
+        frame.to_parquet(tmp, index=False) if target.suffix.lower() == ".parquet" else frame.to_csv(tmp, index=False)
+        tmp.replace(target)
+    return mined
+
+
 @dataclass
 class IndexResult:
     """A stored index: where it is and how it was chosen (`IndexProvenance`), and the seconds it took."""

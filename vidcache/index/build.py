@@ -11,6 +11,7 @@ Rules for `--index-type auto` (N vectors of dimension D, float32 vectors take NÂ
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -98,8 +99,9 @@ def build_index(vectors: np.ndarray, choice: IndexChoice, *, use_gpu: bool | Non
 def cache_fingerprint(cache: Cache, view: str) -> str:
     """Changes whenever the view's extracted rows change (a video added, redone or removed)."""
     digest = hashlib.sha1()
-    for item in cache._catalog.items(view, status="done"):
-        digest.update(f"{item.video_id}\0{item.shard}\0{item.row_start}\0{item.checksum}\n".encode())
+    rows = cache._catalog.fingerprint_rows(view)  # streamed from SQLite: no Item object per video
+    while block := list(itertools.islice(rows, 65536)):
+        digest.update("".join(f"{v}\0{shard}\0{start}\0{crc}\n" for v, shard, start, crc in block).encode())
     return digest.hexdigest()
 
 
@@ -148,7 +150,11 @@ def save_index(cache_dir: str | Path, index, vectors, provenance: IndexProvenanc
     atomic(paths["vectors"], lambda p: np.save(open(p, "wb"), vectors.vectors))
     atomic(paths["ids"], lambda p: p.write_text(json.dumps(vectors.video_ids)))
     atomic(paths["index"], lambda p: faiss.write_index(cpu_index, str(p)))
-    meta = {**asdict(provenance), "vectors_sha1": hashlib.sha1(vectors.vectors.tobytes()).hexdigest()}
+    meta = {
+        **asdict(provenance),
+        "vectors_sha1": hashlib.sha1(vectors.vectors.tobytes()).hexdigest(),
+        "files": {name: _stamp(paths[name]) for name in ("vectors", "ids", "index")},
+    }
     atomic(paths["meta"], lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True)))
     return paths["index"]
 
@@ -165,9 +171,24 @@ def load_index(cache: Cache, view: str, *, pooling: str):
     meta = json.loads(paths["meta"].read_text())
     if meta.get("pooling") != pooling or meta.get("fingerprint") != cache_fingerprint(cache, view):
         return None
-    vectors = VideoVectors(json.loads(paths["ids"].read_text()), np.load(paths["vectors"]), view, pooling)
-    index = faiss.read_index(str(paths["index"]))
-    consistent = len(vectors) == meta.get("n_vectors") == index.ntotal and hashlib.sha1(
-        vectors.vectors.tobytes()
-    ).hexdigest() == meta.get("vectors_sha1")
+    # memory-mapped: a search touches the pages it needs, not the whole file (1M Ã— 512 floats = 2 GiB)
+    vectors = VideoVectors(
+        json.loads(paths["ids"].read_text()), np.load(paths["vectors"], mmap_mode="r"), view, pooling
+    )
+    try:
+        index = faiss.read_index(str(paths["index"]), faiss.IO_FLAG_MMAP)
+    except RuntimeError:  # an index type FAISS cannot map: read it
+        index = faiss.read_index(str(paths["index"]))
+    stamps = meta.get("files")
+    if stamps:  # the files are those the meta was written with (size and mtime): no pass over the vectors
+        unchanged = all(_stamp(paths[name]) == stamp for name, stamp in stamps.items())
+    else:  # an index stored before the stamps
+        digest = hashlib.sha1(np.ascontiguousarray(vectors.vectors).tobytes()).hexdigest()
+        unchanged = digest == meta.get("vectors_sha1")
+    consistent = len(vectors) == meta.get("n_vectors") == index.ntotal and unchanged
     return (index, vectors, meta) if consistent else None
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]

@@ -12,6 +12,7 @@ from ..config import check_choice
 from ..errors import ConfigError
 
 Pooling = Literal["mean", "max", "first", "middle"]
+_NORMALISE_BLOCK = 65536  # vectors normalised at a time (float64 scratch of 256 MiB at D = 512)
 
 
 @dataclass
@@ -62,7 +63,16 @@ def video_vectors(
     ids = sorted(cache.video_ids(view)) if video_ids is None else list(video_ids)
     if not ids:
         raise ConfigError(f"cache {cache.path} has no extracted {view!r} rows to index")
-    pooled = np.zeros((len(ids), 0), np.float64)
+    if pooling == "mean":  # the shards' stored means: one read per shard, never every row in memory
+        from ..cache.pooled import pooled_means
+
+        pooled, found = pooled_means(cache, view, ids)
+        if not found.all():
+            missing = ids[int(np.flatnonzero(~found)[0])]
+            raise KeyError(f"{missing!r} has no extracted {view!r} rows in {cache.path}")
+        for lo in range(0, len(pooled), _NORMALISE_BLOCK):  # in place: no float64 copy of all vectors
+            pooled[lo : lo + _NORMALISE_BLOCK] = normalise(pooled[lo : lo + _NORMALISE_BLOCK])
+        return VideoVectors(ids, pooled, view, pooling)
     out: list[np.ndarray] = []
     for batch in cache.iter_batches(view, batch_size=batch_size, video_ids=ids):
         out.extend(pool_rows(rows, pooling) if len(rows) else None for rows in batch.features)  # type: ignore[misc]

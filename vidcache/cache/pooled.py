@@ -1,0 +1,95 @@
+"""Video-level mean rows ("pooled vectors") of a view, read shard by shard in storage order.
+
+Shards written since issue 29 carry `/<view>/pooled_mean` (each video's mean row, float64 sums of the
+stored values, saved as float32), so a million videos' vectors are one sequential read per shard, not
+eight million rows. Shards written earlier (and shards another tool wrote) do not: their means are
+computed here from the rows, one shard at a time, in a single large read per shard (never all rows
+in memory). Both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from .reader import Cache
+from .shard import POOLED_DATASET
+
+_ROWS_PER_READ = 1 << 16  # rows of one fallback read: 64 MiB at 512 float16 values
+
+
+def _located(cache: Cache, view: str) -> Iterator[tuple[str, list[tuple[str, int, int]]]]:
+    """(shard, [(video_id, row_start, row_count)]) of the view's done videos, in storage order,
+    straight from SQLite (no Item object per video)."""
+    cursor = cache._catalog.done_locations(view)
+    for shard, rows in itertools.groupby(cursor, key=lambda r: r[0]):
+        yield shard, [(video_id, start, count) for _, video_id, start, count in rows]
+
+
+def _stored_means(group: h5py.Group, starts: np.ndarray) -> np.ndarray | None:
+    """The shard's pooled means of the videos starting at `starts`, None when it has none for them
+    (an older shard) or its index does not line up with the catalog."""
+    if POOLED_DATASET not in group:
+        return None
+    index_starts = group["row_start"][()]
+    position = np.searchsorted(index_starts, starts)
+    if (position >= len(index_starts)).any() or not np.array_equal(index_starts[position], starts):
+        return None
+    pooled = group[POOLED_DATASET]
+    if pooled.shape[0] != len(index_starts):
+        return None
+    return pooled[()][position]
+
+
+def _computed_means(group: h5py.Group, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Means of the rows themselves, read in large contiguous blocks of the shard."""
+    features = group["features"]
+    out = np.zeros((len(starts), features.shape[1]), np.float32)
+    i = 0
+    while i < len(starts):
+        j = i + 1  # the videos whose rows fit one read
+        while j < len(starts) and starts[j] + counts[j] - starts[i] <= _ROWS_PER_READ:
+            j += 1
+        lo, hi = int(starts[i]), int(starts[j - 1] + counts[j - 1])
+        block = features[lo:hi].astype(np.float64)
+        for v in range(i, j):
+            if counts[v]:
+                a = starts[v] - lo
+                out[v] = block[a : a + counts[v]].sum(axis=0) / counts[v]
+        i = j
+    return out
+
+
+def iter_pooled(cache: Cache, view: str) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(video_ids, mean rows [n, D] float32) per shard of `view`, in storage order."""
+    for shard, located in _located(cache, view):
+        ids = [video_id for video_id, _, _ in located]
+        starts = np.array([start for _, start, _ in located], np.int64)
+        counts = np.array([count for _, _, count in located], np.int64)
+        group = cache._files.get(shard)[view]
+        try:
+            means = _stored_means(group, starts)
+            if means is None:
+                means = _computed_means(group, starts, counts)
+        except Exception as exc:  # h5py's many error types for a damaged shard
+            raise cache._files._damaged(shard, view, int(starts[0]), int((starts + counts).max()), repr(exc)) from None
+        yield ids, means
+
+
+def pooled_means(cache: Cache, view: str, video_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean rows [len(video_ids), D] float32 of the given videos, in that order, and a bool mask of
+    the ones that have rows of `view` (the others are zeros)."""
+    position = {video_id: i for i, video_id in enumerate(video_ids)}
+    out: np.ndarray | None = None
+    found = np.zeros(len(video_ids), bool)
+    for ids, means in iter_pooled(cache, view):
+        rows = np.array([position.get(v, -1) for v in ids], np.int64)
+        keep = rows >= 0
+        if out is None:
+            out = np.zeros((len(video_ids), means.shape[1]), np.float32)
+        out[rows[keep]] = means[keep]
+        found[rows[keep]] = True
+    return (out if out is not None else np.zeros((len(video_ids), 0), np.float32)), found
