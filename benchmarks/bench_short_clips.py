@@ -6,16 +6,18 @@ and a manifest, then alternates, `--repeats` times, on the same files:
 a) the decode floor: one Python process, a bare PyAV loop that opens each file, decodes every frame
    and converts the sampled ones (one every 1/`--fps` s from the start) to RGB;
 b) `vidcache extract` as a whole CLI process (tiny random CLIP, `--fps`, `--workers`) into a fresh
-   cache; its `--json` `seconds` is the pipeline time from the start of extraction (model loaded,
-   cache open) to the last video written, i.e. without process start-up, imports and model load.
-
-c) the same `vidcache extract` on the first `--small-videos` clips: the difference between b) and c)
+   cache; its `--json` `seconds` runs from the start of extraction (with the model load) to the
+   end, without the process start-up and imports;
+c) the floor loop again in `--workers` threads: what the same workers gain on this machine;
+d) the same `vidcache extract` on the first `--small-videos` clips: the difference between b) and d)
    is the steady-state cost per video (process start-up, imports and model load cancel out).
 
 Ratios are printed (medians over the repeats), for the whole process and for the steady state:
 - `ratio_cores`: extract wall per video × workers / floor per file (the issue's definition: the
   floor uses one core, extract has `--workers` decode workers; target <= 1.5);
 - `ratio_wall`: extract wall per video / floor per file;
+- `ratio_threads`: extract wall per video / the floor loop's in `--workers` threads (same files,
+  same sampling, same number of workers);
 - `ratio_cpu`: extract CPU seconds (user + sys, all threads) per video / the floor's: on a machine
   where other processes hold the cores, extract's threads share one scheduler share, so CPU time
   is what the workers cannot hide.
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +78,13 @@ def floor_one(path: str, fps: float) -> int:
     return kept
 
 
-def run_floor(paths: list[str], fps: float) -> dict[str, float]:
+def run_floor(paths: list[str], fps: float, *, threads: int = 1) -> dict[str, float]:
     start, cpu_start = time.perf_counter(), time.process_time()
-    kept = sum(floor_one(p, fps) for p in paths)
+    if threads == 1:
+        kept = sum(floor_one(p, fps) for p in paths)
+    else:  # what the same loop gains from as many threads as extract has workers on this machine
+        with ThreadPoolExecutor(threads) as pool:
+            kept = sum(pool.map(lambda p: floor_one(p, fps), paths))
     seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     n = len(paths)
     return {
@@ -129,13 +136,15 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     paths = [line.split(",")[0] for line in lines[1:]]
     small = workdir / "manifest_small.csv"  # the same process on a few clips: its fixed cost
     small.write_text("\n".join(lines[: args.small_videos + 1]) + "\n")
-    floors, extracts, smalls = [], [], []
-    for _ in range(args.repeats):  # alternate, so all three see the same machine load
+    floors, floors_w, extracts, smalls = [], [], [], []
+    for _ in range(args.repeats):  # alternate, so all four see the same machine load
         floors.append(run_floor(paths, args.fps))
+        floors_w.append(run_floor(paths, args.fps, threads=args.workers))
         extracts.append(run_extract(manifest, workdir / "cache", args))
         smalls.append(run_extract(small, workdir / "cache_small", args))
     med = statistics.median
     floor_ms, floor_cpu_ms = med(f["per_video_ms"] for f in floors), med(f["cpu_per_video_ms"] for f in floors)
+    floor_w_ms = med(f["per_video_ms"] for f in floors_w)
     whole_ms, whole_cpu_ms = med(e["per_video_ms"] for e in extracts), med(e["cpu_per_video_ms"] for e in extracts)
     extra = args.videos - args.small_videos
     # steady state: what each video past the first few adds (start-up, imports, model load cancel out)
@@ -149,6 +158,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "clip": f"{args.seconds:g} s, {args.width}x{args.height}, {args.src_fps:g} fps, sampled at {args.fps:g} fps",
         "floor_per_video_ms": round(floor_ms, 2),
         "floor_cpu_per_video_ms": round(floor_cpu_ms, 2),
+        "floor_in_workers_threads_per_video_ms": round(floor_w_ms, 2),
         "extract_per_video_ms": round(whole_ms, 2),
         "extract_cpu_per_video_ms": round(whole_cpu_ms, 2),
         "extract_steady_per_video_ms": round(steady_ms, 2),
@@ -158,10 +168,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "ratio_cores_steady": round(steady_ms * w / floor_ms, 2),
         "ratio_wall_whole": round(whole_ms / floor_ms, 2),
         "ratio_wall_steady": round(steady_ms / floor_ms, 2),
+        "ratio_threads_whole": round(whole_ms / floor_w_ms, 2),
+        "ratio_threads_steady": round(steady_ms / floor_w_ms, 2),
         "ratio_cpu_whole": round(whole_cpu_ms / floor_cpu_ms, 2),
         "ratio_cpu_steady": round(steady_cpu_ms / floor_cpu_ms, 2),
         "target_ratio_cores": TARGET_RATIO,
         "floors": floors,
+        "floors_in_threads": floors_w,
         "extracts": extracts,
         "smalls": smalls,
         "loadavg": load_average(),
@@ -196,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     for key, value in result.items():
-        if key not in ("floors", "extracts", "smalls"):
+        if key not in ("floors", "floors_in_threads", "extracts", "smalls"):
             print(f"{key:32} {value}")
     return 0
 
