@@ -141,3 +141,19 @@ def test_a_rows_values_depend_on_its_batch_by_at_most_one_float16_ulp(tiny_check
     a, b = together.astype(np.float16), one_by_one.astype(np.float16)
     ulp = np.maximum(np.spacing(np.abs(a)), np.spacing(np.abs(b))).astype(np.float64)
     assert (np.abs(a.astype(np.float64) - b.astype(np.float64)) <= ulp).all()
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_normalize_is_bit_identical_to_numpy_and_leaves_its_input_alone(dtype):
+    # normalize works in place (issue 29: batch-sized temporaries were half a small model's time);
+    # the rows must stay bit for bit what the out-of-place float32 formula gives
+    ours = ImagePreprocess.from_open_clip(open_clip.transform.PreprocessCfg(size=224).__dict__)
+    batch = torch.from_numpy(np.stack([frame[:64, :64].transpose(2, 0, 1) for frame in frames()])).to(dtype)
+    before = batch.clone()
+    mean = np.asarray(ours.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(ours.std, np.float32).reshape(1, 3, 1, 1)
+    expected = (batch.numpy().astype(np.float32) / np.float32(255.0) - mean) / std
+    got = ours.normalize(batch)
+    assert got.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), expected)
+    assert torch.equal(batch, before)
+    assert ours.normalize(batch, dtype=torch.float16).dtype == torch.float16

@@ -105,4 +105,7 @@ class ImagePreprocess:
         """Bx3xHxW uint8 (on any device) -> normalised float batch on the same device."""
         mean = torch.tensor(self.mean, device=batch_uint8.device, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=batch_uint8.device, dtype=torch.float32).view(1, 3, 1, 1)
-        return ((batch_uint8.float() / 255.0 - mean) / std).to(dtype)
+        # in place: the same three float32 operations in the same order (bit-identical rows), without
+        # three batch-sized temporaries, which made this half of a small model's time per batch
+        pixels = batch_uint8.float() if batch_uint8.dtype != torch.float32 else batch_uint8.clone()
+        return pixels.div_(255.0).sub_(mean).div_(std).to(dtype)
