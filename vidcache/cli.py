@@ -19,8 +19,49 @@ from .commands.common import interrupt_hint
 from .errors import EXIT_OK, VidcacheError
 from .version import __version__
 
+# every command lives in its own module of `vidcache.commands`; this is the whole list. A module is
+# imported only when its command runs (or help lists them all): `vidcache status` never loads the
+# view registry, numpy-heavy extract options, torch or h5py (issue 29: status <= 1 s at 1M videos)
+COMMANDS: dict[str, str] = {
+    "extract": "extract:extract",
+    "status": "cache:status",
+    "verify": "cache:verify",
+    "remove": "cache:remove",
+    "compact": "cache:compact",
+    "embed-text": "cache:embed_text",
+    "export": "export:export",
+    "demo": "demo:demo",
+    "index": "mining:index",
+    "mine": "mining:mine",
+    "import": "importing:import_cmd",
+    "train": "heads:train",
+    "eval": "heads:eval_cmd",
+    "predict": "heads:predict",
+    "finetune": "finetune:finetune",
+    "search": "search:search",
+    "report": "report:report",
+    "models": "models:models",
+    "shots": "shots:shots",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use (click's documented lazy-loading
+    pattern): start-up costs what the one command run needs, not what all of them import."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            import importlib
+
+            module, attr = COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(f".commands.{module}", __package__), attr), cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="vidcache")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
@@ -33,50 +74,6 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 EXIT_INTERNAL = 70  # an unexpected error: a bug (traceback on stderr); 1 stays "some videos failed"
-
-
-def _add_commands() -> None:
-    """Every command lives in its own module of `vidcache.commands`; this is the whole list."""
-    from .commands import (
-        cache,
-        demo,
-        export,
-        extract,
-        finetune,
-        heads,
-        importing,
-        mining,
-        models,
-        report,
-        search,
-        shots,
-    )
-
-    for command in (
-        extract.extract,
-        cache.status,
-        cache.verify,
-        cache.remove,
-        cache.compact,
-        cache.embed_text,
-        export.export,
-        demo.demo,
-        mining.index,
-        mining.mine,
-        importing.import_cmd,
-        heads.train,
-        heads.eval_cmd,
-        heads.predict,
-        finetune.finetune,
-        search.search,
-        report.report,
-        models.models,
-        shots.shots,
-    ):
-        cli.add_command(command)
-
-
-_add_commands()
 
 
 def _wants_json(args: list[str]) -> bool:

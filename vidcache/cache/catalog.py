@@ -180,6 +180,28 @@ class Catalog:
             args.append(status)
         return [Item(*row) for row in self._db.execute(query + " ORDER BY video_id", args)]
 
+    def drop_videos(self, db: sqlite3.Connection, *, keep_only: Iterable[str] | None = None,
+                    video_ids: Iterable[str] | None = None) -> tuple[list[str], int, list[str]]:  # fmt: skip
+        """Inside `transaction()`: delete every video the catalog knows (in entries or items) that is in
+        `video_ids`, or that is not in `keep_only`; returns (removed, how many known videos are left, the
+        `video_ids` it does not know). Set operations in SQLite against a temporary table of the ids,
+        not Python sets of the whole catalog: a 1M-video `remove --not-in` in seconds (issue 29)."""
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS asked_ids(video_id TEXT PRIMARY KEY)")
+        db.execute("DELETE FROM asked_ids")
+        asked = list(dict.fromkeys(keep_only if keep_only is not None else video_ids or []))
+        db.executemany("INSERT INTO asked_ids VALUES(?)", ((v,) for v in asked))
+        known = "SELECT video_id FROM entries UNION SELECT video_id FROM items"
+        test = "NOT IN" if keep_only is not None else "IN"
+        removed = [
+            v for (v,) in db.execute(f"SELECT video_id FROM ({known}) WHERE video_id {test} asked_ids ORDER BY 1")
+        ]
+        not_found = [] if keep_only is not None else sorted(set(asked) - set(removed))
+        for table in ("items", "entries"):  # one statement each: SQLite walks the table once
+            db.execute(f"DELETE FROM {table} WHERE video_id {test} asked_ids")
+        (left,) = db.execute(f"SELECT count(*) FROM ({known})").fetchone()
+        db.execute("DELETE FROM asked_ids")
+        return removed, int(left), not_found
+
     def status_counts(self, view: str) -> dict[str, tuple[int, int]]:
         """{status: (items, rows)} of one view, counted by SQLite (an index scan, no Python loop)."""
         cursor = self._db.execute(

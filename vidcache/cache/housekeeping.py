@@ -58,19 +58,14 @@ def remove_videos(
     with ExtractLock(cache_dir):
         catalog = Catalog.open(cache_dir, create=True)
         try:
-            known = {e["video_id"] for e in catalog.entries()} | {i.video_id for i in catalog.items()}
-            if keep_only is not None:
-                keep = set(keep_only)
-                doomed = sorted(known - keep)
-                summary.kept = len(known & keep)
-            else:
-                doomed = [v for v in dict.fromkeys(video_ids or []) if v in known]
-                summary.not_found = [v for v in dict.fromkeys(video_ids or []) if v not in known]
-                summary.kept = len(known) - len(doomed)
             with catalog.transaction() as db:
-                db.executemany("DELETE FROM items WHERE video_id=?", [(v,) for v in doomed])
-                db.executemany("DELETE FROM entries WHERE video_id=?", [(v,) for v in doomed])
-            summary.removed = doomed
+                summary.removed, summary.kept, not_found = catalog.drop_videos(
+                    db, keep_only=keep_only, video_ids=video_ids
+                )
+            if video_ids is not None:  # in the order given, as before
+                removed, missing = set(summary.removed), set(not_found)
+                summary.removed = [v for v in dict.fromkeys(video_ids) if v in removed]
+                summary.not_found = [v for v in dict.fromkeys(video_ids) if v in missing]
         finally:
             catalog.close()
     return summary
@@ -108,9 +103,7 @@ def compact_cache(cache_dir: str | Path, *, shard_size_mb: float = 256.0, comman
                 identities = catalog.views()
                 # a view stays compressed as it was written (the view that wrote it said so: flow fields)
                 compressed = {
-                    item.view
-                    for item in movers
-                    if files.get(item.shard)[item.view]["features"].compression is not None
+                    item.view for item in movers if files.get(item.shard)[item.view]["features"].compression is not None
                 }
                 writer = CacheWriter(
                     cache_dir,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ....registry import Registry
+
+if TYPE_CHECKING:  # numpy loads with a flow method, not with the view registry (`vidcache status`)
+    import numpy as np
 
 FLOW_METHODS = Registry("flow method", option="--flow-method")
 register_flow_method = FLOW_METHODS.register
@@ -38,6 +40,8 @@ class FlowMethod(ABC):
 
 def check_pairs(first: np.ndarray, second: np.ndarray) -> None:
     """Fail loudly on a shape/dtype mix-up instead of computing flow of the wrong thing."""
+    import numpy as np
+
     for name, frames in (("first", first), ("second", second)):
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"{name} must be [N, H, W, 3] uint8 RGB, got {frames.shape} {frames.dtype}")

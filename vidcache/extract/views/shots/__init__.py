@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..base import View, ViewContext, register_view
-from .segments import SHOT_COLUMNS
-from .settings import ShotsConfig
+from .settings import SHOT_COLUMNS, ShotsConfig
 
 
 class _ShotsGroup(View):

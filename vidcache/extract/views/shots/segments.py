@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SHOT_COLUMNS = ("first_frame", "last_frame", "mean_prob", "max_prob")  # the stored row of a shot
+from .settings import SHOT_COLUMNS
 
 
 def scenes_from_probabilities(probs: np.ndarray, threshold: float) -> np.ndarray:

@@ -9,6 +9,8 @@ from typing import Literal
 from ....fields import check, check_choice, setting
 
 ShotsMethod = Literal["transnetv2", "content"]
+# the stored row of a shot; here (no numpy) so the view registry loads without numpy (`vidcache status`)
+SHOT_COLUMNS = ("first_frame", "last_frame", "mean_prob", "max_prob")
 
 
 def default_method() -> ShotsMethod:
