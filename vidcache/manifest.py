@@ -299,13 +299,26 @@ def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _header(path: Path) -> list[str]:
+    """The column names of a manifest `read_manifest` accepted: for CSV/TSV its first record only (not
+    the whole table again, a second of a 1M-row re-run)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".txt"):
+        return _read_table(path).columns
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte order mark is no column name
+        for fields in csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",", skipinitialspace=True, strict=True):
+            if fields:
+                return [name.strip() for name in fields]
+    return []
+
+
 def manifest_warnings(
     manifest_path: str | os.PathLike, entries: list[VideoEntry], *, splits: tuple[str, ...] = STANDARD_SPLITS
 ) -> list[str]:
     """Mistakes `read_manifest` accepts but training would trip over hours later, one line each: a
     column vidcache does not read (`label` for `labels`), a split outside `splits` (`tets`)."""
     manifest = Path(manifest_path)
-    columns = _read_table(manifest).columns
+    columns = _header(manifest)
     out: list[str] = []
     for column in columns:
         if column not in KNOWN_COLUMNS:

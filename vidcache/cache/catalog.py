@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import CacheError, cache_write_error, fault_point, write_problem
 from ..redact import redact_text, redact_url
@@ -82,6 +83,16 @@ class Item:
 
 
 _ITEM_COLUMNS = ", ".join(Item.__dataclass_fields__)
+
+
+class SourceRecord(NamedTuple):
+    """The fields of an `Item` that decide whether a video needs extracting again."""
+
+    view: str
+    status: str
+    reason: str | None
+    source_size: int | None
+    source_mtime_ns: int | None
 
 
 class Catalog:
@@ -201,6 +212,14 @@ class Catalog:
         (left,) = db.execute(f"SELECT count(*) FROM ({known})").fetchone()
         db.execute("DELETE FROM asked_ids")
         return removed, int(left), not_found
+
+    def source_records(self, view: str) -> dict[str, SourceRecord]:
+        """{video_id: what an extract plan needs of its item} for one view: plain tuples, not `Item`s
+        (building 1M dataclasses cost a 1M-video no-op re-run seconds)."""
+        cursor = self._db.execute(
+            "SELECT video_id, view, status, reason, source_size, source_mtime_ns FROM items WHERE view=?", (view,)
+        )
+        return {row[0]: SourceRecord._make(row[1:]) for row in cursor}
 
     def status_counts(self, view: str) -> dict[str, tuple[int, int]]:
         """{status: (items, rows)} of one view, counted by SQLite (an index scan, no Python loop)."""

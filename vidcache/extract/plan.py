@@ -104,7 +104,7 @@ def plan_videos(
     # a large manifest: one query per view, not one per (video, view) (1M lookups cost a 1M-row no-op
     # re-run a third of its time); a few videos against a large cache: the primary key, video by video
     bulk = len(entries) >= BULK_PLAN_VIDEOS
-    known = {view: {item.video_id: item for item in catalog.items(view)} for view in views} if bulk else {}
+    known = {view: catalog.source_records(view) for view in views} if bulk else {}
     for entry in entries:
         source = SourceStat.of(entry.path)
         items = {
