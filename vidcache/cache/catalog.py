@@ -239,6 +239,24 @@ class Catalog:
         )
         return {str(index): int(n) for index, n in cursor}
 
+    def source_counts(self, view: str, key: str) -> tuple[dict[str, int], dict[str, int]]:
+        """(`stream_counts(view, key)`, `decode_device_counts(view)`) from one pass over the items:
+        `status` of 1M videos parses each info_json once, not twice."""
+        cursor = self._db.execute(
+            "SELECT coalesce(CAST(json_extract(info_json, ?) AS TEXT), '?'), "
+            "coalesce(json_extract(info_json, '$.decode_device'), 'cpu') || "
+            "CASE WHEN json_extract(info_json, '$.decode_fallback') THEN ' (fallback)' ELSE '' END, count(*) "
+            "FROM items WHERE view=? AND status=? AND json_extract(info_json, '$.imported_from') IS NULL "
+            "AND json_extract(info_json, '$.feature_file') IS NULL GROUP BY 1, 2",
+            (f"$.{key}", view, STATUS_DONE),
+        )
+        streams: dict[str, int] = {}
+        devices: dict[str, int] = {}
+        for index, device, n in cursor:
+            streams[str(index)] = streams.get(str(index), 0) + int(n)
+            devices[str(device)] = devices.get(str(device), 0) + int(n)
+        return streams, dict(sorted(devices.items()))
+
     def decode_device_counts(self, view: str) -> dict[str, int]:
         """{decode device ("cpu", "cuda", "cpu (fallback)"): done items of `view`} from info_json's
         `decode_device` / `decode_fallback` (absent: cpu), imported items left out; SQLite's JSON1."""
