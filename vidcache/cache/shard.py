@@ -320,10 +320,10 @@ class ShardWriter:
             raise ValueError(f"{view}: {len(features)} rows and {len(timestamps_s)} times for {total} counted rows")
         if end_timestamps_s is not None and len(end_timestamps_s) != total:
             raise ValueError(f"{view}: {len(end_timestamps_s)} end times for {total} rows")
-        if view not in self._datasets:
-            group = self._group(view, features.shape[1], with_end=end_timestamps_s is not None)
-            ends = group["end_timestamps_s"] if "end_timestamps_s" in group else None
-            self._datasets[view] = (group["features"], group["timestamps_s"], ends)
+        if view not in self._datasets:  # whole chunks from the start (a batch is ~16 MiB), after any held rows
+            itemsize = np.dtype(self._dtype.get(view, "float16")).itemsize
+            self._pending.setdefault(view, _Pending([], [], None if end_timestamps_s is None else []))
+            self._create(view, features.shape[1], chunk_rows=rows_per_chunk(features.shape[1], itemsize))
         feats, stamps, ends = self._datasets[view]
         if (ends is None) != (end_timestamps_s is None):
             raise ValueError(f"view {view}: every video must give end timestamps, or none")
