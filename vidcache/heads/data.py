@@ -284,7 +284,14 @@ class SplitSource:
             range(len(video_ids)), key=lambda i: (0, first[i].shard, first[i].row_start) if first[i] else (1, "", i)
         )
         self.blocks = [order[s : s + block_videos] for s in range(0, len(order), block_videos)]
-        self._all: Batch | None = self._read(list(range(len(video_ids)))) if self.in_memory else None
+        self._held: Batch | None = None  # every row, read on first use: a probe on stored means never needs it
+
+    @property
+    def _all(self) -> Batch | None:
+        """The whole split as one padded batch when it fits the budget (read once, on first use), else None."""
+        if self.in_memory and self._held is None:
+            self._held = self._read(list(range(len(self.video_ids))))
+        return self._held
 
     def stored_means(self) -> np.ndarray | None:
         """[N, D] float32: each video's mean row as the cache stores it beside the rows (one read per

@@ -4,9 +4,10 @@ Rules for `--index-type auto` (N vectors of dimension D, float32 vectors take N�
 - N ≤ 50 000 and the vectors fit the memory budget: `Flat` (exact; brute force is fast enough);
 - the N·D bytes of 8-bit codes fit the budget: `IVF{nlist},SQ8` with nlist = min(4·√N, 1024),
   k-means trained on a sample of 39 points per list, vectors added in batches; nprobe is the
-  smallest of 8, 16, ..., 256 whose recall@10 against exact search on 200 sampled vectors is
-  ≥ 0.95, and is stored with the index (HNSW32 took > 4 min at 1M × 512 on 2 cores: its graph
-  build is ~N·log N distance calls in one thread per insert; IVF's cost is two BLAS products);
+  smallest of 8, 16, ..., 256 whose recall@10 (k + 8 candidates re-scored, as every search does)
+  against exact search on 200 sampled vectors is ≥ 0.95, and is stored with the index (HNSW32
+  took > 4 min at 1M × 512 on 2 cores: its graph build is ~N·log N distance calls; IVF's cost is
+  two BLAS products);
 - otherwise `IVF{nlist},PQ{m}` with nlist ≈ 4·√N and the largest m (dividing D, ≤ D/2) whose N·m
   code bytes fit the budget (vectors are compressed to m bytes each).
 `--index-type` overrides with any of flat, hnsw, ivf (IVF{nlist},Flat), ivfsq (IVF{nlist},SQ8) or ivfpq.
@@ -127,12 +128,14 @@ def build_index(
 
 
 def calibrate_recall(index, vectors: np.ndarray, kind: str, *, k: int = 10, seed: int = 0) -> dict:
-    """recall@k of `index` against exact search for sampled database vectors (each query's own row
-    left out of both lists); for IVF kinds, the smallest nprobe in NPROBES reaching RECALL_TARGET is
-    set on the index. Returns {"recall_at_10", "recall_queries"[, "nprobe"]}."""
+    """recall@k of searches through `index` against exact search, for sampled database vectors (each
+    query's own row excluded). Searched as every caller searches (`knn.search`: k + 8 candidates
+    re-scored on the exact vectors), so 8-bit codes cost no recall their re-scoring restores. For IVF
+    kinds the smallest nprobe in NPROBES reaching RECALL_TARGET is set on the index.
+    Returns {"recall_at_10", "recall_queries"[, "nprobe"]}."""
     import faiss
 
-    from .knn import recall_at_k
+    from . import knn
 
     n = len(vectors)
     k = min(k, n - 1)
@@ -141,17 +144,14 @@ def calibrate_recall(index, vectors: np.ndarray, kind: str, *, k: int = 10, seed
     rows = np.sort(np.random.default_rng(seed).choice(n, min(RECALL_QUERIES, n), replace=False))
     queries = np.ascontiguousarray(vectors[rows], dtype=np.float32)
     _, exact = faiss.knn(queries, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)  # no copy of the vectors
-
-    def without_self(found: np.ndarray) -> np.ndarray:
-        return np.stack([r[r != own][:k] for r, own in zip(found, rows, strict=True)])
-
-    exact = without_self(exact)
+    exact = np.stack([r[r != own][:k] for r, own in zip(exact, rows, strict=True)])
     ivf = faiss.extract_index_ivf(index) if kind.startswith("ivf") else None
     recall = 0.0
     for nprobe in NPROBES if ivf is not None else (None,):
         if ivf is not None:
             ivf.nprobe = min(nprobe, ivf.nlist)
-        recall = recall_at_k(without_self(index.search(queries, k + 1)[1]), exact)
+        _, found = knn.search(index, queries, vectors, k, exact=False, exclude=lambda q, r: r == q, query_rows=rows)
+        recall = knn.recall_at_k(found, exact)
         if recall >= RECALL_TARGET or (ivf is not None and ivf.nprobe == ivf.nlist):
             break
     out = {"recall_at_10": round(recall, 4), "recall_queries": len(rows)}
