@@ -251,7 +251,11 @@ class SplitSource:
         max_frames: int,
         memory_budget_bytes: float,
         block_videos: int = 1024,
+        located: dict[str, dict[str, Location]] | None = None,
     ):
+        """`located`: a view → {video_id: location} memo shared by the sources of one cache (train and
+        val each looked up every done item of the view: 2 × N catalog rows as objects)."""
+        located = {} if located is None else located
         self.views = [views] if isinstance(views, str) else list(views)
         if not self.views:
             raise ConfigError("a split source needs at least one view")
@@ -265,7 +269,9 @@ class SplitSource:
         self.dims: dict[str, int] = {}
         padded_bytes = 0
         for view in self.views:
-            done = {loc.video_id: loc for loc in cache._locations(view)}
+            if view not in located:
+                located[view] = {loc.video_id: loc for loc in cache._locations(view)}
+            done = located[view]
             locations = [done.get(video_id) for video_id in video_ids]
             if len(self.views) == 1 and any(loc is None for loc in locations):
                 missing = next(v for v, loc in zip(video_ids, locations, strict=True) if loc is None)
