@@ -109,3 +109,27 @@ def test_the_linear_probe_reads_the_stored_means(cache_dir):
         np.testing.assert_allclose(fast.numpy(), expected, atol=1e-5)
         short = SplitSource(cache, "clip", ids, targets, max_frames=2, memory_budget_bytes=1e9)
         assert short.stored_means() is None  # means of 2 sampled frames are not the stored means
+
+
+def test_split_sources_read_rows_only_when_batched_and_share_locations(cache_dir):
+    """Train and val sources share one catalog lookup per view (`located`), and a source reads its
+    padded rows on the first batch, not at construction; the batch equals `Cache.read`."""
+    import torch
+
+    from vidcache.heads.data import SplitSource
+
+    with Cache(cache_dir) as cache:
+        ids = sorted(cache.video_ids("clip"))
+        located: dict = {}
+        train = SplitSource(cache, "clip", ids[:40], torch.zeros(40, 1), max_frames=64, memory_budget_bytes=1e9,
+                            located=located)  # fmt: skip
+        val = SplitSource(cache, "clip", ids[40:60], torch.zeros(20, 1), max_frames=64, memory_budget_bytes=1e9,
+                          located=located)  # fmt: skip
+        assert list(located) == ["clip"] and len(located["clip"]) == len(ids)
+        assert train.in_memory and train._held is None and val._held is None
+        batch = next(val.batches(5, shuffle=False))
+        assert val._held is not None and train._held is None
+        for row, video_id in enumerate(batch.video_ids):
+            rows = cache.read(video_id, "clip")[0].astype(np.float32)
+            np.testing.assert_array_equal(batch.feature[row, : len(rows)].numpy(), rows)
+            assert int(batch.mask[row].sum()) == len(rows)

@@ -28,7 +28,7 @@ def _search_options(fn):
     options = [
         click.option(
             "--index-type",
-            type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]),
+            type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq"]),
             default="auto",
             show_default=True,
             help="auto: a stored up-to-date index (vidcache index build), else Flat up to 50k videos.",
@@ -77,7 +77,7 @@ def index() -> None:
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--view", default="clip", show_default=True)
 @click.option("--pooling", type=click.Choice(["mean", "max", "first", "middle"]), default="mean", show_default=True)
-@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]), default="auto")
+@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq"]), default="auto")
 @click.option("--memory-budget-gb", type=float, default=4.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def index_build(cache_dir: str, view: str, pooling: str, index_type: str, memory_budget_gb: float, as_json: bool):
@@ -186,7 +186,7 @@ def mine_neighbours(cache_dir: str, k: int, pooling: str, as_json: bool, view: s
 )
 @click.option(
     "--index-type",
-    type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]),
+    type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq"]),
     default="auto",
     show_default=True,
     help="auto: a stored up-to-date index (vidcache index build), else Flat up to 50k videos.",

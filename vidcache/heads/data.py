@@ -59,22 +59,23 @@ def make_splits(
     path_split: dict[tuple, str] = {}
     paths: dict[str, str] = {}
     leaks: list[str] = []
-    for row in entries.itertuples():
-        if row.video_id not in done:
+    columns = (entries[c].tolist() for c in ("video_id", "path", "labels", "split", "start_s", "end_s"))
+    for video_id, path, row_labels, row_split, start_s, end_s in zip(*columns, strict=True):  # not itertuples: 1M rows
+        if video_id not in done:
             continue
-        split = SPLIT_ALIASES.get(str(row.split).strip().lower()) if row.split else None
+        split = SPLIT_ALIASES.get(str(row_split).strip().lower()) if row_split else None
         if split is None:
             raise SplitError(
-                f"video {row.video_id!r} has split {row.split!r}; the manifest's split column must be one of "
+                f"video {video_id!r} has split {row_split!r}; the manifest's split column must be one of "
                 "train, val, test for training"
             )
-        source = (row.path, _seconds(row.start_s), _seconds(row.end_s))  # NaN != NaN: normalise first
+        source = (path, _seconds(start_s), _seconds(end_s))  # NaN != NaN: normalise first
         if source in path_split and path_split[source] != split:
-            leaks.append(f"{row.path} in {path_split[source]} and {split}")
+            leaks.append(f"{path} in {path_split[source]} and {split}")
         path_split.setdefault(source, split)
-        ids[split].append(row.video_id)
-        labels[row.video_id] = tuple(row.labels)
-        paths[row.video_id] = str(row.path)
+        ids[split].append(video_id)
+        labels[video_id] = tuple(row_labels)
+        paths[video_id] = str(path)
     if leaks:
         raise SplitError(f"{len(leaks)} video(s) in two splits (e.g. {leaks[0]}); fix the manifest's split column")
     val_from_train = not ids[VAL]
@@ -251,7 +252,11 @@ class SplitSource:
         max_frames: int,
         memory_budget_bytes: float,
         block_videos: int = 1024,
+        located: dict[str, dict[str, Location]] | None = None,
     ):
+        """`located`: a view → {video_id: location} memo shared by the sources of one cache (train and
+        val each looked up every done item of the view: 2 × N catalog rows as objects)."""
+        located = {} if located is None else located
         self.views = [views] if isinstance(views, str) else list(views)
         if not self.views:
             raise ConfigError("a split source needs at least one view")
@@ -265,7 +270,9 @@ class SplitSource:
         self.dims: dict[str, int] = {}
         padded_bytes = 0
         for view in self.views:
-            done = {loc.video_id: loc for loc in cache._locations(view)}
+            if view not in located:
+                located[view] = {loc.video_id: loc for loc in cache._locations(view)}
+            done = located[view]
             locations = [done.get(video_id) for video_id in video_ids]
             if len(self.views) == 1 and any(loc is None for loc in locations):
                 missing = next(v for v, loc in zip(video_ids, locations, strict=True) if loc is None)
@@ -284,7 +291,14 @@ class SplitSource:
             range(len(video_ids)), key=lambda i: (0, first[i].shard, first[i].row_start) if first[i] else (1, "", i)
         )
         self.blocks = [order[s : s + block_videos] for s in range(0, len(order), block_videos)]
-        self._all: Batch | None = self._read(list(range(len(video_ids)))) if self.in_memory else None
+        self._held: Batch | None = None  # every row, read on first use: a probe on stored means never needs it
+
+    @property
+    def _all(self) -> Batch | None:
+        """The whole split as one padded batch when it fits the budget (read once, on first use), else None."""
+        if self.in_memory and self._held is None:
+            self._held = self._read(list(range(len(self.video_ids))))
+        return self._held
 
     def stored_means(self) -> np.ndarray | None:
         """[N, D] float32: each video's mean row as the cache stores it beside the rows (one read per

@@ -490,6 +490,7 @@ def load_data(cache: Cache, config: TrainConfig) -> TrainData:
     views = config.all_views
     splits: Splits = make_splits(cache, views, task=config.task, val_fraction=config.val_fraction)
     budget = config.memory_budget_gb * 2**30
+    located: dict = {}  # each view's catalog locations, read once for both splits
     sources = {
         split: SplitSource(
             cache,
@@ -498,6 +499,7 @@ def load_data(cache: Cache, config: TrainConfig) -> TrainData:
             multi_hot(splits.ids[split], splits.labels, splits.vocabulary),
             max_frames=config.max_frames,
             memory_budget_bytes=budget / 2,
+            located=located,
         )
         for split in (TRAIN, VAL)
     }

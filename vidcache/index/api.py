@@ -25,7 +25,7 @@ from ..fields import check, check_choice
 from .mining import MINED_DIR, MiningSummary
 
 Pooling = Literal["mean", "max", "first", "middle"]
-IndexType = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
+IndexType = Literal["auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq"]
 Sampling = Literal["top", "random"]
 
 
@@ -244,7 +244,8 @@ def index_view(
         choice = choose_index(
             len(vectors), vectors.vectors.shape[1], memory_budget_bytes=memory_budget_gb * 2**30, requested=index_type
         )
-        built = build_index(vectors.vectors, choice)
+        calibration: dict = {}
+        built = build_index(vectors.vectors, choice, calibration=calibration)
         provenance = IndexProvenance(
             view=view,
             pooling=pooling,
@@ -255,7 +256,7 @@ def index_view(
             dim=int(vectors.vectors.shape[1]),
             fingerprint=fingerprint,
             view_identity=opened.view_info(view),
-            parameters={"memory_budget_gb": memory_budget_gb, "gpu": gpu_available()},
+            parameters={"memory_budget_gb": memory_budget_gb, "gpu": gpu_available(), **calibration},
         )
         path = save_index(cache, built, vectors, provenance)
     return IndexResult(path, provenance, time.perf_counter() - started)

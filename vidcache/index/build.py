@@ -2,10 +2,17 @@
 
 Rules for `--index-type auto` (N vectors of dimension D, float32 vectors take N·D·4 bytes):
 - N ≤ 50 000 and the vectors fit the memory budget: `Flat` (exact; brute force is fast enough);
-- the vectors fit the budget: `HNSW32` (about N·(4·D + 256) bytes, no training, high recall);
+- the N·D bytes of 8-bit codes fit the budget: `IVF{nlist},SQ8` with nlist = min(4·√N, 1024),
+  k-means trained on a sample of 39 points per list, vectors added in batches; nprobe is the
+  smallest of 8, 16, ..., 256 whose recall@10 (k + 8 candidates re-scored, as every search does)
+  against exact search on 200 sampled vectors is ≥ 0.95, and is stored with the index (HNSW32
+  took > 4 min at 1M × 512 on 2 cores: its graph build is ~N·log N distance calls; IVF's cost is
+  two BLAS products);
 - otherwise `IVF{nlist},PQ{m}` with nlist ≈ 4·√N and the largest m (dividing D, ≤ D/2) whose N·m
   code bytes fit the budget (vectors are compressed to m bytes each).
-`--index-type` overrides with any of flat, hnsw, ivf (IVF{nlist},Flat) or ivfpq.
+`--index-type` overrides with any of flat, hnsw, ivf (IVF{nlist},Flat), ivfsq (IVF{nlist},SQ8) or ivfpq.
+The recall@10 of every approximate index against exact search is measured at build time and stored
+in its provenance (`parameters.recall_at_10`).
 """
 
 from __future__ import annotations
@@ -26,9 +33,14 @@ from ..config import check_choice
 from ..errors import ConfigError
 from ..version import __version__
 
-IndexType = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
+IndexType = Literal["auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq"]
 INDEX_DIR = "index"
 FLAT_MAX_VECTORS = 50_000
+IVFSQ_MAX_LISTS = 1024  # the add assigns N vectors to nlist centroids: capped, its cost stays linear in N
+RECALL_TARGET = 0.95
+RECALL_QUERIES = 200
+NPROBES = (8, 16, 32, 64, 128, 256)
+ADD_BATCH = 65536  # vectors handed to faiss at once: bounds its scratch (distances to every centroid)
 
 
 @dataclass(frozen=True)
@@ -47,8 +59,11 @@ def choose_index(n: int, dim: int, *, memory_budget_bytes: float, requested: str
     nlist = max(1, min(n // 39 or 1, round(4 * math.sqrt(n))))  # faiss wants ≥ 39 training points per list
     if requested == "flat" or (requested == "auto" and n <= FLAT_MAX_VECTORS and vector_bytes <= memory_budget_bytes):
         return IndexChoice("flat", "Flat", f"{n} vectors: exact search")
-    if requested == "hnsw" or (requested == "auto" and vector_bytes <= memory_budget_bytes):
-        return IndexChoice("hnsw", "HNSW32", f"{n} vectors fit {memory_budget_bytes / 2**30:.1f} GiB: HNSW")
+    if requested == "hnsw":
+        return IndexChoice("hnsw", "HNSW32", f"{n} vectors: HNSW (requested)")
+    if requested == "ivfsq" or (requested == "auto" and n * dim <= memory_budget_bytes):
+        lists = max(1, min(n // 39 or 1, round(4 * math.sqrt(n)), IVFSQ_MAX_LISTS))
+        return IndexChoice("ivfsq", f"IVF{lists},SQ8", f"{n} vectors: IVF with {lists} lists, 8-bit codes")
     if requested == "ivf":
         return IndexChoice("ivf", f"IVF{nlist},Flat", f"IVF with {nlist} lists")
     if n < PQ_MIN_TRAIN:  # faiss would stop with an assertion deep inside its k-means
@@ -70,22 +85,38 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def build_index(vectors: np.ndarray, choice: IndexChoice, *, use_gpu: bool | None = None, seed: int = 0):
+def build_index(
+    vectors: np.ndarray,
+    choice: IndexChoice,
+    *,
+    use_gpu: bool | None = None,
+    seed: int = 0,
+    calibration: dict | None = None,
+):
     """An inner-product index over unit vectors (inner product = cosine). Trained on at most 256
-    points per list, sampled with `seed`. On a GPU (faiss-gpu) when available and not refused."""
+    points per list, sampled with `seed`. On a GPU (faiss-gpu) when available and not refused.
+    Its recall@10 (and IVF nprobe) from `calibrate_recall` goes into `calibration` when given."""
     import faiss
 
     dim = vectors.shape[1]
     index = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         rng = np.random.default_rng(seed)
-        n_train = min(len(vectors), 256 * max(1, getattr(faiss.extract_index_ivf(index), "nlist", 1)))
-        index.train(vectors[np.sort(rng.choice(len(vectors), n_train, replace=False))])
-    index.add(vectors)
+        ivf = faiss.extract_index_ivf(index)
+        # IVF-SQ8: 39 points per list (faiss's minimum) and 10 k-means rounds; the recall check below
+        # raises nprobe where the coarser centroids cost recall. PQ codebooks want 256 per list.
+        per_list, ivf.cp.niter = (39, 10) if choice.kind == "ivfsq" else (256, ivf.cp.niter)
+        n_train = min(len(vectors), per_list * max(1, ivf.nlist))
+        index.train(np.ascontiguousarray(vectors[np.sort(rng.choice(len(vectors), n_train, replace=False))]))
+    for lo in range(0, len(vectors), ADD_BATCH):
+        index.add(np.ascontiguousarray(vectors[lo : lo + ADD_BATCH], dtype=np.float32))
     if choice.kind.startswith("ivf"):
         faiss.extract_index_ivf(index).nprobe = 16
     if choice.kind == "hnsw":
         index.hnsw.efSearch = 128  # recall@10 0.93 → 0.96 at 200k for ~2x search time (bench_index.py)
+    measured = calibrate_recall(index, vectors, choice.kind, seed=seed)
+    if calibration is not None:
+        calibration.update(measured)
     # faiss-gpu has no HNSW; IVF-PQ with many bytes per code needs float16 lookup tables
     if choice.kind != "hnsw" and ((use_gpu is None and gpu_available()) or use_gpu):
         resources = faiss.StandardGpuResources()
@@ -94,6 +125,37 @@ def build_index(vectors: np.ndarray, choice: IndexChoice, *, use_gpu: bool | Non
         index = faiss.index_cpu_to_gpu(resources, 0, index, options)
         index.vidcache_gpu_resources = resources  # keep the resources alive with the index
     return index
+
+
+def calibrate_recall(index, vectors: np.ndarray, kind: str, *, k: int = 10, seed: int = 0) -> dict:
+    """recall@k of searches through `index` against exact search, for sampled database vectors (each
+    query's own row excluded). Searched as every caller searches (`knn.search`: k + 8 candidates
+    re-scored on the exact vectors), so 8-bit codes cost no recall their re-scoring restores. For IVF
+    kinds the smallest nprobe in NPROBES reaching RECALL_TARGET is set on the index.
+    Returns {"recall_at_10", "recall_queries"[, "nprobe"]}."""
+    import faiss
+
+    from . import knn
+
+    n = len(vectors)
+    k = min(k, n - 1)
+    if kind == "flat" or k < 1:
+        return {"recall_at_10": 1.0, "recall_queries": 0}
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(RECALL_QUERIES, n), replace=False))
+    queries = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    _, exact = faiss.knn(queries, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)  # no copy of the vectors
+    exact = np.stack([r[r != own][:k] for r, own in zip(exact, rows, strict=True)])
+    ivf = faiss.extract_index_ivf(index) if kind.startswith("ivf") else None
+    recall = 0.0
+    for nprobe in NPROBES if ivf is not None else (None,):
+        if ivf is not None:
+            ivf.nprobe = min(nprobe, ivf.nlist)
+        _, found = knn.search(index, queries, vectors, k, exact=False, exclude=lambda q, r: r == q, query_rows=rows)
+        recall = knn.recall_at_k(found, exact)
+        if recall >= RECALL_TARGET or (ivf is not None and ivf.nprobe == ivf.nlist):
+            break
+    out = {"recall_at_10": round(recall, 4), "recall_queries": len(rows)}
+    return {**out, "nprobe": int(ivf.nprobe)} if ivf is not None else out
 
 
 def cache_fingerprint(cache: Cache, view: str) -> str:
@@ -152,7 +214,8 @@ def save_index(cache_dir: str | Path, index, vectors, provenance: IndexProvenanc
     atomic(paths["index"], lambda p: faiss.write_index(cpu_index, str(p)))
     meta = {
         **asdict(provenance),
-        "vectors_sha1": hashlib.sha1(vectors.vectors.tobytes()).hexdigest(),
+        # hashed through a buffer view: tobytes() would copy all vectors (2 GiB at 1M × 512)
+        "vectors_sha1": hashlib.sha1(memoryview(np.ascontiguousarray(vectors.vectors)).cast("B")).hexdigest(),
         "files": {name: _stamp(paths[name]) for name in ("vectors", "ids", "index")},
     }
     atomic(paths["meta"], lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True)))
