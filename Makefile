@@ -28,7 +28,10 @@ $(CHROMIUM_STAMP): $(STAMP)
 test: $(STAMP) $(FFMPEG_STAMP) $(CHROMIUM_STAMP)
 	$(VENV)/bin/ruff check vidcache tests benchmarks
 	$(VENV)/bin/lint-imports --no-logo
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15 -n 2 --dist loadfile
+
+# `make test` runs the test files on two pytest-xdist workers (one file stays on one worker: its module
+# fixtures are built once); the suite is written to be robust to a busy machine (docs/reliability.md).
 
 # The inner loop: everything but the tests marked slow (subprocesses, SIGKILL, long media, benchmarks).
 test-fast: $(STAMP) $(FFMPEG_STAMP)
