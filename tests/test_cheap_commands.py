@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import HANG_GUARD_S, REPO
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.manifest import VideoEntry
 
@@ -39,7 +39,7 @@ def test_status_loads_no_heavy_library_and_counts_what_sqlite_counts(cache_dir):
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stderr
     status_line, loaded_line = out.stdout.strip().splitlines()[-2:]
     assert json.loads(loaded_line) == []  # start-up is what status costs at 1M videos (issue 29: <= 1 s)

@@ -15,6 +15,8 @@ from pathlib import Path
 import grimp
 from importlinter.cli import lint_imports
 
+from tests.conftest import HANG_GUARD_S
+
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
@@ -102,7 +104,7 @@ def test_the_contracts_catch_an_upstream_import_in_an_init(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_GUARD_S,
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert re.search(r"Contracts: \d+ kept, 2 broken\.", run.stdout), run.stdout  # the layers and cache ↛ extract

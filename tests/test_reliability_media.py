@@ -20,7 +20,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli, tiny_clip_args
+from tests.conftest import HANG_GUARD_S, run_cli, tiny_clip_args
 from vidcache import Cache
 from vidcache.cache.verify import verify_cache
 from vidcache.synth import add_cover_picture, write_video
@@ -262,7 +262,12 @@ def write_manifest(path: Path, cases: list[Case]) -> Path:
 
 
 def extract(
-    manifest: Path, cache: Path, checkpoint: Path, *extra: str, timeout: float = 300, env: dict[str, str] | None = None
+    manifest: Path,
+    cache: Path,
+    checkpoint: Path,
+    *extra: str,
+    timeout: float = HANG_GUARD_S,
+    env: dict[str, str] | None = None,
 ):
     result = run_cli(
         "extract",
