@@ -127,8 +127,10 @@ class ShardFiles:
         from the shard's own copy of the view identity (its group attributes, which HDF5 checksums).
         The catalog's copy is the one used, and SQLite has no checksums: one damaged byte there
         (20.0 -> 28.0) silently rescaled every decoded value, and `vidcache verify` checks raw rows only."""
-        if decode.raw or (decode.bound_px is None and decode.row_shape is None):
+        if decode.raw:
             return
+        # a decoder with neither is checked too: a catalog that lost the view's identity (a damaged
+        # page) would otherwise hand back flow's uint8 codes as if they were the decoded values
         if (shard, view, decode) in self._decoders_checked:
             return
         handle = self.get(shard)
