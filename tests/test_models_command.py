@@ -93,7 +93,8 @@ def test_models_lists_what_the_hub_cache_scan_finds(caches):
     assert len([e for e in every["views"]["clip"] if e["weights"] != "hub"]) == len(open_clip.list_pretrained())
 
 
-def test_models_command_json_and_table(caches):
+def test_models_command_json_and_table(caches, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # the table's width: whatever the worker's terminal (or none) says
     code, out, err = run_cli_in_process("models", "--json")
     assert code == 0, err
     assert json.loads(out) == json.loads(json.dumps(local_models(), sort_keys=True))
