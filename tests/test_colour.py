@@ -36,7 +36,10 @@ def write(path, codec: str, pix_fmt: str, matrix: str, full: bool) -> None:
         stream = container.add_stream(codec, rate=5)
         stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
         stream.codec_context.colorspace, stream.codec_context.color_range = AVCOL_SPC[matrix], 2 if full else 1
-        stream.options = {"crf": "18", **({"x265-params": "log-level=error"} if codec == "libx265" else {})}
+        # x265 single-threaded: its thread pools made the muxer refuse a packet (EINVAL) once, on a busy
+        # machine with two test workers; two frames need no threads
+        x265 = {"x265-params": "log-level=error:pools=none:frame-threads=1"}
+        stream.options = {"crf": "18", **(x265 if codec == "libx265" else {})}
         for index in range(2):
             frame = av.VideoFrame.from_ndarray(picture(index), format="rgb24").reformat(format=pix_fmt)
             frame.pts = index
