@@ -351,7 +351,10 @@ class Cache:
         """Ids of videos extracted successfully: for `view`, or with no failed view (a view that is
         absent, e.g. audio of a silent video, does not exclude a video)."""
         if view is not None:
-            return self._catalog.done_ids(view)  # SQL on the items_by_view index: no Item per video
+            ids = self._catalog.done_ids(view)  # SQL on the items_by_view index: no Item per video
+            if not all(isinstance(video_id, str) for video_id in ids):  # SQLite keeps no checksums
+                raise _damaged_catalog(self._catalog.path, f"view {view} lists a video id that is not text")
+            return ids
         ids: set[str] = set()
         bad: set[str] = set()
         for item in self._catalog.items():
