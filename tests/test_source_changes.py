@@ -92,3 +92,24 @@ def test_large_files_are_hashed_by_their_edges_and_spread_blocks(tmp_path):
         edited[where] ^= 0x01
         path.write_bytes(edited)
         assert (content_digest(str(path)) != expected.hexdigest()) == changes, where
+
+
+def test_a_named_pipe_or_directory_has_no_hash_and_does_not_block(tmp_path):
+    """A FIFO in the manifest is a per-row failure (decode names it); hashing it must not open it
+    blocking, which stalled a whole extract waiting for a writer that never comes."""
+    import threading
+
+    from tests.conftest import HANG_GUARD_S
+
+    fifo = tmp_path / "named-pipe.mp4"
+    os.mkfifo(fifo)
+    (tmp_path / "a-directory.mp4").mkdir()
+    names = ("named-pipe.mp4", "a-directory.mp4")
+    results: dict[str, object] = {}
+    worker = threading.Thread(
+        target=lambda: results.update({n: content_digest(str(tmp_path / n)) for n in names}), daemon=True
+    )
+    worker.start()
+    worker.join(HANG_GUARD_S)
+    assert not worker.is_alive(), "content_digest blocked opening a named pipe"
+    assert results == {"named-pipe.mp4": None, "a-directory.mp4": None}

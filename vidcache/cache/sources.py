@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 
 from ..remote import is_url
 
@@ -18,13 +19,20 @@ SAMPLES = 32
 def content_digest(path: str) -> str | None:
     """A fast content hash (BLAKE2b-128) of a local file: its size, then the whole file when under
     4 MiB, else its first and last MiB and 32 evenly spaced 64 KiB blocks (about 4 MiB read whatever
-    the size; an edit of the same size that touches none of them goes unnoticed). None for a URL or a
-    file that cannot be read."""
+    the size; an edit of the same size that touches none of them goes unnoticed). None for a URL, a
+    file that cannot be read, or anything but a regular file."""
     if is_url(path):
         return None
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        # O_NONBLOCK: a plain open() of a named pipe blocks until a writer comes, which stalled a whole
+        # run on one manifest row (decode names the FIFO as the row's failure; here it has no hash)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return None
+        with open(fd, "rb") as f:
+            size = info.st_size
             digest = hashlib.blake2b(size.to_bytes(8, "little"), digest_size=16)
             if size <= WHOLE_FILE_BYTES:
                 digest.update(f.read())
