@@ -1,4 +1,5 @@
-"""The `temporal` and `fusion` heads over the `video` view, on a task only the order of frames answers:
+"""The `video` view downstream: the `temporal` and `fusion` heads, and cross-view neighbours
+(`search --video V --view clip --to-view video`), on a task only the order of frames answers:
 each video's brightness ramps up ("brightening") or down ("darkening") in a sawtooth with a random
 phase, so every single frame (and the mean of any frame-level view) is drawn from the same
 distribution for both labels. A video model whose tubelets span two frames (ViViT's [2, 8, 8]) sees
@@ -6,9 +7,12 @@ the order even with random weights; the tiny CLIP's frame rows do not.
 
 The reference is scikit-learn: a logistic regression on each video's rows averaged (NumPy) — on the
 video view it separates the labels, on the clip view it stays near chance — and each head, trained
-in-process on the same cache, must beat chance by a margin and agree with it video by video."""
+in-process on the same cache, must beat chance by a margin and agree with it video by video. Cross-view
+neighbours are checked against a NumPy brute force over the rows' means."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -160,3 +164,44 @@ def test_head_over_the_video_view_beats_chance_and_agrees_with_scikit_learn(
     agreement = float(np.mean([predicted[v] == reference[v] for v in ids]))
     assert accuracy >= 0.75, (head, accuracy, reference_accuracy)  # chance: 0.5 (labels alternate)
     assert agreement >= 0.75, (head, agreement)
+
+
+def unit_means(cache: Cache, view: str) -> dict[str, np.ndarray]:
+    """Independent of vidcache.index: each video's rows averaged in float64, L2-normalised."""
+    out = {}
+    for video_id in sorted(cache.video_ids(view)):
+        mean = cache.read(video_id, view, dtype=np.float32)[0].astype(np.float64).mean(axis=0)
+        out[video_id] = mean / np.linalg.norm(mean)
+    return out
+
+
+def test_cross_view_neighbours_equal_numpy_brute_force(ramp_cache):
+    from tests.conftest import run_cli_in_process
+    from vidcache.search import search_video
+
+    with Cache(ramp_cache) as cache:
+        clip, video = unit_means(cache, "clip"), unit_means(cache, "video")
+        ids = sorted(video)
+        for query in ids[::6]:  # a query of each split and label
+            hits = search_video(cache, query, view="clip", to_view="video", k=4)
+            ranked = sorted((v for v in ids if v != query), key=lambda v: (-float(video[v] @ video[query]), v))[:4]
+            assert [h.video_id for h in hits] == ranked, query
+            np.testing.assert_allclose([h.score for h in hits], [video[v] @ video[query] for v in ranked], atol=1e-5)
+            np.testing.assert_allclose([h.view_score for h in hits], [clip[v] @ clip[query] for v in ranked], atol=1e-5)
+            plain = search_video(cache, query, view="video", k=4)  # the same ranking, no second view's scores
+            assert [h.video_id for h in plain] == ranked and all(h.view_score is None for h in plain)
+    code, out, _ = run_cli_in_process(
+        "search", "--cache", ramp_cache, "--video", ids[0], "--view", "clip", "--to-view", "video", "--k", "3", "--json"
+    )
+    answer = json.loads(out)
+    assert code == 0 and answer["to_view"] == "video" and answer["view"] == "clip"
+    assert [h["video_id"] for h in answer["hits"]] == [
+        h.video_id for h in search_video(ramp_cache, ids[0], view="clip", to_view="video", k=3)
+    ]
+    for args, message in (
+        (["--video", ids[0], "--to-view", "nowhere"], "--to-view 'nowhere' is not in cache"),
+        (["--text", "a ramp", "--to-view", "video"], "--to-view ranks a --video query's neighbours"),
+    ):
+        code, out, _ = run_cli_in_process("search", "--cache", ramp_cache, *args, "--json")
+        error = json.loads(out)["error"]
+        assert code == 2 and message in error and "\n" not in error, error
