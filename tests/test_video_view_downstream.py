@@ -177,8 +177,10 @@ def unit_means(cache: Cache, view: str) -> dict[str, np.ndarray]:
 
 def test_cross_view_neighbours_equal_numpy_brute_force(ramp_cache):
     from tests.conftest import run_cli_in_process
+    from vidcache.index.api import mine_neighbours
     from vidcache.search import search_video
 
+    mined = mine_neighbours(ramp_cache, k=4, view="video", write=False).frame  # a clip head's positives
     with Cache(ramp_cache) as cache:
         clip, video = unit_means(cache, "clip"), unit_means(cache, "video")
         ids = sorted(video)
@@ -186,6 +188,7 @@ def test_cross_view_neighbours_equal_numpy_brute_force(ramp_cache):
             hits = search_video(cache, query, view="clip", to_view="video", k=4)
             ranked = sorted((v for v in ids if v != query), key=lambda v: (-float(video[v] @ video[query]), v))[:4]
             assert [h.video_id for h in hits] == ranked, query
+            assert list(mined[mined.video_id == query].sort_values("rank").neighbour_id) == ranked, query
             np.testing.assert_allclose([h.score for h in hits], [video[v] @ video[query] for v in ranked], atol=1e-5)
             np.testing.assert_allclose([h.view_score for h in hits], [clip[v] @ clip[query] for v in ranked], atol=1e-5)
             plain = search_video(cache, query, view="video", k=4)  # the same ranking, no second view's scores
