@@ -17,6 +17,14 @@ use one form only.
 >>> hits = search_text("features/", "a dog catching a frisbee", view="clip", k=5)
 >>> hits = search_video("features/", "a/clip.mp4", view="clip", k=5)
 >>> moments = search_text("features/", "a goal is scored", view="clip", k=5, by="rows")
+>>> across = search_video("features/", "a/clip.mp4", view="clip", to_view="video", k=5)
+
+Cross-view neighbours (`to_view`): a video's neighbours ranked in another view's space (the clip
+windows of a video model rather than CLIP's frames), each hit also scored in the query's own view.
+The two views' spaces differ (their models, often their widths), so no vector of one is compared with
+one of the other: the pair of cosines says which neighbours the other view finds that this one does
+not (a high `score`, a low `view_score`), the cross-view positives a contrastive head on `view` learns
+from (`train --head contrastive --view clip --cross-view-from video`).
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ class SearchHit:
     start_s: float | None = None  # text search: where the best-matching rows start (a row hit: its span)
     end_s: float | None = None  # ... and end (single-frame rows: the last frame's time)
     row: int | None = None  # by="rows": the row's index within its video
+    view_score: float | None = None  # search_video(to_view=…): the hit's cosine with the query in `view`
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -289,33 +298,61 @@ def search_text(
             cache.close()
 
 
+def _view_scores(cache: Cache, view: str, video_id: str, hits: list[SearchHit], pooling: str) -> list[SearchHit]:
+    """Each hit with its cosine to `video_id` in `view` (pooled and normalised as the index's vectors);
+    None where either video has no rows of `view`."""
+    import dataclasses
+
+    from .index.vectors import video_vectors
+
+    have = set(cache.video_ids(view))
+    wanted = sorted({video_id, *(h.video_id for h in hits)} & have)
+    if video_id not in have or not wanted:
+        return hits
+    vectors = video_vectors(cache, view, pooling=pooling, video_ids=wanted)
+    unit = dict(zip(vectors.video_ids, vectors.vectors, strict=True))
+    query = unit[video_id].astype(np.float64)
+    return [
+        dataclasses.replace(h, view_score=float(unit[h.video_id].astype(np.float64) @ query))
+        if h.video_id in unit
+        else h
+        for h in hits
+    ]
+
+
 def search_video(
     cache: Cache | str | os.PathLike,
     video_id: str,
     *,
     view: str = "clip",
+    to_view: str | None = None,
     k: int = 10,
     pooling: str = "mean",
     index_type: str = "auto",
     memory_budget_gb: float = 4.0,
 ) -> list[SearchHit]:
-    """The `k` videos of `view` closest to `video_id` (never itself)."""
+    """The `k` videos of `view` closest to `video_id` (never itself). With `to_view`: its `k` nearest
+    videos in `to_view`'s space (cross-view neighbours), each with its cosine in `view` as `view_score`."""
     from .index import knn
     from .index.mining import video_searcher
 
     _check_k(k)
     cache, opened = _open(cache)
     try:
-        if view not in cache.views():
-            raise ConfigError(f"--view {view!r} is not in cache {cache.path}; choose from: {', '.join(cache.views())}")
+        for option, name in (("--view", view), ("--to-view", to_view)):
+            if name is not None and name not in cache.views():
+                raise ConfigError(
+                    f"{option} {name!r} is not in cache {cache.path}; choose from: {', '.join(cache.views())}"
+                )
+        ranked_in = to_view or view
         searcher = video_searcher(
-            cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb
+            cache, ranked_in, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb
         )
         ids = searcher.vectors.video_ids
         row = {v: i for i, v in enumerate(ids)}.get(video_id)
         if row is None:
             raise ConfigError(
-                f"--video {video_id!r} has no extracted {view!r} rows in {cache.path} "
+                f"--video {video_id!r} has no extracted {ranked_in!r} rows in {cache.path} "
                 f"(e.g. {', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
             )
         data = searcher.vectors.vectors
@@ -328,7 +365,8 @@ def search_video(
             query_rows=np.array([row]),
             exact=searcher.exact,
         )
-        return _hits(cache, ids, scores[0], rows[0])
+        hits = _hits(cache, ids, scores[0], rows[0])
+        return _view_scores(cache, view, video_id, hits, pooling) if to_view and to_view != view else hits
     finally:
         if opened:
             cache.close()

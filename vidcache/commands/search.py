@@ -12,6 +12,12 @@ import click
 @click.option("--text", default=None, help="Find videos matching this text (through the view's CLIP text tower).")
 @click.option("--video", "video_id", default=None, help="Find videos nearest this video_id.")
 @click.option("--view", default="clip", show_default=True)
+@click.option(
+    "--to-view",
+    default=None,
+    help="--video: its neighbours ranked in this view's space instead (cross-view neighbours), each hit also "
+    "scored in --view.",
+)
 @click.option("--k", "k", type=int, default=10, show_default=True, help="How many videos (or rows with --by rows).")
 @click.option(
     "--by",
@@ -43,6 +49,7 @@ def search(
     text: str | None,
     video_id: str | None,
     view: str,
+    to_view: str | None,
     k: int,
     by: str,
     pooling: str,
@@ -60,6 +67,8 @@ def search(
         raise ConfigError("give exactly one of --text TEXT or --video VIDEO_ID")
     if by == "rows" and text is None:
         raise ConfigError("--by rows ranks moments for a --text query; --video ranks videos only")
+    if to_view is not None and text is not None:
+        raise ConfigError("--to-view ranks a --video query's neighbours in another view; leave it out with --text")
     if text is not None:
         hits = search_text(
             cache_dir,
@@ -74,13 +83,16 @@ def search(
             by=by,
         )
     else:
-        hits = search_video(cache_dir, video_id, view=view, k=k, pooling=pooling)  # type: ignore[arg-type]
+        hits = search_video(cache_dir, video_id, view=view, to_view=to_view, k=k, pooling=pooling)  # type: ignore[arg-type]
     query = {"text": text} if text is not None else {"video": video_id}
     if as_json:
-        out = {**query, "view": view, "k": k, "by": by, "hits": [h.as_dict() for h in hits]}
+        out = {**query, "view": view, "to_view": to_view, "k": k, "by": by, "hits": [h.as_dict() for h in hits]}
         click.echo(json.dumps(out, sort_keys=True))
         return
     for hit in hits:
         where = "" if hit.start_s is None else f"  {hit.start_s:.2f}-{hit.end_s:.2f}s"
         row = "" if hit.row is None else f"  row {hit.row}"
-        click.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.video_id}{where}{row}  [{';'.join(hit.labels)}]")
+        other = ""
+        if to_view is not None:  # the hit's cosine in the query's own view, next to the one it ranked by
+            other = f"  {view} " + ("-" if hit.view_score is None else f"{hit.view_score:+.4f}")
+        click.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.video_id}{where}{row}{other}  [{';'.join(hit.labels)}]")

@@ -14,6 +14,21 @@ TINY_PREFIX = "vidcache-tiny-"
 
 
 @dataclass(frozen=True)
+class Card:
+    """The reference checkpoint's clip geometry (its config.json and preprocessor config on the Hub) and
+    the span in seconds one clip covers in the paper's sampling: what the family's defaults are checked
+    against (tests/test_video_defaults.py; docs/views.md lists where vidcache's defaults differ)."""
+
+    checkpoint: str
+    num_frames: int  # frames per clip
+    tubelet_frames: int  # frames one patch token spans (1: per-frame patches)
+    image_size: int  # the model's square input
+    patch_size: int
+    resize_short_side: int  # the processor's resize before its centre crop
+    clip_span_s: float  # frames × temporal stride / 30 fps (Kinetics) in the paper, or its stated rate
+
+
+@dataclass(frozen=True)
 class Family:
     model_type: str  # the config's `model_type`
     model_class: str  # the transformers class vidcache loads (the encoder, no task head)
@@ -27,6 +42,7 @@ class Family:
     model_kwargs: dict = field(default_factory=dict)  # given to from_pretrained
     processor_class: str = ""  # the processor of a vidcache-tiny model
     tiny_config: dict = field(default_factory=dict)  # a vidcache-tiny model's config (random weights)
+    card: Card | None = None  # the reference checkpoint's clip geometry
 
 
 _TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
@@ -44,6 +60,7 @@ FAMILIES: dict[str, Family] = {
             7.5,
             "VideoMAE (Tong et al. 2022) §4: Kinetics clips of 16 frames, temporal stride 4 at 30 fps; "
             "mean pooling as VideoMAEForVideoClassification",
+            card=Card("MCG-NJU/videomae-base", 16, 2, 224, 16, 224, 16 * 4 / 30),
             processor_class="VideoMAEVideoProcessor",
             tiny_config={**_TINY, "image_size": 32, "patch_size": 8, "num_frames": 4, "tubelet_size": 2},
         ),
@@ -57,6 +74,7 @@ FAMILIES: dict[str, Family] = {
             4.0,
             "V-JEPA 2 (Assran et al. 2025) pretraining configs sample at 4 fps; the encoder tokens are what "
             "VJEPA2Model.get_vision_features returns, mean-pooled (no parameters, unlike the attentive probe)",
+            card=Card("facebook/vjepa2-vitl-fpc64-256", 64, 2, 256, 16, 292, 64 / 4),
             processor_class="VJEPA2VideoProcessor",
             tiny_config={
                 "crop_size": 32,
@@ -85,6 +103,7 @@ FAMILIES: dict[str, Family] = {
             "X-CLIP (Ni et al. 2022) §4.1: 8 frames sparsely sampled over a 10 s Kinetics clip; "
             "get_video_features / get_text_features as in transformers' X-CLIP docs",
             text_tower=True,
+            card=Card("microsoft/xclip-base-patch32", 8, 1, 224, 32, 224, 10.0),
             processor_class="XCLIPProcessor",
             tiny_config={
                 "text_config": {**_TINY, "vocab_size": 514, "max_position_embeddings": 32},
@@ -111,6 +130,7 @@ FAMILIES: dict[str, Family] = {
             30 / 32,
             "TimeSformer (Bertasius et al. 2021) §4: 8 frames sampled at a rate of 1/32 (30 fps video); "
             "TimesformerForVideoClassification classifies the CLS token",
+            card=Card("facebook/timesformer-base-finetuned-k400", 8, 1, 224, 16, 224, 8 * 32 / 30),
             processor_class="TimesformerVideoProcessor",
             tiny_config={**_TINY, "image_size": 32, "patch_size": 8, "num_frames": 4},
         ),
@@ -125,6 +145,7 @@ FAMILIES: dict[str, Family] = {
             "ViViT (Arnab et al. 2021) §4.1: 32 frames with a temporal stride of 2 (30 fps video); "
             "VivitForVideoClassification classifies the CLS token",
             model_kwargs={"add_pooling_layer": False},
+            card=Card("google/vivit-b-16x2-kinetics400", 32, 2, 224, 16, 256, 32 * 2 / 30),
             processor_class="VivitVideoProcessor",
             tiny_config={**_TINY, "image_size": 32, "num_frames": 4, "tubelet_size": [2, 8, 8]},
         ),
