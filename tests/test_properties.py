@@ -27,7 +27,9 @@ Properties
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import math
 import os
 import re
@@ -808,3 +810,73 @@ def test_damaged_flow_scale_in_catalog_is_refused_not_decoded(pristine_cache, tm
             cache.read("v0", "flow")
         with pytest.raises(CacheError, match="one of them is damaged"):
             next(cache.iter_batches("flow"))
+
+
+def test_a_damaged_catalog_index_is_found_by_verify_and_rebuilt_by_quarantine(pristine_cache, tmp_path):
+    """CI found it: one flipped bit in the covering index items_by_view turned a listed video id into
+    another ('clip é 1' -> 'blip é 1'); every query the index answers listed the wrong id while the
+    table (and so `verify`, which scans it) stayed right, so verify reported a healthy cache. SQLite's
+    own integrity check is the reference: verify runs it, and --quarantine rebuilds the indexes."""
+    import sqlite3
+
+    from vidcache import Cache
+    from vidcache.cli import main
+
+    directory, videos, _, _ = pristine_cache
+    video_id = sorted(videos["clip"])[1]
+    needle = video_id.encode()
+
+    def listed(path: Path) -> tuple[list, list]:
+        """(what the index answers, what a scan of the table holds) for the clip view's video ids."""
+        db = sqlite3.connect(f"file:{path / 'catalog.sqlite'}?mode=ro", uri=True)
+        try:
+            query = "SELECT video_id FROM items {} WHERE view='clip' ORDER BY video_id"
+            by_index = [r[0] for r in db.execute(query.format("INDEXED BY items_by_view"))]
+            by_table = [r[0] for r in db.execute(query.format("NOT INDEXED"))]
+        finally:
+            db.close()
+        return by_index, by_table
+
+    def verify(path: Path, *extra: str) -> tuple[object, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(["verify", "--cache", str(path), *extra])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code
+        return code, out.getvalue(), err.getvalue()
+
+    seen = {"index": 0, "table": 0}
+    data = (directory / "catalog.sqlite").read_bytes()
+    for found in re.finditer(re.escape(needle), data):
+        damaged = tmp_path / f"at{found.start()}"
+        shutil.copytree(directory, damaged)
+        with open(damaged / "catalog.sqlite", "r+b") as handle:  # 'c' -> 'b': still valid UTF-8 text
+            handle.seek(found.start())
+            handle.write(bytes([data[found.start()] ^ 1]))
+        by_index, by_table = listed(damaged)
+        if by_index == by_table:
+            continue  # this copy of the id lives in another table or index: not this case
+        where = "index" if by_table == sorted(videos["clip"]) else "table"
+        seen[where] += 1
+        code, _, err = verify(damaged)
+        assert code == 2 and str(damaged / "catalog.sqlite") in err and "--quarantine" in err, (code, err)
+        code, out, err = verify(damaged, "--quarantine", "--json")
+        assert code == 0, (code, out, err)
+        report = json.loads(out)
+        assert report["repaired"] and report["repaired"][0].startswith("catalog indexes rebuilt"), report
+        # the rebuilt index agrees with the table; a damaged table row names no rows of any shard, so
+        # that one (video, view) is set aside and the next extract redoes it; nothing else is touched
+        lost = [] if where == "index" else [video_id]
+        wrong_ids = [v for v in by_table if v not in videos["clip"]]  # [] when only the index was damaged
+        assert [q["video_id"] for q in report["quarantined_items"]] == wrong_ids, report
+        kept = sorted(v for v in videos["clip"] if v not in lost)
+        assert listed(damaged) == (kept, kept)
+        with Cache(damaged) as cache:
+            assert sorted(cache.video_ids("clip")) == kept
+            for kept_id in kept:
+                features, _ = cache.read(kept_id, "clip", raw=True)
+                assert features.tobytes() == videos["clip"][kept_id][0].tobytes()
+        assert verify(damaged)[0] == 0
+    assert seen["index"] >= 1 and seen["table"] >= 1, f"the id was not found both in the index and the table: {seen}"

@@ -132,6 +132,16 @@ class Catalog:
     def close(self) -> None:
         self._db.close()
 
+    def integrity_problems(self, *, limit: int = 20) -> list[str]:
+        """SQLite's own full check (pages, records, and every index against its table), [] when sound.
+        Needed because a damaged index silently answers the queries it covers with other text."""
+        rows = self._db.execute(f"PRAGMA integrity_check({int(limit)})").fetchall()
+        return [] if rows == [("ok",)] else [str(row[0]) for row in rows]
+
+    def rebuild_indexes(self) -> None:
+        """Rebuild every index from its table: indexes hold nothing the tables do not."""
+        self._db.execute("REINDEX")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")

@@ -6,6 +6,11 @@ in the shard, unreachable, until `compact` reclaims them; `quarantine/items.json
 aside) and the next `vidcache extract` redoes exactly them. Only a shard file that is missing or
 cannot be opened at all is moved to `quarantine/` whole, with every pair it held.
 
+The catalog itself is checked first with SQLite's integrity check: a damaged index answers the
+listings it covers with other text while a scan of the table (what the per-pair checks read) stays
+right, so no per-pair check could see it. Indexes hold nothing their tables do not: `--quarantine`
+rebuilds them.
+
 The per-pair checks (`check_rows`) and the quarantine of a list of pairs (`quarantine_items`) are
 small functions of their own, for callers that verify in other orders (in parallel, per shard).
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +44,7 @@ class VerifyReport:
     unrecorded: list[str] = field(default_factory=list)  # complete shards the catalog does not list yet
     quarantined: list[str] = field(default_factory=list)  # shards set aside whole (missing or unreadable)
     quarantined_items: list[dict] = field(default_factory=list)  # {video_id, view, shard}: pairs set aside
+    repaired: list[str] = field(default_factory=list)  # what --quarantine repaired in place (catalog indexes)
 
     @property
     def ok(self) -> bool:
@@ -133,10 +140,35 @@ def verify_cache(cache_dir: str | Path, *, quarantine: bool = False) -> VerifyRe
         ) from None
 
 
+_INDEX_ONLY = re.compile(r"missing from index|wrong # of entries in index|non-unique entry in UNIQUE index")
+
+
+def check_catalog(cache_dir: str | Path, catalog: Catalog, *, rebuild: bool) -> list[str]:
+    """Raise CacheError for a catalog SQLite finds damaged; damage only to its indexes (derived from its
+    tables) is repaired with `rebuild` (verify --quarantine) and returned as what was repaired."""
+    problems = catalog.integrity_problems()
+    if not problems:
+        return []
+    first = problems[0]
+    if not all(_INDEX_ONLY.search(p) for p in problems):
+        raise sqlite3.DatabaseError(f"integrity check: {first}")
+    if not rebuild:
+        raise CacheError(
+            f"the catalog {catalog.path} has damaged indexes ({first}); its tables are intact and the indexes "
+            f"are rebuilt from them by `vidcache verify --cache {cache_dir} --quarantine`"
+        )
+    catalog.rebuild_indexes()
+    left = catalog.integrity_problems()
+    if left:
+        raise sqlite3.DatabaseError(f"integrity check after rebuilding its indexes: {left[0]}")
+    return [f"catalog indexes rebuilt ({first})"]
+
+
 def _verify(cache_dir: str | Path, *, quarantine: bool) -> VerifyReport:
     report = VerifyReport()
     catalog = Catalog.open(cache_dir, create=quarantine)
     try:
+        report.repaired = check_catalog(cache_dir, catalog, rebuild=quarantine)
         by_shard: dict[str, list[Item]] = {}
         for item in catalog.items(status=STATUS_DONE):
             if not isinstance(item.shard, str):

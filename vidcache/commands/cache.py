@@ -147,6 +147,8 @@ def verify(cache_dir: str, quarantine: bool, as_json: bool) -> None:
         for pair in report.damaged:
             if pair["shard"] not in report.quarantined:
                 click.echo(f"  {state}: {pair['video_id']} [{pair['view']}] in {pair['shard']}: {pair['problem']}")
+        for what in report.repaired:
+            click.echo(f"  repaired: {what}")
         for name in report.unrecorded:
             click.echo(f"  complete but unrecorded (the next extract adopts it): {name}")
         if report.broken and not quarantine:
