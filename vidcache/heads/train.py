@@ -488,6 +488,15 @@ def load_data(cache: Cache, config: TrainConfig) -> TrainData:
     """What `_train_once` reads from the cache; depends only on the config's views, task, split and
     memory settings, not on the head or its optimisation."""
     views = config.all_views
+    identities = {view: cache.view_info(view) for view in views}
+    if config.items == "shots":  # one pooled row per shot, held in memory
+        from .shot_items import shot_data
+
+        splits, shot_sources = shot_data(
+            cache, views, task=config.task, val_fraction=config.val_fraction, pooling=config.shot_pooling,
+            shot_labels=config.shot_labels, splits=(TRAIN, VAL),
+        )  # fmt: skip
+        return TrainData(cache, splits, shot_sources[TRAIN], shot_sources[VAL], identities[config.view], identities)
     splits: Splits = make_splits(cache, views, task=config.task, val_fraction=config.val_fraction)
     budget = config.memory_budget_gb * 2**30
     located: dict = {}  # each view's catalog locations, read once for both splits
@@ -503,7 +512,6 @@ def load_data(cache: Cache, config: TrainConfig) -> TrainData:
         )
         for split in (TRAIN, VAL)
     }
-    identities = {view: cache.view_info(view) for view in views}
     return TrainData(cache, splits, sources[TRAIN], sources[VAL], cache.view_info(config.view), identities)
 
 
