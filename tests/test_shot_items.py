@@ -116,14 +116,16 @@ def test_a_shot_head_beats_a_video_head_on_shot_labels(shot_corpus, tmp_path):
     shots = pd.read_parquet(tmp_path / "s.parquet")
     assert list(shots.columns[:5]) == ["video_id", "shot_index", "start_s", "end_s", "predicted"]
     assert sorted(c for c in shots.columns if c.startswith("score_")) == [f"score_{c}" for c in sorted(COLOURS)]
-    shot_hits = [list(p) == [truth[(v, k)]] for v, k, p in zip(shots.video_id, shots.shot_index, shots.predicted)]
+    picked = zip(shots.video_id, shots.shot_index, shots.predicted, strict=True)
+    shot_hits = [list(p) == [truth[(v, k)]] for v, k, p in picked]
     videos = api.predict(tmp_path / "video", cache, split="test", device="cpu")
     top = videos.sort_values("score", ascending=False).groupby("video_id").head(1).set_index("video_id")["label"]
     video_hits = [top[v] == truth[(v, k)] for v, k in zip(shots.video_id, shots.shot_index, strict=True)]
     # a video-level label is right for at most one of a video's two shots
     assert np.mean(video_hits) <= 0.5 < np.mean(shot_hits) and np.mean(shot_hits) >= 5 / 6, (shot_hits, video_hits)
     metrics = api.evaluate(tmp_path / "shot", cache, split="test", device="cpu")
-    assert metrics["items"] == "shots" and metrics["shots"] == 6 and metrics["top1"] == pytest.approx(np.mean(shot_hits))
+    assert metrics["items"] == "shots" and metrics["shots"] == 6
+    assert metrics["top1"] == pytest.approx(np.mean(shot_hits))
     # the video head scored on shots (--items shots): each shot gets the same labels as its video
     scored = api.predict(tmp_path / "video", cache, split="test", device="cpu", items="shots")
     assert len(scored) == 6 and {"score_red", "score_green", "score_blue"} <= set(scored.columns)
@@ -138,7 +140,7 @@ def test_a_video_without_shots_is_a_one_line_error(tmp_path, tiny_checkpoint):
         sampling=SamplingConfig(fps=4.0),
     )
     assert extract(str(tmp_path / "m.csv"), str(tmp_path / "cache"), config).failed == 0
-    code, out, err = run_cli_in_process(
+    code, out, _ = run_cli_in_process(
         "train", "--cache", tmp_path / "cache", "--out", tmp_path / "run", "--items", "shots", "--json"
     )
     assert code != 0
