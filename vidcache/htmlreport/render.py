@@ -5,7 +5,8 @@ data: images load), so the page behaves the same offline, and opening it never c
 
 Size bound: plotly.js (~4.8 MB, fixed) + ~40 KB per view + at most `max_failures` failure rows
 (thumbnails on the first `sample` of them) + thumbnails of `sample` gallery videos and of `sample`
-mined videos with `videos_per_video` negatives each, ≤ 12 KiB each (×4/3 in base64) + per run at most
+mined videos with `videos_per_video` negatives each, ≤ 12 KiB each (×4/3 in base64) + with a shots
+view at most 12 shot pictures of ≤ 4 KiB per gallery video (`shot_strip`: ≤ 1.6 MB more) + per run at most
 `max_classes` classes in charts and tables. With the defaults (200, 24, 4, 60): at most about
 4.8 MB + 2.7 MB of thumbnails (typically 0.7) + 0.3 MB per run, whatever the corpus size; the page
 says what it left out.
