@@ -22,7 +22,7 @@ from vidcache.extract.api import extract
 from vidcache.extract.config import ExtractConfig
 from vidcache.extract.views.clip import ClipConfig
 from vidcache.extract.views.shots.settings import ShotsConfig
-from vidcache.heads import api
+from vidcache.heads import HEADS, api
 from vidcache.heads.config import TrainConfig
 from vidcache.heads.shot_items import read_shot_items
 from vidcache.synth import write_video
@@ -93,14 +93,29 @@ def test_pooled_shot_features_are_the_rows_in_each_shot(shot_corpus):
     np.testing.assert_allclose(mean.end_s - mean.start_s, 1.0, atol=1e-6)
 
 
+def test_shot_labels_past_the_cached_shots_are_refused(shot_corpus, tmp_path):
+    root, truth = shot_corpus
+    video_id = next(iter(truth))[0]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"video_id,shot_index,labels\n{video_id},2,red\n")
+    config = TrainConfig(items="shots", shot_labels=str(bad))
+    with pytest.raises(ConfigError, match=f"{video_id!r} has 2 shot\\(s\\) .* no shot 2"):
+        api.train(root / "cache", tmp_path / "run", config=config)
+    (tmp_path / "cols.csv").write_text("video,shot,labels\n")
+    with pytest.raises(ConfigError, match="no video_id, shot_index column"):
+        api.train(
+            root / "cache", tmp_path / "run2", config=TrainConfig(items="shots", shot_labels=str(tmp_path / "cols.csv"))
+        )
+
+
 def test_a_shot_head_beats_a_video_head_on_shot_labels(shot_corpus, tmp_path):
     root, truth = shot_corpus
     cache = root / "cache"
-    common = {"lr": 3e-2, "weight_decay": 1e-4, "epochs": 40, "device": "cpu"}
+    common = {"lr": 3e-2, "weight_decay": 1e-4, "epochs": 20, "device": "cpu"}
     api.train(cache, tmp_path / "video", config=TrainConfig(**common))
     code, out, err = run_cli_in_process(
         "train", "--cache", cache, "--out", tmp_path / "shot", "--items", "shots", "--shot-labels",
-        root / "shot_labels.csv", "--lr", "0.03", "--weight-decay", "1e-4", "--epochs", "40", "--device", "cpu",
+        root / "shot_labels.csv", "--lr", "0.03", "--weight-decay", "1e-4", "--epochs", "20", "--device", "cpu",
         "--json",
     )  # fmt: skip
     assert code == 0, err
@@ -124,7 +139,7 @@ def test_a_shot_head_beats_a_video_head_on_shot_labels(shot_corpus, tmp_path):
     # a video-level label is right for at most one of a video's two shots
     assert np.mean(video_hits) <= 0.5 < np.mean(shot_hits) and np.mean(shot_hits) >= 5 / 6, (shot_hits, video_hits)
     metrics = api.evaluate(tmp_path / "shot", cache, split="test", device="cpu")
-    assert metrics["items"] == "shots" and metrics["shots"] == 6
+    assert metrics["items"] == "shots" and metrics["shots"] == 6 and metrics["videos"] == 3
     assert metrics["top1"] == pytest.approx(np.mean(shot_hits))
     # the video head scored on shots (--items shots): each shot gets the same labels as its video
     scored = api.predict(tmp_path / "video", cache, split="test", device="cpu", items="shots")
@@ -148,3 +163,6 @@ def test_a_video_without_shots_is_a_one_line_error(tmp_path, tiny_checkpoint):
     assert "\n" not in message and "--views shots" in message and "has no shots" in message, message
     with pytest.raises(ConfigError, match="needs items='shots'"):
         TrainConfig(shot_labels="labels.csv")
+    mined = TrainConfig(head="temporal", items="shots", options=HEADS.options("temporal", hard_negatives=3))
+    with pytest.raises(ConfigError, match="lists per video, not per shot"):  # before anything is read
+        api.train(tmp_path / "cache", tmp_path / "mined", config=mined)

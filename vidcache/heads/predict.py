@@ -191,7 +191,7 @@ def evaluate_run(
             metrics.update(
                 retrieval_recall_at_k(embeddings, targets, gallery_embeddings, gallery.targets.numpy())  # type: ignore[arg-type]
             )
-    count = {"shots": len(source)} if items == "shots" else {}
+    count = {"videos": len(set(source.shot_video)), "shots": len(source)} if items == "shots" else {}  # type: ignore[attr-defined]
     return {"split": split, "videos": len(source), **count, "items": items, "run": str(run_dir), **metrics}
 
 
