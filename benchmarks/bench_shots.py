@@ -76,10 +76,12 @@ def extract_costs(work: Path, seconds: float, clip_model: str) -> dict:
     return out
 
 
-def content_alternations(work: Path, seconds: float, clip_model: str, rounds: int) -> dict:
-    """clip alone and clip + shots (content) on the same file, alternating, the order flipped each round."""
+def content_alternations(work: Path, seconds: float, clip_model: str, rounds: int, video: Path | None = None) -> dict:
+    """clip alone and clip + shots (content) on the same file (`video`, default the bundled one),
+    alternating, the order flipped each round."""
+    video = video or bundled_video()
     manifest = work / "alt.csv"
-    manifest.write_text(f"path,start_s,end_s\n{bundled_video()},0,{seconds}\n")
+    manifest.write_text(f"path,start_s,end_s\n{video},0,{seconds}\n")
     clip = ClipConfig(model=clip_model, pretrained="none")
     runs = {
         "clip": lambda: timed_extract(work, "a", manifest, ("clip",), clip=clip)[0],
@@ -103,13 +105,14 @@ def content_alternations(work: Path, seconds: float, clip_model: str, rounds: in
         "median_ratio": float(np.median(ratios)),
         "median_clip_s_per_video_s": float(np.median(times["clip"])) / seconds,
         "median_clip+content_s_per_video_s": float(np.median(times["clip+content"])) / seconds,
-        "content_detector": content_cost(seconds),
+        "video": str(video),
+        "content_detector": content_cost(seconds, video),
     }
 
 
-def content_cost(seconds: float) -> dict:
+def content_cost(seconds: float, video: Path) -> dict:
     """The content detector alone on the frames the shots view gives it (every frame, at its work size)."""
-    with av.open(str(bundled_video())) as container:
+    with av.open(str(video)) as container:
         stream = container.streams.video[0]
         size = work_size(stream.codec_context.width, stream.codec_context.height)
         count = int(seconds * float(stream.average_rate))
@@ -188,13 +191,16 @@ def main() -> None:
     parser.add_argument("--batch-windows", type=int, default=8)
     parser.add_argument("--check", action="store_true", help="Also the whole bundled video vs the reference.")
     parser.add_argument("--alternations", type=int, default=0, help="Only clip vs clip+content, N rounds (d).")
+    parser.add_argument("--video", type=Path, default=None, help="(d) on this file instead of the bundled video.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     out: dict = {"load_1min": os.getloadavg()[0], "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.alternations:
-            out["alternations"] = content_alternations(work, args.seconds, args.clip_model, args.alternations)
+            out["alternations"] = content_alternations(
+                work, args.seconds, args.clip_model, args.alternations, args.video
+            )
             out["load_1min_after"] = os.getloadavg()[0]
             print(json.dumps(out, indent=None if args.json else 2, sort_keys=True))
             return

@@ -146,11 +146,9 @@ def _shot_sources(run: LoadedRun, cache: Cache, splits: tuple[str, ...]) -> tupl
     config = run.config
     found, sources = shot_data(
         cache, config.all_views, task=run.resolved["task"], val_fraction=config.val_fraction,
-        pooling=config.shot_pooling, shot_labels=config.shot_labels, splits=splits,
+        pooling=config.shot_pooling, shot_labels=config.shot_labels, splits=splits, vocabulary=run.vocabulary,
     )  # fmt: skip
     for source in sources.values():
-        source.targets = multi_hot(source.video_ids, found.labels, run.vocabulary)  # the run's classes, in its order
-        source._held.targets = source.targets  # type: ignore[union-attr]
         _check_dims(run, source)
     return found, sources
 
@@ -191,8 +189,9 @@ def evaluate_run(
             metrics.update(
                 retrieval_recall_at_k(embeddings, targets, gallery_embeddings, gallery.targets.numpy())  # type: ignore[arg-type]
             )
-    count = {"videos": len(set(source.shot_video)), "shots": len(source)} if items == "shots" else {}  # type: ignore[attr-defined]
-    return {"split": split, "videos": len(source), **count, "items": items, "run": str(run_dir), **metrics}
+    videos = len(set(source.shot_video)) if items == "shots" else len(source)  # type: ignore[attr-defined]
+    shots = {"shots": len(source)} if items == "shots" else {}
+    return {"split": split, "videos": videos, **shots, "items": items, "run": str(run_dir), **metrics}
 
 
 def predict_run(

@@ -136,9 +136,10 @@ def shot_splits(
     labels = {item: video_labels[video] for item, video in zip(items.ids, items.video_id, strict=True)}
     if shot_labels is not None:
         counts = pd.Series(items.video_id).value_counts().to_dict() if items.ids else {}
+        elsewhere = set(cache.video_ids(SHOTS_VIEW)) - set(counts)
         for (video_id, index), given in read_shot_labels(shot_labels).items():
-            if video_id not in counts and video_id in set(cache.video_ids(SHOTS_VIEW)):
-                continue  # a video outside the views trained on: not an item here
+            if video_id in elsewhere:
+                continue  # a video with shots but none of the views trained on: not an item here
             if index >= counts.get(video_id, 0):
                 raise ConfigError(
                     f"--shot-labels {shot_labels}: {video_id!r} has {counts.get(video_id, 0)} shot(s) in "
@@ -200,8 +201,10 @@ def shot_data(
     pooling: str,
     shot_labels: str | None,
     splits: tuple[str, ...],
+    vocabulary: list[str] | None = None,
 ) -> tuple[Splits, dict[str, ShotSource]]:
-    """The shot items of the videos' splits and a source per split in `splits`."""
+    """The shot items of the videos' splits and a source per split in `splits`, its targets over
+    `vocabulary` (default: the classes of the shots' train split; eval passes the run's)."""
     from .data import assign_splits, multi_hot
 
     check_shots_extracted(cache, sorted(set().union(*(cache.video_ids(view) for view in views))))
@@ -211,8 +214,9 @@ def shot_data(
     result = shot_splits(
         cache, video_ids, video_labels, items, task=task, val_from_train=val_from_train, shot_labels=shot_labels
     )
+    classes = result.vocabulary if vocabulary is None else vocabulary
     sources = {
-        split: ShotSource(items, result.ids[split], multi_hot(result.ids[split], result.labels, result.vocabulary))
+        split: ShotSource(items, result.ids[split], multi_hot(result.ids[split], result.labels, classes))
         for split in splits
     }
     return result, sources
