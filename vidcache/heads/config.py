@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from ..fields import check, check_choice, setting
@@ -97,6 +98,8 @@ class TrainConfig:
         check_choice(self, "items", self.items, Items)
         check_choice(self, "shot_pooling", self.shot_pooling, ShotPooling)
         check(self, "shot_labels", self.shot_labels is None or self.items == "shots", "needs items='shots'")
+        if self.shot_labels:  # recorded resolved: eval/predict find the file from another working directory
+            object.__setattr__(self, "shot_labels", str(Path(self.shot_labels).resolve()))
         object.__setattr__(self, "views", tuple(self.views))  # JSON round trips give lists
         if self.views:  # the first of several views is the one single-view code reads
             object.__setattr__(self, "view", self.views[0])
