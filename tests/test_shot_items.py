@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from vidcache.extract.config import ExtractConfig
 from vidcache.extract.views.clip import ClipConfig
 from vidcache.extract.views.shots.settings import ShotsConfig
 from vidcache.heads import HEADS, api
-from vidcache.heads.config import TrainConfig
+from vidcache.heads.config import Items, TrainConfig
 from vidcache.heads.shot_items import read_shot_items
 from vidcache.synth import write_video
 
@@ -160,6 +161,11 @@ def test_a_video_without_shots_is_a_one_line_error(tmp_path, tiny_checkpoint):
     assert code != 0
     message = json.loads(out)["error"]
     assert "\n" not in message and "--views shots" in message and "has no shots" in message, message
+    from vidcache.commands.heads import eval_cmd, predict
+
+    for command in (eval_cmd, predict):  # written out there so the CLI starts without torch: the same choices
+        option = next(p for p in command.params if p.name == "items")
+        assert tuple(option.type.choices) == get_args(Items)
     with pytest.raises(ConfigError, match="needs items='shots'"):
         TrainConfig(shot_labels="labels.csv")
     mined = TrainConfig(head="temporal", items="shots", options=HEADS.options("temporal", hard_negatives=3))
