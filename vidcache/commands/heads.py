@@ -133,12 +133,18 @@ def train(ctx: click.Context, cache_dir: str, run_dir: str, resume: bool, sweep:
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--items",
+    default=None,
+    type=click.Choice(["videos", "shots"]),
+    help="videos, or shots of the shots view (default: what the run was trained on).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(run_dir: str, cache_dir: str, split: str, device: str, as_json: bool) -> None:
+def eval_cmd(run_dir: str, cache_dir: str, split: str, device: str, items: str | None, as_json: bool) -> None:
     """Metrics of a trained head on a split (mAP, GAP@20, F1 at 0.5 and tuned, top-k, retrieval R@k)."""
     from ..heads import api
 
-    metrics = api.evaluate(run_dir, cache_dir, split=split, device=device)
+    metrics = api.evaluate(run_dir, cache_dir, split=split, device=device, items=items)  # type: ignore[arg-type]
     if as_json:
         click.echo(json.dumps(metrics, sort_keys=True))
     else:
@@ -158,6 +164,12 @@ def eval_cmd(run_dir: str, cache_dir: str, split: str, device: str, as_json: boo
     help="Store the head's video embeddings in the cache as this new view (index and mine it like any view).",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--items",
+    default=None,
+    type=click.Choice(["videos", "shots"]),
+    help="videos, or shots of the shots view (default: what the run was trained on).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def predict(
     run_dir: str,
@@ -167,11 +179,13 @@ def predict(
     top_k: int | None,
     write_view: str | None,
     device: str,
+    items: str | None,
     as_json: bool,
 ) -> None:
-    """Scores per (video, label) to --out FILE.parquet (video_id, label, score, predicted); for a
-    representation head (contrastive) --out holds video_id, embedding. --write-view NAME stores the
-    embeddings in the cache as a view."""
+    """Scores per (video, label) to --out FILE.parquet (video_id, label, score, predicted); --items
+    shots: one row per shot (video_id, shot_index, start_s, end_s, predicted, score_<label> per class).
+    For a representation head (contrastive) --out holds video_id, embedding. --write-view NAME stores
+    the embeddings in the cache as a view."""
     if out_path is None and write_view is None:  # before torch loads: a usage error is instant
         raise click.UsageError("give --out FILE.parquet, --write-view NAME, or both")
     from ..extract.views import VIEWS
@@ -190,8 +204,11 @@ def predict(
         if not as_json:
             click.echo(f"{count} video embeddings → view {write_view!r} of {cache_dir}")
     if out_path is not None:
-        frame = api.predict(run_dir, cache_dir, split=split, top_k=top_k, device=device, out=out_path)
-        if "label" in frame:
+        frame = api.predict(run_dir, cache_dir, split=split, top_k=top_k, device=device, out=out_path, items=items)  # type: ignore[arg-type]
+        if "shot_index" in frame:
+            info.update(videos=int(frame["video_id"].nunique()), shots=len(frame))
+            what = f"{len(frame)} shots of {info['videos']} videos"
+        elif "label" in frame:
             fallback, warnings = api.threshold_fallback(run_dir)
             info.update(threshold_fallback=fallback, warnings=warnings)
             for warning in warnings:

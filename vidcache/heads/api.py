@@ -24,7 +24,7 @@ import pandas as pd
 from ..errors import ConfigError
 from ..fields import check, check_choice
 from .base import HEADS
-from .config import TrainConfig
+from .config import Items, TrainConfig
 from .train import TrainSummary
 
 Split = Literal["train", "val", "test"]
@@ -135,14 +135,19 @@ def run_kind(run: str | Path) -> RunKind:
     return json.loads((Path(run) / "config.json").read_text()).get("head_kind", "classify")
 
 
-def evaluate(run: str | Path, cache: str | Path, *, split: Split = "test", device: Device = "auto") -> dict:
+def evaluate(
+    run: str | Path, cache: str | Path, *, split: Split = "test", device: Device = "auto", items: Items | None = None
+) -> dict:
     """Metrics of a trained head on a split of the cache: mAP, GAP@20, F1 at 0.5 and at the tuned
-    thresholds, top-k (classifiers); retrieval R@k against the training videos (representation heads)."""
+    thresholds, top-k (classifiers); retrieval R@k against the training videos (representation heads).
+    `items`: videos or shots (default: what the run was trained on)."""
     from .predict import evaluate_run
 
     check_choice("evaluate", "split", split, Split)
     check_choice("evaluate", "device", device, Device)
-    return evaluate_run(run, cache, split=split, device=device)
+    if items is not None:
+        check_choice("evaluate", "items", items, Items)
+    return evaluate_run(run, cache, split=split, device=device, items=items)
 
 
 def predict(
@@ -153,10 +158,13 @@ def predict(
     top_k: int | None = None,
     device: Device = "auto",
     out: str | Path | None = None,
+    items: Items | None = None,
 ) -> pd.DataFrame:
     """Per (video, label): score and predicted (at the run's thresholds), for every video of the
     cache or of `split`, the `top_k` best labels per video when given. A representation head gives
-    video_id, embedding instead. With `out` (FILE.parquet) the frame is also written, atomically."""
+    video_id, embedding instead. With `out` (FILE.parquet) the frame is also written, atomically.
+    `items` shots (default: what the run was trained on): one row per shot, video_id, shot_index,
+    start_s, end_s, predicted (labels) and score_<label> per class."""
     import numpy as np
 
     from .predict import predict_embeddings, predict_run
@@ -165,8 +173,10 @@ def predict(
         check_choice("predict", "split", split, Split)
     check_choice("predict", "device", device, Device)
     check("predict", "top_k", top_k is None or top_k >= 1, "must be >= 1", value=top_k)
+    if items is not None:
+        check_choice("predict", "items", items, Items)
     if run_kind(run) == "classify":
-        frame = predict_run(run, cache, split=split, top_k=top_k, device=device)
+        frame = predict_run(run, cache, split=split, top_k=top_k, device=device, items=items)
     else:
         video_ids, embeddings, _ = predict_embeddings(run, cache, split=split, device=device)
         frame = pd.DataFrame({"video_id": video_ids, "embedding": list(embeddings.astype(np.float32))})

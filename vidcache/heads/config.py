@@ -9,12 +9,15 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from ..fields import check, check_choice, setting
 
 Task = Literal["auto", "multi-label", "single-label"]
 Device = Literal["auto", "cpu", "cuda"]
+Items = Literal["videos", "shots"]
+ShotPooling = Literal["mean", "max"]
 CONFIG_VERSION = 2  # RUN/config.json: 2 = the head's own options; 1 (no key) = one shared option bag
 
 # fields of the shared option bag (config version 1) that lived at the top of TrainConfig and are now
@@ -45,6 +48,17 @@ class TrainConfig:
     view: str = setting("clip", help="The cached view to train on.")
     views: tuple[str, ...] = setting(
         (), help="Several views for a multi-view head (fusion), e.g. clip,audio,motion.", flag="--views"
+    )
+    items: Items = setting(
+        "videos",
+        help="What the head classifies: videos, or shots (one item per row of the shots view, the view's rows "
+        "pooled over the shot; split and labels from its video unless --shot-labels gives them).",
+    )
+    shot_pooling: ShotPooling = setting("mean", help="--items shots: how a shot's rows of the view are pooled.")
+    shot_labels: str | None = setting(
+        None,
+        help="--items shots: a CSV/parquet of video_id,shot_index,labels (labels ;-separated, shot_index from 0): "
+        "these shots' labels replace their video's.",
     )
     epochs: int | None = setting(
         None,
@@ -81,6 +95,11 @@ class TrainConfig:
         check_choice(self, "head", self.head, HEADS.names())
         check_choice(self, "task", self.task, Task)
         check_choice(self, "device", self.device, Device)
+        check_choice(self, "items", self.items, Items)
+        check_choice(self, "shot_pooling", self.shot_pooling, ShotPooling)
+        check(self, "shot_labels", self.shot_labels is None or self.items == "shots", "needs items='shots'")
+        if self.shot_labels:  # recorded resolved: eval/predict find the file from another working directory
+            object.__setattr__(self, "shot_labels", str(Path(self.shot_labels).resolve()))
         object.__setattr__(self, "views", tuple(self.views))  # JSON round trips give lists
         if self.views:  # the first of several views is the one single-view code reads
             object.__setattr__(self, "view", self.views[0])

@@ -49,6 +49,15 @@ def make_splits(
 ) -> Splits:
     """Splits from the manifest's `split` column over the videos with rows in any of `views`; fails
     loudly on leakage, empty splits and classes absent from train."""
+    ids, labels, val_from_train = assign_splits(cache, views, val_fraction=val_fraction)
+    return label_splits(ids, labels, task=task, val_from_train=val_from_train)
+
+
+def assign_splits(
+    cache: Cache, views: str | list[str] | tuple[str, ...], *, val_fraction: float = 0.1
+) -> tuple[dict[str, list[str]], dict[str, tuple[str, ...]], bool]:
+    """(split → video ids, video id → labels, whether val was carved from train) of the videos with
+    rows in any of `views`, from the manifest's `split` column; fails loudly on leakage and an empty train."""
     views = [views] if isinstance(views, str) else list(views)
     done = set().union(*(cache.video_ids(view) for view in views))
     entries = cache.entries()
@@ -89,6 +98,14 @@ def make_splits(
         ids[TRAIN] = [v for v in ids[TRAIN] if v not in set(carved)]
     if not ids[TRAIN]:
         raise SplitError("the train split is empty; mark training videos with split=train in the manifest")
+    return ids, labels, val_from_train
+
+
+def label_splits(
+    ids: dict[str, list[str]], labels: dict[str, tuple[str, ...]], *, task: str, val_from_train: bool
+) -> Splits:
+    """`Splits` of items already assigned to splits (videos, or shots inheriting their video's split):
+    the vocabulary of train, the task, and the checks that make the numbers meaningful."""
     vocabulary = sorted({label for v in ids[TRAIN] for label in labels[v]})
     if not vocabulary:
         raise SplitError("no labels in the train split; the manifest needs a labels column")

@@ -15,10 +15,11 @@ import torch
 from ..cache.reader import Cache
 from ..device import resolve_device
 from ..errors import ConfigError
+from ..fields import check_choice
 from .checkpoint import load_checkpoint
-from .config import TrainConfig
+from .config import Items, TrainConfig
 from .context import HeadContext
-from .data import TEST, TRAIN, SplitSource, make_splits, multi_hot
+from .data import TEST, TRAIN, Splits, SplitSource, make_splits, multi_hot
 from .metrics import evaluate, retrieval_recall_at_k
 from .train import build_head, predict_scores
 
@@ -108,11 +109,15 @@ def _source(run: LoadedRun, cache: Cache, video_ids: list[str], labels: dict) ->
         max_frames=run.config.max_frames,
         memory_budget_bytes=run.config.memory_budget_gb * 2**30,
     )
+    _check_dims(run, source)
+    return source
+
+
+def _check_dims(run: LoadedRun, source: SplitSource) -> None:
     expected = run.resolved.get("input_dims") or {run.config.view: run.resolved["input_dim"]}
     for view, dim in source.dims.items():
         if dim != expected[view]:
             raise ConfigError(f"view {view!r} has dimension {dim}; the head expects {expected[view]}")
-    return source
 
 
 def _video_ids(run: LoadedRun, cache: Cache, split: str | None) -> tuple[list[str], dict]:
@@ -128,17 +133,47 @@ def _video_ids(run: LoadedRun, cache: Cache, split: str | None) -> tuple[list[st
     return video_ids, labels
 
 
-def evaluate_run(run_dir: str | Path, cache_dir: str | Path, *, split: str = TEST, device: str = "auto") -> dict:
+def _items(run: LoadedRun, items: str | None) -> str:
+    """The items to score: as given, else those the run was trained on."""
+    chosen = items or run.config.items
+    check_choice("evaluate", "items", chosen, Items)
+    return chosen
+
+
+def _shot_sources(run: LoadedRun, cache: Cache, splits: tuple[str, ...]) -> tuple[Splits, dict[str, SplitSource]]:
+    from .shot_items import shot_data
+
+    config = run.config
+    found, sources = shot_data(
+        cache, config.all_views, task=run.resolved["task"], val_fraction=config.val_fraction,
+        pooling=config.shot_pooling, shot_labels=config.shot_labels, splits=splits, vocabulary=run.vocabulary,
+    )  # fmt: skip
+    for source in sources.values():
+        _check_dims(run, source)
+    return found, sources
+
+
+def evaluate_run(
+    run_dir: str | Path, cache_dir: str | Path, *, split: str = TEST, device: str = "auto", items: str | None = None
+) -> dict:
+    """Metrics of the run on a split of the cache; `items` (videos or shots; default: the run's)."""
     torch_device = resolve_device(device)
     run = load_run(run_dir, device=torch_device)
+    items = _items(run, items)
     with Cache(cache_dir) as cache:
         check_cache_matches(run, cache)
-        splits = make_splits(
-            cache, run.config.all_views, task=run.resolved["task"], val_fraction=run.config.val_fraction
-        )
+        if items == "shots":
+            splits, shot_sources = _shot_sources(run, cache, (split, TRAIN) if split != TRAIN else (TRAIN,))
+        else:
+            splits = make_splits(
+                cache, run.config.all_views, task=run.resolved["task"], val_fraction=run.config.val_fraction
+            )
         if split not in splits.ids or not splits.ids[split]:
             raise ConfigError(f"split {split!r} is empty in cache {cache_dir}; choose one of train, val, test")
-        source = _source(run, cache, splits.ids[split], splits.labels)
+        if items == "shots":
+            source = shot_sources[split]
+        else:
+            source = _source(run, cache, splits.ids[split], splits.labels)
         scores, embeddings = predict_scores(run.model, source, torch_device)
         targets = source.targets.numpy()
         metrics = {}
@@ -147,14 +182,16 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, *, split: str = TES
                 targets, scores, multi_label=run.multi_label, thresholds=run.thresholds if run.multi_label else None
             )
         if split != TRAIN and splits.ids[TRAIN]:
-            gallery = _source(run, cache, splits.ids[TRAIN], splits.labels)
+            gallery = shot_sources[TRAIN] if items == "shots" else _source(run, cache, splits.ids[TRAIN], splits.labels)
             gallery_scores, gallery_embeddings = predict_scores(run.model, gallery, torch_device)
             if embeddings is None:  # heads without an embedding: retrieve with their class scores
                 embeddings, gallery_embeddings = scores, gallery_scores
             metrics.update(
                 retrieval_recall_at_k(embeddings, targets, gallery_embeddings, gallery.targets.numpy())  # type: ignore[arg-type]
             )
-    return {"split": split, "videos": len(source), "run": str(run_dir), **metrics}
+    videos = len(set(source.shot_video)) if items == "shots" else len(source)  # type: ignore[attr-defined]
+    shots = {"shots": len(source)} if items == "shots" else {}
+    return {"split": split, "videos": videos, **shots, "items": items, "run": str(run_dir), **metrics}
 
 
 def predict_run(
@@ -164,20 +201,29 @@ def predict_run(
     split: str | None = None,
     top_k: int | None = None,
     device: str = "auto",
+    items: str | None = None,
 ) -> pd.DataFrame:
     """Scores for every (video, class) of the cache's videos (or one split), as a long table
-    `video_id, label, score` (plus `predicted` at the run's tuned thresholds / argmax)."""
+    `video_id, label, score` (plus `predicted` at the run's tuned thresholds / argmax). `items`
+    shots (default: the run's items): one row per shot, `video_id, shot_index, start_s, end_s,
+    predicted` (its predicted labels) and a `score_<label>` column per class."""
     torch_device = resolve_device(device)
     run = load_run(run_dir, device=torch_device)
+    items = _items(run, items)
     if run.model.kind != "classify":
         raise ConfigError(
             f"{run_dir} is a {run.config.head} head: it makes embeddings, not class scores; "
             "use `vidcache predict --write-view NAME` (or --embeddings FILE.parquet)"
         )
+    if items == "shots" and top_k is not None:
+        raise ConfigError("--top-k keeps labels of the long video table; with --items shots every class has a column")
     with Cache(cache_dir) as cache:
         check_cache_matches(run, cache)
-        video_ids, labels = _video_ids(run, cache, split)
-        source = _source(run, cache, video_ids, labels)
+        if items == "shots":
+            source = _predict_shot_source(run, cache, split)
+        else:
+            video_ids, labels = _video_ids(run, cache, split)
+            source = _source(run, cache, video_ids, labels)
         scores, _ = predict_scores(run.model, source, torch_device)
     n, c = scores.shape
     if run.multi_label:
@@ -185,6 +231,8 @@ def predict_run(
     else:
         predicted = np.zeros_like(scores, dtype=bool)
         predicted[np.arange(n), scores.argmax(axis=1)] = True
+    if items == "shots":
+        return _shot_table(run, source, scores, predicted)  # type: ignore[arg-type]
     frame = pd.DataFrame(
         {
             "video_id": np.repeat(np.array(video_ids, dtype=object), c),
@@ -200,6 +248,35 @@ def predict_run(
             .head(top_k)
             .reset_index(drop=True)
         )
+    return frame
+
+
+def _predict_shot_source(run: LoadedRun, cache: Cache, split: str | None):
+    """The shots of one split's videos, or of every video with the run's views."""
+    from .shot_items import ShotSource, read_shot_items
+
+    if split is not None:
+        return _shot_sources(run, cache, (split,))[1][split]
+    video_ids, _ = _video_ids(run, cache, None)
+    shot_items = read_shot_items(cache, video_ids, run.config.all_views, pooling=run.config.shot_pooling)
+    source = ShotSource(shot_items, shot_items.ids, torch.zeros(len(shot_items.ids), len(run.vocabulary)))
+    _check_dims(run, source)
+    return source
+
+
+def _shot_table(run: LoadedRun, source, scores: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
+    vocabulary = np.array(run.vocabulary, dtype=object)
+    frame = pd.DataFrame(
+        {
+            "video_id": np.array(source.shot_video, dtype=object),
+            "shot_index": source.shot_index.astype(np.int64),
+            "start_s": source.start_s.astype(np.float64),
+            "end_s": source.end_s.astype(np.float64),
+            "predicted": [list(vocabulary[row]) for row in predicted],
+        }
+    )
+    for k, label in enumerate(run.vocabulary):
+        frame[f"score_{label}"] = scores[:, k].astype(np.float64)
     return frame
 
 

@@ -51,7 +51,15 @@ def with_defaults(config: TrainConfig) -> TrainConfig:
 def _trial_epochs(cache_dir: str | Path, config: TrainConfig) -> tuple[int, bool, list[str]]:
     """(epochs of a trial, whether val can choose, warnings) from the splits, without reading features."""
     with Cache(cache_dir) as cache:
-        splits = make_splits(cache, config.all_views, task=config.task, val_fraction=config.val_fraction)
+        if config.items == "shots":  # the items are the shots: their counts set the trial's epochs
+            from .shot_items import shot_data
+
+            splits, _ = shot_data(
+                cache, config.all_views, task=config.task, val_fraction=config.val_fraction,
+                pooling=config.shot_pooling, shot_labels=config.shot_labels, splits=(),
+            )  # fmt: skip
+        else:
+            splits = make_splits(cache, config.all_views, task=config.task, val_fraction=config.val_fraction)
     full = resolve_schedule(config, train_videos=len(splits.ids[TRAIN])).epochs or 1
     targets = multi_hot(splits.ids[VAL], splits.labels, splits.vocabulary)
     kind = HEADS.get(config.head).kind

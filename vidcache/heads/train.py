@@ -29,7 +29,7 @@ from .base import HEADS, Head, TrainingError
 from .blend import blend_probe
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import CONFIG_VERSION, TrainConfig, resolve_schedule
-from .context import HeadContext, build_context, precheck_inputs
+from .context import HeadContext, MinedNegatives, MinedNeighbours, build_context, precheck_inputs
 from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
 from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds_with_evidence
 from .search import SEARCH_DIR, needs_search, search_hyperparameters, with_defaults
@@ -454,7 +454,14 @@ def train(
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise ConfigError(f"run directory {run_dir} is not empty; use another --out or add --resume")
-    precheck_inputs(cache_dir, HEADS.get(config.head).inputs(config.options))  # before the search writes
+    inputs = HEADS.get(config.head).inputs(config.options)
+    mined = [type(i).__name__ for i in inputs if isinstance(i, MinedNegatives | MinedNeighbours)]
+    if config.items == "shots" and mined:  # mined lists are per video: a shot item has none
+        raise ConfigError(
+            f"--items shots: the {config.head} head's mined inputs ({', '.join(mined)}) are lists per video, "
+            "not per shot; train without them (--hard-negatives 0 / --cross-view-k 0) or on --items videos"
+        )
+    precheck_inputs(cache_dir, inputs)  # before the search writes
     search = None
     if HEADS.get(config.head).trains_by_steps(config.options):
         if needs_search(config):
@@ -488,6 +495,15 @@ def load_data(cache: Cache, config: TrainConfig) -> TrainData:
     """What `_train_once` reads from the cache; depends only on the config's views, task, split and
     memory settings, not on the head or its optimisation."""
     views = config.all_views
+    identities = {view: cache.view_info(view) for view in views}
+    if config.items == "shots":  # one pooled row per shot, held in memory
+        from .shot_items import shot_data
+
+        splits, shot_sources = shot_data(
+            cache, views, task=config.task, val_fraction=config.val_fraction, pooling=config.shot_pooling,
+            shot_labels=config.shot_labels, splits=(TRAIN, VAL),
+        )  # fmt: skip
+        return TrainData(cache, splits, shot_sources[TRAIN], shot_sources[VAL], identities[config.view], identities)
     splits: Splits = make_splits(cache, views, task=config.task, val_fraction=config.val_fraction)
     budget = config.memory_budget_gb * 2**30
     located: dict = {}  # each view's catalog locations, read once for both splits
@@ -503,7 +519,6 @@ def load_data(cache: Cache, config: TrainConfig) -> TrainData:
         )
         for split in (TRAIN, VAL)
     }
-    identities = {view: cache.view_info(view) for view in views}
     return TrainData(cache, splits, sources[TRAIN], sources[VAL], cache.view_info(config.view), identities)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, shard_dir
 from ..cache.reader import Cache
+from .shot_strip import shot_strip
 
 STATUSES = (STATUS_DONE, STATUS_ABSENT, STATUS_FAILED)
 HISTOGRAM_BINS = 30
@@ -205,6 +206,7 @@ def cache_facts(cache: Cache, *, max_failures: int, gallery: int = 0, seed: int 
                 "size": f"{info['width']}×{info['height']}" if info.get("width") else None,
                 "fps": info.get("avg_fps"),
                 "statuses": statuses[video_id],
+                "shots": shot_strip(cache, video_id, entries.get(video_id, {}).get("path", "")),
             }
         )
     return CacheFacts(

@@ -5,7 +5,8 @@ data: images load), so the page behaves the same offline, and opening it never c
 
 Size bound: plotly.js (~4.8 MB, fixed) + ~40 KB per view + at most `max_failures` failure rows
 (thumbnails on the first `sample` of them) + thumbnails of `sample` gallery videos and of `sample`
-mined videos with `videos_per_video` negatives each, ≤ 12 KiB each (×4/3 in base64) + per run at most
+mined videos with `videos_per_video` negatives each, ≤ 12 KiB each (×4/3 in base64) + with a shots
+view at most 12 shot pictures of ≤ 4 KiB per gallery video (`shot_strip`: ≤ 1.6 MB more) + per run at most
 `max_classes` classes in charts and tables. With the defaults (200, 24, 4, 60): at most about
 4.8 MB + 2.7 MB of thumbnails (typically 0.7) + 0.3 MB per run, whatever the corpus size; the page
 says what it left out.
@@ -26,6 +27,7 @@ from ..cache.thumbnails import read_thumbnail
 from ..version import __version__
 from . import charts
 from .collect import CacheFacts, MiningFacts, RunFacts, cache_facts, mining_facts, run_facts
+from .shot_strip import ShotStrip
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; font-src data:"
 SECTIONS = ("cache", "mining", "runs", "compare")
@@ -48,6 +50,8 @@ align-items:center;justify-content:center}
 .small{font-size:12px;color:#555}
 .mined{display:flex;gap:14px;align-items:flex-start;border-top:1px solid #eee;padding:10px 0}
 .negs{display:flex;gap:8px;flex-wrap:wrap}.neg{font-size:11px;width:124px;overflow-wrap:anywhere}
+.strip{display:flex;gap:4px;overflow-x:auto;padding:4px 0 10px}.shot{margin:0;font-size:11px;color:#555}
+.shot-thumb{height:54px;width:auto;display:block;border-radius:2px}
 .note{background:#fff8e1;border-left:4px solid #e9c46a;padding:6px 10px;font-size:13px}
 """
 
@@ -111,6 +115,25 @@ class _Thumbs:
         return f'<img class="thumb" src="{uri}" alt="{_e(video_id)}" title="{_e(video_id)}">'
 
 
+def _shot_strip(strip: ShotStrip) -> str:
+    """One video's shots, in order: a picture and its start–end times each."""
+    figures = []
+    for k, (start, end, data) in enumerate(zip(strip.start_s, strip.end_s, strip.jpegs, strict=True)):
+        picture = (
+            f'<img class="shot-thumb" src="data:image/jpeg;base64,{base64.b64encode(data).decode()}" alt="shot {k}">'
+            if data
+            else '<div class="thumb missing">no picture</div>'
+        )
+        caption = f"<figcaption>{k}: {start:.2f}–{end:.2f} s</figcaption>"
+        figures.append(f'<figure class="shot" data-shot="{k}">{picture}{caption}</figure>')
+    more = f" (the first {len(figures)} shown)" if strip.shots > len(figures) else ""
+    note = f'<p class="small">{_e(strip.note)}</p>' if strip.note else ""
+    return (
+        f'<div class="shots" data-video="{_e(strip.video_id)}"><b>{_e(strip.video_id)}</b> '
+        f'<span class="small">{strip.shots} shot(s){more}</span>{note}<div class="strip">{"".join(figures)}</div></div>'
+    )
+
+
 # sections --------------------------------------------------------------------------------------------------
 def _cache_section(facts: CacheFacts, thumbs: _Thumbs, *, thumbs_rows: int) -> str:
     parts = [
@@ -151,6 +174,9 @@ def _cache_section(facts: CacheFacts, thumbs: _Thumbs, *, thumbs_rows: int) -> s
                 + "</div>"
             )
         parts.append(f'<div class="negs gallery">{"".join(cards)}</div>')
+        strips = [_shot_strip(video["shots"]) for video in facts.gallery if video.get("shots") is not None]
+        if strips:
+            parts.append(f"<h3>Shots of the sampled videos (the middle frame of each shot)</h3>{''.join(strips)}")
     parts.append(f"<h3>Failures ({facts.failures_total})</h3>")
     if facts.failures:
         failure_rows = [
