@@ -20,6 +20,7 @@ from typing import NamedTuple
 from ..errors import CacheError, cache_write_error, fault_point, write_problem
 from ..redact import redact_text, redact_url
 from ..remote import is_url
+from . import counts
 from .layout import SCHEMA_VERSION, STATUS_DONE, catalog_path
 
 
@@ -54,6 +55,7 @@ CREATE INDEX IF NOT EXISTS items_by_shard ON items(shard, row_start);
 CREATE TABLE IF NOT EXISTS sources(
     video_id TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS items_by_view ON items(view, status, video_id);
+CREATE INDEX IF NOT EXISTS items_failed ON items(video_id, view) WHERE status = 'failed';
 CREATE TABLE IF NOT EXISTS runs(
     run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, command TEXT,
     config_json TEXT, summary_json TEXT);
@@ -99,6 +101,7 @@ class Catalog:
     def __init__(self, connection: sqlite3.Connection, path: Path):
         self._db = connection
         self.path = path
+        self._counts_usable: bool | None = None  # item_counts checked against items once per open
 
     @classmethod
     def open(cls, cache_dir: str | Path, *, create: bool = False) -> Catalog:
@@ -113,6 +116,7 @@ class Catalog:
                 db.executescript(_SCHEMA)
                 db.execute("INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
                 db.execute("INSERT OR IGNORE INTO meta VALUES('created_at', ?)", (now_iso(),))
+                counts.ensure_counts(db)  # an older catalog: its per-view counts, once (cache/counts.py)
             else:
                 db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
             version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -186,9 +190,8 @@ class Catalog:
         if view is not None:
             query += " AND view=?"
             args.append(view)
-        if status is not None:
-            query += " AND status=?"
-            args.append(status)
+        if status is not None:  # a literal, not a parameter: so SQLite can use the partial index items_failed
+            query += " AND status='" + status.replace("'", "''") + "'"
         return [Item(*row) for row in self._db.execute(query + " ORDER BY video_id", args)]
 
     def drop_videos(self, db: sqlite3.Connection, *, keep_only: Iterable[str] | None = None,
@@ -221,8 +224,22 @@ class Catalog:
         )
         return {row[0]: SourceRecord._make(row[1:]) for row in cursor}
 
+    def _counts(self, view: str) -> list[tuple] | None:
+        """The view's rows of `item_counts` (cache/counts.py), None when the catalog has none to trust."""
+        if self._counts_usable is None:
+            self._counts_usable = counts.usable(self._db)
+        return counts.counted(self._db, view) if self._counts_usable else None
+
     def status_counts(self, view: str) -> dict[str, tuple[int, int]]:
-        """{status: (items, rows)} of one view, counted by SQLite (an index scan, no Python loop)."""
+        """{status: (items, rows)} of one view: from the counts kept at write time, else counted by
+        SQLite (an index scan, no Python loop; an older catalog opened read-only)."""
+        kept = self._counts(view)
+        if kept is not None:
+            out: dict[str, tuple[int, int]] = {}
+            for status, _, _, _, _, n, rows in kept:
+                had = out.get(status, (0, 0))
+                out[status] = (had[0] + int(n), had[1] + int(rows))
+            return out
         cursor = self._db.execute(
             "SELECT status, count(*), coalesce(sum(row_count), 0) FROM items WHERE view=? GROUP BY status", (view,)
         )
@@ -241,7 +258,18 @@ class Catalog:
 
     def source_counts(self, view: str, key: str) -> tuple[dict[str, int], dict[str, int]]:
         """(`stream_counts(view, key)`, `decode_device_counts(view)`) from one pass over the items:
-        `status` of 1M videos parses each info_json once, not twice."""
+        `status` of 1M videos parses each info_json once, not twice; from the counts kept at write time
+        when the catalog has them."""
+        kept = self._counts(view)
+        if kept is not None:
+            column = {"video_stream": 2, "audio_stream": 3}[key]
+            streams: dict[str, int] = {}
+            devices: dict[str, int] = {}
+            for row in kept:
+                if row[1]:
+                    streams[row[column]] = streams.get(row[column], 0) + int(row[5])
+                    devices[row[4]] = devices.get(row[4], 0) + int(row[5])
+            return streams, dict(sorted(devices.items()))
         cursor = self._db.execute(
             "SELECT coalesce(CAST(json_extract(info_json, ?) AS TEXT), '?'), "
             "coalesce(json_extract(info_json, '$.decode_device'), 'cpu') || "
@@ -250,8 +278,7 @@ class Catalog:
             "AND json_extract(info_json, '$.feature_file') IS NULL GROUP BY 1, 2",
             (f"$.{key}", view, STATUS_DONE),
         )
-        streams: dict[str, int] = {}
-        devices: dict[str, int] = {}
+        streams, devices = {}, {}
         for index, device, n in cursor:
             streams[str(index)] = streams.get(str(index), 0) + int(n)
             devices[str(device)] = devices.get(str(device), 0) + int(n)
