@@ -21,7 +21,7 @@ _COLUMNS = ("path", "video_id", "labels", "split", "start_s", "end_s")
 # cells whose first or last character is not printable ASCII: Python's str.strip() may remove more
 # (or other) whitespace than the ASCII trim here, so such rows take the row-by-row rules
 _ODD_EDGE = r"^[^!-~]|[^!-~]$"
-_URL = r"^[A-Za-z][A-Za-z0-9+.-]*://"
+_PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n"  # printable ASCII and line ends: only ASCII trims
 _NOT_NORMAL = r"(^|/)\.\.?(/|$)|//|/$"  # what os.path.normpath would change, or a ".." relpath
 # a plain decimal float() and pyarrow's cast read alike (no sign, inf, nan, "_" or hex; short enough
 # to stay finite)
@@ -74,9 +74,6 @@ def plain_entries(data: bytes, sep: str, *, base: str, confine: bool, require_pa
 
     if b'"' in data or b"\x00" in data or data[:1] in (b"\n", b"\r"):
         return None
-    limit = csv.field_size_limit()  # a longer field is the csv module's error, in any column
-    if len(data) > limit and max(map(len, data.split(b"\n" if b"\n" in data else b"\r"))) > limit:
-        return None
     header = _header(data, sep)
     if header is None or ("path" not in header and (require_path or "video_id" not in header)):
         return None
@@ -86,6 +83,13 @@ def plain_entries(data: bytes, sep: str, *, base: str, confine: bool, require_pa
     if read is None:
         return None
     columns, n = read
+    limit = csv.field_size_limit()  # a longer field is the csv module's error, in any column
+    if len(data) > limit:
+        if any(name not in _COLUMNS for name in header):  # columns pyarrow did not keep: the lines
+            if max(map(len, data.split(b"\n" if b"\n" in data else b"\r"))) > limit:
+                return None
+        elif any(pc.max(pc.binary_length(cells)).as_py() > limit for cells in columns.values()):
+            return None
     if n == 0:
         return None
     empty = pa.array([""] * n, pa.string())
@@ -93,9 +97,10 @@ def plain_entries(data: bytes, sep: str, *, base: str, confine: bool, require_pa
     start, end = columns.get("start_s", empty), columns.get("end_s", empty)
 
     odd = pc.equal(pc.utf8_length(path), 0)
-    for cells in columns.values():
-        odd = pc.or_(odd, pc.match_substring_regex(cells, _ODD_EDGE))
-    odd = pc.or_(odd, pc.match_substring_regex(path, _URL))
+    if data.translate(None, _PLAIN_BYTES):  # a byte str.strip() may see differently: check cell edges
+        for cells in columns.values():
+            odd = pc.or_(odd, pc.match_substring_regex(cells, _ODD_EDGE))
+    odd = pc.or_(odd, pc.match_substring(path, "://"))  # a URL, or a path is_url might take for one
     odd = pc.or_(odd, pc.match_substring_regex(path, _NOT_NORMAL))
     for cells in (start, end):
         odd = pc.or_(odd, pc.and_(pc.not_equal(cells, ""), pc.invert(pc.match_substring_regex(cells, _NUMBER))))
@@ -119,21 +124,26 @@ def plain_entries(data: bytes, sep: str, *, base: str, confine: bool, require_pa
     split_values = [value or None for value in split.dictionary.to_pylist()]
     split_of = split.indices.to_pylist()
 
+    splits = [split_values[i] for i in split_of]
+    id_list = ids.to_pylist()
+    fields = (id_list, absolute_path.to_pylist(), labels, splits, *numbers, range(1, n + 1))
+    if not pc.any(odd).as_py():  # every row plain (the usual 1M-row manifest): built from C, no loop here
+        if len(set(id_list)) != n:
+            return None  # a duplicate video_id: reported with both rows by the csv-module reader
+        return list(map(VideoEntry, *fields))
     entries: list[VideoEntry] = []
-    odd_rows = odd.to_pylist()
-    fields = zip(ids.to_pylist(), absolute_path.to_pylist(), labels, split_of, *numbers, odd_rows, strict=True)
-    for row, (vid, absolute, row_labels, split_index, start_s, end_s, irregular) in enumerate(fields, start=1):
-        if irregular:  # the row-by-row rules; any problem: the csv-module reader reports it, with its line
-            record = {name: cells[row - 1].as_py() for name, cells in columns.items()}
-            entry, problems, _ = row_entry(f"row {row}", row, record, base=base, confine=confine,
-                                           require_path=require_path)  # fmt: skip
-            if problems or entry is None:
-                return None
-            entries.append(entry)
+    for *values, irregular in zip(*fields, odd.to_pylist(), strict=True):
+        if not irregular:
+            entries.append(VideoEntry(*values))
             continue
-        entries.append(VideoEntry(vid, absolute, row_labels, split_values[split_index], start_s, end_s, row))
+        row = values[-1]  # the row-by-row rules; any problem: the csv-module reader reports it, with its line
+        record = {name: cells[row - 1].as_py() for name, cells in columns.items()}
+        entry, problems, _ = row_entry(f"row {row}", row, record, base=base, confine=confine, require_path=require_path)
+        if problems or entry is None:
+            return None
+        entries.append(entry)
     if len({entry.video_id for entry in entries}) != len(entries):
-        return None  # a duplicate video_id: reported with both rows by the csv-module reader
+        return None
     return entries
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CacheError, cache_write_error, fault_point, write_problem
+from ..gcpause import paused_gc
 from ..redact import redact_text, redact_url
 from ..remote import is_url
 from . import counts
@@ -167,15 +168,16 @@ class Catalog:
         1M-row no-op re-run rewrote every row: 11 s of its time), compared as stored tuples."""
         labels_json: dict[tuple[str, ...], str] = {}  # a few distinct label sets: each encoded once
         rows = []
-        for e in entries:
-            labels = labels_json.get(e.labels)
-            if labels is None:
-                labels = labels_json[e.labels] = json.dumps(list(e.labels))
-            rows.append((e.video_id, _shown_path(e.path), labels, e.split, e.start_s, e.end_s))
-        if len(rows) >= BULK_ENTRIES:
-            recorded = set(self._db.execute("SELECT video_id, path, labels, split, start_s, end_s FROM entries"))
-            rows = [row for row in rows if row not in recorded]
-            del recorded
+        with paused_gc():  # 1M rows: see gcpause.py
+            for e in entries:
+                labels = labels_json.get(e.labels)
+                if labels is None:
+                    labels = labels_json[e.labels] = json.dumps(list(e.labels))
+                rows.append((e.video_id, _shown_path(e.path), labels, e.split, e.start_s, e.end_s))
+            if len(rows) >= BULK_ENTRIES:
+                recorded = set(self._db.execute("SELECT video_id, path, labels, split, start_s, end_s FROM entries"))
+                rows = [row for row in rows if row not in recorded]
+                del recorded
         if not rows:
             return
         with self.transaction() as db:
@@ -227,7 +229,8 @@ class Catalog:
         cursor = self._db.execute(
             "SELECT video_id, status, reason, source_size, source_mtime_ns FROM items WHERE view=?", (view,)
         )
-        return {row[0]: row for row in cursor}
+        with paused_gc():  # 1M rows: see gcpause.py
+            return {row[0]: row for row in cursor}
 
     def _counts(self, view: str) -> list[tuple] | None:
         """The view's rows of `item_counts` (cache/counts.py), None when the catalog has none to trust."""

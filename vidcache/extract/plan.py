@@ -26,6 +26,7 @@ from ..cache.store import SourceStat, check_cache_writable
 from ..cache.text import stale_text_message
 from ..config import to_json
 from ..errors import CacheError, cache_write_error
+from ..gcpause import paused_gc
 from ..manifest import VideoEntry
 from ..remote import is_url
 from ..version import __version__
@@ -101,13 +102,26 @@ def plan_videos(
     or failed before (with --retry-failed). Videos with nothing to do are counted in `summary`. With
     `check`, a source whose mtime changed but whose size and content hash did not is the same source
     (`check.restamp` then lists the records to give the new mtime)."""
+    with paused_gc():  # 1M plan tuples: see gcpause.py
+        return _plan(catalog, entries, views, summary, retry_failed=retry_failed, check=check)
+
+
+def _plan(catalog: Catalog, entries: list[VideoEntry], views: list[str], summary: ExtractSummary, *,
+          retry_failed: bool, check: SourceCheck | None) -> list:  # fmt: skip
     todo = []
     # a large manifest: one query per view, not one per (video, view) (1M lookups cost a 1M-video no-op
     # re-run a third of its time); a few videos against a large cache: the primary key, video by video
     bulk = len(entries) >= BULK_PLAN_VIDEOS
     known = [catalog.source_records(view) for view in views] if bulk else []
+    single = known[0] if len(known) == 1 else None
+    missing_dirs: set[str] = set()
     for entry in entries:
-        source = _stamp(entry.path)
+        source = _stamp(entry.path, missing_dirs)
+        if single is not None:  # the common re-run: one view, its record holds; no lists per video
+            record = single.get(entry.video_id)
+            if record is not None and record[1] != STATUS_FAILED and _same_source(record, source, entry, check):
+                summary.skipped += 1
+                continue
         if bulk:
             records = [records_of.get(entry.video_id) for records_of in known]
         else:
@@ -137,13 +151,22 @@ def _record(item: Item | None) -> tuple | None:
     return (item.video_id, item.status, item.reason, item.source_size, item.source_mtime_ns)
 
 
-def _stamp(path: str) -> tuple[int, int] | None:
-    """(size, mtime_ns) of a source now (`SourceStat.of`), a plain tuple: one os.stat per manifest row."""
+def _stamp(path: str, missing_dirs: set[str]) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a source now (`SourceStat.of`), a plain tuple; None when it cannot be
+    stat'ed. A folder found missing (unmounted storage, moved away) is remembered in `missing_dirs`, so
+    its other files cost a set lookup, not a failed stat each."""
     if "://" in path and is_url(path):
         found = SourceStat.of(path)
         return (found.size, found.mtime_ns) if found is not None else None
+    folder = path.rpartition(os.sep)[0]
+    if folder in missing_dirs:
+        return None
     try:
         st = os.stat(path)
+    except FileNotFoundError:
+        if folder and not os.path.exists(folder):
+            missing_dirs.add(folder)
+        return None
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
