@@ -62,10 +62,15 @@ def test_pyarrow_reader_equals_the_csv_module_reader(tmp_path, monkeypatch, opti
     for i, text in enumerate(_texts(str(tmp_path))):
         path = tmp_path / f"m{i}.csv"
         path.write_bytes(text.encode("utf-8"))
-        taken = []
-        monkeypatch.setattr(manifest_csv, "plain_entries", lambda *a, **k: taken.append(real(*a, **k)) or taken[0])
+        taken: list = []
+
+        def recorded(*args, taken=taken, **kwargs):
+            taken.append(real(*args, **kwargs))
+            return taken[0]
+
+        monkeypatch.setattr(manifest_csv, "plain_entries", recorded)
         fast = _outcome(path, **options)
-        monkeypatch.setattr(manifest_csv, "plain_entries", lambda *a, **k: None)
+        monkeypatch.setattr(manifest_csv, "plain_entries", lambda *a, **k: None)  # the csv-module reader alone
         reference = _outcome(path, **options)
         assert fast == reference, (text, fast, reference)
         plain += bool(taken and taken[0] is not None)

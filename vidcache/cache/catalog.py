@@ -232,26 +232,21 @@ class Catalog:
         with paused_gc():  # 1M rows: see gcpause.py
             return {row[0]: row for row in cursor}
 
-    def _counts(self, view: str) -> list[tuple] | None:
-        """The view's rows of `item_counts` (cache/counts.py), None when the catalog has none to trust."""
+    def _counts(self, view: str) -> list[tuple]:
+        """The view's (status, counted, video stream, audio stream, device, items, rows) groups: kept
+        at write time (cache/counts.py), or counted now when the catalog has none to trust (an older
+        catalog opened read-only: one pass over the view's items)."""
         if self._counts_usable is None:
             self._counts_usable = counts.usable(self._db)
-        return counts.counted(self._db, view) if self._counts_usable else None
+        return counts.counted(self._db, view) if self._counts_usable else counts.computed(self._db, view)
 
     def status_counts(self, view: str) -> dict[str, tuple[int, int]]:
-        """{status: (items, rows)} of one view: from the counts kept at write time, else counted by
-        SQLite (an index scan, no Python loop; an older catalog opened read-only)."""
-        kept = self._counts(view)
-        if kept is not None:
-            out: dict[str, tuple[int, int]] = {}
-            for status, _, _, _, _, n, rows in kept:
-                had = out.get(status, (0, 0))
-                out[status] = (had[0] + int(n), had[1] + int(rows))
-            return out
-        cursor = self._db.execute(
-            "SELECT status, count(*), coalesce(sum(row_count), 0) FROM items WHERE view=? GROUP BY status", (view,)
-        )
-        return {status: (int(n), int(rows)) for status, n, rows in cursor}
+        """{status: (items, rows)} of one view, from `_counts` (no scan of `items` on a current catalog)."""
+        out: dict[str, tuple[int, int]] = {}
+        for status, _, _, _, _, n, rows in self._counts(view):
+            had = out.get(status, (0, 0))
+            out[status] = (had[0] + int(n), had[1] + int(rows))
+        return out
 
     def stream_counts(self, view: str, key: str) -> dict[str, int]:
         """{stream index as text, "?" when not recorded: done items of `view`} from info_json's `key`
@@ -265,31 +260,15 @@ class Catalog:
         return {str(index): int(n) for index, n in cursor}
 
     def source_counts(self, view: str, key: str) -> tuple[dict[str, int], dict[str, int]]:
-        """(`stream_counts(view, key)`, `decode_device_counts(view)`) from one pass over the items:
-        `status` of 1M videos parses each info_json once, not twice; from the counts kept at write time
-        when the catalog has them."""
-        kept = self._counts(view)
-        if kept is not None:
-            column = {"video_stream": 2, "audio_stream": 3}[key]
-            streams: dict[str, int] = {}
-            devices: dict[str, int] = {}
-            for row in kept:
-                if row[1]:
-                    streams[row[column]] = streams.get(row[column], 0) + int(row[5])
-                    devices[row[4]] = devices.get(row[4], 0) + int(row[5])
-            return streams, dict(sorted(devices.items()))
-        cursor = self._db.execute(
-            "SELECT coalesce(CAST(json_extract(info_json, ?) AS TEXT), '?'), "
-            "coalesce(json_extract(info_json, '$.decode_device'), 'cpu') || "
-            "CASE WHEN json_extract(info_json, '$.decode_fallback') THEN ' (fallback)' ELSE '' END, count(*) "
-            "FROM items WHERE view=? AND status=? AND json_extract(info_json, '$.imported_from') IS NULL "
-            "AND json_extract(info_json, '$.feature_file') IS NULL GROUP BY 1, 2",
-            (f"$.{key}", view, STATUS_DONE),
-        )
-        streams, devices = {}, {}
-        for index, device, n in cursor:
-            streams[str(index)] = streams.get(str(index), 0) + int(n)
-            devices[str(device)] = devices.get(str(device), 0) + int(n)
+        """(`stream_counts(view, key)`, `decode_device_counts(view)`) from `_counts`: `status` of 1M videos
+        reads a few rows (a damaged info_json counts as "?" / cpu here)."""
+        column = {"video_stream": 2, "audio_stream": 3}[key]
+        streams: dict[str, int] = {}
+        devices: dict[str, int] = {}
+        for row in self._counts(view):
+            if row[1]:  # done, made here (not imported)
+                streams[row[column]] = streams.get(row[column], 0) + int(row[5])
+                devices[row[4]] = devices.get(row[4], 0) + int(row[5])
         return streams, dict(sorted(devices.items()))
 
     def decode_device_counts(self, view: str) -> dict[str, int]:

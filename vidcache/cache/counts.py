@@ -134,3 +134,14 @@ def counted(db: sqlite3.Connection, view: str) -> list[tuple[str, int, str, str,
     return db.execute(
         f"SELECT status, counted, vstream, astream, device, n, rows FROM {TABLE} WHERE view=? AND n > 0", (view,)
     ).fetchall()
+
+
+def computed(db: sqlite3.Connection, view: str) -> list[tuple[str, int, str, str, str, int, int]]:
+    """The rows `counted` would give, computed now from `items` (one pass, each info_json parsed once):
+    for a catalog without a usable table."""
+    keys = _key_exprs("items")[1:]
+    return db.execute(
+        f"SELECT {', '.join(keys)}, count(*), coalesce(sum(row_count), 0) FROM items WHERE view=? "
+        "GROUP BY 1, 2, 3, 4, 5",
+        (view,),
+    ).fetchall()
