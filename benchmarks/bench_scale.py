@@ -35,6 +35,7 @@ import itertools
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -111,6 +112,7 @@ def run_timed(args: list[str], *, cwd: Path, timeout_s: float) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     err_path = cwd / "last_stderr.txt"
     peak_kib = 0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(err_path, "w") as err, open(cwd / "last_stdout.txt", "w") as out:
         started = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "vidcache.cli", *args], stdout=out, stderr=err, env=env)
@@ -124,9 +126,12 @@ def run_timed(args: list[str], *, cwd: Path, timeout_s: float) -> dict:
                 break
             time.sleep(0.02)
         seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command's own CPU: less at the mercy of the load
+    cpu_s = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     tail = err_path.read_text(errors="replace").strip().splitlines()[-3:]
     return {
         "seconds": round(seconds, 3),
+        "cpu_s": round(cpu_s, 3),
         "peak_rss_mib": round(peak_kib / 1024, 1),
         "exit_code": proc.returncode,
         "stderr_tail": tail,

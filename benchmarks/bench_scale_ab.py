@@ -49,7 +49,15 @@ def main(argv: list[str] | None = None) -> int:
                 result = bench_scale.run_timed(lines[name], cwd=size_dir, timeout_s=3600)
                 result["load_avg_1m"] = round(os.getloadavg()[0], 2)
                 results.setdefault(name, {}).setdefault(label, []).append(result)
-                print(name, label, result["seconds"], result["peak_rss_mib"], result["exit_code"], flush=True)
+                print(
+                    name,
+                    label,
+                    result["seconds"],
+                    result["cpu_s"],
+                    result["peak_rss_mib"],
+                    result["exit_code"],
+                    flush=True,
+                )
                 Path(args.out).write_text(json.dumps(results, indent=1))
     return 0
 

@@ -25,16 +25,42 @@ def test_bench_gpu_quick_runs_every_section(tmp_path):
     done = subprocess.run(
         # no time budget: its 120 s default skips sections on a loaded machine, and this test checks that
         # every section runs, not how fast (the hang guard still ends a hung run)
-        [sys.executable, "benchmarks/bench_gpu.py", "--quick", "--device", "cpu", "--out", str(out),
-         "--workdir", str(tmp_path / "work"), "--budget-s", "1e9"],
-        cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S, env=env,
+        [
+            sys.executable,
+            "benchmarks/bench_gpu.py",
+            "--quick",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--budget-s",
+            "1e9",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads((out / "bench_gpu.json").read_text())
     assert doc["errors"] == {}
     s = doc["sections"]
-    for name in ("machine", "corpus", "model", "encode_path", "decode", "extract", "decode_variants", "s3d", "raft",
-                 "mining", "heads"):
+    for name in (
+        "machine",
+        "corpus",
+        "model",
+        "encode_path",
+        "decode",
+        "extract",
+        "decode_variants",
+        "s3d",
+        "raft",
+        "mining",
+        "heads",
+    ):
         assert name in s, name
     assert doc["skipped"]["compile"] == "no GPU (compile is measured on CUDA only)"
     assert set(doc["skipped"]) == {"compile", "nvdec"} and doc["skipped"]["nvdec"].startswith("no NVDEC here")

@@ -142,6 +142,7 @@ def test_a_rows_values_depend_on_its_batch_by_at_most_one_float16_ulp(tiny_check
     ulp = np.maximum(np.spacing(np.abs(a)), np.spacing(np.abs(b))).astype(np.float64)
     assert (np.abs(a.astype(np.float64) - b.astype(np.float64)) <= ulp).all()
 
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_normalize_is_bit_identical_to_numpy_and_leaves_its_input_alone(dtype):
     # normalize works in place (issue 29: batch-sized temporaries were half a small model's time);

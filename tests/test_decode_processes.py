@@ -34,8 +34,9 @@ def make_corpus(root: Path, names: list[str]) -> Path:
             height=64,
             gop=6,
             tone_hz=330.0 + 40 * i,
-            frame_fn=lambda _, t, i=i: moving_square_frame(t, colour="red", direction="left" if i % 2 else "right",
-                                                           width=96, height=64),
+            frame_fn=lambda _, t, i=i: moving_square_frame(
+                t, colour="red", direction="left" if i % 2 else "right", width=96, height=64
+            ),
         )
         rows.append(f"{name},{Path(name).stem}")
     manifest = root / "manifest.csv"

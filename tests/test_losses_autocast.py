@@ -36,8 +36,13 @@ def test_bag_instance_matches_numpy_in_and_out_of_autocast():
     mask[:, 0] = True
     targets = (rng.uniform(size=(n, c)) < 0.4).astype(np.float32)
     loss = LOSSES.get("bag-instance")
-    got = loss(torch.from_numpy(bag), torch.from_numpy(inst), torch.from_numpy(mask), torch.from_numpy(targets),
-               instance_lambda=0.5)
+    got = loss(
+        torch.from_numpy(bag),
+        torch.from_numpy(inst),
+        torch.from_numpy(mask),
+        torch.from_numpy(targets),
+        instance_lambda=0.5,
+    )
     assert abs(float(got) - numpy_bag_instance(bag, inst, mask, targets, 0.5)) < 1e-5
     # bf16 probabilities (what an autocast forward hands over): the loss is float32 on those values
     bag16, inst16 = torch.from_numpy(bag).bfloat16(), torch.from_numpy(inst).bfloat16()

@@ -15,31 +15,15 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from .errors import ManifestError
-from .redact import remember_url, url_video_id
-from .remote import is_url
+from .manifest_rows import VideoEntry, row_entry
 
 KNOWN_COLUMNS = ("path", "video_id", "labels", "split", "start_s", "end_s")
-LABEL_SEPARATOR = ";"
-
-
-@dataclass(frozen=True)
-class VideoEntry:
-    video_id: str
-    path: str  # absolute, normalised
-    labels: tuple[str, ...] = ()
-    split: str | None = None
-    start_s: float | None = None
-    end_s: float | None = None
-    row: int = 0  # 1-based data row in the manifest, for messages
 
 
 @dataclass
@@ -100,6 +84,8 @@ def _read_csv(path: Path, sep: str) -> _Table:
 def _read_table(path: Path) -> _Table:
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
+        import pandas as pd  # here: a CSV manifest loads no pandas (a second of `extract`'s start)
+
         frame = pd.read_parquet(path)
         frame = frame.astype(object).where(frame.notna(), None)
         records = [(f"row {i + 1}", i + 1, r) for i, r in enumerate(frame.to_dict("records"))]
@@ -107,64 +93,6 @@ def _read_table(path: Path) -> _Table:
     if suffix in (".csv", ".tsv", ".txt"):
         return _read_csv(path, "\t" if suffix == ".tsv" else ",")
     raise ManifestError(str(path), [f"unknown manifest type {suffix!r}; use .csv, .tsv or .parquet"])
-
-
-class _BadCell(ValueError):
-    pass
-
-
-def _cell(value: object, column: str) -> str:
-    if type(value) is str:  # a CSV cell: the common case first (a 1M-row manifest calls this 6M times)
-        text = value.strip()
-        if "\x00" in text:
-            raise _BadCell(f"{column} contains a NUL character")
-        return text
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bytes):  # a parquet binary column
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _BadCell(f"{column} is not UTF-8 text") from None
-    elif not isinstance(value, str) and pd.api.types.is_list_like(value):
-        raise _BadCell(f"{column} holds a list; give one value")
-    text = str(value).strip()
-    if "\x00" in text:  # HDF5 and the OS cannot store it: a commit or open would fail much later
-        raise _BadCell(f"{column} contains a NUL character")
-    return text
-
-
-def _labels(value: object) -> tuple[str, ...]:
-    """`a;b` text, or (parquet) a list of labels: previously a list cell became one label "['a' 'b']"."""
-    if (
-        type(value) is not str
-        and value is not None
-        and not isinstance(value, bytes)
-        and pd.api.types.is_list_like(value)
-    ):
-        parts = [_cell(part, "labels") for part in value]
-    else:
-        parts = _cell(value, "labels").split(LABEL_SEPARATOR)
-    return tuple(label.strip() for label in parts if label.strip())
-
-
-def _parse_seconds(text: str, column: str, where: str, problems: list[str]) -> float | None:
-    if text == "":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        problems.append(f"{where}: {column}={text!r} is not a number of seconds")
-        return None
-    if not math.isfinite(value) or value < 0:
-        problems.append(f"{where}: {column}={text!r} must be a finite number >= 0")
-        return None
-    return value
-
-
-def _is_within(path: str, root: str) -> bool:
-    real_path, real_root = os.path.realpath(path), os.path.realpath(root)
-    return os.path.commonpath([real_path, real_root]) == real_root
 
 
 def read_manifest(
@@ -186,15 +114,24 @@ def read_manifest(
     manifest = Path(manifest_path)
     if not manifest.is_file():
         raise ManifestError(str(manifest), ["file not found; give the path of a .csv or .parquet manifest"])
+    base = os.path.abspath(root if root is not None else manifest.parent)
+    confine = root is not None
+    suffix = manifest.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):  # most manifests: pyarrow and whole-column checks, when plain
+        from .manifest_csv import plain_entries
+
+        data = manifest.read_bytes()
+        data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+        sep = "\t" if suffix == ".tsv" else ","
+        plain = plain_entries(data, sep, base=base, confine=confine, require_path=require_path)
+        if plain is not None:
+            return plain
     try:
         table = _read_table(manifest)
     except ManifestError:
         raise
     except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
         raise ManifestError(str(manifest), [f"cannot be read as a table: {exc}".splitlines()[0]]) from None
-
-    base = os.path.abspath(root if root is not None else manifest.parent)
-    confine = root is not None
 
     if "path" not in table.columns and (require_path or "video_id" not in table.columns):
         found = ", ".join(table.columns) or "none"
@@ -211,50 +148,8 @@ def read_manifest(
         if isinstance(record, str):
             problems.append(f"{where}: {record}")
             continue
-        row_problems: list[str] = []
-        cells: dict[str, str] = {}
-        unusable: set[str] = set()
-        for column in ("path", "video_id", "split", "start_s", "end_s"):
-            try:
-                cells[column] = _cell(record.get(column), column)
-            except _BadCell as exc:
-                row_problems.append(f"{where}: {exc}")
-                cells[column] = ""
-                unusable.add(column)
-        try:
-            labels = _labels(record.get("labels"))
-        except _BadCell as exc:
-            row_problems.append(f"{where}: {exc}")
-            labels = ()
-
-        # every problem of a row is reported, not only the first
-        raw_path, absolute, video_id = cells["path"], None, cells["video_id"]
-        if raw_path == "" and not require_path and video_id:
-            absolute = ""  # features without their video: the video_id names it
-        elif raw_path == "":
-            if "path" not in unusable:
-                row_problems.append(f"{where}: empty path" + ("" if require_path else " and no video_id"))
-        else:
-            absolute = os.path.normpath(raw_path if os.path.isabs(raw_path) else os.path.join(base, raw_path))
-            if is_url(raw_path):  # object storage or a web server, read through fsspec (vidcache.remote)
-                absolute = raw_path
-                remember_url(raw_path)  # its credentials are scrubbed from anything printed (vidcache.redact)
-                if "video_id" not in unusable:  # without credentials: a re-signed URL is the same video
-                    video_id = video_id or url_video_id(raw_path)
-            elif confine and not _is_within(absolute, base):
-                row_problems.append(f"{where}: path {raw_path!r} is outside --root {base}")
-                absolute = None
-            elif "video_id" not in unusable and not video_id:  # relpath only when it names the video
-                relative = os.path.relpath(absolute, base)  # (a third of a 1M-row re-run's manifest time)
-                # a ".." component, not a name that starts with two dots such as "..clip.mp4"
-                outside = relative == os.pardir or relative.startswith(os.pardir + os.sep)
-                video_id = absolute if outside else Path(relative).as_posix()
-
-        start_s = _parse_seconds(cells["start_s"], "start_s", where, row_problems)
-        end_s = _parse_seconds(cells["end_s"], "end_s", where, row_problems)
-        if start_s is not None and end_s is not None and end_s <= start_s:
-            row_problems.append(f"{where}: end_s={end_s} is not after start_s={start_s}")
-
+        entry, row_problems, video_id = row_entry(where, row, record, base=base, confine=confine,
+                                                  require_path=require_path)  # fmt: skip
         if video_id:
             if video_id in first_row_of_id:
                 row_problems.append(
@@ -263,10 +158,9 @@ def read_manifest(
                 )
             else:
                 first_row_of_id[video_id] = row
-
         problems.extend(row_problems)
-        if not row_problems and absolute is not None:
-            entries.append(VideoEntry(video_id, absolute, labels, cells["split"] or None, start_s, end_s, row))
+        if not row_problems and entry is not None:
+            entries.append(entry)
 
     if problems:
         raise ManifestError(str(manifest), problems)

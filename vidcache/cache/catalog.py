@@ -15,17 +15,18 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from ..errors import CacheError, cache_write_error, fault_point, write_problem
+from ..gcpause import paused_gc
 from ..redact import redact_text, redact_url
 from ..remote import is_url
+from . import counts
 from .layout import SCHEMA_VERSION, STATUS_DONE, catalog_path
 
 
 def _shown_path(path: str) -> str:
     """A URL's credentials are never written to the catalog (docs/security.md)."""
-    return redact_url(path) if is_url(path) else path
+    return redact_url(path) if "://" in path and is_url(path) else path  # `in` first: 1M local paths
 
 
 def _stored(item: Item) -> tuple:
@@ -54,10 +55,14 @@ CREATE INDEX IF NOT EXISTS items_by_shard ON items(shard, row_start);
 CREATE TABLE IF NOT EXISTS sources(
     video_id TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS items_by_view ON items(view, status, video_id);
+CREATE INDEX IF NOT EXISTS items_failed ON items(video_id, view) WHERE status = 'failed';
 CREATE TABLE IF NOT EXISTS runs(
     run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, command TEXT,
     config_json TEXT, summary_json TEXT);
 """
+
+
+BULK_ENTRIES = 2000  # from this many rows on, upsert_entries compares with what is recorded first
 
 
 def now_iso() -> str:
@@ -85,20 +90,11 @@ class Item:
 _ITEM_COLUMNS = ", ".join(Item.__dataclass_fields__)
 
 
-class SourceRecord(NamedTuple):
-    """The fields of an `Item` that decide whether a video needs extracting again."""
-
-    view: str
-    status: str
-    reason: str | None
-    source_size: int | None
-    source_mtime_ns: int | None
-
-
 class Catalog:
     def __init__(self, connection: sqlite3.Connection, path: Path):
         self._db = connection
         self.path = path
+        self._counts_usable: bool | None = None  # item_counts checked against items once per open
 
     @classmethod
     def open(cls, cache_dir: str | Path, *, create: bool = False) -> Catalog:
@@ -113,6 +109,7 @@ class Catalog:
                 db.executescript(_SCHEMA)
                 db.execute("INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
                 db.execute("INSERT OR IGNORE INTO meta VALUES('created_at', ?)", (now_iso(),))
+                counts.ensure_counts(db)  # an older catalog: its per-view counts, once (cache/counts.py)
             else:
                 db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
             version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -177,9 +174,22 @@ class Catalog:
 
     # entries -------------------------------------------------------------------------------------
     def upsert_entries(self, entries: Iterable) -> None:
-        rows = [
-            (e.video_id, _shown_path(e.path), json.dumps(list(e.labels)), e.split, e.start_s, e.end_s) for e in entries
-        ]
+        """Record the manifest's rows; with many rows, only those that differ from what is recorded (a
+        1M-row no-op re-run rewrote every row: 11 s of its time), compared as stored tuples."""
+        labels_json: dict[tuple[str, ...], str] = {}  # a few distinct label sets: each encoded once
+        rows = []
+        with paused_gc():  # 1M rows: see gcpause.py
+            for e in entries:
+                labels = labels_json.get(e.labels)
+                if labels is None:
+                    labels = labels_json[e.labels] = json.dumps(list(e.labels))
+                rows.append((e.video_id, _shown_path(e.path), labels, e.split, e.start_s, e.end_s))
+            if len(rows) >= BULK_ENTRIES:
+                recorded = set(self._db.execute("SELECT video_id, path, labels, split, start_s, end_s FROM entries"))
+                rows = [row for row in rows if row not in recorded]
+                del recorded
+        if not rows:
+            return
         with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO entries VALUES(?, ?, ?, ?, ?, ?)", rows)
 
@@ -196,9 +206,8 @@ class Catalog:
         if view is not None:
             query += " AND view=?"
             args.append(view)
-        if status is not None:
-            query += " AND status=?"
-            args.append(status)
+        if status is not None:  # a literal, not a parameter: so SQLite can use the partial index items_failed
+            query += " AND status='" + status.replace("'", "''") + "'"
         return [Item(*row) for row in self._db.execute(query + " ORDER BY video_id", args)]
 
     def drop_videos(self, db: sqlite3.Connection, *, keep_only: Iterable[str] | None = None,
@@ -223,20 +232,31 @@ class Catalog:
         db.execute("DELETE FROM asked_ids")
         return removed, int(left), not_found
 
-    def source_records(self, view: str) -> dict[str, SourceRecord]:
-        """{video_id: what an extract plan needs of its item} for one view: plain tuples, not `Item`s
-        (building 1M dataclasses cost a 1M-video no-op re-run seconds)."""
+    def source_records(self, view: str) -> dict[str, tuple]:
+        """{video_id: (video_id, status, reason, source_size, source_mtime_ns)}: what an extract plan
+        needs of each item of one view, as the rows SQLite hands back (no dataclass, no named tuple:
+        building 1M of them cost a 1M-video no-op re-run seconds)."""
         cursor = self._db.execute(
-            "SELECT video_id, view, status, reason, source_size, source_mtime_ns FROM items WHERE view=?", (view,)
+            "SELECT video_id, status, reason, source_size, source_mtime_ns FROM items WHERE view=?", (view,)
         )
-        return {row[0]: SourceRecord._make(row[1:]) for row in cursor}
+        with paused_gc():  # 1M rows: see gcpause.py
+            return {row[0]: row for row in cursor}
+
+    def _counts(self, view: str) -> list[tuple]:
+        """The view's (status, counted, video stream, audio stream, device, items, rows) groups: kept
+        at write time (cache/counts.py), or counted now when the catalog has none to trust (an older
+        catalog opened read-only: one pass over the view's items)."""
+        if self._counts_usable is None:
+            self._counts_usable = counts.usable(self._db)
+        return counts.counted(self._db, view) if self._counts_usable else counts.computed(self._db, view)
 
     def status_counts(self, view: str) -> dict[str, tuple[int, int]]:
-        """{status: (items, rows)} of one view, counted by SQLite (an index scan, no Python loop)."""
-        cursor = self._db.execute(
-            "SELECT status, count(*), coalesce(sum(row_count), 0) FROM items WHERE view=? GROUP BY status", (view,)
-        )
-        return {status: (int(n), int(rows)) for status, n, rows in cursor}
+        """{status: (items, rows)} of one view, from `_counts` (no scan of `items` on a current catalog)."""
+        out: dict[str, tuple[int, int]] = {}
+        for status, _, _, _, _, n, rows in self._counts(view):
+            had = out.get(status, (0, 0))
+            out[status] = (had[0] + int(n), had[1] + int(rows))
+        return out
 
     def stream_counts(self, view: str, key: str) -> dict[str, int]:
         """{stream index as text, "?" when not recorded: done items of `view`} from info_json's `key`
@@ -250,21 +270,15 @@ class Catalog:
         return {str(index): int(n) for index, n in cursor}
 
     def source_counts(self, view: str, key: str) -> tuple[dict[str, int], dict[str, int]]:
-        """(`stream_counts(view, key)`, `decode_device_counts(view)`) from one pass over the items:
-        `status` of 1M videos parses each info_json once, not twice."""
-        cursor = self._db.execute(
-            "SELECT coalesce(CAST(json_extract(info_json, ?) AS TEXT), '?'), "
-            "coalesce(json_extract(info_json, '$.decode_device'), 'cpu') || "
-            "CASE WHEN json_extract(info_json, '$.decode_fallback') THEN ' (fallback)' ELSE '' END, count(*) "
-            "FROM items WHERE view=? AND status=? AND json_extract(info_json, '$.imported_from') IS NULL "
-            "AND json_extract(info_json, '$.feature_file') IS NULL GROUP BY 1, 2",
-            (f"$.{key}", view, STATUS_DONE),
-        )
+        """(`stream_counts(view, key)`, `decode_device_counts(view)`) from `_counts`: `status` of 1M videos
+        reads a few rows (a damaged info_json counts as "?" / cpu here)."""
+        column = {"video_stream": 2, "audio_stream": 3}[key]
         streams: dict[str, int] = {}
         devices: dict[str, int] = {}
-        for index, device, n in cursor:
-            streams[str(index)] = streams.get(str(index), 0) + int(n)
-            devices[str(device)] = devices.get(str(device), 0) + int(n)
+        for row in self._counts(view):
+            if row[1]:  # done, made here (not imported)
+                streams[row[column]] = streams.get(row[column], 0) + int(row[5])
+                devices[row[4]] = devices.get(row[4], 0) + int(row[5])
         return streams, dict(sorted(devices.items()))
 
     def decode_device_counts(self, view: str) -> dict[str, int]:

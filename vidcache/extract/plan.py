@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cache.catalog import Catalog
+from ..cache.catalog import Catalog, Item
 from ..cache.fidelity import FIDELITY_VERSION
 from ..cache.layout import CATALOG_NAME, STATUS_ABSENT, STATUS_DONE, STATUS_FAILED, TEXT_NAME, failed_item, failure_text
 from ..cache.lock import ExtractLock
@@ -26,7 +26,9 @@ from ..cache.store import SourceStat, check_cache_writable
 from ..cache.text import stale_text_message
 from ..config import to_json
 from ..errors import CacheError, cache_write_error
+from ..gcpause import paused_gc
 from ..manifest import VideoEntry
+from ..remote import is_url
 from ..version import __version__
 from .config import ExtractConfig
 from .views import VIEWS
@@ -100,45 +102,87 @@ def plan_videos(
     or failed before (with --retry-failed). Videos with nothing to do are counted in `summary`. With
     `check`, a source whose mtime changed but whose size and content hash did not is the same source
     (`check.restamp` then lists the records to give the new mtime)."""
+    with paused_gc():  # 1M plan tuples: see gcpause.py
+        return _plan(catalog, entries, views, summary, retry_failed=retry_failed, check=check)
+
+
+def _plan(catalog: Catalog, entries: list[VideoEntry], views: list[str], summary: ExtractSummary, *,
+          retry_failed: bool, check: SourceCheck | None) -> list:  # fmt: skip
     todo = []
-    # a large manifest: one query per view, not one per (video, view) (1M lookups cost a 1M-row no-op
+    # a large manifest: one query per view, not one per (video, view) (1M lookups cost a 1M-video no-op
     # re-run a third of its time); a few videos against a large cache: the primary key, video by video
     bulk = len(entries) >= BULK_PLAN_VIDEOS
-    known = {view: catalog.source_records(view) for view in views} if bulk else {}
+    known = [catalog.source_records(view) for view in views] if bulk else []
+    single = known[0] if len(known) == 1 else None
+    missing_dirs: set[str] = set()
     for entry in entries:
-        source = SourceStat.of(entry.path)
-        items = {
-            view: known[view].get(entry.video_id) if bulk else catalog.item(entry.video_id, view) for view in views
-        }
-
-        def same_source(item, source=source, entry=entry) -> bool:
-            if item is None:
-                return False
-            if source is None:  # unreadable now (e.g. unmounted): keep what is cached or known absent
-                return item.status in (STATUS_DONE, STATUS_ABSENT) or item.source_size is None
-            if (item.source_size, item.source_mtime_ns) == (source.size, source.mtime_ns):
-                return True
-            return check is not None and check.same_content(
-                entry.video_id, entry.path, item.source_size, item.source_mtime_ns, source.size, source.mtime_ns
-            )
-
+        source = _stamp(entry.path, missing_dirs)
+        if single is not None:  # the common re-run: one view, its record holds; no lists per video
+            record = single.get(entry.video_id)
+            if record is not None and record[1] != STATUS_FAILED and _same_source(record, source, entry, check):
+                summary.skipped += 1
+                continue
+        if bulk:
+            records = [records_of.get(entry.video_id) for records_of in known]
+        else:
+            records = [_record(catalog.item(entry.video_id, view)) for view in views]
         needed = [
             view
-            for view, item in items.items()
-            if not same_source(item) or (item.status == STATUS_FAILED and retry_failed)  # type: ignore[union-attr]
+            for view, record in zip(views, records, strict=True)
+            if not _same_source(record, source, entry, check) or (retry_failed and record[1] == STATUS_FAILED)
         ]
         if needed:
-            todo.append((entry, source, needed))
+            todo.append((entry, SourceStat(*source) if source is not None else None, needed))
             continue
-        failed = [i for i in items.values() if i is not None and i.status == STATUS_FAILED]
-        if failed:
+        reasons = {view: r[2] or "failed" for view, r in zip(views, records, strict=True) if r[1] == STATUS_FAILED}
+        if reasons:
             summary.failed += 1
-            reasons = {i.view: i.reason or "failed" for i in failed}
             summary.failures[entry.video_id] = failure_text(reasons, several_views=len(views) > 1)
             summary.failed_items.extend(failed_item(entry.video_id, v, r) for v, r in reasons.items())
         else:
             summary.skipped += 1
     return todo
+
+
+def _record(item: Item | None) -> tuple | None:
+    """An `Item` in the layout of `Catalog.source_records`: (video_id, status, reason, size, mtime_ns)."""
+    if item is None:
+        return None
+    return (item.video_id, item.status, item.reason, item.source_size, item.source_mtime_ns)
+
+
+def _stamp(path: str, missing_dirs: set[str]) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a source now (`SourceStat.of`), a plain tuple; None when it cannot be
+    stat'ed. A folder found missing (unmounted storage, moved away) is remembered in `missing_dirs`, so
+    its other files cost a set lookup, not a failed stat each."""
+    if "://" in path and is_url(path):
+        found = SourceStat.of(path)
+        return (found.size, found.mtime_ns) if found is not None else None
+    folder = path.rpartition(os.sep)[0]
+    if folder in missing_dirs:
+        return None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if folder and not os.path.exists(folder):
+            missing_dirs.add(folder)
+        return None
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _same_source(record: tuple | None, source: tuple[int, int] | None, entry: VideoEntry,
+                 check: SourceCheck | None) -> bool:  # fmt: skip
+    """Whether a (video, view) record still holds for the source as it is now."""
+    if record is None:
+        return False
+    _, status, _, size, mtime_ns = record
+    if source is None:  # unreadable now (e.g. unmounted): keep what is cached or known absent
+        return status in (STATUS_DONE, STATUS_ABSENT) or size is None
+    if (size, mtime_ns) == source:
+        return True
+    return check is not None and check.same_content(entry.video_id, entry.path, size, mtime_ns, *source)
 
 
 def _file_stamp(value: str | None) -> list | None:
