@@ -95,6 +95,17 @@ class SourceRecord(NamedTuple):
     source_mtime_ns: int | None
 
 
+class Located(NamedTuple):
+    """The fields of a done `Item` that `verify` checks: where its rows are and their CRC32."""
+
+    video_id: str
+    view: str
+    shard: str | None
+    row_start: int | None
+    row_count: int | None
+    checksum: int | None
+
+
 class Catalog:
     def __init__(self, connection: sqlite3.Connection, path: Path):
         self._db = connection
@@ -190,6 +201,12 @@ class Catalog:
             query += " AND status=?"
             args.append(status)
         return [Item(*row) for row in self._db.execute(query + " ORDER BY video_id", args)]
+
+    def done_located(self) -> list[Located]:
+        """Every done (video, view), by video_id, as the six fields `verify` checks: plain tuples
+        rather than twelve-field `Item`s (a million pairs: seconds less)."""
+        query = f"SELECT {', '.join(Located._fields)} FROM items WHERE status=? ORDER BY video_id"
+        return list(map(Located._make, self._db.execute(query, (STATUS_DONE,))))
 
     def drop_videos(self, db: sqlite3.Connection, *, keep_only: Iterable[str] | None = None,
                     video_ids: Iterable[str] | None = None) -> tuple[list[str], int, list[str]]:  # fmt: skip
