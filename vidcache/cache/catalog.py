@@ -208,6 +208,28 @@ class Catalog:
         query = f"SELECT {', '.join(Located._fields)} FROM items WHERE status=? ORDER BY video_id"
         return list(map(Located._make, self._db.execute(query, (STATUS_DONE,))))
 
+    def located(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str, int, int, str]]:
+        """(shard, view, row_start, row_count, video_id) of these done (video_id, view) pairs, by shard
+        and row (one join against a temporary table, not a query per pair); pairs not done are left out."""
+        with self.transaction() as db:
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS asked_pairs(video_id TEXT, view TEXT, PRIMARY KEY(video_id, view))"
+            )
+            db.execute("DELETE FROM asked_pairs")
+            db.executemany("INSERT OR IGNORE INTO asked_pairs VALUES(?, ?)", pairs)
+            rows = db.execute(
+                "SELECT i.shard, i.view, i.row_start, i.row_count, i.video_id FROM asked_pairs a JOIN items i "
+                "ON i.video_id = a.video_id AND i.view = a.view WHERE i.status = ? "
+                "ORDER BY i.shard, i.view, i.row_start",
+                (STATUS_DONE,),
+            ).fetchall()
+            db.execute("DELETE FROM asked_pairs")
+        return rows
+
+    def shards_in_use(self) -> set[str]:
+        """The shards some done (video, view) reads its rows from."""
+        return {name for (name,) in self._db.execute("SELECT DISTINCT shard FROM items WHERE status=?", (STATUS_DONE,))}
+
     def drop_videos(self, db: sqlite3.Connection, *, keep_only: Iterable[str] | None = None,
                     video_ids: Iterable[str] | None = None) -> tuple[list[str], int, list[str]]:  # fmt: skip
         """Inside `transaction()`: delete every video the catalog knows (in entries or items) that is in
