@@ -202,6 +202,12 @@ class Catalog:
             args.append(status)
         return [Item(*row) for row in self._db.execute(query + " ORDER BY video_id", args)]
 
+    def integrity_problems(self) -> list[tuple[str]]:
+        """SQLite's `PRAGMA integrity_check` rows (pages, records and every index against its table),
+        [] when it finds none (it answers "ok"). About 0.4 s per 100k (video, view) pairs."""
+        rows = self._db.execute("PRAGMA integrity_check(20)").fetchall()
+        return [] if rows == [("ok",)] else rows
+
     def done_located(self) -> list[Located]:
         """Every done (video, view), by video_id, as the six fields `verify` checks: plain tuples
         rather than twelve-field `Item`s (a million pairs: seconds less)."""
