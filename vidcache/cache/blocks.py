@@ -9,11 +9,13 @@ BLOCK_BYTES = 64 << 20  # rows read at once: sequential and large, memory bounde
 
 
 def row_blocks(
-    ranges: Sequence[tuple[int, int]], *, row_bytes: int, block_bytes: int = BLOCK_BYTES
+    ranges: Sequence[tuple[int, int]], *, row_bytes: int, block_bytes: int | None = None
 ) -> Iterator[tuple[int, int, list[int]]]:
     """(lo, hi, [positions in `ranges`]) per block, for `ranges` of (row_start, row_stop) sorted by
-    row_start: a block ends before the range that would take it past `block_bytes` (a single range
-    larger than that is a block of its own). Rows between ranges (dead rows) are read with them."""
+    row_start: a block ends before the range that would take it past `block_bytes` (default
+    BLOCK_BYTES; a single range larger than that is a block of its own). Rows between ranges (dead
+    rows) are read with them."""
+    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
     row_bytes = max(1, row_bytes)
     members: list[int] = []
     lo = hi = 0
