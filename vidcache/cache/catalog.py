@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import CacheError, cache_write_error, fault_point, write_problem
 from ..gcpause import paused_gc
@@ -88,6 +89,17 @@ class Item:
 
 
 _ITEM_COLUMNS = ", ".join(Item.__dataclass_fields__)
+
+
+class Located(NamedTuple):
+    """The fields of a done `Item` that `verify` checks: where its rows are and their CRC32."""
+
+    video_id: str
+    view: str
+    shard: str | None
+    row_start: int | None
+    row_count: int | None
+    checksum: int | None
 
 
 class Catalog:
@@ -209,6 +221,34 @@ class Catalog:
         if status is not None:  # a literal, not a parameter: so SQLite can use the partial index items_failed
             query += " AND status='" + status.replace("'", "''") + "'"
         return [Item(*row) for row in self._db.execute(query + " ORDER BY video_id", args)]
+
+    def done_located(self) -> list[Located]:
+        """Every done (video, view), by video_id, as the six fields `verify` checks: plain tuples
+        rather than twelve-field `Item`s (a million pairs: seconds less)."""
+        query = f"SELECT {', '.join(Located._fields)} FROM items WHERE status=? ORDER BY video_id"
+        return list(map(Located._make, self._db.execute(query, (STATUS_DONE,))))
+
+    def located(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str, int, int, str]]:
+        """(shard, view, row_start, row_count, video_id) of these done (video_id, view) pairs, by shard
+        and row (one join against a temporary table, not a query per pair); pairs not done are left out."""
+        with self.transaction() as db:
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS asked_pairs(video_id TEXT, view TEXT, PRIMARY KEY(video_id, view))"
+            )
+            db.execute("DELETE FROM asked_pairs")
+            db.executemany("INSERT OR IGNORE INTO asked_pairs VALUES(?, ?)", pairs)
+            rows = db.execute(
+                "SELECT i.shard, i.view, i.row_start, i.row_count, i.video_id FROM asked_pairs a JOIN items i "
+                "ON i.video_id = a.video_id AND i.view = a.view WHERE i.status = ? "
+                "ORDER BY i.shard, i.view, i.row_start",
+                (STATUS_DONE,),
+            ).fetchall()
+            db.execute("DELETE FROM asked_pairs")
+        return rows
+
+    def shards_in_use(self) -> set[str]:
+        """The shards some done (video, view) reads its rows from."""
+        return {name for (name,) in self._db.execute("SELECT DISTINCT shard FROM items WHERE status=?", (STATUS_DONE,))}
 
     def drop_videos(self, db: sqlite3.Connection, *, keep_only: Iterable[str] | None = None,
                     video_ids: Iterable[str] | None = None) -> tuple[list[str], int, list[str]]:  # fmt: skip

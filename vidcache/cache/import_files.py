@@ -38,12 +38,42 @@ class Planned:
     """One video and the files that are its own."""
 
     entry: VideoEntry
-    features: list[Path]  # one file, or one per part of a `a+b` feature (concatenated per row)
-    timestamp_candidates: list[tuple[Path, float]]  # (file, its units per second)
-    fps: Path | None  # None: that name is another video's feature file
+    # paths as text (FEATURE_DIR/name): a million videos' files, no Path object each
+    features: list[str]  # one file, or one per part of a `a+b` feature (concatenated per row)
+    timestamp_candidates: list[tuple[str, float]]  # (file, its units per second)
+    fps: str | None  # None: that name is another video's feature file
     rows: int = 0
     dim: int = 0
-    timestamps: tuple[Path, float] | None = None
+    timestamps: tuple[str, float] | None = None
+
+
+class Listing:
+    """Which files exist, from one listing per folder (`os.scandir`) instead of one `stat` per name
+    asked: a million videos' candidate names (features, timestamps, fps) become set lookups. A name
+    is a file as `Path.is_file` says (symbolic links followed)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, frozenset[str]] = {}
+
+    def is_file(self, path: str) -> bool:
+        cut = path.rfind("/")
+        folder, name = (path[:cut] or "/") if cut >= 0 else "", path[cut + 1 :]
+        names = self._files.get(folder)
+        if names is None:
+            try:
+                with os.scandir(folder or ".") as entries:
+                    names = frozenset(e.name for e in entries if _is_file(e))
+            except OSError:  # no such folder, or not readable: nothing in it can be read either
+                names = frozenset()
+            self._files[folder] = names
+        return name in names
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 @dataclass
@@ -52,6 +82,7 @@ class Plan:
     feature: str
     videos: list[Planned] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    listing: Listing = field(default_factory=Listing)  # the feature folder's files, listed once
 
 
 def video_stem(entry: VideoEntry) -> str:
@@ -66,6 +97,9 @@ def feature_parts(feature: str) -> list[str]:
 # plain -------------------------------------------------------------------------------------------
 def _plain_names(video_id: str) -> list[str] | None:
     """`<video_id>.npy`, then `<video_id without extension>.npy`; None for ids that would leave FEATURE_DIR."""
+    if "/" not in video_id and video_id not in ("", ".", ".."):  # one name: PurePosixPath's rules, inline
+        dot = video_id.rfind(".")
+        return [f"{video_id}.npy", *([f"{video_id[:dot]}.npy"] if 0 < dot < len(video_id) - 1 else [])]
     relative = PurePosixPath(video_id)
     if relative.is_absolute() or not relative.parts or ".." in relative.parts:
         return None
@@ -77,6 +111,7 @@ def _plain_names(video_id: str) -> list[str] | None:
 
 def plan_plain(entries: list[VideoEntry], feature_dir: Path) -> Plan:
     plan = Plan("plain", "")
+    base = str(feature_dir)
     for entry in entries:
         names = _plain_names(entry.video_id)
         if names is None:
@@ -85,18 +120,19 @@ def plan_plain(entries: list[VideoEntry], feature_dir: Path) -> Plan:
                 "give the manifest a video_id column or --root"
             )
             continue
-        found = next((feature_dir / n for n in names if (feature_dir / n).is_file()), None)
+        paths = [f"{base}/{n}" if base != "/" else f"/{n}" for n in names]
+        found = next((p for p in paths if plan.listing.is_file(p)), None)
         if found is None:
-            looked = ", ".join(str(feature_dir / n) for n in names)
+            looked = ", ".join(paths)
             plan.failures[entry.video_id] = f"no feature file (looked for {looked})"
             continue
-        stem = str(found)[: -len(".npy")]
+        stem = found[: -len(".npy")]
         plan.videos.append(
             Planned(
                 entry,
                 [found],
-                [(Path(stem + "_timestamps_ms.npy"), MS), (Path(stem + ".timestamps_s.npy"), S)],
-                Path(stem + "_fps.npy"),
+                [(stem + "_timestamps_ms.npy", MS), (stem + ".timestamps_s.npy", S)],
+                stem + "_fps.npy",
             )
         )
     return _exclusive(plan)
@@ -149,6 +185,7 @@ def plan_video_features(entries: list[VideoEntry], feature_dir: Path, feature: s
     stem_of = {e.video_id: video_stem(e) for e in entries}
     sharing = Counter(stem_of.values())
     plan = Plan("video_features", feature)
+    base = str(feature_dir)
     for entry in entries:
         stem = stem_of[entry.video_id]
         if sharing[stem] > 1:
@@ -158,17 +195,17 @@ def plan_video_features(entries: list[VideoEntry], feature_dir: Path, feature: s
                 "video_features names its files by that stem only, so the files cannot be told apart"
             )
             continue
-        paths = [feature_dir / f"{stem}_{part}.npy" for part in feature_parts(feature) or ["<feature>"]]
-        missing = [p for p in paths if not p.is_file()]
+        paths = [os.path.join(base, f"{stem}_{part}.npy") for part in feature_parts(feature) or ["<feature>"]]
+        missing = [p for p in paths if not plan.listing.is_file(p)]
         if not feature or missing:
-            plan.failures[entry.video_id] = f"no feature file (looked for {', '.join(map(str, missing or paths))})"
+            plan.failures[entry.video_id] = f"no feature file (looked for {', '.join(missing or paths)})"
             continue
         plan.videos.append(
             Planned(
                 entry,
                 paths,
-                [(feature_dir / f"{stem}_timestamps_ms.npy", MS)],
-                feature_dir / f"{stem}_fps.npy",
+                [(os.path.join(base, f"{stem}_timestamps_ms.npy"), MS)],
+                os.path.join(base, f"{stem}_fps.npy"),
             )
         )
     return _exclusive(plan)
@@ -178,7 +215,7 @@ def plan_video_features(entries: list[VideoEntry], feature_dir: Path, feature: s
 def _exclusive(plan: Plan) -> Plan:
     """A feature file two videos would use fails both; a file that is some video's feature file
     is never another's timestamps or fps (those candidates are dropped)."""
-    owners: dict[Path, list[str]] = {}
+    owners: dict[str, list[str]] = {}
     for planned in plan.videos:
         for path in planned.features:
             owners.setdefault(path, []).append(planned.entry.video_id)
@@ -224,8 +261,8 @@ def choose_plan(entries: list[VideoEntry], feature_dir: Path, *, layout: str | N
         return plain
     if not plain.videos:
         return video_features
-    examples = [f"plain: {p.features[0].name} for {p.entry.video_id!r}" for p in plain.videos[:2]] + [
-        f"video_features: {', '.join(f.name for f in v.features)} for {v.entry.video_id!r}"
+    examples = [f"plain: {os.path.basename(p.features[0])} for {p.entry.video_id!r}" for p in plain.videos[:2]] + [
+        f"video_features: {', '.join(os.path.basename(f) for f in v.features)} for {v.entry.video_id!r}"
         for v in video_features.videos[:2]
     ]
     raise ConfigError(

@@ -26,6 +26,7 @@ a time, while the previous ones are already written.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -37,9 +38,10 @@ import numpy as np
 from ..config import Dtype, check_choice
 from ..errors import ConfigError
 from ..manifest import read_manifest
+from . import npy
 from .arrays import write_view_arrays
 from .fidelity import FIDELITY_VERSION
-from .import_files import KNOWN_FEATURES, LAYOUTS, META_KEYS, Plan, Planned, choose_plan, feature_parts
+from .import_files import KNOWN_FEATURES, LAYOUTS, META_KEYS, Listing, Plan, Planned, choose_plan, feature_parts
 from .import_timing import DEFAULT_I3D_STACK_FRAMES, TimingError, row_times, timing_rule
 
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -65,7 +67,7 @@ class _Failed(Exception):
 
 
 # checks ------------------------------------------------------------------------------------------
-def _rows_and_dim(shape: tuple[int, ...], path: Path) -> tuple[int, int]:
+def _rows_and_dim(shape: tuple[int, ...], path: str) -> tuple[int, int]:
     if len(shape) == 1:
         rows, dim = 1, shape[0]
     elif len(shape) == 2:
@@ -78,21 +80,19 @@ def _rows_and_dim(shape: tuple[int, ...], path: Path) -> tuple[int, int]:
 
 
 def _read_header(planned: Planned) -> None:
-    """Shape and dtype from the .npy headers only (the files are memory-mapped, not read); the parts
+    """Shape and dtype from the .npy headers only (the data is not read yet); the parts
     of a `a+b` feature must have as many rows, and a row is their concatenation."""
     shapes = []
     for path in planned.features:
         try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-            shape, dtype = tuple(array.shape), array.dtype
-            del array
+            shape, dtype = npy.read_header(path)
         except (OSError, ValueError, EOFError) as exc:
             raise _Failed(f"{path} cannot be read as a .npy array ({exc})") from None
         if dtype.kind not in "fiu":
             raise _Failed(f"{path} holds {dtype} values; expected numbers")
         shapes.append((path, *_rows_and_dim(shape, path)))
     if len({rows for _, rows, _ in shapes}) > 1:
-        listed = ", ".join(f"{path.name}: {rows}" for path, rows, _ in shapes)
+        listed = ", ".join(f"{os.path.basename(path)}: {rows}" for path, rows, _ in shapes)
         raise _Failed(f"the parts of the feature have different row counts ({listed})")
     planned.rows, planned.dim = shapes[0][1], sum(dim for *_, dim in shapes)
 
@@ -101,7 +101,7 @@ def _load_features(planned: Planned, dim: int, store: np.dtype) -> np.ndarray:
     parts = []
     for path in planned.features:
         try:
-            part = np.load(path, allow_pickle=False)
+            part = npy.load(path)
         except (OSError, ValueError, EOFError) as exc:
             raise _Failed(f"{path} cannot be read as a .npy array ({exc})") from None
         parts.append(part.reshape(*_rows_and_dim(part.shape, path)))
@@ -110,15 +110,24 @@ def _load_features(planned: Planned, dim: int, store: np.dtype) -> np.ndarray:
     rows, got = features.shape
     if got != dim or rows != planned.rows:
         raise _Failed(f"{path} has D={got}, the other videos D={dim}")
-    if features.dtype.kind == "f":
-        finite = np.isfinite(features)
-        if not finite.all():
-            bad = np.argwhere(~finite.all(axis=1)).ravel()
-            raise _Failed(f"{path} holds NaN or infinite values (in {len(bad)} of {rows} rows, first row {bad[0]})")
-    largest = float(np.abs(features).max())
+    largest = _largest_magnitude(features)  # NaN or inf when any value is: one pass for both checks
+    if features.dtype.kind == "f" and not np.isfinite(largest):
+        bad = np.argwhere(~np.isfinite(features).all(axis=1)).ravel()
+        raise _Failed(f"{path} holds NaN or infinite values (in {len(bad)} of {rows} rows, first row {bad[0]})")
     if largest > float(np.finfo(store).max):
         raise _Failed(f"{path} holds values up to {largest:g}, beyond {store} (import with --dtype float32)")
     return features
+
+
+def _largest_magnitude(values: np.ndarray) -> float:
+    """max |value|, NaN or inf when one is. IEEE floats without their sign bit order as unsigned
+    integers of the same width, so floats are compared as integers: NumPy's float16 abs and max
+    convert every value (the cost of a million-video import)."""
+    if values.dtype.kind != "f" or values.dtype.itemsize not in (2, 4, 8) or not values.size:
+        return float(np.abs(values).max()) if values.size else 0.0
+    words = values.view(values.dtype.str.replace("f", "u"))
+    top = (words & ~np.array(1 << (8 * values.dtype.itemsize - 1), words.dtype)).max()
+    return float(np.array(top, words.dtype).view(values.dtype))
 
 
 def _load_timestamps(planned: Planned) -> np.ndarray | None:
@@ -127,7 +136,7 @@ def _load_timestamps(planned: Planned) -> np.ndarray | None:
         return None
     path, unit = planned.timestamps
     try:
-        stamps = np.atleast_1d(np.load(path, allow_pickle=False))
+        stamps = np.atleast_1d(npy.load(path))
     except (OSError, ValueError, EOFError) as exc:
         raise _Failed(f"{path} cannot be read as a .npy array ({exc})") from None
     if stamps.ndim != 1 or stamps.dtype.kind not in "fiu":
@@ -140,12 +149,12 @@ def _load_timestamps(planned: Planned) -> np.ndarray | None:
     return seconds
 
 
-def _read_fps(path: Path | None) -> float | None:
+def _read_fps(path: str | None, listing: Listing) -> float | None:
     """The fps video_features saves next to the features; a missing or odd file is no failure."""
-    if path is None or not path.is_file():
+    if path is None or not listing.is_file(path):
         return None
     try:
-        value = np.load(path, allow_pickle=False)
+        value = npy.load(path)
         fps = float(value.reshape(())) if value.size == 1 and value.dtype.kind in "fiu" else None
     except (OSError, ValueError, EOFError):
         return None
@@ -222,7 +231,7 @@ def import_features(
                 f"({sum(p.dim == dim for p in videos)} of {len(videos)})"
             )
             continue
-        planned.timestamps = next(((p, u) for p, u in planned.timestamp_candidates if p.is_file()), None)
+        planned.timestamps = next(((p, u) for p, u in planned.timestamp_candidates if plan.listing.is_file(p)), None)
         kept.append(planned)
 
     given = any(p.timestamps is not None for p in kept)
@@ -253,7 +262,7 @@ def import_features(
     def rows() -> Iterator[tuple[str, np.ndarray, np.ndarray, dict]]:
         for planned in kept:
             video_id = planned.entry.video_id
-            fps = _read_fps(planned.fps)
+            fps = _read_fps(planned.fps, plan.listing)
             try:
                 features = _load_features(planned, dim, store)
                 times = row_times(

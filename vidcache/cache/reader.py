@@ -63,9 +63,12 @@ def _first_line(exc: BaseException) -> str:
 class ShardFiles:
     """LRU of open shard files, safe across fork (reopened in a child process)."""
 
-    def __init__(self, directory: Path, max_open: int = _MAX_OPEN_SHARDS):
+    def __init__(self, directory: Path, max_open: int = _MAX_OPEN_SHARDS, *, chunk_cache_bytes: int | None = None):
         self.directory = directory
         self.max_open = max_open
+        # HDF5's chunk cache per dataset (None: its default, 1 MiB); 0 for callers that read whole
+        # chunks in order (compact), where the cache only adds a copy of every chunk
+        self.chunk_cache_bytes = chunk_cache_bytes
         self._files: OrderedDict[str, h5py.File] = OrderedDict()
         self._pid = os.getpid()
         self._decoders_checked: set[tuple[str, str, _RowDecoder]] = set()
@@ -78,7 +81,7 @@ class ShardFiles:
         if handle is None:
             path = self.directory / f"{shard}.h5"
             try:
-                handle = h5py.File(path, "r")
+                handle = h5py.File(path, "r", rdcc_nbytes=self.chunk_cache_bytes)
             except Exception as exc:  # h5py maps HDF5's errors on a damaged file to many types
                 raise CacheError(f"shard {path} cannot be opened ({_first_line(exc)}); run `vidcache verify`") from None
             self._files[shard] = handle
@@ -159,10 +162,10 @@ class ShardFiles:
         self._files.clear()
 
     def __getstate__(self) -> dict:
-        return {"directory": self.directory, "max_open": self.max_open}
+        return {"directory": self.directory, "max_open": self.max_open, "chunk_cache_bytes": self.chunk_cache_bytes}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["directory"], state["max_open"])
+        self.__init__(state["directory"], state["max_open"], chunk_cache_bytes=state.get("chunk_cache_bytes"))
 
 
 @dataclass(frozen=True)

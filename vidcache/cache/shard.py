@@ -6,16 +6,17 @@ only ever see complete shards.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+from isal.isal_zlib import crc32  # zlib's CRC32, the same values, 4-10x faster (ISA-L)
 
 from ..version import __version__
 from .layout import PARTIAL_SUFFIX, SCHEMA_VERSION, SHARD_SUFFIX, TARGET_CHUNK_BYTES, rows_per_chunk
@@ -29,12 +30,18 @@ POOLED_DATASET = "pooled_mean"  # /<view>/pooled_mean [videos, D] float32, align
 def rows_checksum(features: np.ndarray, timestamps_s: np.ndarray, end_timestamps_s: np.ndarray | None = None) -> int:
     """CRC32 of a video's stored feature bytes, then its float64 timestamps, then its float64 end
     timestamps when the view has them (all little-endian)."""
+    # the CRC reads the arrays' own buffers: no bytes copy (slices of a block read are already contiguous)
     little_endian = features.dtype.newbyteorder("<")
-    crc = zlib.crc32(np.ascontiguousarray(features, dtype=little_endian).view(np.uint8).tobytes())
-    crc = zlib.crc32(np.ascontiguousarray(timestamps_s, dtype="<f8").view(np.uint8).tobytes(), crc)
+    crc = crc32(_bytes_of(np.ascontiguousarray(features, dtype=little_endian)))
+    crc = crc32(_bytes_of(np.ascontiguousarray(timestamps_s, dtype="<f8")), crc)
     if end_timestamps_s is not None:
-        crc = zlib.crc32(np.ascontiguousarray(end_timestamps_s, dtype="<f8").view(np.uint8).tobytes(), crc)
+        crc = crc32(_bytes_of(np.ascontiguousarray(end_timestamps_s, dtype="<f8")), crc)
     return crc
+
+
+def _bytes_of(array: np.ndarray) -> memoryview:
+    """A C-contiguous array's bytes as a flat buffer, without copying them."""
+    return memoryview(array.reshape(-1).view(np.uint8))
 
 
 def plain_attrs(values: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +115,8 @@ class ShardWriter:
         self.nbytes = 0
         self.rows: list[ShardRows] = []
         self._index: dict[str, list[ShardRows]] = {}
-        # per view, each video's mean row (float64 sum of the stored values, then float32): what indexes,
+        # per view, each video's mean row (float64 sum of the stored values, then float32), in blocks
+        # [videos, D] (one per `add`, one per `add_many`): what indexes,
         # search, mining and the linear probe read instead of every row (see cache-format.md)
         self._pooled: dict[str, list[np.ndarray]] = {}
         # every dataset handle stays open until the file closes: closing one flushes its chunk cache,
@@ -207,7 +215,7 @@ class ShardWriter:
                 pending.stamps.append(stamps_le.copy())
                 if pending.ends is not None and ends_le is not None:
                     pending.ends.append(ends_le.copy())
-                start, crc = pending.rows, zlib.crc32(part.view(np.uint8).tobytes())
+                start, crc = pending.rows, crc32(_bytes_of(part))
                 pending.rows, pending.nbytes = pending.rows + len(features), pending.nbytes + size
                 return self._record(
                     video_id,
@@ -238,11 +246,11 @@ class ShardWriter:
         for lo in range(0, count, block):
             part = np.ascontiguousarray(features[lo : lo + block], dtype=feats.dtype.newbyteorder("<"))
             feats[start + lo : start + lo + len(part)] = part
-            crc = zlib.crc32(part.view(np.uint8).tobytes(), crc)
+            crc = crc32(_bytes_of(part), crc)
             if pooled:
                 total += part.sum(axis=0, dtype=np.float64)
         if pooled:
-            self._pooled.setdefault(view, []).append((total / max(count, 1)).astype(np.float32))
+            self._pooled.setdefault(view, []).append((total / max(count, 1)).astype(np.float32)[None])
         if count:
             stamps[start:] = stamps_le
             if ends is not None:
@@ -291,9 +299,9 @@ class ShardWriter:
         info_json: str,
         row_bytes: int,
     ) -> ShardRows:
-        crc = zlib.crc32(stamps_le.view(np.uint8).tobytes(), crc)
+        crc = crc32(_bytes_of(stamps_le), crc)
         if ends_le is not None:
-            crc = zlib.crc32(ends_le.view(np.uint8).tobytes(), crc)
+            crc = crc32(_bytes_of(ends_le), crc)
         rows = ShardRows(video_id, view, start, count, crc, source_size, source_mtime_ns, info_json)
         self.rows.append(rows)
         self._index.setdefault(view, []).append(rows)
@@ -310,10 +318,12 @@ class ShardWriter:
         *,
         info_json: list[str],
         end_timestamps_s: np.ndarray | None = None,
+        sources: list[tuple[int, int]] | None = None,
     ) -> list[ShardRows]:
         """`add` for many videos of one view at once (import, arrays): their rows concatenated in
         `features` [sum(counts), D], written with one resize and one write per dataset instead of
-        one per video; checksums and pooled means are the same as `add`'s, video by video."""
+        one per video; checksums and pooled means are the same as `add`'s, video by video. `sources`:
+        each video's (source_size, source_mtime_ns), -1 where unknown (compact keeps them)."""
         counts = np.asarray(counts, np.int64)
         total = int(counts.sum())
         if features.ndim != 2 or len(features) != total or len(timestamps_s) != total:
@@ -338,19 +348,17 @@ class ShardWriter:
                 dataset[start:] = values
         offsets = np.concatenate([[0], np.cumsum(counts)])
         if feats.dtype.kind == "f":
-            sums = np.zeros((len(counts), features.shape[1]), np.float64)
-            filled = counts > 0
-            if filled.any():
-                sums[filled] = np.add.reduceat(stored.astype(np.float64), offsets[:-1][filled], axis=0)
-            self._pooled.setdefault(view, []).extend((sums / np.maximum(counts, 1)[:, None]).astype(np.float32))
+            sums = _video_sums(stored, counts, offsets)
+            self._pooled.setdefault(view, []).append((sums / np.maximum(counts, 1)[:, None]).astype(np.float32))
+        # each column as bytes, one row per line: a video's CRC32 runs over its lines (no copy per video)
+        lines = [None if c is None else c.reshape(len(c), -1).view(np.uint8) for c in (stored, stamps_le, ends_le)]
         added = []
-        for i, video_id in enumerate(video_ids):
-            lo, hi = int(offsets[i]), int(offsets[i + 1])
-            crc = zlib.crc32(stored[lo:hi].view(np.uint8).tobytes())
-            crc = zlib.crc32(stamps_le[lo:hi].view(np.uint8).tobytes(), crc)
-            if ends_le is not None:
-                crc = zlib.crc32(ends_le[lo:hi].view(np.uint8).tobytes(), crc)
-            added.append(ShardRows(video_id, view, start + lo, hi - lo, crc, info_json=info_json[i]))
+        for i, (lo, hi) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)):
+            crc = crc32(lines[1][lo:hi], crc32(lines[0][lo:hi]))
+            if lines[2] is not None:
+                crc = crc32(lines[2][lo:hi], crc)
+            size, mtime_ns = sources[i] if sources is not None else (-1, -1)
+            added.append(ShardRows(video_ids[i], view, start + lo, hi - lo, crc, size, mtime_ns, info_json[i]))
         self.rows.extend(added)
         self._index.setdefault(view, []).extend(added)
         self.nbytes += stored.nbytes + 8 * total
@@ -376,7 +384,7 @@ class ShardWriter:
             group.create_dataset("source_mtime_ns", data=np.array([r.source_mtime_ns for r in rows], dtype="<i8"))
             group.create_dataset("info_json", data=np.array([r.info_json for r in rows], dtype=object), dtype=STR_DTYPE)
             if view in self._pooled:
-                group.create_dataset(POOLED_DATASET, data=np.stack(self._pooled[view]).astype("<f4"))
+                group.create_dataset(POOLED_DATASET, data=np.concatenate(self._pooled[view]).astype("<f4"))
         self._h5.attrs["n_videos"] = len({r.video_id for r in self.rows})
         self._h5.flush()  # a failed write raises here with every handle still open, so `discard` can close them
         self._h5.close()
@@ -390,6 +398,19 @@ class ShardWriter:
             self._h5.close()
         finally:
             self.partial_path.unlink(missing_ok=True)
+
+
+def _video_sums(stored: np.ndarray, counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """float64 sums of each video's rows, added in row order as `add` adds them. Videos side by side
+    with the same row count are summed as one [videos, rows, D] array (20x faster than reduceat)."""
+    sums = np.zeros((len(counts), stored.shape[1]), np.float64)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(counts)) + 1, [len(counts)]]).tolist()
+    for a, b in itertools.pairwise(bounds):
+        rows = int(counts[a])
+        if rows:
+            block = stored[int(offsets[a]) : int(offsets[b])]
+            sums[a:b] = block.reshape(b - a, rows, stored.shape[1]).sum(axis=1, dtype=np.float64)
+    return sums
 
 
 def read_shard_index(path: Path) -> dict[str, list[ShardRows]]:
@@ -413,4 +434,17 @@ def read_shard_index(path: Path) -> dict[str, list[ShardRows]]:
             out[view] = [
                 ShardRows(v, view, int(s), int(c), int(k), int(z), int(m), i) for v, s, c, k, z, m, i in columns
             ]
+    return out
+
+
+def read_shard_ranges(path: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    """{(video_id, view): (row_start, row_count)} from a committed shard's index: the part of
+    `read_shard_index` that `verify` compares with the catalog, as whole-column reads."""
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    with h5py.File(path, "r") as h5:
+        for view in h5:
+            group = h5[view]
+            ids = group["video_ids"].asstr()[()].tolist()
+            ranges = zip(group["row_start"][()].tolist(), group["row_count"][()].tolist(), strict=True)
+            out.update(zip(((video_id, view) for video_id in ids), ranges, strict=True))
     return out
