@@ -303,6 +303,16 @@ class Catalog:
             (view, STATUS_DONE),
         ).fetchall()
 
+    def fingerprint_lines(self, view: str) -> Iterator[str]:
+        """`fingerprint_rows` as the text lines the index fingerprint hashes ("id\\0shard\\0start\\0crc\\n"),
+        formatted by SQLite: a million f-strings were seconds of `index build` and of every mining run."""
+        none = "'None'"  # what Python's f-string writes for NULL
+        line = " || char(0) || ".join(f"coalesce({c}, {none})" for c in ("video_id", "shard", "row_start", "checksum"))
+        for (text,) in self._db.execute(
+            f"SELECT {line} || char(10) FROM items WHERE view=? AND status=? ORDER BY video_id", (view, STATUS_DONE)
+        ):
+            yield text
+
     def fingerprint_rows(self, view: str) -> Iterator[tuple[str, str, int, int]]:
         """(video_id, shard, row_start, checksum) of the view's done videos by video_id, streamed."""
         yield from self._db.execute(
