@@ -83,17 +83,9 @@ def iter_pooled(cache: Cache, view: str) -> Iterator[tuple[list[str], np.ndarray
 def pooled_means(cache: Cache, view: str, video_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Mean rows [len(video_ids), D] float32 of the given videos, in that order, and a bool mask of
     the ones that have rows of `view` (the others are zeros)."""
-    position = {video_id: i for i, video_id in enumerate(video_ids)}
-    out: np.ndarray | None = None
-    found = np.zeros(len(video_ids), bool)
-    for ids, means in iter_pooled(cache, view):
-        rows = np.array([position.get(v, -1) for v in ids], np.int64)
-        keep = rows >= 0
-        if out is None:
-            out = np.zeros((len(video_ids), means.shape[1]), np.float32)
-        out[rows[keep]] = means[keep]
-        found[rows[keep]] = True
-    return (out if out is not None else np.zeros((len(video_ids), 0), np.float32)), found
+    from .locations import view_locations
+
+    return pooled_means_at(cache, view, view_locations(cache, view).take(video_ids))
 
 
 def pooled_means_at(cache: Cache, view: str, table: LocationTable) -> tuple[np.ndarray, np.ndarray]:
