@@ -400,8 +400,10 @@ def model_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> di
             row["timm"] = {"error": f"{type(exc).__name__}: {exc}"}
             twin = None
         if twin is not None:
-            row["timm"] = {"model": TIMM_TWINS[model_name], main: _tower_rate(twin, device, main, plan.model_batch,
-                                                                                plan.min_timed_s)}
+            row["timm"] = {
+                "model": TIMM_TWINS[model_name],
+                main: _tower_rate(twin, device, main, plan.model_batch, plan.min_timed_s),
+            }
             ours, theirs = row[main]["images_per_s"], row["timm"][main]["images_per_s"]
             row["vs_timm"] = {"precision": main, "ratio": round(ours / theirs, 3), "target": TIMM_TARGET}
             del twin
@@ -609,8 +611,11 @@ def extract_section(device: torch.device, plan: Plan, state: dict[str, Any], wor
             "bound": "decode" if decode_fps < model_fps else "model",
             "ratio_extract_over_min": round(extract_fps / min(decode_fps, model_fps), 3),
             "target": E2E_TARGET,
-            "cpu_util": {"decode": decode_row["cpu_util"], "model": model_row["cpu_util"],
-                         "extract": extract_row["cpu_util"]},
+            "cpu_util": {
+                "decode": decode_row["cpu_util"],
+                "model": model_row["cpu_util"],
+                "extract": extract_row["cpu_util"],
+            },
             "gpu_util": {"model": model_row["gpu"], "extract": extract_row["gpu"]},
             "peak_gpu_mib": peak_gpu_mib(device),
         }
@@ -646,8 +651,9 @@ def raft_section(device: torch.device, plan: Plan, state: dict[str, Any]) -> dic
     for raft_model in plan.raft_models:
         flow = RaftFlow(config=FlowConfig(method="raft", raft_model=raft_model, weights="none"), device=device)
         reset_peak(device)
-        per_call, calls = time_calls(lambda flow=flow: flow.compute(first, second), device,
-                                     min_s=plan.min_timed_s, warmup=1)
+        per_call, calls = time_calls(
+            lambda flow=flow: flow.compute(first, second), device, min_s=plan.min_timed_s, warmup=1
+        )
         result[raft_model] = {
             "pairs_per_s": round(plan.raft_pairs / per_call, 1),
             "calls": calls,
@@ -919,8 +925,9 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     for name, row in s.get("model", {}).items():
         if not isinstance(row, dict):
             continue
-        rates = ", ".join(f"{p} {v['images_per_s']:.0f}" for p, v in row.items() if isinstance(v, dict)
-                          and "images_per_s" in v)
+        rates = ", ".join(
+            f"{p} {v['images_per_s']:.0f}" for p, v in row.items() if isinstance(v, dict) and "images_per_s" in v
+        )
         rows.append((f"model only {name} (img/s)", rates))
         if "vs_timm" in row:
             t = row["vs_timm"]
@@ -930,20 +937,24 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((f"encode path {name} (img/s)", f"{row['images_per_s']:.0f}"))
     dec = s.get("decode", {})
     if dec:
-        for key, label, scale in (("by_workers", "processes", "scaling"), ("threads_by_workers", "threads",
-                                                                             "threads_scaling")):
+        for key, label, scale in (
+            ("by_workers", "processes", "scaling"),
+            ("threads_by_workers", "threads", "threads_scaling"),
+        ):
             by = ", ".join(f"{w}w {v['frames_per_s']:.0f}" for w, v in dec[key].items())
             rows.append((f"decode only, {label} (sampled frames/s)", by))
             rows.append((f"  scaling ({label})", f"{dec[scale]['speedup']}x on {dec[scale]['workers']} workers"))
     for name, row in s.get("extract", {}).items():
         if isinstance(row, dict):
             util = (row["gpu_util"]["extract"] or {}).get("mean_pct")
-            rows.append((
-                f"extract {name} (frames/s)",
-                f"{row['extract_frames_per_s']:.0f} vs decode {row['decode_frames_per_s']:.0f} / model "
-                f"{row['model_frames_per_s']:.0f} -> ratio {row['ratio_extract_over_min']:.2f} "
-                f"(target >= {row['target']}), GPU util {util}%",
-            ))
+            rows.append(
+                (
+                    f"extract {name} (frames/s)",
+                    f"{row['extract_frames_per_s']:.0f} vs decode {row['decode_frames_per_s']:.0f} / model "
+                    f"{row['model_frames_per_s']:.0f} -> ratio {row['ratio_extract_over_min']:.2f} "
+                    f"(target >= {row['target']}), GPU util {util}%",
+                )
+            )
     for name, row in s.get("decode_variants", {}).get("variants", {}).items():
         rows.append((f"decode {name} (frames/s)", f"{row['frames_per_s']:.0f}"))
     if "s3d" in s:
@@ -962,18 +973,31 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"train {head} (videos/s)", f"{row['videos_per_s']:.0f}  peak GPU {row['peak_gpu_mib']} MiB"))
     for name, row in s.get("compile", {}).items():
         if isinstance(row, dict):
-            rows.append((f"torch.compile {name}", f"{row['images_per_s']:.0f} img/s (compile {row['compile_s']} s, "
-                                                  f"x{row['speedup_vs_eager']} vs eager)"))
+            rows.append(
+                (
+                    f"torch.compile {name}",
+                    f"{row['images_per_s']:.0f} img/s (compile {row['compile_s']} s, "
+                    f"x{row['speedup_vs_eager']} vs eager)",
+                )
+            )
     for name, row in s.get("nvdec", {}).get("by_resolution", {}).items():
         agree = row["agreement"]
-        rows.append((f"NVDEC vs CPU processes {name} (sampled frames/s)",
-                     f"{row['nvdec']['frames_per_s']:.0f} vs {row['cpu_processes']['frames_per_s']:.0f} "
-                     f"(x{row['nvdec_over_cpu']}), frames MAD {agree['max_mean_abs_diff']} (bound {agree['bound']})"))
+        rows.append(
+            (
+                f"NVDEC vs CPU processes {name} (sampled frames/s)",
+                f"{row['nvdec']['frames_per_s']:.0f} vs {row['cpu_processes']['frames_per_s']:.0f} "
+                f"(x{row['nvdec_over_cpu']}), frames MAD {agree['max_mean_abs_diff']} (bound {agree['bound']})",
+            )
+        )
     for name, row in s.get("nvdec", {}).get("extract_720p", {}).items():
-        rows.append((f"extract {name} 720p NVDEC (frames/s)",
-                     f"{row['nvdec_extract_frames_per_s']:.0f} vs CPU decode "
-                     f"{row['cpu_decode_extract_frames_per_s']:.0f}"
-                     f" (x{row['nvdec_over_cpu_decode_extract']}), ratio {row['nvdec_ratio_extract_over_min']}"))
+        rows.append(
+            (
+                f"extract {name} 720p NVDEC (frames/s)",
+                f"{row['nvdec_extract_frames_per_s']:.0f} vs CPU decode "
+                f"{row['cpu_decode_extract_frames_per_s']:.0f}"
+                f" (x{row['nvdec_over_cpu_decode_extract']}), ratio {row['nvdec_ratio_extract_over_min']}",
+            )
+        )
     for name, error in doc["errors"].items():
         rows.append((f"ERROR {name}", error[:150]))
     for name, why in doc["skipped"].items():
@@ -1004,8 +1028,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 ALL_SECTIONS = (
-    "corpus", "model", "encode_path", "decode", "extract", "decode_variants", "s3d", "raft", "mining", "heads",
-    "compile", "nvdec",
+    "corpus",
+    "model",
+    "encode_path",
+    "decode",
+    "extract",
+    "decode_variants",
+    "s3d",
+    "raft",
+    "mining",
+    "heads",
+    "compile",
+    "nvdec",
 )
 
 
@@ -1025,8 +1059,10 @@ def main(argv: list[str] | None = None) -> int:
     report.doc["plan"] = {k: v for k, v in vars(plan).items() if k != "extra"}
     report.doc["quick"] = args.quick
     state: dict[str, Any] = {}
-    workdir_cm = contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory(
-        prefix="vidcache-bench-gpu-"
+    workdir_cm = (
+        contextlib.nullcontext(args.workdir)
+        if args.workdir
+        else tempfile.TemporaryDirectory(prefix="vidcache-bench-gpu-")
     )
     with workdir_cm as work:
         workdir = Path(work)

@@ -35,7 +35,6 @@ import itertools
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -112,26 +111,28 @@ def run_timed(args: list[str], *, cwd: Path, timeout_s: float) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     err_path = cwd / "last_stderr.txt"
     peak_kib = 0
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(err_path, "w") as err, open(cwd / "last_stdout.txt", "w") as out:
         started = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "vidcache.cli", *args], stdout=out, stderr=err, env=env)
-        while proc.poll() is None:
+        while True:  # reaped with wait4: its rusage gives the CPU seconds (the wall time is the load's too)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
             tree = _tree(proc.pid)
             readings = [_rss_kib(p) for p in tree]
-            peak_kib = max(peak_kib, sum(r for r, _ in readings), readings[0][1])
+            if readings:
+                peak_kib = max(peak_kib, sum(r for r, _ in readings), readings[0][1])
             if time.perf_counter() - started > timeout_s:
                 proc.kill()
-                proc.wait()
+                _, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.02)
         seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command's own CPU: less at the mercy of the load
-    cpu_s = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+        proc.returncode = os.waitstatus_to_exitcode(status)
     tail = err_path.read_text(errors="replace").strip().splitlines()[-3:]
     return {
         "seconds": round(seconds, 3),
-        "cpu_s": round(cpu_s, 3),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),  # its own and its waited-for children's
         "peak_rss_mib": round(peak_kib / 1024, 1),
         "exit_code": proc.returncode,
         "stderr_tail": tail,

@@ -61,8 +61,10 @@ def main() -> int:
         for view, facts in result["views"].items():
             verdict = "bit-identical" if facts["videos_differing"] == 0 and facts["same_videos"] else "DIFFERENT"
             changed = facts["identity_differs_in"] or "-"
-            print(f"{view:8s} {facts['videos']} videos, {facts['rows']} rows: {verdict}"
-                  f" (max |diff| {facts['max_abs_diff']:.3g}); identity differs in: {changed}")
+            print(
+                f"{view:8s} {facts['videos']} videos, {facts['rows']} rows: {verdict}"
+                f" (max |diff| {facts['max_abs_diff']:.3g}); identity differs in: {changed}"
+            )
         print("identical" if result["identical"] else "NOT identical")
     return 0 if result["identical"] else 1
 

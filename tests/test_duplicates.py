@@ -76,7 +76,7 @@ def pairs_of(frame: pd.DataFrame) -> set[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivfsq"])
 def test_groups_match_the_brute_force_twin(cache_dir, index_type):
     with Cache(cache_dir) as cache:
         ids, expected = brute_force_pairs(cache, THRESHOLD)

@@ -133,3 +133,73 @@ def test_split_sources_read_rows_only_when_batched_and_share_locations(cache_dir
             rows = cache.read(video_id, "clip")[0].astype(np.float32)
             np.testing.assert_array_equal(batch.feature[row, : len(rows)].numpy(), rows)
             assert int(batch.mask[row].sum()) == len(rows)
+
+
+def test_location_tables_equal_the_per_item_locations(cache_dir, tmp_path):
+    """`view_locations` (one SQL query, arrays) gives each video the location `Cache._locations`
+    (one checked `Item` per video, the reference) gives; unknown ids are MISSING; a damaged row
+    number is the damaged-catalog error."""
+    import sqlite3
+
+    from vidcache.cache.locations import MISSING, view_locations
+    from vidcache.errors import CacheError
+
+    with Cache(cache_dir) as cache:
+        ids = sorted(cache.video_ids("clip"))
+        expected = {loc.video_id: loc for loc in cache._locations("clip")}
+        located = view_locations(cache, "clip")
+        asked = [ids[7], "nope", *reversed(ids[:5]), ids[-1]]
+        table = located.take(asked)
+        assert len(located) == len(ids) and table.location(1) is None and table.shard[1] == MISSING
+        assert [table.location(i) for i in range(len(asked)) if i != 1] == [expected[v] for v in asked if v != "nope"]
+        order = [asked[i] for i in table.storage_order()]
+        by_storage = sorted(expected.values(), key=lambda loc: (loc.shard, loc.row_start))
+        assert order[:-1] == [loc.video_id for loc in by_storage if loc.video_id in asked] and order[-1] == "nope"
+    damaged = tmp_path / "damaged"
+    shutil.copytree(cache_dir, damaged)
+    with sqlite3.connect(damaged / "catalog.sqlite") as db:
+        db.execute("UPDATE items SET row_start='x' WHERE video_id='v010'")
+    with Cache(damaged) as cache, pytest.raises(CacheError, match=r"catalog .* is damaged"):
+        view_locations(cache, "clip")
+
+
+def test_linear_head_from_stored_means_equals_one_trained_on_rows_pooled_in_numpy(tmp_path):
+    """`train --head linear` (a fixed C: the sweep repeats the same solve) on a cache of several rows per video, which
+    reads the stored means, gives the head that the same training gives on a second cache holding one
+    row per video: that video's rows averaged in NumPy (float64) from `Cache.read`."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from vidcache.heads import HEADS, TrainConfig
+    from vidcache.heads.data import SplitSource
+    from vidcache.heads.train import train
+
+    rng = np.random.default_rng(29)
+    centres = rng.normal(size=(3, DIM))
+    entries, rows = [], []
+    for i in range(150):
+        label, split = int(rng.integers(3)), ("train", "train", "val", "test")[i % 4]
+        frames = centres[label] + 2.0 * rng.normal(size=(int(rng.integers(1, 7)), DIM))
+        entries.append(VideoEntry(f"v{i:03d}", f"/x/v{i:03d}.mp4", (f"c{label}",), split))
+        rows.append((f"v{i:03d}", frames.astype(np.float32), np.arange(len(frames), dtype=float)))
+    frames_cache, means_cache = tmp_path / "frames", tmp_path / "means"
+    write_view_arrays(frames_cache, view="clip", rows=rows, entries=entries, identity={"model": "s"}, dtype="float32")
+    with Cache(frames_cache) as cache:
+        means = [(v, cache.read(v, "clip")[0].astype(np.float64).mean(axis=0, keepdims=True).astype(np.float32),
+                  np.zeros(1)) for v, _, _ in rows]  # fmt: skip
+        source = SplitSource(cache, "clip", [v for v, _, _ in rows], torch.zeros(len(rows), 1), max_frames=64,
+                             memory_budget_bytes=1e9)  # fmt: skip
+        assert source.stored_means() is not None  # the path under test: stored means, not frames
+    write_view_arrays(means_cache, view="clip", rows=means, entries=entries, identity={"model": "s"}, dtype="float32")
+    config = TrainConfig(head="linear", options=HEADS.options("linear", probe_c=0.3))
+    summaries = [train(c, config, tmp_path / f"run_{c.name}") for c in (frames_cache, means_cache)]
+    assert summaries[0].val_metrics == pytest.approx(summaries[1].val_metrics, abs=1e-6)
+    model = [load_file(tmp_path / f"run_{c.name}" / "best.safetensors") for c in (frames_cache, means_cache)]
+    assert model[0].keys() == model[1].keys() and any(k.startswith("model.") for k in model[0])
+    for name in model[0]:
+        torch.testing.assert_close(model[0][name], model[1][name], atol=1e-5, rtol=1e-5)
+    runs = [tmp_path / f"run_{c.name}" for c in (frames_cache, means_cache)]
+    first, second = (json.loads((r / "thresholds.json").read_text()) for r in runs)
+    assert first == second

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import h5py
 import numpy as np
 
+from .locations import MISSING, LocationTable
 from .reader import Cache
 from .shard import POOLED_DATASET
 
@@ -82,14 +83,30 @@ def iter_pooled(cache: Cache, view: str) -> Iterator[tuple[list[str], np.ndarray
 def pooled_means(cache: Cache, view: str, video_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Mean rows [len(video_ids), D] float32 of the given videos, in that order, and a bool mask of
     the ones that have rows of `view` (the others are zeros)."""
-    position = {video_id: i for i, video_id in enumerate(video_ids)}
+    from .locations import view_locations
+
+    return pooled_means_at(cache, view, view_locations(cache, view).take(video_ids))
+
+
+def pooled_means_at(cache: Cache, view: str, table: LocationTable) -> tuple[np.ndarray, np.ndarray]:
+    """`pooled_means` for videos already located (`locations.view_locations(...).take(ids)`): no
+    catalog query and no dict of ids; one read of each touched shard's means."""
+    found = table.present.copy()
     out: np.ndarray | None = None
-    found = np.zeros(len(video_ids), bool)
-    for ids, means in iter_pooled(cache, view):
-        rows = np.array([position.get(v, -1) for v in ids], np.int64)
-        keep = rows >= 0
+    order = np.lexsort((table.row_start, table.shard))  # by shard, then row: the fallback reads in order
+    order = order[table.shard[order] != MISSING]
+    bounds = np.flatnonzero(np.diff(table.shard[order])) + 1
+    for chunk in np.split(order, bounds) if len(order) else []:
+        shard = table.shards[int(table.shard[chunk[0]])]
+        starts, counts = table.row_start[chunk], table.row_count[chunk]
+        group = cache._files.get(shard)[view]
+        try:
+            means = _stored_means(group, starts)
+            if means is None:
+                means = _computed_means(group, starts, counts)
+        except Exception as exc:  # h5py's many error types for a damaged shard
+            raise cache._files._damaged(shard, view, int(starts[0]), int((starts + counts).max()), repr(exc)) from None
         if out is None:
-            out = np.zeros((len(video_ids), means.shape[1]), np.float32)
-        out[rows[keep]] = means[keep]
-        found[rows[keep]] = True
-    return (out if out is not None else np.zeros((len(video_ids), 0), np.float32)), found
+            out = np.zeros((len(table), means.shape[1]), np.float32)
+        out[chunk] = means
+    return (out if out is not None else np.zeros((len(table), 0), np.float32)), found

@@ -400,9 +400,14 @@ class Cache:
         """Manifest metadata (video_id, path, labels, split, start_s, end_s) as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame(
-            self._catalog.entries(), columns=["video_id", "path", "labels", "split", "start_s", "end_s"]
-        )
+        columns = self._catalog.entry_columns()
+        columns["labels"] = [list(labels) for labels in columns["labels"]]  # a list per row, as before
+        return pd.DataFrame(columns, columns=["video_id", "path", "labels", "split", "start_s", "end_s"])
+
+    def entry_columns(self) -> dict[str, list]:
+        """The manifest metadata as plain columns (video_id, path, labels as tuples, split, start_s,
+        end_s): what a million-video `train` reads without a DataFrame of lists."""
+        return self._catalog.entry_columns()
 
     def video_info(self, video_id: str, view: str = "clip") -> dict:
         """Per-video facts recorded at extraction (duration, stream start, fps, size, rotation...)."""

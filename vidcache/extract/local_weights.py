@@ -44,8 +44,6 @@ def hub_repos() -> dict[str, set[str]]:
     return found
 
 
-
-
 def torch_hub_entry(view: str, model: str, weights: str, url: str, flags: str) -> WeightsEntry:
     """A torchvision weights file in the torch hub cache (where `resolve_torchvision_weights` looks)."""
     import torch

@@ -6,8 +6,10 @@ is read with one merged read per shard (`Cache.read_many`)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..cache.locations import LocationTable, ViewLocations, view_locations
 from ..cache.reader import Cache
-from ..cache.reader import _Location as Location  # the cache's located reads: internal, not Cache's surface
 from ..errors import ConfigError
 
 TRAIN, VAL, TEST = "train", "val", "test"
@@ -44,6 +46,20 @@ def _seconds(value) -> float | None:
     return None if value is None or value != value else float(value)
 
 
+def _leaks(paths: list, starts: list, ends: list, split_of: list[str]) -> list[str]:
+    """ "PATH in A and B" for each source (path, start, end) listed in two splits; only paths seen
+    more than once are looked at (a million distinct files cost one Counter)."""
+    repeated = {path for path, n in Counter(paths).items() if n > 1}
+    path_split: dict[tuple, str] = {}
+    leaks: list[str] = []
+    for i in (i for i, path in enumerate(paths) if path in repeated):
+        source = (paths[i], _seconds(starts[i]), _seconds(ends[i]))  # NaN != NaN: normalise first
+        if source in path_split and path_split[source] != split_of[i]:
+            leaks.append(f"{paths[i]} in {path_split[source]} and {split_of[i]}")
+        path_split.setdefault(source, split_of[i])
+    return leaks
+
+
 def make_splits(
     cache: Cache, views: str | list[str] | tuple[str, ...], *, task: str = "auto", val_fraction: float = 0.1
 ) -> Splits:
@@ -60,42 +76,38 @@ def assign_splits(
     rows in any of `views`, from the manifest's `split` column; fails loudly on leakage and an empty train."""
     views = [views] if isinstance(views, str) else list(views)
     done = set().union(*(cache.video_ids(view) for view in views))
-    entries = cache.entries()
-    if entries.empty or not done:
+    entries = cache.entry_columns()  # plain columns: no DataFrame of 1M label lists
+    if not entries["video_id"] or not done:
         raise SplitError(f"cache {cache.path} has no extracted {'/'.join(views)!r} videos")
+    alias = {raw: SPLIT_ALIASES.get(str(raw).strip().lower()) if raw else None for raw in set(entries["split"])}
+    kept = [i for i, video_id in enumerate(entries["video_id"]) if video_id in done]
+    column = {name: [values[i] for i in kept] for name, values in entries.items()}
+    if any(alias[raw] is None for raw in set(column["split"])):  # name the first such video
+        pairs = zip(column["video_id"], column["split"], strict=True)
+        video_id, row_split = next((v, raw) for v, raw in pairs if alias[raw] is None)
+        raise SplitError(
+            f"video {video_id!r} has split {row_split!r}; the manifest's split column must be one of "
+            "train, val, test for training"
+        )
+    split_of = [alias[raw] for raw in column["split"]]
     ids: dict[str, list[str]] = {TRAIN: [], VAL: [], TEST: []}
-    labels: dict[str, tuple[str, ...]] = {}
-    path_split: dict[tuple, str] = {}
-    paths: dict[str, str] = {}
-    leaks: list[str] = []
-    columns = (entries[c].tolist() for c in ("video_id", "path", "labels", "split", "start_s", "end_s"))
-    for video_id, path, row_labels, row_split, start_s, end_s in zip(*columns, strict=True):  # not itertuples: 1M rows
-        if video_id not in done:
-            continue
-        split = SPLIT_ALIASES.get(str(row_split).strip().lower()) if row_split else None
-        if split is None:
-            raise SplitError(
-                f"video {video_id!r} has split {row_split!r}; the manifest's split column must be one of "
-                "train, val, test for training"
-            )
-        source = (path, _seconds(start_s), _seconds(end_s))  # NaN != NaN: normalise first
-        if source in path_split and path_split[source] != split:
-            leaks.append(f"{path} in {path_split[source]} and {split}")
-        path_split.setdefault(source, split)
+    for video_id, split in zip(column["video_id"], split_of, strict=True):
         ids[split].append(video_id)
-        labels[video_id] = tuple(row_labels)
-        paths[video_id] = str(path)
+    labels: dict[str, tuple[str, ...]] = dict(zip(column["video_id"], column["labels"], strict=True))
+    leaks = _leaks(column["path"], column["start_s"], column["end_s"], split_of)
     if leaks:
         raise SplitError(f"{len(leaks)} video(s) in two splits (e.g. {leaks[0]}); fix the manifest's split column")
     val_from_train = not ids[VAL]
     if val_from_train:  # by source path (relative to the corpus root: stable when the corpus moves),
         # so clips cut from one file stay on one side
+        paths = dict(zip(column["video_id"], map(str, column["path"]), strict=True))
         root = os.path.commonpath(list(paths.values())) if len(paths) > 1 else ""
         carved = [v for v in ids[TRAIN] if _hash_fraction(os.path.relpath(paths[v], root or None)) < val_fraction]
         if not carved or len(carved) == len(ids[TRAIN]):
             raise SplitError("the manifest has no val split and train is too small to carve one; add split=val rows")
         ids[VAL] = carved
-        ids[TRAIN] = [v for v in ids[TRAIN] if v not in set(carved)]
+        carved_set = set(carved)
+        ids[TRAIN] = [v for v in ids[TRAIN] if v not in carved_set]
     if not ids[TRAIN]:
         raise SplitError("the train split is empty; mark training videos with split=train in the manifest")
     return ids, labels, val_from_train
@@ -136,11 +148,14 @@ def label_splits(
 
 def multi_hot(video_ids: list[str], labels: dict[str, tuple[str, ...]], vocabulary: list[str]) -> torch.Tensor:
     position = {label: i for i, label in enumerate(vocabulary)}
-    out = torch.zeros(len(video_ids), len(vocabulary))
+    rows, columns = [], []  # one scatter, not a tensor write per label (a million videos)
     for row, video_id in enumerate(video_ids):
         for label in labels.get(video_id, ()):
             if label in position:
-                out[row, position[label]] = 1.0
+                rows.append(row)
+                columns.append(position[label])
+    out = torch.zeros(len(video_ids), len(vocabulary))
+    out[torch.tensor(rows, dtype=torch.long), torch.tensor(columns, dtype=torch.long)] = 1.0
     return out
 
 
@@ -269,10 +284,10 @@ class SplitSource:
         max_frames: int,
         memory_budget_bytes: float,
         block_videos: int = 1024,
-        located: dict[str, dict[str, Location]] | None = None,
+        located: dict[str, ViewLocations] | None = None,
     ):
-        """`located`: a view → {video_id: location} memo shared by the sources of one cache (train and
-        val each looked up every done item of the view: 2 × N catalog rows as objects)."""
+        """`located`: a view → its catalog locations (arrays), a memo shared by the sources of one
+        cache (train and val each looked up every done item of the view: 2 × N catalog rows)."""
         located = {} if located is None else located
         self.views = [views] if isinstance(views, str) else list(views)
         if not self.views:
@@ -280,35 +295,35 @@ class SplitSource:
         self.cache, self.video_ids, self.targets = cache, video_ids, targets
         self.view = self.views[0]
         self.max_frames = max_frames
-        self.row_of = {video_id: i for i, video_id in enumerate(video_ids)}
         self._empty_frame = len(self.views) == 1
-        self._locations: dict[str, list[Location | None]] = {}
+        self._tables: dict[str, LocationTable] = {}
         self._decoders = {}
         self.dims: dict[str, int] = {}
         padded_bytes = 0
         for view in self.views:
             if view not in located:
-                located[view] = {loc.video_id: loc for loc in cache._locations(view)}
-            done = located[view]
-            locations = [done.get(video_id) for video_id in video_ids]
-            if len(self.views) == 1 and any(loc is None for loc in locations):
-                missing = next(v for v, loc in zip(video_ids, locations, strict=True) if loc is None)
+                located[view] = view_locations(cache, view)
+            table = located[view].take(video_ids)
+            if len(self.views) == 1 and not table.present.all():
+                missing = video_ids[int(np.flatnonzero(~table.present)[0])]
                 raise KeyError(f"{missing!r} has no extracted {view!r} rows in {cache.path}")
-            self._locations[view] = locations
+            self._tables[view] = table
             self._decoders[view] = cache._decoder(view)  # resolved here, in the catalog's thread
-            self.dims[view] = self._dim(view, locations)
-            longest = min(max((loc.row_count for loc in locations if loc), default=1), max_frames)
+            self.dims[view] = self._dim(view, table)
+            longest = min(int(table.row_count[table.present].max(initial=1)), max_frames)
             # padded tensors are [N, longest, D] float32, plus the gather's transient copy
-            padded_bytes += 2 * len(locations) * longest * self.dims[view] * 4
+            padded_bytes += 2 * len(table) * longest * self.dims[view] * 4
         self.dim = self.dims[self.view]
         self.in_memory = padded_bytes <= memory_budget_bytes
         # storage order of the first view, so a streamed block is one contiguous read per shard
-        first = self._locations[self.view]
-        order = sorted(
-            range(len(video_ids)), key=lambda i: (0, first[i].shard, first[i].row_start) if first[i] else (1, "", i)
-        )
+        order = self._tables[self.view].storage_order().tolist()
         self.blocks = [order[s : s + block_videos] for s in range(0, len(order), block_videos)]
         self._held: Batch | None = None  # every row, read on first use: a probe on stored means never needs it
+
+    @functools.cached_property
+    def row_of(self) -> dict[str, int]:
+        """{video_id: position in the split}: built when a head asks (mined companions), not for every source."""
+        return {video_id: i for i, video_id in enumerate(self.video_ids)}
 
     @property
     def _all(self) -> Batch | None:
@@ -321,25 +336,24 @@ class SplitSource:
         """[N, D] float32: each video's mean row as the cache stores it beside the rows (one read per
         shard instead of every row), when that is what a mean over its frames gives: one view of
         embeddings and no video subsampled to `max_frames`; None otherwise."""
-        locations = self._locations[self.view]
+        table = self._tables[self.view]
         if len(self.views) != 1 or np.dtype(self.cache.view_info(self.view).get("dtype", "float16")).kind != "f":
             return None
-        if self.cache.view_info(self.view).get("row_shape") or any(
-            loc.row_count > self.max_frames for loc in locations if loc is not None
-        ):
+        if self.cache.view_info(self.view).get("row_shape") or (table.row_count > self.max_frames).any():
             return None
-        from ..cache.pooled import pooled_means
+        from ..cache.pooled import pooled_means_at
 
-        means, found = pooled_means(self.cache, self.view, self.video_ids)
+        means, found = pooled_means_at(self.cache, self.view, table)
         return means if found.all() else None
 
-    def _dim(self, view: str, locations: list[Location | None]) -> int:
+    def _dim(self, view: str, table: LocationTable) -> int:
         recorded = self.cache.view_info(view).get("feature_dim")
         if recorded:
             return int(recorded)
-        some = next((loc for loc in locations if loc is not None), None)
-        if some is None:
+        present = np.flatnonzero(table.present)
+        if not len(present):
             raise ConfigError(f"none of the split's videos has rows of view {view!r} in {self.cache.path}")
+        some = table.location(int(present[0]))
         rows = self.cache._read_located(view, [some], decode=self._decoders[view])[0][0]
         return int(np.prod(rows.shape[1:]))
 
@@ -350,7 +364,7 @@ class SplitSource:
         """Rows of the given split positions, read with one merged read per shard and view."""
         features, masks, times, present = {}, {}, {}, {}
         for view in self.views:
-            locations = [self._locations[view][i] for i in rows]
+            locations = self._tables[view].locations(rows)
             have = [loc for loc in locations if loc is not None]
             read = iter(self.cache._read_located(view, have, decode=self._decoders[view]))  # as stored
             empty = (np.zeros((0, self.dims[view]), np.float32), np.zeros(0))

@@ -232,9 +232,7 @@ def _duplicates_part(facts: MiningFacts) -> str:
             "<table><tr><th>group</th><th>videos</th><th>members (cosine to the representative)</th></tr>"
         )
         for group in table["largest"]:
-            members = ", ".join(
-                f"<b>{_e(v)}</b>" if rep else f"{_e(v)} ({s:.3f})" for v, s, rep in group["members"]
-            )
+            members = ", ".join(f"<b>{_e(v)}</b>" if rep else f"{_e(v)} ({s:.3f})" for v, s, rep in group["members"])
             parts.append(f"<tr><td>{group['group_id']}</td><td>{group['size']}</td><td>{members}</td></tr>")
         parts.append("</table></div>")
     return "".join(parts)

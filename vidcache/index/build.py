@@ -161,9 +161,9 @@ def calibrate_recall(index, vectors: np.ndarray, kind: str, *, k: int = 10, seed
 def cache_fingerprint(cache: Cache, view: str) -> str:
     """Changes whenever the view's extracted rows change (a video added, redone or removed)."""
     digest = hashlib.sha1()
-    rows = cache._catalog.fingerprint_rows(view)  # streamed from SQLite: no Item object per video
-    while block := list(itertools.islice(rows, 65536)):
-        digest.update("".join(f"{v}\0{shard}\0{start}\0{crc}\n" for v, shard, start, crc in block).encode())
+    lines = cache._catalog.fingerprint_lines(view)  # formatted by SQLite: no Python object per video
+    while block := list(itertools.islice(lines, 65536)):
+        digest.update("".join(block).encode())
     return digest.hexdigest()
 
 

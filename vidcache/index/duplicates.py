@@ -3,7 +3,8 @@ similarity of at least `threshold`, as NeMo Curator's semantic dedup and clip-re
 them, so that one video per group can be kept.
 
 Candidate pairs come from each video's `max_neighbours` nearest videos (the index `mine neighbours`
-uses: a stored one, else Flat up to 50k videos), kept when their float64 cosine is >= threshold;
+uses: a stored one, else Flat up to 50k videos; an IVF index as a self-join of its lists), kept
+when their float64 cosine is >= threshold (`duplicate_pairs`);
 groups are the connected components of those pairs (scipy.sparse.csgraph). With a Flat index and
 groups of at most `max_neighbours + 1` videos this equals the exact all-pairs result. Each group's
 representative (the one to keep) is its most central member: the largest summed cosine to the
@@ -75,6 +76,121 @@ def duplicate_table(vectors: VideoVectors, group: np.ndarray, representatives: n
     )
 
 
+DUPLICATE_PROBES = 2  # IVF lists each video is compared with: its own and the next nearest
+QUERY_BLOCK = 8192  # videos searched at once through a non-IVF index
+MARGIN_QUERIES = 1024  # videos of the first block whose every candidate is re-scored to measure the margin
+GEMM_MARGIN = 1e-4  # float32 products of unit vectors are within this of the float64 cosine (D ≤ 4096)
+SCORE_BYTES = 64 << 20  # float32 similarity block of one IVF list
+
+
+def _rescore(data: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """float64 cosine of each pair of unit rows, gathered in chunks (never a [pairs, D] float64 copy of all)."""
+    out = np.empty(len(left), np.float64)
+    step = max(1, (32 << 20) // (16 * max(1, data.shape[1])))
+    for lo in range(0, len(left), step):
+        a = np.asarray(data[left[lo : lo + step]], np.float64)
+        b = np.asarray(data[right[lo : lo + step]], np.float64)
+        out[lo : lo + step] = np.einsum("ij,ij->i", a, b)
+    return out
+
+
+def _top_k_per_video(left: np.ndarray, right: np.ndarray, score: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """Mask of the pairs kept: each left video's k best (score desc, right asc), and how many left
+    videos had k or more (saturated: they may have more duplicates than were kept)."""
+    order = np.lexsort((right, -score, left))
+    first = np.searchsorted(left[order], left[order], side="left")
+    rank = np.arange(len(order)) - first
+    keep = np.zeros(len(left), bool)
+    keep[order[rank < k]] = True
+    return keep, int((np.bincount(left, minlength=1) >= k).sum()) if len(left) else 0
+
+
+def _ivf_join_pairs(ivf, data: np.ndarray, k: int, threshold: float, progress: Progress | None):
+    """Pairs by an IVF self-join: each video against the members of its `DUPLICATE_PROBES` nearest
+    lists, one float32 matrix product per list (BLAS), candidates within `GEMM_MARGIN` re-scored in
+    float64. Both directions of a pair are looked for, so a pair split across two lists is found
+    when either video probes the other's list."""
+    n, probes = len(data), min(DUPLICATE_PROBES, ivf.nlist)
+    lists = np.empty((n, probes), np.int64)
+    for lo in range(0, n, 65536):
+        _, lists[lo : lo + 65536] = ivf.quantizer.search(
+            np.ascontiguousarray(data[lo : lo + 65536], np.float32), probes
+        )
+    members = np.argsort(lists[:, 0], kind="stable")  # each video sits in its nearest list
+    member_bounds = np.searchsorted(lists[members, 0], np.arange(ivf.nlist + 1))
+    probing = np.argsort(lists.ravel(), kind="stable") // probes  # videos probing each list, by list
+    probe_bounds = np.searchsorted(np.sort(lists.ravel()), np.arange(ivf.nlist + 1))
+    lefts, rights = [], []
+    for lst in range(ivf.nlist):
+        inside = members[member_bounds[lst] : member_bounds[lst + 1]]
+        queries = probing[probe_bounds[lst] : probe_bounds[lst + 1]]
+        if not len(inside) or not len(queries):
+            continue
+        base = np.asarray(data[inside], np.float32)
+        step = max(1, SCORE_BYTES // (4 * len(inside)))
+        for lo in range(0, len(queries), step):
+            chunk = queries[lo : lo + step]
+            scores = np.asarray(data[chunk], np.float32) @ base.T
+            q, c = np.nonzero(scores >= threshold - GEMM_MARGIN)
+            other = chunk[q] != inside[c]
+            lefts.append(chunk[q][other])
+            rights.append(inside[c][other])
+        if progress is not None:
+            progress(len(inside))
+    left = np.concatenate(lefts) if lefts else np.zeros(0, np.int64)
+    right = np.concatenate(rights) if rights else np.zeros(0, np.int64)
+    return left, right
+
+
+def _index_pairs(index, data: np.ndarray, k: int, threshold: float, progress: Progress | None):
+    """Pairs from each video's k nearest other videos by `index` (flat, HNSW): only candidates whose
+    index score is within a measured margin of the threshold are re-scored (4 × the largest
+    |index score − float64 cosine| over every candidate of the first `MARGIN_QUERIES` videos, at
+    least `knn.TIE_EPS`)."""
+    n = len(data)
+    lefts, rights, margin = [], [], None
+    for lo in range(0, n, QUERY_BLOCK):
+        rows = np.arange(lo, min(n, lo + QUERY_BLOCK))
+        approx, found = index.search(np.ascontiguousarray(data[rows], dtype=np.float32), min(n, k + 1))
+        other = (found >= 0) & (found != rows[:, None])
+        other &= np.cumsum(other, axis=1) <= k  # the index's k + 1 nearest less the video itself
+        if margin is None:
+            sample = other[:MARGIN_QUERIES]
+            q = np.nonzero(sample)[0]
+            error = np.abs(approx[:MARGIN_QUERIES][sample] - _rescore(data, rows[q], found[:MARGIN_QUERIES][sample]))
+            margin = max(knn.TIE_EPS, 4 * float(error.max(initial=0.0)))
+        q, c = np.nonzero(other & (approx >= threshold - margin))
+        lefts.append(rows[q])
+        rights.append(found[q, c])
+        if progress is not None:
+            progress(len(rows))
+    concat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
+    return concat(lefts), concat(rights)
+
+
+def duplicate_pairs(
+    index, data: np.ndarray, k: int, threshold: float, *, progress: Progress | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(left rows, right rows, saturated videos): for each video, its (at most k) nearest other
+    videos with a float64 cosine >= threshold. An IVF index (auto above 50k videos) is used as a
+    self-join of its lists (`_ivf_join_pairs`): at a million videos, a search per video through the
+    lists that recall@10 needs took longer than the 10 minutes `mine duplicates` may take; other
+    indexes are searched (`_index_pairs`). A video with k or more is "saturated" (it may have more)."""
+    try:  # an IVF index (also one loaded memory-mapped); flat and HNSW have no lists
+        import faiss
+
+        ivf = faiss.extract_index_ivf(index)
+    except (RuntimeError, AttributeError, TypeError):
+        ivf = None
+    find = _ivf_join_pairs if ivf is not None else _index_pairs
+    left, right = find(ivf if ivf is not None else index, data, k, threshold, progress)
+    exact = _rescore(data, left, right)
+    close = exact >= threshold
+    left, right, exact = left[close], right[close], exact[close]
+    keep, saturated = _top_k_per_video(left, right, exact, k)
+    return left[keep], right[keep], saturated
+
+
 def near_duplicates(
     cache: Cache,
     *,
@@ -96,22 +212,9 @@ def near_duplicates(
     searcher = video_searcher(cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb)
     data = searcher.vectors.vectors
     k = min(max_neighbours, max(1, len(data) - 1))
-    scores, rows = knn.search(
-        searcher.index,
-        data,
-        data,
-        k,
-        exclude=lambda query_row, found: found == query_row,
-        query_rows=np.arange(len(data)),
-        exact=searcher.exact,
-        progress=progress,
-    )
-    close = (rows >= 0) & (scores >= threshold)
-    left = np.repeat(np.arange(len(data)), k).reshape(len(data), k)[close]
-    group, representatives = groups_from_pairs(data, left, rows[close])
+    left, right, saturated = duplicate_pairs(searcher.index, data, k, threshold, progress=progress)
+    group, representatives = groups_from_pairs(data, left, right)
     frame = duplicate_table(searcher.vectors, group, representatives)
-    # a video whose every candidate is a duplicate may have more duplicates than were looked at
-    saturated = int(close.all(axis=1).sum()) if k else 0
     summary = MiningSummary(
         name="",
         output="",

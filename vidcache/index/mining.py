@@ -346,7 +346,9 @@ def labels_digest(cache_dir: str | Path) -> str:
 
     catalog = Catalog.open(cache_dir)
     try:
-        pairs = sorted((e["video_id"], sorted(e["labels"])) for e in catalog.entries())
+        columns = catalog.entry_columns()  # a sorted copy per distinct label set, not per video
+        ordered = {labels: sorted(labels) for labels in set(columns["labels"])}
+        pairs = sorted(zip(columns["video_id"], (ordered[labels] for labels in columns["labels"]), strict=True))
     finally:
         catalog.close()
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
