@@ -311,6 +311,78 @@ def test_a_stored_index_is_used_only_while_it_matches_the_cache(cache_dir, tmp_p
         assert load_index(cache, "audio", pooling="mean") is None  # a video was added since the build
 
 
+def test_the_catalog_state_spares_the_fingerprint_and_any_item_write_changes_it(cache_dir, tmp_path, monkeypatch):
+    """A stored index is trusted by a one-row token (the catalog's id and its view's write counter,
+    kept by SQLite triggers) instead of hashing every item (2 s at 1M videos); the full fingerprint
+    stays the reference whenever the token differs or the catalog keeps none."""
+    import shutil
+    import sqlite3
+
+    from vidcache.cache.catalog import Catalog
+    from vidcache.index import build as index_build
+    from vidcache.index import load_index
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    Catalog.open(copy, create=True).close()  # a writer's open gives the copy its counter
+    run_cli("index", "build", "--cache", copy, "--view", "audio", check=True)
+    meta = json.loads((copy / "index" / "audio.json").read_text())
+    assert meta["catalog_state"], meta
+
+    def fingerprint_not_needed(cache, view):
+        raise AssertionError("the full fingerprint was computed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(index_build, "cache_fingerprint", fingerprint_not_needed)
+        with Cache(copy) as cache:
+            assert load_index(cache, "audio", pooling="mean") is not None
+        # a write to another view leaves this view's token as it was
+        write_view_arrays(
+            copy, view="clip", rows=[("new/clip", np.ones((2, DIM)), np.arange(2.0))],
+            entries=[VideoEntry("new/clip", "/x/new.mp4", ())], identity={"model": "synthetic"}, dtype="float32",
+        )  # fmt: skip
+        with Cache(copy) as cache:
+            assert load_index(cache, "audio", pooling="mean") is not None
+        run_cli("remove", "--cache", copy, "dup/a", check=True)  # an audio item deleted: a new token
+        with Cache(copy) as cache, pytest.raises(AssertionError, match="full fingerprint"):
+            load_index(cache, "audio", pooling="mean")
+    with Cache(copy) as cache:  # and the fingerprint, the reference, says the index is stale
+        assert load_index(cache, "audio", pooling="mean") is None
+
+    # an older catalog (no counter) is checked by the full fingerprint, and a writer's open adds the
+    # counter under a new catalog id, so the old token never matches by chance
+    run_cli("index", "build", "--cache", copy, "--view", "audio", check=True)
+    old_state = json.loads((copy / "index" / "audio.json").read_text())["catalog_state"]
+    db = sqlite3.connect(copy / "catalog.sqlite")
+    for trigger in ("insert", "update", "delete"):
+        db.execute(f"DROP TRIGGER view_changes_{trigger}")
+    db.execute("DROP TABLE view_changes")
+    db.execute("DELETE FROM meta WHERE key='catalog_id'")
+    db.commit()
+    db.close()
+    with Cache(copy) as cache:
+        assert cache._catalog.view_state("audio") is None
+        assert load_index(cache, "audio", pooling="mean") is not None  # the fingerprint still matches
+    Catalog.open(copy, create=True).close()
+    with Cache(copy) as cache:
+        state = cache._catalog.view_state("audio")
+        assert state is not None and state != old_state and state.endswith(":0")
+        assert load_index(cache, "audio", pooling="mean") is not None
+
+
+def test_search_hit_labels_equal_the_manifest_entries(cache_dir):
+    """`search --video` reads the labels of its hits by key; the reference is the whole entries table."""
+    from vidcache.search import search_video
+
+    with Cache(cache_dir) as cache:
+        expected = labels_of(cache)
+        hits = search_video(cache, "dup/a", view="clip", k=8)
+        assert len(hits) == 8
+        for hit in hits:
+            assert set(hit.labels) == expected[hit.video_id], hit
+        assert cache.labels_of(["dup/a", "nope", "dup/a"]) == {"dup/a": sorted(expected["dup/a"])}
+
+
 def test_auto_index_is_exact_when_small_and_ivf_sq8_when_large():
     from vidcache.index.build import IVFSQ_MAX_LISTS, choose_index
 

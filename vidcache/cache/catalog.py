@@ -21,7 +21,7 @@ from ..errors import CacheError, cache_write_error, fault_point, write_problem
 from ..gcpause import paused_gc
 from ..redact import redact_text, redact_url
 from ..remote import is_url
-from . import counts
+from . import changes, counts
 from .layout import SCHEMA_VERSION, STATUS_DONE, catalog_path
 
 
@@ -122,6 +122,7 @@ class Catalog:
                 db.execute("INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
                 db.execute("INSERT OR IGNORE INTO meta VALUES('created_at', ?)", (now_iso(),))
                 counts.ensure_counts(db)  # an older catalog: its per-view counts, once (cache/counts.py)
+                changes.ensure_changes(db)  # an older catalog: its per-view change counter (cache/changes.py)
             else:
                 db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
             version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -222,6 +223,25 @@ class Catalog:
         decoded = {text: tuple(json.loads(text)) for text in set(columns["labels"])}
         columns["labels"] = [decoded[text] for text in columns["labels"]]
         return columns
+
+    def view_state(self, view: str) -> str | None:
+        """A token that changes whenever any item of `view` is written (cache/changes.py), None for a
+        catalog no writer of this version has opened yet."""
+        return changes.state(self._db, view)
+
+    def labels_of(self, video_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """{video_id: labels} of these videos (those the manifest lists), by primary key: a search's k
+        hits, without reading a million entries."""
+        asked = list(dict.fromkeys(video_ids))
+        out: dict[str, tuple[str, ...]] = {}
+        for start in range(0, len(asked), 500):  # SQLite's bound-parameter limit
+            block = asked[start : start + 500]
+            marks = ", ".join("?" * len(block))
+            for video_id, text in self._db.execute(
+                f"SELECT video_id, labels FROM entries WHERE video_id IN ({marks})", block
+            ):
+                out[video_id] = tuple(json.loads(text))
+        return out
 
     # items ---------------------------------------------------------------------------------------
     def items(self, view: str | None = None, *, status: str | None = None) -> list[Item]:

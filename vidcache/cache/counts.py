@@ -96,7 +96,7 @@ def ensure_counts(db: sqlite3.Connection) -> bool:
     try:
         created = not has_counts(db)  # another writer may have made it while this one waited
         if created:
-            for statement in _statements(SCHEMA):  # not executescript: it would COMMIT first
+            for statement in sql_statements(SCHEMA):  # not executescript: it would COMMIT first
                 db.execute(statement)
             db.execute(_FILL)
         db.execute("COMMIT")
@@ -107,7 +107,7 @@ def ensure_counts(db: sqlite3.Connection) -> bool:
     return created
 
 
-def _statements(script: str) -> list[str]:
+def sql_statements(script: str) -> list[str]:
     """SCHEMA split into statements (a trigger body holds `;`, so on the `END;` / table boundaries)."""
     out, current = [], []
     for line in script.strip().splitlines():

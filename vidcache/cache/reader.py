@@ -404,6 +404,10 @@ class Cache:
         columns["labels"] = [list(labels) for labels in columns["labels"]]  # a list per row, as before
         return pd.DataFrame(columns, columns=["video_id", "path", "labels", "split", "start_s", "end_s"])
 
+    def labels_of(self, video_ids: Iterable[str]) -> dict[str, list[str]]:
+        """{video_id: labels} of these videos, read by key (a search's hits, not the whole manifest)."""
+        return {video_id: list(labels) for video_id, labels in self._catalog.labels_of(video_ids).items()}
+
     def entry_columns(self) -> dict[str, list]:
         """The manifest metadata as plain columns (video_id, path, labels as tuples, split, start_s,
         end_s): what a million-video `train` reads without a DataFrame of lists."""

@@ -16,13 +16,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from ..fields import check, check_choice
 from .mining import MINED_DIR, MiningSummary
+
+if TYPE_CHECKING:  # pandas costs 0.6 s to import: only the functions that build frames load it
+    import pandas as pd
 
 Pooling = Literal["mean", "max", "first", "middle"]
 IndexType = Literal["auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq"]
@@ -231,7 +233,15 @@ def index_view(
     """Pool each video's rows of `view`, L2-normalise, build and store CACHE/index/VIEW.faiss with its
     provenance (mining then uses it while it matches the cache)."""
     from ..cache.reader import Cache
-    from .build import IndexProvenance, build_index, cache_fingerprint, choose_index, gpu_available, save_index
+    from .build import (
+        IndexProvenance,
+        build_index,
+        cache_fingerprint,
+        catalog_state,
+        choose_index,
+        gpu_available,
+        save_index,
+    )
     from .vectors import video_vectors
 
     check_choice("index_view", "pooling", pooling, Pooling)
@@ -239,6 +249,7 @@ def index_view(
     check("index_view", "memory_budget_gb", memory_budget_gb > 0, "must be > 0", value=memory_budget_gb)
     started = time.perf_counter()
     with Cache(cache) as opened:
+        state = catalog_state(opened, view)  # first: a write after it makes the token stale, never wrong
         fingerprint = cache_fingerprint(opened, view)  # before reading: a later change makes it stale, not wrong
         vectors = video_vectors(opened, view, pooling=pooling)
         choice = choose_index(
@@ -255,6 +266,7 @@ def index_view(
             n_vectors=len(vectors),
             dim=int(vectors.vectors.shape[1]),
             fingerprint=fingerprint,
+            catalog_state=state,
             view_identity=opened.view_info(view),
             parameters={"memory_budget_gb": memory_budget_gb, "gpu": gpu_available(), **calibration},
         )
@@ -270,6 +282,8 @@ def load_mined(cache_dir: str | Path, name: str) -> pd.DataFrame:
         raise FileNotFoundError(
             f"{path} does not exist (mined lists here: {', '.join(available) or 'none'}); run `vidcache mine ...`"
         )
+    import pandas as pd
+
     return pd.read_parquet(path)
 
 

@@ -167,6 +167,12 @@ def cache_fingerprint(cache: Cache, view: str) -> str:
     return digest.hexdigest()
 
 
+def catalog_state(cache: Cache, view: str) -> str | None:
+    """One-row token that changes whenever any item of `view` is written (None on a catalog without
+    the counter): equal tokens spare `cache_fingerprint`'s pass over every item (2 s at 1M videos)."""
+    return cache._catalog.view_state(view)
+
+
 @dataclass
 class IndexProvenance:
     view: str
@@ -181,6 +187,7 @@ class IndexProvenance:
     vidcache_version: str = __version__
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     parameters: dict = field(default_factory=dict)
+    catalog_state: str | None = None  # `catalog_state` when the fingerprint was taken
 
 
 def index_paths(cache_dir: str | Path, view: str) -> dict[str, Path]:
@@ -232,7 +239,11 @@ def load_index(cache: Cache, view: str, *, pooling: str):
     if not all(paths[k].exists() for k in ("index", "vectors", "ids", "meta")):
         return None
     meta = json.loads(paths["meta"].read_text())
-    if meta.get("pooling") != pooling or meta.get("fingerprint") != cache_fingerprint(cache, view):
+    if meta.get("pooling") != pooling:
+        return None
+    recorded = meta.get("catalog_state")
+    unchanged_items = recorded is not None and recorded == catalog_state(cache, view)
+    if not unchanged_items and meta.get("fingerprint") != cache_fingerprint(cache, view):
         return None
     # memory-mapped: a search touches the pages it needs, not the whole file (1M × 512 floats = 2 GiB)
     vectors = VideoVectors(

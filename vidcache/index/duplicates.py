@@ -14,9 +14,9 @@ other members (ties: the smaller video_id).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ..cache.reader import Cache
 from ..errors import ConfigError
@@ -24,6 +24,9 @@ from . import knn
 from .build import cache_fingerprint
 from .mining import MiningSummary, Progress, video_searcher
 from .vectors import VideoVectors
+
+if TYPE_CHECKING:  # pandas costs 0.6 s to import: only the functions that build frames load it
+    import pandas as pd
 
 COLUMNS = ("group_id", "video_id", "similarity", "representative")
 
@@ -66,6 +69,8 @@ def duplicate_table(vectors: VideoVectors, group: np.ndarray, representatives: n
     similarity = np.einsum("ij,ij->i", data[rows].astype(np.float64), data[reps].astype(np.float64))
     similarity[rows == reps] = 1.0
     ids = np.array(vectors.video_ids, dtype=object)
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "group_id": group[rows].astype(np.int64),
@@ -242,6 +247,8 @@ def near_duplicates(
 def read_duplicates(path: str) -> pd.DataFrame:
     """A duplicates table (`.parquet` or `.csv`) as written by `mine duplicates`, checked."""
     from pathlib import Path
+
+    import pandas as pd
 
     suffix = Path(path).suffix.lower()
     try:

@@ -15,10 +15,9 @@ import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 
 from ..cache.reader import Cache
 from ..config import check_choice
@@ -27,6 +26,9 @@ from ..version import __version__
 from . import knn
 from .build import build_index, cache_fingerprint, choose_index, load_index
 from .vectors import VideoVectors, normalise, video_vectors
+
+if TYPE_CHECKING:  # pandas costs 0.6 s to import: only the functions that build frames load it
+    import pandas as pd
 
 log = logging.getLogger("vidcache.index")
 MINED_DIR = "mined"
@@ -171,6 +173,8 @@ def hard_negative_labels(
             columns["score"].extend(scores[chosen].tolist())
         if progress is not None:
             progress(len(scores_block))
+    import pandas as pd
+
     frame = pd.DataFrame(columns).astype({"rank": "int64", "score": "float64"})
     summary = MiningSummary(
         name="hard_negatives",
@@ -305,6 +309,8 @@ def nearest_videos(
             )
     valid = rows >= 0
     query_index = np.repeat(rows_all, k).reshape(len(ids), k)
+    import pandas as pd
+
     frame = pd.DataFrame(
         {
             "video_id": np.array(ids, dtype=object)[query_index[valid]],
