@@ -132,6 +132,37 @@ def test_checkpoint_predict_round_trip_and_eval_agree_with_sklearn(bag_cache, tm
     sk = np.mean([average_precision_score(truth[:, c], got.to_numpy()[:, c]) for c in range(3)])
     assert metrics["map_macro"] == pytest.approx(sk, abs=1e-9)
     assert {"recall_at_1", "recall_at_5", "recall_at_10", "gap_at_20", "f1_micro_tuned"} <= set(metrics)
+    # fewer test videos than the retrieval cap: every one is a query, as with no cap at all
+    assert metrics["retrieval_queries"] == len(ids)
+    assert evaluate_run(tmp_path / "run", bag_cache, split="test", retrieval_queries=0) == metrics
+    sampled = evaluate_run(tmp_path / "run", bag_cache, split="test", retrieval_queries=3)
+    assert sampled["retrieval_queries"] == 3 and sampled["map_macro"] == metrics["map_macro"]
+
+
+def test_retrieval_sample_is_seeded_and_its_recall_equals_sklearn_neighbours_on_those_queries():
+    """eval's retrieval R@k above the cap: a fixed sample of queries, each ranked against the whole
+    gallery; the reference is scikit-learn's exact cosine neighbours on the same queries."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from vidcache.heads.metrics import retrieval_recall_at_k
+    from vidcache.heads.predict import retrieval_sample
+
+    asked = retrieval_sample(5000, 300)
+    assert len(asked) == 300 and len(set(asked.tolist())) == 300 and (np.diff(asked) > 0).all()
+    assert asked.min() >= 0 and asked.max() < 5000 and (retrieval_sample(5000, 300) == asked).all()
+    assert (retrieval_sample(200, 300) == np.arange(200)).all() and (retrieval_sample(5000, 0) == np.arange(5000)).all()
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(6, 16))
+    gallery_classes, query_classes = rng.integers(0, 6, 2000), rng.integers(0, 6, 5000)
+    gallery = centres[gallery_classes] + rng.normal(size=(2000, 16)) * 1.2
+    queries = centres[query_classes] + rng.normal(size=(5000, 16)) * 1.2
+    got = retrieval_recall_at_k(queries[asked], query_classes[asked], gallery, gallery_classes, ks=(1, 5))
+    neighbours = NearestNeighbors(n_neighbors=5, metric="cosine", algorithm="brute").fit(gallery)
+    _, found = neighbours.kneighbors(queries[asked])
+    for k in (1, 5):
+        hits = (gallery_classes[found[:, :k]] == query_classes[asked][:, None]).any(axis=1)
+        assert got[f"recall_at_{k}"] == pytest.approx(hits.mean(), abs=1e-12)
 
 
 def test_resume_continues_exactly(bag_cache, tmp_path):

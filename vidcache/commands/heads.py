@@ -139,12 +139,24 @@ def train(ctx: click.Context, cache_dir: str, run_dir: str, resume: bool, sweep:
     type=click.Choice(["videos", "shots"]),
     help="videos, or shots of the shots view (default: what the run was trained on).",
 )
+@click.option(
+    "--retrieval-queries",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Retrieval R@k over at most this many query videos (a seeded sample above it; 0: all). "
+    "Exact R@k costs queries x training videos.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(run_dir: str, cache_dir: str, split: str, device: str, items: str | None, as_json: bool) -> None:
+def eval_cmd(
+    run_dir: str, cache_dir: str, split: str, device: str, items: str | None, retrieval_queries: int, as_json: bool
+) -> None:
     """Metrics of a trained head on a split (mAP, GAP@20, F1 at 0.5 and tuned, top-k, retrieval R@k)."""
     from ..heads import api
 
-    metrics = api.evaluate(run_dir, cache_dir, split=split, device=device, items=items)  # type: ignore[arg-type]
+    metrics = api.evaluate(
+        run_dir, cache_dir, split=split, device=device, items=items, retrieval_queries=retrieval_queries
+    )  # type: ignore[arg-type]
     if as_json:
         click.echo(json.dumps(metrics, sort_keys=True))
     else:

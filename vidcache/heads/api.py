@@ -136,18 +136,28 @@ def run_kind(run: str | Path) -> RunKind:
 
 
 def evaluate(
-    run: str | Path, cache: str | Path, *, split: Split = "test", device: Device = "auto", items: Items | None = None
+    run: str | Path,
+    cache: str | Path,
+    *,
+    split: Split = "test",
+    device: Device = "auto",
+    items: Items | None = None,
+    retrieval_queries: int = 10_000,
 ) -> dict:
     """Metrics of a trained head on a split of the cache: mAP, GAP@20, F1 at 0.5 and at the tuned
     thresholds, top-k (classifiers); retrieval R@k against the training videos (representation heads).
-    `items`: videos or shots (default: what the run was trained on)."""
+    `items`: videos or shots (default: what the run was trained on). Retrieval R@k is computed over at
+    most `retrieval_queries` query videos (a seeded sample above it; 0: every query)."""
+    from ..fields import check
     from .predict import evaluate_run
 
     check_choice("evaluate", "split", split, Split)
     check_choice("evaluate", "device", device, Device)
     if items is not None:
         check_choice("evaluate", "items", items, Items)
-    return evaluate_run(run, cache, split=split, device=device, items=items)
+    rule = "must be >= 0 (0: every query)"
+    check("evaluate", "retrieval_queries", retrieval_queries >= 0, rule, value=retrieval_queries)
+    return evaluate_run(run, cache, split=split, device=device, items=items, retrieval_queries=retrieval_queries)
 
 
 def predict(

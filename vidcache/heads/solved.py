@@ -86,7 +86,7 @@ def pooled_features(
         out = torch.empty(len(source), source.dim, dtype=torch.float32, device=device)
         for batch in source.batches(batch_size, shuffle=False):
             out[batch.rows.to(device)] = pool(batch.feature.to(device), batch.mask.to(device)).float()
-    bad = ~torch.isfinite(out).all(dim=1)
+    bad = torch.cat([~torch.isfinite(block).all(dim=1) for block in out.split(65_536)])  # no [N, D] mask
     if bad.any():
         first = source.video_ids[int(bad.nonzero()[0, 0])]
         raise TrainingError(
@@ -158,7 +158,8 @@ def solve_probe(
     y_train = train_source.targets.to(device=device, dtype=torch.float32)
     y_val = val_source.targets.to(device=device, dtype=torch.float32)
     standardiser = Standardiser.fit(x_train)
-    x_train, x_val = standardiser(x_train), standardiser(x_val)
+    # in place: both were made for this solve (the raw vectors are not needed again: `fold` below)
+    x_train, x_val = standardiser.apply_(x_train), standardiser.apply_(x_val)
     score = selection_score(metric, multi_label=multi_label)
 
     n = len(x_train)
