@@ -124,6 +124,34 @@ def test_hard_negative_videos_share_no_label_and_skip_the_group(cache_dir):
             assert not labels[video_id] & labels[other] and other.rsplit("/", 1)[0] != group[i]
 
 
+def test_hard_negative_videos_through_an_ivf_index_keep_the_rules_and_the_brute_force_neighbours(cache_dir):
+    """An IVF index takes the lists' self-join (ivfjoin.py; exact twin in test_ivfjoin.py): every
+    neighbour obeys the exclusions, and the lists hold (nearly) all of the brute force's neighbours."""
+    with Cache(cache_dir) as cache:
+        frame, summary = nearest_videos(
+            cache, k=4, view="clip", exclude_shared_labels=True, exclude_same_group=True, index_type="ivfsq"
+        )
+        ids, vectors = reference_vectors(cache, "clip")
+        labels = labels_of(cache)
+    assert not summary.exact and summary.index_type == "ivfsq"
+    group = [v.rsplit("/", 1)[0] for v in ids]
+    exclude = np.array(
+        [
+            [i == j or bool(labels[a] & labels[b]) or group[i] == group[j] for j, b in enumerate(ids)]
+            for i, a in enumerate(ids)
+        ]
+    )
+    _, rows = brute_force(vectors, vectors, 4, exclude_mask=exclude)
+    got = frame.groupby("video_id")["neighbour_id"].apply(list).to_dict()
+    overlap = []
+    for i, video_id in enumerate(ids):
+        want = [ids[r] for r in rows[i] if r >= 0]
+        for other in got.get(video_id, []):
+            assert not labels[video_id] & labels[other] and other.rsplit("/", 1)[0] != group[i] and other != video_id
+        overlap.append(len(set(got.get(video_id, [])) & set(want)) / max(1, len(want)))
+    assert np.mean(overlap) > 0.9 and summary.recall_at_k == pytest.approx(np.mean(overlap), abs=0.1)
+
+
 def reference_label_negatives(cache: Cache, k, *, range_min=0, range_max=None, margin=None, relative=None):
     ids, vectors = reference_vectors(cache, "clip")
     text = cache.text_embeddings()

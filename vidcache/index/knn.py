@@ -30,7 +30,7 @@ def rank_candidates(query: np.ndarray, database: np.ndarray, candidates: np.ndar
 RESCORE_BYTES = 32 << 20  # float64 candidate vectors gathered at once when re-scoring
 
 
-def _rank_block(queries: np.ndarray, database: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rank_block(queries: np.ndarray, database: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`rank_candidates` for a block of queries at once (one gather, one batched product, one
     2-D lexsort); padding (-1) sorts last with score -inf."""
     scores = np.empty(found.shape, np.float64)
@@ -100,7 +100,7 @@ def search(
             for sub_start in range(0, len(pending), sub_block):
                 sub = pending[sub_start : sub_start + sub_block]
                 found_scores, found = index.search(np.ascontiguousarray(queries[sub], dtype=np.float32), want)
-                ranked_scores, ranked_rows = _rank_block(queries[sub], database, found)
+                ranked_scores, ranked_rows = rank_block(queries[sub], database, found)
                 for j, q in enumerate(sub):
                     valid = ranked_rows[j] >= 0
                     scores, rows = keep(int(q), ranked_scores[j][valid], ranked_rows[j][valid])

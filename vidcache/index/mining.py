@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..version import __version__
 from . import knn
 from .build import build_index, cache_fingerprint, choose_index, load_index
+from .ivfjoin import Exclusions, ivf_join_topk
 from .vectors import VideoVectors, normalise, video_vectors
 
 if TYPE_CHECKING:  # pandas costs 0.6 s to import: only the functions that build frames load it
@@ -97,7 +98,8 @@ def label_embeddings(
 
 
 def _labels_by_video(cache: Cache) -> dict[str, list[str]]:
-    return {row.video_id: list(row.labels) for row in cache.entries().itertuples()}
+    columns = cache.entry_columns()  # plain columns: a DataFrame of a million label lists cost seconds
+    return dict(zip(columns["video_id"], columns["labels"], strict=True))
 
 
 # hard-negative labels ----------------------------------------------------------------------------
@@ -226,6 +228,16 @@ def video_searcher(cache: Cache, view: str, *, pooling: str, index_type: str, me
     return VideoSearcher(build_index(vectors.vectors, choice), vectors, choice.kind, choice.kind == "flat")
 
 
+def _ivf_of(index):
+    """The IVF part of an index (also one loaded memory-mapped), None for flat and HNSW."""
+    try:
+        import faiss
+
+        return faiss.extract_index_ivf(index)
+    except (RuntimeError, AttributeError, TypeError):
+        return None
+
+
 def _group_of(video_id: str) -> str:
     return video_id.rsplit("/", 1)[0] if "/" in video_id else ""
 
@@ -271,20 +283,27 @@ def nearest_videos(
 
     data = vectors.vectors
     rows_all = np.arange(len(ids))
-    # PQ codes rank coarsely: re-ranking 10k candidates on the exact vectors lifts recall@10 from 0.41 to
-    # 0.94 at 200k (benchmarks/bench_index.py); the other kinds gain nothing from more
-    slack = max(8, 10 * k) if searcher.index_type == "ivfpq" else 8
-    scores, rows = knn.search(
-        searcher.index,
-        data,
-        data,
-        k,
-        exclude=exclude,
-        query_rows=rows_all,
-        exact=searcher.exact,
-        slack=slack,
-        progress=progress,
-    )
+    ivf = None if searcher.exact else _ivf_of(searcher.index)
+    if ivf is not None:  # every video a query: the IVF lists as a self-join (ivfjoin.py), not a search per video
+        exclusions = Exclusions.of(
+            [sorted(s) for s in label_sets] if exclude_shared_labels else None, groups if exclude_same_group else None
+        )
+        scores, rows = ivf_join_topk(ivf, data, k, nprobe=ivf.nprobe, exclusions=exclusions, progress=progress)
+    else:
+        # PQ codes rank coarsely: re-ranking 10k candidates on the exact vectors lifts recall@10 from 0.41 to
+        # 0.94 at 200k (benchmarks/bench_index.py); the other kinds gain nothing from more
+        slack = max(8, 10 * k) if searcher.index_type == "ivfpq" else 8
+        scores, rows = knn.search(
+            searcher.index,
+            data,
+            data,
+            k,
+            exclude=exclude,
+            query_rows=rows_all,
+            exact=searcher.exact,
+            slack=slack,
+            progress=progress,
+        )
     recall = None
     sample_n = 0
     if not searcher.exact:
