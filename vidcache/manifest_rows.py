@@ -56,7 +56,7 @@ def _cell(value: object, column: str) -> str:
     return text
 
 
-def _labels(value: object) -> tuple[str, ...]:
+def parse_labels(value: object) -> tuple[str, ...]:
     """`a;b` text, or (parquet) a list of labels: previously a list cell became one label "['a' 'b']"."""
     if type(value) is not str and value is not None and not isinstance(value, bytes) and _is_list_like(value):
         parts = [_cell(part, "labels") for part in value]
@@ -100,7 +100,7 @@ def row_entry(
             cells[column] = ""
             unusable.add(column)
     try:
-        labels = _labels(record.get("labels"))
+        labels = parse_labels(record.get("labels"))
     except _BadCell as exc:
         row_problems.append(f"{where}: {exc}")
         labels = ()

@@ -15,7 +15,7 @@ import torch
 
 from ..cache.reader import Cache
 from ..errors import ConfigError
-from ..manifest import _labels as parse_labels  # the manifest's own rule for a labels cell
+from ..manifest_rows import parse_labels  # the manifest's own rule for a labels cell
 from .data import Batch, Splits, SplitSource, label_splits
 
 SHOTS_VIEW = "shots"
