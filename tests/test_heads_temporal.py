@@ -406,11 +406,16 @@ def test_resolve_schedule_known_answers():
     assert resolved(160, batch_size=8) == (30, 10)  # 20 steps an epoch
     assert resolved(160, epochs=8) == (8, 10) and resolved(160, epochs=60) == (60, 20)  # given: kept
     assert resolved(160, patience=3) == (200, 3)
+    # large sets: the 30-epoch floor becomes 600k videos seen (30 epochs of 1M videos did not end in 10 min)
+    assert resolved(30_000) == (20, 10) and resolved(100_000) == (6, 10) and resolved(600_000) == (1, 10)
+    assert resolved(600_000, batch_size=2048) == (3, 10)  # 293 steps an epoch: the 600-step budget rules
+    assert resolved(2_000_000) == (1, 10) and resolved(600_000, epochs=5) == (5, 10)
 
 
 def test_auto_epochs_are_unchanged_from_120_training_videos_up():
-    """Issue 23 shrank the step budget only for tiny data: from 120 training videos (the quality
-    families train on 600) the schedule is the former fixed 600-step one, so their quality cannot move."""
+    """Issue 23 shrank the step budget only for tiny data: from 120 to 20,000 training videos (the
+    quality families train on 600) the schedule is the former fixed 600-step one, so their quality
+    cannot move; above that (issue 29) and below 120 it is never longer than before."""
     import math
 
     from vidcache.heads.config import resolve_schedule
@@ -423,5 +428,5 @@ def test_auto_epochs_are_unchanged_from_120_training_videos_up():
         for train_videos in (120, 121, 127, 128, 129, 191, 192, 193, 300, 600, 1000, 20_000):
             config = resolve_schedule(base, train_videos=train_videos)
             assert config.epochs == former(train_videos, batch_size), (train_videos, batch_size)
-        for train_videos in (1, 2, 8, 30, 60, 64, 65, 100, 119):  # tiny data: never more than before
+        for train_videos in (1, 2, 8, 30, 60, 64, 65, 100, 119, 30_000, 600_000):  # never more than before
             assert resolve_schedule(base, train_videos=train_videos).epochs <= former(train_videos, batch_size)

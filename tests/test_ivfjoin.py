@@ -58,7 +58,7 @@ def test_more_labels_than_one_word_and_short_lists():
     """130 labels (three 64-bit words), and videos allowed fewer than k candidates (padding -1, nan)."""
     data, _ = _corpus(300, 8, 5)
     labels = [[f"l{i % 130}", f"l{(i * 7) % 130}"] for i in range(len(data))]
-    labels[:290] = [["shared"] + names for names in labels[:290]]  # 290 videos share one label
+    labels[:290] = [["shared", *names] for names in labels[:290]]  # 290 videos share one label
     exclusions = Exclusions.of(labels)
     assert exclusions.words() == 3
     mask = np.eye(len(data), dtype=bool) | np.array([[bool(set(a) & set(b)) for b in labels] for a in labels])

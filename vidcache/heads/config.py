@@ -152,6 +152,7 @@ AUTO_MIN_EPOCHS = 30
 AUTO_MAX_STEPS = 600  # the optimizer steps a large enough training set gets (a transformer head converges)
 AUTO_STEPS_PER_VIDEO = 5  # below 120 training videos the step budget shrinks with the data
 AUTO_MAX_EPOCHS = 500
+AUTO_MIN_EPOCH_VIDEOS = 600_000  # the 30-epoch floor shrinks once 30 epochs would show more videos than this
 
 
 def auto_step_budget(train_videos: int) -> int:
@@ -167,11 +168,15 @@ def resolve_schedule(config: TrainConfig, *, train_videos: int) -> TrainConfig:
     600 steps from 120 training videos up, 5 per video below. Counting epochs alone starved mid-sized
     sets: 300 videos at batch 64 are 5 steps an epoch, 150 steps in 30 epochs, and the temporal head
     stopped at 0.5-0.8 on order tasks it solves (>= 0.99) with enough steps; a fixed 600 steps made
-    8 videos train for 500 epochs. Auto patience: a third of the epochs, at least 10."""
+    8 videos train for 500 epochs. Above 20k training videos the 30-epoch floor becomes 600k videos
+    seen (100k: 6 epochs, 600k: 1 epoch of 9,375 steps at batch 64): 30 epochs of a million-video
+    cache read 180 GB of rows and did not finish in 10 minutes (issue 29), while the step budget is
+    met many times over in one. Auto patience: a third of the epochs, at least 10."""
     epochs = config.epochs
     if epochs is None:
         steps_per_epoch = max(1, math.ceil(train_videos / config.batch_size))
         wanted = math.ceil(auto_step_budget(train_videos) / steps_per_epoch)
-        epochs = min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, wanted))
+        floor = min(AUTO_MIN_EPOCHS, max(1, math.ceil(AUTO_MIN_EPOCH_VIDEOS / max(1, train_videos))))
+        epochs = min(AUTO_MAX_EPOCHS, max(floor, wanted))
     patience = config.patience if config.patience is not None else max(10, round(epochs / 3))
     return dataclasses.replace(config, epochs=epochs, patience=patience)
