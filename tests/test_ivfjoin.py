@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vidcache.index import knn
-from vidcache.index.ivfjoin import Exclusions, ivf_join_topk
+from vidcache.index.ivfjoin import Exclusions, exact_topk, ivf_join_topk
 
 
 def _corpus(n: int, dim: int, seed: int):
@@ -52,6 +52,10 @@ def test_probing_every_list_equals_the_brute_force_twin_with_exclusions(seed):
         want_scores, want_rows = knn.brute_force(data, data, 10, exclude_mask=mask)
         assert (rows == want_rows).all(), name
         np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-12)
+        sample = np.array([0, 7, 500, 1499])  # the exact twin recall is measured with, on a sample
+        sample_scores, sample_rows = exact_topk(data, sample, 10, exclusions=exclusions)
+        assert (sample_rows == want_rows[sample]).all(), name
+        np.testing.assert_allclose(sample_scores, want_scores[sample], rtol=0, atol=1e-12)
 
 
 def test_more_labels_than_one_word_and_short_lists():

@@ -91,20 +91,38 @@ def ivf_join_topk(
         inside = members[member_bounds[lst] : member_bounds[lst + 1]]
         queries = probing[probe_bounds[lst] : probe_bounds[lst + 1]]
         if len(inside) and len(queries):
-            _join_list(data, inside, queries, exclusions, best_scores, best_rows)
+            _join_list(data, inside, queries, queries, exclusions, best_scores, best_rows)
         if progress is not None:
             progress(len(inside))
-    return _finish(data, best_rows, k)
+    return _finish(data, np.arange(n), best_rows, k)
 
 
-def _join_list(data, inside, queries, exclusions, best_scores, best_rows) -> None:
-    """Score `queries` against the list's members and merge each query's best into the running top."""
+def exact_topk(
+    data: np.ndarray, query_rows: np.ndarray, k: int, *, exclusions: Exclusions | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact twin for a sample of rows: (scores [Q, k], rows [Q, k]) of `data[query_rows]` against
+    every row, in blocks of the database (no copy of `data`, which may be a memory-mapped 2 GiB; a
+    FAISS flat index of it was one), with the same exclusions and ordering as `ivf_join_topk`."""
+    exclusions = exclusions or Exclusions()
+    query_rows = np.asarray(query_rows, np.int64)
+    best_scores = np.full((len(query_rows), k + SLACK), -np.inf, np.float32)
+    best_rows = np.full((len(query_rows), k + SLACK), -1, np.int64)
+    positions = np.arange(len(query_rows))
+    for lo in range(0, len(data), 65536):
+        block = np.arange(lo, min(len(data), lo + 65536))
+        _join_list(data, block, query_rows, positions, exclusions, best_scores, best_rows)
+    return _finish(data, query_rows, best_rows, k)
+
+
+def _join_list(data, inside, queries, positions, exclusions, best_scores, best_rows) -> None:
+    """Score the rows `queries` against the rows `inside` and merge each query's best into the running
+    top (`best_*[positions]`)."""
     keep = best_scores.shape[1]
     base_t = np.ascontiguousarray(np.asarray(data[inside], np.float32).T)
     per_query = len(inside) * (4 + 8 * exclusions.words() + 1)
     step = max(1, SCORE_BYTES // per_query)
     for lo in range(0, len(queries), step):
-        chunk = queries[lo : lo + step]
+        chunk, at = queries[lo : lo + step], positions[lo : lo + step]
         scores = np.asarray(data[chunk], np.float32) @ base_t
         scores[exclusions.mask(chunk, inside)] = -np.inf
         take = min(keep, len(inside))
@@ -112,21 +130,21 @@ def _join_list(data, inside, queries, exclusions, best_scores, best_rows) -> Non
         new_scores = scores if top is None else np.take_along_axis(scores, top, axis=1)
         new_rows = np.broadcast_to(inside, scores.shape) if top is None else inside[top]
         new_rows = np.where(np.isfinite(new_scores), new_rows, -1)
-        merged_scores = np.concatenate([best_scores[chunk], new_scores], axis=1)
-        merged_rows = np.concatenate([best_rows[chunk], new_rows], axis=1)
+        merged_scores = np.concatenate([best_scores[at], new_scores], axis=1)
+        merged_rows = np.concatenate([best_rows[at], new_rows], axis=1)
         pick = np.argpartition(-merged_scores, keep - 1, axis=1)[:, :keep]
-        best_scores[chunk] = np.take_along_axis(merged_scores, pick, axis=1)
-        best_rows[chunk] = np.take_along_axis(merged_rows, pick, axis=1)
+        best_scores[at] = np.take_along_axis(merged_scores, pick, axis=1)
+        best_rows[at] = np.take_along_axis(merged_rows, pick, axis=1)
 
 
-def _finish(data: np.ndarray, best_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _finish(data: np.ndarray, query_rows: np.ndarray, best_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The kept candidates re-scored in float64, ordered (score desc, row asc), cut to k."""
     n = len(best_rows)
     scores_out = np.full((n, k), np.nan)
     rows_out = np.full((n, k), -1, np.int64)
     for lo in range(0, n, 16384):
         found = best_rows[lo : lo + 16384]
-        scores, rows = rank_block(data[lo : lo + 16384], data, found)
+        scores, rows = rank_block(data[query_rows[lo : lo + 16384]], data, found)
         scores, rows = scores[:, :k], rows[:, :k]
         valid = rows >= 0
         rows_out[lo : lo + 16384][valid] = rows[valid]

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..version import __version__
 from . import knn
 from .build import build_index, cache_fingerprint, choose_index, load_index
-from .ivfjoin import Exclusions, ivf_join_topk
+from .ivfjoin import Exclusions, exact_topk, ivf_join_topk
 from .vectors import VideoVectors, normalise, video_vectors
 
 if TYPE_CHECKING:  # pandas costs 0.6 s to import: only the functions that build frames load it
@@ -283,11 +283,11 @@ def nearest_videos(
 
     data = vectors.vectors
     rows_all = np.arange(len(ids))
+    exclusions = Exclusions.of(
+        [sorted(s) for s in label_sets] if exclude_shared_labels else None, groups if exclude_same_group else None
+    )
     ivf = None if searcher.exact else _ivf_of(searcher.index)
     if ivf is not None:  # every video a query: the IVF lists as a self-join (ivfjoin.py), not a search per video
-        exclusions = Exclusions.of(
-            [sorted(s) for s in label_sets] if exclude_shared_labels else None, groups if exclude_same_group else None
-        )
         scores, rows = ivf_join_topk(ivf, data, k, nprobe=ivf.nprobe, exclusions=exclusions, progress=progress)
     else:
         # PQ codes rank coarsely: re-ranking 10k candidates on the exact vectors lifts recall@10 from 0.41 to
@@ -307,13 +307,9 @@ def nearest_videos(
     recall = None
     sample_n = 0
     if not searcher.exact:
-        import faiss
-
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(len(ids), min(recall_sample, len(ids)), replace=False))
-        flat = faiss.IndexFlatIP(data.shape[1])
-        flat.add(data)
-        _, exact_rows = knn.search(flat, data[sample], data, k, exclude=exclude, query_rows=sample)
+        _, exact_rows = exact_topk(data, sample, k, exclusions=exclusions)  # no copy of the vectors
         recall = knn.recall_at_k(rows[sample], exact_rows)
         sample_n = len(sample)
         if recall < min_recall:
