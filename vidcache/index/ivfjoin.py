@@ -54,9 +54,10 @@ class Exclusions:
     def mask(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """[len(queries), len(candidates)] True where the pair is excluded."""
         out = queries[:, None] == candidates[None, :]
-        if self.label_bits is not None:
-            shared = self.label_bits[queries][:, None, :] & self.label_bits[candidates][None, :, :]
-            out |= shared.any(axis=2)
+        if self.label_bits is not None:  # word by word: no [queries, candidates, words] temporary
+            for word in range(self.label_bits.shape[1]):
+                mine, theirs = self.label_bits[queries, word], self.label_bits[candidates, word]
+                out |= (mine[:, None] & theirs[None, :]) != 0
         if self.groups is not None:
             out |= self.groups[queries][:, None] == self.groups[candidates][None, :]
         return out
@@ -119,7 +120,7 @@ def _join_list(data, inside, queries, positions, exclusions, best_scores, best_r
     top (`best_*[positions]`)."""
     keep = best_scores.shape[1]
     base_t = np.ascontiguousarray(np.asarray(data[inside], np.float32).T)
-    per_query = len(inside) * (4 + 8 * exclusions.words() + 1)
+    per_query = len(inside) * (4 + 8 + 1)  # float32 scores, one word of label bits, the mask
     step = max(1, SCORE_BYTES // per_query)
     for lo in range(0, len(queries), step):
         chunk, at = queries[lo : lo + step], positions[lo : lo + step]
