@@ -63,9 +63,19 @@ def test_round_trip_every_read_path(cache_dir):
         np.testing.assert_array_equal(got_features, features.astype(np.float16))
         np.testing.assert_array_equal(got_times, times)
     ids = list(videos)[::-1]
-    for (f, t), video_id in zip(cache.read_many(ids, "clip", dtype=np.float32), ids, strict=True):
-        np.testing.assert_array_equal(f, videos[video_id][0].astype(np.float16).astype(np.float32))
-        np.testing.assert_array_equal(t, videos[video_id][1])
+    import vidcache.cache.reader as reader
+
+    for by_key_max in (reader.BY_KEY_MAX, 0):  # looked up by key (a few videos), and by one scan of the view
+        reader.BY_KEY_MAX, saved = by_key_max, reader.BY_KEY_MAX
+        try:
+            asked = [*ids, ids[0]]  # a repeated id is read twice, in place
+            for (f, t), video_id in zip(cache.read_many(asked, "clip", dtype=np.float32), asked, strict=True):
+                np.testing.assert_array_equal(f, videos[video_id][0].astype(np.float16).astype(np.float32))
+                np.testing.assert_array_equal(t, videos[video_id][1])
+            with pytest.raises(KeyError, match="no extracted 'clip' rows"):
+                cache.read_many([ids[0], "not-a-video"], "clip")
+        finally:
+            reader.BY_KEY_MAX = saved
     seen = {}
     for batch in cache.iter_batches("clip", batch_size=7):
         seen.update({v: f for v, f in zip(batch.video_ids, batch.features, strict=True)})

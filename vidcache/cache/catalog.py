@@ -11,7 +11,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,6 +412,20 @@ class Catalog:
 
     def shard_bytes(self) -> int:
         return int(self._db.execute("SELECT coalesce(sum(bytes), 0) FROM shards").fetchone()[0])
+
+    def items_of(self, view: str, video_ids: Sequence[str], *, status: str | None = None) -> list[Item]:
+        """The items of these videos in `view` (those that exist), by primary key in blocks: a search's
+        k hits without reading a million items."""
+        out: list[Item] = []
+        for start in range(0, len(video_ids), 500):  # SQLite's bound-parameter limit
+            block = list(video_ids[start : start + 500])
+            query = f"SELECT {_ITEM_COLUMNS} FROM items WHERE view=? AND video_id IN ({', '.join('?' * len(block))})"
+            args = [view, *block]
+            if status is not None:
+                query += " AND status=?"
+                args.append(status)
+            out.extend(Item(*row) for row in self._db.execute(query, args))
+        return out
 
     def item(self, video_id: str, view: str) -> Item | None:
         row = self._db.execute(

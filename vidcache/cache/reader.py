@@ -284,6 +284,9 @@ class _ReadCatalog:
     def items(self, *args, **kwargs):
         return [self._checked(item) for item in self._call("items", *args, **kwargs)]
 
+    def items_of(self, *args, **kwargs):
+        return [self._checked(item) for item in self._call("items_of", *args, **kwargs)]
+
     def item(self, *args, **kwargs):
         return self._checked(self._call("item", *args, **kwargs))
 
@@ -320,6 +323,9 @@ def _checked_location(catalog_path: Path, item, video_id: str, view: str) -> _Lo
             catalog_path, f"{video_id!r} [{view}]: shard {item.shard!r} rows {item.row_start!r}+{item.row_count!r}"
         )
     return _Location(video_id, item.shard, item.row_start, item.row_count)
+
+
+BY_KEY_MAX = 20_000  # read_many of at most this many videos looks them up by key (else one scan of the view)
 
 
 class Cache:
@@ -425,7 +431,13 @@ class Cache:
             raise _damaged_catalog(self._catalog.path, f"info_json of {video_id!r} [{view}]: {exc}") from None
 
     def _locations(self, view: str, video_ids: Iterable[str] | None = None) -> list[_Location]:
-        done = {i.video_id: i for i in self._catalog.items(view, status=STATUS_DONE)}
+        asked = None if video_ids is None else list(video_ids)
+        if asked is not None and len(asked) <= BY_KEY_MAX:  # a few videos: by key, not the view's every item
+            items = self._catalog.items_of(view, list(dict.fromkeys(asked)), status=STATUS_DONE)
+        else:
+            items = self._catalog.items(view, status=STATUS_DONE)
+        done = {i.video_id: i for i in items}
+        video_ids = asked
         if video_ids is None:
             every = [_checked_location(self._catalog.path, i, i.video_id, view) for i in done.values()]
             return sorted(every, key=lambda loc: (loc.shard, loc.row_start))
