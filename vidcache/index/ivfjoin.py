@@ -127,13 +127,14 @@ def _join_list(data, inside, queries, positions, exclusions, best_scores, best_r
         scores = np.asarray(data[chunk], np.float32) @ base_t
         scores[exclusions.mask(chunk, inside)] = -np.inf
         take = min(keep, len(inside))
-        top = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < len(inside) else None
+        cut = len(inside) - take  # the `take` largest sit right of `cut` (no negated copy of the block)
+        top = np.argpartition(scores, cut, axis=1)[:, cut:] if take < len(inside) else None
         new_scores = scores if top is None else np.take_along_axis(scores, top, axis=1)
         new_rows = np.broadcast_to(inside, scores.shape) if top is None else inside[top]
         new_rows = np.where(np.isfinite(new_scores), new_rows, -1)
         merged_scores = np.concatenate([best_scores[at], new_scores], axis=1)
         merged_rows = np.concatenate([best_rows[at], new_rows], axis=1)
-        pick = np.argpartition(-merged_scores, keep - 1, axis=1)[:, :keep]
+        pick = np.argpartition(merged_scores, take, axis=1)[:, take:]  # the `keep` largest of keep + take
         best_scores[at] = np.take_along_axis(merged_scores, pick, axis=1)
         best_rows[at] = np.take_along_axis(merged_rows, pick, axis=1)
 
