@@ -412,6 +412,12 @@ def test_resolve_schedule_known_answers():
     assert resolved(2_000_000) == (1, 10) and resolved(600_000, epochs=5) == (5, 10)
 
 
+def test_search_trials_are_a_fifth_of_the_run_at_least_3_and_never_longer_than_it():
+    from vidcache.heads.search import trial_epochs
+
+    assert [trial_epochs(e) for e in (1, 2, 3, 6, 15, 16, 30, 200, 500)] == [1, 2, 3, 3, 3, 4, 6, 40, 100]
+
+
 def test_auto_epochs_are_unchanged_from_120_training_videos_up():
     """Issue 23 shrank the step budget only for tiny data: from 120 to 20,000 training videos (the
     quality families train on 600) the schedule is the former fixed 600-step one, so their quality

@@ -1,14 +1,14 @@
 """Learning rate and weight decay chosen on val when `--lr` / `--weight-decay` are not given.
 
-A short run (a fifth of the resolved epochs, at least 3) per candidate: first every learning rate of
-`LR_GRID` at the first weight decay of `WD_GRID` (or the given one), then the other weight decays at
-the best learning rate (when `--weight-decay` is not given either; a given `--lr` skips the search
-and keeps weight decay 1e-4 unless given). The candidate with the best val metric at its best epoch wins (ties: the
-earlier, i.e. smaller, learning rate); a trial whose loss stays non-finite scores -inf. Every trial
-is a complete run directory under RUN/search/ and RUN/search/search.json lists them all, so the
-choice can be audited. Heads that are solved rather than trained by steps (`linear` with L-BFGS)
-skip the search, and so does a val split too small to choose on (the defaults 1e-3 / 1e-4 are kept,
-with a warning in the summary)."""
+A short run (a fifth of the resolved epochs, at least 3, at most all of them) per candidate: first
+every learning rate of `LR_GRID` at the first weight decay of `WD_GRID` (or the given one), then the
+other weight decays at the best learning rate (when `--weight-decay` is not given either; a given
+`--lr` skips the search and keeps weight decay 1e-4 unless given). The candidate with the best val
+metric at its best epoch wins (ties: the earlier, i.e. smaller, learning rate); a trial whose loss
+stays non-finite scores -inf. Every trial is a complete run directory under RUN/search/ and
+RUN/search/search.json lists them all, so the choice can be audited. Heads that are solved rather
+than trained by steps (`linear` with L-BFGS) skip the search, and so does a val split too small to
+choose on (the defaults 1e-3 / 1e-4 are kept, with a warning in the summary)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,13 @@ def _trial_epochs(cache_dir: str | Path, config: TrainConfig) -> tuple[int, bool
     targets = multi_hot(splits.ids[VAL], splits.labels, splits.vocabulary)
     kind = HEADS.get(config.head).kind
     check = check_val_split(targets, multi_label=splits.multi_label, kind=kind, vocabulary=splits.vocabulary)
-    return max(3, math.ceil(full * TRIAL_FRACTION)), check.usable, check.warnings
+    return trial_epochs(full), check.usable, check.warnings
+
+
+def trial_epochs(full_epochs: int) -> int:
+    """A fifth of the run's epochs, at least 3, and never more than the run itself: at 1M videos
+    auto epochs are 1, and 3 per trial made the search 15 epochs of 600k videos."""
+    return min(full_epochs, max(3, math.ceil(full_epochs * TRIAL_FRACTION)))
 
 
 def search_hyperparameters(
