@@ -147,6 +147,41 @@ def test_lr_and_weight_decay_are_chosen_on_val_and_every_trial_is_recorded(tmp_p
     assert (resolved["lr"], resolved["weight_decay"]) == expected and resolved["options"]["hidden_dim"] == 0
 
 
+def test_search_trials_use_a_seeded_sample_of_each_split_and_the_run_uses_every_video(tmp_path):
+    """--search-videos N: each trial trains and validates on N videos per split (a seeded sample, the
+    same for every trial), its history has N val videos' metric; the chosen values train on all."""
+    from tests.test_heads import sparse_instance_corpus
+
+    cache = write_cache(tmp_path / "cache", sparse_instance_corpus(seed=733, n_train=60, n_val=30, n_test=10))
+    config = TrainConfig(head="prototype", epochs=3, batch_size=16, search_videos=20)
+    summary = train(cache, config, tmp_path / "run")
+    assert summary.search["trial_videos"] == 20 and summary.search["trials"]
+    samples = set()
+    for trial in summary.search["trials"]:
+        trial_dir = tmp_path / "run" / "search" / f"lr{trial['lr']:g}-wd{trial['weight_decay']:g}"
+        saved = json.loads((trial_dir / "config.json").read_text())
+        assert saved["train_config"]["split_sample"] == 20
+        trained = json.loads((trial_dir / "summary.json").read_text())
+        assert (trained["train_videos"], trained["val_videos"]) == (20, 20)
+        samples.add(saved["splits_sha1"])
+    assert len(samples) == 1  # every trial saw the same videos
+    final = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert final["train_config"]["split_sample"] is None and final["train_config"]["search_videos"] == 20
+    assert (summary.train_videos, summary.val_videos) == (60, 30)
+    from vidcache import Cache
+    from vidcache.heads.data import TRAIN, VAL, make_splits, sample_splits
+
+    with Cache(cache) as opened:
+        splits = make_splits(opened, ("clip",), task="auto", val_fraction=0.1)
+    sampled = sample_splits(splits, 20, seed=0)
+    assert len(sampled.ids[TRAIN]) == 20 and len(sampled.ids[VAL]) == 20 and len(splits.ids[TRAIN]) == 60
+    assert set(sampled.ids[TRAIN]) <= set(splits.ids[TRAIN]) and sampled.ids[TRAIN] == sorted(sampled.ids[TRAIN])
+    assert sampled.vocabulary == splits.vocabulary and sample_splits(splits, 20, seed=0) == sampled
+    assert sample_splits(splits, 100, seed=0) == splits  # fewer videos than N: every one
+    with pytest.raises(Exception, match="search_videos"):
+        TrainConfig(search_videos=-1)
+
+
 def test_pool_at_its_defaults_finds_labels_seen_in_few_frames(tmp_path):
     """A label visible in 2-4 of 32 frames: the pool head at its defaults (hidden width, lr and weight decay from
     the search) reaches 0.9 of the oracle (frames scored with the true class directions, max over

@@ -83,6 +83,14 @@ class TrainConfig:
     memory_budget_gb: float = setting(4.0, help="Above it, the view is streamed from the cache in blocks.")
     max_bad_steps: int = setting(10, help="Consecutive non-finite losses before training stops.")
     amp: bool = setting(True, help="bfloat16 autocast on CUDA (ignored on CPU).")
+    search_videos: int = setting(
+        50_000,
+        help="The lr / weight-decay search's trials train and validate on at most this many videos per split "
+        "(a seeded sample; 0: all). The chosen values then train on every video.",
+    )
+    split_sample: int | None = setting(
+        None, help="At most this many train and val videos (a seeded sample): set for the search's trials.", cli=False
+    )
     options: Any = setting(None, help="The head's own options.", cli=False)
 
     @property
@@ -123,6 +131,8 @@ class TrainConfig:
         check(self, "warmup_epochs", self.warmup_epochs >= 0, "must be >= 0")
         check(self, "grad_clip", self.grad_clip > 0, "must be > 0")
         check(self, "val_fraction", 0 < self.val_fraction < 1, "must be in (0, 1)")
+        check(self, "search_videos", self.search_videos >= 0, "must be >= 0 (0: every video)")
+        check(self, "split_sample", self.split_sample is None or self.split_sample >= 1, "must be >= 1")
 
     def saved(self) -> dict:
         """What RUN/config.json records as `train_config`: every field, the head's options verbatim."""

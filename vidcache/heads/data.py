@@ -6,6 +6,7 @@ is read with one merged read per shard (`Cache.read_many`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -36,6 +37,18 @@ class Splits:
     vocabulary: list[str]  # classes seen in train, sorted
     multi_label: bool
     val_from_train: bool  # no val split in the manifest: a deterministic fraction of train was used
+
+
+def sample_splits(splits: Splits, n: int, *, seed: int) -> Splits:
+    """At most `n` videos of the train and val splits (a seeded sample, kept in sorted order); the
+    vocabulary stays the whole train split's, so a search trial scores the run's classes."""
+    rng = np.random.default_rng(seed)
+    ids = dict(splits.ids)
+    for split in (TRAIN, VAL):
+        chosen = ids.get(split, [])
+        if len(chosen) > n:
+            ids[split] = [chosen[i] for i in np.sort(rng.choice(len(chosen), n, replace=False))]
+    return dataclasses.replace(splits, ids=ids)
 
 
 def _hash_fraction(video_id: str) -> float:

@@ -60,7 +60,8 @@ def _trial_epochs(cache_dir: str | Path, config: TrainConfig) -> tuple[int, bool
             )  # fmt: skip
         else:
             splits = make_splits(cache, config.all_views, task=config.task, val_fraction=config.val_fraction)
-    full = resolve_schedule(config, train_videos=len(splits.ids[TRAIN])).epochs or 1
+    trained = len(splits.ids[TRAIN]) if not config.search_videos else min(len(splits.ids[TRAIN]), config.search_videos)
+    full = resolve_schedule(config, train_videos=trained).epochs or 1
     targets = multi_hot(splits.ids[VAL], splits.labels, splits.vocabulary)
     kind = HEADS.get(config.head).kind
     check = check_val_split(targets, multi_label=splits.multi_label, kind=kind, vocabulary=splits.vocabulary)
@@ -88,10 +89,13 @@ def search_hyperparameters(
         record = {"chosen": {"lr": chosen.lr, "weight_decay": chosen.weight_decay}, "trials": [], "skipped": warnings}
         return chosen, record
     trials: list[dict] = []
+    sample = config.search_videos or None  # trials on a seeded sample of each split (1M videos: 50k of 600k)
 
     def trial(lr: float, weight_decay: float) -> dict:
         name = f"lr{lr:g}-wd{weight_decay:g}"
-        trial_config = dataclasses.replace(config, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=epochs)
+        trial_config = dataclasses.replace(
+            config, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=epochs, split_sample=sample
+        )
         started = time.perf_counter()
         try:
             summary = train_once(cache_dir, trial_config, run_dir / SEARCH_DIR / name)
@@ -120,6 +124,6 @@ def search_hyperparameters(
             if row["value"] > best["value"]:
                 best = row
     chosen = {"lr": best["lr"], "weight_decay": best["weight_decay"]}
-    record = {"chosen": chosen, "trial_epochs": epochs, "trials": trials, "skipped": False}
+    record = {"chosen": chosen, "trial_epochs": epochs, "trial_videos": sample, "trials": trials, "skipped": False}
     record_path.write_text(json.dumps(record, indent=2))
     return dataclasses.replace(config, **chosen), record

@@ -30,7 +30,7 @@ from .blend import blend_probe
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import CONFIG_VERSION, TrainConfig, resolve_schedule
 from .context import HeadContext, MinedNegatives, MinedNeighbours, build_context, precheck_inputs
-from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot
+from .data import TRAIN, VAL, Batch, Splits, SplitSource, make_splits, multi_hot, sample_splits
 from .metrics import confused_pairs, evaluate, per_class_ap, retrieval_recall_at_k, tune_thresholds_with_evidence
 from .search import SEARCH_DIR, needs_search, search_hyperparameters, with_defaults
 from .solved import solve_probe
@@ -505,6 +505,8 @@ def load_data(cache: Cache, config: TrainConfig) -> TrainData:
         )  # fmt: skip
         return TrainData(cache, splits, shot_sources[TRAIN], shot_sources[VAL], identities[config.view], identities)
     splits: Splits = make_splits(cache, views, task=config.task, val_fraction=config.val_fraction)
+    if config.split_sample:  # a search trial: a seeded sample of each split
+        splits = sample_splits(splits, config.split_sample, seed=config.seed)
     budget = config.memory_budget_gb * 2**30
     located: dict = {}  # each view's catalog locations, read once for both splits
     sources = {
