@@ -80,6 +80,17 @@ def labels_of(cache: Cache) -> dict[str, set[str]]:
     return {row.video_id: set(row.labels) for row in cache.entries().itertuples()}
 
 
+def hard_negative_mask(ids: list[str], labels: dict[str, set[str]]) -> np.ndarray:
+    """[N, N] True where a pair may not be hard negatives: itself, a shared label, the same group."""
+    group = [v.rsplit("/", 1)[0] for v in ids]
+    return np.array(
+        [
+            [i == j or bool(labels[a] & labels[b]) or group[i] == group[j] for j, b in enumerate(ids)]
+            for i, a in enumerate(ids)
+        ]
+    )
+
+
 @pytest.mark.parametrize("view", ["clip", "audio"])
 def test_neighbours_equal_numpy_brute_force(cache_dir, view):
     with Cache(cache_dir) as cache:
@@ -110,12 +121,7 @@ def test_hard_negative_videos_share_no_label_and_skip_the_group(cache_dir):
         ids, vectors = reference_vectors(cache, "clip")
         labels = labels_of(cache)
     group = [v.rsplit("/", 1)[0] for v in ids]
-    exclude = np.array(
-        [
-            [i == j or bool(labels[a] & labels[b]) or group[i] == group[j] for j, b in enumerate(ids)]
-            for i, a in enumerate(ids)
-        ]
-    )
+    exclude = hard_negative_mask(ids, labels)
     _, rows = brute_force(vectors, vectors, 4, exclude_mask=exclude)
     got = frame.groupby("video_id")["neighbour_id"].apply(list).to_dict()
     for i, video_id in enumerate(ids):
@@ -135,12 +141,7 @@ def test_hard_negative_videos_through_an_ivf_index_keep_the_rules_and_the_brute_
         labels = labels_of(cache)
     assert not summary.exact and summary.index_type == "ivfsq"
     group = [v.rsplit("/", 1)[0] for v in ids]
-    exclude = np.array(
-        [
-            [i == j or bool(labels[a] & labels[b]) or group[i] == group[j] for j, b in enumerate(ids)]
-            for i, a in enumerate(ids)
-        ]
-    )
+    exclude = hard_negative_mask(ids, labels)
     _, rows = brute_force(vectors, vectors, 4, exclude_mask=exclude)
     got = frame.groupby("video_id")["neighbour_id"].apply(list).to_dict()
     overlap = []

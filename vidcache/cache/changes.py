@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
-from .counts import sql_statements
+from .counts import immediate, sql_statements
 
 TABLE = "view_changes"
 
@@ -38,17 +38,11 @@ def ensure_changes(db: sqlite3.Connection) -> None:
     The id goes in with the triggers in one transaction, so a token never predates its counting."""
     if _has_table(db):
         return
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         if not _has_table(db):  # another writer may have made it while this one waited
             db.execute("INSERT OR REPLACE INTO meta VALUES('catalog_id', ?)", (uuid.uuid4().hex,))
             for statement in sql_statements(SCHEMA):  # not executescript: it would COMMIT first
                 db.execute(statement)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def state(db: sqlite3.Connection, view: str) -> str | None:

@@ -16,6 +16,8 @@ a writer opens it (`ensure_counts`, under the write lock); opened read-only it i
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 TABLE = "item_counts"
 KEY = ("view", "status", "counted", "vstream", "astream", "device")
@@ -92,19 +94,26 @@ def ensure_counts(db: sqlite3.Connection) -> bool:
     it was created now."""
     if has_counts(db):
         return False
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         created = not has_counts(db)  # another writer may have made it while this one waited
         if created:
             for statement in sql_statements(SCHEMA):  # not executescript: it would COMMIT first
                 db.execute(statement)
             db.execute(_FILL)
+    return created
+
+
+@contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction on an autocommit connection: committed, or rolled back on any exception."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return created
 
 
 def sql_statements(script: str) -> list[str]:
