@@ -64,20 +64,23 @@ def _computed_means(group: h5py.Group, starts: np.ndarray, counts: np.ndarray) -
     return out
 
 
+def _shard_means(cache: Cache, shard: str, view: str, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean rows of the videos at `starts` in one shard: stored beside the rows, or computed from them."""
+    group = cache._files.get(shard)[view]
+    try:
+        means = _stored_means(group, starts)
+        return means if means is not None else _computed_means(group, starts, counts)
+    except Exception as exc:  # h5py's many error types for a damaged shard
+        raise cache._files._damaged(shard, view, int(starts[0]), int((starts + counts).max()), repr(exc)) from None
+
+
 def iter_pooled(cache: Cache, view: str) -> Iterator[tuple[list[str], np.ndarray]]:
     """(video_ids, mean rows [n, D] float32) per shard of `view`, in storage order."""
     for shard, located in _located(cache, view):
         ids = [video_id for video_id, _, _ in located]
         starts = np.array([start for _, start, _ in located], np.int64)
         counts = np.array([count for _, _, count in located], np.int64)
-        group = cache._files.get(shard)[view]
-        try:
-            means = _stored_means(group, starts)
-            if means is None:
-                means = _computed_means(group, starts, counts)
-        except Exception as exc:  # h5py's many error types for a damaged shard
-            raise cache._files._damaged(shard, view, int(starts[0]), int((starts + counts).max()), repr(exc)) from None
-        yield ids, means
+        yield ids, _shard_means(cache, shard, view, starts, counts)
 
 
 def pooled_means(cache: Cache, view: str, video_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,13 +102,7 @@ def pooled_means_at(cache: Cache, view: str, table: LocationTable) -> tuple[np.n
     for chunk in np.split(order, bounds) if len(order) else []:
         shard = table.shards[int(table.shard[chunk[0]])]
         starts, counts = table.row_start[chunk], table.row_count[chunk]
-        group = cache._files.get(shard)[view]
-        try:
-            means = _stored_means(group, starts)
-            if means is None:
-                means = _computed_means(group, starts, counts)
-        except Exception as exc:  # h5py's many error types for a damaged shard
-            raise cache._files._damaged(shard, view, int(starts[0]), int((starts + counts).max()), repr(exc)) from None
+        means = _shard_means(cache, shard, view, starts, counts)
         if out is None:
             out = np.zeros((len(table), means.shape[1]), np.float32)
         out[chunk] = means
