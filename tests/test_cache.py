@@ -76,6 +76,13 @@ def test_round_trip_every_read_path(cache_dir):
                 cache.read_many([ids[0], "not-a-video"], "clip")
         finally:
             reader.BY_KEY_MAX = saved
+    # a sample of the videos: the rows between them are read in the same call but never kept alive by
+    # the returned arrays (a 1-in-12 sample of a 1M cache held 8.6 GB of unasked rows that way)
+    sample = sorted(videos)[::3]
+    for (f, t), video_id in zip(cache.read_many(sample, "clip"), sample, strict=True):
+        np.testing.assert_array_equal(f, videos[video_id][0].astype(np.float16))
+        assert f.base is None or f.base.nbytes <= f.nbytes, video_id  # owns its rows, not a merged span
+        assert t.base is None or t.base.nbytes <= t.nbytes
     seen = {}
     for batch in cache.iter_batches("clip", batch_size=7):
         seen.update({v: f for v, f in zip(batch.video_ids, batch.features, strict=True)})
