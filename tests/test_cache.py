@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import h5py
 import numpy as np
 import pytest
@@ -199,3 +201,33 @@ def test_chunks_allocate_about_the_rows_written(tmp_path, rows_per_video):
             np.testing.assert_array_equal(cache.read(video_id, "clip")[0], clip)
             np.testing.assert_array_equal(cache.read(video_id, "audio")[0], audio.astype(np.float32))
             np.testing.assert_array_equal(cache.spans(video_id, "audio")[:, 1], times + 1)
+
+
+def test_a_writer_killed_inside_a_transaction_leaves_a_catalog_that_opens_read_only(tmp_path):
+    """CI found it (test_repeated_sigkill_then_resume_...): a SIGKILL inside a catalog transaction left
+    catalog.sqlite-journal, and every read-only open (status, verify, Cache) failed with "attempt to
+    write a readonly database" and the advice to move the catalog away. The reference is SQLite's own
+    recovery: the hot journal is rolled back, so the catalog reads as it was before the transaction."""
+    import subprocess
+    import sys
+
+    Catalog.open(tmp_path, create=True).close()
+    before = sqlite3.connect(tmp_path / "catalog.sqlite").execute("SELECT key, value FROM meta ORDER BY key").fetchall()
+    killed = (
+        "import os, signal, sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "db.execute('BEGIN IMMEDIATE')\n"
+        "for i in range(3000):\n"
+        "    db.execute('INSERT INTO meta VALUES(?, ?)', (f'k{i}', 'x' * 1000))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", killed, str(tmp_path / "catalog.sqlite")])
+    assert run.returncode == -9 and (tmp_path / "catalog.sqlite-journal").stat().st_size > 0
+    catalog = Catalog.open(tmp_path)  # read-only, as status and verify open it
+    try:
+        assert catalog._db.execute("SELECT key, value FROM meta ORDER BY key").fetchall() == before
+    finally:
+        catalog.close()
+    assert not (tmp_path / "catalog.sqlite-journal").exists()
+    with Cache(tmp_path) as cache:
+        assert cache.video_ids() == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -102,6 +103,27 @@ class Located(NamedTuple):
     checksum: int | None
 
 
+def _roll_back_interrupted_write(path: Path) -> None:
+    """A writer killed inside a transaction leaves a hot journal (catalog.sqlite-journal) that only a
+    writable connection may roll back: a read-only open then fails ("attempt to write a readonly
+    database") although the catalog is whole. Roll it back with a short writable connection (SQLite
+    does so on its first read); in a directory this process cannot write, say what to do instead."""
+    journal = path.with_name(path.name + "-journal")
+    if not journal.exists() or journal.stat().st_size == 0:
+        return
+    if not os.access(path.parent, os.W_OK) or not os.access(path, os.W_OK):
+        raise CacheError(
+            f"catalog {path} has the journal of an interrupted write ({journal.name}) and this process cannot "
+            "write there to roll it back; run any vidcache command on the cache with write access (e.g. "
+            "`vidcache verify --cache DIR --quarantine`), and never delete the journal"
+        )
+    db = sqlite3.connect(path, timeout=60, isolation_level=None)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read rolls the journal back
+    finally:
+        db.close()
+
+
 class Catalog:
     def __init__(self, connection: sqlite3.Connection, path: Path):
         self._db = connection
@@ -124,6 +146,7 @@ class Catalog:
                 counts.ensure_counts(db)  # an older catalog: its per-view counts, once (cache/counts.py)
                 changes.ensure_changes(db)  # an older catalog: its per-view change counter (cache/changes.py)
             else:
+                _roll_back_interrupted_write(path)
                 db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
             version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
