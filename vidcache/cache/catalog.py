@@ -255,16 +255,16 @@ class Catalog:
     def labels_of(self, video_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
         """{video_id: labels} of these videos (those the manifest lists), by primary key: a search's k
         hits, without reading a million entries."""
+        rows = self._by_ids("SELECT video_id, labels FROM entries WHERE video_id IN ({})", [], video_ids)
+        return {video_id: tuple(json.loads(text)) for video_id, text in rows}
+
+    def _by_ids(self, query: str, args: list, video_ids: Iterable[str]) -> Iterator[tuple]:
+        """Rows of `query` (its `IN ({})` filled with the ids) run over blocks of distinct ids: SQLite's
+        bound-parameter limit, and a lookup by key instead of a scan of a million rows."""
         asked = list(dict.fromkeys(video_ids))
-        out: dict[str, tuple[str, ...]] = {}
-        for start in range(0, len(asked), 500):  # SQLite's bound-parameter limit
+        for start in range(0, len(asked), 500):
             block = asked[start : start + 500]
-            marks = ", ".join("?" * len(block))
-            for video_id, text in self._db.execute(
-                f"SELECT video_id, labels FROM entries WHERE video_id IN ({marks})", block
-            ):
-                out[video_id] = tuple(json.loads(text))
-        return out
+            yield from self._db.execute(query.format(", ".join("?" * len(block))), [*args, *block])
 
     # items ---------------------------------------------------------------------------------------
     def items(self, view: str | None = None, *, status: str | None = None) -> list[Item]:
@@ -439,16 +439,9 @@ class Catalog:
     def items_of(self, view: str, video_ids: Sequence[str], *, status: str | None = None) -> list[Item]:
         """The items of these videos in `view` (those that exist), by primary key in blocks: a search's
         k hits without reading a million items."""
-        out: list[Item] = []
-        for start in range(0, len(video_ids), 500):  # SQLite's bound-parameter limit
-            block = list(video_ids[start : start + 500])
-            query = f"SELECT {_ITEM_COLUMNS} FROM items WHERE view=? AND video_id IN ({', '.join('?' * len(block))})"
-            args = [view, *block]
-            if status is not None:
-                query += " AND status=?"
-                args.append(status)
-            out.extend(Item(*row) for row in self._db.execute(query, args))
-        return out
+        where = " AND status=?" if status is not None else ""
+        query = f"SELECT {_ITEM_COLUMNS} FROM items WHERE view=?{where} AND video_id IN ({{}})"
+        return [Item(*row) for row in self._by_ids(query, [view] + ([status] if status is not None else []), video_ids)]
 
     def item(self, video_id: str, view: str) -> Item | None:
         row = self._db.execute(

@@ -22,6 +22,7 @@ from ..cache.reader import Cache
 from ..errors import ConfigError
 from . import knn
 from .build import cache_fingerprint
+from .ivfjoin import ivf_of, list_groups
 from .mining import MiningSummary, Progress, video_searcher
 from .vectors import VideoVectors
 
@@ -115,20 +116,8 @@ def _ivf_join_pairs(ivf, data: np.ndarray, k: int, threshold: float, progress: P
     lists, one float32 matrix product per list (BLAS), candidates within `GEMM_MARGIN` re-scored in
     float64. Both directions of a pair are looked for, so a pair split across two lists is found
     when either video probes the other's list."""
-    n, probes = len(data), min(DUPLICATE_PROBES, ivf.nlist)
-    lists = np.empty((n, probes), np.int64)
-    for lo in range(0, n, 65536):
-        _, lists[lo : lo + 65536] = ivf.quantizer.search(
-            np.ascontiguousarray(data[lo : lo + 65536], np.float32), probes
-        )
-    members = np.argsort(lists[:, 0], kind="stable")  # each video sits in its nearest list
-    member_bounds = np.searchsorted(lists[members, 0], np.arange(ivf.nlist + 1))
-    probing = np.argsort(lists.ravel(), kind="stable") // probes  # videos probing each list, by list
-    probe_bounds = np.searchsorted(np.sort(lists.ravel()), np.arange(ivf.nlist + 1))
     lefts, rights = [], []
-    for lst in range(ivf.nlist):
-        inside = members[member_bounds[lst] : member_bounds[lst + 1]]
-        queries = probing[probe_bounds[lst] : probe_bounds[lst + 1]]
+    for inside, queries in list_groups(ivf, data, DUPLICATE_PROBES):
         if not len(inside) or not len(queries):
             continue
         base = np.asarray(data[inside], np.float32)
@@ -181,12 +170,7 @@ def duplicate_pairs(
     self-join of its lists (`_ivf_join_pairs`): at a million videos, a search per video through the
     lists that recall@10 needs took longer than the 10 minutes `mine duplicates` may take; other
     indexes are searched (`_index_pairs`). A video with k or more is "saturated" (it may have more)."""
-    try:  # an IVF index (also one loaded memory-mapped); flat and HNSW have no lists
-        import faiss
-
-        ivf = faiss.extract_index_ivf(index)
-    except (RuntimeError, AttributeError, TypeError):
-        ivf = None
+    ivf = ivf_of(index)  # flat and HNSW have no lists
     find = _ivf_join_pairs if ivf is not None else _index_pairs
     left, right = find(ivf if ivf is not None else index, data, k, threshold, progress)
     exact = _rescore(data, left, right)

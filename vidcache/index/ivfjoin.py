@@ -13,7 +13,7 @@ applied as arrays before ranking, so no candidate list ever runs short.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +63,35 @@ class Exclusions:
         return out
 
 
+def ivf_of(index):
+    """The IVF part of an index (also one loaded memory-mapped), None for flat and HNSW."""
+    try:
+        import faiss
+
+        return faiss.extract_index_ivf(index)
+    except (RuntimeError, AttributeError, TypeError):
+        return None
+
+
+def list_groups(ivf, data: np.ndarray, nprobe: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(members, probing videos) of each list of `ivf`, in list order: a video is a member of its
+    nearest list (by `ivf.quantizer`) and probes its `nprobe` nearest lists."""
+    n, probes = len(data), max(1, min(int(nprobe), ivf.nlist))
+    lists = np.empty((n, probes), np.int64)
+    for lo in range(0, n, 65536):
+        block = np.ascontiguousarray(data[lo : lo + 65536], np.float32)
+        _, lists[lo : lo + 65536] = ivf.quantizer.search(block, probes)
+    members = np.argsort(lists[:, 0], kind="stable")
+    member_bounds = np.searchsorted(lists[members, 0], np.arange(ivf.nlist + 1))
+    probing = np.argsort(lists.ravel(), kind="stable") // probes  # the videos probing each list, by list
+    probe_bounds = np.searchsorted(np.sort(lists.ravel()), np.arange(ivf.nlist + 1))
+    for lst in range(ivf.nlist):
+        yield (
+            members[member_bounds[lst] : member_bounds[lst + 1]],
+            probing[probe_bounds[lst] : probe_bounds[lst + 1]],
+        )
+
+
 def ivf_join_topk(
     ivf,
     data: np.ndarray,
@@ -77,20 +106,9 @@ def ivf_join_topk(
     of its `nprobe` nearest lists (by `ivf.quantizer`); members are grouped by their nearest list."""
     exclusions = exclusions or Exclusions()
     n, keep = len(data), k + SLACK
-    probes = max(1, min(int(nprobe), ivf.nlist))
-    lists = np.empty((n, probes), np.int64)
-    for lo in range(0, n, 65536):
-        block = np.ascontiguousarray(data[lo : lo + 65536], np.float32)
-        _, lists[lo : lo + 65536] = ivf.quantizer.search(block, probes)
-    members = np.argsort(lists[:, 0], kind="stable")
-    member_bounds = np.searchsorted(lists[members, 0], np.arange(ivf.nlist + 1))
-    probing = np.argsort(lists.ravel(), kind="stable") // probes  # the videos probing each list, by list
-    probe_bounds = np.searchsorted(np.sort(lists.ravel()), np.arange(ivf.nlist + 1))
     best_scores = np.full((n, keep), -np.inf, np.float32)
     best_rows = np.full((n, keep), -1, np.int64)
-    for lst in range(ivf.nlist):
-        inside = members[member_bounds[lst] : member_bounds[lst + 1]]
-        queries = probing[probe_bounds[lst] : probe_bounds[lst + 1]]
+    for inside, queries in list_groups(ivf, data, nprobe):
         if len(inside) and len(queries):
             _join_list(data, inside, queries, queries, exclusions, best_scores, best_rows)
         if progress is not None:

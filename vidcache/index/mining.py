@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..version import __version__
 from . import knn
 from .build import build_index, cache_fingerprint, choose_index, load_index
-from .ivfjoin import Exclusions, exact_topk, ivf_join_topk
+from .ivfjoin import Exclusions, exact_topk, ivf_join_topk, ivf_of
 from .vectors import VideoVectors, normalise, video_vectors
 
 if TYPE_CHECKING:  # pandas costs 0.6 s to import: only the functions that build frames load it
@@ -228,16 +228,6 @@ def video_searcher(cache: Cache, view: str, *, pooling: str, index_type: str, me
     return VideoSearcher(build_index(vectors.vectors, choice), vectors, choice.kind, choice.kind == "flat")
 
 
-def _ivf_of(index):
-    """The IVF part of an index (also one loaded memory-mapped), None for flat and HNSW."""
-    try:
-        import faiss
-
-        return faiss.extract_index_ivf(index)
-    except (RuntimeError, AttributeError, TypeError):
-        return None
-
-
 def _group_of(video_id: str) -> str:
     return video_id.rsplit("/", 1)[0] if "/" in video_id else ""
 
@@ -286,7 +276,7 @@ def nearest_videos(
     exclusions = Exclusions.of(
         [sorted(s) for s in label_sets] if exclude_shared_labels else None, groups if exclude_same_group else None
     )
-    ivf = None if searcher.exact else _ivf_of(searcher.index)
+    ivf = None if searcher.exact else ivf_of(searcher.index)
     if ivf is not None:  # every video a query: the IVF lists as a self-join (ivfjoin.py), not a search per video
         scores, rows = ivf_join_topk(ivf, data, k, nprobe=ivf.nprobe, exclusions=exclusions, progress=progress)
     else:
