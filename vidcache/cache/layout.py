@@ -10,6 +10,7 @@ SHARD_DIR = "shards"
 SHARD_SUFFIX = ".h5"
 PARTIAL_SUFFIX = ".partial"
 TEXT_NAME = "text.h5"
+TEXT_MEMO_NAME = "text_memo.sqlite"  # `search --text`: prompts' text-tower embeddings (cache/textmemo.py)
 LOCK_DIR = "locks"
 TARGET_CHUNK_BYTES = 1 << 20  # about 1 MiB of feature rows per HDF5 chunk
 
@@ -24,6 +25,10 @@ def catalog_path(cache_dir: str | Path) -> Path:
 
 def shard_dir(cache_dir: str | Path) -> Path:
     return Path(cache_dir) / SHARD_DIR
+
+
+def text_memo_path(cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / TEXT_MEMO_NAME
 
 
 def rows_per_chunk(feature_dim: int, itemsize: int) -> int:
