@@ -14,6 +14,10 @@ labels). `query_form="best"` (the default) scores a video by its best cosine ove
 video whose rows were made in any of these forms of the same text ranks first; `raw` and `ensemble`
 use one form only.
 
+The prompts' raw text-tower embeddings are memoised in the cache (`cache/textmemo.py`, keyed by the view's
+identity, the device and precision, the libraries and the query's prompts): a repeated query takes them
+from there, bit for bit, and loads no model (nor torch, on a machine without a GPU driver).
+
 >>> hits = search_text("features/", "a dog catching a frisbee", view="clip", k=5)
 >>> hits = search_video("features/", "a/clip.mp4", view="clip", k=5)
 >>> moments = search_text("features/", "a goal is scored", view="clip", k=5, by="rows")
