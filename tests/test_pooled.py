@@ -203,3 +203,96 @@ def test_linear_head_from_stored_means_equals_one_trained_on_rows_pooled_in_nump
     runs = [tmp_path / f"run_{c.name}" for c in (frames_cache, means_cache)]
     first, second = (json.loads((r / "thresholds.json").read_text()) for r in runs)
     assert first == second
+
+
+@pytest.mark.parametrize("max_frames", [64, 3])
+def test_a_held_split_filled_block_by_block_equals_one_whole_read(cache_dir, tmp_path, max_frames):
+    """`_read_whole` (tensors allocated once, filled per block) gives exactly what `_read` of every
+    position gives (one gather of the whole split): values, padding, masks, times and presence, for
+    one view and for two views where some videos lack the second (subsampled or not)."""
+    import torch
+
+    from vidcache.heads.data import SplitSource
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    rng = np.random.default_rng(5)
+    some = sorted(Cache(copy).video_ids("clip"))[::3]
+    lengths = rng.integers(1, 6, size=len(some))
+    extra = [
+        (v, rng.normal(size=(n, 8)).astype(np.float16), np.arange(n) * 0.5) for v, n in zip(some, lengths, strict=True)
+    ]
+    write_view_arrays(copy, view="audio", rows=extra, entries=[], identity={"model": "a"})
+    with Cache(copy) as cache:
+        ids = sorted(cache.video_ids("clip"))
+        for views in ("clip", ["clip", "audio"]):
+            source = SplitSource(cache, views, ids, torch.zeros(len(ids), 2), max_frames=max_frames,
+                                 memory_budget_bytes=1e9, block_videos=7)  # fmt: skip
+            whole, reference = source._read_whole(), source._read(list(range(len(ids))))
+            assert whole.video_ids == reference.video_ids
+            torch.testing.assert_close(whole.rows, reference.rows, rtol=0, atol=0)
+            for view in source.views:
+                for got, want in ((whole.features, reference.features), (whole.masks, reference.masks),
+                                  (whole.times_s, reference.times_s), (whole.present, reference.present)):  # fmt: skip
+                    assert got[view].shape == want[view].shape
+                    torch.testing.assert_close(got[view], want[view], rtol=0, atol=0)
+
+
+def test_a_mean_pooled_source_serves_each_videos_stored_mean_row(cache_dir):
+    """`read_means`: batches of [B, 1, D] equal to each video's mean row (NumPy over `Cache.read`), held or
+    streamed block by block in storage order; refused where the stored mean is not the frames' mean."""
+    import torch
+
+    from vidcache.heads.data import SplitSource
+
+    with Cache(cache_dir) as cache:
+        ids = sorted(cache.video_ids("clip"))
+        expected = np.stack([cache.read(v, "clip")[0].astype(np.float64).mean(axis=0) for v in ids])
+        for budget in (1e9, 0):  # held, streamed
+            source = SplitSource(cache, "clip", ids, torch.zeros(len(ids), 1), max_frames=64,
+                                 memory_budget_bytes=budget, block_videos=16)  # fmt: skip
+            assert source.read_means(True) and source.in_memory == bool(budget)
+            got = np.zeros_like(expected)
+            for batch in source.batches(7, shuffle=True, generator=torch.Generator().manual_seed(0)):
+                assert batch.feature.shape[1:] == (1, DIM) and bool(batch.mask.all())
+                got[batch.rows.numpy()] = batch.feature[:, 0].numpy()
+            np.testing.assert_allclose(got, expected, atol=1e-6)
+            assert not source.read_means(False) and next(source.batches(4, shuffle=False)).feature.shape[1] > 1
+        short = SplitSource(cache, "clip", ids, torch.zeros(len(ids), 1), max_frames=2, memory_budget_bytes=1e9)
+        assert not short.read_means(True)  # a mean of 2 sampled frames is not the stored mean
+
+
+def test_every_head_that_says_mean_pooled_sees_frames_only_through_their_mean():
+    """Generated from the head registry: a head declaring `mean_pooled` (so training and predict feed it
+    stored mean rows) gives the same outputs on a video's frames as on their mean as one frame."""
+    import torch
+
+    from vidcache.heads import HEADS
+    from vidcache.heads.context import LabelTexts
+    from vidcache.heads.data import Batch
+
+    rng = torch.Generator().manual_seed(0)
+    features = torch.randn(5, 6, 4, generator=rng)
+    mask = torch.arange(6)[None, :] < torch.tensor([6, 3, 1, 4, 2])[:, None]
+    means = (features * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    checked = []
+    for name in HEADS.names():
+        if HEADS.get(name).kind != "classify" or HEADS.needs(name, LabelTexts):
+            continue
+        head = HEADS.create(name, input_dim=4, num_classes=3, multi_label=False, options=HEADS.options_from(name, {}))
+        if not getattr(head, "mean_pooled", False):
+            continue
+        head.eval()
+
+        def batch(f, m):
+            n = len(f)
+            present = {"clip": torch.ones(n, dtype=torch.bool)}
+            return Batch({"clip": f}, {"clip": m}, {"clip": torch.zeros(m.shape)}, present, torch.zeros(n, 3),
+                         torch.arange(n), list("abcde"))  # fmt: skip
+
+        with torch.no_grad():
+            frames = head.forward_batch(batch(features, mask)).logits
+            mean = head.forward_batch(batch(means[:, None, :], torch.ones(5, 1, dtype=torch.bool))).logits
+        torch.testing.assert_close(frames, mean, atol=1e-5, rtol=1e-5)
+        checked.append(name)
+    assert {"linear", "prototype"} <= set(checked), checked

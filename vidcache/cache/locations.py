@@ -44,6 +44,12 @@ class LocationTable:
     def locations(self, positions: Sequence[int] | np.ndarray) -> list[_Location | None]:
         return [self.location(int(i)) for i in positions]
 
+    def at(self, positions: Sequence[int] | np.ndarray) -> LocationTable:
+        """The table of the videos at `positions`, in that order."""
+        index = np.asarray(positions, dtype=np.int64)
+        ids = [self.video_ids[int(i)] for i in index]
+        return LocationTable(ids, self.shards, self.shard[index], self.row_start[index], self.row_count[index])
+
     def storage_order(self) -> np.ndarray:
         """Positions sorted by (shard, row_start); videos without rows last, in their own order."""
         shard = np.where(self.present, self.shard, len(self.shards))

@@ -42,7 +42,8 @@ def _stored_means(group: h5py.Group, starts: np.ndarray) -> np.ndarray | None:
     pooled = group[POOLED_DATASET]
     if pooled.shape[0] != len(index_starts):
         return None
-    return pooled[()][position]
+    lo, hi = int(position.min(initial=0)), int(position.max(initial=-1)) + 1  # a block: read its span only
+    return pooled[lo:hi][position - lo] if hi > lo else np.zeros((0, pooled.shape[1]), np.float32)
 
 
 def _computed_means(group: h5py.Group, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

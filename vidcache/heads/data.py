@@ -312,7 +312,6 @@ class SplitSource:
         self._tables: dict[str, LocationTable] = {}
         self._decoders = {}
         self.dims: dict[str, int] = {}
-        padded_bytes = 0
         for view in self.views:
             if view not in located:
                 located[view] = view_locations(cache, view)
@@ -323,11 +322,10 @@ class SplitSource:
             self._tables[view] = table
             self._decoders[view] = cache._decoder(view)  # resolved here, in the catalog's thread
             self.dims[view] = self._dim(view, table)
-            longest = min(int(table.row_count[table.present].max(initial=1)), max_frames)
-            # padded tensors are [N, longest, D] float32, plus the gather's transient copy
-            padded_bytes += 2 * len(table) * longest * self.dims[view] * 4
         self.dim = self.dims[self.view]
-        self.in_memory = padded_bytes <= memory_budget_bytes
+        self.means = False  # batches of frames; `read_means` switches to each video's stored mean row
+        self.memory_budget_bytes = memory_budget_bytes
+        self.in_memory = self._padded_bytes() <= memory_budget_bytes
         # storage order of the first view, so a streamed block is one contiguous read per shard
         order = self._tables[self.view].storage_order().tolist()
         self.blocks = [order[s : s + block_videos] for s in range(0, len(order), block_videos)]
@@ -342,8 +340,78 @@ class SplitSource:
     def _all(self) -> Batch | None:
         """The whole split as one padded batch when it fits the budget (read once, on first use), else None."""
         if self.in_memory and self._held is None:
-            self._held = self._read(list(range(len(self.video_ids))))
+            self._held = self._read_whole()
         return self._held
+
+    def _padded_bytes(self) -> int:
+        """What holding the split costs: padded tensors [N, longest, D] float32, counted twice (the
+        batches a head cuts from it, its own work) so a held split leaves room in the budget."""
+        return sum(2 * len(self) * self._longest(view) * self.dims[view] * 4 for view in self.views)
+
+    def read_means(self, on: bool) -> bool:
+        """Batches of each video's stored mean row ([B, 1, D], mask True) instead of its frames, for
+        a head that only ever sees the mean over a video's frames (`Head.mean_pooled`): an epoch
+        reads one row per video instead of all of them, and a held split is that much smaller.
+        Only where the stored means are that mean (see `stored_means`); returns whether it is on."""
+        on = bool(on) and self._means_are_the_mean()
+        if on != self.means:
+            self.means, self._held = on, None
+            self.in_memory = self._padded_bytes() <= self.memory_budget_bytes
+        return on
+
+    def _means_are_the_mean(self) -> bool:
+        table = self._tables[self.view]
+        info = self.cache.view_info(self.view)
+        return (
+            len(self.views) == 1
+            and np.dtype(info.get("dtype", "float16")).kind == "f"
+            and not info.get("row_shape")
+            and bool(table.present.all())
+            and not (table.row_count > self.max_frames).any()
+        )
+
+    def _read_means(self, rows: list[int]) -> Batch:
+        from ..cache.pooled import pooled_means_at
+
+        means, _ = pooled_means_at(self.cache, self.view, self._tables[self.view].at(rows))
+        n, view = len(rows), self.view
+        index = torch.tensor(rows, dtype=torch.long)
+        return Batch(
+            {view: torch.from_numpy(means).unsqueeze(1)},
+            {view: torch.ones(n, 1, dtype=torch.bool)},
+            {view: torch.zeros(n, 1)},  # a mean has no one time
+            {view: torch.ones(n, dtype=torch.bool)},
+            self.targets[index],
+            index,
+            [self.video_ids[i] for i in rows],
+        )
+
+    def _read_whole(self) -> Batch:
+        """Every video of the split, padded to the split's longest, filled block by block into tensors
+        allocated once: the peak is the held batch plus one block, not the stored rows, their gather
+        and the float32 copy of the whole split at once (3x the held batch). Equal to `_read` of
+        every position."""
+        n = len(self.video_ids)
+        longest = {view: self._longest(view) for view in self.views}
+        features = {v: torch.zeros(n, longest[v], self.dims[v]) for v in self.views}
+        masks = {v: torch.zeros(n, longest[v], dtype=torch.bool) for v in self.views}
+        times = {v: torch.zeros(n, longest[v]) for v in self.views}
+        present = {v: torch.zeros(n, dtype=torch.bool) for v in self.views}
+        for block in self._prefetched(self.blocks):
+            for view in self.views:
+                length = block.features[view].shape[1]
+                features[view][block.rows, :length] = block.features[view]
+                masks[view][block.rows, :length] = block.masks[view]
+                times[view][block.rows, :length] = block.times_s[view]
+                present[view][block.rows] = block.present[view]
+        return Batch(features, masks, times, present, self.targets, torch.arange(n), list(self.video_ids))
+
+    def _longest(self, view: str) -> int:
+        """The padded length `pad` gives the whole split: its longest video, at most `max_frames`, at least 1."""
+        if self.means:
+            return 1
+        table = self._tables[view]
+        return max(1, min(int(table.row_count[table.present].max(initial=0)), self.max_frames))
 
     def stored_means(self) -> np.ndarray | None:
         """[N, D] float32: each video's mean row as the cache stores it beside the rows (one read per
@@ -375,6 +443,8 @@ class SplitSource:
 
     def _read(self, rows: list[int]) -> Batch:
         """Rows of the given split positions, read with one merged read per shard and view."""
+        if self.means:
+            return self._read_means(rows)
         features, masks, times, present = {}, {}, {}, {}
         for view in self.views:
             locations = self._tables[view].locations(rows)

@@ -109,6 +109,7 @@ def _source(run: LoadedRun, cache: Cache, video_ids: list[str], labels: dict) ->
         max_frames=run.config.max_frames,
         memory_budget_bytes=run.config.memory_budget_gb * 2**30,
     )
+    source.read_means(getattr(run.model, "mean_pooled", False))  # what the head saw in training
     _check_dims(run, source)
     return source
 
@@ -207,8 +208,9 @@ def evaluate_run(
             if embeddings is None:  # heads without an embedding: retrieve with their class scores
                 embeddings, gallery_embeddings = scores, gallery_scores
             asked = retrieval_sample(len(embeddings), retrieval_queries)
+            queries, embeddings = embeddings[asked], None  # type: ignore[index]  # only the sample is kept
             metrics.update(
-                retrieval_recall_at_k(embeddings[asked], targets[asked], gallery_embeddings, gallery.targets.numpy())  # type: ignore[arg-type,index]
+                retrieval_recall_at_k(queries, targets[asked], gallery_embeddings, gallery.targets.numpy())  # type: ignore[arg-type]
             )
             metrics["retrieval_queries"] = len(asked)
     videos = len(set(source.shot_video)) if items == "shots" else len(source)  # type: ignore[attr-defined]
@@ -246,7 +248,7 @@ def predict_run(
         else:
             video_ids, labels = _video_ids(run, cache, split)
             source = _source(run, cache, video_ids, labels)
-        scores, _ = predict_scores(run.model, source, torch_device)
+        scores, _ = predict_scores(run.model, source, torch_device, embeddings=False)
     n, c = scores.shape
     if run.multi_label:
         predicted = scores >= run.thresholds[None, :]

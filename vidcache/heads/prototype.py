@@ -104,6 +104,12 @@ class PrototypeHead(Head):
     def probe_pool(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return masked_mean(features, mask)
 
+    @property
+    def mean_pooled(self) -> bool:
+        """The prototypes and the probe branch see a video's frames only through their mean (fusion
+        encodes the frames themselves): the cache's stored mean rows are all it needs."""
+        return type(self).encode is PrototypeHead.encode
+
     def forward_batch(self, batch) -> HeadOutput:
         pooled = masked_mean(batch.feature, batch.mask) if self.probe is not None and not self.training else None
         return self.classify(self.encode(batch), pooled)

@@ -191,6 +191,10 @@ class ShotSource(SplitSource):
     def _read(self, rows: list[int]) -> Batch:
         return self._select(self._held, torch.tensor(rows, dtype=torch.long))  # type: ignore[arg-type]
 
+    def read_means(self, on: bool) -> bool:
+        """Shot items are already one row each: nothing to switch."""
+        return False
+
 
 def shot_data(
     cache: Cache,

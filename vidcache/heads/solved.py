@@ -152,7 +152,8 @@ def solve_probe(
     pool = pool if pool is not None else model.pool  # type: ignore[assignment]
     assert layer is not None and pool is not None
     # a probe pooling frames by their mean reads the cache's stored means (issue 29: 1M videos)
-    mean = getattr(model, "mean_pooled", False) and pool in (model.pool, getattr(model, "probe_pool", None))
+    pools = (getattr(model, "pool", None), getattr(model, "probe_pool", None))
+    mean = getattr(model, "mean_pooled", False) and pool in pools
     x_train = pooled_features(pool, train_source, device, mean=mean)
     x_val = pooled_features(pool, val_source, device, mean=mean)
     y_train = train_source.targets.to(device=device, dtype=torch.float32)

@@ -124,24 +124,31 @@ def warmup_cosine(optimizer, *, warmup_steps: int, total_steps: int):
 
 @torch.no_grad()
 def predict_scores(
-    model: Head, source: SplitSource, device: torch.device, *, batch_size: int = 256, amp: bool = True
+    model: Head,
+    source: SplitSource,
+    device: torch.device,
+    *,
+    batch_size: int = 256,
+    amp: bool = True,
+    embeddings: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Scores [N, C] (and embeddings [N, E] when the head has them) in the source's video order.
+    """Scores [N, C] (and embeddings [N, E] when the head has them and `embeddings` asks: a linear
+    head's are its pooled inputs, 2 GiB at 1M videos x 512) in the source's video order.
     Representation heads (`kind == "embed"`) have no class scores: zeros."""
     model.eval()
     scores = np.zeros((len(source), model.num_classes), np.float32)
-    embeddings = None
+    kept = None
     for batch in source.batches(batch_size, shuffle=False):
         with autocast(device, amp):
             out = model.forward_batch(batch.to(device, non_blocking=True))
         rows = batch.rows.numpy()
         if model.kind == "classify":
             scores[rows] = model.scores(out.logits.float()).cpu().numpy()
-        if out.embedding is not None:
-            if embeddings is None:
-                embeddings = np.zeros((len(source), out.embedding.shape[1]), np.float32)
-            embeddings[rows] = out.embedding.float().cpu().numpy()
-    return scores, embeddings
+        if out.embedding is not None and embeddings:
+            if kept is None:
+                kept = np.zeros((len(source), out.embedding.shape[1]), np.float32)
+            kept[rows] = out.embedding.float().cpu().numpy()
+    return scores, kept
 
 
 def validate(
@@ -155,8 +162,9 @@ def validate(
 ) -> tuple[dict, np.ndarray]:
     """Validation metrics and scores. A representation head is judged by retrieval: val videos query
     the training videos (CoCLR protocol), recall@k counts a hit when a neighbour shares a label."""
-    val_scores, val_embeddings = predict_scores(model, val_source, device, amp=amp)
-    if model.kind == "classify":
+    classify = model.kind == "classify"
+    val_scores, val_embeddings = predict_scores(model, val_source, device, amp=amp, embeddings=not classify)
+    if classify:
         return evaluate(val_source.targets.numpy(), val_scores, multi_label=multi_label), val_scores
     _, train_embeddings = predict_scores(model, train_source, device, amp=amp)
     metrics = retrieval_recall_at_k(
@@ -563,6 +571,8 @@ def _fit(
     splits, train_source, val_source = data.splits, data.train, data.val
     config = resolve_schedule(config, train_videos=len(train_source))  # recorded resolved, below
     model, context = _build_model(config, data, device)
+    for source in (train_source, val_source):  # a head that sees only a video's mean frame reads one row per video
+        source.read_means(getattr(model, "mean_pooled", False))
     resolved = _record_config(cache_dir, config, run_dir, data, model, context, resume=resume, command=command)
     metric = _metric_key(config, splits.multi_label, model.kind)
     check = check_val_split(
