@@ -14,7 +14,7 @@ Per size N (`--sizes 10000,100000,1000000`), in `--workdir/N/`:
 3. each command below runs as its own process (`python -m vidcache.cli ...`); wall time and the
    peak RSS (`os.wait4`'s ru_maxrss: the largest process of the tree) are recorded:
    status, extract (no-op re-run against the (N+1)-row manifest), search --video, search --text,
-   index build, search --video with the index, mine hard-negatives / hard-negative-videos /
+   index build, search --video with the index, search --text again (its text memo), mine hard-negatives / hard-negative-videos /
    neighbours / duplicates (K = 10), train linear / prototype / pool at defaults, eval, predict,
    report, remove --not-in (10 % removed), compact, verify; `import` of min(N, `--import-max`)
    plain `.npy` files into a fresh cache is timed separately (videos/s).
@@ -54,6 +54,7 @@ COMMANDS = (
     "search_text",
     "index_build",
     "search_video_indexed",
+    "search_text_again",
     "mine_hard_negatives",
     "mine_hard_negative_videos",
     "mine_neighbours",
@@ -243,6 +244,8 @@ def command_lines(size_dir: Path, model: str, threshold: float, *, quick: bool =
         "search_text": ["search", "--cache", cache, "--text", "label03", "--json"],
         "index_build": ["index", "build", "--cache", cache, "--view", "clip", "--json"],
         "search_video_indexed": ["search", "--cache", cache, "--video", "v0000001", "--json"],
+        # the same text again: its prompts' embeddings come from the cache's text memo (no model)
+        "search_text_again": ["search", "--cache", cache, "--text", "label03", "--json"],
         "mine_hard_negatives": ["mine", "hard-negatives", "--cache", cache, "--k", str(K), "--json"],
         "mine_hard_negative_videos": ["mine", "hard-negative-videos", "--cache", cache, "--k", str(K), "--json"],
         "mine_neighbours": ["mine", "neighbours", "--cache", cache, "--view", "clip", "--k", str(K), "--json"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
@@ -164,9 +165,15 @@ def test_search_trials_use_a_seeded_sample_of_each_split_and_the_run_uses_every_
         trained = json.loads((trial_dir / "summary.json").read_text())
         assert (trained["train_videos"], trained["val_videos"]) == (20, 20)
         samples.add(saved["splits_sha1"])
+        # a trial is judged by its epochs' best val metric: no probe branch solved, no plots drawn
+        assert saved["train_config"]["search_trial"] is True and "probe_mix" not in trained["report"]
+        assert not list(trial_dir.glob("*.png"))
+        history = pd.read_csv(trial_dir / "history.csv")
+        assert trial["value"] == pytest.approx(history[f"val_{trained['best_metric']}"].max())
     assert len(samples) == 1  # every trial saw the same videos
     final = json.loads((tmp_path / "run" / "config.json").read_text())
     assert final["train_config"]["split_sample"] is None and final["train_config"]["search_videos"] == 20
+    assert final["train_config"]["search_trial"] is False and "probe_mix" in summary.report
     assert (summary.train_videos, summary.val_videos) == (60, 30)
     from vidcache import Cache
     from vidcache.heads.data import TRAIN, VAL, make_splits, sample_splits

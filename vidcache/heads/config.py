@@ -91,6 +91,12 @@ class TrainConfig:
     split_sample: int | None = setting(
         None, help="At most this many train and val videos (a seeded sample): set for the search's trials.", cli=False
     )
+    search_trial: bool = setting(
+        False,
+        help="A trial of the lr / weight-decay search: judged by its epochs' best val metric alone, so it "
+        "solves no probe branch and draws no plots.",
+        cli=False,
+    )
     options: Any = setting(None, help="The head's own options.", cli=False)
 
     @property

@@ -94,7 +94,13 @@ def search_hyperparameters(
     def trial(lr: float, weight_decay: float) -> dict:
         name = f"lr{lr:g}-wd{weight_decay:g}"
         trial_config = dataclasses.replace(
-            config, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=epochs, split_sample=sample
+            config,
+            lr=lr,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            patience=epochs,
+            split_sample=sample,
+            search_trial=True,
         )
         started = time.perf_counter()
         try:

@@ -595,6 +595,7 @@ def _fit(
         use_amp=use_amp,
     )
     history, state, report_extra, samples, train_seconds, at_half, val_scores = fitted
+    plots = plots and not config.search_trial
     tuned, report, fallback = _write_val_outputs(
         model, run_dir, splits, val_source, history, val_scores, report_extra=report_extra, plots=plots
     )
@@ -750,7 +751,8 @@ def _fit_model(
             select_on_val=select_on_val,
         )
         report_extra = {}
-        if getattr(model, "probe", None) is not None and hasattr(model, "probe_mix"):
+        # a search trial is judged on its epochs' val metric (`best_value`): the blend would not change it
+        if getattr(model, "probe", None) is not None and hasattr(model, "probe_mix") and not config.search_trial:
             report_extra = blend_probe(
                 model,
                 train_source,
