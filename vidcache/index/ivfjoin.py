@@ -146,8 +146,11 @@ def exact_topk(
     best_scores = np.full((len(query_rows), k + SLACK), -np.inf, np.float32)
     best_rows = np.full((len(query_rows), k + SLACK), -1, np.int64)
     positions = np.arange(len(query_rows))
-    for lo in range(0, len(data), 65536):
-        block = np.arange(lo, min(len(data), lo + 65536))
+    # database blocks small enough that every query is scored in one product: 78 queries x 65,536 rows
+    # at a time ran at 60 % of the GEMM speed of 1,000 x 5,000
+    rows = int(np.clip(SCORE_BYTES // (13 * max(1, len(query_rows))), 1024, 65536))
+    for lo in range(0, len(data), rows):
+        block = np.arange(lo, min(len(data), lo + rows))
         _join_list(data, block, query_rows, positions, exclusions, best_scores, best_rows)
     return _finish(data, query_rows, best_rows, k)
 
@@ -162,12 +165,14 @@ def _join_list(data, inside, queries, positions, exclusions, best_scores, best_r
     first list) pay the dense path: exclusion masks and a partition of every score. Each query keeps
     the `keep` best float32 scores either way (ties at the cut aside), and `_finish` re-ranks them."""
     keep = best_scores.shape[1]
-    base_t = np.ascontiguousarray(np.asarray(data[inside], np.float32).T)
+    # [members, D] as gathered; `@ base.T` hands BLAS the transpose flag (a transposed copy cost 8 ns a
+    # value: 0.27 s per 65,536 rows)
+    base = np.asarray(data[inside], np.float32)
     per_query = len(inside) * (4 + 8 + 1)  # float32 scores, one word of label bits, the mask
     step = max(1, SCORE_BYTES // per_query)
     for lo in range(0, len(queries), step):
         chunk, at = queries[lo : lo + step], positions[lo : lo + step]
-        scores = np.asarray(data[chunk], np.float32) @ base_t
+        scores = np.asarray(data[chunk], np.float32) @ base.T
         floor = best_scores[at].min(axis=1)  # the worst kept score; -inf while a slot is empty
         open_ = floor == -np.inf
         if open_.any():
