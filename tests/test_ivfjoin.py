@@ -86,3 +86,27 @@ def test_at_a_few_probes_recall_matches_sklearn_neighbours():
     _, searched = ivf.search(data, 11)
     own = knn.recall_at_k(np.array([[r for r in row if r != i][:10] for i, row in enumerate(searched)]), truth)
     assert recall >= own - 1e-9 and recall > 0.9, (recall, own)
+
+
+@pytest.mark.parametrize("widths", [[1], [1, 2, 4, 8], [10_000]])
+def test_merge_classes_and_blocks_do_not_change_the_result(monkeypatch, widths):
+    """The threshold merge (`_merge_above`) puts queries in classes by how many new candidates beat
+    their worst kept score; any classes, and database blocks of the exact twin as small as it allows,
+    give the brute force."""
+    from vidcache.index import ivfjoin
+
+    monkeypatch.setattr(ivfjoin, "MERGE_WIDTHS", np.array(widths))
+    monkeypatch.setattr(ivfjoin, "SCORE_BYTES", 1 << 16)  # blocks of 1,024 rows in exact_topk, small chunks
+    data, classes = _corpus(2500, 16, 7)
+    labels = [[f"c{c}"] for c in classes]
+    exclusions = Exclusions.of(labels)
+    mask = np.eye(len(data), dtype=bool) | (classes[:, None] == classes[None, :])
+    ivf = _ivf(data, 20)
+    scores, rows = ivf_join_topk(ivf, data, 10, nprobe=ivf.nlist, exclusions=exclusions)
+    want_scores, want_rows = knn.brute_force(data, data, 10, exclude_mask=mask)
+    assert (rows == want_rows).all()
+    np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-12)
+    sample = np.arange(0, len(data), 97)
+    sample_scores, sample_rows = exact_topk(data, sample, 10, exclusions=exclusions)
+    assert (sample_rows == want_rows[sample]).all()
+    np.testing.assert_allclose(sample_scores, want_scores[sample], rtol=0, atol=1e-12)

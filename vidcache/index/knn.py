@@ -27,7 +27,7 @@ def rank_candidates(query: np.ndarray, database: np.ndarray, candidates: np.ndar
     return scores[order], candidates[order]
 
 
-RESCORE_BYTES = 32 << 20  # float64 candidate vectors gathered at once when re-scoring
+RESCORE_BYTES = 2 << 20  # float64 candidate vectors gathered at once when re-scoring: in cache (32 MiB: 25 % slower)
 
 
 def rank_block(queries: np.ndarray, database: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
