@@ -14,10 +14,11 @@ Per size N (`--sizes 10000,100000,1000000`), in `--workdir/N/`:
 3. each command below runs as its own process (`python -m vidcache.cli ...`); wall time and the
    peak RSS (`os.wait4`'s ru_maxrss: the largest process of the tree) are recorded:
    status, extract (no-op re-run against the (N+1)-row manifest), search --video, search --text,
-   index build, search --video with the index, search --text again (its text memo), mine hard-negatives / hard-negative-videos /
-   neighbours / duplicates (K = 10), train linear / prototype / pool at defaults, eval, predict,
-   report, remove --not-in (10 % removed), compact, verify; `import` of min(N, `--import-max`)
-   plain `.npy` files into a fresh cache is timed separately (videos/s).
+   index build, search --video with the index, search --text again (its text memo), mine
+   hard-negatives / hard-negative-videos / neighbours / duplicates (K = 10), train linear /
+   prototype / pool at defaults, eval, predict, report, remove --not-in (10 % removed), compact,
+   verify; `import` of min(N, `--import-max`) plain `.npy` files into a fresh cache is timed
+   separately (videos/s).
 
 The growth exponent of each command between consecutive sizes is log(t2/t1) / log(N2/N1).
 

@@ -169,7 +169,6 @@ def _join_list(data, inside, queries, positions, exclusions, best_scores, best_r
     or two), and exclusions are checked on those pairs alone. Only queries with empty slots (their
     first list) pay the dense path: exclusion masks and a partition of every score. Each query keeps
     the `keep` best float32 scores either way (ties at the cut aside), and `_finish` re-ranks them."""
-    keep = best_scores.shape[1]
     # [members, D] as gathered; `@ base.T` hands BLAS the transpose flag (a transposed copy cost 8 ns a
     # value: 0.27 s per 65,536 rows)
     base = np.asarray(data[inside], np.float32)
