@@ -343,6 +343,10 @@ class SplitSource:
             self._held = self._read_whole()
         return self._held
 
+    def release(self) -> None:
+        """Drop the held split (if any); it is read again on the next batch that asks for it."""
+        self._held = None
+
     def _padded_bytes(self) -> int:
         """What holding the split costs: padded tensors [N, longest, D] float32, counted twice (the
         batches a head cuts from it, its own work) so a held split leaves room in the budget."""

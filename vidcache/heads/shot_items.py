@@ -195,6 +195,9 @@ class ShotSource(SplitSource):
         """Shot items are already one row each: nothing to switch."""
         return False
 
+    def release(self) -> None:
+        """The shot items are the only copy (built once from the cache): kept."""
+
 
 def shot_data(
     cache: Cache,

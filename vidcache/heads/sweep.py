@@ -103,6 +103,7 @@ def run_sweep(
     summaries = {}
     with Cache(cache_dir) as cache:
         data = load_data(cache, config)  # every config shares the splits and their features
+        data.shared = True
         for name, point in grid:
             point = with_defaults(point)  # a solved head ignores lr / weight decay; AdamW needs a value
             point_started = time.perf_counter()
