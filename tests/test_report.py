@@ -89,6 +89,23 @@ def report_html(report_inputs, tmp_path_factory):
     return out, summary
 
 
+def test_mined_videos_and_their_negatives_show_their_own_manifest_labels(report_inputs):
+    """The mining section's labels (looked up by key for the videos shown) are each video's manifest labels,
+    for the sampled videos and for every negative video listed under them."""
+    from vidcache.htmlreport.collect import mining_facts
+
+    cache_dir, _ = report_inputs
+    with Cache(cache_dir) as cache:
+        labels = {e["video_id"]: list(e["labels"]) for e in cache._catalog.entries()}
+        facts = mining_facts(cache, sample=24, labels_per_video=3, videos_per_video=2, seed=0)
+    negatives = [n for video in facts.videos for n in video.negative_videos]
+    assert facts.videos and negatives
+    for video in facts.videos:
+        assert video.labels == labels[video.video_id]
+    for video_id, _, shown in negatives:
+        assert shown == labels[video_id]
+
+
 def test_report_is_one_self_contained_bounded_file(report_html, report_inputs):
     out, summary = report_html
     page = out.read_text(encoding="utf-8")

@@ -8,6 +8,7 @@ say how many were left out.
 from __future__ import annotations
 
 import csv
+import heapq
 import json
 import math
 import zlib
@@ -120,8 +121,9 @@ def _bytes_per_view(cache_dir: Path) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def _seeded_sample(ids, *, size: int, seed: int) -> list[str]:
-    """`size` ids picked by a seeded hash of each id: the same ids for the same seed, whatever the order."""
-    return sorted(sorted(ids, key=lambda v: (zlib.crc32(f"{seed}\0{v}".encode()), v))[:size])
+    """`size` ids picked by a seeded hash of each id: the same ids for the same seed, whatever the order
+    (the `size` smallest hashes, without sorting a million)."""
+    return sorted(heapq.nsmallest(size, ids, key=lambda v: (zlib.crc32(f"{seed}\0{v}".encode()), v)))
 
 
 def video_duration_s(info: dict, entry: dict) -> float | None:
@@ -257,22 +259,26 @@ def mining_facts(cache: Cache, *, sample: int, labels_per_video: int, videos_per
         if frame is not None:
             ids.update(frame["video_id"].unique().tolist())
     chosen = _seeded_sample(ids, size=sample, seed=seed)
-    own = {e["video_id"]: list(e["labels"]) for e in cache._catalog.entries()}
     by_labels = labels_frame[labels_frame["video_id"].isin(chosen)] if labels_frame is not None else None
     by_videos = videos_frame[videos_frame["video_id"].isin(chosen)] if videos_frame is not None else None
-    out = []
+    out, shown_videos = [], {}
     for video_id in sorted(chosen):
-        video = MinedVideo(video_id, own.get(video_id, []))
+        video = MinedVideo(video_id, [])
         if by_labels is not None:
             rows = by_labels[by_labels["video_id"] == video_id].sort_values("rank").head(labels_per_video)
             video.negative_labels = [(str(r.label), float(r.score)) for r in rows.itertuples()]
         if by_videos is not None:
             rows = by_videos[by_videos["video_id"] == video_id].sort_values("rank").head(videos_per_video)
             column = "negative_id" if "negative_id" in rows else "neighbour_id"
-            video.negative_videos = [
-                (str(n), float(s), own.get(str(n), [])) for n, s in zip(rows[column], rows["score"], strict=True)
-            ]
+            shown_videos[video_id] = [(str(n), float(s)) for n, s in zip(rows[column], rows["score"], strict=True)]
         out.append(video)
+    # the labels of the videos shown, by key (not a million entries decoded)
+    wanted = [*chosen, *(n for shown in shown_videos.values() for n, _ in shown)]
+    own = {video_id: list(labels) for video_id, labels in cache._catalog.labels_of(wanted).items()}
+    for video in out:
+        video.labels = own.get(video.video_id, [])
+        if video.video_id in shown_videos:
+            video.negative_videos = [(n, s, own.get(n, [])) for n, s in shown_videos[video.video_id]]
     return MiningFacts(sources=sources, videos=out, population=len(ids), duplicates=duplicate_facts(cache.path))
 
 
