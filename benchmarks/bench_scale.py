@@ -170,11 +170,34 @@ def _write_manifests(size_dir: Path, entries: list, real_video: Path) -> None:
             f.write(f"{e.video_id},{e.labels[0]},{e.split}\n")
 
 
+def write_videos(size_dir: Path, identity: dict, videos) -> list:
+    """Write `synthetic_rows` videos into `size_dir/cache` through the cache's own writer, then their
+    manifest entries (after the rows: the writer takes entries up front, and they are known only once
+    drawn); returns the entries."""
+    from vidcache.cache.arrays import write_view_arrays
+    from vidcache.cache.catalog import Catalog
+    from vidcache.manifest import VideoEntry
+
+    entries = []
+
+    def with_entries():
+        for vid, feats, times, label, split in videos:
+            entries.append(VideoEntry(vid, str(size_dir / "absent" / f"{vid}.mp4"), (label,), split))
+            yield vid, feats, times
+
+    cache = size_dir / "cache"
+    write_view_arrays(cache, view="clip", rows=with_entries(), entries=[], identity=identity, command="bench_scale")
+    catalog = Catalog.open(cache, create=True)
+    try:
+        catalog.upsert_entries(entries)
+    finally:
+        catalog.close()
+    return entries
+
+
 def build_cache(size_dir: Path, n: int, *, model: str, dim: int, dup_every: int, seed: int) -> dict:
     """The cache of step 1 and 2 (see the module docstring); returns how long each part took."""
-    from vidcache.cache.arrays import write_view_arrays
     from vidcache.cache.reader import Cache
-    from vidcache.manifest import VideoEntry
     from vidcache.synth import write_video
 
     cache = size_dir / "cache"
@@ -194,24 +217,8 @@ def build_cache(size_dir: Path, n: int, *, model: str, dim: int, dup_every: int,
         identity = opened.view_info("clip")
     if identity["feature_dim"] != dim:
         raise SystemExit(f"--model {model} gives rows of {identity['feature_dim']}, not --dim {dim}")
-    entries = []
-    rows = synthetic_rows(n, dim, seed=seed, dup_every=dup_every)
     started = time.perf_counter()
-
-    def with_entries():
-        for vid, feats, times, label, split in rows:
-            entries.append(VideoEntry(vid, str(size_dir / "absent" / f"{vid}.mp4"), (label,), split))
-            yield vid, feats, times
-
-    write_view_arrays(cache, view="clip", rows=with_entries(), entries=[], identity=identity, command="bench_scale")
-    # entries after the rows: the writer takes them up front, and they are known only once drawn
-    from vidcache.cache.catalog import Catalog
-
-    catalog = Catalog.open(cache, create=True)
-    try:
-        catalog.upsert_entries(entries)
-    finally:
-        catalog.close()
+    entries = write_videos(size_dir, identity, synthetic_rows(n, dim, seed=seed, dup_every=dup_every))
     _write_manifests(size_dir, entries, real)
     took["write_seconds"] = round(time.perf_counter() - started, 2)
     took["write_videos_per_s"] = round(n / max(took["write_seconds"], 1e-9), 1)

@@ -17,33 +17,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_scale
 
-from vidcache.cache.arrays import write_view_arrays
-from vidcache.cache.catalog import Catalog
 from vidcache.cache.reader import Cache
-from vidcache.manifest import VideoEntry
 
 
 def restore(size_dir: Path, *, dim: int, seed: int, dup_every: int) -> int:
     n = int(size_dir.name)
-    cache = size_dir / "cache"
-    with Cache(cache) as opened:
+    with Cache(size_dir / "cache") as opened:
         identity = opened.view_info("clip")
         have = set(opened.video_ids("clip"))
-    entries: list[VideoEntry] = []
-
-    def missing_rows():
-        for vid, rows, times, label, split in bench_scale.synthetic_rows(n, dim, seed=seed, dup_every=dup_every):
-            if vid not in have:  # every draw is made, so the restored rows equal the first build's
-                entries.append(VideoEntry(vid, str(size_dir / "absent" / f"{vid}.mp4"), (label,), split))
-                yield vid, rows, times
-
-    write_view_arrays(cache, view="clip", rows=missing_rows(), entries=[], identity=identity, command="bench_scale")
-    catalog = Catalog.open(cache, create=True)
-    try:
-        catalog.upsert_entries(entries)
-    finally:
-        catalog.close()
-    return len(entries)
+    # every draw is made, so the restored rows equal the first build's
+    drawn = bench_scale.synthetic_rows(n, dim, seed=seed, dup_every=dup_every)
+    return len(bench_scale.write_videos(size_dir, identity, (video for video in drawn if video[0] not in have)))
 
 
 def main() -> int:
