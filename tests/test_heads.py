@@ -180,6 +180,10 @@ def test_resume_continues_exactly(bag_cache, tmp_path):
         train(bag_cache, config, tmp_path / "b")
     with pytest.raises(ConfigError, match="other options"):
         train(bag_cache, fast("mlp", epochs=5, deterministic=True), tmp_path / "b", resume=True)
+    # a run started before a field existed recorded no value for it: the field's default, not "other options"
+    recorded = json.loads((tmp_path / "b" / "config.json").read_text())
+    del recorded["train_config"]["search_trial"]
+    (tmp_path / "b" / "config.json").write_text(json.dumps(recorded))
     resumed = train(bag_cache, config, tmp_path / "b", resume=True)
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "b" / "history.csv"), pd.read_csv(tmp_path / "a" / "history.csv")

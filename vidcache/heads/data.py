@@ -364,6 +364,7 @@ class SplitSource:
         return on
 
     def _means_are_the_mean(self) -> bool:
+        """One view of float embeddings, every video present and none subsampled to `max_frames`."""
         table = self._tables[self.view]
         info = self.cache.view_info(self.view)
         return (
@@ -421,15 +422,11 @@ class SplitSource:
         """[N, D] float32: each video's mean row as the cache stores it beside the rows (one read per
         shard instead of every row), when that is what a mean over its frames gives: one view of
         embeddings and no video subsampled to `max_frames`; None otherwise."""
-        table = self._tables[self.view]
-        if len(self.views) != 1 or np.dtype(self.cache.view_info(self.view).get("dtype", "float16")).kind != "f":
-            return None
-        if self.cache.view_info(self.view).get("row_shape") or (table.row_count > self.max_frames).any():
+        if not self._means_are_the_mean():
             return None
         from ..cache.pooled import pooled_means_at
 
-        means, found = pooled_means_at(self.cache, self.view, table)
-        return means if found.all() else None
+        return pooled_means_at(self.cache, self.view, self._tables[self.view])[0]
 
     def _dim(self, view: str, table: LocationTable) -> int:
         recorded = self.cache.view_info(view).get("feature_dim")

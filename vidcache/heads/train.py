@@ -688,7 +688,10 @@ def _record_config(
     config_path = run_dir / "config.json"
     if resume and config_path.exists():
         recorded = json.loads(config_path.read_text())
-        if recorded["train_config"] != resolved["train_config"] or recorded["vocabulary"] != splits.vocabulary:
+        # a field added since the run started (e.g. `search_trial`) was its default then
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+        then = {**json.loads(json.dumps(defaults, default=str)), **recorded["train_config"]}
+        if then != resolved["train_config"] or recorded["vocabulary"] != splits.vocabulary:
             raise ConfigError(f"--resume: {run_dir} was trained with other options or classes; use a new --out")
         same_views = recorded.get("view_identities") == json.loads(json.dumps(view_identities, default=str))
         if recorded.get("splits_sha1") != resolved["splits_sha1"] or not same_views:
