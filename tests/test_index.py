@@ -287,18 +287,21 @@ def test_bad_requests_are_clear_errors(cache_dir):
             hard_negative_labels(cache, k=2, margin=0.1, relative_margin=0.9)
 
 
-def test_retries_past_the_candidate_cap_stay_exact():
+@pytest.mark.parametrize("kind", ["faiss-flat", "scan"])
+def test_retries_past_the_candidate_cap_stay_exact(kind):
     import faiss
 
     from vidcache.index import search
+    from vidcache.index.knn import ScanIndex
 
     rng = np.random.default_rng(5)
     vectors = rng.normal(size=(1500, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     vectors[100:140] = vectors[100]  # a block of exact ties
     group = np.arange(len(vectors)) % 2
-    index = faiss.IndexFlatIP(8)
-    index.add(vectors)
+    index = ScanIndex(vectors) if kind == "scan" else faiss.IndexFlatIP(8)
+    if kind != "scan":
+        index.add(vectors)
 
     def same_group(query_row, rows):
         return group[rows] == group[query_row]
@@ -311,6 +314,30 @@ def test_retries_past_the_candidate_cap_stay_exact():
     ref_scores, ref_rows = brute_force(vectors[queries], vectors, 6, exclude_mask=mask)
     np.testing.assert_array_equal(rows, ref_rows)
     np.testing.assert_allclose(scores, ref_scores, atol=1e-9)
+
+
+def test_search_without_a_stored_index_scans_exactly_and_builds_nothing(cache_dir, monkeypatch):
+    """A search (one query) with no stored index reads the vectors once: no index is built, whatever
+    N (here `auto` would have chosen IVF for any N), and the hits are the NumPy brute force's."""
+    from vidcache.index import build, mining
+    from vidcache.search import search_video
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a search without a stored index built one")
+
+    monkeypatch.setattr(build, "FLAT_MAX_VECTORS", 0)
+    monkeypatch.setattr(mining, "build_index", no_build)
+    monkeypatch.setattr(mining, "load_index", lambda *args, **kwargs: None)  # as before `index build`
+    cache = Cache(cache_dir)
+    ids, vectors = reference_vectors(cache, "clip")
+    for query in (ids[0], "dup/a", ids[-1]):
+        row = ids.index(query)
+        mask = np.zeros((1, len(ids)), bool)
+        mask[0, row] = True
+        ref_scores, ref_rows = brute_force(vectors[row : row + 1], vectors, 7, exclude_mask=mask)
+        hits = search_video(cache, query, view="clip", k=7)
+        assert [h.video_id for h in hits] == [ids[r] for r in ref_rows[0]]
+        np.testing.assert_allclose([h.score for h in hits], ref_scores[0], atol=1e-6)
 
 
 def test_a_stored_index_is_used_only_while_it_matches_the_cache(cache_dir, tmp_path):

@@ -375,7 +375,7 @@ def search_text(
         if by == "rows":
             return _search_rows(cache, view, queries, k)
         searcher = video_searcher(
-            cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb
+            cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb, few_queries=True
         )
         data = searcher.vectors.vectors
         if data.shape[1] != queries.shape[1]:
@@ -442,7 +442,12 @@ def search_video(
                 )
         ranked_in = to_view or view
         searcher = video_searcher(
-            cache, ranked_in, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb
+            cache,
+            ranked_in,
+            pooling=pooling,
+            index_type=index_type,
+            memory_budget_gb=memory_budget_gb,
+            few_queries=True,
         )
         ids = searcher.vectors.video_ids
         row = ids.index(video_id) if video_id in ids else None  # two C scans; a dict of 1M ids costs 0.3 s

@@ -43,7 +43,11 @@ def _stored_means(group: h5py.Group, starts: np.ndarray) -> np.ndarray | None:
     if pooled.shape[0] != len(index_starts):
         return None
     lo, hi = int(position.min(initial=0)), int(position.max(initial=-1)) + 1  # a block: read its span only
-    return pooled[lo:hi][position - lo] if hi > lo else np.zeros((0, pooled.shape[1]), np.float32)
+    if hi <= lo:
+        return np.zeros((0, pooled.shape[1]), np.float32)
+    span = pooled[lo:hi]
+    in_order = len(position) == hi - lo and bool((np.diff(position) == 1).all())  # every video, in order
+    return span if in_order else span[position - lo]
 
 
 def _computed_means(group: h5py.Group, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

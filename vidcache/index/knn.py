@@ -45,6 +45,26 @@ def rank_block(queries: np.ndarray, database: np.ndarray, found: np.ndarray) -> 
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(found, order, axis=1)
 
 
+class ScanIndex:
+    """Exact inner-product search straight over `database` (float32 unit vectors): no copy and no
+    build, each search reads every row once (`faiss.knn`). For a few queries against vectors that no
+    stored index covers, this costs O(N·D·Q); building any index first costs more (a flat index copies
+    the N×D floats, IVF runs k-means), so `search` without `index build` stays linear in N."""
+
+    def __init__(self, database: np.ndarray) -> None:
+        self.database = np.ascontiguousarray(database, dtype=np.float32)
+        self.ntotal = len(self.database)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        k = min(k, self.ntotal)
+        if k == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        return faiss.knn(queries, self.database, k, metric=faiss.METRIC_INNER_PRODUCT)
+
+
 def search(
     index,
     queries: np.ndarray,

@@ -214,14 +214,20 @@ class VideoSearcher:
     exact: bool
 
 
-def video_searcher(cache: Cache, view: str, *, pooling: str, index_type: str, memory_budget_gb: float) -> VideoSearcher:
-    """A stored index that still matches the cache, else one built in memory now."""
+def video_searcher(
+    cache: Cache, view: str, *, pooling: str, index_type: str, memory_budget_gb: float, few_queries: bool = False
+) -> VideoSearcher:
+    """A stored index that still matches the cache, else one built in memory now; with `few_queries`
+    (a search, not a self-join) and `auto`, an exact scan of the vectors instead of a build."""
     stored = load_index(cache, view, pooling=pooling) if index_type == "auto" else None
     if stored is not None:
         index, vectors, meta = stored
         log.info("using the stored %s index of view %s", meta["index_type"], view)
         return VideoSearcher(index, vectors, meta["index_type"], meta["index_type"] == "flat")
     vectors = video_vectors(cache, view, pooling=pooling)
+    if few_queries and index_type == "auto":  # a build costs more than the scans it would save
+        log.info("no stored index of view %s matches the cache: exact scan (`vidcache index build` stores one)", view)
+        return VideoSearcher(knn.ScanIndex(vectors.vectors), vectors, "flat", True)
     choice = choose_index(
         len(vectors), vectors.vectors.shape[1], memory_budget_bytes=memory_budget_gb * 2**30, requested=index_type
     )
