@@ -192,3 +192,34 @@ def test_cli_by_rows_json_and_its_usage_error(moments_cache):
     assert table.exit_code == 0 and "2.00-3.50s" in table.stdout.splitlines()[1], table.output
     wrong = CliRunner().invoke(cli, [*args, "--video", "m/blue.mp4", "--by", "rows"])
     assert isinstance(wrong.exception, ConfigError) and "--by rows" in str(wrong.exception)
+
+
+def test_several_queries_in_one_call_equal_each_alone(known_answer_cache, tmp_path):
+    """`search_texts` / `search_videos` and the CLI's repeated --text and --text-file give, per query,
+    what the query alone gives (one JSON object per line, in the order given)."""
+    from vidcache.search import search_texts, search_videos
+
+    texts = ["black cat", "blue ocean", "red apple", "black cat"]
+    together = search_texts(known_answer_cache, texts, view="clip", k=3, device="cpu")
+    assert together == [search_text(known_answer_cache, t, view="clip", k=3, device="cpu") for t in texts]
+    videos = ["v1/blue_ocean.mp4", "v4/black_cat.mp4"]
+    assert search_videos(known_answer_cache, videos, view="clip", k=3) == [
+        search_video(known_answer_cache, v, view="clip", k=3) for v in videos
+    ]
+    queries = tmp_path / "queries.txt"
+    queries.write_text("blue ocean\n\n  red apple  \n")
+    args = ["search", "--cache", str(known_answer_cache), "--view", "clip", "--k", "3", "--device", "cpu", "--json"]
+    result = CliRunner().invoke(cli, [*args, "--text", "black cat", "--text-file", str(queries)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["text"] for line in lines] == ["black cat", "blue ocean", "red apple"]
+    for line in lines:
+        alone = search_text(known_answer_cache, line["text"], view="clip", k=3, device="cpu")
+        assert [h["video_id"] for h in line["hits"]] == [h.video_id for h in alone]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    refused = CliRunner().invoke(cli, [*args, "--text-file", str(empty)])
+    assert isinstance(refused.exception, ConfigError)
+    assert f"--text-file {empty} has no queries" in str(refused.exception)
+    missing = CliRunner().invoke(cli, [*args, "--video", "v1/blue_ocean.mp4", "--video", "nope"])
+    assert isinstance(missing.exception, ConfigError) and "--video 'nope' has no extracted" in str(missing.exception)

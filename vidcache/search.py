@@ -355,43 +355,71 @@ def search_text(
     """The `k` videos of `view` closest to `text`: each video scored by its best cosine over the
     query's forms (see `text_query_vectors`), with the span of its best-matching rows; `by="rows"`:
     the `k` closest single rows (moments), each with its own span."""
+    options = dict(pooling=pooling, query_form=query_form, templates=templates, device=device)
+    options.update(allow_download=allow_download, index_type=index_type, memory_budget_gb=memory_budget_gb, by=by)
+    return search_texts(cache, [text], view=view, k=k, **options)[0]  # type: ignore[arg-type]
+
+
+def search_texts(
+    cache: Cache | str | os.PathLike,
+    texts: list[str],
+    *,
+    view: str = "clip",
+    k: int = 10,
+    pooling: str = "mean",
+    query_form: str = "best",
+    templates: list[str] | None = None,
+    device: str = "auto",
+    allow_download: bool = False,
+    index_type: str = "auto",
+    memory_budget_gb: float = 4.0,
+    by: str = "videos",
+) -> list[list[SearchHit]]:
+    """`search_text` for each of `texts`, in one process and one pass: the text tower is built once,
+    the index (or the vectors of an exact scan) loaded once and every query's forms searched together.
+    A new query costs the model's forward pass, not the seconds of loading torch and the model."""
     from .config import check_choice
-    from .index import knn
-    from .index.mining import video_searcher
 
     _check_k(k)
     check_choice("--by", by, By)
     cache, opened = _open(cache)
     try:
-        queries = text_query_vectors(
-            cache,
-            text,
-            view=view,
-            query_form=query_form,
-            templates=templates,
-            device=device,
-            allow_download=allow_download,
-        )
+        options = dict(query_form=query_form, templates=templates, device=device, allow_download=allow_download)
+        per_text = [text_query_vectors(cache, text, view=view, **options) for text in texts]  # type: ignore[arg-type]
         if by == "rows":
-            return _search_rows(cache, view, queries, k)
+            return [_search_rows(cache, view, queries, k) for queries in per_text]
+        from .index.mining import video_searcher
+
         searcher = video_searcher(
             cache, view, pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb, few_queries=True
         )
-        data = searcher.vectors.vectors
-        if data.shape[1] != queries.shape[1]:
-            raise ConfigError(f"--view {view!r} has dimension {data.shape[1]}, its text tower {queries.shape[1]}")
-        # a video in the top k by its best form is in that form's own top k: merge the per-form lists
-        found, found_rows = knn.search(searcher.index, queries, data, k, exact=searcher.exact)
-        best: dict[int, float] = {}
-        for score, row in zip(found.ravel(), found_rows.ravel(), strict=True):
-            if row >= 0 and score > best.get(int(row), -np.inf):
-                best[int(row)] = float(score)
-        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
-        scores, rows = np.array([s for _, s in ranked]), np.array([r for r, _ in ranked], np.int64)
-        return _with_spans(cache, view, _hits(cache, searcher.vectors.video_ids, scores, rows), queries)
+        return _text_hits(cache, view, searcher, per_text, k)
     finally:
         if opened:
             cache.close()
+
+
+def _text_hits(cache: Cache, view: str, searcher, per_text: list[np.ndarray], k: int) -> list[list[SearchHit]]:
+    """Each text's `k` videos: all texts' forms searched in one call, each video scored by its best form
+    (a video in the top k by its best form is in that form's own top k: the per-form lists are merged)."""
+    from .index import knn
+
+    data = searcher.vectors.vectors
+    if per_text and data.shape[1] != per_text[0].shape[1]:
+        raise ConfigError(f"--view {view!r} has dimension {data.shape[1]}, its text tower {per_text[0].shape[1]}")
+    found, found_rows = knn.search(searcher.index, np.concatenate(per_text), data, k, exact=searcher.exact)
+    out, first = [], 0
+    for queries in per_text:
+        best: dict[int, float] = {}
+        rows_of_text = slice(first, first + len(queries))
+        for score, row in zip(found[rows_of_text].ravel(), found_rows[rows_of_text].ravel(), strict=True):
+            if row >= 0 and score > best.get(int(row), -np.inf):
+                best[int(row)] = float(score)
+        first += len(queries)
+        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
+        scores, rows = np.array([s for _, s in ranked]), np.array([r for r, _ in ranked], np.int64)
+        out.append(_with_spans(cache, view, _hits(cache, searcher.vectors.video_ids, scores, rows), queries))
+    return out
 
 
 def _view_scores(cache: Cache, view: str, video_id: str, hits: list[SearchHit], pooling: str) -> list[SearchHit]:
@@ -429,6 +457,23 @@ def search_video(
 ) -> list[SearchHit]:
     """The `k` videos of `view` closest to `video_id` (never itself). With `to_view`: its `k` nearest
     videos in `to_view`'s space (cross-view neighbours), each with its cosine in `view` as `view_score`."""
+    options = dict(pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb)
+    return search_videos(cache, [video_id], view=view, to_view=to_view, k=k, **options)[0]  # type: ignore[arg-type]
+
+
+def search_videos(
+    cache: Cache | str | os.PathLike,
+    video_ids: list[str],
+    *,
+    view: str = "clip",
+    to_view: str | None = None,
+    k: int = 10,
+    pooling: str = "mean",
+    index_type: str = "auto",
+    memory_budget_gb: float = 4.0,
+) -> list[list[SearchHit]]:
+    """`search_video` for each of `video_ids`, the index (or the vectors of an exact scan) loaded once
+    and every query searched in one call."""
     from .index import knn
     from .index.mining import video_searcher
 
@@ -450,24 +495,31 @@ def search_video(
             few_queries=True,
         )
         ids = searcher.vectors.video_ids
-        row = ids.index(video_id) if video_id in ids else None  # two C scans; a dict of 1M ids costs 0.3 s
-        if row is None:
-            raise ConfigError(
-                f"--video {video_id!r} has no extracted {ranked_in!r} rows in {cache.path} "
-                f"(e.g. {', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
-            )
+        rows = np.array([_row_of(cache, ids, video_id, ranked_in) for video_id in video_ids], np.int64)
         data = searcher.vectors.vectors
-        scores, rows = knn.search(
+        scores, found = knn.search(
             searcher.index,
-            data[row : row + 1],
+            np.asarray(data[rows]),
             data,
             k,
-            exclude=lambda query_row, rows: rows == query_row,
-            query_rows=np.array([row]),
+            exclude=lambda query_row, candidates: candidates == query_row,
+            query_rows=rows,
             exact=searcher.exact,
         )
-        hits = _hits(cache, ids, scores[0], rows[0])
-        return _view_scores(cache, view, video_id, hits, pooling) if to_view and to_view != view else hits
+        out = []
+        for video_id, video_scores, video_rows in zip(video_ids, scores, found, strict=True):
+            hits = _hits(cache, ids, video_scores, video_rows)
+            out.append(_view_scores(cache, view, video_id, hits, pooling) if to_view and to_view != view else hits)
+        return out
     finally:
         if opened:
             cache.close()
+
+
+def _row_of(cache: Cache, ids: list[str], video_id: str, view: str) -> int:
+    if video_id in ids:  # two C scans; a dict of 1M ids costs 0.3 s
+        return ids.index(video_id)
+    raise ConfigError(
+        f"--video {video_id!r} has no extracted {view!r} rows in {cache.path} "
+        f"(e.g. {', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
+    )

@@ -9,8 +9,26 @@ import click
 
 @click.command()
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--text", default=None, help="Find videos matching this text (through the view's CLIP text tower).")
-@click.option("--video", "video_id", default=None, help="Find videos nearest this video_id.")
+@click.option(
+    "--text",
+    "texts",
+    multiple=True,
+    help="Find videos matching this text (through the view's CLIP text tower); repeatable.",
+)
+@click.option("--video", "video_ids", multiple=True, help="Find videos nearest this video_id; repeatable.")
+@click.option(
+    "--text-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="More --text queries, one per line (blank lines skipped): one process loads the model and the index "
+    "once for all of them.",
+)
+@click.option(
+    "--video-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="More --video queries, one video_id per line.",
+)
 @click.option("--view", default="clip", show_default=True)
 @click.option(
     "--to-view",
@@ -46,8 +64,10 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def search(
     cache_dir: str,
-    text: str | None,
-    video_id: str | None,
+    texts: tuple[str, ...],
+    video_ids: tuple[str, ...],
+    text_file: str | None,
+    video_file: str | None,
     view: str,
     to_view: str | None,
     k: int,
@@ -59,36 +79,54 @@ def search(
     allow_download: bool,
     as_json: bool,
 ) -> None:
-    """Text → videos or video → videos over one view of the cache (give --text or --video)."""
+    """Text → videos or video → videos over one view of the cache (give --text or --video, each
+    repeatable, or a file of them). Several queries: one table, or one JSON object per line, each."""
     from ..errors import ConfigError
-    from ..search import search_text, search_video
+    from ..search import search_texts, search_videos
 
-    if (text is None) == (video_id is None):
-        raise ConfigError("give exactly one of --text TEXT or --video VIDEO_ID")
-    if by == "rows" and text is None:
+    text_queries = [*texts, *_lines(text_file, "--text-file")]
+    video_queries = [*video_ids, *_lines(video_file, "--video-file")]
+    if bool(text_queries) == bool(video_queries):
+        raise ConfigError("give exactly one of --text TEXT (or --text-file) or --video VIDEO_ID (or --video-file)")
+    if by == "rows" and not text_queries:
         raise ConfigError("--by rows ranks moments for a --text query; --video ranks videos only")
-    if to_view is not None and text is not None:
+    if to_view is not None and text_queries:
         raise ConfigError("--to-view ranks a --video query's neighbours in another view; leave it out with --text")
-    if text is not None:
-        hits = search_text(
-            cache_dir,
-            text,
-            view=view,
-            k=k,
-            pooling=pooling,
-            query_form=query_form,
-            templates=list(templates) or None,
-            device=device,
-            allow_download=allow_download,
-            by=by,
-        )
+    if text_queries:
+        options = dict(pooling=pooling, query_form=query_form, templates=list(templates) or None, device=device)
+        results = search_texts(cache_dir, text_queries, view=view, k=k, allow_download=allow_download, by=by, **options)  # type: ignore[arg-type]
+        queries = [{"text": text} for text in text_queries]
     else:
-        hits = search_video(cache_dir, video_id, view=view, to_view=to_view, k=k, pooling=pooling)  # type: ignore[arg-type]
-    query = {"text": text} if text is not None else {"video": video_id}
-    if as_json:
-        out = {**query, "view": view, "to_view": to_view, "k": k, "by": by, "hits": [h.as_dict() for h in hits]}
-        click.echo(json.dumps(out, sort_keys=True))
-        return
+        results = search_videos(cache_dir, video_queries, view=view, to_view=to_view, k=k, pooling=pooling)
+        queries = [{"video": video_id} for video_id in video_queries]
+    for query, hits in zip(queries, results, strict=True):
+        if as_json:  # one object per query: JSON Lines when there are several
+            out = {**query, "view": view, "to_view": to_view, "k": k, "by": by, "hits": [h.as_dict() for h in hits]}
+            click.echo(json.dumps(out, sort_keys=True))
+            continue
+        if len(queries) > 1:
+            click.echo(f"== {next(iter(query.values()))}")
+        _echo_hits(hits, view, to_view)
+
+
+def _lines(path: str | None, option: str) -> list[str]:
+    """The non-blank lines of a query file, stripped."""
+    from ..errors import ConfigError
+
+    if path is None:
+        return []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{option} {path}: cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
+    found = [line for line in lines if line]
+    if not found:
+        raise ConfigError(f"{option} {path} has no queries (one per line)")
+    return found
+
+
+def _echo_hits(hits: list, view: str, to_view: str | None) -> None:
     for hit in hits:
         where = "" if hit.start_s is None else f"  {hit.start_s:.2f}-{hit.end_s:.2f}s"
         row = "" if hit.row is None else f"  row {hit.row}"
