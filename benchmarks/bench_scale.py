@@ -48,6 +48,9 @@ ROWS_PER_VIDEO = 8
 N_LABELS = 20
 N_CLUSTERS = 1000
 K = 10
+# text queries no earlier run asked (a query seen before comes from the cache's text memo)
+RUN_TOKEN = time.strftime("%Y%m%dT%H%M%S")
+BATCH_QUERIES = 20
 COMMANDS = (
     "status",
     "extract_noop",
@@ -56,6 +59,7 @@ COMMANDS = (
     "index_build",
     "search_video_indexed",
     "search_text_again",
+    "search_text_batch",
     "mine_hard_negatives",
     "mine_hard_negative_videos",
     "mine_neighbours",
@@ -245,15 +249,20 @@ def command_lines(size_dir: Path, model: str, threshold: float, *, quick: bool =
     cache = str(size_dir / "cache")
     run = str(size_dir / "run_linear")
     extract = ["--views", "clip", "--clip-model", model, "--clip-pretrained", "none", "--fps", "1"]
+    text = f"label03 {RUN_TOKEN}"
+    batch = size_dir / "text_queries.txt"
+    batch.write_text("".join(f"label{i % 20:02d} batch {RUN_TOKEN} {i}\n" for i in range(BATCH_QUERIES)))
     return {
         "status": ["status", "--cache", cache, "--json"],
         "extract_noop": ["extract", str(size_dir / "manifest.csv"), "--cache", cache, *extract, "--json"],
         "search_video": ["search", "--cache", cache, "--video", "v0000001", "--json"],
-        "search_text": ["search", "--cache", cache, "--text", "label03", "--json"],
+        "search_text": ["search", "--cache", cache, "--text", text, "--json"],
         "index_build": ["index", "build", "--cache", cache, "--view", "clip", "--json"],
         "search_video_indexed": ["search", "--cache", cache, "--video", "v0000001", "--json"],
         # the same text again: its prompts' embeddings come from the cache's text memo (no model)
-        "search_text_again": ["search", "--cache", cache, "--text", "label03", "--json"],
+        "search_text_again": ["search", "--cache", cache, "--text", text, "--json"],
+        # 20 new texts in one process: the model is loaded once (one JSON line per query)
+        "search_text_batch": ["search", "--cache", cache, "--text-file", str(batch), "--json"],
         "mine_hard_negatives": ["mine", "hard-negatives", "--cache", cache, "--k", str(K), "--json"],
         "mine_hard_negative_videos": ["mine", "hard-negative-videos", "--cache", cache, "--k", str(K), "--json"],
         "mine_neighbours": ["mine", "neighbours", "--cache", cache, "--view", "clip", "--k", str(K), "--json"],
