@@ -15,12 +15,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from ..errors import ConfigError
+from ..gcpause import paused_gc
 from .blocks import row_blocks
 from .catalog import Catalog, Item
 from .layout import SHARD_SUFFIX, STATUS_DONE, shard_dir
@@ -80,7 +86,8 @@ def compact_cache(cache_dir: str | Path, *, shard_size_mb: float = 256.0, comman
     cache_dir = Path(cache_dir)
     summary = CompactSummary(cache=str(cache_dir))
     directory = shard_dir(cache_dir)
-    with ExtractLock(cache_dir):
+    # the collector paused: a million items, places and batches stay alive, none in a cycle (gcpause.py)
+    with ExtractLock(cache_dir), paused_gc():
         catalog = Catalog.open(cache_dir, create=True)
         files = ShardFiles(directory, chunk_cache_bytes=0)  # whole chunks in order
         try:
@@ -127,7 +134,10 @@ def _move(
 ) -> None:
     """Copy the movers' rows into new shards: read in storage order (shard, view, row) in blocks of
     about 64 MiB (one HDF5 read per dataset), each block's live rows written as one `add_rows`; each
-    new shard, once committed, is read back and compared with the rows it was given."""
+    new shard, once committed, is read back and compared with the rows it was given. The reads run
+    one block ahead in a thread (`_prefetched`): h5py lets go of the GIL inside HDF5 and NumPy inside
+    its loops, so the disk and the next block's gather overlap this thread's writes, sums, checksums
+    and catalog updates; the order of rows, shards, commits and checks is the same as without it."""
     in_order = sorted(movers, key=lambda i: (i.shard, i.view, i.row_start))
     groups = [(key, list(items)) for key, items in itertools.groupby(in_order, key=lambda i: (i.shard, i.view))]
     datasets = {key: files.get(key[0])[key[1]]["features"] for key, _ in groups}
@@ -143,37 +153,93 @@ def _move(
         compressed={view for (_, view), d in datasets.items() if d.compression is not None},
         shard_size_mb=shard_size_mb,
         commit_every_s=float("inf"),
+        moves=True,  # each commit updates the moved items' place only (store.py)
     )
     writer.remove_own_partials()
+    blocks = [
+        _Block(shard, view, lo, hi, [items[m] for m in members])
+        for (shard, view), items in groups
+        for lo, hi, members in row_blocks(
+            [(i.row_start, i.row_start + i.row_count) for i in items], row_bytes=_row_bytes(datasets[(shard, view)])
+        )
+    ]
     given: list[_Given] = []  # what the open shard was given, compared once it is committed
+    # the new shards are read back through their own handles: `files` belongs to the reading thread
+    written = ShardFiles(files.directory, chunk_cache_bytes=0)
     try:
-        for (shard, view), items in groups:
-            row_bytes = int(np.prod(datasets[(shard, view)].shape[1:])) * datasets[(shard, view)].dtype.itemsize
-            ranges = [(i.row_start, i.row_start + i.row_count) for i in items]
-            for lo, hi, members in row_blocks(ranges, row_bytes=row_bytes):
-                block = [items[m] for m in members]
-                rows = _live_rows(np.array([i.row_start - lo for i in block]), np.array([i.row_count for i in block]))
-                features, times = files.read_rows(shard, view, lo, hi)
-                ends = files.read_end_times(shard, view, lo, hi)
-                batch = _Given(view, block, features[rows], times[rows], None if ends is None else ends[rows])
+        with _prefetched(files, blocks) as batches:
+            for batch in batches:
+                items = batch.items
                 writer.add_rows(
-                    view,
-                    [i.video_id for i in block],
+                    batch.view,
+                    [i.video_id for i in items],
                     batch.features,
-                    np.array([i.row_count for i in block]),
+                    np.array([i.row_count for i in items]),
                     batch.times,
                     batch.ends,
-                    info_json=[i.info_json or "{}" for i in block],
-                    sources=[_source(i) for i in block],
+                    info_json=[i.info_json or "{}" for i in items],
+                    sources=[_source(i) for i in items],
                 )
                 given.append(batch)
                 if writer.maybe_commit():
-                    _verify_moved(catalog, files, given)
+                    _verify_moved(catalog, written, given)
         writer.commit()
-        _verify_moved(catalog, files, given)
+        _verify_moved(catalog, written, given)
     except BaseException:
         writer.abort()
         raise
+    finally:
+        written.close()
+
+
+def _row_bytes(features: h5py.Dataset) -> int:
+    return int(np.prod(features.shape[1:])) * features.dtype.itemsize
+
+
+@dataclass
+class _Block:
+    """One read of compact: rows lo:hi of a view of an old shard, holding these items' rows (in order)."""
+
+    shard: str
+    view: str
+    lo: int
+    hi: int
+    items: list[Item]
+
+
+@contextmanager
+def _prefetched(files: ShardFiles, blocks: list[_Block], ahead: int = 1) -> Iterator[Iterator[_Given]]:
+    """The blocks' live rows (`_read_block`), in order, read by one thread `ahead` blocks before the
+    caller asks (memory: `ahead` more blocks than reading inline). On the way out (an error, an
+    interrupt) reads not started are dropped and the one under way is waited for: no thread outlives
+    compact."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidcache-compact-read")
+    pending: deque[Future[_Given]] = deque()
+
+    def batches() -> Iterator[_Given]:
+        for block in blocks:
+            pending.append(pool.submit(_read_block, files, block))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    try:
+        yield batches()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_block(files: ShardFiles, block: _Block) -> _Given:
+    """One block's rows read (one HDF5 read per dataset) and its items' rows gathered one after the
+    other, dead rows left out (a slice, not a copy, where none lies between them)."""
+    items = block.items
+    rows = _live_rows(np.array([i.row_start - block.lo for i in items]), np.array([i.row_count for i in items]))
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        rows = slice(int(rows[0]), int(rows[-1]) + 1)  # type: ignore[assignment]
+    features, times = files.read_rows(block.shard, block.view, block.lo, block.hi)
+    ends = files.read_end_times(block.shard, block.view, block.lo, block.hi)
+    return _Given(block.view, items, features[rows], times[rows], None if ends is None else ends[rows])
 
 
 @dataclass
