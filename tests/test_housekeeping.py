@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vidcache import Cache
-from vidcache.cache import blocks, counts
+from vidcache.cache import blocks, counts, housekeeping
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.cache.catalog import Catalog
 from vidcache.cache.housekeeping import compact_cache, remove_videos
@@ -128,19 +128,19 @@ def test_compact_stops_and_deletes_nothing_when_an_old_block_cannot_be_read(tmp_
     cache = _small_cache(tmp_path, monkeypatch)
     rows, _ = _rows_and_items(cache)
     old_files = _shard_files(cache)
-    read_rows, reads = ShardFiles.read_rows, []
+    read_columns, reads = housekeeping._read_columns, []
 
-    def failing_read(self: ShardFiles, shard: str, view: str, start: int, stop: int):
+    def failing_read(files: ShardFiles, shard: str, view: str, start: int, stop: int, buffer=None):
         if "-compact-" not in shard:
             reads.append(shard)
             if len(reads) == 3:
                 raise CacheError(f"shard {shard} view {view} rows {start}:{stop} cannot be read (test)")
-        return read_rows(self, shard, view, start, stop)
+        return read_columns(files, shard, view, start, stop, buffer)
 
-    monkeypatch.setattr(ShardFiles, "read_rows", failing_read)
+    monkeypatch.setattr(housekeeping, "_read_columns", failing_read)
     with pytest.raises(CacheError, match=r"cannot be read \(test\)"):
         compact_cache(cache, shard_size_mb=1 / 1024)
-    monkeypatch.setattr(ShardFiles, "read_rows", read_rows)
+    monkeypatch.setattr(housekeeping, "_read_columns", read_columns)
     assert old_files <= _shard_files(cache) and not list((cache / "shards").glob("*.partial"))
     after, _ = _rows_and_items(cache)
     assert sorted(after) == sorted(rows)
