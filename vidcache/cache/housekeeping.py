@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import queue
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from ..errors import ConfigError
+from ..gcpause import paused_gc
 from .blocks import row_blocks
 from .catalog import Catalog, Item
 from .layout import SHARD_SUFFIX, STATUS_DONE, shard_dir
@@ -80,7 +87,8 @@ def compact_cache(cache_dir: str | Path, *, shard_size_mb: float = 256.0, comman
     cache_dir = Path(cache_dir)
     summary = CompactSummary(cache=str(cache_dir))
     directory = shard_dir(cache_dir)
-    with ExtractLock(cache_dir):
+    # the collector paused: a million items, places and batches stay alive, none in a cycle (gcpause.py)
+    with ExtractLock(cache_dir), paused_gc():
         catalog = Catalog.open(cache_dir, create=True)
         files = ShardFiles(directory, chunk_cache_bytes=0)  # whole chunks in order
         try:
@@ -127,7 +135,10 @@ def _move(
 ) -> None:
     """Copy the movers' rows into new shards: read in storage order (shard, view, row) in blocks of
     about 64 MiB (one HDF5 read per dataset), each block's live rows written as one `add_rows`; each
-    new shard, once committed, is read back and compared with the rows it was given."""
+    new shard, once committed, is read back and compared with the rows it was given. The reads run
+    one block ahead in a thread (`_prefetched`): h5py lets go of the GIL inside HDF5 and NumPy inside
+    its loops, so the disk and the next block's gather overlap this thread's writes, sums, checksums
+    and catalog updates; the order of rows, shards, commits and checks is the same as without it."""
     in_order = sorted(movers, key=lambda i: (i.shard, i.view, i.row_start))
     groups = [(key, list(items)) for key, items in itertools.groupby(in_order, key=lambda i: (i.shard, i.view))]
     datasets = {key: files.get(key[0])[key[1]]["features"] for key, _ in groups}
@@ -143,37 +154,145 @@ def _move(
         compressed={view for (_, view), d in datasets.items() if d.compression is not None},
         shard_size_mb=shard_size_mb,
         commit_every_s=float("inf"),
+        moves=True,  # each commit updates the moved items' place only (store.py)
     )
     writer.remove_own_partials()
+    blocks = [
+        _Block(shard, view, lo, hi, [items[m] for m in members])
+        for (shard, view), items in groups
+        for lo, hi, members in row_blocks(
+            [(i.row_start, i.row_start + i.row_count) for i in items], row_bytes=_row_bytes(datasets[(shard, view)])
+        )
+    ]
     given: list[_Given] = []  # what the open shard was given, compared once it is committed
+    # the new shards are read back through their own handles: `files` belongs to the reading thread
+    written = ShardFiles(files.directory, chunk_cache_bytes=0)
+    read_back = _Buffer()  # this thread's
+    spare = _Spare()  # gathered rows' arrays, used again once their shard is checked
     try:
-        for (shard, view), items in groups:
-            row_bytes = int(np.prod(datasets[(shard, view)].shape[1:])) * datasets[(shard, view)].dtype.itemsize
-            ranges = [(i.row_start, i.row_start + i.row_count) for i in items]
-            for lo, hi, members in row_blocks(ranges, row_bytes=row_bytes):
-                block = [items[m] for m in members]
-                rows = _live_rows(np.array([i.row_start - lo for i in block]), np.array([i.row_count for i in block]))
-                features, times = files.read_rows(shard, view, lo, hi)
-                ends = files.read_end_times(shard, view, lo, hi)
-                batch = _Given(view, block, features[rows], times[rows], None if ends is None else ends[rows])
+        with _prefetched(files, blocks, spare) as batches:
+            for batch in batches:
+                items = batch.items
                 writer.add_rows(
-                    view,
-                    [i.video_id for i in block],
+                    batch.view,
+                    [i.video_id for i in items],
                     batch.features,
-                    np.array([i.row_count for i in block]),
+                    np.array([i.row_count for i in items]),
                     batch.times,
                     batch.ends,
-                    info_json=[i.info_json or "{}" for i in block],
-                    sources=[_source(i) for i in block],
+                    info_json=[i.info_json or "{}" for i in items],
+                    sources=[_source(i) for i in items],
                 )
                 given.append(batch)
                 if writer.maybe_commit():
-                    _verify_moved(catalog, files, given)
+                    _checked(catalog, written, given, read_back, spare)
         writer.commit()
-        _verify_moved(catalog, files, given)
+        _checked(catalog, written, given, read_back, spare)
     except BaseException:
         writer.abort()
         raise
+    finally:
+        written.close()
+
+
+def _checked(catalog: Catalog, files: ShardFiles, given: list[_Given], read_back: _Buffer, spare: _Spare) -> None:
+    """`_verify_moved`, then the checked batches' arrays go back to `spare` for the blocks to come."""
+    arrays = [batch.memory for batch in given]
+    _verify_moved(catalog, files, given, read_back)
+    for array in arrays:
+        if array is not None:
+            spare.put(array)
+
+
+def _row_bytes(features: h5py.Dataset) -> int:
+    return int(np.prod(features.shape[1:])) * features.dtype.itemsize
+
+
+@dataclass
+class _Block:
+    """One read of compact: rows lo:hi of a view of an old shard, holding these items' rows (in order)."""
+
+    shard: str
+    view: str
+    lo: int
+    hi: int
+    items: list[Item]
+
+
+@contextmanager
+def _prefetched(files: ShardFiles, blocks: list[_Block], spare: _Spare, ahead: int = 1) -> Iterator[Iterator[_Given]]:
+    """The blocks' live rows (`_read_block`), in order, read by one thread `ahead` blocks before the
+    caller asks (memory: `ahead` more blocks than reading inline). On the way out (an error, an
+    interrupt) reads not started are dropped and the one under way is waited for: no thread outlives
+    compact."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidcache-compact-read")
+    buffer = _Buffer()  # the one thread's, read into block after block
+    pending: deque[Future[_Given]] = deque()
+
+    def batches() -> Iterator[_Given]:
+        for block in blocks:
+            pending.append(pool.submit(_read_block, files, block, buffer, spare))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    try:
+        yield batches()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_block(files: ShardFiles, block: _Block, buffer: _Buffer, spare: _Spare) -> _Given:
+    """One block's rows read (one HDF5 read per dataset, the features into the reading thread's
+    `buffer`) and its items' rows gathered one after the other into an array from `spare` (never a
+    view of `buffer`, which the next block overwrites), dead rows left out."""
+    items = block.items
+    rows = _live_rows(np.array([i.row_start - block.lo for i in items]), np.array([i.row_count for i in items]))
+    features, times, ends = _read_columns(files, block.shard, block.view, block.lo, block.hi, buffer)
+    memory = spare.get(block.hi - block.lo, features)
+    gathered = memory[: len(rows)]
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # none dead: a plain copy
+        np.copyto(gathered, features[int(rows[0]) : int(rows[-1]) + 1])
+    else:  # mode="clip": straight into `gathered` ("raise" goes through a new buffer); rows are in range
+        np.take(features, rows, axis=0, out=gathered, mode="clip")
+    return _Given(block.view, items, gathered, times[rows], None if ends is None else ends[rows], memory)
+
+
+class _Spare:
+    """Arrays for gathered rows, handed back once the shard they went into is checked and taken again
+    by the reading thread: new ones would be new pages, zeroed by the kernel on first touch (as `_Buffer`)."""
+
+    def __init__(self) -> None:
+        self._free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+
+    def get(self, count: int, like: np.ndarray) -> np.ndarray:
+        """An array of at least `count` rows like `like`'s: a spare one, else a new one."""
+        try:
+            array = self._free.get_nowait()
+        except queue.Empty:
+            array = None
+        if array is None or array.dtype != like.dtype or array.shape[1:] != like.shape[1:] or len(array) < count:
+            array = np.empty((count, *like.shape[1:]), like.dtype)  # a misfit is left to the allocator
+        return array
+
+    def put(self, array: np.ndarray) -> None:
+        self._free.put(array)
+
+
+class _Buffer:
+    """Feature rows read again and again into the same memory: a new 64 MiB array is new pages, each
+    zeroed by the kernel on first touch (clear_page: 21 % of a 1M-video compact's time). One thread's."""
+
+    def __init__(self) -> None:
+        self._array: np.ndarray | None = None
+
+    def rows(self, count: int, like: h5py.Dataset) -> np.ndarray:
+        shape, dtype = like.shape[1:], like.dtype
+        array = self._array
+        if array is None or array.dtype != dtype or array.shape[1:] != shape or len(array) < count:
+            self._array = array = np.empty((count, *shape), dtype)
+        return array[:count]
 
 
 @dataclass
@@ -185,6 +304,7 @@ class _Given:
     features: np.ndarray
     times: np.ndarray
     ends: np.ndarray | None
+    memory: np.ndarray | None = None  # the reused array `features` lies in (`_Spare`), free once checked
 
     def columns(self) -> tuple:
         return self.features, self.times, self.ends
@@ -203,7 +323,7 @@ def _source(item: Item) -> SourceStat | None:
     return SourceStat(item.source_size, item.source_mtime_ns)
 
 
-def _verify_moved(catalog: Catalog, files: ShardFiles, given: list[_Given]) -> None:
+def _verify_moved(catalog: Catalog, files: ShardFiles, given: list[_Given], buffer: _Buffer | None = None) -> None:
     """Every moved (video, view) reads back from where the catalog now puts it byte for byte, or
     compaction stops before any old shard is deleted: each batch's pairs must lie one after the
     other in one new shard, read there in one read per column and compared with what was given."""
@@ -221,7 +341,7 @@ def _verify_moved(catalog: Catalog, files: ShardFiles, given: list[_Given]) -> N
             for at, start, item in zip(located, expected, batch.items, strict=False)
         )
         hi = lo + len(batch.features)
-        if tiled and _same_columns(_read_columns(files, shard, batch.view, lo, hi), batch.columns()):
+        if tiled and _same_columns(_read_columns(files, shard, batch.view, lo, hi, buffer), batch.columns()):
             continue
         first = 0  # name the first pair that differs (each read alone, from where the catalog puts it)
         for item, (at_shard, start, count) in zip(batch.items, located, strict=True):  # type: ignore[misc]
@@ -236,8 +356,24 @@ def _verify_moved(catalog: Catalog, files: ShardFiles, given: list[_Given]) -> N
     given.clear()
 
 
-def _read_columns(files: ShardFiles, shard: str, view: str, start: int, stop: int) -> tuple:
-    return (*files.read_rows(shard, view, start, stop), files.read_end_times(shard, view, start, stop))
+def _read_columns(
+    files: ShardFiles, shard: str, view: str, start: int, stop: int, buffer: _Buffer | None = None
+) -> tuple:
+    """(features, times, end times or None) of rows start:stop, as `ShardFiles.read_rows` reads them
+    (a short read or any HDF5 error is the CacheError naming the shard), the features into `buffer`."""
+    if buffer is None:
+        return (*files.read_rows(shard, view, start, stop), files.read_end_times(shard, view, start, stop))
+    handle = files.get(shard)
+    try:
+        group = handle[view]
+        features, times = group["features"], group["timestamps_s"][start:stop]
+        if features.shape[0] < stop or len(times) != stop - start:
+            raise ValueError(f"it holds {min(features.shape[0], len(times) + start) - start} of the rows")
+        into = buffer.rows(stop - start, features)
+        features.read_direct(into, np.s_[start:stop], np.s_[0 : stop - start])
+    except Exception as exc:
+        raise files._damaged(shard, view, start, stop, f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+    return into, times, files.read_end_times(shard, view, start, stop)
 
 
 def _same_columns(new: tuple, old: tuple) -> bool:

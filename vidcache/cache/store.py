@@ -123,8 +123,12 @@ class CacheWriter:
         compressed: set[str] | frozenset[str] = frozenset(),
         shard_size_mb: float = 256.0,
         commit_every_s: float = 60.0,
+        moves: bool = False,
     ):
         self.cache_dir = Path(cache_dir)
+        # compact: every video added is a done item whose rows are copied unchanged; a commit moves each
+        # item to its new place (`Catalog.move_items`) instead of writing the whole item again
+        self.moves = moves
         self.exclusive = exclusive  # True when no other writer can be running (unsharded extract)
         self.directory = shard_dir(cache_dir)
         self.catalog = catalog
@@ -154,6 +158,7 @@ class CacheWriter:
             "compressed": set(self._compressed),
             "shard_size_mb": self.shard_size_bytes / (1 << 20),
             "commit_every_s": self.commit_every_s,
+            "moves": self.moves,
         }
 
     # recovery ------------------------------------------------------------------------------------
@@ -376,15 +381,18 @@ class CacheWriter:
             writer.discard(hdf5_failed=True)
             raise as_os_error(exc) from None  # h5py's errno-carrying RuntimeError as the OSError it is
         fault_point("shard-renamed", path)
-        items = done_items(writer.name, writer.rows)
-        self.catalog.record_shard(
-            name=writer.name,
-            n_rows=sum(r.row_count for r in writer.rows),
-            n_videos=len({r.video_id for r in writer.rows}),
-            size_bytes=path.stat().st_size,
-            run_id=self.run_id,
-            items=items,
-        )
+        record = {
+            "name": writer.name,
+            "n_rows": sum(r.row_count for r in writer.rows),
+            "n_videos": len({r.video_id for r in writer.rows}),
+            "size_bytes": path.stat().st_size,
+            "run_id": self.run_id,
+        }
+        if self.moves:
+            places = [(r.video_id, r.view, r.row_start, r.row_count, r.checksum) for r in writer.rows]
+            self.catalog.move_items(**record, places=places)
+        else:
+            self.catalog.record_shard(**record, items=done_items(writer.name, writer.rows))
         self.write_seconds += time.perf_counter() - started
 
     def abort(self) -> None:
