@@ -60,6 +60,22 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
+def write_small_shards(cache: Path, *, parts: int, rng) -> None:
+    """`parts` shards of view "v", six videos each (v00, v01, ...): 2-4 rows of 32 float16 values
+    from `rng`, half-second windows with end times."""
+    import numpy as np
+
+    from vidcache.cache.arrays import write_view_arrays
+
+    for part in range(parts):
+        rows = []
+        for i in range(part * 6, part * 6 + 6):
+            starts = np.arange(2 + i % 3) * 0.5
+            windows = np.stack([starts, starts + 0.5], axis=1)
+            rows.append((f"v{i:02d}", rng.standard_normal((len(starts), 32)).astype(np.float16), windows))
+        write_view_arrays(cache, view="v", rows=rows, entries=[], identity={"m": 1})
+
+
 def tiny_clip_args(checkpoint: object) -> list[str]:
     """The extract options of the tests' tiny CLIP: its architecture and the random weights file."""
     return ["--clip-model", "vidcache-tiny", "--clip-pretrained", str(checkpoint)]

@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.conftest import write_small_shards
 from vidcache import Cache
 from vidcache.cache import blocks, counts, housekeeping
-from vidcache.cache.arrays import write_view_arrays
 from vidcache.cache.catalog import Catalog
 from vidcache.cache.housekeeping import compact_cache, remove_videos
 from vidcache.cache.reader import ShardFiles
@@ -29,13 +29,7 @@ def _small_cache(tmp_path, monkeypatch):
     blocks of about 10 rows and new shards of about 1 KiB, so compact reads many blocks per old
     shard and commits (and checks) many new shards while the reading thread runs ahead."""
     cache = tmp_path / "cache"
-    for part in range(4):
-        rows = []
-        for i in range(part * 6, part * 6 + 6):
-            starts = np.arange(2 + i % 3) * 0.5
-            rows.append((f"v{i:02d}", RNG.standard_normal((len(starts), 32)).astype(np.float16),
-                         np.stack([starts, starts + 0.5], axis=1)))  # fmt: skip
-        write_view_arrays(cache, view="v", rows=rows, entries=[], identity={"m": 1})
+    write_small_shards(cache, parts=4, rng=RNG)
     remove_videos(cache, video_ids=REMOVED)
     monkeypatch.setattr(blocks, "BLOCK_BYTES", 10 * 32 * 2)
     return cache

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.conftest import write_small_shards
 from vidcache import Cache
 from vidcache.cache import blocks, npy
 from vidcache.cache.arrays import write_view_arrays
@@ -141,13 +142,7 @@ def test_compact_copies_rows_end_times_sources_and_means_exactly(tmp_path):
     video reads back the same bytes, keeps its source size and mtime, and its pooled mean is the
     NumPy mean of its rows; one shard is left and verify finds nothing."""
     cache = tmp_path / "cache"
-    for part in range(3):
-        rows = []
-        for i in range(part * 6, part * 6 + 6):
-            starts = np.arange(2 + i % 3) * 0.5
-            rows.append((f"v{i:02d}", RNG.standard_normal((len(starts), 32)).astype(np.float16),
-                         np.stack([starts, starts + 0.5], axis=1)))  # fmt: skip
-        write_view_arrays(cache, view="v", rows=rows, entries=[], identity={"m": 1})
+    write_small_shards(cache, parts=3, rng=RNG)
     catalog = Catalog.open(cache, create=True)
     with catalog.transaction() as db:
         db.execute("UPDATE items SET source_size = 1000 + length(video_id), source_mtime_ns = 7")

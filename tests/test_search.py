@@ -206,6 +206,9 @@ def test_several_queries_in_one_call_equal_each_alone(known_answer_cache, tmp_pa
     assert search_videos(known_answer_cache, videos, view="clip", k=3) == [
         search_video(known_answer_cache, v, view="clip", k=3) for v in videos
     ]
+    crossed = search_videos(known_answer_cache, videos, view="clip", to_view="motion", k=3)
+    assert crossed == [search_video(known_answer_cache, v, view="clip", to_view="motion", k=3) for v in videos]
+    assert any(h.view_score is not None for hits in crossed for h in hits)
     queries = tmp_path / "queries.txt"
     queries.write_text("blue ocean\n\n  red apple  \n")
     args = ["search", "--cache", str(known_answer_cache), "--view", "clip", "--k", "3", "--device", "cpu", "--json"]

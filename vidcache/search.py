@@ -33,6 +33,7 @@ from (`train --head contrastive --view clip --cross-view-from video`).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import os
@@ -44,7 +45,16 @@ import numpy as np
 from .cache.reader import Cache
 from .errors import ConfigError
 
-__all__ = ["SearchHit", "best_span", "clip_views", "search_text", "search_video", "text_query_vectors"]
+__all__ = [
+    "SearchHit",
+    "best_span",
+    "clip_views",
+    "search_text",
+    "search_texts",
+    "search_video",
+    "search_videos",
+    "text_query_vectors",
+]
 QueryForm = Literal["best", "ensemble", "raw"]
 By = Literal["videos", "rows"]
 SPAN_NOISE_COSINE = 0.02  # rows this close to a video's best row match as well as it (frame jitter)
@@ -355,9 +365,20 @@ def search_text(
     """The `k` videos of `view` closest to `text`: each video scored by its best cosine over the
     query's forms (see `text_query_vectors`), with the span of its best-matching rows; `by="rows"`:
     the `k` closest single rows (moments), each with its own span."""
-    options = dict(pooling=pooling, query_form=query_form, templates=templates, device=device)
-    options.update(allow_download=allow_download, index_type=index_type, memory_budget_gb=memory_budget_gb, by=by)
-    return search_texts(cache, [text], view=view, k=k, **options)[0]  # type: ignore[arg-type]
+    return search_texts(
+        cache,
+        [text],
+        view=view,
+        k=k,
+        pooling=pooling,
+        query_form=query_form,
+        templates=templates,
+        device=device,
+        allow_download=allow_download,
+        index_type=index_type,
+        memory_budget_gb=memory_budget_gb,
+        by=by,
+    )[0]
 
 
 def search_texts(
@@ -384,8 +405,18 @@ def search_texts(
     check_choice("--by", by, By)
     cache, opened = _open(cache)
     try:
-        options = dict(query_form=query_form, templates=templates, device=device, allow_download=allow_download)
-        per_text = [text_query_vectors(cache, text, view=view, **options) for text in texts]  # type: ignore[arg-type]
+        per_text = [
+            text_query_vectors(
+                cache,
+                text,
+                view=view,
+                query_form=query_form,
+                templates=templates,
+                device=device,
+                allow_download=allow_download,
+            )
+            for text in texts
+        ]
         if by == "rows":
             return [_search_rows(cache, view, queries, k) for queries in per_text]
         from .index.mining import video_searcher
@@ -422,26 +453,36 @@ def _text_hits(cache: Cache, view: str, searcher, per_text: list[np.ndarray], k:
     return out
 
 
-def _view_scores(cache: Cache, view: str, video_id: str, hits: list[SearchHit], pooling: str) -> list[SearchHit]:
-    """Each hit with its cosine to `video_id` in `view` (pooled and normalised as the index's vectors);
-    None where either video has no rows of `view`."""
+def _view_scores(
+    cache: Cache, view: str, video_ids: list[str], hits: list[list[SearchHit]], pooling: str
+) -> list[list[SearchHit]]:
+    """Each query's hits with their cosine to the query video in `view` (pooled and normalised as the
+    index's vectors; one read for every query); None where either video has no rows of `view`."""
     import dataclasses
 
     from .index.vectors import video_vectors
 
     have = set(cache.video_ids(view))
-    wanted = sorted({video_id, *(h.video_id for h in hits)} & have)
-    if video_id not in have or not wanted:
+    wanted = sorted({*video_ids, *(h.video_id for found in hits for h in found)} & have)
+    if not wanted:
         return hits
     vectors = video_vectors(cache, view, pooling=pooling, video_ids=wanted)
     unit = dict(zip(vectors.video_ids, vectors.vectors, strict=True))
-    query = unit[video_id].astype(np.float64)
-    return [
-        dataclasses.replace(h, view_score=float(unit[h.video_id].astype(np.float64) @ query))
-        if h.video_id in unit
-        else h
-        for h in hits
-    ]
+    out = []
+    for video_id, found in zip(video_ids, hits, strict=True):
+        if video_id not in unit:
+            out.append(found)
+            continue
+        query = unit[video_id].astype(np.float64)
+        out.append(
+            [
+                dataclasses.replace(h, view_score=float(unit[h.video_id].astype(np.float64) @ query))
+                if h.video_id in unit
+                else h
+                for h in found
+            ]
+        )
+    return out
 
 
 def search_video(
@@ -457,8 +498,16 @@ def search_video(
 ) -> list[SearchHit]:
     """The `k` videos of `view` closest to `video_id` (never itself). With `to_view`: its `k` nearest
     videos in `to_view`'s space (cross-view neighbours), each with its cosine in `view` as `view_score`."""
-    options = dict(pooling=pooling, index_type=index_type, memory_budget_gb=memory_budget_gb)
-    return search_videos(cache, [video_id], view=view, to_view=to_view, k=k, **options)[0]  # type: ignore[arg-type]
+    return search_videos(
+        cache,
+        [video_id],
+        view=view,
+        to_view=to_view,
+        k=k,
+        pooling=pooling,
+        index_type=index_type,
+        memory_budget_gb=memory_budget_gb,
+    )[0]
 
 
 def search_videos(
@@ -506,19 +555,20 @@ def search_videos(
             query_rows=rows,
             exact=searcher.exact,
         )
-        out = []
-        for video_id, video_scores, video_rows in zip(video_ids, scores, found, strict=True):
-            hits = _hits(cache, ids, video_scores, video_rows)
-            out.append(_view_scores(cache, view, video_id, hits, pooling) if to_view and to_view != view else hits)
-        return out
+        out = [
+            _hits(cache, ids, video_scores, video_rows) for video_scores, video_rows in zip(scores, found, strict=True)
+        ]
+        return _view_scores(cache, view, video_ids, out, pooling) if to_view and to_view != view else out
     finally:
         if opened:
             cache.close()
 
 
 def _row_of(cache: Cache, ids: list[str], video_id: str, view: str) -> int:
-    if video_id in ids:  # two C scans; a dict of 1M ids costs 0.3 s
-        return ids.index(video_id)
+    """`video_id`'s row among the searcher's ids, sorted (`VideoVectors`): a bisection, not a scan per query."""
+    row = bisect.bisect_left(ids, video_id)
+    if row < len(ids) and ids[row] == video_id:
+        return row
     raise ConfigError(
         f"--video {video_id!r} has no extracted {view!r} rows in {cache.path} "
         f"(e.g. {', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"

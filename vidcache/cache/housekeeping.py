@@ -272,27 +272,30 @@ class _Spare:
             array = self._free.get_nowait()
         except queue.Empty:
             array = None
-        if array is None or array.dtype != like.dtype or array.shape[1:] != like.shape[1:] or len(array) < count:
-            array = np.empty((count, *like.shape[1:]), like.dtype)  # a misfit is left to the allocator
-        return array
+        return _fitting(array, (count, *like.shape[1:]), like.dtype)  # a misfit is left to the allocator
 
     def put(self, array: np.ndarray) -> None:
         self._free.put(array)
 
 
 class _Buffer:
-    """Feature rows read again and again into the same memory: a new 64 MiB array is new pages, each
-    zeroed by the kernel on first touch (clear_page: 21 % of a 1M-video compact's time). One thread's."""
+    """Feature rows read again and again into the same memory (`ShardFiles.read_rows(into=...)`): a new
+    64 MiB array is new pages, each zeroed by the kernel on first touch (clear_page: 21 % of a
+    1M-video compact's time). One thread's."""
 
     def __init__(self) -> None:
         self._array: np.ndarray | None = None
 
-    def rows(self, count: int, like: h5py.Dataset) -> np.ndarray:
-        shape, dtype = like.shape[1:], like.dtype
-        array = self._array
-        if array is None or array.dtype != dtype or array.shape[1:] != shape or len(array) < count:
-            self._array = array = np.empty((count, *shape), dtype)
-        return array[:count]
+    def rows(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        self._array = _fitting(self._array, shape, dtype)
+        return self._array[: shape[0]]
+
+
+def _fitting(array: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """`array` when it has at least shape[0] rows of shape[1:] and `dtype`, else a new array of `shape`."""
+    if array is None or array.dtype != dtype or array.shape[1:] != shape[1:] or len(array) < shape[0]:
+        return np.empty(shape, dtype)
+    return array
 
 
 @dataclass
@@ -359,21 +362,9 @@ def _verify_moved(catalog: Catalog, files: ShardFiles, given: list[_Given], buff
 def _read_columns(
     files: ShardFiles, shard: str, view: str, start: int, stop: int, buffer: _Buffer | None = None
 ) -> tuple:
-    """(features, times, end times or None) of rows start:stop, as `ShardFiles.read_rows` reads them
-    (a short read or any HDF5 error is the CacheError naming the shard), the features into `buffer`."""
-    if buffer is None:
-        return (*files.read_rows(shard, view, start, stop), files.read_end_times(shard, view, start, stop))
-    handle = files.get(shard)
-    try:
-        group = handle[view]
-        features, times = group["features"], group["timestamps_s"][start:stop]
-        if features.shape[0] < stop or len(times) != stop - start:
-            raise ValueError(f"it holds {min(features.shape[0], len(times) + start) - start} of the rows")
-        into = buffer.rows(stop - start, features)
-        features.read_direct(into, np.s_[start:stop], np.s_[0 : stop - start])
-    except Exception as exc:
-        raise files._damaged(shard, view, start, stop, f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
-    return into, times, files.read_end_times(shard, view, start, stop)
+    """(features, times, end times or None) of rows start:stop, the features into `buffer` when given."""
+    features, times = files.read_rows(shard, view, start, stop, into=None if buffer is None else buffer.rows)
+    return features, times, files.read_end_times(shard, view, start, stop)
 
 
 def _same_columns(new: tuple, old: tuple) -> bool:

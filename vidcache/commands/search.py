@@ -61,7 +61,9 @@ import click
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object per query (one per line) instead of a table."
+)
 def search(
     cache_dir: str,
     texts: tuple[str, ...],
@@ -93,8 +95,18 @@ def search(
     if to_view is not None and text_queries:
         raise ConfigError("--to-view ranks a --video query's neighbours in another view; leave it out with --text")
     if text_queries:
-        options = dict(pooling=pooling, query_form=query_form, templates=list(templates) or None, device=device)
-        results = search_texts(cache_dir, text_queries, view=view, k=k, allow_download=allow_download, by=by, **options)  # type: ignore[arg-type]
+        results = search_texts(
+            cache_dir,
+            text_queries,
+            view=view,
+            k=k,
+            pooling=pooling,
+            query_form=query_form,
+            templates=list(templates) or None,
+            device=device,
+            allow_download=allow_download,
+            by=by,
+        )
         queries = [{"text": text} for text in text_queries]
     else:
         results = search_videos(cache_dir, video_queries, view=view, to_view=to_view, k=k, pooling=pooling)

@@ -58,11 +58,8 @@ class ScanIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
-        k = min(k, self.ntotal)
-        if k == 0:
-            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        return faiss.knn(queries, self.database, k, metric=faiss.METRIC_INNER_PRODUCT)
+        return faiss.knn(queries, self.database, min(k, self.ntotal), metric=faiss.METRIC_INNER_PRODUCT)
 
 
 def search(
