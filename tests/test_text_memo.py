@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.conftest import HANG_GUARD_S, REPO
-from vidcache import search
+from vidcache import text_embed
 from vidcache.cache.arrays import write_view_arrays
 from vidcache.cache.housekeeping import compact_cache, remove_videos
 from vidcache.cache.layout import TEXT_MEMO_NAME
@@ -59,19 +59,15 @@ def cache_dir(encoder, tmp_path):
 
 @pytest.fixture()
 def model_calls(monkeypatch):
-    """Counts the text-tower calls of search (the model is loaded as before, only counted)."""
+    """Counts the text-tower computations of search (torch's or the NumPy export's; run as before, only counted)."""
     calls = []
-    real = search._text_encoder
+    real = text_embed._embed
 
-    class Counted:
-        def __init__(self, inner):
-            self.inner = inner
+    def counted(cache, identity_json, path, kind, prompts, *args):
+        calls.append(list(prompts))
+        return real(cache, identity_json, path, kind, prompts, *args)
 
-        def encode_text(self, prompts):
-            calls.append(list(prompts))
-            return self.inner.encode_text(prompts)
-
-    monkeypatch.setattr(search, "_text_encoder", lambda *args: Counted(real(*args)))
+    monkeypatch.setattr(text_embed, "_embed", counted)
     return calls
 
 
@@ -116,7 +112,7 @@ def test_a_query_not_wholly_memoised_runs_the_model_once_and_memoises_all_its_pr
     other = dict(Cache(cache_dir).view_info("clip"), weights_sha256="0" * 64)
     prompts = ["blue ocean", *(t.format("blue ocean") for t in TEMPLATES)]
     ids = json.dumps(other, sort_keys=True, default=str)
-    context = search._memo_context(ids, other, search._compute("cpu")[1], prompts)
+    context = text_embed._memo_context(ids, other, text_embed._compute("cpu")[1], prompts, "numpy")
     assert read_text_memo(cache_dir, context, prompts) is None
 
 
@@ -183,8 +179,8 @@ def test_cli_search_text_from_the_memo_imports_no_torch(cache_dir):
     args = ["search", "--cache", str(cache_dir), "--text", "red apple", "--k", "4", "--json"]
     script = (
         "import json, sys\n"
-        "from vidcache import search\n"
-        "search._may_have_gpu = lambda: False\n"  # this test's machine may have one: then torch says which
+        "from vidcache import text_embed\n"
+        "text_embed._may_have_gpu = lambda: False\n"  # this test's machine may have one: then torch says which
         "from vidcache.cli import main\n"
         f"sys.argv = ['vidcache', *{args!r}]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"

@@ -34,7 +34,6 @@ from (`train --head contrastive --view clip --cross-view-from video`).
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ import numpy as np
 
 from .cache.reader import Cache
 from .errors import ConfigError
+from .text_embed import prompt_vectors
 
 __all__ = [
     "SearchHit",
@@ -199,116 +199,6 @@ def _text_identity(cache: Cache, view: str, stored) -> dict:
     )
 
 
-_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
-
-
-def _may_have_gpu() -> bool:
-    """Whether torch might see a GPU here, told without importing torch: never without a GPU driver's
-    device files (NVIDIA's, ROCm's, WSL's)."""
-    return any(os.path.exists(path) for path in _GPU_DEVICE_FILES)
-
-
-def _cpu_name() -> str:
-    """The CPU's model (its instruction set decides which float kernels torch runs), '' where unknown."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return f"{platform.machine()} {line.split(':', 1)[1].strip()}"
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def _compute(device: str) -> tuple[str, str]:
-    """(the device the text tower runs on, what it computes in: 'cpu …' or 'cuda <autocast dtype> <GPU>'),
-    without importing torch where `device` is cpu, or auto on a machine with no GPU driver."""
-    if device == "cpu" or (device == "auto" and not _may_have_gpu()):
-        return "cpu", f"cpu {_cpu_name()}"
-    import torch
-
-    from .device import autocast_dtype, resolve_device
-
-    resolved = resolve_device(device)
-    if resolved.type != "cuda":
-        return str(resolved), f"{resolved.type} {_cpu_name()}"
-    return str(resolved), f"cuda {autocast_dtype(resolved)} {torch.cuda.get_device_name(resolved)}"
-
-
-def _library_versions(identity: dict) -> dict[str, str]:
-    """The versions of the libraries a text tower's numbers come from (read from their metadata, not imported)."""
-    import importlib.metadata
-
-    from .version import __version__
-
-    dists = ("torch", "transformers") if identity.get("backbone") == "transformers" else ("torch", "open_clip_torch")
-    versions = {"vidcache": __version__}
-    for dist in dists:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = ""
-    return versions
-
-
-def _memo_context(identity_json: str, identity: dict, compute: str, prompts: list[str]) -> str:
-    """The text memo's key for `prompts` embedded in one model call: everything their numbers depend on (the
-    view's identity, where and in what precision the tower runs, the libraries, and the call's whole batch,
-    as a batch's padding and kernels may differ with its other prompts)."""
-    import hashlib
-
-    sha = lambda text: hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
-    return sha(
-        json.dumps(
-            {
-                "memo": 1,
-                "identity_sha256": sha(identity_json),
-                "compute": compute,
-                "versions": _library_versions(identity),
-                "batch_sha256": sha(json.dumps(prompts)),
-            },
-            sort_keys=True,
-        )
-    )
-
-
-def _prompt_vectors(
-    cache: Cache, identity: dict, identity_json: str, prompts: list[str], device: str, allow_download: bool
-) -> np.ndarray:
-    """[P, D] float32 raw text-tower embeddings of `prompts` (one model call): from the cache's text memo
-    when it holds all of them (no model, no torch on a CPU machine), else from the model, then memoised."""
-    from .cache.textmemo import read_text_memo, write_text_memo
-
-    resolved, compute = _compute(device)
-    context = _memo_context(identity_json, identity, compute, prompts)
-    memoised = read_text_memo(cache.path, context, prompts)
-    if memoised is not None:
-        return memoised
-    encoder = _text_encoder(identity_json, resolved, allow_download, str(cache.path))
-    vectors = encoder.encode_text(prompts).astype(np.float32)
-    write_text_memo(cache.path, context, prompts, vectors)  # a read-only cache: not memoised, no error
-    return vectors
-
-
-@functools.lru_cache(maxsize=2)
-def _text_encoder(identity_json: str, device: str, allow_download: bool, cache_dir: str):
-    """The view's text tower, kept for the next query of the same view (loading it dominates a query)."""
-    import torch
-
-    identity = json.loads(identity_json)
-    if identity.get("backbone") == "transformers":  # X-CLIP of the video view
-        from .extract.views.video.model import video_for_identity
-
-        return video_for_identity(
-            identity, device=torch.device(device), allow_download=allow_download, cache_dir=cache_dir
-        )
-    from .extract.views.clip.model import clip_for_identity
-
-    return clip_for_identity(identity, device=torch.device(device), allow_download=allow_download, cache_dir=cache_dir)
-
-
 def text_query_vectors(
     cache: Cache,
     text: str,
@@ -338,7 +228,7 @@ def text_query_vectors(
             raise ConfigError(f"--template {template!r} has no {{}} where the text goes")
     identity_json = json.dumps(identity, sort_keys=True, default=str)
     prompts = [template.format(text) for template in ["{}", *templates]]  # as prompt_embeddings makes them
-    per_prompt = _prompt_vectors(cache, identity, identity_json, prompts, device, allow_download)
+    per_prompt = prompt_vectors(cache, identity, identity_json, prompts, device=device, allow_download=allow_download)
     unit = per_prompt / np.linalg.norm(per_prompt, axis=-1, keepdims=True).clip(1e-12)
     raw, prompted = unit[0], unit[1:]
     mean = prompted.mean(axis=0)

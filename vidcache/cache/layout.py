@@ -11,6 +11,7 @@ SHARD_SUFFIX = ".h5"
 PARTIAL_SUFFIX = ".partial"
 TEXT_NAME = "text.h5"
 TEXT_MEMO_NAME = "text_memo.sqlite"  # `search --text`: prompts' text-tower embeddings (cache/textmemo.py)
+TEXT_TOWER_DIR = "text_towers"  # `search --text`: CLIP text towers exported for NumPy (vidcache/text_embed.py)
 LOCK_DIR = "locks"
 TARGET_CHUNK_BYTES = 1 << 20  # about 1 MiB of feature rows per HDF5 chunk
 
@@ -29,6 +30,10 @@ def shard_dir(cache_dir: str | Path) -> Path:
 
 def text_memo_path(cache_dir: str | Path) -> Path:
     return Path(cache_dir) / TEXT_MEMO_NAME
+
+
+def text_tower_path(cache_dir: str | Path, key: str) -> Path:
+    return Path(cache_dir) / TEXT_TOWER_DIR / f"{key}.safetensors"
 
 
 def rows_per_chunk(feature_dim: int, itemsize: int) -> int:

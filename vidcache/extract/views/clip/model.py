@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 from importlib import resources
 
@@ -179,3 +180,100 @@ def clip_for_identity(identity: dict, *, device, allow_download: bool = False, c
     if identity.get("weights_sha256") and encoder.weights_sha256 != identity["weights_sha256"]:
         raise CacheError(f"weights {pretrained} differ from those that made cache {cache_dir} (sha256 mismatch)")
     return encoder
+
+
+def _tokenizer_clean(tokenizer) -> str | None:
+    """The cleaning of open_clip's SimpleTokenizer `tokenizer` as ClipBpeTokenizer names it; None for any
+    other tokenizer (HF's, a reduction mask, extra special tokens)."""
+    from open_clip import tokenizer as oc_tokenizer
+
+    if type(tokenizer) is not oc_tokenizer.SimpleTokenizer or tokenizer.reduction_fn is not None:
+        return None
+    if tokenizer.vocab_size != 49408:
+        return None
+    kinds = {
+        oc_tokenizer._clean_lower: "lower",
+        oc_tokenizer._clean_whitespace: "whitespace",
+        oc_tokenizer._clean_canonicalize: "canonicalize",
+    }
+    return kinds.get(tokenizer.clean_fn)
+
+
+def _tower_spec(tower, *, clean: str, tokenizer) -> dict | None:
+    """The NumPy tower's spec for open_clip's text tower `tower` (the CLIP model itself, or a
+    CustomTextCLIP's `text`), or None where it is a variant NumpyTextTower does not compute."""
+    from open_clip.transformer import LayerNorm, LayerNormFp32, QuickGELU, ResidualAttentionBlock
+
+    from .text_tower import TowerSpec
+
+    pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
+    if pool != "argmax" or getattr(tower, "cls_emb", None) is not None or getattr(tower, "attn_mask", None) is None:
+        return None
+    if getattr(tower, "use_pad_mask", False) or tower.token_embedding.weight.dtype != torch.float32:
+        return None
+    norms, acts = [tower.ln_final], set()
+    for block in tower.transformer.resblocks:
+        if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
+            return None
+        if not (isinstance(block.ls_1, torch.nn.Identity) and isinstance(block.ls_2, torch.nn.Identity)):
+            return None
+        if not block.attn._qkv_same_embed_dim or block.attn.in_proj_bias is None or block.attn.bias_k is not None:
+            return None
+        gelu = block.mlp.gelu
+        if type(gelu) is QuickGELU:
+            acts.add("quick_gelu")
+        elif type(gelu) is torch.nn.GELU and gelu.approximate == "none":
+            acts.add("gelu")
+        else:
+            return None
+        norms += [block.ln_1, block.ln_2]
+    if len(acts) != 1 or any(type(n) not in (LayerNorm, LayerNormFp32, torch.nn.LayerNorm) for n in norms):
+        return None
+    if len({float(n.eps) for n in norms}) != 1 or any(n.weight is None or n.bias is None for n in norms):
+        return None
+    projection = tower.text_projection
+    if projection is None or (isinstance(projection, torch.nn.Linear) and projection.bias is None):
+        return None
+    return TowerSpec.make(
+        heads=int(tower.transformer.resblocks[0].attn.num_heads),
+        layers=len(tower.transformer.resblocks),
+        activation=acts.pop(),
+        ln_eps=float(norms[0].eps),
+        context_length=int(tokenizer.context_length),
+        clean=clean,
+        eot_token_id=int(tokenizer.eot_token_id),
+        projection_bias=isinstance(projection, torch.nn.Linear),
+    )
+
+
+def export_text_tower(encoder: ClipEncoder, prompts: list[str], reference: np.ndarray):
+    """(`encoder`'s text tower as a NumpyTextTower, its embeddings of `prompts`, '') or (None, None, why not):
+    a variant that tower does not compute, or one where the two disagree on `prompts` (tokens, or
+    embeddings against torch's `reference`)."""
+    import open_clip
+
+    from .text_tower import NumpyTextTower, tensors_of
+
+    if encoder.input_dtype != torch.float32 or encoder.amp_dtype is not None:
+        return None, None, "the tower does not run in float32 (bf16 weights or autocast)"
+    with hf_offline(not encoder.allow_download):
+        tokenizer = open_clip.get_tokenizer(encoder.config.model)
+    clean = _tokenizer_clean(tokenizer)
+    if clean is None:
+        return None, None, f"tokenizer {type(tokenizer).__name__} is not open_clip's plain SimpleTokenizer"
+    model = encoder.model
+    tower = model if hasattr(model, "token_embedding") else getattr(model, "text", None)
+    spec = None if tower is None else _tower_spec(tower, clean=clean, tokenizer=tokenizer)
+    if spec is None:
+        return None, None, f"text tower of {encoder.config.model} is not open_clip's standard causal transformer"
+    state = {name: value.detach().float().cpu().numpy() for name, value in tower.state_dict().items()}
+    tensors = tensors_of(state, layers=int(spec["layers"]), projection_bias=bool(spec["projection_bias"]))
+    with gzip.open(open_clip.tokenizer.default_bpe(), "rb") as merges:  # kept plain: no gunzip per query
+        tensors["tokenizer.merges"] = np.frombuffer(merges.read(), dtype=np.uint8).copy()
+    numpy_tower = NumpyTextTower.from_arrays(spec, tensors)
+    if not np.array_equal(numpy_tower.tokenizer(prompts), tokenizer(prompts).numpy()):
+        return None, None, "the NumPy tokenizer's tokens differ from open_clip's"
+    vectors = numpy_tower.encode_checked(prompts, reference)
+    if vectors is None:
+        return None, None, "the NumPy tower's embeddings differ from torch's beyond float32 rounding"
+    return numpy_tower, vectors, ""

@@ -1,0 +1,214 @@
+"""The raw text-tower embeddings of a text query's prompts (`search --text`), from the fastest source that
+gives the same numbers each time:
+
+1. the cache's text memo (`cache/textmemo.py`): a repeated prompt, bit for bit, with no model at all;
+2. on a CPU, the view's CLIP text tower exported for NumPy (`extract/views/clip/text_tower.py`) into
+   `CACHE/text_towers/`: a new prompt in a fresh process without importing torch or open_clip or building
+   the model (those take 5-10 s on a 2-core machine; the NumPy tower about 0.1 s to load and 10 ms a
+   prompt);
+3. the model itself through torch: on a GPU, for towers NumPy does not compute (X-CLIP, layer scale,
+   HF tokenizers, bf16 weights), and once per view to make the export.
+
+Which source a view uses is decided by its identity and the device, and recorded (the exported file, or a
+marker saying torch): the numbers of a prompt never depend on which query came first. The first query of
+a CPU view that can be exported loads the model once, exports it, checks the export against torch on that
+query's prompts (tokens equal, embeddings within float32 rounding) and then computes with the export like
+every later query. A read-only cache exports into memory only."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .cache.layout import text_tower_path
+from .cache.reader import Cache
+from .extract.views.clip.text_tower import EXPORT_FORMAT, NumpyTextTower
+
+__all__ = ["TowerKind", "prompt_vectors"]
+
+TowerKind = Literal["numpy", "torch", "unknown"]  # unknown: not yet tried for this view (the first query)
+_TORCH_MARKER_SUFFIX = ".torch"  # beside the would-be export: this view's tower stays on torch, and why
+
+
+_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
+def _may_have_gpu() -> bool:
+    """Whether torch might see a GPU here, told without importing torch: never without a GPU driver's
+    device files (NVIDIA's, ROCm's, WSL's)."""
+    return any(os.path.exists(path) for path in _GPU_DEVICE_FILES)
+
+
+def _cpu_name() -> str:
+    """The CPU's model (its instruction set decides which float kernels torch runs), '' where unknown."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return f"{platform.machine()} {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _compute(device: str) -> tuple[str, str]:
+    """(the device the text tower runs on, what it computes in: 'cpu …' or 'cuda <autocast dtype> <GPU>'),
+    without importing torch where `device` is cpu, or auto on a machine with no GPU driver."""
+    if device == "cpu" or (device == "auto" and not _may_have_gpu()):
+        return "cpu", f"cpu {_cpu_name()}"
+    import torch
+
+    from .device import autocast_dtype, resolve_device
+
+    resolved = resolve_device(device)
+    if resolved.type != "cuda":
+        return str(resolved), f"{resolved.type} {_cpu_name()}"
+    return str(resolved), f"cuda {autocast_dtype(resolved)} {torch.cuda.get_device_name(resolved)}"
+
+
+def _library_versions(identity: dict, kind: TowerKind) -> dict[str, str]:
+    """The versions of the libraries a text tower's numbers come from (read from their metadata, not imported)."""
+    import importlib.metadata
+
+    from .version import __version__
+
+    if kind == "numpy":
+        dists: tuple[str, ...] = ("numpy",)
+    elif identity.get("backbone") == "transformers":
+        dists = ("torch", "transformers")
+    else:
+        dists = ("torch", "open_clip_torch")
+    versions = {"vidcache": __version__}
+    for dist in dists:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = ""
+    return versions
+
+
+def _memo_context(identity_json: str, identity: dict, compute: str, prompts: list[str], kind: TowerKind) -> str:
+    """The text memo's key for `prompts` embedded in one model call: everything their numbers depend on (the
+    view's identity, where and in what precision the tower runs, the libraries, and the call's whole batch,
+    as a batch's padding and kernels may differ with its other prompts)."""
+    import hashlib
+
+    sha = lambda text: hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
+    return sha(
+        json.dumps(
+            {
+                "memo": 1,
+                "identity_sha256": sha(identity_json),
+                "compute": compute if kind == "torch" else f"numpy text tower {EXPORT_FORMAT}, {compute}",
+                "versions": _library_versions(identity, kind),
+                "batch_sha256": sha(json.dumps(prompts)),
+            },
+            sort_keys=True,
+        )
+    )
+
+
+def prompt_vectors(
+    cache: Cache, identity: dict, identity_json: str, prompts: list[str], *, device: str, allow_download: bool
+) -> np.ndarray:
+    """[P, D] float32 raw text-tower embeddings of `prompts` (one batch): from the memo when it holds all of
+    them, else computed (NumPy tower or torch, see the module's doc) and memoised."""
+    from .cache.textmemo import read_text_memo, write_text_memo
+
+    resolved, compute = _compute(device)
+    path = _tower_path(cache, identity, identity_json, resolved)
+    kind = _tower_kind(path)
+    if kind != "unknown":
+        memoised = read_text_memo(cache.path, _memo_context(identity_json, identity, compute, prompts, kind), prompts)
+        if memoised is not None:
+            return memoised
+    vectors, kind = _embed(cache, identity_json, path, kind, prompts, resolved, allow_download)
+    context = _memo_context(identity_json, identity, compute, prompts, kind)
+    write_text_memo(cache.path, context, prompts, vectors)  # a read-only cache: not memoised, no error
+    return vectors
+
+
+def _tower_path(cache: Cache, identity: dict, identity_json: str, resolved: str) -> Path | None:
+    """Where the view's NumPy text tower is (or would be) exported; None where it cannot be: on a GPU (the
+    rows' autocast arithmetic), for X-CLIP, and for a tower kept in bf16."""
+    if resolved != "cpu" or identity.get("backbone") != "open_clip" or identity.get("precision") == "bf16-weights":
+        return None
+    recipe = json.dumps({"format": EXPORT_FORMAT, "identity": identity_json}, sort_keys=True)
+    return text_tower_path(cache.path, hashlib.sha256(recipe.encode()).hexdigest()[:32])
+
+
+# towers exported in this process but not written (a read-only cache), by the path they would have had
+_IN_MEMORY: dict[str, NumpyTextTower] = {}
+
+
+def _tower_kind(path: Path | None) -> TowerKind:
+    if path is None or Path(f"{path}{_TORCH_MARKER_SUFFIX}").exists():
+        return "torch"
+    if str(path) in _IN_MEMORY or path.exists():
+        return "numpy"
+    return "unknown"
+
+
+def _embed(
+    cache: Cache, identity_json: str, path: Path | None, kind: TowerKind, prompts: list[str], resolved: str,
+    allow_download: bool,
+) -> tuple[np.ndarray, TowerKind]:  # fmt: skip
+    """(`prompts`' vectors, the kind of tower that computed them): the one place a tower runs."""
+    if kind == "numpy" and path is not None:
+        tower = _IN_MEMORY.get(str(path)) or _numpy_tower(str(path))
+        return tower.encode(prompts), "numpy"
+    encoder = _text_encoder(identity_json, resolved, allow_download, str(cache.path))
+    vectors = encoder.encode_text(prompts).astype(np.float32)
+    if kind == "unknown" and path is not None:
+        exported = _export(encoder, prompts, vectors, path)
+        if exported is not None:
+            return exported, "numpy"
+    return vectors, "torch"
+
+
+def _export(encoder, prompts: list[str], reference: np.ndarray, path: Path) -> np.ndarray | None:
+    """Export `encoder`'s text tower to `path`, or a marker saying why it stays on torch, and return the
+    export's vectors of `prompts` (None: torch's stand)."""
+    from .extract.views.clip.model import export_text_tower
+
+    tower, vectors, why_not = export_text_tower(encoder, prompts, reference)
+    try:
+        if tower is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Path(f"{path}{_TORCH_MARKER_SUFFIX}").write_text(json.dumps({"torch_because": why_not}) + "\n")
+        else:
+            tower.save(path)
+    except OSError:  # a read-only cache: this process keeps the export; the next one makes it again
+        if tower is not None:
+            _IN_MEMORY[str(path)] = tower
+    return vectors
+
+
+@functools.lru_cache(maxsize=2)
+def _numpy_tower(path: str) -> NumpyTextTower:
+    return NumpyTextTower.load(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _text_encoder(identity_json: str, device: str, allow_download: bool, cache_dir: str):
+    """The view's text tower, kept for the next query of the same view (loading it dominates a query)."""
+    import torch
+
+    identity = json.loads(identity_json)
+    if identity.get("backbone") == "transformers":  # X-CLIP of the video view
+        from .extract.views.video.model import video_for_identity
+
+        return video_for_identity(
+            identity, device=torch.device(device), allow_download=allow_download, cache_dir=cache_dir
+        )
+    from .extract.views.clip.model import clip_for_identity
+
+    return clip_for_identity(identity, device=torch.device(device), allow_download=allow_download, cache_dir=cache_dir)
