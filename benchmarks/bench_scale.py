@@ -58,6 +58,7 @@ COMMANDS = (
     "search_text",
     "index_build",
     "search_video_indexed",
+    "search_text_new",
     "search_text_again",
     "search_text_batch",
     "mine_hard_negatives",
@@ -259,6 +260,8 @@ def command_lines(size_dir: Path, model: str, threshold: float, *, quick: bool =
         "search_text": ["search", "--cache", cache, "--text", text, "--json"],
         "index_build": ["index", "build", "--cache", cache, "--view", "clip", "--json"],
         "search_video_indexed": ["search", "--cache", cache, "--video", "v0000001", "--json"],
+        # a text never asked, the index stored: on a CPU the text tower exported by `search_text` (NumPy, no torch)
+        "search_text_new": ["search", "--cache", cache, "--text", f"label07 {RUN_TOKEN} new", "--json"],
         # the same text again: its prompts' embeddings come from the cache's text memo (no model)
         "search_text_again": ["search", "--cache", cache, "--text", text, "--json"],
         # 20 new texts in one process: the model is loaded once (one JSON line per query)

@@ -8,9 +8,28 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from vidcache.synth import moving_square_frame, write_video
+
+def _share_the_cores_between_workers() -> None:
+    """Under `pytest -n N` each worker gets its share of the CPUs (as a cgroup quota would give it): torch's
+    and the BLAS pools of N workers at full width oversubscribe a 2-core machine, and their spinning
+    waits made a 20-s training test take 130 s beside the other worker. Set before torch is imported,
+    and inherited by the commands the tests start (they keep a user's OMP_NUM_THREADS)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if "PYTEST_XDIST_WORKER" not in os.environ or workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return
+    from vidcache.threads import THREAD_VARIABLES, usable_cpus
+
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, str(max(1, usable_cpus() // workers)))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+_share_the_cores_between_workers()
+
+import torch  # noqa: E402  (after the thread share above)
+
+from vidcache.synth import moving_square_frame, write_video  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # How long a child process may take before a test calls it hung. Never a performance bound: `make test`

@@ -4,6 +4,7 @@ more CPU than their decoding)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -13,7 +14,9 @@ from vidcache.extract.engines.local import cores_shared_with, torch_threads_besi
 
 
 def usable_cores() -> int:
-    return int(subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout)  # honours affinity
+    # nproc honours the affinity, and OMP_NUM_THREADS too (set per pytest worker by conftest): not that one
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
+    return int(subprocess.run(["nproc"], capture_output=True, text=True, check=True, env=env).stdout)
 
 
 @pytest.mark.parametrize("workers", [1, 2, 64])
