@@ -21,7 +21,7 @@ from open_clip import tokenizer as oc_tokenizer
 from tests.conftest import HANG_GUARD_S, REPO
 from vidcache import text_embed
 from vidcache.cache.arrays import write_view_arrays
-from vidcache.cache.layout import TEXT_TOWER_DIR
+from vidcache.cache.layout import TEXT_TOWER_DIR, text_memo_path
 from vidcache.cache.reader import Cache
 from vidcache.extract.views.clip import ClipConfig
 from vidcache.extract.views.clip.bpe import ClipBpeTokenizer
@@ -218,3 +218,18 @@ def test_a_fresh_process_embeds_a_new_prompt_without_torch(cache_dir):
     hits, loaded = run("a boat on a lake at dawn")
     assert "torch" in first_loaded and loaded == []
     assert hits == _torch_hits(cache_dir, "a boat on a lake at dawn", 6)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_damaged_export_is_made_again_and_the_search_is_unchanged(cache_dir, damage):
+    first = search_text(cache_dir, "a quiet harbour", view="clip", k=4, query_form="raw", device="cpu")
+    path = next((cache_dir / TEXT_TOWER_DIR).glob("*.safetensors"))
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x07" * 999, "empty": b""}[damage])
+    text_embed._numpy_tower.cache_clear()
+    again = search_text(cache_dir, "a busy harbour", view="clip", k=4, query_form="raw", device="cpu")
+    assert [h.video_id for h in again] == _torch_hits(cache_dir, "a busy harbour", 4)
+    assert path.read_bytes() == data  # exported again, the same bytes
+    text_embed._numpy_tower.cache_clear()
+    text_memo_path(cache_dir).unlink()
+    assert search_text(cache_dir, "a quiet harbour", view="clip", k=4, query_form="raw", device="cpu") == first

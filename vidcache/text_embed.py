@@ -17,9 +17,11 @@ every later query. A read-only cache exports into memory only."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Literal
@@ -33,6 +35,7 @@ from .extract.views.clip.text_tower import EXPORT_FORMAT, NumpyTextTower
 __all__ = ["TowerKind", "prompt_vectors"]
 
 TowerKind = Literal["numpy", "torch", "unknown"]  # unknown: not yet tried for this view (the first query)
+_log = logging.getLogger(__name__)
 _TORCH_MARKER_SUFFIX = ".torch"  # beside the would-be export: this view's tower stays on torch, and why
 
 
@@ -163,8 +166,10 @@ def _embed(
 ) -> tuple[np.ndarray, TowerKind]:  # fmt: skip
     """(`prompts`' vectors, the kind of tower that computed them): the one place a tower runs."""
     if kind == "numpy" and path is not None:
-        tower = _IN_MEMORY.get(str(path)) or _numpy_tower(str(path))
-        return tower.encode(prompts), "numpy"
+        tower = _IN_MEMORY.get(str(path)) or _loaded_tower(path)
+        if tower is not None:
+            return tower.encode(prompts), "numpy"
+        kind = "unknown"  # damaged: made again below, as on the view's first query
     encoder = _text_encoder(identity_json, resolved, allow_download, str(cache.path))
     vectors = encoder.encode_text(prompts).astype(np.float32)
     if kind == "unknown" and path is not None:
@@ -190,6 +195,18 @@ def _export(encoder, prompts: list[str], reference: np.ndarray, path: Path) -> n
         if tower is not None:
             _IN_MEMORY[str(path)] = tower
     return vectors
+
+
+def _loaded_tower(path: Path) -> NumpyTextTower | None:
+    """The export at `path`; None (with a warning, the file deleted) where it cannot be read: it is derived
+    from the model, so a damaged one costs one export, never a wrong or failed search."""
+    try:
+        return _numpy_tower(str(path))
+    except (OSError, ValueError) as exc:
+        _log.warning("%s; exporting the text tower again", exc)
+        with contextlib.suppress(OSError):  # a read-only cache keeps it; this process exports into memory
+            path.unlink(missing_ok=True)
+        return None
 
 
 @functools.lru_cache(maxsize=2)

@@ -112,8 +112,11 @@ class NumpyTextTower:
     @classmethod
     def load(cls, path: str | Path) -> NumpyTextTower:
         """The tower in `path`, memory-mapped: a prompt reads only its tokens' rows of the embedding table."""
-        metadata, tensors = _map_safetensors(path)
-        return cls.from_arrays(json.loads(metadata["vidcache_text_tower"]), tensors)
+        try:
+            metadata, tensors = _map_safetensors(path)
+            return cls.from_arrays(json.loads(metadata["vidcache_text_tower"]), tensors)
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:  # json's errors are ValueErrors
+            raise ValueError(f"{path} is not a readable vidcache text tower ({type(exc).__name__}: {exc})") from None
 
     @classmethod
     def from_arrays(cls, spec: dict, tensors: dict[str, np.ndarray]) -> NumpyTextTower:
@@ -190,12 +193,18 @@ def _map_safetensors(path: str | Path) -> tuple[dict[str, str], dict[str, np.nda
     """(metadata, name → read-only array over a memory map) of a safetensors file. safetensors' own NumPy
     reader copies every tensor (0.3 s for ViT-B-32's 250 MB); its layout is an 8-byte header length, a
     JSON header of dtype, shape and byte offsets, then the data."""
+    import os
     import struct
 
     with open(path, "rb") as file:
-        (header_len,) = struct.unpack("<Q", file.read(8))
+        head = file.read(8)
+        if len(head) != 8:
+            raise ValueError("shorter than a safetensors header")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > os.fstat(file.fileno()).st_size - 8:
+            raise ValueError(f"a header of {header_len} bytes is longer than the file")
         header = json.loads(file.read(header_len))
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)  # a short file: TypeError below
     metadata = header.pop("__metadata__", None) or {}
     tensors = {}
     for name, entry in header.items():
