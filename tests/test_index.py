@@ -385,7 +385,7 @@ def test_the_catalog_state_spares_the_fingerprint_and_any_item_write_changes_it(
     meta = json.loads((copy / "index" / "audio.json").read_text())
     assert meta["catalog_state"], meta
 
-    def fingerprint_not_needed(cache, view):
+    def fingerprint_not_needed(cache, view, **kwargs):
         raise AssertionError("the full fingerprint was computed")
 
     with monkeypatch.context() as patched:
@@ -424,6 +424,58 @@ def test_the_catalog_state_spares_the_fingerprint_and_any_item_write_changes_it(
         state = cache._catalog.view_state("audio")
         assert state is not None and state != old_state and state.endswith(":0")
         assert load_index(cache, "audio", pooling="mean") is not None
+
+
+def test_compact_keeps_a_stored_index_and_an_index_stored_before_is_upgraded(cache_dir, tmp_path, monkeypatch):
+    """The index fingerprint is what the rows are (ids, row counts, CRC32s), not where they lie: `compact`
+    moving every row keeps the stored index (found by the fingerprint once, then by the catalog's token
+    again), whose vectors still equal a re-computation from the moved rows; an index stored with the first
+    fingerprint form (with the places) is still trusted while nothing moved, and upgraded."""
+    import shutil
+
+    from vidcache.index import build as index_build
+    from vidcache.index import load_index
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    run_cli("remove", "--cache", copy, "dup/a", check=True)  # dead rows in the shards: compact moves the rest
+    run_cli("index", "build", "--cache", copy, "--view", "audio", check=True)
+
+    def places(cache):
+        return {v: (i.shard, i.row_start) for v in cache.video_ids("audio") for i in [cache._catalog.item(v, "audio")]}
+
+    with Cache(copy) as cache:
+        before = places(cache)
+    run_cli("compact", "--cache", copy, check=True)
+    with Cache(copy) as cache:
+        moved = places(cache)
+        assert moved.keys() == before.keys() and all(moved[v] != before[v] for v in moved)
+        loaded = load_index(cache, "audio", pooling="mean")
+        assert loaded is not None
+        ids, reference = reference_vectors(cache, "audio")
+        assert loaded[1].video_ids == ids and np.allclose(loaded[1].vectors, reference, atol=1e-3)
+
+    def fingerprint_not_needed(cache, view, **kwargs):
+        raise AssertionError("the full fingerprint was computed")
+
+    with monkeypatch.context() as patched, Cache(copy) as cache:  # the token was recorded at the match
+        patched.setattr(index_build, "cache_fingerprint", fingerprint_not_needed)
+        assert load_index(cache, "audio", pooling="mean") is not None
+
+    meta_path = copy / "index" / "audio.json"
+    with Cache(copy) as cache:
+        first_form = index_build.cache_fingerprint(cache, "audio", places=True)
+    old = {**json.loads(meta_path.read_text()), "fingerprint": first_form, "catalog_state": None}
+    meta_path.write_text(json.dumps(old))
+    with Cache(copy) as cache:
+        assert load_index(cache, "audio", pooling="mean") is not None
+        upgraded = json.loads(meta_path.read_text())
+        assert upgraded["fingerprint"] == index_build.cache_fingerprint(cache, "audio")
+        assert upgraded["fingerprint"].startswith("rows:") and upgraded["catalog_state"]
+    old["fingerprint"] = first_form.replace(first_form[0], "0" if first_form[0] != "0" else "1", 1)
+    meta_path.write_text(json.dumps(old))  # a first-form fingerprint that no longer matches: stale
+    with Cache(copy) as cache:
+        assert load_index(cache, "audio", pooling="mean") is None
 
 
 def test_search_hit_labels_equal_the_manifest_entries(cache_dir):

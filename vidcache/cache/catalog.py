@@ -410,11 +410,14 @@ class Catalog:
             (view, STATUS_DONE),
         ).fetchall()
 
-    def fingerprint_lines(self, view: str) -> Iterator[str]:
-        """`fingerprint_rows` as the text lines the index fingerprint hashes ("id\\0shard\\0start\\0crc\\n"),
-        formatted by SQLite: a million f-strings were seconds of `index build` and of every mining run."""
+    def fingerprint_lines(self, view: str, *, where: bool = True) -> Iterator[str]:
+        """The text lines the index fingerprint hashes, one per done video by video_id, formatted by SQLite
+        (a million f-strings were seconds of `index build` and of every mining run): what the rows are,
+        "id\\0row_count\\0crc\\n", so `compact` moving them keeps a stored index; `where=True`, the first
+        form, "id\\0shard\\0start\\0crc\\n", still read to check an index stored before."""
         none = "'None'"  # what Python's f-string writes for NULL
-        line = " || char(0) || ".join(f"coalesce({c}, {none})" for c in ("video_id", "shard", "row_start", "checksum"))
+        columns = ("video_id", "shard", "row_start", "checksum") if where else ("video_id", "row_count", "checksum")
+        line = " || char(0) || ".join(f"coalesce({c}, {none})" for c in columns)
         for (text,) in self._db.execute(
             f"SELECT {line} || char(10) FROM items WHERE view=? AND status=? ORDER BY video_id", (view, STATUS_DONE)
         ):

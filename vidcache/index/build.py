@@ -17,10 +17,12 @@ in its provenance (`parameters.recall_at_10`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -158,13 +160,18 @@ def calibrate_recall(index, vectors: np.ndarray, kind: str, *, k: int = 10, seed
     return {**out, "nprobe": int(ivf.nprobe)} if ivf is not None else out
 
 
-def cache_fingerprint(cache: Cache, view: str) -> str:
-    """Changes whenever the view's extracted rows change (a video added, redone or removed)."""
+FINGERPRINT_PREFIX = "rows:"  # the content fingerprint; a plain hex digest is the first form, with the places
+
+
+def cache_fingerprint(cache: Cache, view: str, *, places: bool = False) -> str:
+    """Changes whenever the view's extracted rows change (a video added, redone or removed), not when
+    `compact` moves them: each done video's id, row count and rows' CRC32. `places=True`: the first form
+    (ids, shards, row offsets, CRCs), kept to check indexes stored before."""
     digest = hashlib.sha1()
-    lines = cache._catalog.fingerprint_lines(view)  # formatted by SQLite: no Python object per video
+    lines = cache._catalog.fingerprint_lines(view, where=places)  # formatted by SQLite: no Python object per video
     while block := list(itertools.islice(lines, 65536)):
         digest.update("".join(block).encode())
-    return digest.hexdigest()
+    return digest.hexdigest() if places else FINGERPRINT_PREFIX + digest.hexdigest()
 
 
 def catalog_state(cache: Cache, view: str) -> str | None:
@@ -241,9 +248,7 @@ def load_index(cache: Cache, view: str, *, pooling: str):
     meta = json.loads(paths["meta"].read_text())
     if meta.get("pooling") != pooling:
         return None
-    recorded = meta.get("catalog_state")
-    unchanged_items = recorded is not None and recorded == catalog_state(cache, view)
-    if not unchanged_items and meta.get("fingerprint") != cache_fingerprint(cache, view):
+    if not _items_unchanged(cache, view, meta, paths["meta"]):
         return None
     # memory-mapped: a search touches the pages it needs, not the whole file (1M × 512 floats = 2 GiB)
     vectors = VideoVectors(
@@ -261,6 +266,34 @@ def load_index(cache: Cache, view: str, *, pooling: str):
         unchanged = digest == meta.get("vectors_sha1")
     consistent = len(vectors) == meta.get("n_vectors") == index.ntotal and unchanged
     return (index, vectors, meta) if consistent else None
+
+
+def _items_unchanged(cache: Cache, view: str, meta: dict, meta_path: Path) -> bool:
+    """Whether the view's items are those the index was built from: the catalog's change token when it is
+    the recorded one (one row), else the fingerprint. A match by fingerprint (after `compact`, whose moves
+    change the token; or an index stored before the content fingerprint) records the current token and
+    fingerprint in the meta, so the next load is one row again."""
+    state = catalog_state(cache, view)  # first: a write after it makes the token stale, never wrong
+    if meta.get("catalog_state") is not None and meta["catalog_state"] == state:
+        return True
+    recorded = str(meta.get("fingerprint", ""))
+    places = not recorded.startswith(FINGERPRINT_PREFIX)
+    if recorded != cache_fingerprint(cache, view, places=places):
+        return False
+    refreshed = {**meta, "catalog_state": state}
+    if places:
+        refreshed["fingerprint"] = cache_fingerprint(cache, view)
+    tmp = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
+    try:  # a read-only cache: matched all the same, checked again next time
+        tmp.write_text(json.dumps(refreshed, indent=2, sort_keys=True))
+        if json.loads(meta_path.read_text()) == meta:  # not an `index build` that stored another since
+            tmp.replace(meta_path)
+    except (OSError, ValueError):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return True
 
 
 def _stamp(path: Path) -> list[int]:
