@@ -138,3 +138,36 @@ def _tables(cache) -> set[str]:
         return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         db.close()
+
+
+def test_the_update_trigger_fires_only_for_the_counted_columns_and_older_catalogs_get_it(tmp_path):
+    """compact's moves (shard, row_start, checksum) and restamps cannot change a count, so the update
+    trigger no longer runs for them; a catalog with the trigger of every UPDATE gets the narrow one from
+    a writer's open, and the counts still equal a Python count after hand-written UPDATEs of the key."""
+    rng = random.Random(11)
+    catalog = Catalog.open(tmp_path, create=True)
+    catalog.record_items(_items(rng, range(120), "clip"))
+    catalog.close()
+    db = sqlite3.connect(tmp_path / "catalog.sqlite", isolation_level=None)
+    (narrow,) = db.execute("SELECT sql FROM sqlite_master WHERE name='item_counts_update'").fetchone()
+    db.execute("DROP TRIGGER item_counts_update")  # as a catalog made before: the trigger of every UPDATE
+    db.execute(narrow.replace("AFTER UPDATE OF view, status, row_count, info_json ON", "AFTER UPDATE ON"))
+    db.close()
+    Catalog.open(tmp_path, create=True).close()  # a writer's open narrows it
+    db = sqlite3.connect(tmp_path / "catalog.sqlite", isolation_level=None)
+    assert db.execute("SELECT sql FROM sqlite_master WHERE name='item_counts_update'").fetchone() == (narrow,)
+
+    def rows_written(statement: str) -> int:  # the items' rows and every row the triggers wrote
+        before = db.total_changes
+        db.execute(statement)
+        return db.total_changes - before
+
+    moved = rows_written("UPDATE items SET shard='moved', row_start=row_start + 1, checksum=checksum WHERE view='clip'")
+    restamped = rows_written("UPDATE items SET source_mtime_ns=1 WHERE view='clip'")
+    keyed = rows_written("UPDATE items SET status=status WHERE view='clip'")
+    # 120 items, the change counter's trigger 2 rows each (cache/changes.py); the counts' 2 more each, only keyed
+    assert (moved, restamped, keyed) == (120 * 3, 120 * 3, 120 * 5)
+    db.execute("UPDATE items SET status='failed', row_count=0 WHERE video_id IN ('v1', 'v2', 'v3')")
+    db.execute("UPDATE items SET info_json='{\"video_stream\": 5}' WHERE video_id='v4'")
+    db.close()
+    _check(tmp_path, usable=True)
