@@ -233,3 +233,27 @@ def test_a_damaged_export_is_made_again_and_the_search_is_unchanged(cache_dir, d
     text_embed._numpy_tower.cache_clear()
     text_memo_path(cache_dir).unlink()
     assert search_text(cache_dir, "a quiet harbour", view="clip", k=4, query_form="raw", device="cpu") == first
+
+
+def test_device_auto_on_a_gpu_machine_embeds_with_the_export_without_torch(cache_dir, monkeypatch):
+    """`--device auto` where a GPU driver is present: the exported tower answers without asking torch for
+    the device (importing torch to reach a GPU costs seconds; the forward pass is milliseconds), and its
+    numbers are those a CPU host memoises; `--device cuda` still goes to torch (here: no GPU, the error)."""
+    from vidcache.errors import ConfigError
+
+    search_text(cache_dir, "warm-up", view="clip", k=2, device="cpu")  # the export
+    monkeypatch.setattr(text_embed, "_may_have_gpu", lambda: True)
+
+    def no_torch(device):
+        raise AssertionError(f"torch was asked for device {device!r}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(text_embed, "_compute", no_torch)
+        auto = text_query_vectors(Cache(cache_dir), "lighthouse at night", view="clip", device="auto")
+    on_cpu = text_query_vectors(Cache(cache_dir), "lighthouse at night", view="clip", device="cpu")
+    assert on_cpu.tobytes() == auto.tobytes()  # one memo entry serves both
+    hits = search_text(cache_dir, "lighthouse at night", view="clip", k=5, query_form="raw", device="auto")
+    assert [h.video_id for h in hits] == _torch_hits(cache_dir, "lighthouse at night", 5)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda"):
+            text_query_vectors(Cache(cache_dir), "lighthouse at night", view="clip", device="cuda")

@@ -2,16 +2,16 @@
 gives the same numbers each time:
 
 1. the cache's text memo (`cache/textmemo.py`): a repeated prompt, bit for bit, with no model at all;
-2. on a CPU, the view's CLIP text tower exported for NumPy (`extract/views/clip/text_tower.py`) into
+2. the view's CLIP text tower exported for NumPy (`extract/views/clip/text_tower.py`) into
    `CACHE/text_towers/`: a new prompt in a fresh process without importing torch or open_clip or building
    the model (those take 5-10 s on a 2-core machine; the NumPy tower about 0.1 s to load and 10 ms a
-   prompt);
-3. the model itself through torch: on a GPU, for towers NumPy does not compute (X-CLIP, layer scale,
-   HF tokenizers, bf16 weights), and once per view to make the export.
+   prompt), with `--device auto` (on a GPU machine too) or `cpu`;
+3. the model itself through torch: with `--device cuda`, for towers NumPy does not compute (X-CLIP, layer
+   scale, HF tokenizers, bf16 weights), and once per view on the CPU to make the export.
 
-Which source a view uses is decided by its identity and the device, and recorded (the exported file, or a
+Which source a view uses is decided by its identity and `--device`, and recorded (the exported file, or a
 marker saying torch): the numbers of a prompt never depend on which query came first. The first query of
-a CPU view that can be exported loads the model once, exports it, checks the export against torch on that
+a view that can be exported loads the model on the CPU once, exports it, checks the export against torch on that
 query's prompts (tokens equal, embeddings within float32 rounding) and then computes with the export like
 every later query. A read-only cache exports into memory only."""
 
@@ -126,23 +126,30 @@ def prompt_vectors(
     them, else computed (NumPy tower or torch, see the module's doc) and memoised."""
     from .cache.textmemo import read_text_memo, write_text_memo
 
-    resolved, compute = _compute(device)
-    path = _tower_path(cache, identity, identity_json, resolved)
+    path = _tower_path(cache, identity, identity_json, device)
     kind = _tower_kind(path)
     if kind != "unknown":
+        compute = _numpy_compute() if kind == "numpy" else _compute(device)[1]
         memoised = read_text_memo(cache.path, _memo_context(identity_json, identity, compute, prompts, kind), prompts)
         if memoised is not None:
             return memoised
-    vectors, kind = _embed(cache, identity_json, path, kind, prompts, resolved, allow_download)
+    vectors, kind, compute = _embed(cache, identity_json, path, kind, prompts, device, allow_download)
     context = _memo_context(identity_json, identity, compute, prompts, kind)
     write_text_memo(cache.path, context, prompts, vectors)  # a read-only cache: not memoised, no error
     return vectors
 
 
-def _tower_path(cache: Cache, identity: dict, identity_json: str, resolved: str) -> Path | None:
-    """Where the view's NumPy text tower is (or would be) exported; None where it cannot be: on a GPU (the
-    rows' autocast arithmetic), for X-CLIP, and for a tower kept in bf16."""
-    if resolved != "cpu" or identity.get("backbone") != "open_clip" or identity.get("precision") == "bf16-weights":
+def _numpy_compute() -> str:
+    """What the NumPy tower computes on: this CPU, whatever `--device` says."""
+    return f"cpu {_cpu_name()}"
+
+
+def _tower_path(cache: Cache, identity: dict, identity_json: str, device: str) -> Path | None:
+    """Where the view's NumPy text tower is (or would be) exported; None where it is never used: for X-CLIP,
+    a tower kept in bf16, and `--device cuda` (the GPU in the rows' autocast arithmetic, as asked). With
+    `auto` a GPU machine uses it too: a query's forward pass is milliseconds on a CPU, where importing
+    torch to reach the GPU is seconds; and the query's numbers are then the same on every kind of host."""
+    if device == "cuda" or identity.get("backbone") != "open_clip" or identity.get("precision") == "bf16-weights":
         return None
     recipe = json.dumps({"format": EXPORT_FORMAT, "identity": identity_json}, sort_keys=True)
     return text_tower_path(cache.path, hashlib.sha256(recipe.encode()).hexdigest()[:32])
@@ -161,22 +168,24 @@ def _tower_kind(path: Path | None) -> TowerKind:
 
 
 def _embed(
-    cache: Cache, identity_json: str, path: Path | None, kind: TowerKind, prompts: list[str], resolved: str,
+    cache: Cache, identity_json: str, path: Path | None, kind: TowerKind, prompts: list[str], device: str,
     allow_download: bool,
-) -> tuple[np.ndarray, TowerKind]:  # fmt: skip
-    """(`prompts`' vectors, the kind of tower that computed them): the one place a tower runs."""
+) -> tuple[np.ndarray, TowerKind, str]:  # fmt: skip
+    """(`prompts`' vectors, the kind of tower that computed them, what it computed on): the one place a
+    tower runs. The export is made from the model on the CPU (float32, as the NumPy tower computes)."""
     if kind == "numpy" and path is not None:
         tower = _IN_MEMORY.get(str(path)) or _loaded_tower(path)
         if tower is not None:
-            return tower.encode(prompts), "numpy"
+            return tower.encode(prompts), "numpy", _numpy_compute()
         kind = "unknown"  # damaged: made again below, as on the view's first query
-    encoder = _text_encoder(identity_json, resolved, allow_download, str(cache.path))
-    vectors = encoder.encode_text(prompts).astype(np.float32)
     if kind == "unknown" and path is not None:
-        exported = _export(encoder, prompts, vectors, path)
+        encoder = _text_encoder(identity_json, "cpu", allow_download, str(cache.path))
+        exported = _export(encoder, prompts, encoder.encode_text(prompts).astype(np.float32), path)
         if exported is not None:
-            return exported, "numpy"
-    return vectors, "torch"
+            return exported, "numpy", _numpy_compute()
+    resolved, compute = _compute(device)
+    encoder = _text_encoder(identity_json, resolved, allow_download, str(cache.path))
+    return encoder.encode_text(prompts).astype(np.float32), "torch", compute
 
 
 def _export(encoder, prompts: list[str], reference: np.ndarray, path: Path) -> np.ndarray | None:

@@ -59,7 +59,15 @@ import click
     multiple=True,
     help="--text prompt template with {}; repeatable (default: those of CACHE/text.h5).",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where a --text query's text tower runs. auto and cpu: a standard CLIP tower as exported for NumPy "
+    "(CACHE/text_towers/, no torch), other towers on the GPU when there is one; cuda: torch on the GPU, "
+    "in the rows' autocast precision.",
+)
 @click.option("--download", "allow_download", is_flag=True, help="Allow downloading missing weights.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object per query (one per line) instead of a table."
