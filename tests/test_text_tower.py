@@ -127,8 +127,8 @@ def test_a_saved_tower_loads_memory_mapped_and_gives_the_same_bits(tmp_path):
     tower.save(tmp_path / "tower.safetensors")
     loaded = NumpyTextTower.load(tmp_path / "tower.safetensors")
     assert (
-        isinstance(loaded.t["token_embedding"].base, np.memmap | memoryview)
-        or not loaded.t["token_embedding"].flags.owndata
+        isinstance(loaded.tensors["token_embedding"].base, np.memmap | memoryview)
+        or not loaded.tensors["token_embedding"].flags.owndata
     )
     assert loaded.encode(PROMPTS).tobytes() == vectors.tobytes()
     assert [p.name for p in tmp_path.iterdir()] == ["tower.safetensors"]  # no temporary left behind

@@ -17,6 +17,7 @@ from ...preprocess import ImagePreprocess
 from ...weights import ResolvedWeights, hf_offline, resolve_clip_weights, sha256_file, state_dict_sha256
 from .files import check_clip_file
 from .settings import ClipConfig
+from .text_tower import CleanKind, NumpyTextTower, TowerSpec, tensors_of
 
 DEFAULT_TEMPLATES = ("a video of {}.", "This is a video about {}")
 _registered_configs = False
@@ -182,7 +183,7 @@ def clip_for_identity(identity: dict, *, device, allow_download: bool = False, c
     return encoder
 
 
-def _tokenizer_clean(tokenizer) -> str | None:
+def _tokenizer_clean(tokenizer) -> CleanKind | None:
     """The cleaning of open_clip's SimpleTokenizer `tokenizer` as ClipBpeTokenizer names it; None for any
     other tokenizer (HF's, a reduction mask, extra special tokens)."""
     from open_clip import tokenizer as oc_tokenizer
@@ -199,12 +200,10 @@ def _tokenizer_clean(tokenizer) -> str | None:
     return kinds.get(tokenizer.clean_fn)
 
 
-def _tower_spec(tower, *, clean: str, tokenizer) -> dict | None:
+def _tower_spec(tower, *, clean: CleanKind, tokenizer) -> TowerSpec | None:
     """The NumPy tower's spec for open_clip's text tower `tower` (the CLIP model itself, or a
     CustomTextCLIP's `text`), or None where it is a variant NumpyTextTower does not compute."""
     from open_clip.transformer import LayerNorm, LayerNormFp32, QuickGELU, ResidualAttentionBlock
-
-    from .text_tower import TowerSpec
 
     pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
     if pool != "argmax" or getattr(tower, "cls_emb", None) is not None or getattr(tower, "attn_mask", None) is None:
@@ -234,7 +233,7 @@ def _tower_spec(tower, *, clean: str, tokenizer) -> dict | None:
     projection = tower.text_projection
     if projection is None or (isinstance(projection, torch.nn.Linear) and projection.bias is None):
         return None
-    return TowerSpec.make(
+    return TowerSpec(
         heads=int(tower.transformer.resblocks[0].attn.num_heads),
         layers=len(tower.transformer.resblocks),
         activation=acts.pop(),
@@ -252,8 +251,6 @@ def export_text_tower(encoder: ClipEncoder, prompts: list[str], reference: np.nd
     embeddings against torch's `reference`)."""
     import open_clip
 
-    from .text_tower import NumpyTextTower, tensors_of
-
     if encoder.input_dtype != torch.float32 or encoder.amp_dtype is not None:
         return None, None, "the tower does not run in float32 (bf16 weights or autocast)"
     with hf_offline(not encoder.allow_download):
@@ -267,7 +264,7 @@ def export_text_tower(encoder: ClipEncoder, prompts: list[str], reference: np.nd
     if spec is None:
         return None, None, f"text tower of {encoder.config.model} is not open_clip's standard causal transformer"
     state = {name: value.detach().float().cpu().numpy() for name, value in tower.state_dict().items()}
-    tensors = tensors_of(state, layers=int(spec["layers"]), projection_bias=bool(spec["projection_bias"]))
+    tensors = tensors_of(state, layers=spec.layers, projection_bias=spec.projection_bias)
     with gzip.open(open_clip.tokenizer.default_bpe(), "rb") as merges:  # kept plain: no gunzip per query
         tensors["tokenizer.merges"] = np.frombuffer(merges.read(), dtype=np.uint8).copy()
     numpy_tower = NumpyTextTower.from_arrays(spec, tensors)

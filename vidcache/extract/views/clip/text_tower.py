@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from .bpe import CleanKind, ClipBpeTokenizer
 
-__all__ = ["EXPORT_FORMAT", "NumpyTextTower", "TowerSpec"]
+__all__ = ["EXPORT_FORMAT", "CleanKind", "NumpyTextTower", "TowerSpec"]
 
 EXPORT_FORMAT = 1  # bumped when the file's layout or the arithmetic below changes
 Activation = Literal["gelu", "quick_gelu"]
@@ -34,19 +35,29 @@ _LAYER_TENSORS = (
 )  # fmt: skip
 
 
-class TowerSpec(dict):
-    """The tower's shape and recipe (a plain dict, saved as the file's metadata): heads, layers,
-    activation, layer-norm eps, context length, tokenizer cleaning, end token id."""
+@dataclass(frozen=True)
+class TowerSpec:
+    """The tower's shape and recipe, saved as the file's metadata (JSON): what `NumpyTextTower` computes."""
+
+    heads: int
+    layers: int
+    activation: Activation
+    ln_eps: float
+    context_length: int
+    clean: CleanKind
+    eot_token_id: int
+    projection_bias: bool
+    format: int = EXPORT_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def make(
-        cls, *, heads: int, layers: int, activation: Activation, ln_eps: float, context_length: int,
-        clean: CleanKind, eot_token_id: int, projection_bias: bool,
-    ) -> TowerSpec:  # fmt: skip
-        return cls(
-            format=EXPORT_FORMAT, heads=heads, layers=layers, activation=activation, ln_eps=ln_eps,
-            context_length=context_length, clean=clean, eot_token_id=eot_token_id, projection_bias=projection_bias,
-        )  # fmt: skip
+    def from_json(cls, text: str) -> TowerSpec:
+        spec = cls(**json.loads(text))
+        if spec.format != EXPORT_FORMAT:
+            raise ValueError(f"text tower format {spec.format!r}, this vidcache reads {EXPORT_FORMAT}")
+        return spec
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -103,27 +114,25 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
 class NumpyTextTower:
     """`tower.encode(texts)` → float32 [len(texts), output_dim]: open_clip's `encode_text` (unnormalised)."""
 
-    def __init__(self, spec: dict, tensors: dict[str, np.ndarray], tokenizer: ClipBpeTokenizer):
+    def __init__(self, spec: TowerSpec, tensors: dict[str, np.ndarray], tokenizer: ClipBpeTokenizer):
         self.spec = spec
-        self.t = tensors
+        self.tensors = tensors
         self.tokenizer = tokenizer
-        self.output_dim = int(tensors["text_projection"].shape[-1 if not spec["projection_bias"] else 0])
+        self.output_dim = int(tensors["text_projection"].shape[0 if spec.projection_bias else -1])
 
     @classmethod
     def load(cls, path: str | Path) -> NumpyTextTower:
         """The tower in `path`, memory-mapped: a prompt reads only its tokens' rows of the embedding table."""
         try:
             metadata, tensors = _map_safetensors(path)
-            return cls.from_arrays(json.loads(metadata["vidcache_text_tower"]), tensors)
+            return cls.from_arrays(TowerSpec.from_json(metadata["vidcache_text_tower"]), tensors)
         except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:  # json's errors are ValueErrors
             raise ValueError(f"{path} is not a readable vidcache text tower ({type(exc).__name__}: {exc})") from None
 
     @classmethod
-    def from_arrays(cls, spec: dict, tensors: dict[str, np.ndarray]) -> NumpyTextTower:
-        if spec.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"text tower format {spec.get('format')!r}, this vidcache reads {EXPORT_FORMAT}")
+    def from_arrays(cls, spec: TowerSpec, tensors: dict[str, np.ndarray]) -> NumpyTextTower:
         merges = tensors["tokenizer.merges"].tobytes().decode("utf-8")
-        tokenizer = ClipBpeTokenizer(merges, context_length=int(spec["context_length"]), clean=spec["clean"])
+        tokenizer = ClipBpeTokenizer(merges, context_length=spec.context_length, clean=spec.clean)
         return cls(spec, tensors, tokenizer)
 
     def save(self, path: str | Path) -> None:
@@ -137,7 +146,7 @@ class NumpyTextTower:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            save_file(self.t, str(tmp), metadata={"vidcache_text_tower": json.dumps(self.spec, sort_keys=True)})
+            save_file(self.tensors, str(tmp), metadata={"vidcache_text_tower": self.spec.to_json()})
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -148,22 +157,22 @@ class NumpyTextTower:
 
     def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
         """[B, context_length] int64 tokens → [B, output_dim] float32 (the end token is the largest id)."""
-        t, spec = self.t, self.spec
+        t, spec = self.tensors, self.spec
         ends = tokens.argmax(axis=-1)
         length = int(ends.max()) + 1  # causal: later positions never reach an end token's features
         x = t["token_embedding"][tokens[:, :length]] + t["positional_embedding"][:length]
         causal = np.triu(np.full((length, length), -np.inf, np.float32), 1)
-        for layer in range(int(spec["layers"])):
+        for layer in range(spec.layers):
             x = self._block(x, layer, causal)
         x = x[np.arange(len(tokens)), ends]
-        x = _layer_norm(x, t["ln_final.weight"], t["ln_final.bias"], spec["ln_eps"])
-        if spec["projection_bias"]:
+        x = _layer_norm(x, t["ln_final.weight"], t["ln_final.bias"], spec.ln_eps)
+        if spec.projection_bias:
             return (x @ t["text_projection"].T + t["text_projection_bias"]).astype(np.float32)
         return (x @ t["text_projection"]).astype(np.float32)
 
     def _block(self, x: np.ndarray, layer: int, causal: np.ndarray) -> np.ndarray:
-        w = {name: self.t[f"layers.{layer}.{name}"] for name in _LAYER_TENSORS}
-        eps, heads = self.spec["ln_eps"], int(self.spec["heads"])
+        w = {name: self.tensors[f"layers.{layer}.{name}"] for name in _LAYER_TENSORS}
+        eps, heads = self.spec.ln_eps, self.spec.heads
         batch, length, width = x.shape
         qkv = _layer_norm(x, w["ln_1.weight"], w["ln_1.bias"], eps) @ w["attn.in_proj_weight"].T
         qkv += w["attn.in_proj_bias"]
@@ -173,7 +182,7 @@ class NumpyTextTower:
         attended = (_softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(batch, length, width)
         x = x + attended @ w["attn.out_proj.weight"].T + w["attn.out_proj.bias"]
         hidden = _layer_norm(x, w["ln_2.weight"], w["ln_2.bias"], eps) @ w["mlp.c_fc.weight"].T + w["mlp.c_fc.bias"]
-        hidden = _gelu(hidden, self.spec["activation"])
+        hidden = _gelu(hidden, self.spec.activation)
         return x + hidden @ w["mlp.c_proj.weight"].T + w["mlp.c_proj.bias"]
 
     def encode_checked(self, texts: list[str], reference: np.ndarray) -> np.ndarray | None:
