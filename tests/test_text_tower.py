@@ -257,3 +257,29 @@ def test_device_auto_on_a_gpu_machine_embeds_with_the_export_without_torch(cache
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="--device cuda"):
             text_query_vectors(Cache(cache_dir), "lighthouse at night", view="clip", device="cuda")
+
+
+def test_a_read_only_cache_exports_into_the_users_cache_folder(cache_dir, tmp_path, monkeypatch):
+    """A corpus cache mounted read-only (root ignores chmod, so the check is made to answer no): the export
+    goes to $XDG_CACHE_HOME/vidcache/text_towers under the same name, and the next query of a new prompt
+    loads no model; where that is not writable either, the export stays in memory."""
+    home = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.setattr(text_embed, "_writable", lambda folder: False)
+    first = search_text(cache_dir, "red roofs", view="clip", k=4, query_form="raw", device="cpu")
+    assert not (cache_dir / TEXT_TOWER_DIR).exists()
+    exported = list(text_embed.user_tower_dir().glob("*.safetensors"))
+    assert len(exported) == 1 and exported[0].parent == home / "vidcache" / "text_towers"
+    calls = []
+    real = text_embed._text_encoder
+    monkeypatch.setattr(text_embed, "_text_encoder", lambda *args: calls.append(1) or real(*args))
+    second = search_text(cache_dir, "blue doors", view="clip", k=4, query_form="raw", device="cpu")
+    assert calls == [] and [h.video_id for h in second] == _torch_hits(cache_dir, "blue doors", 4)
+    assert [h.video_id for h in first] == _torch_hits(cache_dir, "red roofs", 4)
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))  # not writable either
+    third = search_text(cache_dir, "green gates", view="clip", k=4, query_form="raw", device="cpu")
+    assert calls == [1]  # the model, once, to export into memory
+    fourth = search_text(cache_dir, "white walls", view="clip", k=4, query_form="raw", device="cpu")
+    assert calls == [1] and [h.video_id for h in fourth] == _torch_hits(cache_dir, "white walls", 4)
+    assert [h.video_id for h in third] == _torch_hits(cache_dir, "green gates", 4)

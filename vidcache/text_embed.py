@@ -13,7 +13,8 @@ Which source a view uses is decided by its identity and `--device`, and recorded
 marker saying torch): the numbers of a prompt never depend on which query came first. The first query of
 a view that can be exported loads the model on the CPU once, exports it, checks the export against torch on that
 query's prompts (tokens equal, embeddings within float32 rounding) and then computes with the export like
-every later query. A read-only cache exports into memory only."""
+every later query. A read-only cache's export goes to the user's cache folder (`user_tower_dir`), or stays
+in memory where that is not writable either."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from .cache.layout import text_tower_path
 from .cache.reader import Cache
 from .extract.views.clip.text_tower import EXPORT_FORMAT, NumpyTextTower
 
-__all__ = ["TowerKind", "prompt_vectors"]
+__all__ = ["TowerKind", "prompt_vectors", "user_tower_dir"]
 
 TowerKind = Literal["numpy", "torch", "unknown"]  # unknown: not yet tried for this view (the first query)
 _log = logging.getLogger(__name__)
@@ -152,10 +153,24 @@ def _tower_path(cache: Cache, identity: dict, identity_json: str, device: str) -
     if device == "cuda" or identity.get("backbone") != "open_clip" or identity.get("precision") == "bf16-weights":
         return None
     recipe = json.dumps({"format": EXPORT_FORMAT, "identity": identity_json}, sort_keys=True)
-    return text_tower_path(cache.path, hashlib.sha256(recipe.encode()).hexdigest()[:32])
+    in_cache = text_tower_path(cache.path, hashlib.sha256(recipe.encode()).hexdigest()[:32])
+    if _tower_kind(in_cache) != "unknown" or _writable(cache.path):
+        return in_cache
+    # a read-only cache (a shared corpus mounted read-only): the user's own cache folder, keyed the same way,
+    # so the next process need not load the model again
+    return user_tower_dir() / in_cache.name
 
 
-# towers exported in this process but not written (a read-only cache), by the path they would have had
+def user_tower_dir() -> Path:
+    """`$XDG_CACHE_HOME/vidcache/text_towers` (default `~/.cache/...`): exports of read-only caches' towers."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidcache" / "text_towers"
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK)
+
+
+# towers exported in this process but not written (nowhere writable), by the path they would have had
 _IN_MEMORY: dict[str, NumpyTextTower] = {}
 
 
@@ -200,7 +215,7 @@ def _export(encoder, prompts: list[str], reference: np.ndarray, path: Path) -> n
             Path(f"{path}{_TORCH_MARKER_SUFFIX}").write_text(json.dumps({"torch_because": why_not}) + "\n")
         else:
             tower.save(path)
-    except OSError:  # a read-only cache: this process keeps the export; the next one makes it again
+    except OSError:  # nowhere writable: this process keeps the export; the next one makes it again
         if tower is not None:
             _IN_MEMORY[str(path)] = tower
     return vectors
