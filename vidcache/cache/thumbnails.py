@@ -26,6 +26,16 @@ MAX_BYTES = 12 * 1024
 QUALITIES = (80, 65, 50, 35, 20)
 
 
+def thumbnail_size(width: int, height: int, *, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """(width, height) of a frame's thumbnail: the long side at most `max_side`, the aspect kept,
+    never enlarged. The decode stage converts the frame straight to this size (swscale, from the
+    decoded frame) instead of shrinking a full-size RGB copy with PIL, 0.6 ms of a 2 s clip's 7."""
+    scale = max_side / max(width, height, 1)
+    if scale >= 1:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def encode_thumbnail(rgb: np.ndarray, *, max_side: int = MAX_SIDE, max_bytes: int = MAX_BYTES) -> bytes:
     """JPEG bytes of an RGB uint8 [H, W, 3] frame, shrunk to `max_side` px on its long side and
     re-encoded at lower quality until it is at most `max_bytes`."""

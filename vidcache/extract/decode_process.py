@@ -38,7 +38,7 @@ from ..cache.layout import STATUS_FAILED
 from ..redact import redact_standard_streams, remember_url
 from .config import ExtractConfig
 from .consumers import Chunk
-from .decode import Deadline
+from .decode import Deadline, threads_per_decoder
 from .encoder import PrepareOnly  # noqa: F401  (re-exported: its old home)
 from .stage import VideoStage, unexpected_reason
 from .stages.messages import ChunkMessage, VideoDecoded
@@ -72,7 +72,7 @@ def decode_spec(config: ExtractConfig, encoders: dict[str, object]) -> DecodeSpe
     from .views import VIEWS
 
     run = config.run
-    threads = run.decode_threads or max(1, (os.cpu_count() or 1) // run.workers)
+    threads = threads_per_decoder(run.decode_threads, workers=run.workers)
     twins = {name: VIEWS.get(name)().prepare_twin(encoder) for name, encoder in encoders.items()}
     return DecodeSpec(
         config=dataclasses.replace(config, run=dataclasses.replace(run, decode_threads=threads)),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..cache.layout import STATUS_ABSENT, STATUS_DONE, STATUS_FAILED
-from ..cache.thumbnails import THUMBNAIL_KEY, encode_thumbnail
+from ..cache.thumbnails import THUMBNAIL_KEY, encode_thumbnail, thumbnail_size
 from ..config import RunConfig, StreamConfig
 from ..errors import VideoFailure, ViewAbsent
 from ..manifest import VideoEntry
@@ -61,11 +61,18 @@ class RgbPerView:
 
     def for_consumer(self, consumer: Consumer) -> np.ndarray:
         """The frame as `consumer` wants it: at its exact `frame_size`, else by its short side."""
-        turned = frame_rotation(self.frame) in (90, 270)
-        width, height = (self.frame.height, self.frame.width) if turned else (self.frame.width, self.frame.height)
-        size = consumer.frame_size(width, height)
+        size = consumer.frame_size(*self.displayed_size())
         if size is None:
             return self.for_side(consumer.max_short_side)
+        return self.for_size(size)
+
+    def displayed_size(self) -> tuple[int, int]:
+        """(width, height) as displayed: rotation applied."""
+        turned = frame_rotation(self.frame) in (90, 270)
+        return (self.frame.height, self.frame.width) if turned else (self.frame.width, self.frame.height)
+
+    def for_size(self, size: tuple[int, int]) -> np.ndarray:
+        """The frame at exactly `size` (width, height as displayed)."""
         rgb = self._by_size.get(size)
         if rgb is None:
             if self._exact is None and needs_exact(self.frame):
@@ -231,10 +238,11 @@ class VideoStage:
         )
 
     def _keep_thumbnail(self, rgb: RgbPerView) -> None:
-        """The video's thumbnail (JPEG bytes in `details`, written by the main process), made from a
-        conversion a consumer uses anyway; a frame that cannot be encoded costs the thumbnail only."""
+        """The video's thumbnail (JPEG bytes in `details`, written by the main process), converted
+        from the decoded frame straight to its small size; a frame that cannot be encoded costs the
+        thumbnail only."""
         try:
-            self.details[THUMBNAIL_KEY] = encode_thumbnail(rgb.for_side(self.consumers[0].max_short_side))
+            self.details[THUMBNAIL_KEY] = encode_thumbnail(rgb.for_size(thumbnail_size(*rgb.displayed_size())))
         except Exception as exc:
             log.debug("no thumbnail for %s: %s", self.entry.video_id, exc)
 

@@ -8,8 +8,8 @@ takes its place); a stop signal waits until the video being written is written.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import queue
 import threading
 import time
@@ -19,7 +19,8 @@ from contextlib import contextmanager
 import torch
 
 from ...signals import deferred
-from ..decode import DEFAULT_VIDEO_TIMEOUT_S
+from ...threads import usable_cpus
+from ..decode import DEFAULT_VIDEO_TIMEOUT_S, threads_per_decoder
 from ..decode_process import decode_spec, process_context, process_worker, start_server
 from ..stages import AssembleStage, ChunkMessage, DecodeStage, ModelStage, VideoDecoded, VideoRows, WriteStage
 from ..watchdog import DecodeWatch
@@ -63,7 +64,7 @@ def _decode_worker(
 def torch_threads_beside(workers: int) -> int:
     """torch's intra-op threads for a run with `workers` decode workers: the cores this process may
     use that the workers leave free (at least one)."""
-    return max(1, len(os.sched_getaffinity(0)) - workers)
+    return max(1, usable_cpus() - workers)
 
 
 @contextmanager
@@ -107,7 +108,9 @@ class LocalEngine:
             def target(slot, tasks, out, stop, watch):
                 process_worker(slot, tasks, out, stop, watch, spec=spec, ctx=ctx)
         else:
-            decode = DecodeStage(job.consumers_for, run=run, streams=job.config.streams, stop=stop)
+            threads = threads_per_decoder(run.decode_threads, workers=run.workers)
+            decode_run = dataclasses.replace(run, decode_threads=threads)
+            decode = DecodeStage(job.consumers_for, run=decode_run, streams=job.config.streams, stop=stop)
             decode.setup()
 
             def target(slot, tasks, out, stop, watch):
