@@ -25,6 +25,7 @@ from ..decode_process import decode_spec, process_context, process_worker, start
 from ..stages import AssembleStage, ChunkMessage, DecodeStage, ModelStage, VideoDecoded, VideoRows, WriteStage
 from ..watchdog import DecodeWatch
 from .base import SPILL_DIR, ExtractJob
+from .handoff import HANDOFF_MESSAGES, HandOff
 
 log = logging.getLogger("vidcache.extract")
 
@@ -95,7 +96,7 @@ class LocalEngine:
         tasks: queue.Queue = queue.Queue()
         for task in job.tasks:
             tasks.put(task)
-        out: queue.Queue = queue.Queue(maxsize=max(4, 2 * run.workers))
+        out: queue.Queue = HandOff(max_messages=max(HANDOFF_MESSAGES, 4 * run.workers))
         stop = threading.Event()
         watch = DecodeWatch(limit_s=run.video_timeout_s or DEFAULT_VIDEO_TIMEOUT_S)
         workers: list[threading.Thread] = []
