@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vidcache.errors import ConfigError, MissingWeightsError
-from vidcache.extract.preprocess import ImagePreprocess
+from vidcache.extract.preprocess import ImagePreprocess, PixelScratch
 from vidcache.extract.views.clip import ClipConfig
 from vidcache.extract.views.clip.model import ClipEncoder
 from vidcache.extract.views.s3d.model import S3dEncoder
@@ -158,3 +158,20 @@ def test_normalize_is_bit_identical_to_numpy_and_leaves_its_input_alone(dtype):
     np.testing.assert_array_equal(got.numpy(), expected)
     assert torch.equal(batch, before)
     assert ours.normalize(batch, dtype=torch.float16).dtype == torch.float16
+
+
+def test_normalize_into_a_reused_scratch_batch_gives_the_same_bits():
+    # the model stage reuses one float32 batch between batches (fresh 38 MB batches cost page faults);
+    # every batch, of any shape, must still be what the out-of-place NumPy formula gives
+    ours = ImagePreprocess.from_open_clip(open_clip.transform.PreprocessCfg(size=224).__dict__)
+    mean = np.asarray(ours.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(ours.std, np.float32).reshape(1, 3, 1, 1)
+    scratch, rng, kept = PixelScratch(), np.random.default_rng(3), []
+    for batch_size in (4, 4, 1, 4):
+        batch = torch.from_numpy(rng.integers(0, 256, (batch_size, 3, 32, 32), dtype=np.uint8))
+        got = ours.normalize(batch, scratch=scratch)
+        expected = (batch.numpy().astype(np.float32) / np.float32(255.0) - mean) / std
+        np.testing.assert_array_equal(got.numpy(), expected)
+        kept.append(got.data_ptr())
+    assert kept[0] == kept[1] and kept[1] != kept[2]  # the same shape reuses the batch
+    assert scratch.like(torch.zeros(2, 3, 8, 8, dtype=torch.uint8, device="meta")) is None  # off the CPU: none

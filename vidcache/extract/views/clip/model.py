@@ -13,7 +13,7 @@ import torch
 from ....device import autocast_dtype, to_device
 from ....errors import ConfigError
 from ...encoder import FrameEncoder
-from ...preprocess import ImagePreprocess
+from ...preprocess import ImagePreprocess, PixelScratch
 from ...weights import ResolvedWeights, hf_offline, resolve_clip_weights, sha256_file, state_dict_sha256
 from .files import check_clip_file
 from .settings import ClipConfig
@@ -103,6 +103,7 @@ class ClipEncoder(FrameEncoder):
         self.image_tower = torch.compile(self.model.encode_image) if config.compile else self.model.encode_image
         self.feature_dim = int(self.model.visual.output_dim)
         self.store_dtype = dtype
+        self._scratch = PixelScratch()
 
     @property
     def random_weights(self) -> bool:
@@ -123,7 +124,7 @@ class ClipEncoder(FrameEncoder):
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> np.ndarray:
-        pixels = self.preprocess.normalize(to_device(batch, self.device)).to(self.input_dtype)
+        pixels = self.preprocess.normalize(to_device(batch, self.device), scratch=self._scratch).to(self.input_dtype)
         with self._autocast():
             features = self.image_tower(pixels)
         return features.float().cpu().numpy()

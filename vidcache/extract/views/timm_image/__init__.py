@@ -79,7 +79,7 @@ class TimmEncoder:
 
         from ....device import autocast_dtype
         from ....errors import ConfigError, MissingWeightsError
-        from ...preprocess import ImagePreprocess
+        from ...preprocess import ImagePreprocess, PixelScratch
         from ...weights import hf_offline, load_state_dict_file, sha256_file, state_dict_sha256
 
         self.view, self.config, self.device, self.store_dtype = "timm", config, device, dtype
@@ -145,6 +145,7 @@ class TimmEncoder:
         )
         # the resize before the crop: the decode pass may pre-shrink frames down to it, never below
         self.max_short_side = int(min(self.preprocess.size) / self.preprocess.crop_pct)
+        self._scratch = PixelScratch()
         self.feature_dim = int(model.num_features)
         self.amp_dtype = autocast_dtype(device)
 
@@ -166,7 +167,7 @@ class TimmEncoder:
         from ....device import to_device
 
         with torch.inference_mode():
-            pixels = self.preprocess.normalize(to_device(batch, self.device))
+            pixels = self.preprocess.normalize(to_device(batch, self.device), scratch=self._scratch)
             autocast = (
                 torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
                 if self.amp_dtype is not None
