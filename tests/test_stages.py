@@ -197,3 +197,61 @@ def test_write_stage_writes_rows_records_failures_and_counts_them(tmp_path, writ
         read, times = cache.read("a", "clip")
         np.testing.assert_array_equal(read, rows.astype(np.float16))
         np.testing.assert_array_equal(times, [0.0, 1.0, 2.0])
+
+
+class ScanAllAssemble(AssembleStage):
+    """The brute-force twin: `ready()` looks at every video in flight (the code before issue 29)."""
+
+    def ready(self) -> list[VideoRows]:
+        self._touched.clear()
+        done = [index for index, state in self.states.items() if state.complete]
+        return [self._rows(self.states.pop(index)) for index in done]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_assemble_ready_equals_a_scan_of_every_video_and_looks_only_at_changed_ones(tmp_path, seed, monkeypatch):
+    """Random arrival orders of model inputs, encoded rows, decode-done messages, crashes and stuck
+    decoders, with and without hand-over per message: the same videos come out at the same calls, in
+    the same order, as from a stage that scans every video; and `ready()` examines only the videos
+    changed since its last call, so a run's cost does not grow with its to-do list."""
+    rng = np.random.default_rng(seed)
+    n_videos = 40
+    fast, twin = (
+        cls(spill_dir=tmp_path / cls.__name__, spill_prefix="k0of1") for cls in (AssembleStage, ScanAllAssemble)
+    )
+    messages = []
+    for index in range(n_videos):
+        for stage in (fast, twin):
+            stage.expect(task(index, ("clip",), video_id=f"v{index}"))
+        n_chunks = int(rng.integers(0, 3))
+        for chunk_no in range(n_chunks):
+            rows = torch.full((1, 2), float(index))
+            messages.append(ChunkMessage(index, chunk_no, Chunk("clip", np.zeros(1), None, rows, False)))
+            encoded = Chunk("clip", np.zeros(1), None, rows.numpy() * 2, True)
+            messages.append(ChunkMessage(index, chunk_no, encoded))
+        crashed = rng.random() < 0.1
+        outcomes = {"clip": ("failed", "crash")} if crashed else {"clip": ("done", None)}
+        messages.append(VideoDecoded(index, None if crashed else n_chunks, outcomes, {}, 0.0))
+    order = rng.permutation(len(messages))
+    examined = []
+    complete = type(fast.states[0]).complete
+    monkeypatch.setattr(type(fast.states[0]), "complete", property(lambda s: examined.append(1) or complete.fget(s)))
+    stuck = set(rng.choice(n_videos, 3, replace=False).tolist())
+    for step, i in enumerate(order):
+        message = messages[i]
+        hand_over = bool(rng.random() < 0.7)
+        got = [v.video_id for v in (fast.process(message, hand_over=hand_over))]
+        want = [v.video_id for v in (twin.process(message, hand_over=hand_over))]
+        assert got == want, (seed, step)
+        if not hand_over or step % 7 == 0:
+            examined.clear()
+            changed = len(fast._touched)
+            got = [v.video_id for v in fast.ready()]
+            assert len(examined) <= changed  # only the changed videos, never the whole to-do list
+            assert got == [v.video_id for v in twin.ready()]
+        if step == len(order) // 2:
+            for index in sorted(stuck):
+                assert [v.video_id for v in fast.fail(index, "stuck")] == [
+                    v.video_id for v in twin.fail(index, "stuck")
+                ]
+    assert len(fast) == len(twin) == 0

@@ -93,7 +93,7 @@ class RunConfig:
     decode_threads: int = setting(
         0,
         flag="--decode-threads",
-        help="FFmpeg codec threads per video; 0 = FFmpeg's choice (with processes: cores / workers).",
+        help="FFmpeg codec threads per video; 0 = auto: the CPUs this process may use / --workers (at least 1).",
     )
     # Threads stop scaling at ~4 workers (the Python work per frame and torch's resize share one
     # interpreter); processes scale with the cores. auto = processes when the models run on CUDA
@@ -167,7 +167,7 @@ class RunConfig:
         check(self, "decode_device", self.decode_device != "cuda" or self.engine == "local", "needs engine local")
         check(self, "batch_size", self.batch_size >= 1, "must be >= 1")
         check(self, "workers", self.workers >= 0, "must be >= 1 (or 0 for auto)")
-        check(self, "decode_threads", self.decode_threads >= 0, "must be >= 0 (0: FFmpeg's choice)")
+        check(self, "decode_threads", self.decode_threads >= 0, "must be >= 0 (0: auto, usable CPUs / workers)")
         check(self, "shard_index", 0 <= self.shard_index < self.shard_count, "K of K/N must be in 0..N-1")
         check(self, "shard_size_mb", self.shard_size_mb > 0, "must be > 0")
         check(self, "commit_every_s", self.commit_every_s > 0, "must be > 0")

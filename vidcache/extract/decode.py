@@ -9,6 +9,7 @@ it stops paying (the keyframe lands behind the current position).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import math
 import os
@@ -592,12 +593,14 @@ class _SampleGrid:
     nominal_dt: float  # the stream's nominal frame interval
     origin: float | None = None
     targets: np.ndarray | None = None
+    target_list: list[float] = field(default_factory=list)  # the same times, for `keep`
     count: float = math.inf
 
     def start_at(self, origin: float) -> None:
         self.origin = origin
         if not self.lazy:
             self.targets = self.make_targets(origin)
+            self.target_list = self.targets.tolist()
             self.count = len(self.targets)
 
     def target(self, k: int) -> float:
@@ -609,9 +612,9 @@ class _SampleGrid:
         """Could a frame presented at pts_s be on screen at some sample time?"""
         if self.origin is None:
             return True
-        if self.targets is not None:
-            i = int(np.searchsorted(self.targets, pts_s - 1e-9))
-            return i < len(self.targets) and self.targets[i] <= pts_s + KEEP_WINDOW_S + self.nominal_dt
+        if self.targets is not None:  # asked for every packet: bisect on a list, not a NumPy call (2.4 µs)
+            i = bisect.bisect_left(self.target_list, pts_s - 1e-9)
+            return i < len(self.target_list) and self.target_list[i] <= pts_s + KEEP_WINDOW_S + self.nominal_dt
         k = math.ceil((pts_s - self.origin) * self.fps - 1e-9)  # type: ignore[operator]
         return self.origin + max(k, 0) / self.fps <= pts_s + KEEP_WINDOW_S + self.nominal_dt  # type: ignore[operator]
 

@@ -50,6 +50,10 @@ class AssembleStage:
     def __init__(self, *, spill_dir: Path, spill_prefix: str) -> None:
         self.spill_dir, self.spill_prefix = spill_dir, spill_prefix
         self.states: dict[int, _VideoState] = {}
+        # videos changed since the last `ready()`: only they can have become complete. Scanning every
+        # video in flight instead made a run quadratic in its length (the local engine expects its
+        # whole to-do list up front: a million short clips, a million states per message)
+        self._touched: set[int] = set()
 
     def setup(self) -> None:
         """Nothing to load."""
@@ -67,6 +71,7 @@ class AssembleStage:
         state = self.states.get(message.index)
         if state is None:  # a video already given up (stuck decoder): later messages are ignored
             return []
+        self._touched.add(message.index)
         if isinstance(message, VideoDecoded):
             state.outcomes, state.info = message.outcomes, message.info
             if message.n_chunks is None:  # the decode worker crashed: drop what it sent
@@ -97,6 +102,7 @@ class AssembleStage:
         state = self.states.get(index)
         if state is None:
             return []
+        self._touched.add(index)
         self._reset(state, 0)
         state.info = {}
         state.outcomes = {view: (STATUS_FAILED, reason) for view in state.task.views}
@@ -108,7 +114,9 @@ class AssembleStage:
         state.spilled_upto = {}
 
     def ready(self) -> list[VideoRows]:
-        done = [index for index, state in self.states.items() if state.complete]
+        """The complete videos, in to-do order (task indices are positions in the to-do list)."""
+        touched, self._touched = self._touched, set()
+        done = sorted(index for index in touched if index in self.states and self.states[index].complete)
         return [self._rows(self.states.pop(index)) for index in done]
 
     def _rows(self, state: _VideoState) -> VideoRows:
