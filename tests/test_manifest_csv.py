@@ -93,3 +93,26 @@ def test_tsv_non_utf8_and_line_numbers_of_failing_rows(tmp_path):
         "row 3 (line 5): start_s='x' is not a number of seconds",
         "row 4 (line 7): empty path",
     ]
+
+
+def test_a_plain_csv_manifest_loads_no_pandas(tmp_path):
+    """pyarrow imports pandas when it converts Python objects (0.25 s of every extract's start-up); the
+    plain reader builds its arrays and scalars from buffers, so reading a CSV manifest, with a base
+    directory and non-ASCII paths, leaves pandas unimported (a fresh interpreter checks)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "m.csv").write_text(HEADER + "\n" + "\n".join([*GOOD, "é/ü.mp4,,,,,"]) + "\n")
+    code = (
+        "import sys\n"
+        "from vidcache.manifest import read_manifest\n"
+        "import vidcache.manifest_csv as m\n"
+        "calls = []\n"
+        "plain = m.plain_entries\n"
+        "m.plain_entries = lambda *a, **k: calls.append(1) or plain(*a, **k)\n"
+        f"entries = read_manifest({str(tmp_path / 'm.csv')!r})\n"
+        "assert calls and len(entries) == 4, (calls, entries)\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

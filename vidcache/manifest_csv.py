@@ -69,7 +69,6 @@ def _columns(data: bytes, sep: str, header: list[str]):
 def plain_entries(data: bytes, sep: str, *, base: str, confine: bool, require_path: bool) -> list[VideoEntry] | None:
     """The entries of a plain CSV manifest with no problem in any row (the same entries as the
     csv-module reader makes), or None: then that reader decides (and reports)."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     if b'"' in data or b"\x00" in data or data[:1] in (b"\n", b"\r"):
@@ -92,28 +91,32 @@ def plain_entries(data: bytes, sep: str, *, base: str, confine: bool, require_pa
             return None
     if n == 0:
         return None
-    empty = pa.array([""] * n, pa.string())
+    empty = _blank_strings(n)
     path, video_id = columns.get("path", empty), columns.get("video_id", empty)
     start, end = columns.get("start_s", empty), columns.get("end_s", empty)
 
-    odd = pc.equal(pc.utf8_length(path), 0)
+    blank = _text("")
+    odd = pc.equal(path, blank)
     if data.translate(None, _PLAIN_BYTES):  # a byte str.strip() may see differently: check cell edges
         for cells in columns.values():
             odd = pc.or_(odd, pc.match_substring_regex(cells, _ODD_EDGE))
     odd = pc.or_(odd, pc.match_substring(path, "://"))  # a URL, or a path is_url might take for one
     odd = pc.or_(odd, pc.match_substring_regex(path, _NOT_NORMAL))
     for cells in (start, end):
-        odd = pc.or_(odd, pc.and_(pc.not_equal(cells, ""), pc.invert(pc.match_substring_regex(cells, _NUMBER))))
+        odd = pc.or_(odd, pc.and_(pc.not_equal(cells, blank), pc.invert(pc.match_substring_regex(cells, _NUMBER))))
     if confine:
-        odd = pa.array([True] * n)
+        odd = _all_true(n)
 
     prefix = base if base.endswith(os.sep) else base + os.sep
-    absolute_path = pc.if_else(pc.starts_with(path, os.sep), path, pc.binary_join_element_wise(prefix, path, ""))
-    absolute_path = pc.if_else(pc.equal(absolute_path, base), "", absolute_path)  # relpath "." is the row rules'
-    odd = pc.or_(odd, pc.equal(absolute_path, ""))
+    absolute_path = pc.if_else(
+        pc.starts_with(path, os.sep), path, pc.binary_join_element_wise(_text(prefix), path, blank)
+    )
+    # relpath "." is the row rules'
+    absolute_path = pc.if_else(pc.equal(absolute_path, _text(base)), blank, absolute_path)
+    odd = pc.or_(odd, pc.equal(absolute_path, blank))
     under = pc.starts_with(absolute_path, prefix)
     named = pc.if_else(under, pc.utf8_slice_codeunits(absolute_path, len(prefix)), absolute_path)
-    ids = pc.if_else(pc.equal(video_id, ""), named, video_id)
+    ids = pc.if_else(pc.equal(video_id, blank), named, video_id)
 
     start_s, end_s = _seconds(start, odd), _seconds(end, odd)
     if start_s is None or end_s is None or pc.any(pc.less_equal(end_s, start_s)).as_py():
@@ -147,14 +150,43 @@ def plain_entries(data: bytes, sep: str, *, base: str, confine: bool, require_pa
     return entries
 
 
+# Arrays and scalars are built from buffers, never from Python objects: converting Python objects makes
+# pyarrow import pandas (its check for a Series), 0.25 s of every extract process's start-up (issue 29)
+def _blank_strings(n: int):
+    """n empty strings, as a pyarrow string array."""
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(np.zeros(n + 1, np.int32)), pa.py_buffer(b"")])
+
+
+def _text(value: str):
+    """`value` as a pyarrow string scalar."""
+    import numpy as np
+    import pyarrow as pa
+
+    data = value.encode("utf-8")
+    offsets = np.array([0, len(data)], np.int32)
+    return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])[0]
+
+
+def _all_true(n: int):
+    """n True values, as a pyarrow boolean array."""
+    import numpy as np
+    import pyarrow as pa
+
+    bits = np.packbits(np.ones(n, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(bits)])
+
+
 def _seconds(cells, odd):
     """start_s / end_s of the plain rows as float64 (null where empty or odd), None when one is not a
     finite number >= 0."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    usable = pc.and_(pc.invert(odd), pc.not_equal(cells, ""))
-    values = pc.cast(pc.if_else(usable, cells, pa.scalar(None, pa.string())), pa.float64())
+    usable = pc.and_(pc.invert(odd), pc.not_equal(cells, _text("")))
+    values = pc.cast(pc.if_else(usable, cells, pa.nulls(1, pa.string())[0]), pa.float64())
     return None if pc.any(pc.invert(pc.is_finite(values))).as_py() else values
 
 
