@@ -12,6 +12,9 @@ c) the floor loop again in `--workers` threads: what the same workers gain on th
 d) the same `vidcache extract` on the first `--small-videos` clips: the difference between b) and d)
    is the steady-state cost per video (process start-up, imports and model load cancel out).
 
+e) the steady state measured directly: one process extracts the first `--small-videos` clips (imports,
+   model load), then the rest, timed alone (the b) − d) difference of two processes is noisier).
+
 Ratios are printed (medians over the repeats), for the whole process and for the steady state:
 - `ratio_cores`: extract wall per video × workers / floor per file (the issue's definition: the
   floor uses one core, extract has `--workers` decode workers; target <= 1.5);
@@ -126,6 +129,44 @@ def run_extract(manifest: Path, cache: Path, args: argparse.Namespace) -> dict[s
     }
 
 
+IN_PROCESS = """
+import json, resource, sys, time
+from vidcache.config import RunConfig, SamplingConfig
+from vidcache.extract.api import extract
+from vidcache.extract.config import ExtractConfig
+from vidcache.extract.views.clip.settings import ClipConfig
+from vidcache.manifest import read_manifest
+manifest, cache, small, workers, fps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+entries = read_manifest(manifest)
+config = ExtractConfig.create(views=("clip",), clip=ClipConfig(model="vidcache-tiny", pretrained="none"),
+                              sampling=SamplingConfig(fps=fps), run=RunConfig(workers=workers))
+extract(entries[:small], cache, config)  # imports, model load, first batch: not timed
+start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+summary = extract(entries[small:], cache, config)
+after = resource.getrusage(resource.RUSAGE_SELF)
+cpu_s = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+print(json.dumps({"videos": len(entries) - small, "seconds": time.perf_counter() - start, "cpu_s": cpu_s,
+                  "extracted": summary.extracted}))
+"""
+
+
+def run_in_process(manifest: Path, cache: Path, args: argparse.Namespace) -> dict[str, float]:
+    """The steady state measured directly: one process extracts the first `--small-videos` clips
+    (imports, model load), then the rest, timed alone (same config as the CLI run)."""
+    shutil.rmtree(cache, ignore_errors=True)
+    cmd = [sys.executable, "-c", IN_PROCESS, str(manifest), str(cache), str(args.small_videos)]
+    cmd += [str(args.workers), f"{args.fps:g}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"in-process extract failed ({done.returncode}): {done.stderr[-1500:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["extracted"] != result["videos"]:
+        raise SystemExit(f"in-process extract extracted {result['extracted']} of {result['videos']} videos")
+    result["per_video_ms"] = 1000 * result["seconds"] / result["videos"]
+    result["cpu_per_video_ms"] = 1000 * result["cpu_s"] / result["videos"]
+    return result
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -136,12 +177,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     paths = [line.split(",")[0] for line in lines[1:]]
     small = workdir / "manifest_small.csv"  # the same process on a few clips: its fixed cost
     small.write_text("\n".join(lines[: args.small_videos + 1]) + "\n")
-    floors, floors_w, extracts, smalls = [], [], [], []
-    for _ in range(args.repeats):  # alternate, so all four see the same machine load
+    floors, floors_w, extracts, smalls, inprocs = [], [], [], [], []
+    for _ in range(args.repeats):  # alternate, so all five see the same machine load
         floors.append(run_floor(paths, args.fps))
         floors_w.append(run_floor(paths, args.fps, threads=args.workers))
         extracts.append(run_extract(manifest, workdir / "cache", args))
         smalls.append(run_extract(small, workdir / "cache_small", args))
+        inprocs.append(run_in_process(manifest, workdir / "cache_inproc", args))
     med = statistics.median
     floor_ms, floor_cpu_ms = med(f["per_video_ms"] for f in floors), med(f["cpu_per_video_ms"] for f in floors)
     floor_w_ms = med(f["per_video_ms"] for f in floors_w)
@@ -151,6 +193,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     steady_ms = med(1000 * (e["seconds"] - s["seconds"]) / extra for e, s in zip(extracts, smalls, strict=True))
     steady_cpu_ms = med(1000 * (e["cpu_s"] - s["cpu_s"]) / extra for e, s in zip(extracts, smalls, strict=True))
     fixed_s = med(s["seconds"] - args.small_videos * steady_ms / 1000 for s in smalls)
+    inproc_ms, inproc_cpu_ms = med(r["per_video_ms"] for r in inprocs), med(r["cpu_per_video_ms"] for r in inprocs)
     w = args.workers
     return {
         "videos": args.videos,
@@ -164,7 +207,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "extract_steady_per_video_ms": round(steady_ms, 2),
         "extract_steady_cpu_per_video_ms": round(steady_cpu_ms, 2),
         "extract_fixed_s": round(fixed_s, 2),
+        "extract_in_process_per_video_ms": round(inproc_ms, 2),
+        "extract_in_process_cpu_per_video_ms": round(inproc_cpu_ms, 2),
         "ratio_cores_whole": round(whole_ms * w / floor_ms, 2),
+        "ratio_cores_in_process": round(inproc_ms * w / floor_ms, 2),
         "ratio_cores_steady": round(steady_ms * w / floor_ms, 2),
         "ratio_wall_whole": round(whole_ms / floor_ms, 2),
         "ratio_wall_steady": round(steady_ms / floor_ms, 2),
@@ -177,6 +223,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "floors_in_threads": floors_w,
         "extracts": extracts,
         "smalls": smalls,
+        "in_process": inprocs,
         "loadavg": load_average(),
     }
 
@@ -209,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     for key, value in result.items():
-        if key not in ("floors", "floors_in_threads", "extracts", "smalls"):
+        if key not in ("floors", "floors_in_threads", "extracts", "smalls", "in_process"):
             print(f"{key:32} {value}")
     return 0
 
