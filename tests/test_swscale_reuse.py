@@ -35,13 +35,15 @@ def frames(seed: int) -> list[av.VideoFrame]:
     return out
 
 
-def test_cached_context_equals_pyav_to_ndarray_in_any_order():
-    rng = np.random.default_rng(0)
+@pytest.mark.parametrize("threads", [1, 4, 0])
+def test_cached_context_equals_pyav_to_ndarray_in_any_order(threads):
+    rng = np.random.default_rng(threads)
     pairs = [(f, r) for f in frames(1) for r in REQUESTS]
     for i in rng.permutation(len(pairs * 3)):  # sizes and formats interleaved on one context
         frame, request = (pairs * 3)[i]
-        expected = frame.to_ndarray(**request)
-        np.testing.assert_array_equal(reformat_to_ndarray(frame, **request), expected, err_msg=str(request))
+        expected = frame.to_ndarray(**request)  # PyAV: a fresh context, swscale's own thread count
+        got = reformat_to_ndarray(frame, threads=threads, **request)
+        np.testing.assert_array_equal(got, expected, err_msg=str(request))
 
 
 def test_each_thread_keeps_its_own_context():

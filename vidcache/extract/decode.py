@@ -649,15 +649,16 @@ def frame_rotation(frame: av.VideoFrame) -> int:
 _SWSCALE = threading.local()  # one `VideoReformatter` per thread: swscale's context is kept between frames
 
 
-def reformat_to_ndarray(frame: av.VideoFrame, **options: object) -> np.ndarray:
-    """`frame.to_ndarray(**options)` through this thread's cached swscale context, in one swscale
-    thread. PyAV's `to_ndarray` builds a new context for every frame (a fresh reformatter per
-    frame) with a thread per core: 0.8 ms of CPU per 320x240 frame against 0.25 ms here, the same
-    bytes (tested). Decode workers already use a core each, so swscale's own threads only wait."""
+def reformat_to_ndarray(frame: av.VideoFrame, *, threads: int = 1, **options: object) -> np.ndarray:
+    """`frame.to_ndarray(**options)` through this thread's cached swscale context, in `threads`
+    swscale threads (0: one per core). PyAV's `to_ndarray` builds a new context for every frame (a
+    fresh reformatter per frame) with a thread per core: 0.8 ms of CPU per 320x240 frame against
+    0.25 ms here in one thread, the same bytes (tested). The decode stage passes its decoder's
+    thread count: one when every core has a decode worker, more for one worker on a big machine."""
     reformatter = getattr(_SWSCALE, "reformatter", None)
     if reformatter is None:
         reformatter = _SWSCALE.reformatter = VideoReformatter()
-    return reformatter.reformat(frame, threads=1, **options).to_ndarray()
+    return reformatter.reformat(frame, threads=threads, **options).to_ndarray()
 
 
 def frame_to_rgb(
@@ -666,13 +667,15 @@ def frame_to_rgb(
     max_short_side: int | None = None,
     exact: np.ndarray | None = None,
     size: tuple[int, int] | None = None,
+    threads: int = 1,
 ) -> np.ndarray:
     """RGB uint8 HxWx3 as displayed (rotation applied). Frames more than twice `max_short_side` on
     their short side are first shrunk to it with swscale's area filter: for 8-bit frames in the
     same pass as swscale's colour conversion, for deeper ones after the exact conversion of
-    `colour.exact_rgb` (`exact`: that conversion, when the caller already made it)."""
+    `colour.exact_rgb` (`exact`: that conversion, when the caller already made it). `threads`:
+    swscale's (see `reformat_to_ndarray`)."""
     if size is not None:
-        return _frame_at_size(frame, size, exact)
+        return _frame_at_size(frame, size, exact, threads)
     width, height = frame.width, frame.height
     shrink = bool(max_short_side and min(width, height) > 2 * max_short_side)
     if shrink:
@@ -682,18 +685,22 @@ def frame_to_rgb(
         rgb = exact if exact is not None else exact_rgb(frame)
         if shrink:
             full = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            rgb = reformat_to_ndarray(full, format="rgb24", width=width, height=height, interpolation="AREA")
+            rgb = reformat_to_ndarray(
+                full, threads=threads, format="rgb24", width=width, height=height, interpolation="AREA"
+            )
     elif shrink:
-        rgb = reformat_to_ndarray(frame, format="rgb24", width=width, height=height, interpolation="AREA")
+        rgb = reformat_to_ndarray(
+            frame, threads=threads, format="rgb24", width=width, height=height, interpolation="AREA"
+        )
     else:
-        rgb = reformat_to_ndarray(frame, format="rgb24")
+        rgb = reformat_to_ndarray(frame, threads=threads, format="rgb24")
     quarter_turns = frame_rotation(frame) // 90
     if quarter_turns:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=quarter_turns))
     return rgb
 
 
-def _frame_at_size(frame: av.VideoFrame, size: tuple[int, int], exact: np.ndarray | None) -> np.ndarray:
+def _frame_at_size(frame: av.VideoFrame, size: tuple[int, int], exact: np.ndarray | None, threads: int) -> np.ndarray:
     """RGB at exactly `size` (width, height) as displayed, scaled and converted by one swscale call
     with bicubic interpolation, the `ffmpeg` CLI's default (the shots view's TransNetV2 reference
     decodes with `ffmpeg -s 48x27`); deep frames go through the exact conversion first."""
@@ -701,9 +708,13 @@ def _frame_at_size(frame: av.VideoFrame, size: tuple[int, int], exact: np.ndarra
     width, height = (size[1], size[0]) if quarter_turns % 2 else size  # before the rotation
     if exact is not None or needs_exact(frame):
         source = av.VideoFrame.from_ndarray(exact if exact is not None else exact_rgb(frame), format="rgb24")
-        rgb = reformat_to_ndarray(source, format="rgb24", width=width, height=height, interpolation="BICUBIC")
+        rgb = reformat_to_ndarray(
+            source, threads=threads, format="rgb24", width=width, height=height, interpolation="BICUBIC"
+        )
     else:
-        rgb = reformat_to_ndarray(frame, format="rgb24", width=width, height=height, interpolation="BICUBIC")
+        rgb = reformat_to_ndarray(
+            frame, threads=threads, format="rgb24", width=width, height=height, interpolation="BICUBIC"
+        )
     if quarter_turns:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=quarter_turns))
     return rgb

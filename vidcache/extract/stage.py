@@ -44,8 +44,9 @@ class RgbPerView:
     first asks: each view's frame depends on the decoded frame and that view's own size only,
     never on which other views run in the pass."""
 
-    def __init__(self, frame: av.VideoFrame) -> None:
+    def __init__(self, frame: av.VideoFrame, *, threads: int = 1) -> None:
         self.frame = frame
+        self.threads = threads  # swscale threads: the decoder's count (one per worker when workers fill the cores)
         self._by_side: dict[int | None, np.ndarray] = {}
         self._by_size: dict[tuple[int, int], np.ndarray] = {}
         self._exact: np.ndarray | None = None  # the exact conversion of a deep frame, made once
@@ -55,7 +56,7 @@ class RgbPerView:
         if rgb is None:
             if self._exact is None and needs_exact(self.frame):
                 self._exact = exact_rgb(self.frame)
-            rgb = frame_to_rgb(self.frame, max_short_side=max_short_side, exact=self._exact)
+            rgb = frame_to_rgb(self.frame, max_short_side=max_short_side, exact=self._exact, threads=self.threads)
             self._by_side[max_short_side] = rgb
         return rgb
 
@@ -77,7 +78,7 @@ class RgbPerView:
         if rgb is None:
             if self._exact is None and needs_exact(self.frame):
                 self._exact = exact_rgb(self.frame)
-            rgb = frame_to_rgb(self.frame, size=size, exact=self._exact)
+            rgb = frame_to_rgb(self.frame, size=size, exact=self._exact, threads=self.threads)
             self._by_size[size] = rgb
         return rgb
 
@@ -188,7 +189,7 @@ class VideoStage:
             for frame, time_s, count in sampler:
                 if self._stopped():
                     return
-                rgb = RgbPerView(frame)
+                rgb = RgbPerView(frame, threads=run.decode_threads)
                 if cursor <= (owners[0].shape[1] - 1) // 2 < cursor + count:  # the middle sampled frame
                     self._keep_thumbnail(rgb)
                 covered = owners[0][:, cursor : cursor + count]
@@ -204,7 +205,7 @@ class VideoStage:
                 tail = [(c, own) for c, own in tail if own is not None and len(own)]
                 if tail:  # e.g. --num-frames times all past the last frame: that frame for each of them
                     last, last_s = sampler.last_frame
-                    rgb = RgbPerView(last)
+                    rgb = RgbPerView(last, threads=run.decode_threads)
                     if THUMBNAIL_KEY not in self.details:
                         self._keep_thumbnail(rgb)
                     with deadline.held():
