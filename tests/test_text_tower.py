@@ -190,34 +190,87 @@ def test_a_tower_numpy_cannot_compute_is_marked_and_stays_on_torch(cache_dir, mo
     assert len(calls) == 1 and [p.name for p in (cache_dir / TEXT_TOWER_DIR).iterdir()] == [marker.name]
 
 
+def _fresh_search(cache_dir, text: str, k: int = 6) -> tuple[list[str], list[str]]:
+    """(hits, which of torch / open_clip / torchvision got imported) of a whole `search --text` process."""
+    args = ["search", "--cache", str(cache_dir), "--text", text, "--k", str(k), "--json", "--query-form", "raw"]
+    script = (
+        "import json, sys\n"
+        "from vidcache import text_embed\n"
+        "text_embed._may_have_gpu = lambda: False\n"  # this test's machine may have a GPU driver
+        "from vidcache.cli import main\n"
+        f"sys.argv = ['vidcache', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=HANG_GUARD_S, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    hits_line, loaded_line = out.stdout.strip().splitlines()[-2:]
+    return [h["video_id"] for h in json.loads(hits_line)["hits"]], json.loads(loaded_line)
+
+
 @pytest.mark.slow
 def test_a_fresh_process_embeds_a_new_prompt_without_torch(cache_dir):
     """Whole `search --text` processes: the first exports the tower (torch), a later one with a prompt never
     seen imports none of torch, open_clip or torchvision and ranks as the torch tower does."""
-
-    def run(text: str):
-        args = ["search", "--cache", str(cache_dir), "--text", text, "--k", "6", "--json", "--query-form", "raw"]
-        script = (
-            "import json, sys\n"
-            "from vidcache import text_embed\n"
-            "text_embed._may_have_gpu = lambda: False\n"  # this test's machine may have a GPU driver
-            "from vidcache.cli import main\n"
-            f"sys.argv = ['vidcache', *{args!r}]\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(json.dumps(sorted(m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules)))\n"
-        )
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        out = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=HANG_GUARD_S, env=env
-        )
-        assert out.returncode == 0, out.stderr
-        hits_line, loaded_line = out.stdout.strip().splitlines()[-2:]
-        return [h["video_id"] for h in json.loads(hits_line)["hits"]], json.loads(loaded_line)
-
-    _, first_loaded = run("an old train station")
-    hits, loaded = run("a boat on a lake at dawn")
+    _, first_loaded = _fresh_search(cache_dir, "an old train station")
+    hits, loaded = _fresh_search(cache_dir, "a boat on a lake at dawn")
     assert "torch" in first_loaded and loaded == []
     assert hits == _torch_hits(cache_dir, "a boat on a lake at dawn", 6)
+
+
+@pytest.mark.slow
+def test_extract_exports_the_tower_so_a_caches_first_text_query_needs_no_torch(corpus, tiny_checkpoint, tmp_path):
+    """The round trip a user makes: `extract`, then `search --text` in a fresh process. The run exports the
+    clip view's text tower under the name the search looks for (the view's recorded identity), its vectors
+    are torch's to float32 rounding, and the cache's very first text query imports no torch; a second run
+    leaves the export as it is."""
+    from tests.conftest import run_cli_in_process, tiny_clip_args
+    from vidcache.extract.views.clip.model import clip_for_identity
+    from vidcache.extract.views.clip.text_tower import tower_file
+
+    cache_dir = tmp_path / "cache"
+    args = ["extract", str(corpus / "manifest.csv"), "--cache", cache_dir, *tiny_clip_args(tiny_checkpoint)]
+    code, _, err = run_cli_in_process(*args, "--fps", "2")
+    assert code == 0, err
+    identity = Cache(cache_dir).view_info("clip")
+    path = tower_file(cache_dir, json.dumps(identity, sort_keys=True, default=str))
+    assert [p.name for p in (cache_dir / TEXT_TOWER_DIR).iterdir()] == [path.name]
+    reference = clip_for_identity(identity, device=torch.device("cpu")).encode_text(PROMPTS)
+    vectors = NumpyTextTower.load(path).encode(PROMPTS)
+    assert (np.linalg.norm(vectors - reference, axis=-1) / np.linalg.norm(reference, axis=-1)).max() < 2e-6
+    stamp = path.stat().st_mtime_ns
+    code, _, err = run_cli_in_process(*args, "--fps", "2")
+    assert code == 0, err
+    assert path.stat().st_mtime_ns == stamp
+    hits, loaded = _fresh_search(cache_dir, "a red square moving left", k=8)
+    assert loaded == []
+    query = clip_for_identity(identity, device=torch.device("cpu")).encode_text(["a red square moving left"])[0]
+    cache = Cache(cache_dir)
+    means = {v: cache.read(v, "clip")[0].astype(np.float64).mean(axis=0) for v in cache.video_ids("clip")}
+    assert hits == sorted(means, key=lambda v: (-float(means[v] @ query / np.linalg.norm(means[v])), v))
+
+
+def test_an_autocast_run_exports_from_a_float32_twin_on_the_cpu(tmp_path):
+    """A run whose encoder is not CPU float32 (a GPU, autocast) builds the tower once more on the CPU for the
+    export; the file is the one a CPU run writes, byte for byte. A tower kept in bf16 is never exported."""
+    from vidcache.extract.views.clip.model import keep_numpy_text_tower
+
+    encoder = _encoder("vidcache-tiny", seed=4)
+    identity = encoder.identity()
+    line = keep_numpy_text_tower(encoder, cache_dir=tmp_path / "cpu", identity=identity, prompts=PROMPTS)
+    assert "kept view clip's text tower" in line
+    encoder.amp_dtype = torch.bfloat16  # as on a GPU: the encoder's own tower is not float32
+    line = keep_numpy_text_tower(encoder, cache_dir=tmp_path / "amp", identity=identity, prompts=PROMPTS)
+    assert "kept" in line
+    (made_on_cpu,), (made_from_twin,) = ((tmp_path / d / TEXT_TOWER_DIR).iterdir() for d in ("cpu", "amp"))
+    assert made_on_cpu.name == made_from_twin.name and made_on_cpu.read_bytes() == made_from_twin.read_bytes()
+    assert keep_numpy_text_tower(encoder, cache_dir=tmp_path / "cpu", identity=identity, prompts=PROMPTS) == ""
+    bf16 = {**identity, "precision": "bf16-weights"}
+    assert keep_numpy_text_tower(encoder, cache_dir=tmp_path / "bf16", identity=bf16, prompts=PROMPTS) == ""
+    assert not (tmp_path / "bf16").exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])

@@ -10,8 +10,10 @@ gives the same numbers each time:
    scale, HF tokenizers, bf16 weights), and once per view on the CPU to make the export.
 
 Which source a view uses is decided by its identity and `--device`, and recorded (the exported file, or a
-marker saying torch): the numbers of a prompt never depend on which query came first. The first query of
-a view that can be exported loads the model on the CPU once, exports it, checks the export against torch on that
+marker saying torch): the numbers of a prompt never depend on which query came first. `extract` exports the
+tower at the end of a run that loaded the model (`ClipView.keep_text_tower`), so a cache's first query is as
+fast as any; for a cache without it (written from arrays, or by an older vidcache) the first query of a view
+that can be exported loads the model on the CPU once, exports it, checks the export against torch on that
 query's prompts (tokens equal, embeddings within float32 rounding) and then computes with the export like
 every later query. A read-only cache's export goes to the user's cache folder (`user_tower_dir`), or stays
 in memory where that is not writable either."""
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -29,15 +30,13 @@ from typing import Literal
 
 import numpy as np
 
-from .cache.layout import text_tower_path
 from .cache.reader import Cache
-from .extract.views.clip.text_tower import EXPORT_FORMAT, NumpyTextTower
+from .extract.views.clip.text_tower import EXPORT_FORMAT, TORCH_MARKER_SUFFIX, NumpyTextTower, store_export, tower_file
 
 __all__ = ["TowerKind", "prompt_vectors", "user_tower_dir"]
 
 TowerKind = Literal["numpy", "torch", "unknown"]  # unknown: not yet tried for this view (the first query)
 _log = logging.getLogger(__name__)
-_TORCH_MARKER_SUFFIX = ".torch"  # beside the would-be export: this view's tower stays on torch, and why
 
 
 _GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
@@ -152,8 +151,7 @@ def _tower_path(cache: Cache, identity: dict, identity_json: str, device: str) -
     torch to reach the GPU is seconds; and the query's numbers are then the same on every kind of host."""
     if device == "cuda" or identity.get("backbone") != "open_clip" or identity.get("precision") == "bf16-weights":
         return None
-    recipe = json.dumps({"format": EXPORT_FORMAT, "identity": identity_json}, sort_keys=True)
-    in_cache = text_tower_path(cache.path, hashlib.sha256(recipe.encode()).hexdigest()[:32])
+    in_cache = tower_file(cache.path, identity_json)  # `extract` writes it there at the end of a run
     if _tower_kind(in_cache) != "unknown" or _writable(cache.path):
         return in_cache
     # a read-only cache (a shared corpus mounted read-only): the user's own cache folder, keyed the same way,
@@ -175,7 +173,7 @@ _IN_MEMORY: dict[str, NumpyTextTower] = {}
 
 
 def _tower_kind(path: Path | None) -> TowerKind:
-    if path is None or Path(f"{path}{_TORCH_MARKER_SUFFIX}").exists():
+    if path is None or Path(f"{path}{TORCH_MARKER_SUFFIX}").exists():
         return "torch"
     if str(path) in _IN_MEMORY or path.exists():
         return "numpy"
@@ -210,11 +208,7 @@ def _export(encoder, prompts: list[str], reference: np.ndarray, path: Path) -> n
 
     tower, vectors, why_not = export_text_tower(encoder, prompts, reference)
     try:
-        if tower is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Path(f"{path}{_TORCH_MARKER_SUFFIX}").write_text(json.dumps({"torch_because": why_not}) + "\n")
-        else:
-            tower.save(path)
+        store_export(path, tower, why_not)
     except OSError:  # nowhere writable: this process keeps the export; the next one makes it again
         if tower is not None:
             _IN_MEMORY[str(path)] = tower

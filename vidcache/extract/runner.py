@@ -126,6 +126,27 @@ class Extractor:
         self.encoders = self.loaded.models
         return self.loaded.identities
 
+    def _keep_text_towers(self, catalog: Catalog, labels: list[str]) -> None:
+        """Each loaded view with a text tower keeps what text queries need without its model (the clip view:
+        the tower exported for NumPy, so even a cache's first `search --text` imports no torch). Once per view
+        and cache; a failure costs only that: the first text query makes the export instead."""
+        prompts = [template.format(label) for label in labels[:16] for template in DEFAULT_TEMPLATES]
+        for view, encoder in self.encoders.items():
+            identity = catalog.view_identity(view)
+            if identity is None or not plugin(view).has_text_tower(self.config.settings_of(view)):
+                continue
+            try:
+                line = plugin(view).keep_text_tower(
+                    encoder, cache_dir=self.cache_dir, identity=identity, prompts=prompts
+                )
+            except (OSError, RuntimeError, ValueError, ConfigError) as exc:
+                log.warning(
+                    "view %s: text tower not exported (%s); the first `search --text` will export it", view, exc
+                )
+                continue
+            if line:
+                log.info("%s", line)
+
     def _store_dtypes(self) -> dict[str, str]:
         return self.loaded.store_dtypes(self.config)
 
@@ -283,6 +304,7 @@ class Extractor:
                 text_stale = stale_text_message(self.cache_dir, labels) is not None  # the manifest's labels changed
                 if labels and text_tower is not None and (summary.extracted or text_missing or text_stale):
                     embed_labels(self.cache_dir, text_tower, labels, list(DEFAULT_TEMPLATES))
+                self._keep_text_towers(catalog, labels)
                 summary.seconds = time.perf_counter() - started
                 summary.peak_rss_mib = peak_rss_mib()
                 catalog.finish_run(run_id, summary.as_dict())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ...registry import Registry
@@ -103,6 +104,12 @@ class View:
         """Whether this view's model, with these settings, embeds the label vocabulary (text.h5); a view
         whose models differ (the video view: only X-CLIP has one) answers per settings."""
         return self.embeds_labels
+
+    def keep_text_tower(self, encoder: Any, *, cache_dir: Path, identity: dict, prompts: list[str]) -> str:
+        """Called at the end of a run that loaded this view's model (`encoder`, whose recorded `identity` this
+        is): keep in the cache what later text queries need so they do not load the model (the clip view:
+        its text tower for NumPy), checked on `prompts`. Returns a line for the log, '' when nothing was done."""
+        return ""
 
     def weights_files(self, settings: Any) -> tuple[str | None, ...]:
         """Options naming weights files: their size and mtime enter the run's settings key."""

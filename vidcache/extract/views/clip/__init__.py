@@ -3,6 +3,7 @@ per sample time; its text tower embeds the label vocabulary (text.h5)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..base import SampledFramesView, ViewContext, register_view
@@ -28,6 +29,11 @@ class ClipView(SampledFramesView):
             ("clip", settings),
             lambda: ClipEncoder(config=settings, device=ctx.device, dtype=ctx.dtype, allow_download=ctx.allow_download),
         )
+
+    def keep_text_tower(self, encoder: Any, *, cache_dir: Path, identity: dict, prompts: list[str]) -> str:
+        from .model import keep_numpy_text_tower
+
+        return keep_numpy_text_tower(encoder, cache_dir=cache_dir, identity=identity, prompts=prompts)
 
     def weights_files(self, settings: ClipConfig) -> tuple[str | None, ...]:
         return (settings.pretrained,)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import logging
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +19,13 @@ from ...preprocess import ImagePreprocess, PixelScratch
 from ...weights import ResolvedWeights, hf_offline, resolve_clip_weights, sha256_file, state_dict_sha256
 from .files import check_clip_file
 from .settings import ClipConfig
-from .text_tower import CleanKind, NumpyTextTower, TowerSpec, tensors_of
+from .text_tower import TORCH_MARKER_SUFFIX, CleanKind, NumpyTextTower, TowerSpec, store_export, tensors_of, tower_file
 
 DEFAULT_TEMPLATES = ("a video of {}.", "This is a video about {}")
+# checked besides a run's label prompts: casing, punctuation, accents, CJK, emoji, an HTML entity (kept short:
+# torch runs every prompt over the whole context, about 50 ms a prompt for ViT-B-32 on 2 cores)
+_CHECK_PROMPTS = ("a video of a dog.", "TWO people DANCING!!", "café naïve façade, 東京の夜 🐕 &amp; more")
+_CHECK_LABEL_PROMPTS = 8  # at most this many of the run's own prompts
 _registered_configs = False
 
 
@@ -275,3 +281,28 @@ def export_text_tower(encoder: ClipEncoder, prompts: list[str], reference: np.nd
     if vectors is None:
         return None, None, "the NumPy tower's embeddings differ from torch's beyond float32 rounding"
     return numpy_tower, vectors, ""
+
+
+def keep_numpy_text_tower(encoder: ClipEncoder, *, cache_dir: str | Path, identity: dict, prompts: list[str]) -> str:
+    """At the end of an extract run: export the view's text tower for NumPy into the cache (as the view's first
+    `search --text` would), so no text query of this cache loads the model, the first one included. Checked
+    against torch on CPU float32 on some of the run's label `prompts` and a fixed set; a run on a GPU or in
+    autocast builds the tower once more on the CPU for this. Returns the line for the log ('' when the export
+    or its torch marker is already there, or the tower is kept in bf16 and always runs on torch)."""
+    if identity.get("precision") == "bf16-weights":
+        return ""
+    path = tower_file(cache_dir, json.dumps(identity, sort_keys=True, default=str))
+    if path.exists() or Path(f"{path}{TORCH_MARKER_SUFFIX}").exists():
+        return ""
+    on_cpu = encoder
+    if encoder.device.type != "cpu" or encoder.amp_dtype is not None or encoder.input_dtype != torch.float32:
+        on_cpu = clip_for_identity(
+            identity, device=torch.device("cpu"), allow_download=encoder.allow_download, cache_dir=str(cache_dir)
+        )
+    check = [*prompts[:_CHECK_LABEL_PROMPTS], *_CHECK_PROMPTS]
+    tower, _, why_not = export_text_tower(on_cpu, check, on_cpu.encode_text(check).astype(np.float32))
+    store_export(path, tower, why_not)
+    if tower is None:
+        return f"text queries of view {encoder.view} will run its text tower on torch: {why_not}"
+    size_mb = path.stat().st_size / 1e6
+    return f"kept view {encoder.view}'s text tower for text queries without torch: {path} ({size_mb:.0f} MB)"

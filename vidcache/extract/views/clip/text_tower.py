@@ -24,9 +24,18 @@ import numpy as np
 
 from .bpe import CleanKind, ClipBpeTokenizer
 
-__all__ = ["EXPORT_FORMAT", "CleanKind", "NumpyTextTower", "TowerSpec"]
+__all__ = [
+    "EXPORT_FORMAT",
+    "TORCH_MARKER_SUFFIX",
+    "CleanKind",
+    "NumpyTextTower",
+    "TowerSpec",
+    "store_export",
+    "tower_file",
+]
 
 EXPORT_FORMAT = 1  # bumped when the file's layout or the arithmetic below changes
+TORCH_MARKER_SUFFIX = ".torch"  # beside the would-be export: this view's tower stays on torch, and why
 Activation = Literal["gelu", "quick_gelu"]
 _LAYER_TENSORS = (
     "ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
@@ -58,6 +67,29 @@ class TowerSpec:
         if spec.format != EXPORT_FORMAT:
             raise ValueError(f"text tower format {spec.format!r}, this vidcache reads {EXPORT_FORMAT}")
         return spec
+
+
+def tower_file(cache_dir: str | Path, identity_json: str) -> Path:
+    """Where the export of the view whose recorded identity is `identity_json` (`json.dumps(identity,
+    sort_keys=True, default=str)`) lives in a cache: named by that identity and the export format, so
+    `extract` (which writes it at the end of a run) and `search --text` (which reads it, or writes it on a
+    view's first query) agree, and a changed model or format is a different file."""
+    import hashlib
+
+    from ....cache.layout import text_tower_path
+
+    recipe = json.dumps({"format": EXPORT_FORMAT, "identity": identity_json}, sort_keys=True)
+    return text_tower_path(cache_dir, hashlib.sha256(recipe.encode()).hexdigest()[:32])
+
+
+def store_export(path: Path, tower: NumpyTextTower | None, why_not: str) -> None:
+    """Write `tower` to `path`, or (None) the marker beside it that keeps the view on torch and says why;
+    an OSError (nowhere writable) is the caller's."""
+    if tower is not None:
+        tower.save(path)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{path}{TORCH_MARKER_SUFFIX}").write_text(json.dumps({"torch_because": why_not}) + "\n")
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
