@@ -11,7 +11,7 @@ SHARD_SUFFIX = ".h5"
 PARTIAL_SUFFIX = ".partial"
 TEXT_NAME = "text.h5"
 TEXT_MEMO_NAME = "text_memo.sqlite"  # `search --text`: prompts' text-tower embeddings (cache/textmemo.py)
-TEXT_TOWER_DIR = "text_towers"  # `search --text`: CLIP text towers exported for NumPy (vidcache/text_embed.py)
+TEXT_TOWER_DIR = "text_towers"  # CLIP text towers exported for NumPy by extract or a first `search --text`
 LOCK_DIR = "locks"
 TARGET_CHUNK_BYTES = 1 << 20  # about 1 MiB of feature rows per HDF5 chunk
 
