@@ -340,6 +340,8 @@ def bench_size(n: int, args: argparse.Namespace, result: dict | None = None, sav
         if name not in lines:
             continue
         line = lines[name]
+        if name.startswith("train_"):  # a run kept from an earlier --reuse run: train refuses a full --out
+            shutil.rmtree(line[line.index("--out") + 1], ignore_errors=True)
         _log(f"N={n}: {name}")
         commands[name] = run_timed(line, cwd=size_dir, timeout_s=args.timeout_s)
         commands[name]["load_avg_1m"] = round(os.getloadavg()[0], 2)
