@@ -550,3 +550,89 @@ def test_index_build_records_recall_and_nprobe(cache_dir, tmp_path):
     assert meta["parameters"]["recall_at_10"] == pytest.approx(recall, abs=0.05)
     flat = api.index_view(copy, view="clip")  # small: auto stays exact
     assert flat.provenance.index_type == "flat" and flat.provenance.parameters["recall_at_10"] == 1.0
+
+
+def _one_video_twin(scores, positives, *, video_id, k, range_min, range_max, margin, relative, sampling, seed):
+    """The per-video ranking `hard_negative_labels` made before it ranked blocks: (ranks, label columns)."""
+    import zlib
+
+    keep = np.ones(len(scores), bool)
+    keep[positives] = False
+    if positives and (margin is not None or relative is not None):
+        s_pos = scores[positives].max()
+        keep &= scores < (s_pos - margin if margin is not None else s_pos - (1 - relative) * abs(s_pos))
+    candidates = np.flatnonzero(keep)
+    window = candidates[np.lexsort((candidates, -scores[candidates]))][range_min:range_max]
+    if sampling == "random" and len(window) > k:
+        picked = np.sort(
+            np.random.default_rng([seed, zlib.crc32(video_id.encode())]).choice(len(window), k, replace=False)
+        )
+        return list(range_min + picked + 1), list(window[picked])
+    return list(range_min + np.arange(len(window[:k])) + 1), list(window[:k])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_ranking_label_blocks_equals_the_per_video_twin(seed):
+    """The block ranking of hard-negative labels against the per-video loop it replaced, on a family of
+    blocks with tied scores (scores rounded to a few values), videos with no, one or every label as their
+    own, margins, windows past the kept labels, and both samplings."""
+    from vidcache.index.mining import _pick_ranks, _rank_labels
+
+    rng = np.random.default_rng(seed)
+    videos, n_labels = int(rng.integers(1, 60)), int(rng.integers(1, 40))
+    scores = np.round(rng.uniform(-1, 1, (videos, n_labels)), int(rng.integers(1, 3)))  # many ties
+    positive = rng.random((videos, n_labels)) < rng.choice([0.0, 0.1, 0.5])
+    positive[0] = n_labels > 1  # one video owns every label
+    ids = [f"v{seed}-{i}" for i in range(videos)]
+    for case in range(8):
+        k = int(rng.integers(1, 6))
+        range_min = int(rng.integers(0, 4))
+        range_max = None if rng.random() < 0.4 else range_min + int(rng.integers(1, 12))
+        margin = relative = None
+        if case % 3 == 1:
+            margin = float(rng.uniform(0, 0.3))
+        elif case % 3 == 2:
+            relative = float(rng.choice([0.5, 0.9, 1.0, 1.2]))
+        sampling = "random" if case % 2 else "top"
+        order, count = _rank_labels(scores, positive, margin=margin, relative_margin=relative)
+        rows, ranks, chosen = _pick_ranks(
+            order, count, ids, k=k, range_min=range_min, range_max=range_max, sampling=sampling, seed=seed
+        )
+        for row, video_id in enumerate(ids):
+            want = _one_video_twin(
+                scores[row], list(np.flatnonzero(positive[row])), video_id=video_id, k=k, range_min=range_min,
+                range_max=range_max, margin=margin, relative=relative, sampling=sampling, seed=seed,
+            )  # fmt: skip
+            mine = rows == row
+            assert (list(ranks[mine]), list(chosen[mine])) == want, (case, row)
+        assert np.all(np.diff(rows) >= 0)  # every video's picks together, in video order
+
+
+def test_label_mining_streams_shards_to_the_frame_of_one_shard(tmp_path):
+    """Mean pooling reads the stored means shard by shard: a cache whose videos are spread over three
+    shards out of id order gives the frame (ids, ranks, labels, scores) of the same videos in one shard,
+    and the labels of the independent brute force."""
+    videos, classes, text, _ = clustered_corpus(seed=3)
+    ids = list(videos)
+    rng = np.random.default_rng(1)
+    rng.shuffle(ids)
+    entries = [VideoEntry(v, f"/x/{v}.mp4", videos[v][1]) for v in ids]
+    frames = {v: (v, videos[v][0], np.arange(len(videos[v][0]), dtype=float)) for v in ids}
+    caches = {"one": [ids], "three": [ids[:20], ids[20:50], ids[50:]]}
+    mined = {}
+    for name, parts in caches.items():
+        path = tmp_path / name
+        for part in parts:
+            write_view_arrays(
+                path, view="clip", rows=[frames[v] for v in part], entries=entries, identity={"m": 1}, dtype="float16"
+            )
+        write_text_embeddings(
+            path, labels=classes, templates=["{}"], per_template=text[:, None, :], embeddings=text, attrs={}
+        )
+        with Cache(path) as cache:
+            assert len(list((path / "shards").glob("*.h5"))) == len(parts)
+            mined[name], _ = hard_negative_labels(cache, k=4, margin=0.01, block_videos=7)
+            expected = reference_label_negatives(cache, 4, margin=0.01)
+    pd.testing.assert_frame_equal(mined["one"], mined["three"])
+    assert list(mined["three"]["video_id"].drop_duplicates()) == sorted(ids)
+    assert mined["three"].groupby("video_id")["label"].apply(list).to_dict() == expected

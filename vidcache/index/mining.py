@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -26,7 +26,7 @@ from ..version import __version__
 from . import knn
 from .build import build_index, cache_fingerprint, choose_index, load_index
 from .ivfjoin import Exclusions, exact_topk, ivf_join_topk, ivf_of
-from .vectors import VideoVectors, normalise, video_vectors
+from .vectors import VideoVectors, check_embedding_view, iter_unit_means, normalise, video_vectors
 
 if TYPE_CHECKING:  # pandas costs 0.6 s to import: only the functions that build frames load it
     import pandas as pd
@@ -134,54 +134,48 @@ def hard_negative_labels(
         raise ConfigError(f"--range-min {range_min} / --range-max {range_max}: need 0 <= R0 < R1")
     started = time.perf_counter()
     labels, text = label_embeddings(cache, label_corpus=label_corpus, text_embeddings=text_embeddings)
-    vectors = video_vectors(cache, view, pooling=pooling)
-    if text.shape[1] != vectors.vectors.shape[1]:
-        raise ConfigError(
-            f"text embeddings have dimension {text.shape[1]} but view {view!r} has {vectors.vectors.shape[1]}; "
-            "mine labels with the CLIP view whose model made the text embeddings"
-        )
+    ids_sorted, blocks = _unit_vector_blocks(cache, view, pooling)
     label_index = {label: i for i, label in enumerate(labels)}
     own = _labels_by_video(cache)
     text64 = text.astype(np.float64)
-    order_tiebreak = np.arange(len(labels))
-    columns: dict[str, list] = {"video_id": [], "rank": [], "label": [], "score": []}
+    picks: list[tuple[np.ndarray, ...]] = []
     short = 0
-    for start in range(0, len(vectors), block_videos):
-        scores_block = vectors.vectors[start : start + block_videos].astype(np.float64) @ text64.T
-        for offset, scores in enumerate(scores_block):
-            video_id = vectors.video_ids[start + offset]
-            positives = [label_index[label] for label in own.get(video_id, []) if label in label_index]
-            keep = np.ones(len(labels), bool)
-            keep[positives] = False
-            if positives and (margin is not None or relative_margin is not None):
-                s_pos = scores[positives].max()
-                # relative: RM·s_pos for s_pos > 0, generalised so the limit never exceeds s_pos
-                limit = s_pos - margin if margin is not None else s_pos - (1 - relative_margin) * abs(s_pos)  # type: ignore[operator]
-                keep &= scores < limit
-            candidates = np.flatnonzero(keep)
-            ranked = candidates[np.lexsort((order_tiebreak[candidates], -scores[candidates]))]
-            window = ranked[range_min:range_max]
-            if sampling == "random" and len(window) > k:
-                rng = np.random.default_rng([seed, zlib.crc32(video_id.encode())])
-                picked = np.sort(rng.choice(len(window), k, replace=False))
-                ranks, chosen = range_min + picked + 1, window[picked]
-            else:
-                chosen = window[:k]
-                ranks = range_min + np.arange(len(chosen)) + 1
-            short += len(chosen) < k
-            columns["video_id"].extend([video_id] * len(chosen))
-            columns["rank"].extend(ranks.tolist())
-            columns["label"].extend(labels[i] for i in chosen)
-            columns["score"].extend(scores[chosen].tolist())
-        if progress is not None:
-            progress(len(scores_block))
+    block_videos = max(1, min(block_videos, _RANK_BLOCK_VALUES // max(1, len(labels))))
+    for block_ids, block_vectors, positions in blocks:
+        if text.shape[1] != block_vectors.shape[1]:
+            raise ConfigError(
+                f"text embeddings have dimension {text.shape[1]} but view {view!r} has {block_vectors.shape[1]}; "
+                "mine labels with the CLIP view whose model made the text embeddings"
+            )
+        for start in range(0, len(block_ids), block_videos):
+            ids = block_ids[start : start + block_videos]
+            scores = block_vectors[start : start + len(ids)].astype(np.float64) @ text64.T
+            positive = _positives(ids, own, label_index, len(labels))
+            order, count = _rank_labels(scores, positive, margin=margin, relative_margin=relative_margin)
+            rows, ranks, chosen = _pick_ranks(
+                order, count, ids, k=k, range_min=range_min, range_max=range_max, sampling=sampling, seed=seed
+            )
+            short += int(np.count_nonzero(np.bincount(rows, minlength=len(ids)) < k))
+            picks.append((positions[start + rows], ranks, chosen, scores[rows, chosen]))
+            if progress is not None:
+                progress(len(ids))
+    video_rows, ranks, chosen, chosen_scores = (
+        np.concatenate([block[i] for block in picks]) if picks else np.zeros(0, int) for i in range(4)
+    )
+    in_order = np.argsort(video_rows, kind="stable")  # by video id, each video's picks in rank order
+    columns = {
+        "video_id": np.asarray(ids_sorted, dtype=object)[video_rows[in_order]],
+        "rank": ranks[in_order],
+        "label": np.asarray(labels, dtype=object)[chosen[in_order]],
+        "score": chosen_scores[in_order],
+    }
     import pandas as pd
 
     frame = pd.DataFrame(columns).astype({"rank": "int64", "score": "float64"})
     summary = MiningSummary(
         name="hard_negatives",
         output="",
-        videos=len(vectors),
+        videos=len(ids_sorted),
         rows=len(frame),
         k=k,
         view=view,
@@ -203,6 +197,94 @@ def hard_negative_labels(
         },
     )
     return frame, summary
+
+
+def _unit_vector_blocks(
+    cache: Cache, view: str, pooling: str
+) -> tuple[list[str], Iterator[tuple[list[str], np.ndarray, np.ndarray]]]:
+    """(every video id of `view`, sorted; blocks of (ids, their unit vectors, their positions in that
+    list)). Mean pooling streams the shards' stored means one shard at a time (1M videos × 512 would be
+    2 GB at once); other poolings pool every video first, as `video_vectors` does."""
+    if pooling != "mean":
+        vectors = video_vectors(cache, view, pooling=pooling)
+        return vectors.video_ids, iter([(vectors.video_ids, vectors.vectors, np.arange(len(vectors)))])
+    check_embedding_view(cache, view)
+    ids_sorted = sorted(cache.video_ids(view))
+    if not ids_sorted:
+        raise ConfigError(f"cache {cache.path} has no extracted {view!r} rows to index")
+    keys = np.array(ids_sorted)  # fixed-width text: searched, not a dict of a million ids
+
+    def blocks() -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+        for ids, unit in iter_unit_means(cache, view):
+            wanted = np.array(ids)
+            positions = np.searchsorted(keys, wanted)
+            if not np.array_equal(keys[np.minimum(positions, len(keys) - 1)], wanted):  # e.g. an id ending in NUL
+                where = {video_id: i for i, video_id in enumerate(ids_sorted)}
+                positions = np.array([where[video_id] for video_id in ids])
+            yield ids, unit, positions
+
+    return ids_sorted, blocks()
+
+
+_RANK_BLOCK_VALUES = 1 << 23  # scores ranked per block (videos × labels): ~200 MB of float64 and int64 at most
+
+
+def _positives(ids: list[str], own: dict[str, list[str]], label_index: dict[str, int], n_labels: int) -> np.ndarray:
+    """[len(ids), n_labels] bool: each video's own labels that are in the label corpus."""
+    positive = np.zeros((len(ids), n_labels), bool)
+    for row, video_id in enumerate(ids):
+        for label in own.get(video_id, ()):
+            column = label_index.get(label)
+            if column is not None:
+                positive[row, column] = True
+    return positive
+
+
+def _rank_labels(
+    scores: np.ndarray, positive: np.ndarray, *, margin: float | None, relative_margin: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(order, count): per video the label columns by (score descending, column ascending), the kept ones
+    (not its own, and below the margin of its best own label where it has one and a margin is asked)
+    first; `count` of them kept."""
+    keep = ~positive
+    if margin is not None or relative_margin is not None:
+        has_own = positive.any(axis=1)
+        s_pos = np.where(positive, scores, 0.0).max(axis=1, initial=-np.inf, where=positive)
+        s_pos[~has_own] = 0.0  # no own label in the corpus: no margin filtering (masked below)
+        # relative: RM·s_pos for s_pos > 0, generalised so the limit never exceeds s_pos
+        limit = s_pos - margin if margin is not None else s_pos - (1 - relative_margin) * np.abs(s_pos)  # type: ignore[operator]
+        keep &= (scores < limit[:, None]) | ~has_own[:, None]
+    # a stable sort of −score keeps equal scores in column order; dropped columns (+inf) go last
+    order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")
+    return order, keep.sum(axis=1)
+
+
+def _pick_ranks(
+    order: np.ndarray, count: np.ndarray, ids: list[str], *, k: int, range_min: int, range_max: int | None,
+    sampling: str, seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(block rows, 1-based ranks, label columns) of the picks: ranks [range_min, range_max) of each video's
+    kept labels, the first k (`top`) or k of them drawn with a generator seeded by the video (`random`)."""
+    end = np.minimum(count, count.dtype.type(len(order[0]) if range_max is None else range_max))
+    window = np.maximum(end - range_min, 0)
+    if sampling == "random":
+        drawn = [
+            (row, range_min + np.sort(np.random.default_rng([seed, zlib.crc32(ids[row].encode())]).choice(
+                int(window[row]), k, replace=False)))
+            for row in np.flatnonzero(window > k)
+        ]  # fmt: skip
+    else:
+        drawn = []
+    taken = np.minimum(window, k)
+    taken[[row for row, _ in drawn]] = 0  # the drawn videos are added below
+    rows = np.repeat(np.arange(len(order)), taken)
+    positions = range_min + np.arange(len(rows)) - np.repeat(np.cumsum(taken) - taken, taken)
+    if drawn:
+        rows = np.concatenate([rows, *(np.full(k, row) for row, _ in drawn)])
+        positions = np.concatenate([positions, *(picked for _, picked in drawn)])
+        by_video = np.argsort(rows, kind="stable")  # every video's picks together, in rank order
+        rows, positions = rows[by_video], positions[by_video]
+    return rows, positions + 1, order[rows, positions]
 
 
 # video neighbours --------------------------------------------------------------------------------

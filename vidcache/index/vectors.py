@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,11 +51,8 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
-def video_vectors(
-    cache: Cache, view: str, *, pooling: str = "mean", video_ids: list[str] | None = None, batch_size: int = 1024
-) -> VideoVectors:
-    """Pool each video's rows of `view` and L2-normalise; streams the cache in batches."""
-    check_choice("--pooling", pooling, Pooling)
+def check_embedding_view(cache: Cache, view: str) -> None:
+    """A one-line error unless `view` is in the cache and holds embeddings (not fields)."""
     if view not in cache.views():
         raise ConfigError(f"view {view!r} is not in cache {cache.path}; views: {', '.join(cache.views()) or 'none'}")
     if cache.view_info(view).get("row_shape"):  # rows are arrays (flow fields), not embeddings
@@ -62,6 +60,32 @@ def video_vectors(
             f"the {view!r} view holds fields (rows of shape {cache.view_info(view)['row_shape']}), not embeddings; "
             "index an embedding or descriptor view instead (e.g. motion for flow)"
         )
+
+
+def _normalise_in_place(pooled: np.ndarray) -> np.ndarray:
+    """`normalise` of float32 `pooled`, written over it in blocks (no float64 copy of every vector)."""
+    block = max(1, _NORMALISE_BYTES // max(1, pooled.shape[1] * 8))
+    for lo in range(0, len(pooled), block):
+        pooled[lo : lo + block] = normalise(pooled[lo : lo + block])
+    return pooled
+
+
+def iter_unit_means(cache: Cache, view: str) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(video ids, unit mean vectors float32) per shard of `view`, in storage order: for each video the
+    numbers `video_vectors(pooling="mean")` gives it, without every video's vector in memory at once."""
+    from ..cache.pooled import iter_pooled
+
+    check_embedding_view(cache, view)
+    for ids, means in iter_pooled(cache, view):
+        yield ids, _normalise_in_place(np.require(means, np.float32, ["C", "W"]))
+
+
+def video_vectors(
+    cache: Cache, view: str, *, pooling: str = "mean", video_ids: list[str] | None = None, batch_size: int = 1024
+) -> VideoVectors:
+    """Pool each video's rows of `view` and L2-normalise; streams the cache in batches."""
+    check_choice("--pooling", pooling, Pooling)
+    check_embedding_view(cache, view)
     ids = sorted(cache.video_ids(view)) if video_ids is None else list(video_ids)
     if not ids:
         raise ConfigError(f"cache {cache.path} has no extracted {view!r} rows to index")
@@ -72,10 +96,7 @@ def video_vectors(
         if not found.all():
             missing = ids[int(np.flatnonzero(~found)[0])]
             raise KeyError(f"{missing!r} has no extracted {view!r} rows in {cache.path}")
-        block = max(1, _NORMALISE_BYTES // max(1, pooled.shape[1] * 8))
-        for lo in range(0, len(pooled), block):  # in place: no float64 copy of all vectors
-            pooled[lo : lo + block] = normalise(pooled[lo : lo + block])
-        return VideoVectors(ids, pooled, view, pooling)
+        return VideoVectors(ids, _normalise_in_place(pooled), view, pooling)
     out: list[np.ndarray] = []
     for batch in cache.iter_batches(view, batch_size=batch_size, video_ids=ids):
         out.extend(pool_rows(rows, pooling) if len(rows) else None for rows in batch.features)  # type: ignore[misc]
