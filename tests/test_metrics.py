@@ -402,3 +402,22 @@ def test_evaluate_single_label():
     assert small["top1"] == 1.0 and small["top5"] == 1.0
     with pytest.raises(ValueError):
         evaluate(labels, scores, multi_label=False, thresholds=np.full(c, 0.5))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("elements", [7, 40, 1 << 24])
+def test_retrieval_over_gallery_tiles_matches_brute_force(seed, elements, monkeypatch):
+    """The gallery read in tiles with a running top max(k) per query (tiles of a few items here, so every
+    merge path runs: lists not yet full, ties at the list's last score across tiles, a gallery smaller
+    than k, multi-label and single-label galleries) against the brute force."""
+    monkeypatch.setattr(metrics, "_RETRIEVAL_BLOCK_ELEMENTS", elements)
+    rng = np.random.default_rng(100 + seed)
+    n_gallery = int(rng.choice([3, 9, 47]))
+    g, q = _exact_directions(rng, n_gallery), _exact_directions(rng, 30)
+    multi = seed % 2 == 0
+    sizes = (0, 3) if multi else (0, 2)
+    g_labels = [set(rng.choice(4, size=rng.integers(*sizes), replace=False).tolist()) for _ in range(n_gallery)]
+    q_labels = [set(rng.choice(4, size=rng.integers(0, 3), replace=False).tolist()) for _ in range(30)]
+    ks = (1, 2, 5, 10)
+    expected = _brute_force_recall(q, q_labels, g, g_labels, ks)
+    assert retrieval_recall_at_k(q, q_labels, g, g_labels, ks=ks, block_size=int(rng.integers(1, 8))) == expected

@@ -418,8 +418,9 @@ def retrieval_recall_at_k(
     * Ordering: score descending, ties by gallery index ascending. Cosine similarity is the dot product of
       L2-normalised rows (float32, or float64 if an input is float64); an all-zero embedding has similarity 0
       to everything.
-    * Memory: queries are processed in blocks of at most ``block_size`` rows, fewer when the gallery is
-      large, so a block's similarity matrix stays within ``2**24`` entries; Q x G is never materialised.
+    * Memory: queries are processed in blocks of at most ``block_size`` rows and the gallery in tiles, so a
+      product stays within ``2**24`` entries; each query keeps its running top ``max(ks)`` items, so the
+      gallery is read once per block of queries (not once per few queries: that grew as G² at 1M videos).
     """
     q = _real(query_embeddings, "query_embeddings")
     g = _real(gallery_embeddings, "gallery_embeddings")
@@ -441,30 +442,45 @@ def retrieval_recall_at_k(
         return {f"recall_at_{k}": 0.0 for k in ks}
     dtype = np.result_type(q.dtype, g.dtype, np.float32)
     gn = _unit_rows(g, dtype)
-    single_label_gallery = bool((lg.sum(axis=1) <= 1).all())
-    if single_label_gallery:  # relevance by gathering the query's multi-hot at the gallery item's class
-        gallery_class = np.where(lg.any(axis=1), np.argmax(lg, axis=1), lg.shape[1])  # no label -> padding
-        lq = np.concatenate([lq, np.zeros((lq.shape[0], 1), dtype=np.bool_)], axis=1)
-    else:
-        lg_t = lg.T.astype(np.float32)  # [C, G]
-    positions = np.arange(n_gallery)
-    step = max(1, min(block_size, _RETRIEVAL_BLOCK_ELEMENTS // max(n_gallery, 1)))
+    lg_padded = np.concatenate([lg, np.zeros((1, lg.shape[1]), np.bool_)])  # row n_gallery: "no item"
+    top = min(max(ks), n_gallery)
+    step = max(1, min(block_size, _RETRIEVAL_BLOCK_ELEMENTS // max(top, 1)))
+    tile = max(top, _RETRIEVAL_BLOCK_ELEMENTS // step)  # gallery items per product: the gallery is read once a block
     hits = dict.fromkeys(ks, 0)
     for start in range(0, len(labelled), step):
         rows = labelled[start : start + step]
-        sims = _unit_rows(q[rows], dtype) @ gn.T  # [b, G]
-        if single_label_gallery:
-            relevant = lq[rows][:, gallery_class]
-        else:
-            relevant = (lq[rows].astype(np.float32) @ lg_t) > 0  # shares a class
-        has_relevant = relevant.any(axis=1)
-        best = np.where(relevant, sims, -np.inf).max(axis=1, initial=-np.inf)[:, None]
-        at_best = relevant & (sims == best)
-        first_best = np.argmax(at_best, axis=1)[:, None]  # lowest gallery index among the best relevant
-        rank = (sims > best).sum(axis=1) + ((sims == best) & (positions < first_best)).sum(axis=1)
+        queries = _unit_rows(q[rows], dtype)
+        best_scores = np.full((len(rows), top), -np.inf, dtype)
+        best_items = np.full((len(rows), top), n_gallery, np.int64)
+        for lo in range(0, n_gallery, tile):
+            sims = queries @ gn[lo : lo + tile].T
+            best_scores, best_items = _merge_top(best_scores, best_items, sims, lo, top)
+        relevant = (lq[rows][:, None, :] & lg_padded[best_items]).any(axis=2)  # [b, top], in rank order
+        rank = np.where(relevant.any(axis=1), np.argmax(relevant, axis=1), n_gallery + max(ks))  # first relevant
         for k in ks:
-            hits[k] += int((has_relevant & (rank < k)).sum())
+            hits[k] += int((rank < k).sum())
     return {f"recall_at_{k}": hits[k] / len(labelled) for k in ks}
+
+
+def _merge_top(
+    best_scores: np.ndarray, best_items: np.ndarray, sims: np.ndarray, offset: int, top: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's `top` gallery items by (score descending, item ascending) after the items `offset...` of
+    `sims` [b, n] join its running list: only the items at or above the running (or, while it is not full,
+    the tile's own) `top`-th score can enter, ties included."""
+    floor = best_scores[:, -1]
+    if not np.isfinite(floor).all():  # a list not yet full: the tile's own top-th score bounds the entrants
+        own = -np.partition(-sims, min(top, sims.shape[1]) - 1, axis=1)[:, min(top, sims.shape[1]) - 1]
+        floor = np.maximum(floor, own)
+    rows, columns = np.nonzero(sims >= floor[:, None])
+    row = np.concatenate([np.repeat(np.arange(len(best_scores)), top), rows])
+    score = np.concatenate([best_scores.reshape(-1), sims[rows, columns]])
+    item = np.concatenate([best_items.reshape(-1), offset + columns])
+    order = np.lexsort((item, -score, row))
+    row, score, item = row[order], score[order], item[order]
+    first = np.searchsorted(row, np.arange(len(best_scores)))
+    keep = (np.arange(len(row)) - first[row]) < top
+    return score[keep].reshape(-1, top), item[keep].reshape(-1, top)
 
 
 # --------------------------------------------------------------------------------------------------- evaluate
