@@ -421,3 +421,19 @@ def test_retrieval_over_gallery_tiles_matches_brute_force(seed, elements, monkey
     ks = (1, 2, 5, 10)
     expected = _brute_force_recall(q, q_labels, g, g_labels, ks)
     assert retrieval_recall_at_k(q, q_labels, g, g_labels, ks=ks, block_size=int(rng.integers(1, 8))) == expected
+
+
+@pytest.mark.parametrize("n_gallery", [16385, 16387, 32770])
+def test_retrieval_an_exact_duplicate_later_in_the_gallery_never_outranks(n_gallery):
+    """A gallery item's exact duplicate at the end of a big gallery (one item past a tile): the two score
+    the same for every query, so the earlier one ranks first. A tile of one item went through another BLAS
+    kernel and rounded the duplicate above it (recall@1 0.55 instead of 1)."""
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal((n_gallery, 512)).astype(np.float32)
+    g[-1] = g[0]
+    q = g[0] + 0.01 * rng.standard_normal((64, 512)).astype(np.float32)
+    query_labels, gallery_labels = np.ones((64, 1), bool), np.zeros((n_gallery, 1), bool)
+    gallery_labels[0] = True
+    assert retrieval_recall_at_k(q, query_labels, g, gallery_labels, ks=(1,)) == {"recall_at_1": 1.0}
+    zero = retrieval_recall_at_k(np.zeros((8, 512)), query_labels[:8], g, gallery_labels, ks=(1, 5))
+    assert zero == {"recall_at_1": 1.0, "recall_at_5": 1.0}  # every score 0: the lowest item, item 0, first

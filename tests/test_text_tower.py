@@ -336,3 +336,25 @@ def test_a_read_only_cache_exports_into_the_users_cache_folder(cache_dir, tmp_pa
     fourth = search_text(cache_dir, "white walls", view="clip", k=4, query_form="raw", device="cpu")
     assert calls == [1] and [h.video_id for h in fourth] == _torch_hits(cache_dir, "white walls", 4)
     assert [h.video_id for h in third] == _torch_hits(cache_dir, "green gates", 4)
+
+
+def test_a_failed_export_leaves_the_extract_run_finished(corpus, tiny_checkpoint, tmp_path, monkeypatch, caplog):
+    """The export comes after the rows are committed: any error in it (here a KeyError from a damaged
+    identity) is a warning, the run is recorded as finished, and a re-run is a no-op (it loads no model:
+    the view's first `search --text` makes the export instead)."""
+    import vidcache.extract.views.clip.model as clip_model
+    from tests.conftest import run_cli_in_process, tiny_clip_args
+
+    def broken(*args, **kwargs):
+        raise KeyError("pretrained")
+
+    monkeypatch.setattr(clip_model, "keep_numpy_text_tower", broken)
+    cache_dir = tmp_path / "cache"
+    args = ["extract", str(corpus / "manifest.csv"), "--cache", cache_dir, *tiny_clip_args(tiny_checkpoint), "--json"]
+    code, out, err = run_cli_in_process(*args)
+    assert code == 0, err
+    assert "text tower not exported" in caplog.text and not (cache_dir / TEXT_TOWER_DIR).exists()
+    assert json.loads(out.strip().splitlines()[-1])["extracted"] == 8
+    monkeypatch.undo()
+    code, out, err = run_cli_in_process(*args)
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["extracted"] == 0

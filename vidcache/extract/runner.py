@@ -139,7 +139,7 @@ class Extractor:
                 line = plugin(view).keep_text_tower(
                     encoder, cache_dir=self.cache_dir, identity=identity, prompts=prompts
                 )
-            except (OSError, RuntimeError, ValueError, ConfigError) as exc:
+            except Exception as exc:  # the rows are committed: an optional export must not fail the run
                 log.warning(
                     "view %s: text tower not exported (%s); the first `search --text` will export it", view, exc
                 )

@@ -446,6 +446,8 @@ def retrieval_recall_at_k(
     top = min(max(ks), n_gallery)
     step = max(1, min(block_size, _RETRIEVAL_BLOCK_ELEMENTS // max(top, 1)))
     tile = max(top, _RETRIEVAL_BLOCK_ELEMENTS // step)  # gallery items per product: the gallery is read once a block
+    tile = -(-n_gallery // -(-n_gallery // tile))  # tiles of equal width: no product of a few items, which BLAS
+    # computes with another kernel (a vector product rounds differently, so an exact duplicate could outrank)
     hits = dict.fromkeys(ks, 0)
     for start in range(0, len(labelled), step):
         rows = labelled[start : start + step]
@@ -455,7 +457,8 @@ def retrieval_recall_at_k(
         for lo in range(0, n_gallery, tile):
             sims = queries @ gn[lo : lo + tile].T
             best_scores, best_items = _merge_top(best_scores, best_items, sims, lo, top)
-        relevant = (lq[rows][:, None, :] & lg_padded[best_items]).any(axis=2)  # [b, top], in rank order
+        query_labels = lq[rows]
+        relevant = np.stack([(query_labels & lg_padded[items]).any(axis=1) for items in best_items.T], axis=1)
         rank = np.where(relevant.any(axis=1), np.argmax(relevant, axis=1), n_gallery + max(ks))  # first relevant
         for k in ks:
             hits[k] += int((rank < k).sum())
@@ -465,14 +468,14 @@ def retrieval_recall_at_k(
 def _merge_top(
     best_scores: np.ndarray, best_items: np.ndarray, sims: np.ndarray, offset: int, top: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's `top` gallery items by (score descending, item ascending) after the items `offset...` of
-    `sims` [b, n] join its running list: only the items at or above the running (or, while it is not full,
-    the tile's own) `top`-th score can enter, ties included."""
-    floor = best_scores[:, -1]
-    if not np.isfinite(floor).all():  # a list not yet full: the tile's own top-th score bounds the entrants
-        own = -np.partition(-sims, min(top, sims.shape[1]) - 1, axis=1)[:, min(top, sims.shape[1]) - 1]
-        floor = np.maximum(floor, own)
-    rows, columns = np.nonzero(sims >= floor[:, None])
+    """Each query's `top` gallery items by (score descending, item ascending) once the items `offset...` of
+    `sims` [b, n] join its running list. When every list is full, only items scoring above a list's last
+    score can enter (an equal score has a higher item number, so it ranks after); before, each row's own
+    exact top of the tile enters."""
+    if np.isfinite(best_scores[:, -1]).all():
+        rows, columns = np.nonzero(sims > best_scores[:, -1][:, None])
+    else:
+        rows, columns = _tile_top(sims, top)
     row = np.concatenate([np.repeat(np.arange(len(best_scores)), top), rows])
     score = np.concatenate([best_scores.reshape(-1), sims[rows, columns]])
     item = np.concatenate([best_items.reshape(-1), offset + columns])
@@ -481,6 +484,21 @@ def _merge_top(
     first = np.searchsorted(row, np.arange(len(best_scores)))
     keep = (np.arange(len(row)) - first[row]) < top
     return score[keep].reshape(-1, top), item[keep].reshape(-1, top)
+
+
+def _tile_top(sims: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of each row's first min(top, n) columns of `sims` [b, n] by (score descending, column
+    ascending): a partition, then, for a row whose cut falls inside a run of equal scores, the lowest
+    columns of that run (a row of equal scores does not send its whole tile to the sort)."""
+    t = min(top, sims.shape[1])
+    part = np.argpartition(-sims, t - 1, axis=1)[:, :t]
+    cut = np.take_along_axis(sims, part, axis=1).min(axis=1)
+    above = np.count_nonzero(sims > cut[:, None], axis=1)
+    for row in np.flatnonzero(np.count_nonzero(sims == cut[:, None], axis=1) > t - above):
+        part[row] = np.concatenate(
+            [np.flatnonzero(sims[row] > cut[row]), np.flatnonzero(sims[row] == cut[row])[: t - above[row]]]
+        )
+    return np.repeat(np.arange(len(sims)), t), part.reshape(-1)
 
 
 # --------------------------------------------------------------------------------------------------- evaluate

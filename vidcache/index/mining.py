@@ -212,16 +212,11 @@ def _unit_vector_blocks(
     ids_sorted = sorted(cache.video_ids(view))
     if not ids_sorted:
         raise ConfigError(f"cache {cache.path} has no extracted {view!r} rows to index")
-    keys = np.array(ids_sorted)  # fixed-width text: searched, not a dict of a million ids
+    where = {video_id: i for i, video_id in enumerate(ids_sorted)}  # 1M ids: ~0.1 s, ~80 MB
 
     def blocks() -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
         for ids, unit in iter_unit_means(cache, view):
-            wanted = np.array(ids)
-            positions = np.searchsorted(keys, wanted)
-            if not np.array_equal(keys[np.minimum(positions, len(keys) - 1)], wanted):  # e.g. an id ending in NUL
-                where = {video_id: i for i, video_id in enumerate(ids_sorted)}
-                positions = np.array([where[video_id] for video_id in ids])
-            yield ids, unit, positions
+            yield ids, unit, np.fromiter((where[video_id] for video_id in ids), np.int64, len(ids))
 
     return ids_sorted, blocks()
 
